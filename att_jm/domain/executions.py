@@ -1,0 +1,234 @@
+"""The Execution aggregate: one queue entry, from enqueued to Executed or Failed and beyond."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.domain import Aggregate
+
+from att_jm.domain.errors import Conflict, NotFound
+
+SUCCEEDED = 3
+FAILED = 2
+SCHEDULER = "scheduler"
+
+QUEUED = "queued"
+RUNNING = "running"
+EXECUTED = "executed"
+FAILED_STATE = "failed"
+GONE = "gone"  # removed from the queue or Executed, deleted from Failed, or cleaned up
+
+
+class Execution(Aggregate):
+    """An entry of the queue; `status` says which table it is in."""
+
+    TOPIC = "att_jm:Execution"
+
+    class Enqueued(Aggregate.Created):
+        TOPIC = "att_jm:Execution.Enqueued"
+        job: str
+        script: str
+        command: str
+        trigger: str
+        notification_id: str
+        timeout_seconds: float
+        actor: str
+
+    class Started(Aggregate.Event):
+        TOPIC = "att_jm:Execution.Started"
+        attempt: int
+        actor: str
+
+        def apply(self, aggregate: Any) -> None:
+            aggregate.status = RUNNING
+            aggregate.started_at = self.timestamp
+            aggregate.front = False
+
+    class Succeeded(Aggregate.Event):
+        TOPIC = "att_jm:Execution.Succeeded"
+        result: int
+        feedback: str | None
+        exit_code: int | None
+        duration_seconds: float
+        actor: str
+
+        def apply(self, aggregate: Any) -> None:
+            aggregate.finish(EXECUTED, self.result, self.feedback, self.timestamp)
+
+    class Failed(Aggregate.Event):
+        TOPIC = "att_jm:Execution.Failed"
+        result: int
+        feedback: str | None
+        exit_code: int | None
+        duration_seconds: float
+        timed_out: bool
+        interrupted: bool
+        actor: str
+
+        def apply(self, aggregate: Any) -> None:
+            aggregate.finish(FAILED_STATE, self.result, self.feedback, self.timestamp)
+
+    class RemovedFromQueue(Aggregate.Event):
+        TOPIC = "att_jm:Execution.RemovedFromQueue"
+        actor: str
+
+        def apply(self, aggregate: Any) -> None:
+            aggregate.status = GONE
+
+    class SentToFront(Aggregate.Event):
+        TOPIC = "att_jm:Execution.SentToFront"
+        actor: str
+
+        def apply(self, aggregate: Any) -> None:
+            aggregate.front = True
+
+    class Reexecuted(Aggregate.Event):
+        TOPIC = "att_jm:Execution.Reexecuted"
+        attempt: int
+        actor: str
+
+        def apply(self, aggregate: Any) -> None:
+            aggregate.status = QUEUED
+            aggregate.front = True
+            aggregate.attempt = self.attempt
+            aggregate.previous_feedback = aggregate.feedback
+            aggregate.result = None
+            aggregate.feedback = None
+
+    class RemovedFromExecuted(Aggregate.Event):
+        TOPIC = "att_jm:Execution.RemovedFromExecuted"
+        actor: str
+
+        def apply(self, aggregate: Any) -> None:
+            aggregate.status = GONE
+
+    class DeletedFromFailed(Aggregate.Event):
+        TOPIC = "att_jm:Execution.DeletedFromFailed"
+        actor: str
+
+        def apply(self, aggregate: Any) -> None:
+            aggregate.status = GONE
+
+    class CleanedUp(Aggregate.Event):
+        """Auto Cleanup removed the row from `table`; `cleanup` names the run."""
+
+        TOPIC = "att_jm:Execution.CleanedUp"
+        table: str
+        cleanup: str
+        actor: str
+
+        def apply(self, aggregate: Any) -> None:
+            aggregate.status = GONE
+
+    def __init__(
+        self,
+        job: str,
+        script: str,
+        command: str,
+        trigger: str,
+        notification_id: str,
+        timeout_seconds: float,
+        actor: str,
+    ) -> None:
+        self.job = job
+        self.script = script
+        self.command = command
+        self.trigger = trigger
+        self.notification_id = notification_id
+        self.timeout_seconds = timeout_seconds
+        self.status = QUEUED
+        self.front = False
+        self.attempt = 1
+        self.started_at: datetime | None = None
+        self.finished_at: datetime | None = None
+        self.result: int | None = None
+        self.feedback: str | None = None
+        self.previous_feedback: str | None = None
+
+    @classmethod
+    def enqueue(
+        cls, execution_id: UUID, job: str, script: str, command: str, trigger: str,
+        notification_id: str, timeout_seconds: float, actor: str, at: datetime,
+    ) -> Execution:
+        return cls._create(
+            cls.Enqueued, id=execution_id, job=job, script=script, command=command,
+            trigger=trigger, notification_id=notification_id, timeout_seconds=timeout_seconds,
+            actor=actor, timestamp=at,
+        )
+
+    def finish(self, status: str, result: int, feedback: str | None, at: datetime) -> None:
+        self.status = status
+        self.result = result
+        self.feedback = feedback
+        self.finished_at = at
+
+    @property
+    def label(self) -> str:
+        return str(self.id)
+
+    def start(self, at: datetime) -> None:
+        if self.status != QUEUED:
+            raise Conflict(f"entry {self.label} is {self.status}, not queued")
+        self.trigger_event(self.Started, attempt=self.attempt, actor=SCHEDULER, timestamp=at)
+
+    def succeed(
+        self, feedback: str | None, exit_code: int | None, duration: float, at: datetime
+    ) -> None:
+        self._check_running()
+        self.trigger_event(
+            self.Succeeded, result=SUCCEEDED, feedback=feedback, exit_code=exit_code,
+            duration_seconds=duration, actor=SCHEDULER, timestamp=at,
+        )
+
+    def fail(
+        self, feedback: str | None, exit_code: int | None, duration: float, at: datetime, *,
+        timed_out: bool = False, interrupted: bool = False,
+    ) -> None:
+        self._check_running()
+        self.trigger_event(
+            self.Failed, result=FAILED, feedback=feedback, exit_code=exit_code,
+            duration_seconds=duration, timed_out=timed_out, interrupted=interrupted,
+            actor=SCHEDULER, timestamp=at,
+        )
+
+    def _check_running(self) -> None:
+        if self.status != RUNNING:
+            raise Conflict(f"entry {self.label} is {self.status}, not running")
+
+    def _check_queued(self) -> None:
+        if self.status == RUNNING:
+            raise Conflict(f"entry {self.label} is running")
+        if self.status != QUEUED:
+            raise NotFound(f"no queued entry {self.label}")
+
+    def remove_from_queue(self, actor: str, at: datetime) -> None:
+        self._check_queued()
+        self.trigger_event(self.RemovedFromQueue, actor=actor, timestamp=at)
+
+    def send_to_front(self, actor: str, at: datetime) -> None:
+        self._check_queued()
+        self.trigger_event(self.SentToFront, actor=actor, timestamp=at)
+
+    def remove_from_executed(self, actor: str, at: datetime) -> None:
+        if self.status != EXECUTED:
+            raise NotFound(f"no executed entry {self.label}")
+        self.trigger_event(self.RemovedFromExecuted, actor=actor, timestamp=at)
+
+    def reexecute(self, actor: str, at: datetime) -> None:
+        if self.status != FAILED_STATE:
+            raise NotFound(f"no failed entry {self.label}")
+        self.trigger_event(self.Reexecuted, attempt=self.attempt + 1, actor=actor, timestamp=at)
+
+    def delete_from_failed(self, actor: str, at: datetime) -> None:
+        if self.status != FAILED_STATE:
+            raise NotFound(f"no failed entry {self.label}")
+        self.trigger_event(self.DeletedFromFailed, actor=actor, timestamp=at)
+
+    def clean_up(self, table: str, cleanup: str, actor: str, at: datetime) -> bool:
+        """Remove the row by Auto Cleanup; False when it is no longer in `table`."""
+        if self.status != table:
+            return False
+        self.trigger_event(self.CleanedUp, table=table, cleanup=cleanup, actor=actor, timestamp=at)
+        return True

@@ -1,0 +1,175 @@
+"""The Scheduler singleton: settings, and each dispatch decision; plus the pure decision rule."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from eventsourcing.domain import Aggregate
+
+from att_jm.domain.cleanup import CleanupPolicy
+from att_jm.domain.errors import InvalidInput
+from att_jm.domain.ids import SCHEDULER_ID
+
+DEFAULT_INTERVAL_SECONDS = 5.0
+TABLES = ("executed", "failed")
+
+
+def next_start(
+    now: datetime,
+    *,
+    running: str | None,
+    last_finished_at: datetime | None,
+    interval_seconds: float,
+    candidate_front: bool | None,
+) -> datetime | None:
+    """When the next queued entry may start: None while one runs or none waits.
+
+    An entry sent to the front starts at once; others wait `interval_seconds`
+    after the end of the previous execution.
+    """
+    if running is not None or candidate_front is None:
+        return None
+    if candidate_front or last_finished_at is None:
+        return now
+    return max(now, last_finished_at + timedelta(seconds=interval_seconds))
+
+
+def _policy(data: dict[str, Any]) -> CleanupPolicy:
+    return CleanupPolicy(
+        max_rows=data["max_rows"],
+        max_age_days=data["max_age_days"],
+        every_seconds=data["every_seconds"],
+    )
+
+
+class Scheduler(Aggregate):
+    """Holds the interval, the cleanup policies, what runs now and when the last run ended."""
+
+    TOPIC = "att_jm:Scheduler"
+
+    class Created(Aggregate.Created):
+        TOPIC = "att_jm:Scheduler.Created"
+
+    class SettingsChanged(Aggregate.Event):
+        """The whole new settings (not a diff), so replay needs no merging."""
+
+        TOPIC = "att_jm:Scheduler.SettingsChanged"
+        interval_seconds: float
+        executed_cleanup: dict[str, Any]
+        failed_cleanup: dict[str, Any]
+        actor: str
+
+        def apply(self, aggregate: Any) -> None:
+            aggregate.interval_seconds = self.interval_seconds
+            aggregate.cleanup = {
+                "executed": _policy(self.executed_cleanup),
+                "failed": _policy(self.failed_cleanup),
+            }
+
+    class Dispatched(Aggregate.Event):
+        TOPIC = "att_jm:Scheduler.Dispatched"
+        execution_id: str
+        front: bool
+
+        def apply(self, aggregate: Any) -> None:
+            aggregate.running = self.execution_id
+
+    class Released(Aggregate.Event):
+        """The running execution ended (succeeded, failed or interrupted)."""
+
+        TOPIC = "att_jm:Scheduler.Released"
+        execution_id: str
+
+        def apply(self, aggregate: Any) -> None:
+            aggregate.running = None
+            aggregate.last_finished_at = self.timestamp
+
+    class CleanupRan(Aggregate.Event):
+        TOPIC = "att_jm:Scheduler.CleanupRan"
+        table: str
+        cleanup: str
+        removed: int
+        actor: str
+
+        def apply(self, aggregate: Any) -> None:
+            aggregate.last_cleanup[self.table] = self.timestamp
+
+    def __init__(self) -> None:
+        self.interval_seconds = DEFAULT_INTERVAL_SECONDS
+        self.cleanup: dict[str, CleanupPolicy] = {
+            "executed": CleanupPolicy(),
+            "failed": CleanupPolicy(),
+        }
+        self.running: str | None = None
+        self.last_finished_at: datetime | None = None
+        self.last_cleanup: dict[str, datetime] = {}
+
+    @classmethod
+    def create(cls, at: datetime) -> Scheduler:
+        return cls._create(cls.Created, id=SCHEDULER_ID, timestamp=at)
+
+    def settings_json(self) -> dict[str, Any]:
+        return {
+            "interval_seconds": self.interval_seconds,
+            "executed_cleanup": self.cleanup["executed"].to_json(),
+            "failed_cleanup": self.cleanup["failed"].to_json(),
+        }
+
+    def change_settings(
+        self,
+        interval_seconds: float | None,
+        executed_cleanup: dict[str, Any] | None,
+        failed_cleanup: dict[str, Any] | None,
+        actor: str,
+        at: datetime,
+    ) -> bool:
+        """Merge the given values into the settings; False (no event) when nothing changes."""
+        policies = {}
+        for table, given in (("executed", executed_cleanup), ("failed", failed_cleanup)):
+            policy = replace(self.cleanup[table], **(given or {}))
+            if policy.max_rows is None and policy.max_age_days is None:
+                raise InvalidInput(
+                    f"{table}_cleanup: at least one of max_rows / max_age_days must stay set"
+                )
+            policies[table] = policy
+        interval = self.interval_seconds if interval_seconds is None else interval_seconds
+        if interval == self.interval_seconds and policies == self.cleanup:
+            return False
+        self.trigger_event(
+            self.SettingsChanged, interval_seconds=interval,
+            executed_cleanup=policies["executed"].to_json(),
+            failed_cleanup=policies["failed"].to_json(), actor=actor, timestamp=at,
+        )
+        return True
+
+    def next_start(self, now: datetime, candidate_front: bool | None) -> datetime | None:
+        return next_start(
+            now, running=self.running, last_finished_at=self.last_finished_at,
+            interval_seconds=self.interval_seconds, candidate_front=candidate_front,
+        )
+
+    def dispatch(self, execution_id: str, front: bool, at: datetime) -> None:
+        if self.running is not None:
+            raise RuntimeError(f"cannot dispatch {execution_id}: {self.running} is running")
+        self.trigger_event(self.Dispatched, execution_id=execution_id, front=front, timestamp=at)
+
+    def release(self, execution_id: str, at: datetime) -> None:
+        if self.running == execution_id:
+            self.trigger_event(self.Released, execution_id=execution_id, timestamp=at)
+
+    def cleanup_due(self, table: str, now: datetime) -> datetime:
+        """When the periodic cleanup of `table` is next due."""
+        last = self.last_cleanup.get(table)
+        if last is None:
+            return now
+        return last + timedelta(seconds=self.cleanup[table].every_seconds)
+
+    def record_cleanup(
+        self, table: str, cleanup: str, removed: int, actor: str, at: datetime
+    ) -> None:
+        self.trigger_event(
+            self.CleanupRan, table=table, cleanup=cleanup, removed=removed, actor=actor,
+            timestamp=at,
+        )
