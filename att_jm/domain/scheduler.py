@@ -64,8 +64,8 @@ class Scheduler(Aggregate):
         def apply(self, aggregate: Any) -> None:
             aggregate.interval_seconds = self.interval_seconds
             aggregate.cleanup = {
-                "executed": _policy(self.executed_cleanup),
-                "failed": _policy(self.failed_cleanup),
+                "executed": dict(self.executed_cleanup),
+                "failed": dict(self.failed_cleanup),
             }
 
     class Dispatched(Aggregate.Event):
@@ -94,17 +94,21 @@ class Scheduler(Aggregate):
         actor: str
 
         def apply(self, aggregate: Any) -> None:
-            aggregate.last_cleanup[self.table] = self.timestamp
+            aggregate.last_cleanup[self.table] = self.timestamp.isoformat()
 
     def __init__(self) -> None:
+        # Plain JSON values only (no dataclasses, no nested datetimes): snapshots store them.
         self.interval_seconds = DEFAULT_INTERVAL_SECONDS
-        self.cleanup: dict[str, CleanupPolicy] = {
-            "executed": CleanupPolicy(),
-            "failed": CleanupPolicy(),
+        self.cleanup: dict[str, dict[str, Any]] = {
+            "executed": CleanupPolicy().to_json(),
+            "failed": CleanupPolicy().to_json(),
         }
         self.running: str | None = None
         self.last_finished_at: datetime | None = None
-        self.last_cleanup: dict[str, datetime] = {}
+        self.last_cleanup: dict[str, str] = {}
+
+    def policy(self, table: str) -> CleanupPolicy:
+        return _policy(self.cleanup[table])
 
     @classmethod
     def create(cls, at: datetime) -> Scheduler:
@@ -113,8 +117,8 @@ class Scheduler(Aggregate):
     def settings_json(self) -> dict[str, Any]:
         return {
             "interval_seconds": self.interval_seconds,
-            "executed_cleanup": self.cleanup["executed"].to_json(),
-            "failed_cleanup": self.cleanup["failed"].to_json(),
+            "executed_cleanup": dict(self.cleanup["executed"]),
+            "failed_cleanup": dict(self.cleanup["failed"]),
         }
 
     def change_settings(
@@ -128,14 +132,15 @@ class Scheduler(Aggregate):
         """Merge the given values into the settings; False (no event) when nothing changes."""
         policies = {}
         for table, given in (("executed", executed_cleanup), ("failed", failed_cleanup)):
-            policy = replace(self.cleanup[table], **(given or {}))
+            policy = replace(self.policy(table), **(given or {}))
             if policy.max_rows is None and policy.max_age_days is None:
                 raise InvalidInput(
                     f"{table}_cleanup: at least one of max_rows / max_age_days must stay set"
                 )
             policies[table] = policy
         interval = self.interval_seconds if interval_seconds is None else interval_seconds
-        if interval == self.interval_seconds and policies == self.cleanup:
+        unchanged = all(policies[t].to_json() == self.cleanup[t] for t in TABLES)
+        if interval == self.interval_seconds and unchanged:
             return False
         self.trigger_event(
             self.SettingsChanged, interval_seconds=interval,
@@ -164,7 +169,8 @@ class Scheduler(Aggregate):
         last = self.last_cleanup.get(table)
         if last is None:
             return now
-        return last + timedelta(seconds=self.cleanup[table].every_seconds)
+        every = self.policy(table).every_seconds
+        return datetime.fromisoformat(last) + timedelta(seconds=every)
 
     def record_cleanup(
         self, table: str, cleanup: str, removed: int, actor: str, at: datetime

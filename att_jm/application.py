@@ -1,0 +1,446 @@
+"""The application service: notifications, commands, dispatch and cleanup as units of work.
+
+Each handler reads what it needs, calls the domain, and adds the touched
+aggregates to a UnitOfWork; the writer commits one UnitOfWork per drained batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from uuid import UUID, uuid4
+
+import orjson
+import structlog
+from eventsourcing.application import AggregateNotFoundError
+from eventsourcing.domain import Aggregate
+from eventsourcing.persistence import Recording
+
+from att_jm.domain import commands as cmd
+from att_jm.domain.cleanup import select_for_cleanup
+from att_jm.domain.errors import InvalidInput, JobManagerError, NotFound, TooLarge
+from att_jm.domain.executions import RUNNING, Execution
+from att_jm.domain.ids import SCHEDULER_ID, command_id, execution_id, job_id, notification_id
+from att_jm.domain.jobs import Job
+from att_jm.domain.matching import fill_template, matches
+from att_jm.domain.notifications import CommandRecord, Notification, Rejection
+from att_jm.domain.scheduler import TABLES, Scheduler
+from att_jm.domain.times import iso
+from att_jm.store import JobManagerApp
+from projections.views import Views
+
+log = structlog.get_logger("att_jm")
+
+MAX_NOTIFICATION_ID = 200
+INTERRUPTED = "interrupted: the service stopped while this execution was running"
+
+
+@dataclass(frozen=True)
+class Dispatch:
+    """An execution the scheduler just started: what the runner needs to run it."""
+
+    execution_id: str
+    job: str
+    trigger: str
+    attempt: int
+    script: str
+    command: str
+    timeout_seconds: float
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the runner reports back for one execution."""
+
+    result: int
+    feedback: str | None
+    exit_code: int | None
+    duration_seconds: float
+    timed_out: bool = False
+
+
+@dataclass
+class UnitOfWork:
+    """The events of one batch in the order they happened, and the aggregates they came from."""
+
+    events: list[Any] = field(default_factory=list)
+    aggregates: dict[UUID, Aggregate] = field(default_factory=dict)
+    notifications: set[str] = field(default_factory=set)
+    replies: dict[UUID, dict[str, Any]] = field(default_factory=dict)
+    spoiled: bool = False
+    _touched: list[Aggregate] = field(default_factory=list)
+
+    def touch(self, *aggregates: Aggregate) -> None:
+        for aggregate in aggregates:
+            self.aggregates[aggregate.id] = aggregate
+            self._touched.append(aggregate)
+
+    def collect(self) -> None:
+        """Take the pending events of what the last handler touched, in order."""
+        for aggregate in self._touched:
+            self.events.extend(aggregate.collect_events())
+        self._touched.clear()
+
+    def discard(self) -> None:
+        """Drop what the last (failed) handler did; the in-memory state must be reloaded."""
+        for aggregate in self._touched:
+            if aggregate.collect_events():
+                self.spoiled = True
+        self._touched.clear()
+
+
+def error_reply(error: JobManagerError) -> dict[str, Any]:
+    return {"ok": False, "error": {"code": error.code, "message": error.message}}
+
+
+def ok_reply(result: Any) -> dict[str, Any]:
+    return {"ok": True, "result": result}
+
+
+def job_row(job: Job) -> dict[str, Any]:
+    return {
+        "name": job.name,
+        "script": job.script,
+        "trigger": job.trigger,
+        "match": job.match,
+        "command": job.command,
+        "timeout_seconds": job.timeout_seconds,
+        "enabled": job.enabled,
+        "created_at": iso(job.created_at),
+        "updated_at": iso(job.updated_at),
+    }
+
+
+class JobManager:
+    """The Job Manager's use cases over the event store (writes) and the views (reads)."""
+
+    def __init__(
+        self,
+        app: JobManagerApp,
+        views: Views,
+        *,
+        check_script: Callable[[str], object],
+        clock: Callable[[], datetime],
+        max_payload_bytes: int = 256 * 1024,
+    ) -> None:
+        self.app = app
+        self.views = views
+        self.check_script = check_script
+        self.clock = clock
+        self.max_payload_bytes = max_payload_bytes
+        self.jobs: dict[str, Job] = {}
+        self.scheduler = self._load_scheduler()
+        self.reload()
+
+    # State -------------------------------------------------------------------------------
+
+    def _load_scheduler(self) -> Scheduler:
+        try:
+            scheduler: Scheduler = self.app.repository.get(SCHEDULER_ID)
+        except AggregateNotFoundError:
+            scheduler = Scheduler.create(self.clock())
+            self.app.save(scheduler)
+        return scheduler
+
+    def reload(self) -> None:
+        """Drop every cached aggregate and load the current ones from the store."""
+        self.scheduler = self.app.repository.get(SCHEDULER_ID)
+        self.jobs = {}
+        for name in self.views.job_names():
+            job = self._get_job(name)
+            if job is not None and not job.removed:
+                self.jobs[name] = job
+
+    def _get_job(self, name: str) -> Job | None:
+        try:
+            job: Job = self.app.repository.get(job_id(name))
+        except AggregateNotFoundError:
+            return None
+        return job
+
+    def _exists(self, aggregate_id: UUID) -> bool:
+        return bool(self.app.recorder.select_events(aggregate_id, limit=1))
+
+    def _execution(self, uow: UnitOfWork, entry: str) -> Execution:
+        try:
+            key = UUID(entry)
+        except ValueError:
+            raise NotFound(f"no entry {entry!r}") from None
+        cached = uow.aggregates.get(key)
+        if isinstance(cached, Execution):
+            return cached
+        try:
+            execution: Execution = self.app.repository.get(key)
+        except AggregateNotFoundError:
+            raise NotFound(f"no entry {entry!r}") from None
+        if not isinstance(execution, Execution):
+            raise NotFound(f"no entry {entry!r}")
+        return execution
+
+    def commit(self, uow: UnitOfWork) -> list[Recording[UUID]]:
+        """Store the batch's events in one transaction (snapshotting the scheduler)."""
+        if not uow.events:
+            return []
+        recordings = self.app.save(*uow.events)
+        for recording in recordings:
+            event = recording.domain_event
+            if event.originator_id == SCHEDULER_ID and event.originator_version % 500 == 0:
+                self.app.take_snapshot(SCHEDULER_ID, version=event.originator_version)
+        return recordings
+
+    # Notifications -----------------------------------------------------------------------
+
+    def receive_notification(
+        self, uow: UnitOfWork, trigger: str, topic: str, payload: bytes
+    ) -> str:
+        """Store a notification and enqueue the jobs it triggers; the outcome as a word."""
+        try:
+            body = self._parse_notification(payload)
+        except JobManagerError as error:
+            self._reject(uow, "notification", topic, error, payload, "channel-manager")
+            return "rejected"
+        nid = body["id"]
+        if nid in uow.notifications or self._exists(notification_id(nid)):
+            return "duplicate"
+        uow.notifications.add(nid)
+        now = self.clock()
+        enqueued: list[dict[str, str]] = []
+        skipped: list[dict[str, str]] = []
+        executions: list[Execution] = []
+        for job in self.jobs.values():
+            if not (job.enabled and job.trigger == trigger and matches(job.match, body)):
+                continue
+            try:
+                command = fill_template(job.command, body)
+            except InvalidInput as error:
+                skipped.append({"job": job.name, "reason": error.message})
+                continue
+            entry = execution_id(nid, job.name)
+            enqueued.append({"job": job.name, "execution_id": str(entry)})
+            executions.append(
+                Execution.enqueue(
+                    entry, job.name, job.script, command, trigger, nid, job.timeout_seconds,
+                    "channel-manager", now,
+                )
+            )
+        notification = Notification.receive(nid, trigger, body, enqueued, skipped, now)
+        uow.touch(notification, *executions)
+        return f"enqueued {len(executions)}" if executions else "matched none"
+
+    def _parse_notification(self, payload: bytes) -> dict[str, Any]:
+        if len(payload) > self.max_payload_bytes:
+            raise TooLarge(f"payload of {len(payload)} bytes exceeds {self.max_payload_bytes}")
+        try:
+            body = orjson.loads(payload)
+        except orjson.JSONDecodeError as error:
+            raise InvalidInput(f"not JSON: {error}") from None
+        if not isinstance(body, dict):
+            raise InvalidInput("the payload must be a JSON object")
+        nid = body.get("id")
+        if not isinstance(nid, str) or not 1 <= len(nid) <= MAX_NOTIFICATION_ID:
+            raise InvalidInput('"id" must be a string of 1-200 characters')
+        return body
+
+    def _reject(
+        self, uow: UnitOfWork, source: str, topic: str, error: JobManagerError, payload: bytes,
+        actor: str,
+    ) -> None:
+        rejection = Rejection.reject(
+            uuid4(), source, topic, error.code, error.message, payload, actor, self.clock()
+        )
+        uow.touch(rejection)
+        log.warning(f"{source}.rejected", topic=topic, code=error.code, reason=error.message)
+
+    # Commands ----------------------------------------------------------------------------
+
+    def handle_command(
+        self, uow: UnitOfWork, actor: str, name: str, topic: str, payload: bytes,
+        correlation: bytes | None,
+    ) -> dict[str, Any] | cmd.ViewsGet:
+        """The reply to a command, or the ViewsGet to answer once the views are caught up."""
+        record = None if correlation is None else command_id(actor, correlation)
+        if record is not None:
+            if record in uow.replies:
+                return uow.replies[record]
+            if self._exists(record):
+                stored: CommandRecord = self.app.repository.get(record)
+                return stored.reply
+        try:
+            command = self._parse_command(name, payload)
+            if isinstance(command, cmd.ViewsGet):
+                return command
+            reply = ok_reply(self._execute(uow, actor, command))
+        except JobManagerError as error:
+            uow.discard()
+            reply = error_reply(error)
+            if record is None:
+                self._reject(uow, "command", topic, error, payload, actor)
+        if record is not None and correlation is not None:
+            uow.collect()
+            uow.touch(CommandRecord.handled(record, actor, name, correlation, reply, self.clock()))
+            uow.replies[record] = reply
+        return reply
+
+    def _parse_command(self, name: str, payload: bytes) -> cmd.Command:
+        if len(payload) > self.max_payload_bytes:
+            raise TooLarge(f"payload of {len(payload)} bytes exceeds {self.max_payload_bytes}")
+        try:
+            args = orjson.loads(payload) if payload.strip() else {}
+        except orjson.JSONDecodeError as error:
+            raise InvalidInput(f"the arguments are not JSON: {error}") from None
+        return cmd.parse_command(name, args)
+
+    def _execute(self, uow: UnitOfWork, actor: str, command: cmd.Command) -> Any:
+        now = self.clock()
+        match command:
+            case cmd.JobAdd(spec):
+                return self._job_add(uow, spec, actor, now)
+            case cmd.JobUpdate(name, changes):
+                return self._job_update(uow, name, changes, actor, now)
+            case cmd.JobRemove(name):
+                job = self._existing_job(name)
+                job.remove(actor, now)
+                uow.touch(job)
+                del self.jobs[name]
+                return {"name": name, "removed": True}
+            case cmd.EntryCommand(name, entry):
+                return self._entry_command(uow, name, entry, actor, now)
+            case cmd.SettingsSet(interval, executed, failed):
+                self.scheduler.change_settings(interval, executed, failed, actor, now)
+                uow.touch(self.scheduler)
+                return self.scheduler.settings_json()
+            case cmd.CleanupRun(table):
+                tables = TABLES if table == "all" else (table,)
+                return {t: self.cleanup(uow, t, actor) for t in tables}
+        raise InvalidInput(f"unsupported command {command!r}")  # pragma: no cover
+
+    def _existing_job(self, name: str) -> Job:
+        job = self.jobs.get(name)
+        if job is None:
+            raise NotFound(f"no job named {name!r}")
+        return job
+
+    def _job_add(self, uow: UnitOfWork, spec: cmd.JobSpec, actor: str, now: datetime) -> Any:
+        self._check_script(spec.script)
+        job = self.jobs.get(spec.name) or self._get_job(spec.name)
+        if job is None:
+            job = Job.add(spec, actor, now)
+        else:
+            job.readd(spec, actor, now)
+        uow.touch(job)
+        self.jobs[spec.name] = job
+        return job_row(job)
+
+    def _job_update(
+        self, uow: UnitOfWork, name: str, changes: dict[str, Any], actor: str, now: datetime
+    ) -> Any:
+        job = self._existing_job(name)
+        if "script" in changes:
+            self._check_script(changes["script"])
+        job.update(changes, actor, now)
+        uow.touch(job)
+        return job_row(job)
+
+    def _check_script(self, script: str) -> None:
+        try:
+            self.check_script(script)
+        except Exception as error:  # noqa: BLE001 -- the port raises its own refusal type
+            raise InvalidInput(f"script {script!r}: {error}") from None
+
+    def _entry_command(
+        self, uow: UnitOfWork, name: str, entry: str, actor: str, now: datetime
+    ) -> Any:
+        execution = self._execution(uow, entry)
+        if name == "queue.remove":
+            execution.remove_from_queue(actor, now)
+        elif name == "queue.execute-now":
+            execution.send_to_front(actor, now)
+        elif name == "executed.remove":
+            execution.remove_from_executed(actor, now)
+        elif name == "failed.execute":
+            execution.reexecute(actor, now)
+        else:
+            execution.delete_from_failed(actor, now)
+        uow.touch(execution)
+        return {"id": entry, "status": execution.status, "attempt": execution.attempt}
+
+    # Scheduling --------------------------------------------------------------------------
+
+    def next_start(self, now: datetime) -> datetime | None:
+        """When the next queued entry may start (None: nothing to start)."""
+        candidate = self.views.next_queued()
+        return self.scheduler.next_start(now, None if candidate is None else candidate[1])
+
+    def dispatch(self, uow: UnitOfWork) -> Dispatch | None:
+        """Start the next queued entry when the interval allows; what to run, or None."""
+        now = self.clock()
+        candidate = self.views.next_queued()
+        due = self.scheduler.next_start(now, None if candidate is None else candidate[1])
+        if candidate is None or due is None or due > now:
+            return None
+        execution = self._execution(uow, candidate[0])
+        execution.start(now)
+        self.scheduler.dispatch(candidate[0], candidate[1], now)
+        uow.touch(execution, self.scheduler)
+        return Dispatch(
+            execution_id=candidate[0], job=execution.job, trigger=execution.trigger,
+            attempt=execution.attempt, script=execution.script, command=execution.command,
+            timeout_seconds=execution.timeout_seconds,
+        )
+
+    def finish(self, uow: UnitOfWork, entry: str, outcome: Outcome, at: datetime) -> bool:
+        """Record how an execution ended; False when it was no longer running."""
+        execution = self._execution(uow, entry)
+        if execution.status != RUNNING:
+            return False
+        if outcome.result == 3:
+            execution.succeed(outcome.feedback, outcome.exit_code, outcome.duration_seconds, at)
+        else:
+            execution.fail(
+                outcome.feedback, outcome.exit_code, outcome.duration_seconds, at,
+                timed_out=outcome.timed_out,
+            )
+        self.scheduler.release(entry, at)
+        uow.touch(execution, self.scheduler)
+        return True
+
+    def interrupt_running(self, uow: UnitOfWork) -> list[str]:
+        """Fail what was running when the service last stopped; their ids."""
+        running = set(self.views.running())
+        if self.scheduler.running:
+            running.add(self.scheduler.running)
+        now = self.clock()
+        for entry in sorted(running):
+            execution = self._execution(uow, entry)
+            if execution.status == RUNNING:
+                execution.fail(INTERRUPTED, None, 0.0, now, interrupted=True)
+                uow.touch(execution)
+            if self.scheduler.running == entry:
+                self.scheduler.release(entry, now)
+                uow.touch(self.scheduler)
+        return sorted(running)
+
+    # Auto Cleanup ------------------------------------------------------------------------
+
+    def cleanup_due(self, now: datetime) -> list[str]:
+        return [t for t in TABLES if self.scheduler.cleanup_due(t, now) <= now]
+
+    def next_cleanup(self, now: datetime) -> datetime:
+        return min(self.scheduler.cleanup_due(t, now) for t in TABLES)
+
+    def cleanup(self, uow: UnitOfWork, table: str, actor: str) -> int:
+        """Run Auto Cleanup of `table` now; how many rows it removed."""
+        now = self.clock()
+        run = uuid4().hex
+        removed = 0
+        policy = self.scheduler.policy(table)
+        for entry in select_for_cleanup(self.views.finished(table), policy, now):
+            execution = self._execution(uow, entry)
+            if execution.clean_up(table, run, actor, now):
+                uow.touch(execution)
+                removed += 1
+        self.scheduler.record_cleanup(table, run, removed, actor, now)
+        uow.touch(self.scheduler)
+        return removed

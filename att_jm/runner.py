@@ -1,0 +1,492 @@
+"""Runs one automation script (contract section 4) and turns what it did into a Result."""
+
+import contextlib
+import os
+import pathlib
+import selectors
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import orjson
+
+SUCCEEDED = 3
+FAILED = 2
+
+#: PATH given to scripts: fixed, so nothing about the service's own environment leaks to them.
+SCRIPT_PATH = "/usr/local/bin:/usr/bin:/bin"
+
+_READ_CHUNK = 64 * 1024
+_RESULT_KEY = b'"result"'
+#: Once the script itself exited, how long its leftover children may keep the pipes open.
+_DRAIN_AFTER_EXIT_SECONDS = 0.25
+#: Exit polling period, used only where pidfd_open is missing (Linux < 5.3, other Unixes).
+_EXIT_POLL_SECONDS = 0.01
+_SHUTDOWN_FEEDBACK = "interrupted: the service is shutting down"
+
+
+class ScriptRefused(Exception):
+    """The script name does not name an executable regular file inside the scripts directory."""
+
+
+def resolve_script(scripts_dir: str | os.PathLike[str], name: str) -> pathlib.Path:
+    """Return the absolute, symlink-free path of script `name`, or raise ScriptRefused."""
+    if not name:
+        raise ScriptRefused("the script name is empty")
+    if "\0" in name:
+        raise ScriptRefused("the script name contains a NUL character")
+    if os.path.isabs(name):
+        raise ScriptRefused(f"{name!r} is an absolute path; name a file in the scripts directory")
+    base = pathlib.Path(scripts_dir).resolve()
+    try:
+        path = (base / name).resolve()
+    except (OSError, RuntimeError) as exc:  # RuntimeError: symlink loop on Python 3.11/3.12
+        raise ScriptRefused(f"{name!r} cannot be resolved: {exc}") from None
+    if path == base or not path.is_relative_to(base):
+        raise ScriptRefused(f"{name!r} resolves outside the scripts directory")
+    if not path.exists():
+        raise ScriptRefused(f"no script named {name!r} in the scripts directory")
+    if not path.is_file():
+        raise ScriptRefused(f"{name!r} is not a regular file")
+    if not os.access(path, os.X_OK):
+        raise ScriptRefused(f"{name!r} is not executable")
+    return path
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """One execution to run: which script, with which Command, for how long at most."""
+
+    execution_id: str
+    job: str
+    trigger: str
+    attempt: int
+    script: str
+    command: str
+    timeout_seconds: float
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """What one execution did; `result` is 3 (Succeeded) or 2 (Failed)."""
+
+    result: int
+    feedback: str | None
+    exit_code: int | None
+    timed_out: bool
+    started_monotonic: float
+    duration_seconds: float
+    stdout_tail: str
+    stderr_tail: str
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Result and Feedback, as decided by a Result line or by the exit code."""
+
+    result: int
+    feedback: str | None
+
+
+def format_seconds(seconds: float) -> str:
+    """Write a duration without a trailing ".0": 300.0 -> "300", 0.5 -> "0.5"."""
+    value = float(seconds)
+    return str(int(value)) if value.is_integer() else repr(value)
+
+
+def timeout_feedback(timeout_seconds: float) -> str:
+    """Feedback of an execution killed by its timeout."""
+    return f"timed out after {format_seconds(timeout_seconds)} s"
+
+
+def signal_name(number: int) -> str:
+    """SIGKILL for 9; the bare number for signals Python does not know."""
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return str(number)
+
+
+def decode_tail(data: bytes, *, cut: bool) -> str:
+    """Decode UTF-8 leniently; a `cut` head may start inside a character, whose rest is dropped."""
+    if cut:
+        skip = 0
+        while skip < min(3, len(data)) and 0x80 <= data[skip] <= 0xBF:
+            skip += 1
+        data = data[skip:]
+    return data.decode("utf-8", errors="replace")
+
+
+def exit_feedback(exit_code: int, stderr: bytes, stderr_cap: int = 1024) -> str:
+    """ "exit code N" or "killed by signal NAME", then ": " and stderr's end (<= stderr_cap)."""
+    if exit_code >= 0:
+        head = f"exit code {exit_code}"
+    else:
+        head = f"killed by signal {signal_name(-exit_code)}"
+    trimmed = stderr.rstrip()
+    tail = decode_tail(trimmed[-stderr_cap:], cut=len(trimmed) > stderr_cap).strip()
+    return f"{head}: {tail}" if tail else head
+
+
+def _show(value: object) -> str:
+    """A JSON value as the script wrote it, shortened for Feedback."""
+    text = orjson.dumps(value).decode()
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def verdict_from_result(document: dict[str, object]) -> Verdict:
+    """Read a Result object; a result other than 2 or 3 makes it Failed, saying why.
+
+    `feedback` may be a string, null or missing (None); any other JSON value is kept as str(value).
+    """
+    result = document["result"]
+    if type(result) is not int or result not in (FAILED, SUCCEEDED):
+        return Verdict(FAILED, f"invalid Result line: result must be 2 or 3, got {_show(result)}")
+    feedback = document.get("feedback")
+    if feedback is not None and not isinstance(feedback, str):
+        feedback = str(feedback)
+    return Verdict(result, feedback)
+
+
+def parse_result_line(line: bytes) -> Verdict | None:
+    """The Verdict of a stdout line that is a JSON object with a literal "result" key, else None."""
+    text = line.strip()
+    if not text.startswith(b"{") or _RESULT_KEY not in text:
+        return None
+    try:
+        document = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(document, dict) or "result" not in document:
+        return None
+    return verdict_from_result(document)
+
+
+def decide(verdict: Verdict | None, exit_code: int, stderr: bytes, stderr_cap: int) -> Verdict:
+    """The last Result line decides; without one, exit code 0 succeeds and others fail."""
+    if verdict is not None:
+        return verdict
+    if exit_code == 0:
+        return Verdict(SUCCEEDED, None)
+    return Verdict(FAILED, exit_feedback(exit_code, stderr, stderr_cap))
+
+
+class OutputTail:
+    """Keeps the last `cap` bytes of a stream, whatever its length."""
+
+    def __init__(self, cap: int) -> None:
+        self._cap = cap
+        self._kept = bytearray()
+        self.cut = False
+
+    def feed(self, chunk: bytes) -> None:
+        self._kept += chunk
+        excess = len(self._kept) - self._cap
+        if excess > 0:
+            del self._kept[:excess]
+            self.cut = True
+
+    @property
+    def data(self) -> bytes:
+        return bytes(self._kept)
+
+    def text(self) -> str:
+        return decode_tail(self.data, cut=self.cut)
+
+
+class ResultLineTracker:
+    """Follows stdout chunk by chunk and remembers the Verdict of the last Result line.
+
+    Only lines holding the literal bytes "result" are parsed, searched from the end of each chunk,
+    so large outputs cost little. Lines longer than `max_line` bytes are never Result lines.
+    """
+
+    def __init__(self, max_line: int) -> None:
+        self._max_line = max_line
+        self._partial = bytearray()
+        self._overlong = False
+        self.verdict: Verdict | None = None
+
+    def feed(self, chunk: bytes) -> None:
+        last_newline = chunk.rfind(b"\n")
+        if last_newline == -1:
+            self._extend_partial(chunk)
+            return
+        complete = bytes(self._partial) + chunk[:last_newline]
+        if self._overlong:
+            first_newline = complete.find(b"\n")
+            complete = complete[first_newline + 1 :] if first_newline != -1 else b""
+        self._partial.clear()
+        self._overlong = False
+        self._scan(complete)
+        self._extend_partial(chunk[last_newline + 1 :])
+
+    def close(self) -> None:
+        """The stream ended: its last line may lack a newline."""
+        if not self._overlong:
+            self._scan(bytes(self._partial))
+        self._partial.clear()
+
+    def _extend_partial(self, data: bytes) -> None:
+        if self._overlong:
+            return
+        self._partial += data
+        if len(self._partial) > self._max_line:
+            self._partial.clear()
+            self._overlong = True
+
+    def _scan(self, lines: bytes) -> None:
+        end = len(lines)
+        while (hit := lines.rfind(_RESULT_KEY, 0, end)) != -1:
+            start = lines.rfind(b"\n", 0, hit) + 1
+            stop = lines.find(b"\n", hit)
+            verdict = parse_result_line(lines[start : stop if stop != -1 else len(lines)])
+            if verdict is not None:
+                self.verdict = verdict
+                return
+            end = start
+
+
+def script_environment(scripts_dir: pathlib.Path, request: RunRequest) -> dict[str, str]:
+    """The whole environment of a script: fixed PATH, LANG and HOME plus the ATT_JM_* variables."""
+    return {
+        "PATH": SCRIPT_PATH,
+        "LANG": "C.UTF-8",
+        "HOME": str(scripts_dir),
+        "ATT_JM_COMMAND": request.command,
+        "ATT_JM_EXECUTION_ID": request.execution_id,
+        "ATT_JM_JOB": request.job,
+        "ATT_JM_TRIGGER": request.trigger,
+        "ATT_JM_ATTEMPT": str(request.attempt),
+    }
+
+
+def _signal_group(pgid: int, signum: int) -> None:
+    """Signal every process of a group; an empty group is not an error."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signum)
+
+
+def _open_pidfd(pid: int) -> int | None:
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return None
+
+
+def _leader_has_exited(pid: int) -> bool:
+    """Whether the process exited, without reaping it (so its group id cannot be reused yet)."""
+    flags = os.WEXITED | os.WNOHANG | os.WNOWAIT
+    return os.waitid(os.P_PID, pid, flags) is not None
+
+
+class _Supervisor:
+    """Pumps one started script's pipes until it is over, enforcing its timeout."""
+
+    def __init__(
+        self, proc: subprocess.Popen[bytes], *, output_cap: int, kill_grace: float, deadline: float
+    ) -> None:
+        self.stdout = OutputTail(output_cap)
+        self.stderr = OutputTail(output_cap)
+        self.results = ResultLineTracker(output_cap)
+        self.timed_out = False
+        self._pid = proc.pid
+        self._deadline = deadline
+        self._kill_grace = kill_grace
+        self._kill_at: float | None = None
+        self._drain_until: float | None = None
+        self._proc = proc
+        self._pidfd: int | None = None
+        self._selector = selectors.DefaultSelector()
+        self._open_pipes = 0
+
+    def supervise(self) -> None:
+        """Return once the script exited and its pipes closed (or leftovers had their moment)."""
+        try:
+            self._watch()
+            while not self._over():
+                self._step()
+            self.results.close()
+        finally:
+            self._selector.close()
+            if self._pidfd is not None:
+                os.close(self._pidfd)
+
+    def _watch(self) -> None:
+        """Watch both pipes and, where the kernel offers one, a pidfd telling the script exited."""
+        for pipe, tail in ((self._proc.stdout, self.stdout), (self._proc.stderr, self.stderr)):
+            if pipe is not None:
+                self._selector.register(pipe.fileno(), selectors.EVENT_READ, tail)
+                self._open_pipes += 1
+        self._pidfd = _open_pidfd(self._pid)
+        if self._pidfd is not None:
+            self._selector.register(self._pidfd, selectors.EVENT_READ, None)
+
+    def _over(self) -> bool:
+        if self._drain_until is None:
+            return False
+        return self._open_pipes == 0 or time.monotonic() >= self._drain_until
+
+    def _step(self) -> None:
+        for key, _ in self._selector.select(self._wait_seconds()):
+            if key.data is None:
+                self._selector.unregister(key.fd)
+                self._leader_exited()
+            else:
+                self._read(key.fd, key.data)
+        if self._pidfd is None and self._drain_until is None and _leader_has_exited(self._pid):
+            self._leader_exited()
+        self._enforce_deadlines()
+
+    def _wait_seconds(self) -> float | None:
+        moments = [self._kill_at, self._drain_until]
+        if not self.timed_out and self._drain_until is None:
+            moments.append(self._deadline)
+        wait = [moment - time.monotonic() for moment in moments if moment is not None]
+        if self._pidfd is None and self._drain_until is None:
+            wait.append(_EXIT_POLL_SECONDS)
+        return max(0.0, min(wait)) if wait else None
+
+    def _leader_exited(self) -> None:
+        self._drain_until = time.monotonic() + _DRAIN_AFTER_EXIT_SECONDS
+
+    def _read(self, fd: int, tail: OutputTail) -> None:
+        chunk = os.read(fd, _READ_CHUNK)
+        if not chunk:
+            self._selector.unregister(fd)
+            self._open_pipes -= 1
+            return
+        tail.feed(chunk)
+        if tail is self.stdout:
+            self.results.feed(chunk)
+
+    def _enforce_deadlines(self) -> None:
+        now = time.monotonic()
+        if not self.timed_out and self._drain_until is None and now >= self._deadline:
+            self.timed_out = True
+            _signal_group(self._pid, signal.SIGTERM)
+            self._kill_at = now + self._kill_grace
+        if self._kill_at is not None and now >= self._kill_at:
+            _signal_group(self._pid, signal.SIGKILL)
+            self._kill_at = None
+
+
+def _not_started(feedback: str, started: float) -> RunOutcome:
+    return RunOutcome(FAILED, feedback, None, False, started, time.monotonic() - started, "", "")
+
+
+class ScriptRunner:
+    """Runs scripts of one directory, one at a time; the only place that starts processes.
+
+    Each script runs without a shell as `[script, Command]`, stdin empty, cwd the scripts
+    directory, in a new session (so it leads its own process group), with only the environment
+    of `script_environment`: PATH is fixed to SCRIPT_PATH, not taken from the service.
+    On timeout its group gets SIGTERM, then SIGKILL after `kill_grace_seconds`. When the script
+    exits, whatever is left of its group is killed with SIGKILL (after at most a short moment in
+    which leftovers may still write to the pipes). Processes that leave the group (setsid) escape.
+    """
+
+    def __init__(
+        self,
+        scripts_dir: str | os.PathLike[str],
+        *,
+        output_cap: int = 64 * 1024,
+        feedback_stderr_cap: int = 1024,
+        kill_grace_seconds: float = 2.0,
+    ) -> None:
+        self._scripts_dir = scripts_dir
+        self._output_cap = output_cap
+        self._feedback_stderr_cap = feedback_stderr_cap
+        self._kill_grace = kill_grace_seconds
+        self._lock = threading.Lock()
+        self._running: subprocess.Popen[bytes] | None = None
+        self._interrupted = False
+
+    def run(
+        self, request: RunRequest, on_started: Callable[[int], None] | None = None
+    ) -> RunOutcome:
+        """Run one script to its end; script problems come back as Failed outcomes, never raised."""
+        started = time.monotonic()
+        try:
+            path = resolve_script(self._scripts_dir, request.script)
+        except ScriptRefused as exc:
+            return _not_started(f"script refused: {exc}", started)
+        try:
+            proc = self._start(path, request)
+        except (OSError, ValueError) as exc:  # ValueError: NUL byte in the Command
+            return _not_started(f"could not start script: {exc}", started)
+        try:
+            if on_started is not None:
+                on_started(proc.pid)
+            supervisor = _Supervisor(
+                proc,
+                output_cap=self._output_cap,
+                kill_grace=self._kill_grace,
+                deadline=started + request.timeout_seconds,
+            )
+            supervisor.supervise()
+        finally:
+            exit_code = self._finish(proc)
+        return self._outcome(request, supervisor, exit_code, started)
+
+    def kill_running(self) -> None:
+        """Kill the running script's whole process group with SIGKILL, if a script is running."""
+        with self._lock:
+            if self._running is not None:
+                self._interrupted = True
+                _signal_group(self._running.pid, signal.SIGKILL)
+
+    def _start(self, path: pathlib.Path, request: RunRequest) -> subprocess.Popen[bytes]:
+        cwd = pathlib.Path(self._scripts_dir).resolve()
+        with self._lock:
+            proc = subprocess.Popen(
+                [str(path), request.command],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                cwd=cwd,
+                env=script_environment(cwd, request),
+                start_new_session=True,
+                close_fds=True,
+            )
+            self._running = proc
+            self._interrupted = False
+        return proc
+
+    def _finish(self, proc: subprocess.Popen[bytes]) -> int:
+        """Kill leftovers of the group (its leader is not reaped yet), close the pipes, reap."""
+        with self._lock:
+            self._running = None
+            _signal_group(proc.pid, signal.SIGKILL)
+        for pipe in (proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
+        return proc.wait()
+
+    def _outcome(
+        self, request: RunRequest, supervisor: _Supervisor, exit_code: int, started: float
+    ) -> RunOutcome:
+        if supervisor.timed_out:
+            verdict = Verdict(FAILED, timeout_feedback(request.timeout_seconds))
+        elif self._interrupted:
+            verdict = Verdict(FAILED, _SHUTDOWN_FEEDBACK)
+        else:
+            verdict = decide(
+                supervisor.results.verdict,
+                exit_code,
+                supervisor.stderr.data,
+                self._feedback_stderr_cap,
+            )
+        return RunOutcome(
+            result=verdict.result,
+            feedback=verdict.feedback,
+            exit_code=None if supervisor.timed_out else exit_code,
+            timed_out=supervisor.timed_out,
+            started_monotonic=started,
+            duration_seconds=time.monotonic() - started,
+            stdout_tail=supervisor.stdout.text(),
+            stderr_tail=supervisor.stderr.text(),
+        )

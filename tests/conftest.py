@@ -1,0 +1,131 @@
+"""Fixtures shared by every test: real brokers, MQTT test clients and the real service process.
+
+- `broker`: a fresh mosquitto (shipped config, free loopback port), stopped at teardown.
+- `broker_factory(allow_anonymous=..., password_file=..., acl_file=..., extra_config=...)`.
+- `mqtt`: a connected `TestClient` on `broker`.
+- `scripts_dir`: a temp copy of `scripts/` and `tests/scripts/`, executable.
+- `service_factory(prefix=..., client_id=..., store=..., extra_args=..., start=True)`: the real
+  `python -m att_jm serve` on `broker`; every one still running is stopped at teardown, and a
+  non-zero exit code on that SIGTERM fails the test.
+
+Without mosquitto, tests that need it are skipped, except under CI=true where they fail.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+
+import pytest
+from helpers.broker import Broker, BrokerFactory
+from helpers.mqtt import TestClient
+from helpers.service import Service, ServiceFactory, populate_scripts_dir
+
+TESTS_DIR = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests under tests/e2e/ carry the `e2e` marker (`pytest -m "not e2e"` for a quick run)."""
+    e2e_dir = TESTS_DIR / "e2e"
+    for item in items:
+        if e2e_dir in Path(str(item.path)).parents:
+            item.add_marker(pytest.mark.e2e)
+
+
+@pytest.fixture
+def broker_factory(tmp_path: Path) -> Iterator[BrokerFactory]:
+    brokers: list[Broker] = []
+
+    def make(
+        *,
+        allow_anonymous: bool = True,
+        password_file: Path | None = None,
+        acl_file: Path | None = None,
+        extra_config: Iterable[str] = (),
+        start: bool = True,
+    ) -> Broker:
+        broker = Broker(
+            tmp_path / f"broker-{len(brokers) + 1}",
+            allow_anonymous=allow_anonymous,
+            password_file=password_file,
+            acl_file=acl_file,
+            extra_config=extra_config,
+        )
+        brokers.append(broker)
+        return broker.start() if start else broker
+
+    yield make
+    for broker in brokers:
+        broker.stop()
+
+
+@pytest.fixture
+def broker(broker_factory: BrokerFactory) -> Broker:
+    return broker_factory()
+
+
+@pytest.fixture
+def mqtt(broker: Broker) -> Iterator[TestClient]:
+    with TestClient(broker.url) as client:
+        yield client
+
+
+@pytest.fixture
+def scripts_dir(tmp_path: Path) -> Path:
+    return populate_scripts_dir(tmp_path / "scripts")
+
+
+@pytest.fixture
+def service_factory(
+    broker: Broker, scripts_dir: Path, tmp_path: Path
+) -> Iterator[ServiceFactory]:
+    default_broker, default_scripts_dir = broker, scripts_dir
+    services: list[Service] = []
+
+    def make(
+        *,
+        broker: Broker | None = None,
+        prefix: str = "att",
+        client_id: str = "att-job-manager",
+        store: Path | None = None,
+        scripts_dir: Path | None = None,
+        extra_args: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+        mqtt_url: str | None = None,
+        start: bool = True,
+    ) -> Service:
+        number = len(services) + 1
+        directory = tmp_path / f"service-{number}"
+        directory.mkdir()
+        service = Service(
+            broker or default_broker,
+            store=store or tmp_path / "store" / "att-jm.db",
+            scripts_dir=scripts_dir or default_scripts_dir,
+            log_path=directory / "att-jm.log",
+            prefix=prefix,
+            client_id=client_id,
+            extra_args=extra_args,
+            env=env,
+            cwd=directory,
+            mqtt_url=mqtt_url,
+        )
+        services.append(service)
+        return service.start() if start else service
+
+    yield make
+    _stop_all(services)
+
+
+def _stop_all(services: list[Service]) -> None:
+    """Stop every running service; report the first unclean stop after all are down."""
+    failures: list[BaseException] = []
+    for service in services:
+        if not service.running:
+            continue
+        try:
+            service.stop()
+        except (AssertionError, OSError, RuntimeError, pytest.fail.Exception) as error:
+            failures.append(error)
+            service.kill()
+    if failures:
+        raise failures[0]

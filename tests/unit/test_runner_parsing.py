@@ -1,0 +1,238 @@
+"""Pure parts of the script runner: Result lines, Feedback, output tails, the environment."""
+
+import pathlib
+
+import pytest
+
+from att_jm.runner import (
+    SCRIPT_PATH,
+    OutputTail,
+    ResultLineTracker,
+    RunRequest,
+    Verdict,
+    decide,
+    decode_tail,
+    exit_feedback,
+    format_seconds,
+    parse_result_line,
+    script_environment,
+    signal_name,
+    timeout_feedback,
+)
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(300, "300"), (300.0, "300"), (0.5, "0.5"), (0.1, "0.1"), (1.25, "1.25"), (0, "0")],
+)
+def test_durations_are_written_without_a_trailing_point_zero(seconds: float, text: str) -> None:
+    assert format_seconds(seconds) == text
+
+
+@pytest.mark.parametrize(
+    ("seconds", "feedback"),
+    [(300, "timed out after 300 s"), (0.5, "timed out after 0.5 s"), (2.0, "timed out after 2 s")],
+)
+def test_timeout_feedback_names_the_timeout(seconds: float, feedback: str) -> None:
+    assert timeout_feedback(seconds) == feedback
+
+
+@pytest.mark.parametrize(("number", "name"), [(9, "SIGKILL"), (15, "SIGTERM"), (200, "200")])
+def test_signals_are_named_when_python_knows_them(number: int, name: str) -> None:
+    assert signal_name(number) == name
+
+
+INVALID = "invalid Result line: result must be 2 or 3, got "
+
+
+@pytest.mark.parametrize(
+    ("line", "verdict"),
+    [
+        (b'{"result": 3, "feedback": "ok"}', Verdict(3, "ok")),
+        (b'{"result": 2, "feedback": "bad input"}', Verdict(2, "bad input")),
+        (b'{"result": 3}', Verdict(3, None)),
+        (b'{"result": 2, "feedback": null}', Verdict(2, None)),
+        (b'  {"result": 3, "feedback": "padded"}\r', Verdict(3, "padded")),
+        (b'{"feedback": "first", "result": 3, "extra": [1]}', Verdict(3, "first")),
+        (b'{"result": 3, "feedback": 42}', Verdict(3, "42")),
+        (b'{"result": 3, "feedback": [1, 2]}', Verdict(3, "[1, 2]")),
+        (b'{"result": 3, "feedback": "caf\xc3\xa9"}', Verdict(3, "caf\u00e9")),
+        (b'{"result": 7}', Verdict(2, INVALID + "7")),
+        (b'{"result": "3"}', Verdict(2, INVALID + '"3"')),
+        (b'{"result": 3.0}', Verdict(2, INVALID + "3.0")),
+        (b'{"result": true}', Verdict(2, INVALID + "true")),
+        (b'{"result": null, "feedback": "x"}', Verdict(2, INVALID + "null")),
+    ],
+)
+def test_a_json_object_with_a_result_key_is_a_result_line(line: bytes, verdict: Verdict) -> None:
+    assert parse_result_line(line) == verdict
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"",
+        b"hello result",
+        b'{"results": 3}',
+        b'{"feedback": "result"}',
+        b'{"nested": {"result": 3}}',
+        b'[{"result": 3}]',
+        b'{"result": 3',
+        b'{"result": 3} trailing',
+        b'{"result": 3, "feedback": "\xff"}',
+        b'"result"',
+    ],
+)
+def test_other_lines_are_not_result_lines(line: bytes) -> None:
+    assert parse_result_line(line) is None
+
+
+def test_an_invalid_result_value_is_shown_shortened() -> None:
+    verdict = parse_result_line(b'{"result": "' + b"y" * 500 + b'"}')
+    assert verdict is not None
+    assert verdict.result == 2
+    assert verdict.feedback is not None
+    assert verdict.feedback.startswith(INVALID + '"yyy')
+    assert len(verdict.feedback) < len(INVALID) + 70
+
+
+@pytest.mark.parametrize(
+    ("exit_code", "stderr", "feedback"),
+    [
+        (1, b"", "exit code 1"),
+        (2, b"boom\n", "exit code 2: boom"),
+        (4, b"\n  \n", "exit code 4"),
+        (3, b"line one\nline two\n\n", "exit code 3: line one\nline two"),
+        (-9, b"", "killed by signal SIGKILL"),
+        (-15, b"bye\n", "killed by signal SIGTERM: bye"),
+    ],
+)
+def test_exit_feedback_names_the_exit_and_quotes_stderr(
+    exit_code: int, stderr: bytes, feedback: str
+) -> None:
+    assert exit_feedback(exit_code, stderr) == feedback
+
+
+def test_exit_feedback_keeps_only_the_last_kib_of_stderr() -> None:
+    stderr = b"a" * 5000 + b"THE END\n\n"
+    feedback = exit_feedback(1, stderr)
+    assert feedback.endswith("THE END")
+    assert len(feedback.removeprefix("exit code 1: ").encode()) == 1024
+
+
+def test_exit_feedback_does_not_start_with_half_a_character() -> None:
+    feedback = exit_feedback(1, "\u00e9".encode() * 600, stderr_cap=1023)
+    assert feedback == "exit code 1: " + "\u00e9" * 511
+
+
+@pytest.mark.parametrize(
+    ("data", "cut", "text"),
+    [
+        (b"\xa9abc", True, "abc"),
+        (b"\x80\x80\x80\x80abc", True, "\ufffdabc"),
+        (b"\xa9abc", False, "\ufffdabc"),
+        (b"caf\xc3\xa9", False, "caf\u00e9"),
+        (b"", True, ""),
+    ],
+)
+def test_tails_are_decoded_leniently(data: bytes, cut: bool, text: str) -> None:
+    assert decode_tail(data, cut=cut) == text
+
+
+@pytest.mark.parametrize(
+    ("verdict", "exit_code", "expected"),
+    [
+        (Verdict(3, "ok"), 1, Verdict(3, "ok")),
+        (Verdict(2, "no"), 0, Verdict(2, "no")),
+        (None, 0, Verdict(3, None)),
+        (None, 5, Verdict(2, "exit code 5: oops")),
+        (None, -6, Verdict(2, "killed by signal SIGABRT: oops")),
+    ],
+)
+def test_a_result_line_decides_before_the_exit_code(
+    verdict: Verdict | None, exit_code: int, expected: Verdict
+) -> None:
+    assert decide(verdict, exit_code, b"oops\n", 1024) == expected
+
+
+def test_an_output_tail_keeps_only_the_last_bytes() -> None:
+    tail = OutputTail(10)
+    tail.feed(b"0123")
+    assert (tail.data, tail.cut) == (b"0123", False)
+    tail.feed(b"456789AB")
+    assert (tail.data, tail.cut) == (b"23456789AB", True)
+    tail.feed(b"x" * 1000 + b"last")
+    assert tail.data == b"xxxxxxlast"
+
+
+def test_an_output_tail_stays_bounded_whatever_is_fed() -> None:
+    tail = OutputTail(64 * 1024)
+    for _ in range(200):
+        tail.feed(b"z" * 10_000)
+        assert len(tail.data) <= 64 * 1024
+    assert len(tail.text()) == 64 * 1024
+
+
+def _track(chunks: list[bytes], max_line: int = 1024) -> Verdict | None:
+    tracker = ResultLineTracker(max_line)
+    for chunk in chunks:
+        tracker.feed(chunk)
+    tracker.close()
+    return tracker.verdict
+
+
+@pytest.mark.parametrize(
+    ("chunks", "verdict"),
+    [
+        ([b"hello\nworld\n"], None),
+        ([b'{"result": 3, "feedback": "a"}\n'], Verdict(3, "a")),
+        ([b'{"result": 3, "feedback": "no newline"}'], Verdict(3, "no newline")),
+        ([b'{"resu', b'lt": 2, "feed', b'back": "split"}\nmore\n'], Verdict(2, "split")),
+        ([b'{"result": 3, "feedback": "first"}\n{"result": 2, "feedback": "last"}\n'],
+         Verdict(2, "last")),
+        ([b'{"result": 2, "feedback": "first"}\n', b'x\n{"result": 3, "feedback": "last"}\n'],
+         Verdict(3, "last")),
+        ([b'{"result": 3, "feedback": "kept"}\n{"feedback": "result"}\n{"result": 3\n'],
+         Verdict(3, "kept")),
+        ([b'{"result": 3}\n', b'{"result": 9}\n'], Verdict(2, INVALID + "9")),
+        ([b'{"result": 3, "feedback": "early"}\n'] + [b"noise " * 1000 + b"\n"] * 100,
+         Verdict(3, "early")),
+        ([b'{"result": 3, "feedback": "a"}\r\n{"result": 2, "feedback": "b"}\r\n'],
+         Verdict(2, "b")),
+    ],
+)
+def test_the_tracker_remembers_the_last_result_line(
+    chunks: list[bytes], verdict: Verdict | None
+) -> None:
+    assert _track(chunks) == verdict
+
+
+def test_lines_longer_than_the_limit_are_never_result_lines() -> None:
+    overlong = b'{"result": 2, "feedback": "' + b"y" * 100 + b'"}'
+    chunks = [b'{"result": 3, "feedback": "short"}\n', overlong[:40], overlong[40:], b"\n"]
+    assert _track(chunks, max_line=64) == Verdict(3, "short")
+
+
+def test_the_line_after_an_overlong_line_is_read_again() -> None:
+    chunks = [b"z" * 100, b"z" * 100 + b'\n{"result": 2, "feedback": "after"}\n']
+    assert _track(chunks, max_line=64) == Verdict(2, "after")
+
+
+def test_an_overlong_last_line_without_newline_is_ignored() -> None:
+    chunks = [b'{"result": 3}\n', b'{"result": 2, "feedback": "' + b"y" * 100 + b'"}']
+    assert _track(chunks, max_line=64) == Verdict(3, None)
+
+
+def test_the_environment_holds_only_the_fixed_and_att_jm_variables() -> None:
+    request = RunRequest("exec-1", "job-a", "channel-up", 2, "ipx-update", "channel=one", 30)
+    environment = script_environment(pathlib.Path("/srv/scripts"), request)
+    assert environment == {
+        "PATH": SCRIPT_PATH,
+        "LANG": "C.UTF-8",
+        "HOME": "/srv/scripts",
+        "ATT_JM_COMMAND": "channel=one",
+        "ATT_JM_EXECUTION_ID": "exec-1",
+        "ATT_JM_JOB": "job-a",
+        "ATT_JM_TRIGGER": "channel-up",
+        "ATT_JM_ATTEMPT": "2",
+    }
