@@ -26,7 +26,12 @@ class Execution(Aggregate):
 
     TOPIC = "att_jm:Execution"
 
-    class Enqueued(Aggregate.Created):
+    class Created(Aggregate.Created):
+        """The base of the creation event (the library wants one per aggregate)."""
+
+        TOPIC = "att_jm:Execution.Created"
+
+    class Enqueued(Created):
         TOPIC = "att_jm:Execution.Enqueued"
         job: str
         script: str

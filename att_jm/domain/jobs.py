@@ -17,7 +17,12 @@ class Job(Aggregate):
 
     TOPIC = "att_jm:Job"
 
-    class Added(Aggregate.Created):
+    class Created(Aggregate.Created):
+        """The base of the creation event (the library wants one per aggregate)."""
+
+        TOPIC = "att_jm:Job.Created"
+
+    class Added(Created):
         TOPIC = "att_jm:Job.Added"
         name: str
         script: str

@@ -18,7 +18,12 @@ class Notification(Aggregate):
 
     TOPIC = "att_jm:Notification"
 
-    class Received(Aggregate.Created):
+    class Created(Aggregate.Created):
+        """The base of the creation event (the library wants one per aggregate)."""
+
+        TOPIC = "att_jm:Notification.Created"
+
+    class Received(Created):
         TOPIC = "att_jm:Notification.Received"
         notification_id: str
         trigger: str
@@ -64,7 +69,12 @@ class Rejection(Aggregate):
 
     TOPIC = "att_jm:Rejection"
 
-    class Rejected(Aggregate.Created):
+    class Created(Aggregate.Created):
+        """The base of the creation event (the library wants one per aggregate)."""
+
+        TOPIC = "att_jm:Rejection.Created"
+
+    class Rejected(Created):
         TOPIC = "att_jm:Rejection.Rejected"
         source: str
         topic: str
@@ -104,7 +114,12 @@ class CommandRecord(Aggregate):
 
     TOPIC = "att_jm:CommandRecord"
 
-    class Handled(Aggregate.Created):
+    class Created(Aggregate.Created):
+        """The base of the creation event (the library wants one per aggregate)."""
+
+        TOPIC = "att_jm:CommandRecord.Created"
+
+    class Handled(Created):
         TOPIC = "att_jm:CommandRecord.Handled"
         actor: str
         command: str

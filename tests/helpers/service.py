@@ -12,7 +12,7 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import IO, Any, NoReturn, Protocol
 
 import pytest
 
@@ -197,7 +197,7 @@ class Service:
             self._log.close()
             self._log = None
 
-    def _fail(self, reason: str) -> None:
+    def _fail(self, reason: str) -> NoReturn:
         self._close_log()
         pytest.fail(f"{reason}\n--- {self.log_path} ---\n{self.log_text()[-8000:]}")
 

@@ -188,17 +188,27 @@ def _track(chunks: list[bytes], max_line: int = 1024) -> Verdict | None:
         ([b'{"result": 3, "feedback": "a"}\n'], Verdict(3, "a")),
         ([b'{"result": 3, "feedback": "no newline"}'], Verdict(3, "no newline")),
         ([b'{"resu', b'lt": 2, "feed', b'back": "split"}\nmore\n'], Verdict(2, "split")),
-        ([b'{"result": 3, "feedback": "first"}\n{"result": 2, "feedback": "last"}\n'],
-         Verdict(2, "last")),
-        ([b'{"result": 2, "feedback": "first"}\n', b'x\n{"result": 3, "feedback": "last"}\n'],
-         Verdict(3, "last")),
-        ([b'{"result": 3, "feedback": "kept"}\n{"feedback": "result"}\n{"result": 3\n'],
-         Verdict(3, "kept")),
+        (
+            [b'{"result": 3, "feedback": "first"}\n{"result": 2, "feedback": "last"}\n'],
+            Verdict(2, "last"),
+        ),
+        (
+            [b'{"result": 2, "feedback": "first"}\n', b'x\n{"result": 3, "feedback": "last"}\n'],
+            Verdict(3, "last"),
+        ),
+        (
+            [b'{"result": 3, "feedback": "kept"}\n{"feedback": "result"}\n{"result": 3\n'],
+            Verdict(3, "kept"),
+        ),
         ([b'{"result": 3}\n', b'{"result": 9}\n'], Verdict(2, INVALID + "9")),
-        ([b'{"result": 3, "feedback": "early"}\n'] + [b"noise " * 1000 + b"\n"] * 100,
-         Verdict(3, "early")),
-        ([b'{"result": 3, "feedback": "a"}\r\n{"result": 2, "feedback": "b"}\r\n'],
-         Verdict(2, "b")),
+        (
+            [b'{"result": 3, "feedback": "early"}\n'] + [b"noise " * 1000 + b"\n"] * 100,
+            Verdict(3, "early"),
+        ),
+        (
+            [b'{"result": 3, "feedback": "a"}\r\n{"result": 2, "feedback": "b"}\r\n'],
+            Verdict(2, "b"),
+        ),
     ],
 )
 def test_the_tracker_remembers_the_last_result_line(

@@ -1,0 +1,618 @@
+"""The `att-jm` command line: `serve`, `rebuild` and the operator verbs (MQTT requests).
+
+Exit codes: 0 ok; 1 the service answered with an error; 2 bad usage or settings;
+3 no answer (broker unreachable or refusing, timeout).
+
+Building a request from argv (`parse_request`) and rendering a result (`render`) are pure
+functions; only `main` and the `run_*` handlers do I/O. Heavy modules (paho, the service) are
+imported inside the handlers so the command starts fast. Each verb group has its own
+`add_*_commands(subparsers)` function; new groups (e.g. `audit`) are added the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import math
+import os
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import orjson
+
+from att_jm.config import SETTING_NAMES, ConfigError, MqttEndpoint, Settings, load_settings
+
+EXIT_OK: Final = 0
+EXIT_ERROR_REPLY: Final = 1
+EXIT_USAGE: Final = 2
+EXIT_NO_ANSWER: Final = 3
+DEFAULT_TIMEOUT: Final = 10.0
+CLEANUP_FIELDS: Final = ("max_rows", "max_age_days", "every_seconds")
+CLEANUP_TABLES: Final = ("executed", "failed")
+TEXT_WIDTH: Final = 40
+NOTHING: Final = "-"
+
+ArgsBuilder = Callable[[argparse.Namespace], dict[str, object]]
+
+
+class UsageError(Exception):
+    """The command line is well-formed for argparse but asks for something impossible."""
+
+
+@dataclass(frozen=True)
+class Request:
+    """One command for the service: its name and its JSON arguments."""
+
+    command: str
+    args: dict[str, object]
+
+
+# Value parsers (argparse `type=` functions) ----------------------------------------------
+
+
+def parse_json_value(text: str) -> object:
+    """`text` as JSON when it is valid JSON (3, true, null, "x"), else the string itself."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return text
+
+
+def parse_match(text: str) -> tuple[str, object]:
+    """`FIELD=VALUE` -> (FIELD, VALUE as JSON or string); dotted FIELD names stay as given."""
+    field, sep, value = text.partition("=")
+    if not sep or not field:
+        raise argparse.ArgumentTypeError(f"expected FIELD=VALUE, got {text!r}")
+    return field, parse_json_value(value)
+
+
+def parse_json_object(text: str) -> dict[str, object]:
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError as error:
+        raise argparse.ArgumentTypeError(f"not valid JSON: {error}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("must be a JSON object, e.g. '{\"site\": \"paris\"}'")
+    return value
+
+
+def parse_number(text: str) -> int | float:
+    """An integer when `text` is one, else a finite float."""
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"not a finite number: {text!r}")
+    return value
+
+
+def positive_number(text: str) -> int | float:
+    value = parse_number(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, not {text}")
+    return value
+
+
+def non_negative_number(text: str) -> int | float:
+    value = parse_number(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, not {text}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    value = parse_number(text)
+    if not isinstance(value, int) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be an integer > 0, not {text}")
+    return value
+
+
+def optional_max_rows(text: str) -> int | None:
+    if text.lower() == "none":
+        return None
+    value = positive_int(text)
+    if value > 10_000:
+        raise argparse.ArgumentTypeError(f"must be 1..10000 or none, not {text}")
+    return value
+
+
+def optional_positive(text: str) -> int | float | None:
+    return None if text.lower() == "none" else positive_number(text)
+
+
+# Parser ----------------------------------------------------------------------------------
+
+
+def _settings_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per service setting (`--mqtt-url`, `--store`, ...), same names as ATT_JM_*."""
+    parser.add_argument("--config", metavar="FILE", help="TOML settings file (or ATT_JM_CONFIG)")
+    for name in SETTING_NAMES:
+        flag = "--" + name.replace("_", "-")
+        if name == "log_format":
+            parser.add_argument(flag, choices=("json", "console", "auto"), default=None)
+        else:
+            parser.add_argument(flag, metavar=name.upper(), default=None,
+                                help=f"overrides ATT_JM_{name.upper()}")
+
+
+def _operator_options() -> argparse.ArgumentParser:
+    """Options every operator verb takes; SUPPRESS keeps a sub-verb from resetting them."""
+    common = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
+    common.add_argument("--mqtt-url", help="broker URL (default: ATT_JM_MQTT_URL, config file)")
+    common.add_argument("--topic-prefix", help="topic prefix (default: ATT_JM_TOPIC_PREFIX, att)")
+    common.add_argument("--config", metavar="FILE", help="TOML settings file (or ATT_JM_CONFIG)")
+    common.add_argument(
+        "--actor", help="operator name in the command topic (default: ATT_JM_ACTOR, the MQTT "
+        "user name of the URL, the login name)"
+    )
+    common.add_argument("--timeout", type=positive_number, metavar="SECONDS",
+                        help=f"how long to wait for the reply (default {DEFAULT_TIMEOUT:g})")
+    common.add_argument("--json", action="store_true", help="print the raw result as JSON")
+    return common
+
+
+def _verb(
+    subparsers: Any, name: str, common: argparse.ArgumentParser, help_text: str,
+    command: str, build: ArgsBuilder,
+) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        name, parents=[common], help=help_text, description=help_text
+    )
+    parser.set_defaults(handler="operator", request_command=command, build=build)
+    return parser
+
+
+def _view(name: str) -> ArgsBuilder:
+    return lambda ns: {"view": name}
+
+
+def _entry_id(ns: argparse.Namespace) -> dict[str, object]:
+    return {"id": ns.id}
+
+
+def add_service_commands(subparsers: Any) -> None:
+    for name, text in (("serve", "run the Job Manager until SIGTERM/SIGINT"),
+                       ("rebuild", "rebuild the views from the event log (service stopped)")):
+        parser = subparsers.add_parser(name, help=text, description=text)
+        _settings_flags(parser)
+        parser.set_defaults(handler=name)
+
+
+def add_job_commands(subparsers: Any, common: argparse.ArgumentParser) -> None:
+    _verb(subparsers, "jobs", common, "show the jobs", "views.get", _view("jobs"))
+    job = subparsers.add_parser("job", help="add, update or remove a job")
+    verbs = job.add_subparsers(dest="job_verb", required=True, metavar="{add,update,remove}")
+    add = _verb(verbs, "add", common, "register a job", "job.add", job_add_args)
+    add.add_argument("name")
+    add.add_argument("--script", required=True, help="file name in the scripts directory")
+    add.add_argument("--trigger", required=True, help="notification trigger (one topic level)")
+    _match_options(add)
+    add.add_argument("--command", metavar="TEMPLATE",
+                     help="Command template, {field} and {a.b} filled from the notification")
+    add.add_argument("--timeout-seconds", type=positive_int, metavar="N")
+    add.add_argument("--disabled", action="store_true", help="register it disabled")
+    update = _verb(verbs, "update", common, "change a job (--match replaces the whole match)",
+                   "job.update", job_update_args)
+    update.add_argument("name")
+    update.add_argument("--script")
+    update.add_argument("--trigger")
+    _match_options(update)
+    update.add_argument("--no-match", action="store_true", help="remove the match conditions")
+    template = update.add_mutually_exclusive_group()
+    template.add_argument("--command", metavar="TEMPLATE")
+    template.add_argument("--no-command", action="store_true",
+                          help="no template: the Command is the notification as JSON")
+    update.add_argument("--timeout-seconds", type=positive_int, metavar="N")
+    state = update.add_mutually_exclusive_group()
+    state.add_argument("--enable", dest="enabled", action="store_const", const=True)
+    state.add_argument("--disable", dest="enabled", action="store_const", const=False)
+    remove = _verb(verbs, "remove", common, "remove a job (its queued entries stay)",
+                   "job.remove", lambda ns: {"name": ns.name})
+    remove.add_argument("name")
+
+
+def _match_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--match", action="append", type=parse_match, metavar="FIELD=VALUE", default=None,
+        help="condition on the notification; VALUE is JSON when valid JSON, else a string; "
+        "repeat for several",
+    )
+    parser.add_argument("--match-json", type=parse_json_object, metavar="JSON", default=None,
+                        help="conditions as one JSON object (combined with --match)")
+
+
+def add_table_commands(subparsers: Any, common: argparse.ArgumentParser) -> None:
+    groups = (
+        ("queue", "show the queue", (
+            ("remove", "remove a queued entry", "queue.remove"),
+            ("execute-now", "run an entry as soon as the runner is free", "queue.execute-now"),
+        )),
+        ("executed", "show executed jobs", (
+            ("remove", "remove a row from Executed", "executed.remove"),
+        )),
+        ("failed", "show failed jobs", (
+            ("execute", "re-execute a failed entry at the front of the queue", "failed.execute"),
+            ("delete", "permanently delete a row from Failed", "failed.delete"),
+        )),
+    )
+    for group, text, actions in groups:
+        parser = _verb(subparsers, group, common, text, "views.get", _view(group))
+        verbs = parser.add_subparsers(dest=f"{group}_verb", metavar="{" + ",".join(
+            a[0] for a in actions) + "}")
+        for name, action_text, command in actions:
+            _verb(verbs, name, common, action_text, command, _entry_id).add_argument("id")
+
+
+def add_settings_commands(subparsers: Any, common: argparse.ArgumentParser) -> None:
+    parser = _verb(subparsers, "settings", common, "show the settings", "views.get",
+                   _view("settings"))
+    verbs = parser.add_subparsers(dest="settings_verb", metavar="{set}")
+    change = _verb(verbs, "set", common, "change settings (the other fields keep their values)",
+                   "settings.set", settings_changes)
+    unset = argparse.SUPPRESS  # an absent flag leaves no attribute: None means "none"
+    change.add_argument("--interval-seconds", type=non_negative_number, metavar="N",
+                        default=unset, help="minimum pause between two executions")
+    for table in CLEANUP_TABLES:
+        change.add_argument(f"--{table}-max-rows", type=optional_max_rows, metavar="N|none",
+                            default=unset, help=f"keep at most N rows in {table} (1..10000)")
+        change.add_argument(f"--{table}-max-age-days", type=optional_positive, metavar="D|none",
+                            default=unset, help=f"remove {table} rows older than D days")
+        change.add_argument(f"--{table}-every-seconds", type=positive_number, metavar="S",
+                            default=unset, help=f"run the {table} cleanup every S seconds")
+    cleanup = subparsers.add_parser("cleanup", help="run Auto Cleanup now")
+    cleanup_verbs = cleanup.add_subparsers(dest="cleanup_verb", required=True, metavar="{run}")
+    run = _verb(cleanup_verbs, "run", common, "run Auto Cleanup now", "cleanup.run",
+                lambda ns: {"table": ns.table})
+    run.add_argument("table", nargs="?", choices=(*CLEANUP_TABLES, "all"), default="all")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="att-jm",
+        description="ATT Job Manager: runs automation scripts for Channel Manager notifications.",
+        epilog="exit codes: 0 ok, 1 error reply, 2 usage or settings, 3 no answer",
+    )
+    subparsers = parser.add_subparsers(dest="verb", metavar="COMMAND")
+    common = _operator_options()
+    add_service_commands(subparsers)
+    add_job_commands(subparsers, common)
+    add_table_commands(subparsers, common)
+    add_settings_commands(subparsers, common)
+    return parser
+
+
+# Requests (pure) -------------------------------------------------------------------------
+
+
+def combine_match(
+    pairs: Sequence[tuple[str, object]] | None, base: Mapping[str, object] | None
+) -> dict[str, object] | None:
+    """--match-json then each --match; None when neither was given; a field twice is an error."""
+    if pairs is None and base is None:
+        return None
+    match = dict(base or {})
+    for field, value in pairs or ():
+        if field in match:
+            raise UsageError(f"match field {field!r} is given twice")
+        match[field] = value
+    return match
+
+
+def job_add_args(ns: argparse.Namespace) -> dict[str, object]:
+    args: dict[str, object] = {"name": ns.name, "script": ns.script, "trigger": ns.trigger}
+    match = combine_match(ns.match, ns.match_json)
+    if match is not None:
+        args["match"] = match
+    if ns.command is not None:
+        args["command"] = ns.command
+    if ns.timeout_seconds is not None:
+        args["timeout_seconds"] = ns.timeout_seconds
+    if ns.disabled:
+        args["enabled"] = False
+    return args
+
+
+def job_update_args(ns: argparse.Namespace) -> dict[str, object]:
+    args: dict[str, object] = {"name": ns.name}
+    for field in ("script", "trigger", "command", "timeout_seconds", "enabled"):
+        if getattr(ns, field) is not None:
+            args[field] = getattr(ns, field)
+    match = combine_match(ns.match, ns.match_json)
+    if ns.no_match and match is not None:
+        raise UsageError("--no-match cannot be combined with --match or --match-json")
+    if ns.no_match:
+        args["match"] = None
+    elif match is not None:
+        args["match"] = match
+    if ns.no_command:
+        args["command"] = None
+    if len(args) == 1:
+        raise UsageError("job update needs at least one change, e.g. --trigger or --disable")
+    return args
+
+
+def settings_changes(ns: argparse.Namespace) -> dict[str, object]:
+    """The settings given on the command line; cleanup objects partial (see merge_settings)."""
+    changes: dict[str, object] = {}
+    if hasattr(ns, "interval_seconds"):
+        changes["interval_seconds"] = ns.interval_seconds
+    for table in CLEANUP_TABLES:
+        given = {f: getattr(ns, f"{table}_{f}") for f in CLEANUP_FIELDS
+                 if hasattr(ns, f"{table}_{f}")}
+        if given:
+            changes[f"{table}_cleanup"] = given
+    if not changes:
+        raise UsageError("settings set needs at least one setting, e.g. --interval-seconds 10")
+    return changes
+
+
+def merge_settings(
+    current: Mapping[str, object], changes: Mapping[str, object]
+) -> dict[str, object]:
+    """`changes` with each cleanup object completed from `current`, so it is sent whole."""
+    merged: dict[str, object] = {}
+    for key, value in changes.items():
+        existing = current.get(key)
+        if isinstance(value, Mapping) and isinstance(existing, Mapping):
+            whole = {f: existing[f] for f in CLEANUP_FIELDS if f in existing}
+            merged[key] = whole | dict(value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def parse_request(argv: Sequence[str]) -> tuple[Request, argparse.Namespace]:
+    """The service request an operator command line asks for (UsageError, SystemExit on bad
+    usage); settings.set carries partial cleanup objects until merge_settings."""
+    ns = build_parser().parse_args(list(argv))
+    if getattr(ns, "handler", None) != "operator":
+        raise UsageError("not an operator command")
+    return Request(ns.request_command, ns.build(ns)), ns
+
+
+# Rendering (pure) ------------------------------------------------------------------------
+
+
+def short_time(value: object) -> str:
+    """An ISO-8601 time in UTC to the second (`2024-05-01T12:34:56Z`); other values as text."""
+    if not isinstance(value, str):
+        return cell(value)
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return value
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S") + ("Z" if moment.tzinfo else "")
+
+
+def cell(value: object) -> str:
+    """A value on one line: null as '-', numbers without a needless '.0', objects as JSON."""
+    if value is None:
+        return NOTHING
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, dict | list):
+        return orjson.dumps(value).decode()
+    text = str(value)
+    return "".join(c if c.isprintable() else " " for c in text)
+
+
+def truncate(text: str, width: int = TEXT_WIDTH) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+RESULTS: Final = {3: "3 succeeded", 2: "2 failed"}
+
+
+def result_cell(value: object) -> str:
+    """Result 3 / 2 with its meaning."""
+    if isinstance(value, int) and not isinstance(value, bool) and value in RESULTS:
+        return RESULTS[value]
+    return cell(value)
+
+
+Column = tuple[str, str, Callable[[object], str]]  # row key, header, formatter
+
+
+def _long(value: object) -> str:
+    return truncate(cell(value))
+
+
+HISTORY_COLUMNS: Final[tuple[Column, ...]] = (
+    ("id", "ID", cell), ("job", "JOB", cell), ("result", "RESULT", result_cell),
+    ("attempt", "ATTEMPT", cell), ("started_at", "STARTED", short_time),
+    ("finished_at", "FINISHED", short_time), ("notification_id", "NOTIFICATION", _long),
+    ("command", "COMMAND", _long), ("feedback", "FEEDBACK", _long),
+)
+
+COLUMNS: Final[dict[str, tuple[Column, ...]]] = {
+    "jobs": (
+        ("name", "NAME", cell), ("enabled", "ENABLED", cell), ("trigger", "TRIGGER", cell),
+        ("script", "SCRIPT", cell), ("match", "MATCH", _long), ("command", "COMMAND", _long),
+        ("timeout_seconds", "TIMEOUT_S", cell), ("updated_at", "UPDATED", short_time),
+    ),
+    "queue": (
+        ("id", "ID", cell), ("job", "JOB", cell), ("state", "STATE", cell),
+        ("attempt", "ATTEMPT", cell), ("enqueued_at", "ENQUEUED", short_time),
+        ("started_at", "STARTED", short_time), ("notification_id", "NOTIFICATION", _long),
+        ("command", "COMMAND", _long), ("feedback", "FEEDBACK", _long),
+    ),
+    "executed": HISTORY_COLUMNS,
+    "failed": HISTORY_COLUMNS,
+}
+
+
+def render_table(columns: Sequence[Column], rows: Sequence[Mapping[str, object]]) -> str:
+    """Rows as left-aligned columns separated by two spaces, under an upper-case header."""
+    grid = [[header for _, header, _ in columns]]
+    grid += [[show(row.get(key)) for key, _, show in columns] for row in rows]
+    widths = [max(len(line[i]) for line in grid) for i in range(len(columns))]
+    return "\n".join(
+        "  ".join(text.ljust(width) for text, width in zip(line, widths, strict=True)).rstrip()
+        for line in grid
+    )
+
+
+def render_settings(settings: Mapping[str, object]) -> str:
+    lines = [f"interval_seconds  {cell(settings.get('interval_seconds'))}"]
+    for table in CLEANUP_TABLES:
+        policy = settings.get(f"{table}_cleanup")
+        if isinstance(policy, Mapping):
+            fields = ", ".join(f"{f} {cell(policy.get(f))}" for f in CLEANUP_FIELDS)
+            lines.append(f"{table + '_cleanup':<17} {fields}")
+    return "\n".join(lines)
+
+
+def render_view(payload: Mapping[str, object]) -> str:
+    """A `views.get` result: a table and `N of TOTAL rows (position P)`, or the settings."""
+    name = str(payload.get("view"))
+    position = cell(payload.get("position"))
+    settings = payload.get("settings")
+    if name == "settings" and isinstance(settings, Mapping):
+        return f"{render_settings(settings)}\n(position {position})"
+    rows = [row for row in _list(payload.get("rows")) if isinstance(row, Mapping)]
+    total = payload.get("total", len(rows))
+    footer = f"{len(rows)} of {cell(total)} rows (position {position})"
+    if not rows:
+        return footer
+    columns = COLUMNS.get(name) or tuple((k, k.upper(), _long) for k in rows[0])
+    return f"{render_table(columns, rows)}\n{footer}"
+
+
+def _list(value: object) -> list[object]:
+    return value if isinstance(value, list) else []
+
+
+def _mapping(value: object) -> Mapping[str, object]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def render(request: Request, result: object) -> str:
+    """What an operator reads after a successful command."""
+    data = _mapping(result)
+    what = request.args.get("id", request.args.get("name"))
+    attempt = cell(data.get("attempt"))
+    messages: dict[str, Callable[[], str]] = {
+        "views.get": lambda: render_view(data),
+        "job.add": lambda: f"added job {what}\n" + render_table(COLUMNS["jobs"], [data]),
+        "job.update": lambda: f"updated job {what}\n" + render_table(COLUMNS["jobs"], [data]),
+        "job.remove": lambda: f"removed job {what}",
+        "queue.remove": lambda: f"removed {what} from the queue",
+        "queue.execute-now": lambda: f"{what} will run as soon as the runner is free",
+        "executed.remove": lambda: f"removed {what} from executed",
+        "failed.execute": lambda: f"{what} queued at the front, attempt {attempt}",
+        "failed.delete": lambda: f"deleted {what} from failed",
+        "settings.set": lambda: "settings changed\n" + render_settings(data),
+        "cleanup.run": lambda: "cleanup removed " + ", ".join(
+            f"{cell(n)} rows from {table}" for table, n in data.items()),
+    }
+    show = messages.get(request.command)
+    if show is None or not data:
+        return cell(result)
+    return show()
+
+
+# Handlers (I/O) --------------------------------------------------------------------------
+
+
+def settings_flags(ns: argparse.Namespace) -> dict[str, object]:
+    return {name: getattr(ns, name, None) for name in SETTING_NAMES}
+
+
+def run_service(ns: argparse.Namespace) -> int:
+    settings = load_settings(settings_flags(ns), os.environ, ns.config)
+    from att_jm import service  # noqa: PLC0415 -- lazy: the CLI starts fast without the store
+
+    return service.serve(settings) if ns.handler == "serve" else service.rebuild(settings)
+
+
+def resolve_actor(given: str | None, environ: Mapping[str, str], endpoint: MqttEndpoint) -> str:
+    """--actor, else ATT_JM_ACTOR, else the MQTT user name, else the login name."""
+    actor = given or environ.get("ATT_JM_ACTOR") or endpoint.username
+    if not actor:
+        try:
+            actor = getpass.getuser()
+        except (KeyError, OSError):
+            raise UsageError("cannot tell who you are: pass --actor or set ATT_JM_ACTOR") from None
+    if any(c in actor for c in "/+#\x00"):
+        raise UsageError(f"actor {actor!r} must be one topic level: no / + # or NUL")
+    return actor
+
+
+def run_operator(ns: argparse.Namespace, request: Request) -> int:
+    flags = {"mqtt_url": getattr(ns, "mqtt_url", None),
+             "topic_prefix": getattr(ns, "topic_prefix", None)}
+    settings = load_settings(flags, os.environ, getattr(ns, "config", None))
+    actor = resolve_actor(getattr(ns, "actor", None), os.environ, settings.mqtt)
+    timeout = float(getattr(ns, "timeout", DEFAULT_TIMEOUT))
+    reply = exchange(settings, actor, request, timeout)
+    if reply is None:
+        return EXIT_NO_ANSWER
+    if reply.get("ok") is not True:
+        error = _mapping(reply.get("error"))
+        print(f"error: {error.get('code', 'internal')}: {error.get('message', '')}",
+              file=sys.stderr)
+        return EXIT_ERROR_REPLY
+    result = reply.get("result")
+    if getattr(ns, "json", False):
+        print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
+    else:
+        print(render(request, result))
+    return EXIT_OK
+
+
+def exchange(
+    settings: Settings, actor: str, request: Request, timeout: float
+) -> dict[str, object] | None:
+    """The service's reply to `request` (settings.set merged first); None after a message."""
+    from att_jm.mqtt.requester import (  # noqa: PLC0415 -- lazy: paho only when talking MQTT
+        Requester,
+        RequesterError,
+        RequestTimeout,
+    )
+
+    try:
+        with Requester(settings.mqtt, actor=actor, topic_prefix=settings.topic_prefix,
+                       connect_timeout=timeout,
+                       max_payload_bytes=settings.max_payload_bytes) as requester:
+            args = request.args
+            if request.command == "settings.set":
+                current = requester.request("views.get", {"view": "settings"}, timeout)
+                if current.get("ok") is not True:
+                    return current
+                now = _mapping(_mapping(current.get("result")).get("settings"))
+                args = merge_settings(now, args)
+            return requester.request(request.command, args, timeout)
+    except RequesterError as error:
+        hint = " (is att-jm serve running?)" if isinstance(error, RequestTimeout) else ""
+        print(f"error: no answer from the job manager: {error}{hint}", file=sys.stderr)
+        return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run `att-jm` with `argv` (default: the process arguments); the exit code."""
+    parser = build_parser()
+    try:
+        ns = parser.parse_args(sys.argv[1:] if argv is None else argv)
+        if getattr(ns, "handler", None) is None:
+            parser.print_help(sys.stderr)
+            return EXIT_USAGE
+        if ns.handler == "operator":
+            return run_operator(ns, Request(ns.request_command, ns.build(ns)))
+        return run_service(ns)
+    except SystemExit as done:  # argparse: --help (0) or a usage error (2)
+        return done.code if isinstance(done.code, int) else EXIT_USAGE
+    except (ConfigError, UsageError) as error:
+        print(f"att-jm: error: {error}", file=sys.stderr)
+        return EXIT_USAGE

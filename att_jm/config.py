@@ -1,0 +1,294 @@
+"""Settings of the service: defaults < TOML file < environment (ATT_JM_*) < command-line flags.
+
+Decisions where the contract is silent:
+- An environment variable set to the empty string counts as not set (`ATT_JM_STORE=` in a
+  compose file does not blank the store path).
+- `log_format` also accepts `auto` (= None: console on a terminal, JSON otherwise).
+- The topic prefix must not start with `$` (brokers reserve those topics) nor contain empty levels.
+- Integer limits follow MQTT: `session_expiry_seconds` fits 4 bytes, `max_payload_bytes` is at most
+  the largest MQTT packet (268,435,455 bytes).
+- Error messages never repeat a password from `mqtt_url`.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from typing import Any, Final
+from urllib.parse import SplitResult, unquote, urlsplit
+
+ENV_PREFIX: Final = "ATT_JM_"
+CONFIG_ENV: Final = "ATT_JM_CONFIG"
+DEFAULT_PORTS: Final = {"mqtt": 1883, "mqtts": 8883}
+LOG_FORMATS: Final = ("json", "console")
+MAX_MQTT_PACKET: Final = 268_435_455
+MAX_FOUR_BYTE: Final = 0xFFFF_FFFF
+
+
+class ConfigError(Exception):
+    """A setting is missing, malformed or out of range; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class MqttEndpoint:
+    """Where and how to reach the broker."""
+
+    host: str
+    port: int
+    username: str | None
+    password: str | None
+    tls: bool
+
+
+def redact_url(url: str) -> str:
+    """`url` with any password replaced by `***`, safe to show in messages and logs."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest.split("/", 1)[0]:
+        return url
+    userinfo, _, hostpart = rest.partition("@")
+    user, has_password, _ = userinfo.partition(":")
+    return f"{scheme}://{user}{':***' if has_password else ''}@{hostpart}"
+
+
+def parse_mqtt_url(url: str) -> MqttEndpoint:
+    """`mqtt://[user[:password]@]host[:port]` (`mqtts://` = TLS); ports default to 1883 / 8883."""
+    shown = redact_url(url)
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as error:
+        raise ConfigError(f"mqtt_url {shown!r} is not a valid URL: {error}") from None
+    scheme = parts.scheme.lower()
+    if scheme not in DEFAULT_PORTS:
+        raise ConfigError(
+            f"mqtt_url {shown!r} must start with mqtt:// or mqtts:// (TLS), "
+            "e.g. mqtt://127.0.0.1:1883"
+        )
+    _check_url_rest(parts, shown)
+    username = None if parts.username is None else unquote(parts.username)
+    password = None if parts.password is None else unquote(parts.password)
+    if username == "":
+        raise ConfigError(f"mqtt_url {shown!r} has an empty user name")
+    return MqttEndpoint(
+        host=str(parts.hostname),
+        port=DEFAULT_PORTS[scheme] if port is None else port,
+        username=username,
+        password=password,
+        tls=scheme == "mqtts",
+    )
+
+
+def _check_url_rest(parts: SplitResult, shown: str) -> None:
+    if not parts.hostname:
+        raise ConfigError(f"mqtt_url {shown!r} has no host")
+    if parts.port == 0:
+        raise ConfigError(f"mqtt_url {shown!r}: port must be 1..65535")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ConfigError(f"mqtt_url {shown!r} must not have a path, query or fragment")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The service's settings, validated on construction (ConfigError)."""
+
+    mqtt_url: str = "mqtt://127.0.0.1:1883"
+    store: str = "./var/att-jm.db"
+    scripts: str = "./scripts"
+    topic_prefix: str = "att"
+    client_id: str = "att-job-manager"
+    log_format: str | None = None
+    max_payload_bytes: int = 256 * 1024
+    view_rows: int = 1000
+    session_expiry_seconds: int = 7 * 24 * 3600
+    views_db: str | None = None
+    seal_every_events: int = 1000
+    seal_every_seconds: float = 60.0
+
+    def __post_init__(self) -> None:
+        for name in SETTING_NAMES:
+            _VALIDATORS[name](name, getattr(self, name))
+
+    @property
+    def mqtt(self) -> MqttEndpoint:
+        return parse_mqtt_url(self.mqtt_url)
+
+    def views_path(self) -> str:
+        """The projections database: `views_db`, else the store path with suffix `.views.db`."""
+        if self.views_db is not None:
+            return self.views_db
+        root, _ = os.path.splitext(self.store)
+        return root + ".views.db"
+
+
+SETTING_NAMES: Final[tuple[str, ...]] = tuple(field.name for field in fields(Settings))
+
+
+# Validation ------------------------------------------------------------------------------
+
+
+def _check_url(name: str, value: Any) -> None:
+    _check_text(name, value)
+    parse_mqtt_url(value)
+
+
+def _check_text(name: str, value: Any) -> None:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{name} must be a non-empty string")
+    if "\x00" in value:
+        raise ConfigError(f"{name} must not contain NUL")
+
+
+def _check_optional_text(name: str, value: Any) -> None:
+    if value is not None:
+        _check_text(name, value)
+
+
+def _check_prefix(name: str, value: Any) -> None:
+    _check_text(name, value)
+    if any(c in value for c in "+#"):
+        raise ConfigError(f"{name} {value!r} must not contain the wildcards '+' or '#'")
+    if value.startswith("/") or value.endswith("/") or "//" in value:
+        raise ConfigError(f"{name} {value!r} must not start or end with '/' nor have empty levels")
+    if value.startswith("$"):
+        raise ConfigError(f"{name} {value!r} must not start with '$' (reserved by brokers)")
+
+
+def _check_log_format(name: str, value: Any) -> None:
+    if value is not None and value not in LOG_FORMATS:
+        allowed = ", ".join(LOG_FORMATS)
+        raise ConfigError(f"{name} must be one of {allowed} (or auto), not {value!r}")
+
+
+def _int_checker(maximum: int) -> Callable[[str, Any], None]:
+    def check(name: str, value: Any) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= maximum:
+            raise ConfigError(f"{name} must be an integer from 1 to {maximum}, not {value!r}")
+
+    return check
+
+
+def _check_positive_number(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise ConfigError(f"{name} must be a number > 0, not {value!r}")
+
+
+_VALIDATORS: Final[dict[str, Callable[[str, Any], None]]] = {
+    "mqtt_url": _check_url,
+    "store": _check_text,
+    "scripts": _check_text,
+    "topic_prefix": _check_prefix,
+    "client_id": _check_text,
+    "log_format": _check_log_format,
+    "max_payload_bytes": _int_checker(MAX_MQTT_PACKET),
+    "view_rows": _int_checker(1_000_000),
+    "session_expiry_seconds": _int_checker(MAX_FOUR_BYTE),
+    "views_db": _check_optional_text,
+    "seal_every_events": _int_checker(MAX_FOUR_BYTE),
+    "seal_every_seconds": _check_positive_number,
+}
+
+
+# Conversion ------------------------------------------------------------------------------
+
+_INTS: Final = frozenset({"max_payload_bytes", "view_rows", "session_expiry_seconds",
+                          "seal_every_events"})
+_FLOATS: Final = frozenset({"seal_every_seconds"})
+_OPTIONAL: Final = frozenset({"log_format", "views_db"})
+
+
+def convert_text(name: str, text: str) -> object:
+    """The typed value of setting `name` given as text (environment, flag)."""
+    value = text.strip()
+    if name in _INTS:
+        try:
+            return int(value)
+        except ValueError:
+            raise ConfigError(f"{name} must be an integer, not {text!r}") from None
+    if name in _FLOATS:
+        try:
+            return float(value)
+        except ValueError:
+            raise ConfigError(f"{name} must be a number, not {text!r}") from None
+    if name == "log_format":
+        return None if value.lower() == "auto" else value.lower()
+    return text
+
+
+def _convert_toml(name: str, value: object) -> object:
+    if isinstance(value, str):
+        return convert_text(name, value)
+    if name in _FLOATS and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+# Sources ---------------------------------------------------------------------------------
+
+
+def env_name(name: str) -> str:
+    """The environment variable of setting `name`, e.g. ATT_JM_MQTT_URL."""
+    return ENV_PREFIX + name.upper()
+
+
+def from_environ(environ: Mapping[str, str]) -> dict[str, object]:
+    """The settings given in the environment (empty values count as unset)."""
+    found: dict[str, object] = {}
+    for name in SETTING_NAMES:
+        text = environ.get(env_name(name), "")
+        if text != "":
+            found[name] = convert_text(name, text)
+    return found
+
+
+def from_toml(path: str) -> dict[str, object]:
+    """The settings in TOML file `path`; keys are `mqtt_url` or `ATT_JM_MQTT_URL` style."""
+    try:
+        with open(path, "rb") as handle:
+            document = tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path!r} not found") from None
+    except OSError as error:
+        raise ConfigError(f"config file {path!r} cannot be read: {error.strerror}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"config file {path!r} is not valid TOML: {error}") from None
+    return _toml_settings(document, path)
+
+
+def _toml_settings(document: Mapping[str, Any], path: str) -> dict[str, object]:
+    by_key = {name: name for name in SETTING_NAMES} | {env_name(n): n for n in SETTING_NAMES}
+    found: dict[str, object] = {}
+    for key, value in document.items():
+        name = by_key.get(key)
+        if name is None:
+            raise ConfigError(
+                f"config file {path!r}: unknown key {key!r}; known keys: {', '.join(SETTING_NAMES)}"
+            )
+        if name in found:
+            raise ConfigError(f"config file {path!r}: {name} is given twice")
+        found[name] = _convert_toml(name, value)
+    return found
+
+
+def from_flags(flags: Mapping[str, object]) -> dict[str, object]:
+    """The settings given as flags: keys are setting names, None means not given."""
+    found: dict[str, object] = {}
+    for key, value in flags.items():
+        if value is None:
+            continue
+        if key not in SETTING_NAMES:
+            raise ConfigError(f"unknown setting {key!r}")
+        found[key] = convert_text(key, value) if isinstance(value, str) else value
+    return found
+
+
+def load_settings(
+    flags: Mapping[str, object], environ: Mapping[str, str], config_file: str | None
+) -> Settings:
+    """Settings from flags > environment > TOML file (`config_file` or ATT_JM_CONFIG) > defaults."""
+    path = config_file or environ.get(CONFIG_ENV) or None
+    merged = from_toml(path) if path else {}
+    merged |= from_environ(environ)
+    merged |= from_flags(flags)
+    return Settings(**merged)  # type: ignore[arg-type]  # values are checked in __post_init__

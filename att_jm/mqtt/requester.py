@@ -1,0 +1,315 @@
+"""Operator request/response over MQTT v5: one command out, its correlated reply back.
+
+Exceptions:
+    RequesterError            anything that kept a request from getting its reply
+    ├── RequestTimeout        no CONNACK, SUBACK, PUBACK or reply within the timeout
+    ├── ConnectFailed         the broker could not be reached, refused us, or dropped us
+    └── RequestError          the broker refused the subscription or the command (e.g. Not
+                              authorized), the arguments are too large, or the reply is malformed
+
+A Requester uses a clean session that ends with the connection (no SessionExpiryInterval), so a
+CLI run leaves nothing behind on the broker. Each request subscribes to its own reply topic and
+waits for the SUBACK before publishing, so the reply cannot be missed.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any, Final
+
+import orjson
+from paho.mqtt.client import Client, ConnectFlags, DisconnectFlags, MQTTMessage
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from att_jm.config import MqttEndpoint
+from att_jm.mqtt.common import connect_properties, json_publish_properties, new_client
+
+KEEPALIVE: Final = 30
+DEFAULT_MAX_PAYLOAD: Final = 256 * 1024
+
+
+class RequesterError(Exception):
+    """A request did not get its reply."""
+
+
+class RequestTimeout(RequesterError):
+    """Nothing came back in time."""
+
+
+class ConnectFailed(RequesterError):
+    """The broker could not be reached, refused the connection, or dropped it."""
+
+
+class RequestError(RequesterError):
+    """The broker refused the request, or the reply could not be understood."""
+
+
+def check_level(value: str, what: str) -> str:
+    """`value` if it is one MQTT topic level (non-empty, no `/ + #` or NUL), else ValueError."""
+    if not value or any(c in value for c in "/+#\x00"):
+        raise ValueError(f"{what} {value!r} must be one topic level: non-empty, no / + # or NUL")
+    return value
+
+
+def check_topic_name(topic: str) -> str:
+    """`topic` if it can be published to or read as one topic (no wildcards), else ValueError."""
+    if not topic or any(c in topic for c in "+#\x00"):
+        raise ValueError(f"topic {topic!r} must be non-empty, without + # or NUL")
+    return topic
+
+
+def decode_reply(payload: bytes) -> dict[str, object]:
+    """The reply envelope `{"ok": ...}` in `payload`, else RequestError."""
+    try:
+        reply = orjson.loads(payload)
+    except orjson.JSONDecodeError as error:
+        raise RequestError(f"the reply is not JSON: {error}") from None
+    if not isinstance(reply, dict) or not isinstance(reply.get("ok"), bool):
+        raise RequestError("the reply is not an object with a boolean 'ok'")
+    return reply
+
+
+class _Mailbox:
+    """What paho's network thread reports, keyed so a waiter can never miss an early answer."""
+
+    def __init__(self) -> None:
+        self.changed = threading.Condition()
+        self.connack: ReasonCode | None = None
+        self.lost: str | None = None
+        self.subacks: dict[int, list[ReasonCode]] = {}
+        self.pubacks: dict[int, ReasonCode] = {}
+        self.wanted: set[bytes | str] = set()
+        self.messages: dict[bytes | str, bytes] = {}
+
+    def put(self, update: Callable[[], None]) -> None:
+        with self.changed:
+            update()
+            self.changed.notify_all()
+
+    def wait(self, ready: Callable[[], Any], deadline: float, waiting_for: str) -> Any:
+        """The first truthy `ready()` before `deadline`; ConnectFailed if the link drops."""
+        with self.changed:
+            while True:
+                value = ready()
+                if value:
+                    return value
+                if self.lost is not None:
+                    raise ConnectFailed(f"connection to the broker lost: {self.lost}")
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise RequestTimeout(f"no {waiting_for} in time")
+                self.changed.wait(remaining)
+
+
+class Requester:
+    """A short-lived MQTT client for operator commands; use it as a context manager."""
+
+    def __init__(
+        self,
+        endpoint: MqttEndpoint,
+        *,
+        actor: str,
+        topic_prefix: str = "att",
+        connect_timeout: float = 10.0,
+        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD,
+    ) -> None:
+        self.endpoint = endpoint
+        self.actor = check_level(actor, "actor")
+        self.prefix = topic_prefix
+        self.connect_timeout = connect_timeout
+        self.max_payload_bytes = max_payload_bytes
+        self.client_id = f"att-jm-cli-{uuid.uuid4()}"
+        self._box = _Mailbox()
+        self._client = self._build_client()
+
+    def _build_client(self) -> Client:
+        client = new_client(self.endpoint, self.client_id)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_subscribe = self._on_subscribe
+        client.on_publish = self._on_publish
+        client.on_message = self._on_message
+        return client
+
+    # Life cycle --------------------------------------------------------------------------
+
+    def __enter__(self) -> Requester:
+        self.connect()
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def connect(self) -> None:
+        """Connect with a clean, non-persistent session; ConnectFailed or RequestTimeout."""
+        where = f"{self.endpoint.host}:{self.endpoint.port}"
+        try:
+            self._client.connect(
+                self.endpoint.host, self.endpoint.port, keepalive=KEEPALIVE, clean_start=True,
+                properties=connect_properties(None, receive_maximum=None),
+            )
+        except (OSError, ValueError) as error:
+            raise ConnectFailed(f"cannot connect to the broker at {where}: {error}") from None
+        self._client.loop_start()
+        deadline = time.monotonic() + self.connect_timeout
+        try:
+            reason: ReasonCode = self._box.wait(lambda: self._box.connack, deadline, "CONNACK")
+        except RequesterError:
+            self.close()
+            raise
+        if reason.is_failure:
+            self.close()
+            raise ConnectFailed(f"the broker at {where} refused the connection: {reason}")
+
+    def close(self) -> None:
+        """Disconnect and stop the network thread (safe to call twice)."""
+        self._client.on_disconnect = None
+        self._client.disconnect()
+        self._client.loop_stop()
+
+    # Requests ----------------------------------------------------------------------------
+
+    def request(self, command: str, args: dict[str, object], timeout: float) -> dict[str, object]:
+        """Send `command` with `args`; the reply envelope `{"ok": ..., "result" | "error": ...}`."""
+        check_level(command, "command")
+        if timeout <= 0:
+            raise ValueError("timeout must be > 0")
+        payload = orjson.dumps(args)
+        if len(payload) > self.max_payload_bytes:
+            raise RequestError(
+                f"the arguments are {len(payload)} bytes; the limit is {self.max_payload_bytes}"
+            )
+        deadline = time.monotonic() + timeout
+        reply_topic = f"{self.prefix}/job-manager/replies/{self.actor}/{uuid.uuid4().hex}"
+        correlation = secrets.token_bytes(16)
+        self._box.put(lambda: self._box.wanted.add(correlation))
+        try:
+            self._subscribe(reply_topic, deadline)
+            properties = json_publish_properties(
+                response_topic=reply_topic, correlation_data=correlation,
+                message_expiry_seconds=max(1, math.ceil(timeout)),
+            )
+            topic = f"{self.prefix}/job-manager/commands/{self.actor}/{command}"
+            self._publish(topic, payload, properties, deadline)
+            body: bytes = self._box.wait(
+                lambda: self._box.messages.get(correlation), deadline, f"reply to {command}"
+            )
+        finally:
+            self._forget(correlation)
+            self._client.unsubscribe(reply_topic)
+        return decode_reply(body)
+
+    def get_retained(self, topic: str, timeout: float) -> dict[str, object] | None:
+        """The JSON object retained on `topic`; None when nothing (or an empty payload) is there.
+
+        Waits for the SUBACK of a second, private subscription as a barrier: mosquitto sends a
+        topic's retained message right after its SUBACK, so once the barrier's SUBACK is in,
+        no retained message means there is none.
+        """
+        check_topic_name(topic)
+        deadline = time.monotonic() + timeout
+        barrier = f"{self.prefix}/job-manager/replies/{self.actor}/{uuid.uuid4().hex}"
+        self._box.put(lambda: self._box.wanted.add(topic))
+        try:
+            self._subscribe(topic, deadline)
+            self._subscribe(barrier, deadline)
+            with self._box.changed:
+                payload = self._box.messages.get(topic)
+        finally:
+            self._forget(topic)
+            self._client.unsubscribe([topic, barrier])
+        if not payload:
+            return None
+        try:
+            value = orjson.loads(payload)
+        except orjson.JSONDecodeError as error:
+            raise RequestError(f"the message retained on {topic} is not JSON: {error}") from None
+        if not isinstance(value, dict):
+            raise RequestError(f"the message retained on {topic} is not a JSON object")
+        return value
+
+    def _subscribe(self, topic: str, deadline: float) -> None:
+        _, mid = self._client.subscribe(topic, qos=1)
+        if mid is None:
+            raise ConnectFailed("not connected to the broker")
+        codes: list[ReasonCode] = self._box.wait(
+            lambda: self._box.subacks.pop(mid, None), deadline, f"SUBACK for {topic}"
+        )
+        refused = [code for code in codes if code.is_failure]
+        if refused:
+            raise RequestError(f"the broker refused the subscription to {topic}: {refused[0]}")
+
+    def _publish(self, topic: str, payload: bytes, properties: Properties, deadline: float) -> None:
+        info = self._client.publish(topic, payload, qos=1, properties=properties)
+        if info.rc != 0:
+            raise ConnectFailed(f"cannot publish to {topic} (paho error {info.rc})")
+        reason: ReasonCode = self._box.wait(
+            lambda: self._box.pubacks.pop(info.mid, None), deadline, f"PUBACK for {topic}"
+        )
+        if reason.is_failure:
+            raise RequestError(f"the broker refused the command on {topic}: {reason}")
+
+    def _forget(self, key: bytes | str) -> None:
+        def drop() -> None:
+            self._box.wanted.discard(key)
+            self._box.messages.pop(key, None)
+
+        self._box.put(drop)
+
+    # paho callbacks (network thread: never raise, never block) ---------------------------
+
+    def _on_connect(
+        self, client: Client, userdata: Any, flags: ConnectFlags, reason: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        def record() -> None:
+            self._box.connack = reason
+
+        self._box.put(record)
+
+    def _on_disconnect(
+        self, client: Client, userdata: Any, flags: DisconnectFlags, reason: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        def record() -> None:
+            self._box.lost = str(reason)
+
+        self._box.put(record)
+
+    def _on_subscribe(
+        self, client: Client, userdata: Any, mid: int, codes: list[ReasonCode],
+        properties: Properties | None,
+    ) -> None:
+        self._box.put(lambda: self._box.subacks.__setitem__(mid, codes))
+
+    def _on_publish(
+        self, client: Client, userdata: Any, mid: int, reason: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        self._box.put(lambda: self._box.pubacks.__setitem__(mid, reason))
+
+    def _on_message(self, client: Client, userdata: Any, message: MQTTMessage) -> None:
+        correlation = getattr(message.properties, "CorrelationData", None)
+        key: bytes | str | None = bytes(correlation) if correlation is not None else None
+        if key not in self._box.wanted:
+            try:
+                key = message.topic
+            except UnicodeDecodeError:
+                return
+        self._box.put(lambda: self._keep(key, bytes(message.payload)))
+
+    def _keep(self, key: bytes | str | None, payload: bytes) -> None:
+        if key in self._box.wanted and key not in self._box.messages:
+            self._box.messages[key] = payload

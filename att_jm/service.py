@@ -1,0 +1,474 @@
+"""`att-jm serve` and `att-jm rebuild`: the composition root and the writer loop.
+
+One writer thread (the main thread) owns the store and the views. It drains
+everything that arrived (MQTT messages, script results), handles it, commits
+one transaction for the batch, acknowledges, catches up the views, publishes
+events and replies; then it starts the next execution when the interval allows,
+runs Auto Cleanup when due, and publishes changed views (coalesced).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import queue
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
+from types import FrameType
+from typing import IO, Any
+from uuid import UUID
+
+import orjson
+import structlog
+from eventsourcing.persistence import Recording
+
+from att_jm import __version__
+from att_jm.application import Dispatch, JobManager, Outcome, UnitOfWork
+from att_jm.config import Settings
+from att_jm.domain.commands import ViewsGet
+from att_jm.domain.matching import check_topic_level
+from att_jm.domain.times import iso
+from att_jm.events import event_message
+from att_jm.logs import configure
+from att_jm.mqtt.adapter import Inbound, ServiceConnection
+from att_jm.mqtt.common import json_publish_properties
+from att_jm.runner import RunRequest, ScriptRunner, resolve_script
+from att_jm.store import JobManagerApp, log_position, open_store, read_log
+from projections.views import TOPICS, VIEWS, Views
+
+log = structlog.get_logger("att_jm")
+
+MAX_BATCH = 5000
+VIEW_PUBLISH_PERIOD = 0.25  # seconds between two publications of one view
+RETRY_DELAYS = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class RunFinished:
+    """The runner's report: how execution `execution_id` ended, and when."""
+
+    execution_id: str
+    outcome: Outcome
+    at: datetime
+
+
+class Stop:
+    """Asks the writer to finish what it holds and stop."""
+
+
+class StoppedDuringFault(Exception):
+    """A stop was asked for while the store refused commits: leave without acknowledging."""
+
+
+Item = Inbound | RunFinished | Stop
+
+
+class ViewsLock:
+    """An exclusive lock on the views file: one writer (serve or rebuild) at a time."""
+
+    def __init__(self, views_path: str) -> None:
+        self.path = Path(views_path + ".lock")
+        self._file: IO[bytes] | None = None
+
+    def acquire(self) -> bool:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = self.path.open("ab")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            return False
+        self._file = handle
+        return True
+
+    def release(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+def catch_up(app: JobManagerApp, views: Views) -> int:
+    """Apply every event the views have not seen, page by page; events applied."""
+    applied = 0
+    page: list[tuple[int, Any]] = []
+    for item in read_log(app, views.position, TOPICS):
+        page.append(item)
+        if len(page) >= 1000:
+            views.apply(page)
+            applied += len(page)
+            page = []
+    if page:
+        views.apply(page)
+        applied += len(page)
+    views.advance(log_position(app))
+    return applied
+
+
+class Runner:
+    """The thread that runs one script at a time and reports back through the inbox."""
+
+    def __init__(self, scripts: str, report: Callable[[Item], None]) -> None:
+        self.scripts = ScriptRunner(scripts)
+        self._report = report
+        self._work: queue.SimpleQueue[Dispatch | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._loop, name="att-jm-runner", daemon=True)
+        self._thread.start()
+
+    def submit(self, dispatch: Dispatch) -> None:
+        self._work.put(dispatch)
+
+    def _loop(self) -> None:
+        while (dispatch := self._work.get()) is not None:
+            outcome = self.scripts.run(
+                RunRequest(
+                    execution_id=dispatch.execution_id, job=dispatch.job,
+                    trigger=dispatch.trigger, attempt=dispatch.attempt, script=dispatch.script,
+                    command=dispatch.command, timeout_seconds=dispatch.timeout_seconds,
+                )
+            )
+            self._report(
+                RunFinished(
+                    dispatch.execution_id,
+                    Outcome(
+                        result=outcome.result, feedback=outcome.feedback,
+                        exit_code=outcome.exit_code, duration_seconds=outcome.duration_seconds,
+                        timed_out=outcome.timed_out,
+                    ),
+                    utcnow(),
+                )
+            )
+
+    def stop(self) -> None:
+        self.scripts.kill_running()
+        self._work.put(None)
+        self._thread.join(timeout=5)
+
+
+class Writer:
+    """The single writer: owns the store, the views and the Job Manager."""
+
+    def __init__(self, settings: Settings, clock: Callable[[], datetime] = utcnow) -> None:
+        self.settings = settings
+        self.prefix = settings.topic_prefix
+        self.clock = clock
+        self.inbox: queue.SimpleQueue[Item] = queue.SimpleQueue()
+        self.app = open_store(settings.store)
+        self.views = Views(settings.views_path())
+        caught = catch_up(self.app, self.views)
+        self.manager = JobManager(
+            self.app, self.views, check_script=lambda name: resolve_script(settings.scripts, name),
+            clock=clock, max_payload_bytes=settings.max_payload_bytes,
+        )
+        self.connection = ServiceConnection(
+            settings.mqtt, client_id=settings.client_id, prefix=self.prefix,
+            session_expiry_seconds=settings.session_expiry_seconds, deliver=self.inbox.put,
+        )
+        self.runner = Runner(settings.scripts, self.inbox.put)
+        self.dirty: set[str] = set(VIEWS)
+        self.published_at: dict[str, float] = {}
+        self.started_at = clock()
+        self.stopping = False
+        self.stop_requested = threading.Event()
+        self.fault: dict[str, Any] | None = None
+        log.info("store.opened", store=settings.store, position=log_position(self.app),
+                 views_caught_up=caught)
+
+    # Life cycle --------------------------------------------------------------------------
+
+    def status(self, state: str) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "state": state, "pid": os.getpid(), "client_id": self.settings.client_id,
+            "version": __version__, "started_at": iso(self.started_at), "at": iso(self.clock()),
+        }
+        if self.fault is not None:
+            body["fault"] = self.fault
+        return body
+
+    def run(self) -> int:
+        interrupted = self._unit(self.manager.interrupt_running)
+        if interrupted:
+            log.warning("executions.interrupted", ids=interrupted)
+        self.connection.start(self.status("online"), {"state": "offline", "reason": "lost"})
+        try:
+            while not self.stopping:
+                items = self._drain(self._wait_seconds())
+                if items:
+                    self._handle_batch(items)
+                self._tick()
+        except StoppedDuringFault:
+            log.error("service.stopped_during_store_fault", unacknowledged="left to the broker")
+        self._shutdown()
+        return 0
+
+    def request_stop(self) -> None:
+        self.stop_requested.set()
+        self.inbox.put(Stop())
+
+    def _shutdown(self) -> None:
+        self.runner.stop()
+        self._publish_views(force=True)
+        self.connection.stop(self.status("offline"))
+        self.views.close()
+        log.info("service.stopped", position=log_position(self.app))
+
+    def _drain(self, timeout: float) -> list[Item]:
+        try:
+            items = [self.inbox.get(timeout=max(timeout, 0.0))]
+        except queue.Empty:
+            return []
+        while len(items) < MAX_BATCH:
+            try:
+                items.append(self.inbox.get_nowait())
+            except queue.Empty:
+                break
+        return items
+
+    def _wait_seconds(self) -> float:
+        now = self.clock()
+        wakes = [self.manager.next_cleanup(now)]
+        start = self.manager.next_start(now)
+        if start is not None:
+            wakes.append(start)
+        wait = min((wake - now).total_seconds() for wake in wakes)
+        if self.dirty:
+            wait = min(wait, VIEW_PUBLISH_PERIOD)
+        return max(0.0, min(wait, 60.0))
+
+    # Units of work -----------------------------------------------------------------------
+
+    def _unit(self, work: Callable[[UnitOfWork], Any]) -> Any:
+        """Run `work` in its own unit of work and commit it, retrying until the store takes it."""
+        for attempt in range(1_000_000):
+            if attempt and self.stop_requested.is_set():
+                raise StoppedDuringFault
+            uow = UnitOfWork()
+            result = work(uow)
+            uow.collect()
+            if self._commit(uow, attempt):
+                return result
+        raise RuntimeError("unreachable")  # pragma: no cover
+
+    def _commit(self, uow: UnitOfWork, attempt: int) -> bool:
+        """Commit `uow`, catch up the views and publish the events; False after a store fault."""
+        try:
+            recordings = self.manager.commit(uow)
+        except Exception as error:  # noqa: BLE001 -- any store fault: report, back off, retry
+            self._store_fault(error, attempt)
+            return False
+        if self.fault is not None:
+            self.fault = None
+            log.info("store.recovered")
+            self.connection.publish(
+                self.connection.status_topic, orjson.dumps(self.status("online")), retain=True
+            )
+        if uow.spoiled:
+            self.manager.reload()
+        self._after_commit(recordings)
+        return True
+
+    def _store_fault(self, error: Exception, attempt: int) -> None:
+        delay = RETRY_DELAYS[min(attempt, len(RETRY_DELAYS) - 1)]
+        log.error("store.commit_failed", error=repr(error), attempt=attempt + 1, retry_in=delay)
+        if self.fault is None:
+            self.fault = {"kind": "store", "message": repr(error), "since": iso(self.clock())}
+            self.connection.publish(
+                self.connection.status_topic, orjson.dumps(self.status("online")), retain=True
+            )
+        try:
+            self.manager.reload()
+        except Exception as reload_error:  # noqa: BLE001 -- the store may refuse reads too
+            log.error("store.reload_failed", error=repr(reload_error))
+        self.stop_requested.wait(delay)
+
+    def _after_commit(self, recordings: list[Recording[UUID]]) -> None:
+        if not recordings:
+            return
+        first = recordings[0].notification.id
+        if self.views.position < first - 1:
+            catch_up(self.app, self.views)
+            changed = set(VIEWS)
+        else:
+            changed = self.views.apply([(r.notification.id, r.domain_event) for r in recordings])
+        self.dirty |= changed
+        for recording in recordings:
+            message = event_message(recording.notification.id, recording.domain_event)
+            self.connection.publish(
+                f"{self.prefix}/job-manager/events/{message['type']}", orjson.dumps(message)
+            )
+
+    def _handle_batch(self, items: list[Item]) -> None:
+        pending: list[tuple[Inbound, dict[str, Any] | ViewsGet]] = []
+
+        def work(uow: UnitOfWork) -> None:
+            pending.clear()
+            for item in items:
+                reply = self._handle(uow, item)
+                if isinstance(item, Inbound) and reply is not None:
+                    pending.append((item, reply))
+
+        self._unit(work)
+        for item in items:
+            if isinstance(item, Inbound):
+                self.connection.ack(item)
+        for message, outcome in pending:
+            reply = (
+                {"ok": True, "result": self._view(outcome.view)}
+                if isinstance(outcome, ViewsGet)
+                else outcome
+            )
+            self._send_reply(message, reply)
+
+    def _send_reply(self, message: Inbound, reply: dict[str, Any]) -> None:
+        """Reply on the request's ResponseTopic, which must lie under `P/job-manager/replies/`.
+
+        The shipped ACL lets the service write only there, and mosquitto disconnects a
+        client whose publish it denies: a reply elsewhere is logged, never sent.
+        """
+        topic = message.response_topic
+        if not topic:
+            log.info("command.done_without_reply_topic", ok=reply.get("ok"))
+        elif not topic.startswith(f"{self.prefix}/job-manager/replies/"):
+            log.warning("command.reply_topic_refused", response_topic=topic, ok=reply.get("ok"))
+        else:
+            self.connection.reply(topic, message.correlation, reply)
+
+    def _handle(self, uow: UnitOfWork, item: Item) -> dict[str, Any] | ViewsGet | None:
+        """Handle one item inside the batch's unit of work; a command's reply."""
+        try:
+            if isinstance(item, Stop):
+                self.stopping = True
+                return None
+            if isinstance(item, RunFinished):
+                self.manager.finish(uow, item.execution_id, item.outcome, item.at)
+                uow.collect()
+                return None
+            reply = self._route(uow, item)
+            uow.collect()
+            return reply
+        except Exception:
+            uow.discard()
+            uow.spoiled = True
+            log.exception("message.internal_error")
+            return {"ok": False, "error": {"code": "internal", "message": "internal error"}}
+
+    def _route(self, uow: UnitOfWork, message: Inbound) -> dict[str, Any] | ViewsGet | None:
+        try:
+            topic = message.topic.decode("utf-8")
+        except UnicodeDecodeError:
+            log.warning("message.bad_topic", topic=message.topic[:200].hex())
+            return None
+        parts = topic.split("/")
+        base = self.prefix.split("/")
+        rest = parts[len(base):]
+        if parts[: len(base)] != base:
+            return None
+        if len(rest) == 3 and rest[:2] == ["channel-manager", "notifications"]:
+            outcome = self.manager.receive_notification(uow, rest[2], topic, message.payload)
+            log.debug("notification.handled", topic=topic, outcome=outcome)
+            return None
+        if len(rest) == 4 and rest[:2] == ["job-manager", "commands"]:
+            return self._command(uow, message, topic, actor=rest[2], name=rest[3])
+        log.warning("message.unexpected_topic", topic=topic)
+        return None
+
+    def _command(
+        self, uow: UnitOfWork, message: Inbound, topic: str, *, actor: str, name: str
+    ) -> dict[str, Any] | ViewsGet:
+        try:
+            check_topic_level(actor, "actor")
+        except Exception as error:  # noqa: BLE001 -- InvalidInput, answered like any other
+            return {"ok": False, "error": {"code": "invalid", "message": str(error)}}
+        reply = self.manager.handle_command(
+            uow, actor, name, topic, message.payload, message.correlation
+        )
+        if isinstance(reply, dict):
+            level = log.info if reply.get("ok") else log.warning
+            level("command.handled", actor=actor, command=name, ok=reply.get("ok"),
+                  error=reply.get("error"))
+        return reply
+
+    # Timers ------------------------------------------------------------------------------
+
+    def _tick(self) -> None:
+        if self.stopping:
+            return
+        now = self.clock()
+        for table in self.manager.cleanup_due(now):
+            removed = self._unit(partial(self.manager.cleanup, table=table, actor="scheduler"))
+            if removed:
+                log.info("cleanup.ran", table=table, removed=removed)
+        dispatch = self._unit(self.manager.dispatch)
+        if dispatch is not None:
+            log.info("execution.started", execution=dispatch.execution_id, job=dispatch.job,
+                     attempt=dispatch.attempt)
+            self.runner.submit(dispatch)
+        self._publish_views()
+
+    def _view(self, name: str) -> dict[str, Any]:
+        return self.views.payload(name, self.settings.view_rows)
+
+    def _publish_views(self, *, force: bool = False) -> None:
+        now = time.monotonic()
+        for name in sorted(self.dirty):
+            if not force and now - self.published_at.get(name, 0.0) < VIEW_PUBLISH_PERIOD:
+                continue
+            self.connection.publish(
+                f"{self.prefix}/job-manager/views/{name}", orjson.dumps(self._view(name)),
+                retain=True, properties=json_publish_properties(),
+            )
+            self.published_at[name] = now
+            self.dirty.discard(name)
+
+
+def serve(settings: Settings) -> int:
+    """Run the Job Manager until SIGTERM or SIGINT; the exit code."""
+    configure(settings.log_format)
+    lock = ViewsLock(settings.views_path())
+    if not lock.acquire():
+        log.error("service.already_running", views=settings.views_path())
+        return 1
+    writer = Writer(settings)
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        log.info("service.stopping", signal=signal.Signals(signum).name)
+        writer.request_stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        return writer.run()
+    finally:
+        lock.release()
+
+
+def rebuild(settings: Settings) -> int:
+    """Rebuild every view from the first event of the log; refuses while the service runs."""
+    configure(settings.log_format)
+    lock = ViewsLock(settings.views_path())
+    if not lock.acquire():
+        log.error("rebuild.refused", reason="the service is running; stop it first")
+        return 1
+    try:
+        started = time.monotonic()
+        app = open_store(settings.store)
+        views = Views(settings.views_path())
+        views.reset()
+        applied = catch_up(app, views)
+        seconds = time.monotonic() - started
+        log.info("rebuild.done", events_applied=applied, position=views.position,
+                 seconds=round(seconds, 3))
+        views.close()
+        return 0
+    finally:
+        lock.release()
+
