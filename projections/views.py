@@ -7,7 +7,7 @@ applied exactly once; `reset()` plus a catch-up rebuilds everything from zero.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Final
@@ -45,6 +45,8 @@ CREATE TABLE IF NOT EXISTS failed (
     feedback TEXT, seq INTEGER NOT NULL, script TEXT, timeout_seconds REAL);
 CREATE INDEX IF NOT EXISTS failed_order ON failed (seq);
 CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS view_positions (view TEXT PRIMARY KEY, position INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS job_ids (id TEXT PRIMARY KEY, name TEXT NOT NULL);
 """
 
 _QUEUE_COLS: Final = (
@@ -248,9 +250,6 @@ class Views:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")  # rebuildable from the log
             self._db.executescript(_SCHEMA)
-            self._db.execute(
-                "CREATE TABLE IF NOT EXISTS job_ids (id TEXT PRIMARY KEY, name TEXT NOT NULL)"
-            )
         self._db.execute("PRAGMA busy_timeout=5000")
 
     def close(self) -> None:
@@ -280,7 +279,12 @@ class Views:
                         "INSERT OR REPLACE INTO job_ids VALUES (?, ?)",
                         (str(event.originator_id), event.name),
                     )
-                changed.update(applier(c, event, event_position).split(","))
+                touched = applier(c, event, event_position).split(",")
+                changed.update(touched)
+                c.executemany(
+                    "INSERT OR REPLACE INTO view_positions VALUES (?, ?)",
+                    [(view, event_position) for view in touched],
+                )
             c.execute("INSERT OR REPLACE INTO tracking VALUES ('views', ?)", (position,))
             c.execute("COMMIT")
         except BaseException:
@@ -297,7 +301,9 @@ class Views:
         """Forget every row and the position: the next catch-up rebuilds from zero."""
         c = self._db.cursor()
         c.execute("BEGIN IMMEDIATE")
-        for table in ("tracking", "jobs", "job_ids", "queue", "executed", "failed", "settings"):
+        tables = ("tracking", "view_positions", "jobs", "job_ids", "queue", "executed", "failed",
+                  "settings")
+        for table in tables:
             c.execute(f"DELETE FROM {table}")  # noqa: S608 -- fixed table names
         c.execute("COMMIT")
 
@@ -323,9 +329,20 @@ class Views:
                 row["enabled"] = bool(row["enabled"])
         return out
 
+    def view_position(self, view: str) -> int:
+        """The position of the last event that changed `view` (0: never changed)."""
+        row = self._db.execute(
+            "SELECT position FROM view_positions WHERE view = ?", (view,)
+        ).fetchone()
+        return int(row[0]) if row else 0
+
     def payload(self, view: str, limit: int) -> dict[str, Any]:
-        """The contract's view message for `view`, at the tracked position."""
-        position = self.position
+        """The contract's view message for `view`.
+
+        Its `position` is that of the last event that changed the view, so the same
+        content always carries the same position (across restarts and rebuilds).
+        """
+        position = self.view_position(view)
         if view == "settings":
             return {"view": "settings", "position": position, "settings": self.settings()}
         return {
@@ -361,8 +378,3 @@ class Views:
         for view in ("jobs", "queue", "executed", "failed"):
             out[view] = self.rows(view, 10**9)
         return out
-
-
-def apply_all(views: Views, items: Sequence[tuple[int, DomainEventProtocol[Any]]]) -> set[str]:
-    """Apply `items` (position, event) to `views`; the names of the views that changed."""
-    return views.apply(items) if items else set()

@@ -64,7 +64,8 @@ def test_bad_notifications_are_rejected_and_recorded_and_valid_ones_around_them_
         ("job.add", b'{"name": "x", "script": "../etc/passwd", "trigger": "t"}', "invalid"),
         ("job.add", b'{"name": "x", "script": "missing", "trigger": "t"}', "invalid"),
         ("job.add", b'{"name": "x", "script": "ipx-update", "trigger": "a/b"}', "invalid"),
-        ("job.add", b'{"name": "x", "script": "ipx-update", "trigger": "t", "timeout_seconds": "9"}',
+        ("job.add",
+         b'{"name": "x", "script": "ipx-update", "trigger": "t", "timeout_seconds": "9"}',
          "invalid"),
         ("job.add", b'{"name": "x", "script": "ipx-update", "trigger": "t", "command": "{a"}',
          "invalid"),
@@ -96,7 +97,9 @@ def test_bad_commands_get_an_error_reply_with_the_right_code(
     assert operator.ok("views.get", {"view": "jobs"})["total"] == 0
 
 
-def test_a_command_without_a_response_topic_still_runs(operator: Operator, mqtt: TestClient) -> None:
+def test_a_command_without_a_response_topic_still_runs(
+    operator: Operator, mqtt: TestClient
+) -> None:
     mqtt.publish(operator.service.command_topic("job.add"),
                  {"name": "silent", "script": "ipx-update", "trigger": "t"})
     jobs = operator.wait_view("jobs", lambda v: v["total"] == 1)

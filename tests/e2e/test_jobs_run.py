@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from datetime import datetime
 from pathlib import Path
 
 from helpers.mqtt import TestClient
@@ -32,12 +33,11 @@ def test_a_notification_matching_no_job_is_recorded_and_runs_nothing(
     operator.add_job("ipx", "ipx-update", "channel-up", match={"region": "north"})
     operator.notify("channel-down", {"id": "n-none", "channel": "x"})
     operator.notify("channel-up", {"id": "n-south", "channel": "x", "region": "south"})
-    for nid in ("n-none", "n-south"):
-        received = events.wait_for(
-            lambda m, nid=nid: m.json()["type"] == "notification.received"
-            and m.json()["data"]["notification_id"] == nid
-        )
-        assert received.json()["data"]["enqueued"] == []
+    received = events.wait_for_count(
+        2, lambda m: m.json()["type"] == "notification.received"
+    )
+    assert {m.json()["data"]["notification_id"] for m in received} == {"n-none", "n-south"}
+    assert all(m.json()["data"]["enqueued"] == [] for m in received)
     assert operator.view("queue")["total"] == 0
 
 
@@ -65,7 +65,9 @@ def test_a_failing_script_lands_in_failed_with_its_feedback_and_can_run_again(
     assert "always fails" in row["feedback"]
     result = operator.ok("failed.execute", {"id": row["id"]})
     assert result["attempt"] == 2
-    failed = operator.wait_view("failed", lambda v: v["total"] == 1 and v["rows"][0]["attempt"] == 2)
+    failed = operator.wait_view(
+        "failed", lambda v: v["total"] == 1 and v["rows"][0]["attempt"] == 2
+    )
     assert failed["rows"][0]["id"] == row["id"]
 
 
@@ -119,7 +121,9 @@ def test_execute_now_skips_the_wait_and_queue_remove_refuses_a_running_entry(
     operator.notify("t", {"id": "one", "seconds": 1})
     operator.notify("t", {"id": "two", "seconds": 0})
     operator.notify("t", {"id": "three", "seconds": 0})
-    queue = operator.wait_view("queue", lambda v: v["total"] == 3 and v["rows"][0]["state"] == "running")
+    queue = operator.wait_view(
+        "queue", lambda v: v["total"] == 3 and v["rows"][0]["state"] == "running"
+    )
     running, second, third = queue["rows"]
     assert operator.error("queue.remove", {"id": running["id"]})["code"] == "conflict"
     operator.ok("queue.remove", {"id": second["id"]})
@@ -131,6 +135,4 @@ def test_execute_now_skips_the_wait_and_queue_remove_refuses_a_running_entry(
 
 
 def _seconds(stamp: str) -> float:
-    from datetime import datetime
-
     return datetime.fromisoformat(stamp).timestamp()
