@@ -8,7 +8,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 import orjson
@@ -26,6 +26,7 @@ _DRAIN_AFTER_EXIT_SECONDS = 0.25
 #: Exit polling period, used only where pidfd_open is missing (Linux < 5.3, other Unixes).
 _EXIT_POLL_SECONDS = 0.01
 _SHUTDOWN_FEEDBACK = "interrupted: the service is shutting down"
+_PROC = pathlib.Path("/proc")
 
 
 class ScriptRefused(Exception):
@@ -490,3 +491,30 @@ class ScriptRunner:
             stdout_tail=supervisor.stdout.text(),
             stderr_tail=supervisor.stderr.text(),
         )
+
+
+def kill_leftovers(execution_ids: Collection[str], proc: pathlib.Path = _PROC) -> list[int]:
+    """SIGKILL the process groups of scripts still running for `execution_ids`; their pids.
+
+    After the service itself was killed, the script it ran lives on in its own
+    session. It is found by the `ATT_JM_EXECUTION_ID` its environment carries
+    (inherited by its children), which also rules out an unrelated process that
+    reused the pid.
+    """
+    wanted = {f"ATT_JM_EXECUTION_ID={execution_id}".encode() for execution_id in execution_ids}
+    if not wanted:
+        return []
+    killed: list[int] = []
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = set((entry / "environ").read_bytes().split(b"\0"))
+        except OSError:
+            continue
+        if environ & wanted:
+            pid = int(entry.name)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(os.getpgid(pid), signal.SIGKILL)
+            killed.append(pid)
+    return killed

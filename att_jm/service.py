@@ -38,7 +38,7 @@ from att_jm.events import event_message
 from att_jm.logs import configure
 from att_jm.mqtt.adapter import Inbound, ServiceConnection
 from att_jm.mqtt.common import json_publish_properties
-from att_jm.runner import RunRequest, ScriptRunner, resolve_script
+from att_jm.runner import RunRequest, ScriptRunner, kill_leftovers, resolve_script
 from att_jm.store import JobManagerApp, log_position, open_store, read_log
 from projections.views import TOPICS, VIEWS, Views
 
@@ -197,7 +197,8 @@ class Writer:
     def run(self) -> int:
         interrupted = self._unit(self.manager.interrupt_running)
         if interrupted:
-            log.warning("executions.interrupted", ids=interrupted)
+            log.warning("executions.interrupted", ids=interrupted,
+                        leftover_pids_killed=kill_leftovers(interrupted))
         self.connection.start(self.status("online"), {"state": "offline", "reason": "lost"})
         try:
             while not self.stopping:

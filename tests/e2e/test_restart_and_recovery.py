@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 from helpers.mqtt import TestClient
 
-from .conftest import Operator
+from .conftest import Operator, live_pids_with_env
 
 VIEWS = ("jobs", "queue", "executed", "failed", "settings")
 
@@ -40,12 +40,17 @@ def test_sigkill_mid_burst_loses_nothing_and_the_running_execution_is_interrupte
     operator.add_job("sleepy", "sleep-then-ok", "burst", command="{seconds}")
     sent = [f"burst-{number}" for number in range(300)]
     operator.notify("burst", {"id": sent[0], "seconds": 30})
-    operator.wait_view("queue", lambda v: v["total"] >= 1 and v["rows"][0]["state"] == "running")
+    queue = operator.wait_view(
+        "queue", lambda v: v["total"] >= 1 and v["rows"][0]["state"] == "running"
+    )
+    script_env = f"ATT_JM_EXECUTION_ID={queue['rows'][0]['id']}"
     for nid in sent[1:]:
         operator.notify("burst", {"id": nid, "seconds": 0})
     operator.service.kill()
+    assert live_pids_with_env(script_env)  # the script outlived the service
     operator.service.start()
     failed = operator.wait_view("failed", lambda v: v["total"] == 1)
+    assert live_pids_with_env(script_env) == []  # killed by the restart
     assert failed["rows"][0]["notification_id"] == sent[0]
     assert failed["rows"][0]["feedback"].startswith("interrupted")
     executed = operator.wait_view("executed", lambda v: v["total"] == len(sent) - 1, timeout=90)
