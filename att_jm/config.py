@@ -105,6 +105,7 @@ class Settings:
     views_db: str | None = None
     seal_every_events: int = 1000
     seal_every_seconds: float = 60.0
+    max_batch: int = 5000  # most inbound messages committed in one transaction (1 = no batching)
 
     def __post_init__(self) -> None:
         for name in SETTING_NAMES:
@@ -187,13 +188,14 @@ _VALIDATORS: Final[dict[str, Callable[[str, Any], None]]] = {
     "views_db": _check_optional_text,
     "seal_every_events": _int_checker(MAX_FOUR_BYTE),
     "seal_every_seconds": _check_positive_number,
+    "max_batch": _int_checker(100_000),
 }
 
 
 # Conversion ------------------------------------------------------------------------------
 
 _INTS: Final = frozenset({"max_payload_bytes", "view_rows", "session_expiry_seconds",
-                          "seal_every_events"})
+                          "seal_every_events", "max_batch"})
 _FLOATS: Final = frozenset({"seal_every_seconds"})
 _OPTIONAL: Final = frozenset({"log_format", "views_db"})
 

@@ -44,7 +44,6 @@ from projections.views import TOPICS, VIEWS, Views
 
 log = structlog.get_logger("att_jm")
 
-MAX_BATCH = 5000
 VIEW_PUBLISH_PERIOD = 0.25  # seconds between two publications of one view
 RETRY_DELAYS = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 
@@ -227,7 +226,7 @@ class Writer:
             items = [self.inbox.get(timeout=max(timeout, 0.0))]
         except queue.Empty:
             return []
-        while len(items) < MAX_BATCH:
+        while len(items) < self.settings.max_batch:
             try:
                 items.append(self.inbox.get_nowait())
             except queue.Empty:

@@ -1,4 +1,4 @@
-"""A new user's first minutes: the CLI registers a job, mosquitto_pub notifies, Executed shows it."""
+"""A new user's first minutes: a job added with the CLI runs for a mosquitto_pub notification."""
 
 from __future__ import annotations
 

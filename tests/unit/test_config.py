@@ -200,7 +200,7 @@ def test_every_setting_has_an_environment_variable() -> None:
     assert set(SETTING_NAMES) == {
         "mqtt_url", "store", "scripts", "topic_prefix", "client_id", "log_format",
         "max_payload_bytes", "view_rows", "session_expiry_seconds", "views_db",
-        "seal_every_events", "seal_every_seconds",
+        "seal_every_events", "seal_every_seconds", "max_batch",
     }
 
 

@@ -1,0 +1,1 @@
+"""Benchmarks: each prints figures with the baseline measured in the same run."""

@@ -1,0 +1,41 @@
+"""What the benchmarks share: a real mosquitto and the real `att-jm serve` (test helpers)."""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))
+
+from helpers.broker import Broker  # noqa: E402 -- needs the tests folder on sys.path
+from helpers.service import Service, populate_scripts_dir  # noqa: E402 -- idem
+
+
+@contextmanager
+def broker_and_service(extra_args: Sequence[str] = ()) -> Iterator[tuple[Broker, Service]]:
+    """A fresh broker and a started service on a fresh store, both stopped afterwards."""
+    with tempfile.TemporaryDirectory(prefix="att-jm-bench-") as tmp:
+        root = Path(tmp)
+        broker = Broker(root / "broker").start()
+        service = Service(
+            broker, store=root / "store" / "att-jm.db",
+            scripts_dir=populate_scripts_dir(root / "scripts"), log_path=root / "att-jm.log",
+            extra_args=extra_args,
+        )
+        try:
+            service.start(timeout=60)
+            yield broker, service
+        finally:
+            if service.running:
+                service.stop()
+            broker.stop()
+
+
+def summary(values: Sequence[float]) -> str:
+    """`median (min-max)` of `values`."""
+    return f"{statistics.median(values):,.0f} ({min(values):,.0f}-{max(values):,.0f})"
