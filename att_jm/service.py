@@ -128,6 +128,11 @@ class Runner:
 
     def _loop(self) -> None:
         while (dispatch := self._work.get()) is not None:
+            self._report(RunFinished(dispatch.execution_id, self._run(dispatch), utcnow()))
+
+    def _run(self, dispatch: Dispatch) -> Outcome:
+        """Run one script; whatever happens, an Outcome comes back (nothing stays running)."""
+        try:
             outcome = self.scripts.run(
                 RunRequest(
                     execution_id=dispatch.execution_id, job=dispatch.job,
@@ -135,17 +140,14 @@ class Runner:
                     command=dispatch.command, timeout_seconds=dispatch.timeout_seconds,
                 )
             )
-            self._report(
-                RunFinished(
-                    dispatch.execution_id,
-                    Outcome(
-                        result=outcome.result, feedback=outcome.feedback,
-                        exit_code=outcome.exit_code, duration_seconds=outcome.duration_seconds,
-                        timed_out=outcome.timed_out,
-                    ),
-                    utcnow(),
-                )
-            )
+        except Exception as error:  # a runner bug must not leave the execution running
+            log.exception("runner.failed", execution=dispatch.execution_id)
+            return Outcome(result=2, feedback=f"runner error: {error!r}", exit_code=None,
+                           duration_seconds=0.0)
+        return Outcome(
+            result=outcome.result, feedback=outcome.feedback, exit_code=outcome.exit_code,
+            duration_seconds=outcome.duration_seconds, timed_out=outcome.timed_out,
+        )
 
     def stop(self) -> None:
         self.scripts.kill_running()
