@@ -187,8 +187,15 @@ class JobManager:
         for recording in recordings:
             event = recording.domain_event
             if event.originator_id == SCHEDULER_ID and event.originator_version % 500 == 0:
-                self.app.take_snapshot(SCHEDULER_ID, version=event.originator_version)
+                self._snapshot(event.originator_version)
         return recordings
+
+    def _snapshot(self, version: int) -> None:
+        """Snapshot the scheduler; a failure only costs load time, so it never fails a commit."""
+        try:
+            self.app.take_snapshot(SCHEDULER_ID, version=version)
+        except Exception as error:  # noqa: BLE001 -- the batch is already stored
+            log.warning("scheduler.snapshot_failed", version=version, error=repr(error))
 
     # Notifications -----------------------------------------------------------------------
 
@@ -260,7 +267,8 @@ class JobManager:
         correlation: bytes | None,
     ) -> dict[str, Any] | cmd.ViewsGet:
         """The reply to a command, or the ViewsGet to answer once the views are caught up."""
-        record = None if correlation is None else command_id(actor, correlation)
+        # Empty CorrelationData identifies nothing: such commands are not deduplicated.
+        record = command_id(actor, correlation) if correlation else None
         if record is not None:
             if record in uow.replies:
                 return uow.replies[record]
@@ -277,7 +285,7 @@ class JobManager:
             reply = error_reply(error)
             if record is None:
                 self._reject(uow, "command", topic, error, payload, actor)
-        if record is not None and correlation is not None:
+        if record is not None and correlation:
             uow.collect()
             uow.touch(CommandRecord.handled(record, actor, name, correlation, reply, self.clock()))
             uow.replies[record] = reply
@@ -324,7 +332,11 @@ class JobManager:
 
     def _job_add(self, uow: UnitOfWork, spec: cmd.JobSpec, actor: str, now: datetime) -> Any:
         self._check_script(spec.script)
-        job = self.jobs.get(spec.name) or self._get_job(spec.name)
+        # A job removed earlier in this batch is only in the unit of work, not yet in the store.
+        touched = uow.aggregates.get(job_id(spec.name))
+        job = self.jobs.get(spec.name) or (
+            touched if isinstance(touched, Job) else self._get_job(spec.name)
+        )
         if job is None:
             job = Job.add(spec, actor, now)
         else:

@@ -273,9 +273,9 @@ class Writer:
             self.connection.publish(
                 self.connection.status_topic, orjson.dumps(self.status("online")), retain=True
             )
-        if uow.spoiled:
-            self.manager.reload()
         self._after_commit(recordings)
+        if uow.spoiled:  # after the views took the batch: reload() reads job names from them
+            self.manager.reload()
         return True
 
     def _store_fault(self, error: Exception, attempt: int) -> None:

@@ -51,9 +51,11 @@ class OrjsonTranscoder(Transcoder):
         state = orjson.loads(data)
         if type(state) is not dict:
             return state
-        for key, value in state.items():
-            if type(value) is dict:
-                state[key] = _decode_value(value)
+        # Only the timestamp at the top level: any other top-level field holds user JSON (a
+        # job's `match` may be {"_type_": "uuid_hex", "_data_": "x"}, which must not decode).
+        timestamp = state.get("timestamp")
+        if type(timestamp) is dict:
+            state["timestamp"] = _decode_value(timestamp)
         inner = state.get("state")
         if type(inner) is dict:
             for key, value in inner.items():

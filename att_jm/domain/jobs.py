@@ -10,6 +10,7 @@ from eventsourcing.domain import Aggregate
 from att_jm.domain.commands import JobSpec
 from att_jm.domain.errors import Conflict, NotFound
 from att_jm.domain.ids import job_id
+from att_jm.domain.matching import json_equal
 
 
 class Job(Aggregate):
@@ -104,7 +105,11 @@ class Job(Aggregate):
     def update(self, changes: dict[str, Any], actor: str, at: datetime) -> dict[str, Any]:
         """Apply the fields that differ; returns them (empty: nothing changed, no event)."""
         self._check_exists()
-        changed = {key: value for key, value in changes.items() if getattr(self, key) != value}
+        # JSON equality: Python's `1 == True` would hide a match change from 1 to true.
+        changed = {
+            key: value for key, value in changes.items()
+            if not json_equal(getattr(self, key), value)
+        }
         if changed:
             self.trigger_event(self.Updated, changes=changed, actor=actor, timestamp=at)
         return changed

@@ -13,6 +13,7 @@ from att_jm.domain.errors import InvalidInput
 from att_jm.domain.ids import SCHEDULER_ID
 
 DEFAULT_INTERVAL_SECONDS = 5.0
+SCHEDULER = "scheduler"
 TABLES = ("executed", "failed")
 
 
@@ -72,6 +73,7 @@ class Scheduler(Aggregate):
         TOPIC = "att_jm:Scheduler.Dispatched"
         execution_id: str
         front: bool
+        actor: str
 
         def apply(self, aggregate: Any) -> None:
             aggregate.running = self.execution_id
@@ -81,6 +83,7 @@ class Scheduler(Aggregate):
 
         TOPIC = "att_jm:Scheduler.Released"
         execution_id: str
+        actor: str
 
         def apply(self, aggregate: Any) -> None:
             aggregate.running = None
@@ -158,11 +161,15 @@ class Scheduler(Aggregate):
     def dispatch(self, execution_id: str, front: bool, at: datetime) -> None:
         if self.running is not None:
             raise RuntimeError(f"cannot dispatch {execution_id}: {self.running} is running")
-        self.trigger_event(self.Dispatched, execution_id=execution_id, front=front, timestamp=at)
+        self.trigger_event(
+            self.Dispatched, execution_id=execution_id, front=front, actor=SCHEDULER, timestamp=at
+        )
 
     def release(self, execution_id: str, at: datetime) -> None:
         if self.running == execution_id:
-            self.trigger_event(self.Released, execution_id=execution_id, timestamp=at)
+            self.trigger_event(
+                self.Released, execution_id=execution_id, actor=SCHEDULER, timestamp=at
+            )
 
     def cleanup_due(self, table: str, now: datetime) -> datetime:
         """When the periodic cleanup of `table` is next due."""

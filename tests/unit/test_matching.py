@@ -1,4 +1,4 @@
-"""The pure matching rules: field lookup, JSON equality, `match`, Command templates, topic levels."""
+"""The pure matching rules: lookup, JSON equality, `match`, Command templates, topic levels."""
 
 from __future__ import annotations
 
