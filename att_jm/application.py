@@ -6,7 +6,7 @@ aggregates to a UnitOfWork; the writer commits one UnitOfWork per drained batch.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -28,7 +28,7 @@ from att_jm.domain.matching import fill_template, matches
 from att_jm.domain.notifications import CommandRecord, Notification, Rejection
 from att_jm.domain.scheduler import TABLES, Scheduler
 from att_jm.domain.times import iso
-from att_jm.store import JobManagerApp
+from att_jm.store import JobManagerApp, existing_ids
 from projections.views import Views
 
 log = structlog.get_logger("att_jm")
@@ -68,6 +68,7 @@ class UnitOfWork:
     events: list[Any] = field(default_factory=list)
     aggregates: dict[UUID, Aggregate] = field(default_factory=dict)
     notifications: set[str] = field(default_factory=set)
+    stored: set[UUID] | None = None  # notification aggregates known to be stored (prefetched)
     replies: dict[UUID, dict[str, Any]] = field(default_factory=dict)
     spoiled: bool = False
     _touched: list[Aggregate] = field(default_factory=list)
@@ -163,6 +164,24 @@ class JobManager:
     def _exists(self, aggregate_id: UUID) -> bool:
         return bool(self.app.recorder.select_events(aggregate_id, limit=1))
 
+    def prefetch_notifications(self, uow: UnitOfWork, payloads: Iterable[bytes]) -> None:
+        """Look up, in one query, which of these payloads' notification ids are stored already."""
+        ids = []
+        for payload in payloads:
+            try:
+                body = orjson.loads(payload)
+            except orjson.JSONDecodeError:
+                continue
+            if isinstance(body, dict) and isinstance(body.get("id"), str):
+                ids.append(notification_id(body["id"]))
+        uow.stored = existing_ids(self.app, ids)
+
+    def _notification_stored(self, uow: UnitOfWork, nid: str) -> bool:
+        key = notification_id(nid)
+        if uow.stored is not None:
+            return key in uow.stored
+        return self._exists(key)
+
     def _execution(self, uow: UnitOfWork, entry: str) -> Execution:
         try:
             key = UUID(entry)
@@ -209,7 +228,7 @@ class JobManager:
             self._reject(uow, "notification", topic, error, payload, "channel-manager")
             return "rejected"
         nid = body["id"]
-        if nid in uow.notifications or self._exists(notification_id(nid)):
+        if nid in uow.notifications or self._notification_stored(uow, nid):
             return "duplicate"
         uow.notifications.add(nid)
         now = self.clock()

@@ -37,7 +37,6 @@ from att_jm.domain.times import iso
 from att_jm.events import event_message
 from att_jm.logs import configure
 from att_jm.mqtt.adapter import Inbound, ServiceConnection
-from att_jm.mqtt.common import json_publish_properties
 from att_jm.runner import RunRequest, ScriptRunner, kill_leftovers, resolve_script
 from att_jm.store import JobManagerApp, log_position, open_store, read_log
 from projections.views import TOPICS, VIEWS, Views
@@ -311,8 +310,16 @@ class Writer:
     def _handle_batch(self, items: list[Item]) -> None:
         pending: list[tuple[Inbound, dict[str, Any] | ViewsGet]] = []
 
+        notifications = f"{self.prefix}/channel-manager/notifications/".encode()
+        limit = self.settings.max_payload_bytes
+
         def work(uow: UnitOfWork) -> None:
             pending.clear()
+            self.manager.prefetch_notifications(uow, [
+                item.payload for item in items
+                if isinstance(item, Inbound) and item.topic.startswith(notifications)
+                and len(item.payload) <= limit
+            ])
             for item in items:
                 reply = self._handle(uow, item)
                 if isinstance(item, Inbound) and reply is not None:
@@ -426,7 +433,7 @@ class Writer:
                 continue
             self.connection.publish(
                 f"{self.prefix}/job-manager/views/{name}", orjson.dumps(self._view(name)),
-                retain=True, properties=json_publish_properties(),
+                retain=True,
             )
             self.published_at[name] = now
             self.dirty.discard(name)

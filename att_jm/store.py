@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -64,3 +64,21 @@ def read_log(
 def log_position(app: JobManagerApp) -> int:
     """The position of the last stored event (0 for an empty log)."""
     return app.recorder.max_notification_id() or 0
+
+
+def existing_ids(app: JobManagerApp, ids: Collection[UUID], chunk: int = 500) -> set[UUID]:
+    """Which of `ids` name an aggregate that has events in the store (one query per chunk)."""
+    found: set[UUID] = set()
+    wanted = [aggregate_id.hex for aggregate_id in ids]
+    table = app.recorder.events_table_name  # type: ignore[attr-defined]  # the SQLite recorder's
+    datastore = app.recorder.datastore  # type: ignore[attr-defined]  # idem
+    with datastore.transaction(commit=False) as cursor:
+        for start in range(0, len(wanted), chunk):
+            part = wanted[start : start + chunk]
+            cursor.execute(
+                f"SELECT originator_id FROM {table} WHERE originator_version = 1 "  # noqa: S608 -- the library's own table name
+                f"AND originator_id IN ({','.join('?' * len(part))})",
+                part,
+            )
+            found.update(UUID(row[0]) for row in cursor.fetchall())
+    return found

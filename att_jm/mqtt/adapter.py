@@ -63,7 +63,10 @@ class ServiceConnection:
         self.generation = 0
         self.connected = threading.Event()
         self.client = new_client(endpoint, client_id, manual_ack=True)
-        self.client.max_inflight_messages_set(1000)
+        # No in-flight cap: paho rescans its whole outgoing queue on every PUBACK while one is
+        # set (a quarter of the writer's CPU in a burst); the broker and loopback keep up.
+        self.client.max_inflight_messages_set(0)
+        self._json = json_publish_properties()  # read-only once built: shared by every publish
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
@@ -134,7 +137,7 @@ class ServiceConnection:
         """Publish at QoS 1 (paho queues it while disconnected)."""
         self.client.publish(
             topic, payload, qos=1, retain=retain,
-            properties=properties or json_publish_properties(),
+            properties=properties or self._json,
         )
 
     def reply(self, response_topic: str, correlation: bytes | None, body: dict[str, Any]) -> None:
