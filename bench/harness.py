@@ -15,6 +15,8 @@ sys.path.insert(0, str(REPO / "tests"))
 from helpers.broker import Broker  # noqa: E402 -- needs the tests folder on sys.path
 from helpers.service import Service, populate_scripts_dir  # noqa: E402 -- idem
 
+__all__ = ["Broker", "Service", "broker_and_service", "populate_scripts_dir", "summary"]
+
 
 @contextmanager
 def broker_and_service(extra_args: Sequence[str] = ()) -> Iterator[tuple[Broker, Service]]:

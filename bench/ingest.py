@@ -1,0 +1,164 @@
+"""Ingest: N QoS 1 notifications published at once, until every one is durably enqueued.
+
+Usage: python -m bench.ingest [--count 20000] [--rounds 3]
+
+Service: a fresh broker and `att-jm serve`, one job matching every notification,
+interval 3600 s so the entries queue; the clock stops at the N-th
+`execution.enqueued` event (published after its commit and the acknowledgement).
+Baseline, same run: `bench.baseline_subscriber` (bare paho v5, manual ack, one
+SQLite commit with a unique key per drained batch, then the acks), stopped at
+its N-th commit. Also counts what the service published on the view topics.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+from paho.mqtt.client import Client, MQTTMessage, topic_matches_sub
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+
+from bench.harness import Broker, broker_and_service
+
+
+@dataclass
+class Watch:
+    """Counts the messages of one subscription and fires when `target` have arrived."""
+
+    target: int
+    count: int = 0
+    bytes: int = 0
+    largest: int = 0
+    done: threading.Event = field(default_factory=threading.Event)
+
+    def add(self, message: MQTTMessage) -> None:
+        self.count += 1
+        self.bytes += len(message.payload)
+        self.largest = max(self.largest, len(message.payload))
+        if self.count >= self.target:
+            self.done.set()
+
+
+def publisher(port: int, watches: dict[str, Watch]) -> Client:
+    client = Client(CallbackAPIVersion.VERSION2, client_id=f"bench-{uuid.uuid4().hex[:8]}",
+                    protocol=MQTTProtocolVersion.MQTTv5)
+    client.max_inflight_messages_set(0)
+
+    def on_message(c: Client, userdata: Any, message: MQTTMessage) -> None:
+        for topic_filter, watch in watches.items():
+            if topic_matches_sub(topic_filter, message.topic):
+                watch.add(message)
+
+    client.on_message = on_message
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    for topic_filter in watches:
+        client.subscribe(topic_filter, qos=0)
+    time.sleep(0.3)
+    return client
+
+
+def publish_burst(client: Client, topic: str, count: int) -> float:
+    """Publish `count` notifications as fast as paho allows; when the first one went out."""
+    payloads = [orjson.dumps({"id": f"n-{n}", "channel": "c"}) for n in range(count)]
+    started = time.perf_counter()
+    for payload in payloads:
+        client.publish(topic, payload, qos=1)
+    return started
+
+
+def service_round(count: int) -> tuple[float, Watch]:
+    """Notifications per second into the service, and what it published on view topics."""
+    with broker_and_service() as (broker, service):
+        enqueued = Watch(count)
+        views = Watch(10**12)
+        client = publisher(broker.port, {
+            service.topic("job-manager/events/execution.enqueued"): enqueued,
+            service.topic("job-manager/views/#"): views,
+        })
+        commands = service.topic("job-manager/commands/bench")
+        for name, args in (("settings.set", {"interval_seconds": 3600}),
+                           ("job.add", {"name": "ingest", "script": "ipx-update",
+                                        "trigger": "ingest"})):
+            client.publish(f"{commands}/{name}", orjson.dumps(args), qos=1).wait_for_publish(10)
+        time.sleep(0.5)
+        views.count = views.bytes = views.largest = 0
+        started = publish_burst(client, service.notification_topic("ingest"), count)
+        if not enqueued.done.wait(600):
+            raise RuntimeError(f"service: {enqueued.count}/{count} enqueued")
+        elapsed = time.perf_counter() - started
+        time.sleep(0.5)  # the last coalesced view messages
+        client.loop_stop()
+        client.disconnect()
+        return count / elapsed, views
+
+
+def baseline_round(count: int) -> float:
+    """Notifications per second into the bare subscriber."""
+    with tempfile.TemporaryDirectory(prefix="att-jm-bench-") as tmp:
+        broker = Broker(Path(tmp) / "broker").start()
+        try:
+            done = Watch(1)
+            ready = Watch(1)
+            client = publisher(broker.port, {"bench/done/ready": ready, "bench/done": done})
+            subscriber = subprocess.Popen(
+                [sys.executable, "-m", "bench.baseline_subscriber", str(broker.port),
+                 "att/channel-manager/notifications/+", str(Path(tmp) / "baseline.db"),
+                 str(count), "bench/done"],
+            )
+            if not ready.done.wait(30):
+                raise RuntimeError("baseline subscriber did not start")
+            started = publish_burst(client, "att/channel-manager/notifications/ingest", count)
+            if not done.done.wait(600):
+                raise RuntimeError("baseline subscriber did not finish")
+            elapsed = time.perf_counter() - started
+            subscriber.wait(30)
+            client.loop_stop()
+            client.disconnect()
+            return count / elapsed
+        finally:
+            broker.stop()
+
+
+def measure(count: int, rounds: int) -> dict[str, Any]:
+    service: list[float] = []
+    baseline: list[float] = []
+    views: list[Watch] = []
+    for _ in range(rounds):
+        baseline.append(baseline_round(count))
+        rate, watch = service_round(count)
+        service.append(rate)
+        views.append(watch)
+    return {"service": service, "baseline": baseline, "views": views}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--count", type=int, default=20000)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    result = measure(args.count, args.rounds)
+    service, baseline = result["service"], result["baseline"]
+    print(f"ingest of {args.count:,} notifications, {args.rounds} rounds: median (min-max) msg/s")
+    for label, values in (("att-jm serve", service), ("bare paho + SQLite batch", baseline)):
+        print(f"  {label:<26} {statistics.median(values):>8,.0f} "
+              f"({min(values):,.0f}-{max(values):,.0f})")
+    ratio = statistics.median(service) / statistics.median(baseline)
+    print(f"  ratio {ratio:.2f}x (target >= 0.8x)")
+    for watch in result["views"]:
+        print(f"  view topics: {watch.count} messages, {watch.bytes:,} bytes, "
+              f"largest {watch.largest:,} bytes")
+
+
+if __name__ == "__main__":
+    main()
