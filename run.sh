@@ -20,82 +20,8 @@ DEFAULT_URL=mqtt://127.0.0.1:1883
 
 say() { printf 'run.sh: %s\n' "$*" >&2; }
 die() { printf 'run.sh: error: %s\n' "$*" >&2; exit 1; }
-
-as_root() {
-  if [ "$(id -u)" -eq 0 ]; then
-    "$@"
-  elif command -v sudo >/dev/null 2>&1; then
-    sudo "$@"
-  else
-    die "need root or sudo to run: $*"
-  fi
-}
-
-# apt-get install without starting the packaged services (policy-rc.d answers "not now"):
-# the packaged mosquitto would otherwise take 127.0.0.1:1883 with Debian's defaults, which
-# drop queued messages (max_queued_messages 1000) and save sessions only every 30 minutes.
-apt_install() {
-  command -v apt-get >/dev/null 2>&1 || die "apt-get not found: install $* yourself"
-  local policy=/usr/sbin/policy-rc.d added=""
-  if [ ! -e "$policy" ]; then
-    printf '#!/bin/sh\nexit 101\n' | as_root tee "$policy" >/dev/null
-    as_root chmod 755 "$policy"
-    added=1
-  fi
-  local status=0
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" \
-      </dev/null || status=$?
-  if [ -n "$added" ]; then as_root rm -f "$policy"; fi
-  [ "$status" -eq 0 ] || die "apt-get install $* failed"
-}
-
-is_py311() { "$1" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; }
-
-ensure_venv() {
-  if [ -x "$VENV/bin/python" ] && is_py311 "$VENV/bin/python" && [ -x "$VENV/bin/pip" ]; then
-    return 0
-  fi
-  local python="" candidate
-  for candidate in python3.11 python3 python; do
-    if command -v "$candidate" >/dev/null 2>&1 && is_py311 "$candidate"; then
-      python=$candidate
-      break
-    fi
-  done
-  [ -n "$python" ] || die "Python >= 3.11 not found (Debian: apt-get install python3)"
-  say "creating .venv with $python"
-  rm -rf "$VENV"
-  if ! "$python" -m venv "$VENV" >/dev/null 2>&1; then
-    rm -rf "$VENV"
-    say "installing python3-venv (Debian ships venv/ensurepip separately)"
-    apt_install python3-venv
-    "$python" -m venv "$VENV" || die "could not create .venv"
-  fi
-}
-
-ensure_package() {
-  local stamp=$VENV/.att-jm-run-installed want
-  want=$(sha256sum "$ROOT/pyproject.toml" | cut -d' ' -f1)
-  if [ -x "$VENV/bin/att-jm" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
-    return 0
-  fi
-  say "installing att-jm into .venv"
-  (cd "$ROOT" && "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e . </dev/null) \
-    || die "pip install -e . failed (see above)"
-  echo "$want" >"$stamp"
-}
-
-find_mosquitto() {
-  local candidate
-  for candidate in /usr/sbin/mosquitto /usr/local/sbin/mosquitto "$(command -v mosquitto || true)"; do
-    if [ -n "$candidate" ] && [ -x "$candidate" ]; then
-      echo "$candidate"
-      return 0
-    fi
-  done
-  return 1
-}
+# shellcheck source=tools/setup.sh
+. "$ROOT/tools/setup.sh"
 
 listening() { (exec 3<>"/dev/tcp/127.0.0.1/1883") 2>/dev/null; }
 
@@ -181,12 +107,8 @@ if listening; then
   exec "$VENV/bin/att-jm" serve "$@"
 fi
 
-mosquitto=$(find_mosquitto) || {
-  say "installing mosquitto (apt)"
-  apt_install mosquitto mosquitto-clients
-  mosquitto=$(find_mosquitto) || die "mosquitto still not found after apt-get install"
-}
-start_broker "$mosquitto"
+ensure_mosquitto
+start_broker "$(find_mosquitto)"
 
 # The service runs as a child so the broker can be stopped after it: SIGINT/SIGTERM are
 # passed on as SIGTERM (a clean stop), and run.sh exits with the service's exit code.

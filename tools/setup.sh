@@ -1,0 +1,102 @@
+# Shared set-up steps of run.sh and test.sh (sourced, not run). The caller defines
+# say/die and ROOT, VENV before sourcing it.
+#   ensure_venv                 .venv with Python >= 3.11 (installs python3-venv with apt if needed)
+#   ensure_package EXTRAS       pip install -e ".EXTRAS" again whenever pyproject.toml changes
+#   find_mosquitto / ensure_mosquitto
+#                               the broker binary, installed with mosquitto-clients from apt
+
+# Run a command as root: directly, through sudo, or fail with a message.
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then
+    "$@"
+  elif command -v sudo >/dev/null 2>&1; then
+    sudo "$@"
+  else
+    die "need root or sudo to run: $*"
+  fi
+}
+
+# apt-get install without starting the packaged services (policy-rc.d answers "not now"):
+# the packaged mosquitto would otherwise take 127.0.0.1:1883 with Debian's defaults, which
+# drop queued messages (max_queued_messages 1000) and save sessions only every 30 minutes.
+apt_install() {
+  command -v apt-get >/dev/null 2>&1 || die "apt-get not found: install $* yourself"
+  local policy=/usr/sbin/policy-rc.d added=""
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' | as_root tee "$policy" >/dev/null
+    as_root chmod 755 "$policy"
+    added=1
+  fi
+  local status=0
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" \
+      </dev/null || status=$?
+  if [ -n "$added" ]; then as_root rm -f "$policy"; fi
+  [ "$status" -eq 0 ] || die "apt-get install $* failed"
+}
+
+is_py311() { "$1" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; }
+
+find_python() {
+  local candidate
+  for candidate in python3.11 python3 python; do
+    if command -v "$candidate" >/dev/null 2>&1 && is_py311 "$candidate"; then
+      echo "$candidate"
+      return 0
+    fi
+  done
+  return 1
+}
+
+ensure_venv() {
+  if [ -x "$VENV/bin/python" ] && is_py311 "$VENV/bin/python" && [ -x "$VENV/bin/pip" ]; then
+    return 0
+  fi
+  local python
+  python=$(find_python) || die "Python >= 3.11 not found (Debian: apt-get install python3)"
+  say "creating .venv with $python ($("$python" --version 2>&1))"
+  rm -rf "$VENV"
+  if ! "$python" -m venv "$VENV" >/dev/null 2>&1; then
+    rm -rf "$VENV"
+    say "installing python3-venv (Debian ships venv/ensurepip separately)"
+    apt_install python3-venv
+    "$python" -m venv "$VENV" || die "could not create .venv"
+  fi
+}
+
+# ensure_package [EXTRAS]: the package (with EXTRAS, e.g. "test") installed editable.
+ensure_package() {
+  local extras=${1:-} spec=. stamp want
+  [ -z "$extras" ] || spec=".[$extras]"
+  stamp=$VENV/.att-jm-installed${extras:+-$extras}
+  want=$(cat "$ROOT/pyproject.toml" "$ROOT/tools/setup.sh" | sha256sum | cut -d' ' -f1)
+  if [ -x "$VENV/bin/att-jm" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+    return 0
+  fi
+  say "installing att-jm$spec into .venv"
+  (cd "$ROOT" && "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$spec" \
+    </dev/null) || die "pip install -e '$spec' failed (see above)"
+  echo "$want" >"$stamp"
+}
+
+find_mosquitto() {
+  local candidate
+  for candidate in /usr/sbin/mosquitto /usr/local/sbin/mosquitto "$(command -v mosquitto || true)"; do
+    if [ -n "$candidate" ] && [ -x "$candidate" ]; then
+      echo "$candidate"
+      return 0
+    fi
+  done
+  return 1
+}
+
+# The broker and its clients (mosquitto_pub, mosquitto_passwd), from apt when missing.
+ensure_mosquitto() {
+  if find_mosquitto >/dev/null && command -v mosquitto_passwd >/dev/null 2>&1 \
+    && command -v mosquitto_pub >/dev/null 2>&1; then
+    return 0
+  fi
+  say "installing mosquitto and mosquitto-clients (apt)"
+  apt_install mosquitto mosquitto-clients
+  find_mosquitto >/dev/null || die "mosquitto still not found after apt-get install"
+}
