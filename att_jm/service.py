@@ -38,7 +38,7 @@ from att_jm.events import event_message
 from att_jm.logs import configure
 from att_jm.mqtt.adapter import Inbound, ServiceConnection
 from att_jm.runner import RunRequest, ScriptRunner, kill_leftovers, resolve_script
-from att_jm.store import JobManagerApp, log_position, open_store, read_log
+from att_jm.store import JobManagerApp, log_position, open_store, read_rows
 from projections.views import TOPICS, VIEWS, Views
 
 log = structlog.get_logger("att_jm")
@@ -98,16 +98,11 @@ class ViewsLock:
 def catch_up(app: JobManagerApp, views: Views) -> int:
     """Apply every event the views have not seen, page by page; events applied."""
     applied = 0
-    page: list[tuple[int, Any]] = []
-    for item in read_log(app, views.position, TOPICS):
-        page.append(item)
-        if len(page) >= 1000:
-            views.apply(page)
-            applied += len(page)
-            page = []
-    if page:
-        views.apply(page)
-        applied += len(page)
+    # Big pages: rows created and removed within one page (most executions, once cleaned
+    # up) never reach the views file.
+    for rows in read_rows(app, views.position, TOPICS, page=50_000):
+        views.apply_rows(rows)
+        applied += len(rows)
     views.advance(log_position(app))
     return applied
 

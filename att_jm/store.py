@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -82,3 +83,36 @@ def existing_ids(app: JobManagerApp, ids: Collection[UUID], chunk: int = 500) ->
             )
             found.update(UUID(row[0]) for row in cursor.fetchall())
     return found
+
+
+# A stored originator id (32 hex digits in SQLite) in the usual UUID text form, made by SQLite.
+_DASHED_SQL = (
+    "CASE WHEN length(originator_id) = 32 THEN substr(originator_id, 1, 8) || '-' || "
+    "substr(originator_id, 9, 4) || '-' || substr(originator_id, 13, 4) || '-' || "
+    "substr(originator_id, 17, 4) || '-' || substr(originator_id, 21) ELSE originator_id END"
+)
+
+
+def read_rows(
+    app: JobManagerApp, after: int, topics: Sequence[str] = (), page: int = 5000
+) -> Iterator[list[tuple[int, str, str, bytes]]]:
+    """Pages of stored rows (position, originator id, topic, state) after `after`, in log order.
+
+    The raw rows, without building event objects, through a plain read-only connection
+    of its own (no row objects): what catch-ups and replays need, at the speed of SQLite.
+    """
+    table = app.recorder.events_table_name  # type: ignore[attr-defined]  # the SQLite recorder's
+    db_name = str(app.recorder.datastore.pool.db_name)  # type: ignore[attr-defined]  # idem
+    where = f"AND topic IN ({','.join('?' * len(topics))}) " if topics else ""
+    uri = db_name if db_name.startswith("file:") else f"file:{Path(db_name).resolve()}?mode=ro"
+    db = sqlite3.connect(uri, uri=True)
+    try:
+        cursor = db.execute(
+            f"SELECT rowid, {_DASHED_SQL}, topic, state FROM {table} "  # noqa: S608 -- the library's table
+            f"WHERE rowid > ? {where}ORDER BY rowid",
+            (after, *topics),
+        )
+        while rows := cursor.fetchmany(page):
+            yield rows
+    finally:
+        db.close()

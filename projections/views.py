@@ -1,7 +1,11 @@
 """The Jobs, Queue, Executed, Failed and Settings read models, kept in one SQLite file.
 
-Rows and the tracked log position change in one transaction, so each event is
-applied exactly once; `reset()` plus a catch-up rebuilds everything from zero.
+The view rules are written once, against plain event data (the stored state as
+decoded JSON, or a live event's fields), and applied to an in-memory overlay of
+the rows a batch touches. Only the net result of a batch is written, with the
+tracked log position, in one transaction: each event is applied exactly once,
+a row created and removed inside one batch costs no SQL at all, and `reset()`
+plus a catch-up rebuilds everything from zero with the same rules.
 """
 
 from __future__ import annotations
@@ -13,12 +17,9 @@ from pathlib import Path
 from typing import Any, Final
 
 import orjson
-from eventsourcing.domain import DomainEventProtocol
 
 from att_jm.domain.cleanup import CleanupPolicy
-from att_jm.domain.executions import Execution
-from att_jm.domain.jobs import Job
-from att_jm.domain.scheduler import DEFAULT_INTERVAL_SECONDS, Scheduler
+from att_jm.domain.scheduler import DEFAULT_INTERVAL_SECONDS
 from att_jm.domain.times import iso, parse_iso
 
 VIEWS: Final = ("jobs", "queue", "executed", "failed", "settings")
@@ -61,6 +62,15 @@ _JOB_COLS: Final = (
     "name", "script", "trigger", "match", "command", "timeout_seconds", "enabled", "created_at",
     "updated_at",
 )
+# Every column of each table, in table order: what the overlay holds and writes back.
+_COLUMNS: Final[dict[str, tuple[str, ...]]] = {
+    "jobs": _JOB_COLS,
+    "queue": (*_QUEUE_COLS, "sort_key", "script", "timeout_seconds"),
+    "executed": (*_DONE_COLS, "seq", "script", "timeout_seconds"),
+    "failed": (*_DONE_COLS, "seq", "script", "timeout_seconds"),
+    "job_ids": ("id", "name"),
+}
+_KEYS: Final = {"jobs": "name", "job_ids": "id"}
 _ORDER: Final = {
     "queue": "ORDER BY state != 'running', sort_key",
     "executed": "ORDER BY seq DESC",
@@ -68,7 +78,8 @@ _ORDER: Final = {
     "jobs": "ORDER BY name",
 }
 
-Applier = Callable[[sqlite3.Cursor, Any, int], str]
+Row = dict[str, Any]
+Rule = Callable[["Overlay", int, str, dict[str, Any]], tuple[str, ...]]
 
 
 def default_settings() -> dict[str, Any]:
@@ -79,164 +90,248 @@ def default_settings() -> dict[str, Any]:
     }
 
 
-def _entry_id(event: Any) -> str:
-    return str(event.originator_id)
+def stored_iso(value: Any) -> str:
+    """A stored timestamp (`{"_type_": "datetime_iso", "_data_": ...}`) as `iso()` writes it."""
+    text = value["_data_"] if isinstance(value, dict) else str(value)
+    # Fast path for what this service stores: `YYYY-MM-DDTHH:MM:SS[.ffffff]+00:00`.
+    if len(text) in (25, 32) and text.endswith("+00:00") and text[10] == "T":
+        millis = text[20:23] if len(text) == 32 else "000"
+        return f"{text[:19]}.{millis}Z"
+    return iso(datetime.fromisoformat(text))
 
 
-def _job_added(c: sqlite3.Cursor, e: Job.Added, position: int) -> str:
-    at = iso(e.timestamp)
-    c.execute(
-        "INSERT OR REPLACE INTO jobs VALUES (?,?,?,?,?,?,?,?,?)",
-        (e.name, e.script, e.trigger, _json(e.match), e.command, e.timeout_seconds,
-         int(e.enabled), at, at),
-    )
-    return "jobs"
+class Overlay:
+    """The rows one batch touched, over the SQLite tables (None = deleted)."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+        self.tables: dict[str, dict[str, Row | None]] = {name: {} for name in _COLUMNS}
+        self.settings: dict[str, Any] | None = None
+        self.positions: dict[str, int] = {}
+
+    def get(self, table: str, key: str) -> Row | None:
+        rows = self.tables[table]
+        if key in rows:
+            return rows[key]
+        cols = _COLUMNS[table]
+        found = self._db.execute(
+            f"SELECT {', '.join(cols)} FROM {table} WHERE {_KEYS.get(table, 'id')} = ?",  # noqa: S608 -- fixed names
+            (key,),
+        ).fetchone()
+        row = None if found is None else dict(zip(cols, found, strict=True))
+        rows[key] = row
+        return row
+
+    def put(self, table: str, key: str, row: Row | None) -> None:
+        self.tables[table][key] = row
+
+    def flush(self, cursor: sqlite3.Cursor) -> None:
+        for table, rows in self.tables.items():
+            cols = _COLUMNS[table]
+            key = _KEYS.get(table, "id")
+            gone = [(k,) for k, row in rows.items() if row is None]
+            kept = [tuple(row[c] for c in cols) for row in rows.values() if row is not None]
+            if gone:
+                cursor.executemany(f"DELETE FROM {table} WHERE {key} = ?", gone)  # noqa: S608 -- fixed names
+            if kept:
+                cursor.executemany(
+                    f"INSERT OR REPLACE INTO {table} VALUES ({','.join('?' * len(cols))})",  # noqa: S608 -- fixed names
+                    kept,
+                )
+        if self.settings is not None:
+            cursor.execute(
+                "INSERT OR REPLACE INTO settings VALUES ('settings', ?)",
+                (orjson.dumps(self.settings).decode(),),
+            )
+        cursor.executemany(
+            "INSERT OR REPLACE INTO view_positions VALUES (?, ?)", list(self.positions.items())
+        )
 
 
-def _job_readded(c: sqlite3.Cursor, e: Job.Readded, position: int) -> str:
-    d = e.definition
-    at = iso(e.timestamp)
-    name = _job_name(c, e)
-    c.execute(
-        "INSERT OR REPLACE INTO jobs VALUES (?,?,?,?,?,?,?,?,?)",
-        (name, d["script"], d["trigger"], _json(d["match"]), d["command"],
-         d["timeout_seconds"], int(d["enabled"]), at, at),
-    )
-    return "jobs"
+# The rules: (overlay, position, aggregate id, event data with "at") -> the views changed ------
 
 
-def _job_name(c: sqlite3.Cursor, e: Any) -> str:
-    row = c.execute("SELECT name FROM job_ids WHERE id = ?", (str(e.originator_id),)).fetchone()
-    return str(row[0])
-
-
-def _job_updated(c: sqlite3.Cursor, e: Job.Updated, position: int) -> str:
-    name = _job_name(c, e)
-    changes = dict(e.changes)
-    if "match" in changes:
-        changes["match"] = _json(changes["match"])
-    if "enabled" in changes:
-        changes["enabled"] = int(changes["enabled"])
-    changes["updated_at"] = iso(e.timestamp)
-    assignments = ", ".join(f"{key} = ?" for key in changes if key in _JOB_COLS)
-    values = [value for key, value in changes.items() if key in _JOB_COLS]
-    c.execute(f"UPDATE jobs SET {assignments} WHERE name = ?", (*values, name))  # noqa: S608 -- column names come from _JOB_COLS
-    return "jobs"
-
-
-def _job_removed(c: sqlite3.Cursor, e: Job.Removed, position: int) -> str:
-    c.execute("DELETE FROM jobs WHERE name = ?", (_job_name(c, e),))
-    return "jobs"
-
-
-def _enqueued(c: sqlite3.Cursor, e: Execution.Enqueued, position: int) -> str:
-    c.execute(
-        "INSERT OR REPLACE INTO queue VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-        (_entry_id(e), e.job, e.command, e.trigger, e.notification_id, iso(e.timestamp),
-         "queued", None, 1, None, position, e.script, e.timeout_seconds),
-    )
-    return "queue"
-
-
-def _started(c: sqlite3.Cursor, e: Execution.Started, position: int) -> str:
-    c.execute(
-        "UPDATE queue SET state = 'running', started_at = ?, attempt = ? WHERE id = ?",
-        (iso(e.timestamp), e.attempt, _entry_id(e)),
-    )
-    return "queue"
-
-
-def _finish(c: sqlite3.Cursor, e: Any, position: int, table: str) -> None:
-    entry = _entry_id(e)
-    c.execute(
-        f"INSERT OR REPLACE INTO {table} SELECT id, job, command, trigger, notification_id, "  # noqa: S608 -- table is executed or failed
-        "enqueued_at, started_at, ?, attempt, ?, ?, ?, script, timeout_seconds "
-        "FROM queue WHERE id = ?",
-        (iso(e.timestamp), e.result, e.feedback, position, entry),
-    )
-    c.execute("DELETE FROM queue WHERE id = ?", (entry,))
-
-
-def _succeeded(c: sqlite3.Cursor, e: Execution.Succeeded, position: int) -> str:
-    _finish(c, e, position, "executed")
-    return "queue,executed"
-
-
-def _failed(c: sqlite3.Cursor, e: Execution.Failed, position: int) -> str:
-    _finish(c, e, position, "failed")
-    return "queue,failed"
-
-
-def _delete_from(table: str) -> Applier:
-    def apply(c: sqlite3.Cursor, e: Any, position: int) -> str:
-        c.execute(f"DELETE FROM {table} WHERE id = ?", (_entry_id(e),))  # noqa: S608 -- fixed table names
-        return table
-
-    return apply
-
-
-def _sent_to_front(c: sqlite3.Cursor, e: Execution.SentToFront, position: int) -> str:
-    c.execute(
-        "UPDATE queue SET sort_key = ? WHERE id = ?", (FRONT_BASE + position, _entry_id(e))
-    )
-    return "queue"
-
-
-def _reexecuted(c: sqlite3.Cursor, e: Execution.Reexecuted, position: int) -> str:
-    entry = _entry_id(e)
-    c.execute(
-        "INSERT OR REPLACE INTO queue SELECT id, job, command, trigger, notification_id, "
-        "enqueued_at, 'queued', NULL, ?, feedback, ?, script, timeout_seconds "
-        "FROM failed WHERE id = ?",
-        (e.attempt, FRONT_BASE + position, entry),
-    )
-    c.execute("DELETE FROM failed WHERE id = ?", (entry,))
-    return "queue,failed"
-
-
-def _cleaned_up(c: sqlite3.Cursor, e: Execution.CleanedUp, position: int) -> str:
-    table = "executed" if e.table == "executed" else "failed"
-    c.execute(f"DELETE FROM {table} WHERE id = ?", (_entry_id(e),))  # noqa: S608 -- fixed table names
-    return table
-
-
-def _settings_changed(c: sqlite3.Cursor, e: Scheduler.SettingsChanged, position: int) -> str:
-    value = {
-        "interval_seconds": e.interval_seconds,
-        "executed_cleanup": e.executed_cleanup,
-        "failed_cleanup": e.failed_cleanup,
+def _job_row(name: str, fields: dict[str, Any], at: str) -> Row:
+    return {
+        "name": name, "script": fields["script"], "trigger": fields["trigger"],
+        "match": _json(fields["match"]), "command": fields["command"],
+        "timeout_seconds": fields["timeout_seconds"], "enabled": int(fields["enabled"]),
+        "created_at": at, "updated_at": at,
     }
-    c.execute("INSERT OR REPLACE INTO settings VALUES ('settings', ?)", (_json(value),))
-    return "settings"
 
 
-APPLIERS: Final[dict[type[Any], Applier]] = {
-    Job.Added: _job_added,
-    Job.Readded: _job_readded,
-    Job.Updated: _job_updated,
-    Job.Removed: _job_removed,
-    Execution.Enqueued: _enqueued,
-    Execution.Started: _started,
-    Execution.Succeeded: _succeeded,
-    Execution.Failed: _failed,
-    Execution.RemovedFromQueue: _delete_from("queue"),
-    Execution.SentToFront: _sent_to_front,
-    Execution.Reexecuted: _reexecuted,
-    Execution.RemovedFromExecuted: _delete_from("executed"),
-    Execution.DeletedFromFailed: _delete_from("failed"),
-    Execution.CleanedUp: _cleaned_up,
-    Scheduler.SettingsChanged: _settings_changed,
+def _job_added(o: Overlay, position: int, aggregate: str, e: dict[str, Any]) -> tuple[str, ...]:
+    o.put("job_ids", aggregate, {"id": aggregate, "name": e["name"]})
+    o.put("jobs", e["name"], _job_row(e["name"], e, e["at"]))
+    return ("jobs",)
+
+
+def _job_name(o: Overlay, aggregate: str) -> str:
+    row = o.get("job_ids", aggregate)
+    if row is None:
+        raise LookupError(f"no job with aggregate id {aggregate}")
+    return str(row["name"])
+
+
+def _job_readded(o: Overlay, position: int, aggregate: str, e: dict[str, Any]) -> tuple[str, ...]:
+    name = _job_name(o, aggregate)
+    o.put("jobs", name, _job_row(name, e["definition"], e["at"]))
+    return ("jobs",)
+
+
+def _job_updated(o: Overlay, position: int, aggregate: str, e: dict[str, Any]) -> tuple[str, ...]:
+    row = o.get("jobs", _job_name(o, aggregate))
+    if row is None:
+        return ()
+    row = dict(row)
+    for key, value in e["changes"].items():
+        if key in row:
+            row[key] = _json(value) if key == "match" else int(value) if key == "enabled" else value
+    row["updated_at"] = e["at"]
+    o.put("jobs", row["name"], row)
+    return ("jobs",)
+
+
+def _job_removed(o: Overlay, position: int, aggregate: str, e: dict[str, Any]) -> tuple[str, ...]:
+    o.put("jobs", _job_name(o, aggregate), None)
+    return ("jobs",)
+
+
+def _enqueued(o: Overlay, position: int, aggregate: str, e: dict[str, Any]) -> tuple[str, ...]:
+    o.put("queue", aggregate, {
+        "id": aggregate, "job": e["job"], "command": e["command"], "trigger": e["trigger"],
+        "notification_id": e["notification_id"], "enqueued_at": e["at"], "state": "queued",
+        "started_at": None, "attempt": 1, "feedback": None, "sort_key": position,
+        "script": e["script"], "timeout_seconds": e["timeout_seconds"],
+    })
+    return ("queue",)
+
+
+def _started(o: Overlay, position: int, aggregate: str, e: dict[str, Any]) -> tuple[str, ...]:
+    row = o.get("queue", aggregate)
+    if row is not None:
+        o.put("queue", aggregate, {**row, "state": "running", "started_at": e["at"],
+                                   "attempt": e["attempt"]})
+    return ("queue",)
+
+
+def _finish(o: Overlay, position: int, aggregate: str, e: dict[str, Any], table: str) -> None:
+    row = o.get("queue", aggregate)
+    o.put("queue", aggregate, None)
+    if row is None:
+        return
+    o.put(table, aggregate, {
+        "id": aggregate, "job": row["job"], "command": row["command"], "trigger": row["trigger"],
+        "notification_id": row["notification_id"], "enqueued_at": row["enqueued_at"],
+        "started_at": row["started_at"], "finished_at": e["at"], "attempt": row["attempt"],
+        "result": e["result"], "feedback": e["feedback"], "seq": position,
+        "script": row["script"], "timeout_seconds": row["timeout_seconds"],
+    })
+
+
+def _succeeded(o: Overlay, position: int, aggregate: str, e: dict[str, Any]) -> tuple[str, ...]:
+    _finish(o, position, aggregate, e, "executed")
+    return ("queue", "executed")
+
+
+def _failed(o: Overlay, position: int, aggregate: str, e: dict[str, Any]) -> tuple[str, ...]:
+    _finish(o, position, aggregate, e, "failed")
+    return ("queue", "failed")
+
+
+def _delete_from(table: str) -> Rule:
+    def rule(o: Overlay, position: int, aggregate: str, e: dict[str, Any]) -> tuple[str, ...]:
+        o.put(table, aggregate, None)
+        return (table,)
+
+    return rule
+
+
+def _sent_to_front(o: Overlay, position: int, aggregate: str, e: dict[str, Any]) -> tuple[str, ...]:
+    row = o.get("queue", aggregate)
+    if row is not None:
+        o.put("queue", aggregate, {**row, "sort_key": FRONT_BASE + position})
+    return ("queue",)
+
+
+def _reexecuted(o: Overlay, position: int, aggregate: str, e: dict[str, Any]) -> tuple[str, ...]:
+    row = o.get("failed", aggregate)
+    o.put("failed", aggregate, None)
+    if row is not None:
+        o.put("queue", aggregate, {
+            "id": aggregate, "job": row["job"], "command": row["command"],
+            "trigger": row["trigger"], "notification_id": row["notification_id"],
+            "enqueued_at": row["enqueued_at"], "state": "queued", "started_at": None,
+            "attempt": e["attempt"], "feedback": row["feedback"],
+            "sort_key": FRONT_BASE + position, "script": row["script"],
+            "timeout_seconds": row["timeout_seconds"],
+        })
+    return ("queue", "failed")
+
+
+def _cleaned_up(o: Overlay, position: int, aggregate: str, e: dict[str, Any]) -> tuple[str, ...]:
+    table = "executed" if e["table"] == "executed" else "failed"
+    o.put(table, aggregate, None)
+    return (table,)
+
+
+def _settings_changed(
+    o: Overlay, position: int, aggregate: str, e: dict[str, Any]
+) -> tuple[str, ...]:
+    o.settings = {
+        "interval_seconds": e["interval_seconds"],
+        "executed_cleanup": e["executed_cleanup"],
+        "failed_cleanup": e["failed_cleanup"],
+    }
+    return ("settings",)
+
+
+RULES: Final[dict[str, Rule]] = {
+    "att_jm:Job.Added": _job_added,
+    "att_jm:Job.Readded": _job_readded,
+    "att_jm:Job.Updated": _job_updated,
+    "att_jm:Job.Removed": _job_removed,
+    "att_jm:Execution.Enqueued": _enqueued,
+    "att_jm:Execution.Started": _started,
+    "att_jm:Execution.Succeeded": _succeeded,
+    "att_jm:Execution.Failed": _failed,
+    "att_jm:Execution.RemovedFromQueue": _delete_from("queue"),
+    "att_jm:Execution.SentToFront": _sent_to_front,
+    "att_jm:Execution.Reexecuted": _reexecuted,
+    "att_jm:Execution.RemovedFromExecuted": _delete_from("executed"),
+    "att_jm:Execution.DeletedFromFailed": _delete_from("failed"),
+    "att_jm:Execution.CleanedUp": _cleaned_up,
+    "att_jm:Scheduler.SettingsChanged": _settings_changed,
 }
 
-TOPICS: Final = tuple(sorted(cls.TOPIC for cls in APPLIERS))  # what the catch-up reads
+TOPICS: Final = tuple(sorted(RULES))  # what a catch-up reads from the log
+
+_HIDDEN: Final = frozenset({"originator_id", "originator_version", "timestamp"})
 
 
 def _json(value: Any) -> str | None:
     return None if value is None else orjson.dumps(value).decode()
 
 
+def event_fields(event: Any) -> tuple[str, str, dict[str, Any]]:
+    """(topic, aggregate id, data with `at`) of a live domain event, as the rules take them."""
+    data = {key: value for key, value in vars(event).items() if key not in _HIDDEN}
+    data["at"] = iso(event.timestamp)
+    return str(type(event).TOPIC), str(event.originator_id), data
+
+
+def stored_fields(aggregate: str, state: bytes) -> dict[str, Any]:
+    """The data of a stored event row (its state bytes), as the rules take them."""
+    data: dict[str, Any] = orjson.loads(state)
+    data["at"] = stored_iso(data.pop("timestamp"))
+    return data
+
+
 class Views:
-    """The read models in the SQLite file at `path` (created when missing, unless read-only)."""
+    """The read models in the SQLite file at `path` (created when missing, unless read-only).
+
+    `path=":memory:"` keeps them in memory (replays that must not touch any file).
+    """
 
     def __init__(self, path: str, *, readonly: bool = False) -> None:
         self.path = path
@@ -245,7 +340,8 @@ class Views:
                 f"file:{path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False
             )
         else:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            if path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")  # rebuildable from the log
@@ -260,37 +356,47 @@ class Views:
         row = self._db.execute("SELECT position FROM tracking WHERE name = 'views'").fetchone()
         return int(row[0]) if row else 0
 
-    def apply(self, items: Iterable[tuple[int, DomainEventProtocol[Any]]]) -> set[str]:
-        """Apply events after the tracked position, in one transaction; the views they changed."""
-        changed: set[str] = set()
-        position = self.position
-        c = self._db.cursor()
-        c.execute("BEGIN IMMEDIATE")
+    def apply(self, items: Iterable[tuple[int, Any]]) -> set[str]:
+        """Apply live domain events (position, event) after the tracked position; views changed."""
+        return self.apply_data(
+            (position, *event_fields(event)) for position, event in items
+        )
+
+    def apply_rows(self, rows: Iterable[tuple[int, str, str, bytes]]) -> set[str]:
+        """Apply stored rows (position, originator id, topic, state) after the tracked position."""
+        return self.apply_data(
+            (position, topic, aggregate, stored_fields(aggregate, state))
+            for position, aggregate, topic, state in rows
+            if topic in RULES
+        )
+
+    def apply_data(self, items: Iterable[tuple[int, str, str, dict[str, Any]]]) -> set[str]:
+        """Apply (position, topic, aggregate id, data) in one transaction; the views changed."""
+        start = self.position
+        position = start
+        overlay = Overlay(self._db)
+        for event_position, topic, aggregate, data in items:
+            if event_position <= start:
+                continue
+            position = max(position, event_position)
+            rule = RULES.get(topic)
+            if rule is None:
+                continue
+            for view in rule(overlay, event_position, aggregate, data):
+                if view in VIEWS:
+                    overlay.positions[view] = event_position
+        if position == start:
+            return set()
+        cursor = self._db.cursor()
+        cursor.execute("BEGIN IMMEDIATE")
         try:
-            for event_position, event in items:
-                if event_position <= position:
-                    continue
-                position = event_position
-                applier = APPLIERS.get(type(event))
-                if applier is None:
-                    continue
-                if isinstance(event, Job.Added):
-                    c.execute(
-                        "INSERT OR REPLACE INTO job_ids VALUES (?, ?)",
-                        (str(event.originator_id), event.name),
-                    )
-                touched = applier(c, event, event_position).split(",")
-                changed.update(touched)
-                c.executemany(
-                    "INSERT OR REPLACE INTO view_positions VALUES (?, ?)",
-                    [(view, event_position) for view in touched],
-                )
-            c.execute("INSERT OR REPLACE INTO tracking VALUES ('views', ?)", (position,))
-            c.execute("COMMIT")
+            overlay.flush(cursor)
+            cursor.execute("INSERT OR REPLACE INTO tracking VALUES ('views', ?)", (position,))
+            cursor.execute("COMMIT")
         except BaseException:
-            c.execute("ROLLBACK")
+            cursor.execute("ROLLBACK")
             raise
-        return changed
+        return set(overlay.positions)
 
     def advance(self, position: int) -> None:
         """Record that the log up to `position` holds nothing more for these views."""
