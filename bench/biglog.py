@@ -10,6 +10,8 @@ batches; the views are kept up to date (so the service starts with them).
 from __future__ import annotations
 
 import argparse
+import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -124,3 +126,29 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+CACHE = Path(tempfile.gettempdir()) / "att-jm-bench"
+
+
+def cached_log(events: int) -> Path:
+    """A store of about `events` events (with its views), built once and reused by later runs.
+
+    Callers copy it (`copy_log`) before letting a service write to it.
+    """
+    store = CACHE / f"log-{events}" / "att-jm.db"
+    done = store.with_suffix(".complete")
+    if not done.exists():
+        shutil.rmtree(store.parent, ignore_errors=True)
+        store.parent.mkdir(parents=True)
+        build(store, events)
+        done.write_text(str(events))
+    return store
+
+
+def copy_log(store: Path, target: Path) -> Path:
+    """Copy a store and its views file to the folder `target`; the new store's path."""
+    target.mkdir(parents=True, exist_ok=True)
+    for source in (store, store.with_suffix(".views.db")):
+        shutil.copyfile(source, target / source.name)
+    return target / store.name

@@ -13,9 +13,12 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
 from helpers.broker import Broker  # noqa: E402 -- needs the tests folder on sys.path
+from helpers.mqtt import TestClient  # noqa: E402 -- idem
 from helpers.service import Service, populate_scripts_dir  # noqa: E402 -- idem
 
-__all__ = ["Broker", "Service", "broker_and_service", "populate_scripts_dir", "summary"]
+__all__ = [
+    "Broker", "Service", "TestClient", "broker_and_service", "populate_scripts_dir", "summary",
+]
 
 
 @contextmanager
