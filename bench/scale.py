@@ -29,6 +29,7 @@ import orjson
 
 from bench.biglog import cached_log, copy_log
 from bench.harness import Broker, Service, TestClient, populate_scripts_dir
+from bench.suite import Figure
 
 
 def raw_read(store: Path) -> tuple[int, float]:
@@ -108,6 +109,35 @@ def memory_round(store: Path, notifications: int = 2000) -> int:
         finally:
             service.stop()
             broker.stop()
+
+
+def _sizes(quick: bool) -> tuple[int, int]:
+    return (20_000, 2_000) if quick else (1_000_000, 10_000)
+
+
+def rebuild_figures(quick: bool, rounds: int) -> list[Figure]:
+    big = cached_log(_sizes(quick)[0])
+    pairs = [rebuild_round(big) for _ in range(rounds)]
+    return [Figure(f"rebuild of {_sizes(quick)[0]:,} events", "events/s",
+                   [p[0] for p in pairs], [p[1] for p in pairs], ("ratio>=", 0.5),
+                   ">= 0.5x raw select + orjson.loads")]
+
+
+def startup_figures(quick: bool, rounds: int) -> list[Figure]:
+    big = cached_log(_sizes(quick)[0])
+    pairs = [startup_round(big) for _ in range(rounds)]
+    return [Figure(f"start-up with {_sizes(quick)[0]:,} events", "s",
+                   [p[0] for p in pairs], [p[1] for p in pairs], ("ratio<=", 2.0),
+                   "<= 2x empty store")]
+
+
+def memory_figures(quick: bool, rounds: int) -> list[Figure]:
+    events, small = _sizes(quick)
+    big, little = cached_log(events), cached_log(small)
+    heavy = [memory_round(big) / 1024 for _ in range(rounds)]
+    light = [memory_round(little) / 1024 for _ in range(rounds)]
+    return [Figure(f"peak RSS after {events:,} events", "MiB", heavy, light, ("ratio<=", 1.3),
+                   f"<= 1.3x after {small:,} events")]
 
 
 def measure(events: int = 1_000_000, small: int = 10_000, rounds: int = 3) -> dict[str, Any]:

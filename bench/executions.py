@@ -1,0 +1,156 @@
+"""Executions: how many queued entries of a trivial script the service runs per second.
+
+Usage: python -m bench.executions [--count 2000] [--rounds 3]
+
+Service: a fresh broker and `att-jm serve`, one job running `tests/scripts/ok` (`exit 0`).
+One warm-up execution runs first (the scheduler then has a last end time), then the interval
+is set to 3600 s and `count` notifications are published and enqueued (their `count`
+`execution.enqueued` events seen). The clock starts when the reply to `settings.set
+interval_seconds=0` arrives and stops at the `count`-th `execution.succeeded` event (any
+`execution.failed` aborts the round). Executions per second = count / that time.
+Baseline, same run: the same script run `count` times in a bare Python loop with
+`subprocess.run`, with the runner's options (argv [script, Command], stdin empty, stdout and
+stderr captured, cwd the scripts directory, the runner's environment, a new session).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import orjson
+from paho.mqtt.client import Client, MQTTMessage
+
+from bench.harness import Service, broker_and_service, populate_scripts_dir
+from bench.latency import TIMEOUT, Probe, command, new_client, script_environment
+
+SCRIPT = "ok"
+FINISH_TIMEOUT = 600.0
+
+
+class Counter:
+    """Counts `execution.enqueued`, `execution.succeeded` and `execution.failed` events."""
+
+    def __init__(self, port: int, service: Service) -> None:
+        self.lock = threading.Condition()
+        self.counts = {"execution.enqueued": 0, "execution.succeeded": 0, "execution.failed": 0}
+        self.last_at = 0.0
+        self.client = new_client("bench-counter")
+        self.client.on_message = self._on_message
+        subscribed = threading.Event()
+        self.client.on_subscribe = lambda *args: subscribed.set()
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        events = service.topic("job-manager/events/")
+        self.client.subscribe([(events + kind, 1) for kind in self.counts])
+        if not subscribed.wait(TIMEOUT):
+            raise RuntimeError("the counter got no SUBACK")
+
+    def _on_message(self, client: Client, userdata: Any, message: MQTTMessage) -> None:
+        at = time.perf_counter()
+        kind = message.topic.rpartition("/")[2]
+        with self.lock:
+            self.counts[kind] += 1
+            self.last_at = at
+            self.lock.notify_all()
+
+    def reset(self) -> None:
+        with self.lock:
+            self.counts = dict.fromkeys(self.counts, 0)
+
+    def wait(self, kind: str, count: int, timeout: float) -> float:
+        """When the `count`-th `kind` event arrived (perf_counter); raises on a failure."""
+        with self.lock:
+            done = self.lock.wait_for(
+                lambda: self.counts[kind] >= count or self.counts["execution.failed"] > 0, timeout
+            )
+            if self.counts["execution.failed"]:
+                raise RuntimeError(f"{self.counts['execution.failed']} executions failed")
+            if not done:
+                raise RuntimeError(f"{self.counts[kind]}/{count} {kind} within {timeout} s")
+            return self.last_at
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def service_round(count: int) -> float:
+    """Executions per second of the service, draining `count` queued entries at interval 0."""
+    with broker_and_service() as (broker, service):
+        reply_topic = service.topic(f"job-manager/replies/bench/{uuid.uuid4().hex}")
+        probe = Probe(broker.port, [reply_topic])
+        counter = Counter(broker.port, service)
+        try:
+            command(probe, service, reply_topic, "settings.set", {"interval_seconds": 0})
+            command(probe, service, reply_topic, "job.add",
+                    {"name": "ok", "script": SCRIPT, "trigger": "executions"})
+            topic = service.notification_topic("executions")
+            probe.publish(topic, orjson.dumps({"id": "warm-up"}))
+            counter.wait("execution.succeeded", 1, TIMEOUT)
+            command(probe, service, reply_topic, "settings.set", {"interval_seconds": 3600})
+            counter.reset()
+            for n in range(count):
+                probe.publish(topic, orjson.dumps({"id": f"x-{n}"}))
+            counter.wait("execution.enqueued", count, FINISH_TIMEOUT)
+            time.sleep(0.5)  # let the coalesced view publications of the burst pass
+            _, reply = probe.request(service.command_topic("settings.set", "bench"),
+                                     b'{"interval_seconds": 0}', reply_topic)
+            if reply.json().get("ok") is not True:
+                raise RuntimeError(f"settings.set failed: {reply.json()}")
+            finished = counter.wait("execution.succeeded", count, FINISH_TIMEOUT)
+            return count / (finished - reply.at)
+        finally:
+            counter.close()
+            probe.close()
+
+
+def baseline_round(count: int, scripts_dir: Path) -> float:
+    """Executions per second of the same script in a bare `subprocess.run` loop."""
+    script = str(scripts_dir / SCRIPT)
+    started = time.perf_counter()
+    for n in range(count):
+        subprocess.run([script, orjson.dumps({"id": f"x-{n}"}).decode()],
+                       stdin=subprocess.DEVNULL, capture_output=True, cwd=scripts_dir,
+                       env=script_environment(scripts_dir, str(uuid.uuid4())),
+                       start_new_session=True, close_fds=True, check=True, timeout=TIMEOUT)
+    return count / (time.perf_counter() - started)
+
+
+def measure(count: int, rounds: int) -> dict[str, list[float]]:
+    """Executions per second per round: `service` and `baseline`."""
+    service: list[float] = []
+    baseline: list[float] = []
+    with tempfile.TemporaryDirectory(prefix="att-jm-bench-") as tmp:
+        scripts_dir = populate_scripts_dir(Path(tmp) / "scripts")
+        for _ in range(rounds):
+            baseline.append(baseline_round(count, scripts_dir))
+            service.append(service_round(count))
+    return {"service": service, "baseline": baseline}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--count", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    result = measure(args.count, args.rounds)
+    print(f"executions of {args.count:,} queued entries of `{SCRIPT}`, {args.rounds} rounds: "
+          "median (min-max) executions/s")
+    for label, values in (("att-jm serve, interval 0", result["service"]),
+                          ("bare subprocess.run loop", result["baseline"])):
+        print(f"  {label:<26} {statistics.median(values):>8,.0f} "
+              f"({min(values):,.0f}-{max(values):,.0f})")
+    ratio = statistics.median(result["service"]) / statistics.median(result["baseline"])
+    print(f"  ratio {ratio:.2f}x (target >= 0.8x)")
+
+
+if __name__ == "__main__":
+    main()
