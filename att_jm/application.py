@@ -34,6 +34,10 @@ from projections.views import Views
 log = structlog.get_logger("att_jm")
 
 MAX_NOTIFICATION_ID = 200
+#: Deepest nesting of inbound JSON (objects and arrays). orjson reads 1024 levels but writes at
+#: most 254, and a stored event nests a payload a few levels deeper: a deeper notification or
+#: `match` would be accepted and then fail every commit of its batch, for ever.
+MAX_JSON_DEPTH = 64
 INTERRUPTED = "interrupted: the service stopped while this execution was running"
 
 
@@ -90,6 +94,20 @@ class UnitOfWork:
             if aggregate.collect_events():
                 self.spoiled = True
         self._touched.clear()
+
+
+def check_depth(value: Any, limit: int = MAX_JSON_DEPTH) -> None:
+    """Refuse JSON nested deeper than `limit` objects/arrays (it could not be stored)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            item = item.values()
+        elif not isinstance(item, list):
+            continue
+        if depth > limit:
+            raise InvalidInput(f"JSON nested deeper than {limit} levels")
+        stack.extend((child, depth + 1) for child in item)
 
 
 def error_reply(error: JobManagerError) -> dict[str, Any]:
@@ -266,10 +284,18 @@ class JobManager:
             raise InvalidInput(f"not JSON: {error}") from None
         if not isinstance(body, dict):
             raise InvalidInput("the payload must be a JSON object")
+        check_depth(body)
         nid = body.get("id")
         if not isinstance(nid, str) or not 1 <= len(nid) <= MAX_NOTIFICATION_ID:
             raise InvalidInput('"id" must be a string of 1-200 characters')
         return body
+
+    def reject_command(
+        self, uow: UnitOfWork, topic: str, error: JobManagerError, payload: bytes, actor: str
+    ) -> dict[str, Any]:
+        """Record a command refused before it reached its handler (e.g. a bad actor level)."""
+        self._reject(uow, "command", topic, error, payload, actor)
+        return error_reply(error)
 
     def _reject(
         self, uow: UnitOfWork, source: str, topic: str, error: JobManagerError, payload: bytes,
@@ -319,7 +345,9 @@ class JobManager:
             args = orjson.loads(payload) if payload.strip() else {}
         except orjson.JSONDecodeError as error:
             raise InvalidInput(f"the arguments are not JSON: {error}") from None
-        return cmd.parse_command(name, args)
+        command = cmd.parse_command(name, args)
+        check_depth(args)
+        return command
 
     def _execute(self, uow: UnitOfWork, actor: str, command: cmd.Command) -> Any:
         now = self.clock()

@@ -274,6 +274,95 @@ def add_settings_commands(subparsers: Any, common: argparse.ArgumentParser) -> N
     run.add_argument("table", nargs="?", choices=(*CLEANUP_TABLES, "all"), default="all")
 
 
+AUDIT_VERBS: Final = ("log", "views", "trace", "backtest", "verify", "export", "import")
+VIEW_NAMES: Final = ("jobs", "queue", "executed", "failed", "settings")
+
+
+def non_negative_int(text: str) -> int:
+    value = parse_number(text)
+    if not isinstance(value, int) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, not {text}")
+    return value
+
+
+def _audit_options() -> argparse.ArgumentParser:
+    """Options every audit verb takes."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--store", metavar="FILE",
+                        help="the event store (default: ATT_JM_STORE, config file, "
+                        "./var/att-jm.db); opened read-only")
+    common.add_argument("--config", metavar="FILE", help="TOML settings file (or ATT_JM_CONFIG)")
+    common.add_argument("--json", action="store_true",
+                        help="JSON (JSON Lines for log) instead of tables")
+    common.add_argument("--no-progress", action="store_true",
+                        help="no progress bar, even on a terminal")
+    return common
+
+
+def _range_options(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--since", metavar="TIME", help=f"{what} at or after TIME (ISO-8601)")
+    parser.add_argument("--until", metavar="TIME", help=f"{what} before TIME (ISO-8601)")
+    parser.add_argument("--after", type=non_negative_int, metavar="POSITION",
+                        help=f"{what} after this log position")
+    parser.add_argument("--upto", type=non_negative_int, metavar="POSITION",
+                        help=f"{what} up to this log position")
+
+
+def add_audit_commands(subparsers: Any) -> None:
+    """`att-jm audit VERB`: read the event log (read-only, while the service runs)."""
+    text = "replay, trace, backtest, verify and export the event log (read-only)"
+    audit = subparsers.add_parser("audit", help=text, description=text,
+                                  epilog="exit codes: 0 ok, 1 verify found a problem or not in "
+                                  "the log, 2 usage or no store")
+    verbs = audit.add_subparsers(dest="audit_verb", required=True,
+                                 metavar="{" + ",".join(AUDIT_VERBS) + "}")
+    common = _audit_options()
+
+    def verb(name: str, help_text: str) -> argparse.ArgumentParser:
+        parser: argparse.ArgumentParser = verbs.add_parser(
+            name, parents=[common], help=help_text, description=help_text)
+        parser.set_defaults(handler="audit")
+        return parser
+
+    log = verb("log", "the events in log order, filtered (streams any size of log)")
+    _range_options(log, "events")
+    log.add_argument("--type", action="append", metavar="TYPE",
+                     help="event type, e.g. execution.failed or 'execution.*'; repeatable")
+    log.add_argument("--job", metavar="NAME", help="the job, its notifications and executions")
+    log.add_argument("--execution", metavar="ID", help="one execution and its notification")
+    log.add_argument("--notification", metavar="ID",
+                     help="one notification and the executions it enqueued")
+    log.add_argument("--actor", metavar="NAME", help="events recorded with this actor")
+    views = verb("views", "the views as they were at a past moment, rebuilt by replay")
+    when = views.add_mutually_exclusive_group()
+    when.add_argument("--at", metavar="TIME", help="as they were at TIME (ISO-8601)")
+    when.add_argument("--position", type=non_negative_int, metavar="N",
+                      help="as they were at log position N (default: now)")
+    views.add_argument("--view", action="append", choices=VIEW_NAMES,
+                       help="only this view; repeatable")
+    views.add_argument("--limit", type=positive_int, metavar="ROWS",
+                       help="rows per view (default: ATT_JM_VIEW_ROWS, 1000, as published)")
+    trace = verb("trace", "the lineage of one execution: notification, job, attempts, actions")
+    trace.add_argument("id", help="the execution id")
+    backtest = verb("backtest", "a draft job against stored notifications: what it would run")
+    backtest.add_argument("--trigger", required=True, help="notification trigger")
+    _match_options(backtest)
+    backtest.add_argument("--command", metavar="TEMPLATE", help="Command template")
+    backtest.add_argument("--script", help="script file name (shown only; never run)")
+    backtest.add_argument("--name", help="job name (default: draft)")
+    backtest.add_argument("--timeout-seconds", type=positive_int, metavar="N")
+    _range_options(backtest, "notifications received")
+    check = verb("verify", "check the seal chain: name any event altered before the last seal")
+    check.add_argument("--witness", metavar="FILE",
+                       help="seals a witness kept (JSON Lines of P/job-manager/seals messages)")
+    out = verb("export", "the log as JSON Lines, one event per line")
+    out.add_argument("--output", "-o", metavar="FILE", help="write to FILE (default: stdout)")
+    out.add_argument("--upto", type=non_negative_int, metavar="POSITION",
+                     help="only the events up to this position")
+    into = verb("import", "read an export into an EMPTY store given with --store")
+    into.add_argument("file", metavar="FILE", help="the JSON Lines file, or - for stdin")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="att-jm",
@@ -286,6 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_job_commands(subparsers, common)
     add_table_commands(subparsers, common)
     add_settings_commands(subparsers, common)
+    add_audit_commands(subparsers)
     return parser
 
 
@@ -600,6 +690,19 @@ def exchange(
         return None
 
 
+def run_audit(ns: argparse.Namespace) -> int:
+    """An `audit` verb against the store of --store / ATT_JM_STORE / the config file."""
+    if ns.audit_verb == "import" and not ns.store:
+        raise UsageError("audit import needs --store FILE: the new, empty store to fill")
+    settings = load_settings({"store": ns.store}, os.environ, ns.config)
+    match = None
+    if ns.audit_verb == "backtest":
+        match = combine_match(ns.match, ns.match_json)
+    from att_jm.audit import commands  # noqa: PLC0415 -- lazy: the CLI starts fast
+
+    return commands.run(ns, settings.store, settings.view_rows, match)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run `att-jm` with `argv` (default: the process arguments); the exit code."""
     parser = build_parser()
@@ -610,6 +713,8 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_USAGE
         if ns.handler == "operator":
             return run_operator(ns, Request(ns.request_command, ns.build(ns)))
+        if ns.handler == "audit":
+            return run_audit(ns)
         return run_service(ns)
     except SystemExit as done:  # argparse: --help (0) or a usage error (2)
         return done.code if isinstance(done.code, int) else EXIT_USAGE

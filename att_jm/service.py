@@ -32,12 +32,14 @@ from att_jm import __version__
 from att_jm.application import Dispatch, JobManager, Outcome, UnitOfWork
 from att_jm.config import Settings
 from att_jm.domain.commands import ViewsGet
+from att_jm.domain.errors import InvalidInput
 from att_jm.domain.matching import check_topic_level
 from att_jm.domain.times import iso
 from att_jm.events import event_message
 from att_jm.logs import configure
 from att_jm.mqtt.adapter import Inbound, ServiceConnection
 from att_jm.runner import RunRequest, ScriptRunner, kill_leftovers, resolve_script
+from att_jm.seals import Sealer
 from att_jm.store import JobManagerApp, log_position, open_store, read_rows
 from projections.views import TOPICS, VIEWS, Views
 
@@ -45,6 +47,9 @@ log = structlog.get_logger("att_jm")
 
 VIEW_PUBLISH_PERIOD = 0.25  # seconds between two publications of one view
 RETRY_DELAYS = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
+#: While the store refuses commits, messages keep arriving; past this many waiting in the inbox
+#: the service stops receiving (disconnects) until a commit succeeds again.
+INBOX_PAUSE = 1000
 
 
 def utcnow() -> datetime:
@@ -64,11 +69,16 @@ class Stop:
     """Asks the writer to finish what it holds and stop."""
 
 
+class Reconnected:
+    """The MQTT connection is up again: republish every view (a broker restarted from an
+    older save holds older retained views)."""
+
+
 class StoppedDuringFault(Exception):
     """A stop was asked for while the store refused commits: leave without acknowledging."""
 
 
-Item = Inbound | RunFinished | Stop
+Item = Inbound | RunFinished | Stop | Reconnected
 
 
 class ViewsLock:
@@ -159,7 +169,12 @@ class Writer:
         self.inbox: queue.SimpleQueue[Item] = queue.SimpleQueue()
         self.app = open_store(settings.store)
         self.views = Views(settings.views_path())
-        caught = catch_up(self.app, self.views)
+        self.views_behind = False
+        try:
+            caught = catch_up(self.app, self.views)
+        except Exception as error:  # noqa: BLE001 -- e.g. a full disk: run on, catch up later
+            caught, self.views_behind = 0, True
+            log.error("views.apply_failed", error=repr(error))
         self.manager = JobManager(
             self.app, self.views, check_script=lambda name: resolve_script(settings.scripts, name),
             clock=clock, max_payload_bytes=settings.max_payload_bytes,
@@ -167,6 +182,7 @@ class Writer:
         self.connection = ServiceConnection(
             settings.mqtt, client_id=settings.client_id, prefix=self.prefix,
             session_expiry_seconds=settings.session_expiry_seconds, deliver=self.inbox.put,
+            on_connect=lambda: self.inbox.put(Reconnected()),
         )
         self.runner = Runner(settings.scripts, self.inbox.put)
         self.dirty: set[str] = set(VIEWS)
@@ -175,6 +191,8 @@ class Writer:
         self.stopping = False
         self.stop_requested = threading.Event()
         self.fault: dict[str, Any] | None = None
+        self.sealer = Sealer(self.app, settings.store, every_events=settings.seal_every_events,
+                             every_seconds=settings.seal_every_seconds)
         log.info("store.opened", store=settings.store, position=log_position(self.app),
                  views_caught_up=caught)
 
@@ -213,6 +231,8 @@ class Writer:
     def _shutdown(self) -> None:
         self.runner.stop()
         self._publish_views(force=True)
+        self._seal(force=True)  # a clean stop leaves the whole log sealed
+        self.sealer.close()
         self.connection.stop(self.status("offline"))
         self.views.close()
         log.info("service.stopped", position=log_position(self.app))
@@ -238,6 +258,11 @@ class Writer:
         wait = min((wake - now).total_seconds() for wake in wakes)
         if self.dirty:
             wait = min(wait, VIEW_PUBLISH_PERIOD)
+        if self.views_behind:
+            wait = min(wait, 1.0)  # retry the views catch-up
+        seal = self.sealer.wait_seconds()
+        if seal is not None:
+            wait = min(wait, seal)
         return max(0.0, min(wait, 60.0))
 
     # Units of work -----------------------------------------------------------------------
@@ -261,12 +286,10 @@ class Writer:
         except Exception as error:  # noqa: BLE001 -- any store fault: report, back off, retry
             self._store_fault(error, attempt)
             return False
-        if self.fault is not None:
-            self.fault = None
+        if self.fault is not None and self.fault["kind"] == "store":
+            self.connection.resume()
+            self._set_fault(None)
             log.info("store.recovered")
-            self.connection.publish(
-                self.connection.status_topic, orjson.dumps(self.status("online")), retain=True
-            )
         self._after_commit(recordings)
         if uow.spoiled:  # after the views took the batch: reload() reads job names from them
             self.manager.reload()
@@ -274,28 +297,63 @@ class Writer:
 
     def _store_fault(self, error: Exception, attempt: int) -> None:
         delay = RETRY_DELAYS[min(attempt, len(RETRY_DELAYS) - 1)]
-        log.error("store.commit_failed", error=repr(error), attempt=attempt + 1, retry_in=delay)
-        if self.fault is None:
-            self.fault = {"kind": "store", "message": repr(error), "since": iso(self.clock())}
-            self.connection.publish(
-                self.connection.status_topic, orjson.dumps(self.status("online")), retain=True
-            )
+        log.error("store.commit_failed", error=repr(error), attempt=attempt + 1, retry_in=delay,
+                  inbox=self.inbox.qsize())
+        if self.fault is None or self.fault["kind"] != "store":
+            self._set_fault("store", error)
+        if self.inbox.qsize() >= INBOX_PAUSE and not self.connection.paused:
+            status = self.status("online")
+            status["fault"]["paused"] = True  # not receiving until a commit succeeds
+            log.warning("service.paused", inbox=self.inbox.qsize())
+            self.connection.pause(status)
         try:
             self.manager.reload()
         except Exception as reload_error:  # noqa: BLE001 -- the store may refuse reads too
             log.error("store.reload_failed", error=repr(reload_error))
         self.stop_requested.wait(delay)
 
+    def _set_fault(self, kind: str | None, error: Exception | None = None) -> None:
+        """Report a fault (or its end) in the retained status."""
+        self.fault = None if kind is None else {
+            "kind": kind, "message": repr(error), "since": iso(self.clock()),
+        }
+        self.connection.publish(
+            self.connection.status_topic, orjson.dumps(self.status("online")), retain=True
+        )
+
+    def _apply_views(self, recordings: list[Recording[UUID]]) -> None:
+        """Bring the views up to the log (the batch just stored, or everything missed).
+
+        The log is committed already, so a views failure (full disk) must not stop the
+        writer: it is reported as a `views` fault and retried from `_tick`; meanwhile
+        nothing is dispatched from stale views.
+        """
+        try:
+            first = recordings[0].notification.id if recordings else 0
+            if self.views_behind or self.views.position < first - 1:
+                catch_up(self.app, self.views)
+                self.dirty |= set(VIEWS)
+            elif recordings:
+                self.dirty |= self.views.apply(
+                    [(r.notification.id, r.domain_event) for r in recordings]
+                )
+        except Exception as error:  # noqa: BLE001 -- any views fault: report, retry later
+            if not self.views_behind:
+                log.error("views.apply_failed", error=repr(error))
+            self.views_behind = True
+            if self.fault is None:
+                self._set_fault("views", error)
+            return
+        if self.views_behind:
+            self.views_behind = False
+            log.info("views.recovered", position=self.views.position)
+        if self.fault is not None and self.fault["kind"] == "views":
+            self._set_fault(None)
+
     def _after_commit(self, recordings: list[Recording[UUID]]) -> None:
         if not recordings:
             return
-        first = recordings[0].notification.id
-        if self.views.position < first - 1:
-            catch_up(self.app, self.views)
-            changed = set(VIEWS)
-        else:
-            changed = self.views.apply([(r.notification.id, r.domain_event) for r in recordings])
-        self.dirty |= changed
+        self._apply_views(recordings)
         for recording in recordings:
             message = event_message(recording.notification.id, recording.domain_event)
             self.connection.publish(
@@ -347,10 +405,21 @@ class Writer:
             self.connection.reply(topic, message.correlation, reply)
 
     def _handle(self, uow: UnitOfWork, item: Item) -> dict[str, Any] | ViewsGet | None:
-        """Handle one item inside the batch's unit of work; a command's reply."""
+        """Handle one item inside the batch's unit of work; a command's reply.
+
+        A message whose events cannot be stored (encoded) is answered `internal` and dropped
+        here: left in the batch, it would fail every commit of it and stop the consumer.
+        """
+        mark = len(uow.events)
         try:
             if isinstance(item, Stop):
                 self.stopping = True
+                return None
+            if isinstance(item, Reconnected):
+                self.dirty |= set(VIEWS)
+                self.connection.publish(  # with the current fault, if any
+                    self.connection.status_topic, orjson.dumps(self.status("online")), retain=True
+                )
                 return None
             if isinstance(item, RunFinished):
                 self.manager.finish(uow, item.execution_id, item.outcome, item.at)
@@ -358,9 +427,12 @@ class Writer:
                 return None
             reply = self._route(uow, item)
             uow.collect()
+            for event in uow.events[mark:]:
+                self.app.mapper.to_stored_event(event)  # raises what the commit would raise
             return reply
         except Exception:
             uow.discard()
+            del uow.events[mark:]
             uow.spoiled = True
             log.exception("message.internal_error")
             return {"ok": False, "error": {"code": "internal", "message": "internal error"}}
@@ -390,8 +462,8 @@ class Writer:
     ) -> dict[str, Any] | ViewsGet:
         try:
             check_topic_level(actor, "actor")
-        except Exception as error:  # noqa: BLE001 -- InvalidInput, answered like any other
-            return {"ok": False, "error": {"code": "invalid", "message": str(error)}}
+        except InvalidInput as error:  # answered like any other bad command, and recorded
+            return self.manager.reject_command(uow, topic, error, message.payload, actor)
         reply = self.manager.handle_command(
             uow, actor, name, topic, message.payload, message.correlation
         )
@@ -406,6 +478,10 @@ class Writer:
     def _tick(self) -> None:
         if self.stopping:
             return
+        if self.views_behind:
+            self._apply_views([])
+            if self.views_behind:
+                return
         now = self.clock()
         for table in self.manager.cleanup_due(now):
             removed = self._unit(partial(self.manager.cleanup, table=table, actor="scheduler"))
@@ -416,7 +492,27 @@ class Writer:
             log.info("execution.started", execution=dispatch.execution_id, job=dispatch.job,
                      attempt=dispatch.attempt)
             self.runner.submit(dispatch)
+        self._seal()
         self._publish_views()
+
+    def _seal(self, *, force: bool = False) -> None:
+        """Append a seal when due (or now, with `force`), then publish it retained."""
+        if force and self.fault is not None:  # stopping during a store fault: seal next time
+            return
+        try:
+            if not (self.sealer.pending() if force else self.sealer.due()):
+                return
+            recordings, seals = self.sealer.seal(self.clock())
+        except Exception as error:  # noqa: BLE001 -- a store fault: the sealer retries later
+            log.error("log.seal_failed", error=repr(error))
+            return
+        self._after_commit(recordings)
+        for seal in seals:
+            self.connection.publish(f"{self.prefix}/job-manager/seals",
+                                    orjson.dumps(seal.message()), retain=True)
+        if seals:
+            log.info("log.sealed", position=seals[-1].position, seals=len(seals),
+                     hash=seals[-1].hash)
 
     def _view(self, name: str) -> dict[str, Any]:
         return self.views.payload(name, self.settings.view_rows)

@@ -50,6 +50,7 @@ class ServiceConnection:
         prefix: str,
         session_expiry_seconds: int,
         deliver: Callable[[Inbound], None],
+        on_connect: Callable[[], None] | None = None,
     ) -> None:
         self.prefix = prefix
         self.status_topic = f"{prefix}/job-manager/status"
@@ -58,6 +59,8 @@ class ServiceConnection:
             f"{prefix}/job-manager/commands/+/+",
         )
         self._deliver = deliver
+        self.paused = False
+        self._connected_hook = on_connect
         self._session_expiry = session_expiry_seconds
         self._online: bytes = b"{}"
         self.generation = 0
@@ -79,11 +82,44 @@ class ServiceConnection:
             self.status_topic, orjson.dumps(offline), qos=1, retain=True,
             properties=json_publish_properties(will=True),
         )
+        self._connect()
+
+    def _connect(self) -> None:
         self.client.connect_async(
             self._endpoint.host, self._endpoint.port, keepalive=30, clean_start=False,
             properties=connect_properties(self._session_expiry),
         )
         self.client.loop_start()
+
+    def pause(self, status: dict[str, Any], timeout: float = 2.0) -> None:
+        """Stop receiving: publish `status` (retained), then disconnect normally.
+
+        For a writer that cannot commit: mosquitto 2.0 does not hold back QoS 1 messages
+        beyond ReceiveMaximum once acknowledgements have flowed (measured: thousands arrive
+        after the acks stop), so staying connected would fill the inbox without bound. The
+        broker keeps the persistent session and queues what arrives; nothing was
+        acknowledged, so nothing is lost. `resume()` connects again.
+        """
+        if self.paused:
+            return
+        self.paused = True
+        info = self.client.publish(self.status_topic, orjson.dumps(status), qos=1, retain=True,
+                                   properties=json_publish_properties())
+        try:
+            info.wait_for_publish(timeout)
+        except (RuntimeError, ValueError) as error:
+            log.warning("mqtt.status_not_published", error=str(error))
+        self.client.disconnect()
+        self.client.loop_stop()
+        log.warning("mqtt.paused", reason="the store refuses commits")
+
+    def resume(self) -> None:
+        """Connect again after `pause()` (in the background, retrying)."""
+        if not self.paused:
+            return
+        self.paused = False
+        self._connect()
+        log.info("mqtt.resumed")
 
     def _on_connect(
         self, client: Client, userdata: Any, flags: ConnectFlags, reason: ReasonCode,
@@ -93,10 +129,19 @@ class ServiceConnection:
             log.error("mqtt.connect_refused", reason=str(reason))
             return
         self.generation += 1
-        options = SubscribeOptions(qos=1)
-        client.subscribe([(topic, options) for topic in self.filters])
+        # Retained notifications come again on every resubscribe and are deduplicated by id.
+        # A retained command would run again after every restart (one without
+        # CorrelationData has no key to deduplicate it): commands never take retained copies
+        # at subscribe time (Retain Handling 2); live ones are delivered as usual.
+        notifications, commands = self.filters
+        client.subscribe([
+            (notifications, SubscribeOptions(qos=1)),
+            (commands, SubscribeOptions(qos=1, retainHandling=SubscribeOptions.RETAIN_DO_NOT_SEND)),
+        ])
         self.publish(self.status_topic, self._online, retain=True)
         self.connected.set()
+        if self._connected_hook is not None:
+            self._connected_hook()
         log.info(
             "mqtt.connected", session_present=flags.session_present, generation=self.generation
         )
@@ -151,6 +196,9 @@ class ServiceConnection:
 
     def stop(self, offline: dict[str, Any], timeout: float = 5.0) -> None:
         """Publish `offline`, disconnect normally (the persistent session stays), stop the loop."""
+        if self.paused:  # connect once more, so that the retained status says offline
+            self.resume()
+            self.connected.wait(timeout)
         if self.connected.is_set():
             info = self.client.publish(
                 self.status_topic, orjson.dumps(offline), qos=1, retain=True,

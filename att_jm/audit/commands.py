@@ -1,0 +1,284 @@
+"""The `att-jm audit` verbs: options in, results out (text tables, or JSON with `--json`).
+
+Every verb opens the store read-only (except `import`, which writes a new store) and never
+touches the views file. Exit codes: 0 ok; 1 `verify` found a problem, or what was asked
+for is not in the log; 2 bad usage, no store.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import IO, Any, Final
+
+import orjson
+
+from att_jm.audit import render
+from att_jm.audit.backtest import Backtest, draft_job
+from att_jm.audit.filters import LogFilter, execution_key
+from att_jm.audit.progress import Progress
+from att_jm.audit.records import Record, decode
+from att_jm.audit.replay import replay_views
+from att_jm.audit.rows import AuditError, Row, StoreReader
+from att_jm.audit.trace import trace
+from att_jm.audit.transfer import export, import_log
+from att_jm.audit.verify import verify
+from att_jm.audit.witness import check_witness, load_witness
+from att_jm.domain.times import parse_iso
+from projections.views import VIEWS
+
+EXIT_OK: Final = 0
+EXIT_FOUND_PROBLEM: Final = 1
+EXIT_USAGE: Final = 2
+
+
+class NotInLog(AuditError):
+    """What the auditor asked about is not in the log."""
+
+
+class Output:
+    """stdout for results, with the progress bar (on stderr) erased before each write."""
+
+    def __init__(self, out: IO[str], progress: Progress | None = None) -> None:
+        self.out = out
+        self.progress = progress
+
+    def write(self, text: str) -> None:
+        if self.progress is not None:
+            self.progress.clear()
+        self.out.write(text)
+        self.out.flush()
+
+    def json(self, value: Any) -> None:
+        self.write(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode() + "\n")
+
+
+def parse_time(text: str) -> datetime:
+    """An ISO-8601 time (`2026-01-05T06:00:00Z`, an offset, or a date); naive means UTC."""
+    try:
+        return parse_iso(text)
+    except ValueError:
+        raise AuditError(f"not an ISO-8601 time: {text!r} (e.g. 2026-01-05T06:00:00Z)") from None
+
+
+def _times(ns: argparse.Namespace) -> tuple[datetime | None, datetime | None]:
+    since = None if ns.since is None else parse_time(ns.since)
+    until = None if ns.until is None else parse_time(ns.until)
+    return since, until
+
+
+@contextlib.contextmanager
+def _reader(store: str) -> Iterator[StoreReader]:
+    reader = StoreReader(store)
+    try:
+        yield reader
+    finally:
+        reader.close()
+
+
+def _progress(total: int, label: str, ns: argparse.Namespace) -> Progress:
+    return Progress(total, label, enabled=False if ns.no_progress else None)
+
+
+# Verbs -----------------------------------------------------------------------------------
+
+
+def run_log(ns: argparse.Namespace, store: str, out: IO[str]) -> int:
+    since, until = _times(ns)
+    chosen = LogFilter(
+        since=since, until=until, types=tuple(ns.type or ()), job=ns.job,
+        execution=None if ns.execution is None else execution_key(ns.execution),
+        notification=ns.notification, actor=ns.actor, after=ns.after, upto=ns.upto,
+    )
+    topics = chosen.topics
+    with _reader(store) as reader:
+        upto = reader.max_position() if ns.upto is None else ns.upto
+        progress = _progress(upto, "log", ns)
+        output = Output(out, progress)
+        if not ns.json:
+            output.write(render.LOG_HEADER + "\n")
+        shown = 0
+        for rows in reader.pages(ns.after, upto, topics):
+            records = chosen.select(_readable(rows))
+            if ns.json:
+                text = "".join(orjson.dumps(r.public()).decode() + "\n" for r in records)
+            else:
+                text = "".join(render.log_line(r) + "\n" for r in records)
+            if text:
+                shown += text.count("\n")
+                output.write(text)
+            progress(rows[-1].position)
+        progress.clear()
+        if not ns.json:
+            output.write(f"{shown} events\n")
+    return EXIT_OK
+
+
+def _readable(rows: list[Row]) -> Iterator[Record]:
+    """The decoded rows; an unreadable one (a damaged store) is reported and skipped."""
+    for row in rows:
+        try:
+            yield decode(row)
+        except ValueError as error:
+            sys.stderr.write(f"att-jm audit log: {error}\n")
+
+
+def run_views(ns: argparse.Namespace, store: str, out: IO[str], view_rows: int) -> int:
+    at = None if ns.at is None else parse_time(ns.at)
+    with _reader(store) as reader:
+        total = reader.max_position() if ns.position is None else ns.position
+    progress = _progress(total, "replay", ns)
+    moment = replay_views(store, position=ns.position, at=at, progress=progress)
+    progress.clear()
+    try:
+        names = tuple(ns.view) if ns.view else VIEWS
+        payloads = moment.payloads(names, ns.limit or view_rows)
+    finally:
+        moment.close()
+    output = Output(out)
+    if ns.json:
+        output.json({"position": moment.position, "views": payloads})
+    else:
+        output.write(render.render_views(moment.position, payloads) + "\n")
+    return EXIT_OK
+
+
+def run_trace(ns: argparse.Namespace, store: str, out: IO[str]) -> int:
+    with _reader(store) as reader:
+        try:
+            result = trace(reader, ns.id)
+        except AuditError as error:
+            raise NotInLog(str(error)) from None
+    output = Output(out)
+    if ns.json:
+        output.json(result.to_json())
+    else:
+        output.write(render.render_trace(result) + "\n")
+    return EXIT_OK
+
+
+def draft_args(ns: argparse.Namespace, match: dict[str, object] | None) -> dict[str, Any]:
+    """The `job.add` arguments of the draft job given on the command line."""
+    args: dict[str, Any] = {"trigger": ns.trigger}
+    for key in ("name", "script", "command", "timeout_seconds"):
+        if getattr(ns, key, None) is not None:
+            args[key] = getattr(ns, key)
+    if match is not None:
+        args["match"] = match
+    return args
+
+
+def run_backtest(
+    ns: argparse.Namespace, store: str, out: IO[str], match: dict[str, object] | None
+) -> int:
+    since, until = _times(ns)
+    test = Backtest(draft_job(draft_args(ns, match)), since=since, until=until,
+                    after=ns.after, upto=ns.upto)
+    with _reader(store) as reader:
+        progress = _progress(reader.max_position(), "backtest", ns)
+        outcomes = []
+        for outcome in test.run(reader):
+            outcomes.append(outcome)
+            progress(outcome.position)
+        progress.clear()
+    output = Output(out)
+    if ns.json:
+        spec = test.job
+        output.json({
+            "job": {"name": spec.name, **spec.fields()}, "counts": test.counts.to_json(),
+            "outcomes": [o.to_json() for o in outcomes],
+        })
+    else:
+        output.write(render.render_backtest(outcomes, test.counts) + "\n")
+    return EXIT_OK
+
+
+def run_verify(ns: argparse.Namespace, store: str, out: IO[str]) -> int:
+    witness = None if ns.witness is None else load_witness(ns.witness)
+    with _reader(store) as reader:
+        progress = _progress(reader.max_position(), "verify", ns)
+        result = verify(reader, progress)
+        progress.clear()
+    if witness is not None:
+        check_witness(result, witness, ns.witness)
+    output = Output(out)
+    if ns.json:
+        output.json(result.to_json())
+    else:
+        output.write(render.render_verification(result) + "\n")
+    return EXIT_OK if result.ok else EXIT_FOUND_PROBLEM
+
+
+def run_export(ns: argparse.Namespace, store: str, out: IO[str]) -> int:
+    with _reader(store) as reader:
+        progress = _progress(reader.max_position() if ns.upto is None else ns.upto,
+                             "export", ns)
+        if ns.output in (None, "-"):
+            written = export(reader, _binary(out), upto=ns.upto, progress=progress)
+        else:
+            with open(ns.output, "wb") as handle:
+                written = export(reader, handle, upto=ns.upto, progress=progress)
+        progress.clear()
+    sys.stderr.write(f"exported {written:,} events\n")
+    return EXIT_OK
+
+
+def _binary(out: IO[str]) -> IO[bytes]:
+    buffer = getattr(out, "buffer", None)
+    if buffer is None:
+        raise AuditError("export needs a binary output: pass --output FILE")
+    out.flush()
+    return buffer  # type: ignore[no-any-return]  # a text stream's underlying binary buffer
+
+
+def run_import(ns: argparse.Namespace, store: str, out: IO[str]) -> int:
+    source = ns.file
+    if source == "-":
+        count = import_log(store, sys.stdin.buffer)
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise AuditError(f"no file {source}")
+        with path.open("rb") as lines:
+            count = import_log(store, lines)
+    output = Output(out)
+    if ns.json:
+        output.json({"store": store, "events": count})
+    else:
+        output.write(f"imported {count:,} events into {store}\n")
+    return EXIT_OK
+
+
+Handler = Callable[..., int]
+
+
+def run(ns: argparse.Namespace, store: str, view_rows: int,
+        match: dict[str, object] | None, out: IO[str] | None = None) -> int:
+    """Run the audit verb `ns.audit_verb` against `store`; the exit code."""
+    verb = ns.audit_verb
+    out = sys.stdout if out is None else out
+    try:
+        if verb == "views":
+            return run_views(ns, store, out, view_rows)
+        if verb == "backtest":
+            return run_backtest(ns, store, out, match)
+        handlers: dict[str, Handler] = {
+            "log": run_log, "trace": run_trace, "verify": run_verify, "export": run_export,
+            "import": run_import,
+        }
+        return handlers[verb](ns, store, out)
+    except NotInLog as error:
+        sys.stderr.write(f"att-jm audit {verb}: {error}\n")
+        return EXIT_FOUND_PROBLEM
+    except (AuditError, ValueError) as error:  # ValueError: an event the store holds is unreadable
+        sys.stderr.write(f"att-jm audit {verb}: error: {error}\n")
+        return EXIT_USAGE
+    except BrokenPipeError:  # the reader went away (e.g. `| head`): stop quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_OK

@@ -1,0 +1,108 @@
+"""The public form of stored rows, built from the row alone (no event classes needed).
+
+`public(row)` equals `att_jm.events.event_message(position, event)` of the decoded event:
+`{"position", "type", "at", "data"}`, with `data` the event's own fields plus `aggregate_id`
+and `version`. Events hold only JSON values besides their timestamp, so the stored state,
+decoded as plain JSON, is already their data.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Final
+
+import orjson
+
+from att_jm.audit.rows import Row
+from att_jm.domain.executions import Execution
+from att_jm.domain.jobs import Job
+from att_jm.domain.notifications import CommandRecord, Notification, Rejection
+from att_jm.domain.scheduler import Scheduler
+from att_jm.domain.seals import Ledger
+from att_jm.domain.times import iso
+
+_HIDDEN: Final = frozenset({"timestamp", "originator_topic"})
+_CAMEL: Final = re.compile(r"(?<!^)(?=[A-Z])")
+AGGREGATES: Final = (Job, Execution, Notification, Rejection, CommandRecord, Scheduler, Ledger)
+
+
+@functools.lru_cache(maxsize=256)
+def topic_type(topic: str) -> str:
+    """`att_jm:Execution.RemovedFromQueue` -> `execution.removed_from_queue` (as `events/`)."""
+    aggregate, _, name = topic.rpartition(":")[2].partition(".")
+    return f"{_CAMEL.sub('_', aggregate).lower()}.{_CAMEL.sub('_', name).lower()}"
+
+
+def _event_topics() -> dict[str, str]:
+    """Public type -> topic of every event class that gets stored (not the bases of others)."""
+    classes = [
+        value for aggregate in AGGREGATES for value in vars(aggregate).values()
+        if isinstance(value, type) and "." in str(getattr(value, "TOPIC", ""))
+    ]
+    stored = [c for c in classes if not any(o is not c and issubclass(o, c) for o in classes)]
+    topics = [str(getattr(c, "TOPIC", "")) for c in stored]
+    return dict(sorted((topic_type(topic), topic) for topic in topics))
+
+
+EVENT_TOPICS: Final = _event_topics()  # public type -> stored topic, for every event class
+
+
+def dashed(stored_id: str) -> str:
+    """A stored originator id (32 hex digits) in the usual UUID text form."""
+    h = stored_id
+    if len(h) == 32:
+        return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    return h
+
+
+def stored_time(value: Any) -> datetime:
+    """The datetime of a stored `{"_type_": "datetime_iso", "_data_": ...}` value."""
+    return datetime.fromisoformat(value["_data_"] if isinstance(value, dict) else str(value))
+
+
+@dataclass(frozen=True)
+class Record:
+    """A stored row decoded: its position, type, time, aggregate and state."""
+
+    position: int
+    topic: str
+    aggregate_id: str
+    version: int
+    at: datetime
+    state: dict[str, Any]
+
+    @property
+    def type(self) -> str:
+        return topic_type(self.topic)
+
+    @property
+    def actor(self) -> str | None:
+        actor = self.state.get("actor")
+        return actor if isinstance(actor, str) else None
+
+    def data(self) -> dict[str, Any]:
+        data = {key: value for key, value in self.state.items() if key not in _HIDDEN}
+        data["aggregate_id"] = self.aggregate_id
+        data["version"] = self.version
+        return data
+
+    def public(self) -> dict[str, Any]:
+        """`{"position", "type", "at", "data"}`, as published on `P/job-manager/events/`."""
+        return {"position": self.position, "type": self.type, "at": iso(self.at),
+                "data": self.data()}
+
+
+def decode(row: Row) -> Record:
+    """The Record of a stored row; ValueError when its state is not an event's JSON."""
+    try:
+        state = orjson.loads(row.state)
+        at = stored_time(state["timestamp"])
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+        raise ValueError(f"position {row.position}: unreadable event state ({error})") from None
+    if not isinstance(state, dict):
+        raise ValueError(f"position {row.position}: event state is not a JSON object")
+    return Record(row.position, row.topic, dashed(row.originator_id), row.originator_version,
+                  at, state)

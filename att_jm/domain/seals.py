@@ -1,0 +1,76 @@
+"""The Ledger singleton: the chain of audit seals over the event log.
+
+A seal says "the rows at positions (previous seal's `position`, `position`] hash to `hash`".
+The hashing reads stored rows, so it happens outside the domain (`att_jm.audit.chain`,
+`att_jm.seals`); the Ledger only checks that each seal continues the chain and records it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import uuid5
+
+from eventsourcing.domain import Aggregate
+
+from att_jm.domain.ids import NAMESPACE
+
+LEDGER_ID = uuid5(NAMESPACE, "ledger")
+SEALER = "sealer"
+
+
+class Ledger(Aggregate):
+    """The last seal of the chain: what the next seal must continue."""
+
+    TOPIC = "att_jm:Ledger"
+
+    class Created(Aggregate.Created):
+        TOPIC = "att_jm:Ledger.Created"
+
+    class Sealed(Aggregate.Event):
+        """The rows at positions (previous `position`, `position`] hash to `hash`.
+
+        `ranges` lists the positions that existed as [first, last] runs, `digests` the first
+        4 bytes (8 hex digits) of each covered row's content digest, in position order: they
+        let `verify` name the position of a change, the `hash` proves there was none.
+        """
+
+        TOPIC = "att_jm:Ledger.Sealed"
+        position: int
+        previous: str
+        hash: str
+        count: int
+        ranges: list[list[int]]
+        digests: str
+        actor: str
+
+        def apply(self, aggregate: Any) -> None:
+            aggregate.position = self.position
+            aggregate.hash = self.hash
+            aggregate.seals += 1
+
+    def __init__(self) -> None:
+        # Plain JSON values only: snapshots store them.
+        self.position = 0
+        self.hash = ""
+        self.seals = 0
+
+    @classmethod
+    def create(cls, at: datetime) -> Ledger:
+        return cls._create(cls.Created, id=LEDGER_ID, timestamp=at)
+
+    def seal(
+        self, position: int, previous: str, digest: str, count: int, ranges: list[list[int]],
+        digests: str, at: datetime,
+    ) -> None:
+        """Record a seal that continues the chain; ValueError when it does not."""
+        if previous != self.hash:
+            raise ValueError(f"seal does not continue the chain: previous {previous!r}")
+        if position <= self.position:
+            raise ValueError(f"seal position {position} is not after {self.position}")
+        if len(digests) != 8 * count:
+            raise ValueError(f"{count} rows need {8 * count} digest characters")
+        self.trigger_event(
+            self.Sealed, position=position, previous=previous, hash=digest, count=count,
+            ranges=ranges, digests=digests, actor=SEALER, timestamp=at,
+        )

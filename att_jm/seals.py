@@ -1,0 +1,164 @@
+"""The service's sealer: appends seals of the stored rows to the log (see `att_jm.audit.chain`).
+
+Every row of the log is covered by exactly one seal: seal k covers the positions
+(position of seal k-1, position of seal k], at most `every_events` rows each. A seal
+event is itself a row, so the next seal covers it. A seal is due when `every_events` rows
+wait, or when the first row still waiting came `every_seconds` ago; sealing then covers every
+waiting row (in seals of at most `every_events` rows), in one small transaction of its own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import datetime
+from typing import Final
+from uuid import UUID
+
+import structlog
+from eventsourcing.application import AggregateNotFoundError
+from eventsourcing.persistence import Recording
+
+from att_jm.audit.chain import LEDGER_TOPICS, Seal, SealHasher, read_seal, row_digest
+from att_jm.audit.rows import Row, StoreReader
+from att_jm.domain.seals import LEDGER_ID, Ledger
+from att_jm.store import JobManagerApp
+
+log = structlog.get_logger("att_jm")
+
+SNAPSHOT_EVERY: Final = 100  # Ledger versions between two snapshots
+RETRY_SECONDS: Final = 5.0
+
+
+class Sealer:
+    """Seals the log of `app`, whose SQLite file is `store`; one per writer."""
+
+    def __init__(
+        self, app: JobManagerApp, store: str, *, every_events: int, every_seconds: float,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.app = app
+        self.reader = StoreReader(store)
+        self.every_events = every_events
+        self.every_seconds = every_seconds
+        self.monotonic = monotonic
+        self.ledger = self._load()
+        # Rows after the last sealed position that are the sealer's own (its seal events).
+        self._own = self.reader.count_topics(self.sealed_position, LEDGER_TOPICS)
+        self._since: float | None = None
+        self._retry_at = 0.0
+        self._stale = False  # a failed seal may have left unsaved events on the Ledger
+        self._full = False  # every_events rows wait (as of the last `due()`)
+
+    def _load(self) -> Ledger | None:
+        """The stored Ledger; None before the first seal (which creates it)."""
+        try:
+            ledger: Ledger = self.app.repository.get(LEDGER_ID)
+        except AggregateNotFoundError:
+            return None
+        return ledger
+
+    @property
+    def sealed_position(self) -> int:
+        """The last position the seals cover (0 before the first seal)."""
+        return 0 if self.ledger is None else self.ledger.position
+
+    def close(self) -> None:
+        self.reader.close()
+
+    def pending(self) -> int:
+        """Rows stored after the last seal that no seal covers yet (the seal events aside)."""
+        return max(0, self.reader.max_position() - self.sealed_position - self._own)
+
+    def due(self) -> bool:
+        """Whether a seal is due now (`every_events` rows wait, or one for `every_seconds`)."""
+        now = self.monotonic()
+        pending = self.pending()
+        if pending == 0:
+            self._since = None
+            self._full = False
+            return False
+        if self._since is None:
+            self._since = now
+        self._full = pending >= self.every_events
+        if now < self._retry_at:
+            return False
+        return self._full or now - self._since >= self.every_seconds
+
+    def wait_seconds(self) -> float | None:
+        """Seconds until the waiting rows are due by time (None: none waits)."""
+        if self._since is None:
+            return None
+        now = self.monotonic()
+        by_time = 0.0 if self._full else self._since + self.every_seconds - now
+        return max(0.0, by_time, self._retry_at - now)
+
+    def seal(self, at: datetime) -> tuple[list[Recording[UUID]], list[Seal]]:
+        """Seal every waiting row now; the stored recordings and the new seals."""
+        try:
+            if self._stale:
+                self.ledger = self._load()
+                self._stale = False
+            return self._seal(at)
+        except Exception:
+            self._retry_at = self.monotonic() + RETRY_SECONDS
+            self._stale = True
+            with contextlib.suppress(Exception):  # the store may refuse reads too: later then
+                self.ledger = self._load()
+                self._stale = False
+            raise
+
+    def _seal(self, at: datetime) -> tuple[list[Recording[UUID]], list[Seal]]:
+        first = self.ledger is None
+        ledger = Ledger.create(at) if self.ledger is None else self.ledger
+        start_version = 0 if first else ledger.version
+        hasher = SealHasher(ledger.hash)
+        after = None if first else ledger.position
+        for rows in self.reader.pages(after=after, upto=self.reader.max_position()):
+            for row in rows:
+                hasher.add(row.position, row_digest(row))
+                if hasher.count >= self.every_events:
+                    self._close(ledger, hasher, at)
+                    hasher = SealHasher(ledger.hash)
+        if hasher.count:
+            self._close(ledger, hasher, at)
+        if ledger.seals == 0 or not ledger.pending_events:
+            return [], []
+        recordings = self.app.save(ledger)
+        self.ledger = ledger
+        self._own = sum(1 for r in recordings if r.notification.topic in LEDGER_TOPICS)
+        self._since = None
+        self._full = False
+        if ledger.version // SNAPSHOT_EVERY > start_version // SNAPSHOT_EVERY:
+            self._snapshot(ledger.version)
+        seals = [
+            read_seal(_as_row(r), 0) for r in recordings
+            if r.notification.topic == Ledger.Sealed.TOPIC
+        ]
+        return recordings, _numbered(seals, ledger.seals)
+
+    @staticmethod
+    def _close(ledger: Ledger, hasher: SealHasher, at: datetime) -> None:
+        """One seal of the rows `hasher` took: up to the last of them."""
+        ledger.seal(hasher.ranges[-1][1], hasher.previous, hasher.hash, hasher.count,
+                    hasher.ranges, hasher.digests, at)
+
+    def _snapshot(self, version: int) -> None:
+        try:
+            self.app.take_snapshot(LEDGER_ID, version=version)
+        except Exception as error:  # noqa: BLE001 -- the seals are stored; a snapshot only saves load time
+            log.warning("ledger.snapshot_failed", version=version, error=repr(error))
+
+
+def _as_row(recording: Recording[UUID]) -> Row:
+    n = recording.notification
+    oid = n.originator_id.hex if isinstance(n.originator_id, UUID) else str(n.originator_id)
+    return Row(n.id, oid, n.originator_version, n.topic, n.state)
+
+
+def _numbered(seals: list[Seal], last: int) -> list[Seal]:
+    """`seals` (the newest ones) numbered so that the last one is seal number `last`."""
+    first = last - len(seals) + 1
+    return [replace(seal, number=first + i) for i, seal in enumerate(seals)]

@@ -1,0 +1,141 @@
+"""`export` / `import`: the log as JSON Lines and back, byte for byte."""
+
+from __future__ import annotations
+
+import base64
+import io
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+from helpers.audit_run import ScriptedRun, typical_day
+
+from att_jm.audit.replay import replay_views
+from att_jm.audit.rows import AuditError, StoreReader
+from att_jm.audit.transfer import export, export_line, import_log
+from att_jm.audit.verify import verify
+from att_jm.service import catch_up
+from att_jm.store import open_store
+from projections.views import Views
+
+
+@pytest.fixture(scope="module")
+def original(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    run = ScriptedRun(tmp_path_factory.mktemp("original"), seal_every=25)
+    typical_day(run)
+    run.seal()
+    run.notify("channel-up", {"id": "unsealed", "channel": "Z"})
+    run.close()
+    yield run.store
+
+
+def exported(store: str) -> bytes:
+    reader = StoreReader(store)
+    out = io.BytesIO()
+    try:
+        export(reader, out)
+    finally:
+        reader.close()
+    return out.getvalue()
+
+
+def all_rows(store: str) -> list[tuple[object, ...]]:
+    db = sqlite3.connect(store)
+    rows = db.execute("SELECT rowid, originator_id, originator_version, topic, state "
+                      "FROM stored_events ORDER BY rowid").fetchall()
+    db.close()
+    return rows
+
+
+def test_export_then_import_gives_the_same_rows_byte_for_byte(
+    original: str, tmp_path: Path
+) -> None:
+    text = exported(original)
+    count = import_log(str(tmp_path / "copy.db"), text.splitlines())
+    assert count == len(all_rows(original)) == text.count(b"\n")
+    assert all_rows(str(tmp_path / "copy.db")) == all_rows(original)
+
+
+def test_after_import_verify_passes_and_the_views_are_identical(
+    original: str, tmp_path: Path
+) -> None:
+    copy = str(tmp_path / "copy.db")
+    import_log(copy, exported(original).splitlines())
+    reader = StoreReader(copy)
+    result = verify(reader)
+    reader.close()
+    assert result.ok
+    assert result.unsealed == 2  # the notification and its entry after the last seal
+    here, there = replay_views(original), replay_views(copy)
+    try:
+        assert here.payloads() == there.payloads()
+        assert here.views.snapshot() == there.views.snapshot()
+    finally:
+        here.close()
+        there.close()
+    views = Views(str(tmp_path / "copy.views.db"))  # what the service builds on its start
+    app = open_store(copy)
+    catch_up(app, views)
+    moment = replay_views(original)
+    try:
+        assert views.snapshot() == moment.views.snapshot()
+    finally:
+        moment.close()
+        views.close()
+        app.close()
+
+
+def test_each_line_has_the_documented_fields_in_order(original: str) -> None:
+    first = orjson.loads(exported(original).splitlines()[1])
+    assert list(first) == ["position", "originator_id", "originator_version", "topic", "type",
+                           "at", "state"]
+    assert first["position"] == 2
+    assert len(first["originator_id"]) == 32
+    assert first["at"].endswith("Z")
+    assert first["state"]["timestamp"]["_type_"] == "datetime_iso"
+
+
+def test_a_state_that_compact_json_would_not_reproduce_travels_as_base64(
+    original: str, tmp_path: Path
+) -> None:
+    reader = StoreReader(original)
+    row = next(reader.rows())
+    reader.close()
+    spaced = row._replace(state=row.state.replace(b":", b": ", 1))
+    line = orjson.loads(export_line(spaced))
+    assert base64.b64decode(line["state_base64"]) == spaced.state
+    assert line["state"] == orjson.loads(spaced.state)
+
+
+def test_import_refuses_a_store_that_already_holds_events(original: str) -> None:
+    with pytest.raises(AuditError, match="already holds events"):
+        import_log(original, exported(original).splitlines())
+
+
+def test_import_names_the_line_of_a_bad_event_and_stores_nothing(
+    original: str, tmp_path: Path
+) -> None:
+    lines = exported(original).splitlines()
+    bad = [*lines[:3], b'{"position": 4, "topic": "x"}', *lines[4:]]
+    with pytest.raises(AuditError, match="line 4"):
+        import_log(str(tmp_path / "bad.db"), bad)
+    unknown = orjson.loads(lines[3])
+    unknown["topic"] = "att_jm:Nothing.Such"
+    with pytest.raises(AuditError, match="line 4: not an event of this service"):
+        import_log(str(tmp_path / "bad.db"), [*lines[:3], orjson.dumps(unknown), *lines[4:]])
+    with pytest.raises(AuditError, match="line 3: position 2 does not follow 2"):
+        import_log(str(tmp_path / "bad.db"), [lines[0], lines[1], lines[1]])
+    assert all_rows(str(tmp_path / "bad.db")) == []
+
+
+def test_export_up_to_a_position_stops_there(original: str) -> None:
+    reader = StoreReader(original)
+    out = io.BytesIO()
+    try:
+        written = export(reader, out, upto=10)
+    finally:
+        reader.close()
+    assert written == 10
+    assert orjson.loads(out.getvalue().splitlines()[-1])["position"] == 10
