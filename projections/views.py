@@ -394,7 +394,8 @@ class Views:
             cursor.execute("INSERT OR REPLACE INTO tracking VALUES ('views', ?)", (position,))
             cursor.execute("COMMIT")
         except BaseException:
-            cursor.execute("ROLLBACK")
+            if self._db.in_transaction:  # SQLite rolls back by itself on a full disk
+                cursor.execute("ROLLBACK")
             raise
         return set(overlay.positions)
 

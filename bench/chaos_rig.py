@@ -1,0 +1,658 @@
+"""The chaos harness's machinery: a rig (real mosquitto + real `att-jm serve` + SQLite store),
+an at-least-once publisher, precise kills, and the audit of what the log holds.
+
+Everything runs on loopback, in a temporary directory, with bounded counts and deadlines.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import random
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))
+
+import pytest  # noqa: E402 -- the helpers report failures with pytest.fail
+from helpers.broker import Broker  # noqa: E402 -- needs the tests folder on sys.path
+from helpers.mqtt import TestClient, new_properties  # noqa: E402 -- idem
+from helpers.service import Service, populate_scripts_dir  # noqa: E402 -- idem
+
+from att_jm.domain.ids import execution_id  # noqa: E402 -- after the sys.path set-up, like the rest
+
+RUNS_LOG = "chaos-runs.log"  # written by tests/scripts/chaos-run in the scripts directory
+HelperFailure = pytest.fail.Exception  # what the test helpers raise when a process misbehaves
+
+# Syscall numbers of fsync and fdatasync: a writer thread blocked in one of them on the store
+# is in the middle of a commit.
+_SYNC_SYSCALLS = {"x86_64": {74, 75}, "aarch64": {82, 83}}.get(platform.machine(), set())
+
+
+class ChaosError(RuntimeError):
+    """The rig could not do what a scenario asked (a process would not start, a deadline)."""
+
+
+# --- figures ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Figures:
+    """What one scenario found; `ok` is False on any loss, duplicate, stuck entry or problem."""
+
+    scenario: str
+    sent: int = 0
+    logged: int = 0
+    lost: int = 0
+    duplicated: int = 0
+    double_runs: int = 0
+    stuck: int = 0
+    interrupted: int = 0
+    restarts: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not (self.lost or self.duplicated or self.double_runs or self.stuck or self.problems)
+
+    def line(self) -> str:
+        extra = "".join(f" {key}={value}" for key, value in self.extra.items())
+        return (
+            f"{self.scenario}: sent={self.sent} logged={self.logged} lost={self.lost} "
+            f"duplicated={self.duplicated} double_runs={self.double_runs} stuck={self.stuck} "
+            f"interrupted={self.interrupted} restarts={self.restarts}{extra} "
+            f"problems={len(self.problems)} seconds={self.seconds:.1f} "
+            f"{'OK' if self.ok else 'FAILED'}"
+        )
+
+    def problem(self, text: str) -> None:
+        self.problems.append(text)
+
+
+def say(text: str) -> None:
+    print(f"  {text}", flush=True)
+
+
+# --- the log, read like an auditor -----------------------------------------------------------
+
+
+@dataclass
+class Run:
+    """One execution as the log tells it."""
+
+    id: str
+    notification_id: str = ""
+    job: str = ""
+    status: str = "none"
+    starts: Counter[int] = field(default_factory=Counter)
+    ends: Counter[int] = field(default_factory=Counter)
+    attempt: int = 1
+    interrupted: int = 0
+    feedback: list[str | None] = field(default_factory=list)
+    timed_out: int = 0
+
+
+@dataclass
+class Audit:
+    """Everything the store holds that the harness checks, read with a read-only connection."""
+
+    notifications: Counter[str] = field(default_factory=Counter)
+    payloads: dict[str, dict[str, Any]] = field(default_factory=dict)
+    skipped: dict[str, list[dict[str, str]]] = field(default_factory=dict)
+    runs: dict[str, Run] = field(default_factory=dict)
+    rejections: list[dict[str, Any]] = field(default_factory=list)
+    commands: Counter[str] = field(default_factory=Counter)  # correlation hex -> records
+    command_replies: dict[str, dict[str, Any]] = field(default_factory=dict)
+    events: Counter[str] = field(default_factory=Counter)
+    position: int = 0
+
+    @classmethod
+    def read(cls, store: Path) -> Audit:
+        audit = cls()
+        with contextlib.closing(sqlite3.connect(f"file:{store}?mode=ro", uri=True)) as db:
+            rows = db.execute(
+                "SELECT rowid, originator_id, topic, state FROM stored_events ORDER BY rowid"
+            )
+            for position, originator, topic, state in rows:
+                audit.position = position
+                audit._apply(str(uuid.UUID(str(originator))), str(topic), orjson.loads(state))
+        return audit
+
+    def _run(self, originator: str) -> Run:
+        run = self.runs.get(originator)
+        if run is None:
+            run = self.runs[originator] = Run(originator)
+        return run
+
+    def _apply(self, originator: str, topic: str, state: dict[str, Any]) -> None:
+        kind = topic.rpartition(":")[2]
+        self.events[kind] += 1
+        if kind == "Notification.Received":
+            nid = state["notification_id"]
+            self.notifications[nid] += 1
+            self.payloads[nid] = state["payload"]
+            if state["skipped"]:
+                self.skipped[nid] = state["skipped"]
+        elif kind == "Rejection.Rejected":
+            self.rejections.append(state)
+        elif kind == "CommandRecord.Handled":
+            self.commands[state["correlation"]] += 1
+            self.command_replies[state["correlation"]] = state["reply"]
+        elif kind.startswith("Execution."):
+            self._execution(self._run(originator), kind.partition(".")[2], state)
+
+    @staticmethod
+    def _execution(run: Run, name: str, state: dict[str, Any]) -> None:
+        if name == "Enqueued":
+            run.notification_id = state["notification_id"]
+            run.job = state["job"]
+            run.status = "queued"
+        elif name == "Started":
+            run.starts[state["attempt"]] += 1
+            run.attempt = state["attempt"]
+            run.status = "running"
+        elif name in ("Succeeded", "Failed"):
+            run.ends[run.attempt] += 1
+            run.status = "executed" if name == "Succeeded" else "failed"
+            run.feedback.append(state.get("feedback"))
+            if state.get("interrupted"):
+                run.interrupted += 1
+            if state.get("timed_out"):
+                run.timed_out += 1
+        elif name == "Reexecuted":
+            run.status = "queued"
+            run.attempt = state["attempt"]
+        else:  # removed from a table, deleted, cleaned up
+            run.status = "gone"
+
+    def check_runs(self, figures: Figures, side_effects: Counter[tuple[str, int]]) -> None:
+        """Double starts, double ends, stuck entries, interrupted ones; and the scripts' own
+        record of their runs (a line not backed by a Started event, or a line twice)."""
+        for run in self.runs.values():
+            for attempt, count in run.starts.items():
+                if count > 1:
+                    figures.duplicated += count - 1
+                    figures.problem(f"{run.id} attempt {attempt} started {count} times")
+                if run.ends[attempt] > 1:
+                    figures.duplicated += run.ends[attempt] - 1
+                    figures.problem(f"{run.id} attempt {attempt} ended {run.ends[attempt]} times")
+            if run.status in ("queued", "running", "none"):
+                figures.stuck += 1
+                if figures.stuck <= 5:
+                    figures.problem(f"{run.id} ({run.job}) still {run.status}")
+            figures.interrupted += run.interrupted
+        for (entry, attempt), count in side_effects.items():
+            found = self.runs.get(entry)
+            if count > 1:
+                figures.double_runs += count - 1
+                figures.problem(f"script ran {count} times for {entry} attempt {attempt}")
+            if found is None or found.starts[attempt] == 0:
+                figures.double_runs += 1
+                figures.problem(f"script ran for {entry} attempt {attempt} with no Started event")
+
+    def check_notifications(
+        self, figures: Figures, sent: Iterable[str], job: str | None = None,
+        runs_job: Callable[[str], bool] = lambda nid: True,
+    ) -> None:
+        """Every id sent is in the log exactly once, and enqueued `job` when `runs_job(id)`."""
+        sent = set(sent)
+        figures.sent = len(sent)
+        figures.logged = len(sent & set(self.notifications))
+        missing = sorted(sent - set(self.notifications))
+        figures.lost += len(missing)
+        if missing:
+            figures.problem(f"{len(missing)} ids never logged, e.g. {missing[:5]}")
+        doubled = {nid: n for nid, n in self.notifications.items() if nid in sent and n > 1}
+        figures.duplicated += sum(n - 1 for n in doubled.values())
+        if doubled:
+            figures.problem(f"ids logged twice: {list(doubled)[:5]}")
+        if job is None:
+            return
+        unenqueued = [
+            nid for nid in sent & set(self.notifications)
+            if runs_job(nid) and str(execution_id(nid, job)) not in self.runs
+        ]
+        figures.lost += len(unenqueued)
+        if unenqueued:
+            figures.problem(f"{len(unenqueued)} notifications logged but not enqueued")
+
+
+def side_effects(scripts_dir: Path) -> Counter[tuple[str, int]]:
+    """(execution id, attempt) -> how many times tests/scripts/chaos-run really started."""
+    seen: Counter[tuple[str, int]] = Counter()
+    path = scripts_dir / RUNS_LOG
+    if path.exists():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            entry, _, attempt = line.partition(" ")
+            seen[(entry, int(attempt))] += 1
+    return seen
+
+
+# --- processes -----------------------------------------------------------------------------
+
+
+def pids_with_env(entry: str) -> list[int]:
+    """Live (not zombie) processes whose environment holds `entry` (`NAME=value`)."""
+    found = []
+    wanted = entry.encode()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            environ = (proc / "environ").read_bytes().split(b"\0")
+            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if wanted in environ and state != "Z":
+            found.append(int(proc.name))
+    return found
+
+
+def children_of(pid: int) -> list[int]:
+    """Pids whose parent is `pid`."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.append(int(proc.name))
+    return found
+
+
+def memory_kib(pid: int) -> dict[str, int]:
+    """VmRSS and VmHWM (peak) of a process, in KiB."""
+    out = {}
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                out[key] = int(value.split()[0])
+    return out
+
+
+def in_store_sync(pid: int, store: Path) -> bool:
+    """Whether the writer (main) thread of `pid` is blocked in fsync/fdatasync of the store."""
+    try:
+        fields = Path(f"/proc/{pid}/task/{pid}/syscall").read_text().split()
+    except OSError:
+        return False
+    if not fields or not fields[0].isdigit() or int(fields[0]) not in _SYNC_SYSCALLS:
+        return False
+    try:
+        target = os.readlink(f"/proc/{pid}/fd/{int(fields[1], 16)}")
+    except (OSError, IndexError, ValueError):
+        return False
+    return target.startswith(str(store))  # the store itself or its -wal / -journal
+
+
+# --- the rig -----------------------------------------------------------------------------------
+
+
+class Rig:
+    """One broker, one service, one store and one scripts directory in a temporary directory."""
+
+    def __init__(
+        self, root: Path, *, store_dir: Path | None = None, views_dir: Path | None = None,
+        name: str = "chaos",
+    ) -> None:
+        self.root = root
+        self.broker = Broker(root / "broker")
+        self.scripts_dir = populate_scripts_dir(root / "scripts")
+        self.store = (store_dir or root / "store") / "att-jm.db"
+        self.service = Service(
+            self.broker, store=self.store, scripts_dir=self.scripts_dir,
+            log_path=root / "att-jm.log", client_id=f"att-jm-{name}",
+            env={"ATT_JM_VIEWS_DB": str(views_dir / "views.db")} if views_dir else None,
+        )
+        self.restarts = 0
+        self._operator: TestClient | None = None
+
+    # life cycle
+    def start(self) -> Rig:
+        self.broker.start()
+        self.start_service()
+        return self
+
+    def start_service(self, timeout: float = 60.0) -> None:
+        try:
+            self.service.start(timeout=timeout)
+        except HelperFailure as error:
+            raise ChaosError(str(error)) from None
+
+    def restart_service(self) -> None:
+        self.start_service()
+        self.restarts += 1
+
+    def stop_service(self) -> int:
+        """SIGTERM the service; its exit code (the helper requires 0)."""
+        try:
+            return self.service.stop(timeout=30)
+        except HelperFailure as error:
+            raise ChaosError(str(error)) from None
+
+    def close(self) -> None:
+        if self._operator is not None:
+            with contextlib.suppress(Exception):
+                self._operator.close()
+        self.service.kill()
+        self.broker.kill()
+
+    @property
+    def operator(self) -> TestClient:
+        """A connected client for commands (reconnects by itself after a broker restart)."""
+        if self._operator is None:
+            self._operator = TestClient(self.broker.url).connect()
+        self._operator.wait_connected(30)
+        return self._operator
+
+    def command(self, name: str, args: dict[str, Any], timeout: float = 20.0) -> dict[str, Any]:
+        return self.operator.request(self.service.command_topic(name, "chaos"), args,
+                                     timeout=timeout)
+
+    def ok(self, name: str, args: dict[str, Any]) -> Any:
+        reply = self.command(name, args)
+        if reply.get("ok") is not True:
+            raise ChaosError(f"{name} {args} refused: {reply}")
+        return reply["result"]
+
+    def view(self, name: str) -> dict[str, Any]:
+        return dict(self.ok("views.get", {"view": name}))
+
+    # waiting
+    def wait_drained(
+        self, expected: Iterable[str], timeout: float, figures: Figures | None = None
+    ) -> Audit:
+        """Wait until every expected id is logged and nothing is queued or running."""
+        expected = set(expected)
+        deadline = time.monotonic() + timeout
+        while True:
+            audit = Audit.read(self.store)
+            missing = expected - set(audit.notifications)
+            busy = [r for r in audit.runs.values() if r.status in ("queued", "running")]
+            if not missing and not busy:
+                return audit
+            if time.monotonic() > deadline:
+                if figures is not None:
+                    figures.problem(
+                        f"not drained after {timeout:.0f} s: {len(missing)} ids missing, "
+                        f"{len(busy)} entries queued or running"
+                    )
+                return audit
+            time.sleep(0.5)
+
+    def leftovers(self) -> list[int]:
+        """Scripts of this rig still alive (their HOME is the rig's scripts directory)."""
+        return pids_with_env(f"HOME={self.scripts_dir.resolve()}")
+
+    def service_log(self) -> str:
+        return self.service.log_text()
+
+    # kills
+    def kill_service(self, how: str, rng: random.Random, figures: Figures) -> str:
+        """SIGKILL the service at a chosen moment: `commit`, `execution` or `random`."""
+        pid = self.service.pid
+        if pid is None or not self.service.running:
+            raise ChaosError("the service is not running")
+        hit = "random"
+        if how == "commit":
+            deadline = time.monotonic() + 5.0
+            while time.monotonic() < deadline:
+                if in_store_sync(pid, self.store):
+                    hit = "commit"
+                    break
+        elif how == "execution":
+            deadline = time.monotonic() + 5.0
+            while time.monotonic() < deadline:
+                if children_of(pid):
+                    hit = "execution"
+                    break
+                time.sleep(0.005)
+        else:
+            time.sleep(rng.uniform(0.0, 0.5))
+        os.kill(pid, signal.SIGKILL)
+        self.service.kill()  # reap
+        figures.extra[f"kills_{hit}"] = figures.extra.get(f"kills_{hit}", 0) + 1
+        return hit
+
+
+@contextlib.contextmanager
+def rig(
+    name: str, workdir: Path | None = None, store_dir: Path | None = None,
+    views_dir: Path | None = None,
+) -> Iterator[Rig]:
+    """A started rig in a fresh temporary directory; under `workdir` (and kept) when given."""
+    with contextlib.ExitStack() as stack:
+        if workdir is None:
+            root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=f"att-jm-{name}-")))
+        else:
+            workdir.mkdir(parents=True, exist_ok=True)
+            root = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=workdir))
+            say(f"keeping {root}")
+        the_rig = Rig(root, store_dir=store_dir, views_dir=views_dir, name=name)
+        try:
+            the_rig.start()
+            yield the_rig
+        finally:
+            the_rig.close()
+
+
+# --- the Channel Manager: an at-least-once publisher --------------------------------------
+
+
+@dataclass
+class Outgoing:
+    """One notification to publish; `copies` counts how often it was published."""
+
+    id: str
+    topic: str
+    body: dict[str, Any]
+    retain: bool = False
+    copies: int = 0
+    confirmed_copy: int = 0  # the first copy that got a PUBACK (0: none yet)
+
+
+def acked(info: paho.MQTTMessageInfo) -> bool:
+    """Whether the broker sent the PUBACK (paho raises for a publish made while disconnected;
+    it may still send that one after reconnecting, but the caller cannot know: not acked)."""
+    try:
+        return info.is_published()
+    except (RuntimeError, ValueError):
+        return False
+
+
+class Publisher:
+    """Publishes notifications at QoS 1 the way a careful Channel Manager does.
+
+    Messages go out in windows; one without a PUBACK after `ack_timeout` is published again.
+    With `republish_last` > 0, every reconnect (a broker restart) republishes the last that
+    many PUBACKed notifications: mosquitto acknowledges before it saves, so a broker SIGKILL
+    may lose a few of them (README, Reliability). Each copy carries `"copy": n`, so the log
+    shows which copy was stored. The id makes every extra copy harmless.
+    """
+
+    def __init__(
+        self, url: str, *, rate: float = 0.0, window: int = 100, ack_timeout: float = 3.0,
+        republish_last: int = 0,
+    ) -> None:
+        self._client = paho.Client(
+            CallbackAPIVersion.VERSION2, client_id=f"chaos-cm-{uuid.uuid4().hex[:8]}",
+            protocol=paho.MQTTv5,
+        )
+        self._client.max_inflight_messages_set(window)
+        self._client.reconnect_delay_set(1, 2)
+        self._connects = 0
+        self._client.on_connect = self._on_connect
+        self._rate = rate
+        self._window = window
+        self._ack_timeout = ack_timeout
+        self._recent: deque[Outgoing] = deque(maxlen=max(republish_last, 1))
+        self._republish = republish_last
+        self._seen_connects = 1
+        self.republished = 0
+        self.resent = 0
+        host, port = url.removeprefix("mqtt://").split(":")
+        self._client.connect(host, int(port), keepalive=10)
+        self._client.loop_start()
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self.done = threading.Event()
+        self.error: BaseException | None = None
+
+    def _on_connect(self, *args: Any) -> None:
+        self._connects += 1
+
+    def _send(self, message: Outgoing) -> tuple[int, paho.MQTTMessageInfo]:
+        message.copies += 1
+        body = {**message.body, "copy": message.copies}
+        info = self._client.publish(message.topic, orjson.dumps(body), qos=1,
+                                    retain=message.retain)
+        return message.copies, info
+
+    def _send_window(self, batch: Sequence[Outgoing]) -> None:
+        """Publish `batch` until every message has a PUBACK (or the run is stopped)."""
+        pending = list(batch)
+        while pending and not self._stop.is_set():
+            infos = [(message, *self._send(message)) for message in pending]
+            deadline = time.monotonic() + self._ack_timeout
+            while time.monotonic() < deadline and not all(acked(i) for *_, i in infos):
+                time.sleep(0.002)
+            pending = []
+            for message, copy, info in infos:
+                if acked(info):
+                    message.confirmed_copy = message.confirmed_copy or copy
+                    self._recent.append(message)
+                else:
+                    pending.append(message)
+            self.resent += len(pending)
+            self._check_reconnect()
+
+    def _check_reconnect(self) -> None:
+        if self._connects > self._seen_connects:
+            self._seen_connects = self._connects
+            if self._republish:
+                again = list(self._recent)
+                self.republished += len(again)
+                for message in again:
+                    self._send(message)
+
+    def _loop(self, messages: Sequence[Outgoing]) -> None:
+        try:
+            started = time.monotonic()
+            for start in range(0, len(messages), self._window):
+                if self._stop.is_set():
+                    return
+                self._send_window(messages[start : start + self._window])
+                if self._rate > 0:
+                    due = started + (start + self._window) / self._rate
+                    time.sleep(max(0.0, due - time.monotonic()))
+            self.done.set()
+            while not self._stop.wait(0.05):  # keep covering broker restarts
+                self._check_reconnect()
+        except BaseException as error:  # reported by the scenario  # noqa: BLE001
+            self.error = error
+            self.done.set()
+
+    def start(self, messages: Sequence[Outgoing]) -> Publisher:
+        self._thread = threading.Thread(target=self._loop, args=(messages,), daemon=True)
+        self._thread.start()
+        return self
+
+    def wait_done(self, timeout: float) -> bool:
+        return self.done.wait(timeout)
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self._client.disconnect()
+        self._client.loop_stop()
+
+
+def notifications(
+    prefix: str, topic: str, count: int, body: Callable[[int], dict[str, Any]]
+) -> list[Outgoing]:
+    return [Outgoing(f"{prefix}-{n}", topic, {"id": f"{prefix}-{n}", **body(n)})
+            for n in range(count)]
+
+
+def stored_copy(audit: Audit, nid: str) -> int:
+    """Which copy of a notification the service stored (1 = the first one published)."""
+    copy = audit.payloads.get(nid, {}).get("copy", 1)
+    return copy if isinstance(copy, int) else 1
+
+
+def retained_views_match(rig_: Rig, views: Sequence[str], figures: Figures) -> None:
+    """The retained view messages equal `views.get` (none stale after broker restarts)."""
+    time.sleep(2.0)  # the service reconnects; views are published coalesced, 4 times a second
+    for name in views:
+        fresh = rig_.view(name)
+        retained = rig_.operator.retained(rig_.service.view_topic(name), timeout=10)
+        if retained != fresh:
+            figures.problem(
+                f"retained view {name} is stale: position {retained.get('position')} "
+                f"total {retained.get('total')} vs position {fresh.get('position')} "
+                f"total {fresh.get('total')}"
+            )
+
+
+def publish_raw(
+    client: TestClient, topic: str, payload: bytes, *, retain: bool = False,
+    response_topic: str | None = None, correlation: bytes | None = None,
+) -> paho.MQTTMessageInfo:
+    """Publish without waiting (QoS 1); the caller waits for the returned infos."""
+    properties = new_properties(PacketTypes.PUBLISH)
+    if response_topic is not None:
+        properties.ResponseTopic = response_topic
+    if correlation is not None:
+        properties.CorrelationData = correlation
+    return client.client.publish(topic, payload, qos=1, retain=retain, properties=properties)
+
+
+def wait_published(infos: Sequence[paho.MQTTMessageInfo], timeout: float) -> int:
+    """Wait until every publish has its PUBACK; how many have none by the deadline."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if all(acked(info) for info in infos):
+            return 0
+        time.sleep(0.01)
+    return sum(1 for info in infos if not acked(info))
+
+
+def log_events(log_text: str, event: str) -> list[dict[str, Any]]:
+    """The JSON log lines of the service whose `event` is `event`."""
+    found = []
+    pattern = re.compile(rf'"event":\s*"{re.escape(event)}"')
+    for line in log_text.splitlines():
+        if pattern.search(line):
+            with contextlib.suppress(orjson.JSONDecodeError):
+                found.append(orjson.loads(line))
+    return found
+
+
+def run_command(argv: Sequence[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, capture_output=True, text=True, check=False, timeout=60)
