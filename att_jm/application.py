@@ -75,6 +75,7 @@ class UnitOfWork:
     stored: set[UUID] | None = None  # notification aggregates known to be stored (prefetched)
     replies: dict[UUID, dict[str, Any]] = field(default_factory=dict)
     spoiled: bool = False
+    after_store: list[Callable[[], object]] = field(default_factory=list)  # run once stored
     _touched: list[Aggregate] = field(default_factory=list)
 
     def touch(self, *aggregates: Aggregate) -> None:

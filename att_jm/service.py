@@ -286,6 +286,8 @@ class Writer:
         except Exception as error:  # noqa: BLE001 -- any store fault: report, back off, retry
             self._store_fault(error, attempt)
             return False
+        for hook in uow.after_store:  # e.g. start the script before views and events
+            hook()
         if self.fault is not None and self.fault["kind"] == "store":
             self.connection.resume()
             self._set_fault(None)
@@ -487,13 +489,19 @@ class Writer:
             removed = self._unit(partial(self.manager.cleanup, table=table, actor="scheduler"))
             if removed:
                 log.info("cleanup.ran", table=table, removed=removed)
-        dispatch = self._unit(self.manager.dispatch)
+        dispatch = self._unit(self._start_next)
         if dispatch is not None:
             log.info("execution.started", execution=dispatch.execution_id, job=dispatch.job,
                      attempt=dispatch.attempt)
-            self.runner.submit(dispatch)
         self._seal()
         self._publish_views()
+
+    def _start_next(self, uow: UnitOfWork) -> Dispatch | None:
+        """Dispatch the next entry when due; the runner gets it as soon as Started is stored."""
+        dispatch = self.manager.dispatch(uow)
+        if dispatch is not None:
+            uow.after_store.append(partial(self.runner.submit, dispatch))
+        return dispatch
 
     def _seal(self, *, force: bool = False) -> None:
         """Append a seal when due (or now, with `force`), then publish it retained."""
