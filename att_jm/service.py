@@ -65,8 +65,11 @@ class RunFinished:
     at: datetime
 
 
+@dataclass(frozen=True)
 class Stop:
     """Asks the writer to finish what it holds and stop."""
+
+    reason: str = "requested"
 
 
 class Reconnected:
@@ -224,9 +227,10 @@ class Writer:
         self._shutdown()
         return 0
 
-    def request_stop(self) -> None:
+    def request_stop(self, reason: str = "requested") -> None:
+        """Ask the writer to stop; safe in a signal handler (SimpleQueue.put is reentrant)."""
         self.stop_requested.set()
-        self.inbox.put(Stop())
+        self.inbox.put(Stop(reason))
 
     def _shutdown(self) -> None:
         self.runner.stop()
@@ -415,6 +419,7 @@ class Writer:
         mark = len(uow.events)
         try:
             if isinstance(item, Stop):
+                log.info("service.stopping", reason=item.reason)
                 self.stopping = True
                 return None
             if isinstance(item, Reconnected):
@@ -548,8 +553,9 @@ def serve(settings: Settings) -> int:
     writer = Writer(settings)
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
-        log.info("service.stopping", signal=signal.Signals(signum).name)
-        writer.request_stop()
+        # No logging here: the handler runs on the main thread, possibly in the middle of a
+        # log write holding the logger's lock, and would deadlock. The writer logs the stop.
+        writer.request_stop(signal.Signals(signum).name)
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
