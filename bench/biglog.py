@@ -23,6 +23,7 @@ import orjson
 
 from att_jm.application import JobManager, UnitOfWork
 from att_jm.domain.executions import Execution
+from att_jm.seals import Sealer
 from att_jm.store import log_position, open_store
 from projections.views import Views
 
@@ -67,6 +68,7 @@ def build(store: Path, events: int, *, keep_rows: int = 1000, batch: int = 500,
     app = open_store(str(store))
     views = Views(str(store.with_suffix(".views.db")))
     manager = JobManager(app, views, check_script=lambda name: None, clock=clock)
+    sealer = Sealer(app, str(store), every_events=1000, every_seconds=3600.0)
     _command(manager, views, "settings.set", {
         "interval_seconds": 0,
         "executed_cleanup": {"max_rows": keep_rows, "max_age_days": None},
@@ -102,6 +104,9 @@ def build(store: Path, events: int, *, keep_rows: int = 1000, batch: int = 500,
             uow.touch(execution, manager.scheduler)
             uow.collect()
         _commit(manager, views, uow)
+        if sealer.pending() >= sealer.every_events:  # sealed as the service does
+            recordings, _ = sealer.seal(clock.now)
+            views.apply([(r.notification.id, r.domain_event) for r in recordings])
         since_cleanup += batch
         if since_cleanup >= 2 * keep_rows:
             since_cleanup = 0
@@ -109,6 +114,9 @@ def build(store: Path, events: int, *, keep_rows: int = 1000, batch: int = 500,
         if progress is not None:
             progress(log_position(app))
     _cleanup(manager, views)
+    recordings, _ = sealer.seal(clock.now)
+    views.apply([(r.notification.id, r.domain_event) for r in recordings])
+    sealer.close()
     position = log_position(app)
     views.close()
     return position
@@ -128,7 +136,7 @@ if __name__ == "__main__":
     main()
 
 
-CACHE = Path(tempfile.gettempdir()) / "att-jm-bench"
+CACHE = Path(tempfile.gettempdir()) / "att-jm-bench" / "sealed"
 
 
 def cached_log(events: int) -> Path:
