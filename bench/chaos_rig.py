@@ -36,6 +36,7 @@ sys.path.insert(0, str(REPO / "tests"))
 import pytest  # noqa: E402 -- the helpers report failures with pytest.fail
 from helpers.broker import Broker  # noqa: E402 -- needs the tests folder on sys.path
 from helpers.mqtt import TestClient, new_properties  # noqa: E402 -- idem
+from helpers.processes import pids_with_env  # noqa: E402 -- idem
 from helpers.service import Service, populate_scripts_dir  # noqa: E402 -- idem
 
 from att_jm.domain.ids import execution_id  # noqa: E402 -- after the sys.path set-up, like the rest
@@ -250,23 +251,6 @@ def side_effects(scripts_dir: Path) -> Counter[tuple[str, int]]:
 
 
 # --- processes -----------------------------------------------------------------------------
-
-
-def pids_with_env(entry: str) -> list[int]:
-    """Live (not zombie) processes whose environment holds `entry` (`NAME=value`)."""
-    found = []
-    wanted = entry.encode()
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            environ = (proc / "environ").read_bytes().split(b"\0")
-            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if wanted in environ and state != "Z":
-            found.append(int(proc.name))
-    return found
 
 
 def children_of(pid: int) -> list[int]:

@@ -6,7 +6,6 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -72,19 +71,3 @@ def new_id() -> str:
 def operator(service_factory: ServiceFactory, mqtt: TestClient) -> Iterator[Operator]:
     service = service_factory()
     yield Operator(service, mqtt)
-
-
-def live_pids_with_env(entry: str) -> list[int]:
-    """Pids of live (not zombie) processes whose environment holds `NAME=value` `entry`."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            environ = (proc / "environ").read_bytes().split(b"\0")
-            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if entry.encode() in environ and state != "Z":
-            found.append(int(proc.name))
-    return found

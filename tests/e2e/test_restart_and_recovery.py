@@ -11,8 +11,9 @@ from typing import Any
 
 import orjson
 from helpers.mqtt import TestClient
+from helpers.processes import pids_with_env
 
-from .conftest import Operator, live_pids_with_env
+from .conftest import Operator
 
 VIEWS = ("jobs", "queue", "executed", "failed", "settings")
 
@@ -47,10 +48,10 @@ def test_sigkill_mid_burst_loses_nothing_and_the_running_execution_is_interrupte
     for nid in sent[1:]:
         operator.notify("burst", {"id": nid, "seconds": 0})
     operator.service.kill()
-    assert live_pids_with_env(script_env)  # the script outlived the service
+    assert pids_with_env(script_env)  # the script outlived the service
     operator.service.start()
     failed = operator.wait_view("failed", lambda v: v["total"] == 1)
-    assert live_pids_with_env(script_env) == []  # killed by the restart
+    assert pids_with_env(script_env) == []  # killed by the restart
     assert failed["rows"][0]["notification_id"] == sent[0]
     assert failed["rows"][0]["feedback"].startswith("interrupted")
     executed = operator.wait_view("executed", lambda v: v["total"] == len(sent) - 1, timeout=90)
