@@ -21,7 +21,7 @@ from eventsourcing.persistence import Recording
 from att_jm.domain import commands as cmd
 from att_jm.domain.cleanup import select_for_cleanup
 from att_jm.domain.errors import InvalidInput, JobManagerError, NotFound, TooLarge
-from att_jm.domain.executions import RUNNING, Execution
+from att_jm.domain.executions import QUEUED, RUNNING, Execution
 from att_jm.domain.ids import SCHEDULER_ID, command_id, execution_id, job_id, notification_id
 from att_jm.domain.jobs import Job
 from att_jm.domain.matching import fill_template, matches
@@ -435,14 +435,20 @@ class JobManager:
         candidate = self.views.next_queued()
         return self.scheduler.next_start(now, None if candidate is None else candidate[1])
 
-    def dispatch(self, uow: UnitOfWork) -> Dispatch | None:
-        """Start the next queued entry when the interval allows; what to run, or None."""
+    def dispatch(self, uow: UnitOfWork, *, chained: bool = False) -> Dispatch | None:
+        """Start the next queued entry when the interval allows; what to run, or None.
+
+        `chained`: the views do not hold the events of `uow` yet; the views' next entry is
+        started only if `uow` left it queued (otherwise the next tick decides).
+        """
         now = self.clock()
         candidate = self.views.next_queued()
         due = self.scheduler.next_start(now, None if candidate is None else candidate[1])
         if candidate is None or due is None or due > now:
             return None
         execution = self._execution(uow, candidate[0])
+        if chained and execution.status != QUEUED:
+            return None
         execution.start(now)
         self.scheduler.dispatch(candidate[0], candidate[1], now)
         uow.touch(execution, self.scheduler)

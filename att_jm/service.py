@@ -1,14 +1,18 @@
 """`att-jm serve` and `att-jm rebuild`: the composition root and the writer loop.
 
-One writer thread (the main thread) owns the store and the views. It drains
-everything that arrived (MQTT messages, script results), handles it, commits
-one transaction for the batch, acknowledges, catches up the views, publishes
-events and replies; then it starts the next execution when the interval allows,
-runs Auto Cleanup when due, and publishes changed views (coalesced).
+One writer thread (the main thread) owns the store, the views and the MQTT
+connection (it drives paho's network loop itself: see `att_jm.mqtt.adapter`). It
+waits on the broker's socket and on its inbox (script results, signals), handles
+everything that arrived, commits one transaction for the batch, starts the script it
+dispatched, acknowledges, replies, publishes the events, catches up the views; then
+it starts the next execution when the interval allows, runs Auto Cleanup when due,
+and publishes changed views (coalesced).
 """
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import fcntl
 import os
 import queue
@@ -82,6 +86,60 @@ class StoppedDuringFault(Exception):
 
 
 Item = Inbound | RunFinished | Stop | Reconnected
+
+
+class Inbox:
+    """What the writer handles next: the messages it read itself, and what other threads
+    (the runner) and signal handlers put, which also wakes the writer's `poll()`."""
+
+    def __init__(self) -> None:
+        self._local: collections.deque[Item] = collections.deque()
+        self._queue: queue.SimpleQueue[Item] = queue.SimpleQueue()
+        self._read_fd, self._write_fd = os.pipe()
+        os.set_blocking(self._read_fd, False)
+        os.set_blocking(self._write_fd, False)
+
+    def fileno(self) -> int:
+        """Readable when another thread put something."""
+        return self._read_fd
+
+    def put_local(self, item: Item) -> None:
+        """From the writer thread itself (e.g. paho's callbacks inside `poll()`)."""
+        self._local.append(item)
+
+    def put(self, item: Item) -> None:
+        """From any thread, or a signal handler (SimpleQueue.put and os.write are reentrant)."""
+        self._queue.put(item)
+        with contextlib.suppress(OSError):  # a full pipe: the writer is awake already
+            os.write(self._write_fd, b"\0")
+
+    def qsize(self) -> int:
+        return len(self._local) + self._queue.qsize()
+
+    def empty(self) -> bool:
+        return not self._local and self._queue.empty()
+
+    def drain(self, limit: int) -> list[Item]:
+        """Up to `limit` items, the other threads' first, each source in arrival order."""
+        try:
+            while os.read(self._read_fd, 4096):
+                pass
+        except BlockingIOError:
+            pass
+        items: list[Item] = []
+        while len(items) < limit:
+            try:
+                items.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        local = self._local
+        while local and len(items) < limit:
+            items.append(local.popleft())
+        return items
+
+    def close(self) -> None:
+        os.close(self._read_fd)
+        os.close(self._write_fd)
 
 
 class ViewsLock:
@@ -169,7 +227,7 @@ class Writer:
         self.settings = settings
         self.prefix = settings.topic_prefix
         self.clock = clock
-        self.inbox: queue.SimpleQueue[Item] = queue.SimpleQueue()
+        self.inbox = Inbox()
         self.app = open_store(settings.store)
         self.views = Views(settings.views_path())
         self.views_behind = False
@@ -184,8 +242,8 @@ class Writer:
         )
         self.connection = ServiceConnection(
             settings.mqtt, client_id=settings.client_id, prefix=self.prefix,
-            session_expiry_seconds=settings.session_expiry_seconds, deliver=self.inbox.put,
-            on_connect=lambda: self.inbox.put(Reconnected()),
+            session_expiry_seconds=settings.session_expiry_seconds,
+            deliver=self.inbox.put_local, on_connect=lambda: self.inbox.put_local(Reconnected()),
         )
         self.runner = Runner(settings.scripts, self.inbox.put)
         self.dirty: set[str] = set(VIEWS)
@@ -218,7 +276,10 @@ class Writer:
         self.connection.start(self.status("online"), {"state": "offline", "reason": "lost"})
         try:
             while not self.stopping:
-                items = self._drain(self._wait_seconds())
+                # Once something waits, only take what else has arrived (a bigger batch).
+                wait = self._wait_seconds() if self.inbox.empty() else 0.0
+                self.connection.poll(wait, self.inbox.fileno())
+                items = self.inbox.drain(self.settings.max_batch)
                 if items:
                     self._handle_batch(items)
                 self._tick()
@@ -239,19 +300,8 @@ class Writer:
         self.sealer.close()
         self.connection.stop(self.status("offline"))
         self.views.close()
+        self.inbox.close()
         log.info("service.stopped", position=log_position(self.app))
-
-    def _drain(self, timeout: float) -> list[Item]:
-        try:
-            items = [self.inbox.get(timeout=max(timeout, 0.0))]
-        except queue.Empty:
-            return []
-        while len(items) < self.settings.max_batch:
-            try:
-                items.append(self.inbox.get_nowait())
-            except queue.Empty:
-                break
-        return items
 
     def _wait_seconds(self) -> float:
         now = self.clock()
@@ -290,7 +340,7 @@ class Writer:
         except Exception as error:  # noqa: BLE001 -- any store fault: report, back off, retry
             self._store_fault(error, attempt)
             return False
-        for hook in uow.after_store:  # e.g. start the script before views and events
+        for hook in uow.after_store:  # start the script, ack, reply: before events and views
             hook()
         if self.fault is not None and self.fault["kind"] == "store":
             self.connection.resume()
@@ -307,16 +357,26 @@ class Writer:
                   inbox=self.inbox.qsize())
         if self.fault is None or self.fault["kind"] != "store":
             self._set_fault("store", error)
-        if self.inbox.qsize() >= INBOX_PAUSE and not self.connection.paused:
-            status = self.status("online")
-            status["fault"]["paused"] = True  # not receiving until a commit succeeds
-            log.warning("service.paused", inbox=self.inbox.qsize())
-            self.connection.pause(status)
         try:
             self.manager.reload()
         except Exception as reload_error:  # noqa: BLE001 -- the store may refuse reads too
             log.error("store.reload_failed", error=repr(reload_error))
-        self.stop_requested.wait(delay)
+        self._serve_network(delay)
+
+    def _serve_network(self, seconds: float) -> None:
+        """Keep the connection alive for `seconds` while the store refuses commits (messages
+        arriving meanwhile wait in the inbox; past INBOX_PAUSE the connection pauses)."""
+        deadline = time.monotonic() + seconds
+        while not self.stop_requested.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            self.connection.poll(left, self.inbox.fileno())
+            if self.inbox.qsize() >= INBOX_PAUSE and not self.connection.paused:
+                status = self.status("online")
+                status["fault"] = {**(self.fault or {}), "paused": True}  # until a commit works
+                log.warning("service.paused", inbox=self.inbox.qsize())
+                self.connection.pause(status)
 
     def _set_fault(self, kind: str | None, error: Exception | None = None) -> None:
         """Report a fault (or its end) in the retained status."""
@@ -357,43 +417,56 @@ class Writer:
             self._set_fault(None)
 
     def _after_commit(self, recordings: list[Recording[UUID]]) -> None:
+        """Publish the events (first: subscribers wait for them), then update the views."""
         if not recordings:
             return
-        self._apply_views(recordings)
         for recording in recordings:
             message = event_message(recording.notification.id, recording.domain_event)
             self.connection.publish(
                 f"{self.prefix}/job-manager/events/{message['type']}", orjson.dumps(message)
             )
+        self._apply_views(recordings)
 
     def _handle_batch(self, items: list[Item]) -> None:
-        pending: list[tuple[Inbound, dict[str, Any] | ViewsGet]] = []
-
+        views_gets: list[tuple[Inbound, ViewsGet]] = []
         notifications = f"{self.prefix}/channel-manager/notifications/".encode()
         limit = self.settings.max_payload_bytes
+        inbound = [item for item in items if isinstance(item, Inbound)]
+        # A script just ended and no command can have changed the queue's order: start the
+        # next entry in the same transaction (one commit per execution instead of two).
+        chain = any(isinstance(item, RunFinished) for item in items) and all(
+            item.topic.startswith(notifications) for item in inbound
+        )
 
         def work(uow: UnitOfWork) -> None:
-            pending.clear()
+            views_gets.clear()
+            replies: list[tuple[Inbound, dict[str, Any]]] = []
             self.manager.prefetch_notifications(uow, [
-                item.payload for item in items
-                if isinstance(item, Inbound) and item.topic.startswith(notifications)
-                and len(item.payload) <= limit
+                item.payload for item in inbound
+                if item.topic.startswith(notifications) and len(item.payload) <= limit
             ])
             for item in items:
                 reply = self._handle(uow, item)
-                if isinstance(item, Inbound) and reply is not None:
-                    pending.append((item, reply))
+                if not isinstance(item, Inbound) or reply is None:
+                    continue
+                if isinstance(reply, ViewsGet):
+                    views_gets.append((item, reply))
+                else:
+                    replies.append((item, reply))
+            if chain and not self.stopping:
+                self._start_next(uow, chained=True)
+            uow.after_store.append(partial(self._ack_and_reply, inbound, replies))
 
         self._unit(work)
-        for item in items:
-            if isinstance(item, Inbound):
-                self.connection.ack(item)
-        for message, outcome in pending:
-            reply = (
-                {"ok": True, "result": self._view(outcome.view)}
-                if isinstance(outcome, ViewsGet)
-                else outcome
-            )
+        for message, outcome in views_gets:  # answered from views that include this batch
+            self._send_reply(message, {"ok": True, "result": self._view(outcome.view)})
+
+    def _ack_and_reply(
+        self, inbound: list[Inbound], replies: list[tuple[Inbound, dict[str, Any]]]
+    ) -> None:
+        for item in inbound:
+            self.connection.ack(item)
+        for message, reply in replies:
             self._send_reply(message, reply)
 
     def _send_reply(self, message: Inbound, reply: dict[str, Any]) -> None:
@@ -494,19 +567,27 @@ class Writer:
             removed = self._unit(partial(self.manager.cleanup, table=table, actor="scheduler"))
             if removed:
                 log.info("cleanup.ran", table=table, removed=removed)
-        dispatch = self._unit(self._start_next)
-        if dispatch is not None:
-            log.info("execution.started", execution=dispatch.execution_id, job=dispatch.job,
-                     attempt=dispatch.attempt)
+        self._unit(self._start_next)
         self._seal()
         self._publish_views()
 
-    def _start_next(self, uow: UnitOfWork) -> Dispatch | None:
-        """Dispatch the next entry when due; the runner gets it as soon as Started is stored."""
-        dispatch = self.manager.dispatch(uow)
+    def _start_next(self, uow: UnitOfWork, *, chained: bool = False) -> Dispatch | None:
+        """Dispatch the next entry when due; the runner gets it as soon as Started is stored.
+
+        `chained`: inside a batch whose events the views do not hold yet; the entry the
+        views name next is taken only if this batch left it queued.
+        """
+        if chained and (self.views_behind or self.fault is not None):
+            return None  # nothing is started from stale views
+        dispatch = self.manager.dispatch(uow, chained=chained)
         if dispatch is not None:
-            uow.after_store.append(partial(self.runner.submit, dispatch))
+            uow.after_store.append(partial(self._run, dispatch))
         return dispatch
+
+    def _run(self, dispatch: Dispatch) -> None:
+        self.runner.submit(dispatch)
+        log.info("execution.started", execution=dispatch.execution_id, job=dispatch.job,
+                 attempt=dispatch.attempt)
 
     def _seal(self, *, force: bool = False) -> None:
         """Append a seal when due (or now, with `force`), then publish it retained."""

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from paho.mqtt.client import Client
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
@@ -34,6 +34,49 @@ RECONNECT_MAX_DELAY: Final = 2
 DEFAULT_RECEIVE_MAXIMUM: Final = 100
 
 SocketHook = Callable[[Client, Any, "SocketLike"], None]
+READ_CHUNK: Final = 64 * 1024
+ClientT = TypeVar("ClientT", bound=Client)
+
+
+class BufferedClient(Client):
+    """A paho client that reads the socket 64 KiB at a time.
+
+    paho reads each packet with one `recv` for its type byte, one per length byte and one
+    for the rest: 3-4 system calls per message, the largest single cost of a burst. This
+    subclass serves those reads from a buffer filled by one `recv` of up to 64 KiB.
+    `buffered()` tells a caller that drives the loop itself (`ServiceConnection.poll`)
+    that bytes wait in the buffer, which `select()` cannot see. It overrides paho's
+    private `_sock_recv` (paho-mqtt 2.1/2.2; tests/unit/test_mqtt_buffered.py checks the
+    hook still exists and reads packets right, so an upgrade that moves it fails loudly).
+    Not for use with paho's own loop threads, whose `select()` would not see the buffer.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._rbuf = b""
+        self._rpos = 0
+        self.on_pre_connect = self._forget_buffer  # a new connection starts empty
+
+    def _forget_buffer(self, client: Client, userdata: Any) -> None:
+        self._rbuf = b""
+        self._rpos = 0
+
+    def buffered(self) -> bool:
+        """Whether received bytes wait in the buffer."""
+        return self._rpos < len(self._rbuf)
+
+    def _sock_recv(self, bufsize: int) -> bytes:
+        pos = self._rpos
+        if pos < len(self._rbuf):
+            chunk = self._rbuf[pos : pos + bufsize]
+            self._rpos = pos + len(chunk)
+            return chunk
+        data = super()._sock_recv(max(bufsize, READ_CHUNK))
+        if len(data) <= bufsize:
+            return data
+        self._rbuf = data
+        self._rpos = bufsize
+        return data[:bufsize]
 
 
 def set_tcp_nodelay(client: Client, userdata: Any, sock: SocketLike) -> None:
@@ -65,7 +108,20 @@ def new_client(endpoint: MqttEndpoint, client_id: str, *, manual_ack: bool = Fal
 
     TLS uses the system trust store (`tls_set()`); point `SSL_CERT_FILE` at a private CA.
     """
-    client = Client(
+    return _configured(Client, endpoint, client_id, manual_ack)
+
+
+def new_buffered_client(
+    endpoint: MqttEndpoint, client_id: str, *, manual_ack: bool = False
+) -> BufferedClient:
+    """`new_client`, reading 64 KiB at a time, for a caller that drives its own network loop."""
+    return _configured(BufferedClient, endpoint, client_id, manual_ack)
+
+
+def _configured(
+    kind: type[ClientT], endpoint: MqttEndpoint, client_id: str, manual_ack: bool
+) -> ClientT:
+    client = kind(
         CallbackAPIVersion.VERSION2,
         client_id=client_id,
         protocol=MQTTProtocolVersion.MQTTv5,
