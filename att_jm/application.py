@@ -16,7 +16,8 @@ import orjson
 import structlog
 from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.domain import Aggregate
-from eventsourcing.persistence import Recording
+from eventsourcing.persistence import Notification as LogRecord
+from eventsourcing.persistence import Recording, StoredEvent
 
 from att_jm.domain import commands as cmd
 from att_jm.domain.cleanup import select_for_cleanup
@@ -28,7 +29,7 @@ from att_jm.domain.matching import fill_template, matches
 from att_jm.domain.notifications import CommandRecord, Notification, Rejection
 from att_jm.domain.scheduler import TABLES, Scheduler
 from att_jm.domain.times import iso
-from att_jm.store import JobManagerApp, existing_ids
+from att_jm.store import JobManagerApp, append_events, existing_ids
 from projections.views import Views
 
 log = structlog.get_logger("att_jm")
@@ -70,13 +71,20 @@ class UnitOfWork:
     """The events of one batch in the order they happened, and the aggregates they came from."""
 
     events: list[Any] = field(default_factory=list)
+    encoded: list[StoredEvent] = field(default_factory=list)  # events[:len(encoded)], encoded
     aggregates: dict[UUID, Aggregate] = field(default_factory=dict)
     notifications: set[str] = field(default_factory=set)
     stored: set[UUID] | None = None  # notification aggregates known to be stored (prefetched)
+    parsed: dict[bytes, tuple[Any, UUID | None]] = field(default_factory=dict)  # prefetched
+    now: datetime | None = None  # one clock reading for the notifications of the batch
     replies: dict[UUID, dict[str, Any]] = field(default_factory=dict)
     spoiled: bool = False
     after_store: list[Callable[[], object]] = field(default_factory=list)  # run once stored
     _touched: list[Aggregate] = field(default_factory=list)
+
+    def add(self, *events: Any) -> None:
+        """Creation events of aggregates nothing reads again (not built, see `enqueued_event`)."""
+        self.events.extend(events)
 
     def touch(self, *aggregates: Aggregate) -> None:
         for aggregate in aggregates:
@@ -184,19 +192,24 @@ class JobManager:
         return bool(self.app.recorder.select_events(aggregate_id, limit=1))
 
     def prefetch_notifications(self, uow: UnitOfWork, payloads: Iterable[bytes]) -> None:
-        """Look up, in one query, which of these payloads' notification ids are stored already."""
+        """Parse these payloads once, and look up in one query which of their notification
+        ids are stored already."""
         ids = []
         for payload in payloads:
             try:
                 body = orjson.loads(payload)
             except orjson.JSONDecodeError:
                 continue
-            if isinstance(body, dict) and isinstance(body.get("id"), str):
-                ids.append(notification_id(body["id"]))
+            key = None
+            if isinstance(body, dict):
+                nid = body.get("id")
+                if isinstance(nid, str):
+                    key = notification_id(nid)
+                    ids.append(key)
+            uow.parsed[payload] = (body, key)
         uow.stored = existing_ids(self.app, ids)
 
-    def _notification_stored(self, uow: UnitOfWork, nid: str) -> bool:
-        key = notification_id(nid)
+    def _notification_stored(self, uow: UnitOfWork, key: UUID) -> bool:
         if uow.stored is not None:
             return key in uow.stored
         return self._exists(key)
@@ -217,15 +230,30 @@ class JobManager:
             raise NotFound(f"no entry {entry!r}")
         return execution
 
+    def encode(self, uow: UnitOfWork) -> None:
+        """Encode the events not encoded yet, as the commit will store them (raises what the
+        commit would raise for an event that cannot be stored)."""
+        to_stored = self.app.mapper.to_stored_event
+        uow.encoded.extend(to_stored(event) for event in uow.events[len(uow.encoded):])
+
     def commit(self, uow: UnitOfWork) -> list[Recording[UUID]]:
         """Store the batch's events in one transaction (snapshotting the scheduler)."""
         if not uow.events:
             return []
-        # The event store directly: Application.save() would re-collect the events through a
-        # runtime Protocol isinstance() per event (5% of a burst) and snapshot by aggregate.
-        recordings = self.app.events.put(uow.events)
-        for recording in recordings:
-            event = recording.domain_event
+        # The recorder directly: Application.save() would re-collect the events through a
+        # runtime Protocol isinstance() per event (5% of a burst) and snapshot by aggregate,
+        # and EventStore.put() would encode each event again.
+        self.encode(uow)
+        positions = append_events(self.app, uow.encoded)
+        recordings = [
+            Recording(event, LogRecord(
+                id=position, originator_id=stored.originator_id,
+                originator_version=stored.originator_version, topic=stored.topic,
+                state=stored.state,
+            ))
+            for event, stored, position in zip(uow.events, uow.encoded, positions, strict=True)
+        ]
+        for event in uow.events:
             if event.originator_id == SCHEDULER_ID and event.originator_version % 500 == 0:
                 self._snapshot(event.originator_version)
         return recordings
@@ -244,18 +272,20 @@ class JobManager:
     ) -> str:
         """Store a notification and enqueue the jobs it triggers; the outcome as a word."""
         try:
-            body = self._parse_notification(payload)
+            body, key = self._parse_notification(uow, payload)
         except JobManagerError as error:
             self._reject(uow, "notification", topic, error, payload, "channel-manager")
             return "rejected"
         nid = body["id"]
-        if nid in uow.notifications or self._notification_stored(uow, nid):
+        if nid in uow.notifications or self._notification_stored(uow, key):
             return "duplicate"
         uow.notifications.add(nid)
-        now = self.clock()
+        if uow.now is None:
+            uow.now = self.clock()
+        now = uow.now
         enqueued: list[dict[str, str]] = []
         skipped: list[dict[str, str]] = []
-        executions: list[Execution] = []
+        executions: list[Execution.Enqueued] = []
         for job in self.jobs.values():
             if not (job.enabled and job.trigger == trigger and matches(job.match, body)):
                 continue
@@ -267,29 +297,36 @@ class JobManager:
             entry = execution_id(nid, job.name)
             enqueued.append({"job": job.name, "execution_id": str(entry)})
             executions.append(
-                Execution.enqueue(
+                Execution.enqueued_event(
                     entry, job.name, job.script, command, trigger, nid, job.timeout_seconds,
                     "channel-manager", now,
                 )
             )
-        notification = Notification.receive(nid, trigger, body, enqueued, skipped, now)
-        uow.touch(notification, *executions)
+        # Neither aggregate is read again while the service runs: only their events are made.
+        uow.add(Notification.received_event(key, nid, trigger, body, enqueued, skipped, now),
+                *executions)
         return f"enqueued {len(executions)}" if executions else "matched none"
 
-    def _parse_notification(self, payload: bytes) -> dict[str, Any]:
+    def _parse_notification(self, uow: UnitOfWork, payload: bytes) -> tuple[dict[str, Any], UUID]:
+        """The notification's body and aggregate id; JobManagerError when it is not valid."""
         if len(payload) > self.max_payload_bytes:
             raise TooLarge(f"payload of {len(payload)} bytes exceeds {self.max_payload_bytes}")
-        try:
-            body = orjson.loads(payload)
-        except orjson.JSONDecodeError as error:
-            raise InvalidInput(f"not JSON: {error}") from None
+        prefetched = uow.parsed.get(payload)
+        if prefetched is not None:
+            body, key = prefetched
+        else:
+            try:
+                body = orjson.loads(payload)
+            except orjson.JSONDecodeError as error:
+                raise InvalidInput(f"not JSON: {error}") from None
+            key = None
         if not isinstance(body, dict):
             raise InvalidInput("the payload must be a JSON object")
         check_depth(body)
         nid = body.get("id")
         if not isinstance(nid, str) or not 1 <= len(nid) <= MAX_NOTIFICATION_ID:
             raise InvalidInput('"id" must be a string of 1-200 characters')
-        return body
+        return body, key if key is not None else notification_id(nid)
 
     def reject_command(
         self, uow: UnitOfWork, topic: str, error: JobManagerError, payload: bytes, actor: str

@@ -507,12 +507,12 @@ class Writer:
                 return None
             reply = self._route(uow, item)
             uow.collect()
-            for event in uow.events[mark:]:
-                self.app.mapper.to_stored_event(event)  # raises what the commit would raise
+            self.manager.encode(uow)  # raises what the commit would raise
             return reply
         except Exception:
             uow.discard()
             del uow.events[mark:]
+            del uow.encoded[mark:]
             uow.spoiled = True
             log.exception("message.internal_error")
             return {"ok": False, "error": {"code": "internal", "message": "internal error"}}

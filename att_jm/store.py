@@ -10,7 +10,7 @@ from uuid import UUID
 
 from eventsourcing.application import Application
 from eventsourcing.domain import DomainEventProtocol
-from eventsourcing.persistence import Transcoder
+from eventsourcing.persistence import StoredEvent, Transcoder
 
 from att_jm.domain.scheduler import Scheduler
 from att_jm.transcoder import OrjsonTranscoder
@@ -60,6 +60,31 @@ def read_log(
         if len(notifications) < page:
             return
         after = notifications[-1].id
+
+
+def append_events(app: JobManagerApp, stored: Sequence[StoredEvent]) -> list[int]:
+    """Insert `stored` in one transaction; their log positions.
+
+    One `executemany` (eventsourcing's recorder runs one statement per event to read each
+    rowid). The writer is the store's only writer and SQLite gives a new row the largest
+    rowid plus one, so the rows of one transaction take consecutive positions ending at
+    the largest rowid after the insert.
+    """
+    if not stored:
+        return []
+    recorder = app.recorder
+    table = recorder.events_table_name  # type: ignore[attr-defined]  # the SQLite recorder's
+    statement = recorder.insert_events_statement  # type: ignore[attr-defined]  # idem
+    rows = [
+        (s.originator_id.hex if isinstance(s.originator_id, UUID) else s.originator_id,
+         s.originator_version, s.topic, s.state)
+        for s in stored
+    ]
+    with recorder.datastore.transaction(commit=True) as cursor:  # type: ignore[attr-defined]  # idem
+        cursor.executemany(statement, rows)
+        cursor.execute(f"SELECT max(rowid) FROM {table}")  # noqa: S608 -- the library's table name
+        last = int(cursor.fetchone()[0])
+    return list(range(last - len(rows) + 1, last + 1))
 
 
 def log_position(app: JobManagerApp) -> int:

@@ -19,9 +19,18 @@ from eventsourcing.persistence import Transcoder
 _OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_NON_STR_KEYS
 
 
+_last: tuple[datetime | None, dict[str, str]] = (None, {})
+
+
 def _default(obj: Any) -> Any:
+    global _last  # noqa: PLW0603 -- a one-entry cache, replaced as a whole (thread-safe)
     if isinstance(obj, datetime):
-        return {"_type_": "datetime_iso", "_data_": obj.isoformat()}
+        last = _last  # the events of one batch share one timestamp object
+        if last[0] is obj:
+            return last[1]
+        typed = {"_type_": "datetime_iso", "_data_": obj.isoformat()}
+        _last = (obj, typed)
+        return typed
     if isinstance(obj, Decimal):
         return {"_type_": "decimal_str", "_data_": str(obj)}
     if isinstance(obj, tuple | set | frozenset):

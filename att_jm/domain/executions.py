@@ -163,6 +163,20 @@ class Execution(Aggregate):
             actor=actor, timestamp=at,
         )
 
+    @classmethod
+    def enqueued_event(
+        cls, execution_id: UUID, job: str, script: str, command: str, trigger: str,
+        notification_id: str, timeout_seconds: float, actor: str, at: datetime,
+    ) -> Execution.Enqueued:
+        """The event `enqueue()` records, without building the aggregate: for a caller that
+        only stores it (the notification hot path; `enqueue()` costs ~3x as much)."""
+        return cls.Enqueued(  # type: ignore[call-arg]  # the library makes the fields a dataclass __init__ at runtime
+            originator_id=execution_id, originator_version=cls.INITIAL_VERSION, timestamp=at,
+            originator_topic=cls.TOPIC, job=job, script=script, command=command,
+            trigger=trigger, notification_id=notification_id, timeout_seconds=timeout_seconds,
+            actor=actor,
+        )
+
     def finish(self, status: str, result: int, feedback: str | None, at: datetime) -> None:
         self.status = status
         self.result = result

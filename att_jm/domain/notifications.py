@@ -63,6 +63,25 @@ class Notification(Aggregate):
             timestamp=at,
         )
 
+    @classmethod
+    def received_event(
+        cls,
+        key: UUID,
+        nid: str,
+        trigger: str,
+        payload: dict[str, Any],
+        enqueued: list[dict[str, str]],
+        skipped: list[dict[str, str]],
+        at: datetime,
+    ) -> Notification.Received:
+        """The event `receive()` records (`key` = `notification_id(nid)`), without building
+        the aggregate, which nothing reads again: the notification hot path."""
+        return cls.Received(  # type: ignore[call-arg]  # the library makes the fields a dataclass __init__ at runtime
+            originator_id=key, originator_version=cls.INITIAL_VERSION, timestamp=at,
+            originator_topic=cls.TOPIC, notification_id=nid, trigger=trigger, payload=payload,
+            enqueued=enqueued, skipped=skipped, actor=CHANNEL_MANAGER,
+        )
+
 
 class Rejection(Aggregate):
     """An inbound message that was refused, with why (bad notification or bad command)."""

@@ -550,3 +550,26 @@ def test_the_event_message_has_position_type_utc_time_and_the_events_own_data() 
     assert "timestamp" not in data
     assert data["job"] == "backup"
     assert data["version"] == 1
+
+
+def test_the_hot_path_creation_events_equal_those_the_aggregates_record() -> None:
+    # The notification path makes these events without building the aggregates; what is
+    # stored (every field, in order, and the topics) must not differ.
+    entry = execution_id("n-1", "ipx")
+    built = Execution.enqueue(entry, "ipx", "ipx-update", "c=1", "up", "n-1", 300.0,
+                              "channel-manager", T0).collect_events()[0]
+    made = Execution.enqueued_event(entry, "ipx", "ipx-update", "c=1", "up", "n-1", 300.0,
+                                    "channel-manager", T0)
+    assert type(made) is type(built)
+    assert list(vars(made).items()) == list(vars(built).items())
+    payload = {"id": "n-1", "channel": "c"}
+    enqueued = [{"job": "ipx", "execution_id": str(entry)}]
+    received = Notification.receive("n-1", "up", payload, enqueued, [], T0).collect_events()[0]
+    made_received = Notification.received_event(notification_id("n-1"), "n-1", "up", payload,
+                                                enqueued, [], T0)
+    assert type(made_received) is type(received)
+    assert list(vars(made_received).items()) == list(vars(received).items())
+    rebuilt = made.mutate(None)
+    assert isinstance(rebuilt, Execution)
+    assert rebuilt.status == QUEUED
+    assert rebuilt.version == 1
