@@ -6,6 +6,7 @@ aggregates to a UnitOfWork; the writer commits one UnitOfWork per drained batch.
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -39,6 +40,7 @@ MAX_NOTIFICATION_ID = 200
 #: most 254, and a stored event nests a payload a few levels deeper: a deeper notification or
 #: `match` would be accepted and then fail every commit of its batch, for ever.
 MAX_JSON_DEPTH = 64
+EXECUTIONS_CACHED = 256
 INTERRUPTED = "interrupted: the service stopped while this execution was running"
 
 
@@ -159,6 +161,10 @@ class JobManager:
         self.clock = clock
         self.max_payload_bytes = max_payload_bytes
         self.jobs: dict[str, Job] = {}
+        # Executions this writer loaded or changed lately (the running one, the next ones):
+        # like the jobs and the scheduler, they match the store after every commit, and
+        # reload() drops them after a failed one.
+        self._executions: collections.OrderedDict[UUID, Execution] = collections.OrderedDict()
         self.scheduler = self._load_scheduler()
         self.reload()
 
@@ -175,6 +181,7 @@ class JobManager:
     def reload(self) -> None:
         """Drop every cached aggregate and load the current ones from the store."""
         self.scheduler = self.app.repository.get(SCHEDULER_ID)
+        self._executions.clear()
         self.jobs = {}
         for name in self.views.job_names():
             job = self._get_job(name)
@@ -222,12 +229,19 @@ class JobManager:
         cached = uow.aggregates.get(key)
         if isinstance(cached, Execution):
             return cached
+        known = self._executions.get(key)
+        if known is not None:
+            self._executions.move_to_end(key)
+            return known
         try:
             execution: Execution = self.app.repository.get(key)
         except AggregateNotFoundError:
             raise NotFound(f"no entry {entry!r}") from None
         if not isinstance(execution, Execution):
             raise NotFound(f"no entry {entry!r}")
+        self._executions[key] = execution
+        if len(self._executions) > EXECUTIONS_CACHED:
+            self._executions.popitem(last=False)
         return execution
 
     def encode(self, uow: UnitOfWork) -> None:

@@ -375,6 +375,15 @@ class _Supervisor:
             self._kill_at = None
 
 
+@dataclass(frozen=True)
+class StartedScript:
+    """A script `ScriptRunner.begin` started, for `ScriptRunner.complete`."""
+
+    request: RunRequest
+    proc: subprocess.Popen[bytes]
+    started: float  # time.monotonic() before it was started
+
+
 def _not_started(feedback: str, started: float) -> RunOutcome:
     return RunOutcome(FAILED, feedback, None, False, started, time.monotonic() - started, "", "")
 
@@ -410,6 +419,18 @@ class ScriptRunner:
         self, request: RunRequest, on_started: Callable[[int], None] | None = None
     ) -> RunOutcome:
         """Run one script to its end; script problems come back as Failed outcomes, never raised."""
+        begun = self.begin(request)
+        if isinstance(begun, RunOutcome):
+            return begun
+        return self.complete(begun, on_started)
+
+    def begin(self, request: RunRequest) -> StartedScript | RunOutcome:
+        """Start the script (the first half of `run`); a Failed outcome if it cannot start.
+
+        Split from `complete` so that the caller can start the script at once on its own
+        thread (the writer, right after the Started event is stored) and leave the waiting
+        to another thread.
+        """
         started = time.monotonic()
         try:
             path = resolve_script(self._scripts_dir, request.script)
@@ -419,6 +440,13 @@ class ScriptRunner:
             proc = self._start(path, request)
         except (OSError, ValueError) as exc:  # ValueError: NUL byte in the Command
             return _not_started(f"could not start script: {exc}", started)
+        return StartedScript(request, proc, started)
+
+    def complete(
+        self, script: StartedScript, on_started: Callable[[int], None] | None = None
+    ) -> RunOutcome:
+        """Supervise a started script to its end (the second half of `run`)."""
+        request, proc, started = script.request, script.proc, script.started
         try:
             if on_started is not None:
                 on_started(proc.pid)

@@ -42,7 +42,14 @@ from att_jm.domain.times import iso
 from att_jm.events import event_message
 from att_jm.logs import configure
 from att_jm.mqtt.adapter import Inbound, ServiceConnection
-from att_jm.runner import RunRequest, ScriptRunner, kill_leftovers, resolve_script
+from att_jm.runner import (
+    RunOutcome,
+    RunRequest,
+    ScriptRunner,
+    StartedScript,
+    kill_leftovers,
+    resolve_script,
+)
 from att_jm.seals import Sealer
 from att_jm.store import JobManagerApp, log_position, open_store, read_rows
 from projections.views import TOPICS, VIEWS, Views
@@ -179,32 +186,44 @@ def catch_up(app: JobManagerApp, views: Views) -> int:
 
 
 class Runner:
-    """The thread that runs one script at a time and reports back through the inbox."""
+    """Starts one script at a time on the caller's thread (the writer, right after the
+    Started event is stored: no thread switch before the fork), and waits for it on a
+    thread of its own, which reports back through the inbox."""
 
     def __init__(self, scripts: str, report: Callable[[Item], None]) -> None:
         self.scripts = ScriptRunner(scripts)
         self._report = report
-        self._work: queue.SimpleQueue[Dispatch | None] = queue.SimpleQueue()
+        self._work: queue.SimpleQueue[tuple[Dispatch, StartedScript | RunOutcome] | None] = (
+            queue.SimpleQueue()
+        )
         self._thread = threading.Thread(target=self._loop, name="att-jm-runner", daemon=True)
         self._thread.start()
 
     def submit(self, dispatch: Dispatch) -> None:
-        self._work.put(dispatch)
-
-    def _loop(self) -> None:
-        while (dispatch := self._work.get()) is not None:
-            self._report(RunFinished(dispatch.execution_id, self._run(dispatch), utcnow()))
-
-    def _run(self, dispatch: Dispatch) -> Outcome:
-        """Run one script; whatever happens, an Outcome comes back (nothing stays running)."""
+        """Start the script now; its outcome comes back as a RunFinished."""
         try:
-            outcome = self.scripts.run(
+            begun = self.scripts.begin(
                 RunRequest(
                     execution_id=dispatch.execution_id, job=dispatch.job,
                     trigger=dispatch.trigger, attempt=dispatch.attempt, script=dispatch.script,
                     command=dispatch.command, timeout_seconds=dispatch.timeout_seconds,
                 )
             )
+        except Exception as error:  # a runner bug must not leave the execution running
+            log.exception("runner.failed", execution=dispatch.execution_id)
+            begun = RunOutcome(2, f"runner error: {error!r}", None, False, 0.0, 0.0, "", "")
+        self._work.put((dispatch, begun))
+
+    def _loop(self) -> None:
+        while (work := self._work.get()) is not None:
+            dispatch, begun = work
+            self._report(RunFinished(dispatch.execution_id, self._wait(dispatch, begun),
+                                     utcnow()))
+
+    def _wait(self, dispatch: Dispatch, begun: StartedScript | RunOutcome) -> Outcome:
+        """Wait for the script; whatever happens, an Outcome comes back (nothing stays running)."""
+        try:
+            outcome = begun if isinstance(begun, RunOutcome) else self.scripts.complete(begun)
         except Exception as error:  # a runner bug must not leave the execution running
             log.exception("runner.failed", execution=dispatch.execution_id)
             return Outcome(result=2, feedback=f"runner error: {error!r}", exit_code=None,
