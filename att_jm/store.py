@@ -111,11 +111,19 @@ def existing_ids(app: JobManagerApp, ids: Collection[UUID], chunk: int = 500) ->
 
 
 # A stored originator id (32 hex digits in SQLite) in the usual UUID text form, made by SQLite.
-_DASHED_SQL = (
+DASHED_ID_SQL = (
     "CASE WHEN length(originator_id) = 32 THEN substr(originator_id, 1, 8) || '-' || "
     "substr(originator_id, 9, 4) || '-' || substr(originator_id, 13, 4) || '-' || "
     "substr(originator_id, 17, 4) || '-' || substr(originator_id, 21) ELSE originator_id END"
 )
+
+
+def open_log(app: JobManagerApp) -> tuple[sqlite3.Connection, str]:
+    """A plain read-only connection of its own to the store's file, and the events table."""
+    table = str(app.recorder.events_table_name)  # type: ignore[attr-defined]  # the SQLite recorder's
+    db_name = str(app.recorder.datastore.pool.db_name)  # type: ignore[attr-defined]  # idem
+    uri = db_name if db_name.startswith("file:") else f"file:{Path(db_name).resolve()}?mode=ro"
+    return sqlite3.connect(uri, uri=True), table
 
 
 def read_rows(
@@ -126,14 +134,11 @@ def read_rows(
     The raw rows, without building event objects, through a plain read-only connection
     of its own (no row objects): what catch-ups and replays need, at the speed of SQLite.
     """
-    table = app.recorder.events_table_name  # type: ignore[attr-defined]  # the SQLite recorder's
-    db_name = str(app.recorder.datastore.pool.db_name)  # type: ignore[attr-defined]  # idem
+    db, table = open_log(app)
     where = f"AND topic IN ({','.join('?' * len(topics))}) " if topics else ""
-    uri = db_name if db_name.startswith("file:") else f"file:{Path(db_name).resolve()}?mode=ro"
-    db = sqlite3.connect(uri, uri=True)
     try:
         cursor = db.execute(
-            f"SELECT rowid, {_DASHED_SQL}, topic, state FROM {table} "  # noqa: S608 -- the library's table
+            f"SELECT rowid, {DASHED_ID_SQL}, topic, state FROM {table} "  # noqa: S608 -- the library's table
             f"WHERE rowid > ? {where}ORDER BY rowid",
             (after, *topics),
         )

@@ -11,7 +11,7 @@ plus a catch-up rebuilds everything from zero with the same rules.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Final
@@ -269,8 +269,13 @@ def _reexecuted(o: Overlay, position: int, aggregate: str, e: dict[str, Any]) ->
     return ("queue", "failed")
 
 
+def cleaned_table(e: dict[str, Any]) -> str:
+    """The table (and view) a CleanedUp event's data removes its row from."""
+    return "executed" if e["table"] == "executed" else "failed"
+
+
 def _cleaned_up(o: Overlay, position: int, aggregate: str, e: dict[str, Any]) -> tuple[str, ...]:
-    table = "executed" if e["table"] == "executed" else "failed"
+    table = cleaned_table(e)
     o.put(table, aggregate, None)
     return (table,)
 
@@ -306,6 +311,31 @@ RULES: Final[dict[str, Rule]] = {
 
 TOPICS: Final = tuple(sorted(RULES))  # what a catch-up reads from the log
 
+# What a rebuild from empty views may skip (projections/rebuild.py). An execution's rows
+# exist only once its creation event is applied; after one of its FINAL events it has no row
+# in any view and the domain allows it no further event (att_jm/domain/executions.py: "gone").
+# Each Execution rule reports the same views whatever the rows (EXECUTION_VIEWS; CleanedUp:
+# the view `cleaned_table` names), so the views' positions follow from topics alone.
+CREATED: Final = "att_jm:Execution.Enqueued"
+CLEANED_UP: Final = "att_jm:Execution.CleanedUp"
+FINAL: Final = (
+    "att_jm:Execution.RemovedFromQueue", "att_jm:Execution.RemovedFromExecuted",
+    "att_jm:Execution.DeletedFromFailed", CLEANED_UP,
+)
+EXECUTION_VIEWS: Final[dict[str, tuple[str, ...]]] = {
+    CREATED: ("queue",),
+    "att_jm:Execution.Started": ("queue",),
+    "att_jm:Execution.Succeeded": ("queue", "executed"),
+    "att_jm:Execution.Failed": ("queue", "failed"),
+    "att_jm:Execution.RemovedFromQueue": ("queue",),
+    "att_jm:Execution.SentToFront": ("queue",),
+    "att_jm:Execution.Reexecuted": ("queue", "failed"),
+    "att_jm:Execution.RemovedFromExecuted": ("executed",),
+    "att_jm:Execution.DeletedFromFailed": ("failed",),
+    CLEANED_UP: (),  # executed or failed: `cleaned_table` of its data
+}
+EXECUTION_TOPICS: Final = tuple(sorted(EXECUTION_VIEWS))
+
 _HIDDEN: Final = frozenset({"originator_id", "originator_version", "timestamp"})
 
 
@@ -325,6 +355,35 @@ def stored_fields(aggregate: str, state: bytes) -> dict[str, Any]:
     data: dict[str, Any] = orjson.loads(state)
     data["at"] = stored_iso(data.pop("timestamp"))
     return data
+
+
+def _stored_items(
+    rows: Iterable[tuple[int, str, str, bytes]],
+) -> Iterator[tuple[int, str, str, dict[str, Any]]]:
+    """Stored rows (position, originator id, topic, state) as the rules take them."""
+    return (
+        (position, topic, aggregate, stored_fields(aggregate, state))
+        for position, aggregate, topic, state in rows
+        if topic in RULES
+    )
+
+
+def _run_rules(
+    overlay: Overlay, items: Iterable[tuple[int, str, str, dict[str, Any]]], start: int
+) -> int:
+    """Apply the items after position `start` to `overlay`; the last position seen."""
+    position = start
+    for event_position, topic, aggregate, data in items:
+        if event_position <= start:
+            continue
+        position = max(position, event_position)
+        rule = RULES.get(topic)
+        if rule is None:
+            continue
+        for view in rule(overlay, event_position, aggregate, data):
+            if view in VIEWS:
+                overlay.positions[view] = event_position
+    return position
 
 
 class Views:
@@ -364,27 +423,13 @@ class Views:
 
     def apply_rows(self, rows: Iterable[tuple[int, str, str, bytes]]) -> set[str]:
         """Apply stored rows (position, originator id, topic, state) after the tracked position."""
-        return self.apply_data(
-            (position, topic, aggregate, stored_fields(aggregate, state))
-            for position, aggregate, topic, state in rows
-            if topic in RULES
-        )
+        return self.apply_data(_stored_items(rows))
 
     def apply_data(self, items: Iterable[tuple[int, str, str, dict[str, Any]]]) -> set[str]:
         """Apply (position, topic, aggregate id, data) in one transaction; the views changed."""
         start = self.position
-        position = start
         overlay = Overlay(self._db)
-        for event_position, topic, aggregate, data in items:
-            if event_position <= start:
-                continue
-            position = max(position, event_position)
-            rule = RULES.get(topic)
-            if rule is None:
-                continue
-            for view in rule(overlay, event_position, aggregate, data):
-                if view in VIEWS:
-                    overlay.positions[view] = event_position
+        position = _run_rules(overlay, items, start)
         if position == start:
             return set()
         cursor = self._db.cursor()
@@ -398,6 +443,44 @@ class Views:
                 cursor.execute("ROLLBACK")
             raise
         return set(overlay.positions)
+
+    def apply_covering(
+        self, pages: Iterable[Iterable[tuple[int, str, str, bytes]]], upto: int,
+        positions: Mapping[str, int],
+    ) -> set[str]:
+        """Apply pages of stored rows for a caller that left out events changing no row.
+
+        `positions` holds, for the views those events report changed, the position of the
+        last event up to `upto` that changed each (left-out events included); the tracked
+        position becomes `upto`. Everything is one transaction, each page its own overlay
+        (bounded memory). The views changed.
+        """
+        start = self.position
+        changed: dict[str, int] = {}
+        cursor = self._db.cursor()
+        cursor.execute("BEGIN IMMEDIATE")
+        try:
+            position = start
+            for page in pages:
+                overlay = Overlay(self._db)
+                position = _run_rules(overlay, _stored_items(page), position)
+                overlay.flush(cursor)
+                changed.update(overlay.positions)
+            final = {view: at for view, at in positions.items()
+                     if view in VIEWS and start < at <= upto and at > changed.get(view, 0)}
+            cursor.executemany("INSERT OR REPLACE INTO view_positions VALUES (?, ?)",
+                               list(final.items()))
+            changed.update(final)
+            position = max(position, upto)
+            if position > start:
+                cursor.execute("INSERT OR REPLACE INTO tracking VALUES ('views', ?)",
+                               (position,))
+            cursor.execute("COMMIT")
+        except BaseException:
+            if self._db.in_transaction:
+                cursor.execute("ROLLBACK")
+            raise
+        return set(changed)
 
     def advance(self, position: int) -> None:
         """Record that the log up to `position` holds nothing more for these views."""

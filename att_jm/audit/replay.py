@@ -3,7 +3,9 @@
 The replay uses the very rules the live service uses (`Views.apply`), fed with the same
 events (`app.mapper.to_domain_event` of each stored row, upcasting included), so a view at
 position N is exactly what the service published when its log ended at N. Only the rows the
-views read are selected (`projections.views.TOPICS`, filtered in SQL); nothing is written
+views read are selected (`projections.views.TOPICS`, filtered in SQL); up to a position,
+only those that leave a trace in the views (`projections.rebuild.fill`: gone executions are
+skipped, their effect on the views' positions taken from the topics). Nothing is written
 anywhere but memory.
 """
 
@@ -17,6 +19,7 @@ from typing import Any, Final
 from att_jm.audit.rows import AuditError, StoreReader
 from att_jm.domain.times import iso
 from att_jm.store import open_store, read_rows
+from projections.rebuild import fill
 from projections.views import TOPICS, VIEWS, Views, stored_fields
 
 PAGE: Final = 50000
@@ -74,14 +77,15 @@ def replay_views(
                 raise AuditError(f"position must be >= 0, not {position}")
             end = min(position, end)
         views = Views(":memory:")
-        cut_at = None if at is None else iso(at)
+        if at is None:  # every event up to `end`: only those that leave a trace are read
+            fill(app, views, upto=end)
+            if progress is not None:
+                progress(end)
+            return PointInTime(end, views)
+        cut_at = iso(at)
         for page in read_rows(app, 0, TOPICS, page=PAGE):
             rows = page if page[-1][0] <= end else [row for row in page if row[0] <= end]
-            if cut_at is None:
-                views.apply_rows(rows)
-                cut = None
-            else:
-                cut, end = _apply_until(views, rows, cut_at, end)
+            cut, end = _apply_until(views, rows, cut_at, end)
             if progress is not None and rows:
                 progress(rows[-1][0])
             if cut is not None or len(rows) < len(page) or rows[-1][0] >= end:
