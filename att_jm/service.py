@@ -51,8 +51,9 @@ from att_jm.runner import (
     resolve_script,
 )
 from att_jm.seals import Sealer
-from att_jm.store import JobManagerApp, log_position, open_store, read_rows
-from projections.views import TOPICS, VIEWS, Views
+from att_jm.store import log_position, open_store
+from projections.rebuild import catch_up
+from projections.views import VIEWS, Views
 
 log = structlog.get_logger("att_jm")
 
@@ -171,18 +172,6 @@ class ViewsLock:
         if self._file is not None:
             self._file.close()
             self._file = None
-
-
-def catch_up(app: JobManagerApp, views: Views) -> int:
-    """Apply every event the views have not seen, page by page; events applied."""
-    applied = 0
-    # Big pages: rows created and removed within one page (most executions, once cleaned
-    # up) never reach the views file.
-    for rows in read_rows(app, views.position, TOPICS, page=50_000):
-        views.apply_rows(rows)
-        applied += len(rows)
-    views.advance(log_position(app))
-    return applied
 
 
 class Runner:
