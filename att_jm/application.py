@@ -17,8 +17,7 @@ import orjson
 import structlog
 from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.domain import Aggregate
-from eventsourcing.persistence import Notification as LogRecord
-from eventsourcing.persistence import Recording, StoredEvent
+from eventsourcing.persistence import StoredEvent
 
 from att_jm.domain import commands as cmd
 from att_jm.domain.cleanup import select_for_cleanup
@@ -250,8 +249,9 @@ class JobManager:
         to_stored = self.app.mapper.to_stored_event
         uow.encoded.extend(to_stored(event) for event in uow.events[len(uow.encoded):])
 
-    def commit(self, uow: UnitOfWork) -> list[Recording[UUID]]:
-        """Store the batch's events in one transaction (snapshotting the scheduler)."""
+    def commit(self, uow: UnitOfWork) -> list[tuple[int, Any]]:
+        """Store the batch's events in one transaction (snapshotting the scheduler); each
+        event with its log position."""
         if not uow.events:
             return []
         # The recorder directly: Application.save() would re-collect the events through a
@@ -259,18 +259,10 @@ class JobManager:
         # and EventStore.put() would encode each event again.
         self.encode(uow)
         positions = append_events(self.app, uow.encoded)
-        recordings = [
-            Recording(event, LogRecord(
-                id=position, originator_id=stored.originator_id,
-                originator_version=stored.originator_version, topic=stored.topic,
-                state=stored.state,
-            ))
-            for event, stored, position in zip(uow.events, uow.encoded, positions, strict=True)
-        ]
         for event in uow.events:
             if event.originator_id == SCHEDULER_ID and event.originator_version % 500 == 0:
                 self._snapshot(event.originator_version)
-        return recordings
+        return list(zip(positions, uow.events, strict=True))
 
     def _snapshot(self, version: int) -> None:
         """Snapshot the scheduler; a failure only costs load time, so it never fails a commit."""

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
-from typing import Final
+from typing import Any, Final
 from uuid import UUID
 
 import structlog
@@ -95,8 +95,8 @@ class Sealer:
         by_time = 0.0 if self._full else self._since + self.every_seconds - now
         return max(0.0, by_time, self._retry_at - now)
 
-    def seal(self, at: datetime) -> tuple[list[Recording[UUID]], list[Seal]]:
-        """Seal every waiting row now; the stored recordings and the new seals."""
+    def seal(self, at: datetime) -> tuple[list[tuple[int, Any]], list[Seal]]:
+        """Seal every waiting row now; the stored events (with their positions), the seals."""
         try:
             if self._stale:
                 self.ledger = self._load()
@@ -110,7 +110,7 @@ class Sealer:
                 self._stale = False
             raise
 
-    def _seal(self, at: datetime) -> tuple[list[Recording[UUID]], list[Seal]]:
+    def _seal(self, at: datetime) -> tuple[list[tuple[int, Any]], list[Seal]]:
         first = self.ledger is None
         ledger = Ledger.create(at) if self.ledger is None else self.ledger
         start_version = 0 if first else ledger.version
@@ -137,7 +137,8 @@ class Sealer:
             read_seal(_as_row(r), 0) for r in recordings
             if r.notification.topic == Ledger.Sealed.TOPIC
         ]
-        return recordings, _numbered(seals, ledger.seals)
+        stored = [(r.notification.id, r.domain_event) for r in recordings]
+        return stored, _numbered(seals, ledger.seals)
 
     @staticmethod
     def _close(ledger: Ledger, hasher: SealHasher, at: datetime) -> None:

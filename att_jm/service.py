@@ -26,11 +26,9 @@ from functools import partial
 from pathlib import Path
 from types import FrameType
 from typing import IO, Any
-from uuid import UUID
 
 import orjson
 import structlog
-from eventsourcing.persistence import Recording
 
 from att_jm import __version__
 from att_jm.application import Dispatch, JobManager, Outcome, UnitOfWork
@@ -344,7 +342,7 @@ class Writer:
     def _commit(self, uow: UnitOfWork, attempt: int) -> bool:
         """Commit `uow`, catch up the views and publish the events; False after a store fault."""
         try:
-            recordings = self.manager.commit(uow)
+            stored = self.manager.commit(uow)
         except Exception as error:  # noqa: BLE001 -- any store fault: report, back off, retry
             self._store_fault(error, attempt)
             return False
@@ -354,7 +352,7 @@ class Writer:
             self.connection.resume()
             self._set_fault(None)
             log.info("store.recovered")
-        self._after_commit(recordings)
+        self._after_commit(stored)
         if uow.spoiled:  # after the views took the batch: reload() reads job names from them
             self.manager.reload()
         return True
@@ -395,7 +393,7 @@ class Writer:
             self.connection.status_topic, orjson.dumps(self.status("online")), retain=True
         )
 
-    def _apply_views(self, recordings: list[Recording[UUID]]) -> None:
+    def _apply_views(self, stored: list[tuple[int, Any]]) -> None:
         """Bring the views up to the log (the batch just stored, or everything missed).
 
         The log is committed already, so a views failure (full disk) must not stop the
@@ -403,14 +401,12 @@ class Writer:
         nothing is dispatched from stale views.
         """
         try:
-            first = recordings[0].notification.id if recordings else 0
+            first = stored[0][0] if stored else 0
             if self.views_behind or self.views.position < first - 1:
                 catch_up(self.app, self.views)
                 self.dirty |= set(VIEWS)
-            elif recordings:
-                self.dirty |= self.views.apply(
-                    [(r.notification.id, r.domain_event) for r in recordings]
-                )
+            elif stored:
+                self.dirty |= self.views.apply(stored)
         except Exception as error:  # noqa: BLE001 -- any views fault: report, retry later
             if not self.views_behind:
                 log.error("views.apply_failed", error=repr(error))
@@ -424,16 +420,16 @@ class Writer:
         if self.fault is not None and self.fault["kind"] == "views":
             self._set_fault(None)
 
-    def _after_commit(self, recordings: list[Recording[UUID]]) -> None:
+    def _after_commit(self, stored: list[tuple[int, Any]]) -> None:
         """Publish the events (first: subscribers wait for them), then update the views."""
-        if not recordings:
+        if not stored:
             return
-        for recording in recordings:
-            message = event_message(recording.notification.id, recording.domain_event)
+        for position, event in stored:
+            message = event_message(position, event)
             self.connection.publish(
                 f"{self.prefix}/job-manager/events/{message['type']}", orjson.dumps(message)
             )
-        self._apply_views(recordings)
+        self._apply_views(stored)
 
     def _handle_batch(self, items: list[Item]) -> None:
         views_gets: list[tuple[Inbound, ViewsGet]] = []
@@ -604,11 +600,11 @@ class Writer:
         try:
             if not (self.sealer.pending() if force else self.sealer.due()):
                 return
-            recordings, seals = self.sealer.seal(self.clock())
+            stored, seals = self.sealer.seal(self.clock())
         except Exception as error:  # noqa: BLE001 -- a store fault: the sealer retries later
             log.error("log.seal_failed", error=repr(error))
             return
-        self._after_commit(recordings)
+        self._after_commit(stored)
         for seal in seals:
             self.connection.publish(f"{self.prefix}/job-manager/seals",
                                     orjson.dumps(seal.message()), retain=True)

@@ -42,7 +42,7 @@ class FakeClock:
 
 def _commit(manager: JobManager, views: Views, uow: UnitOfWork) -> None:
     recordings = manager.commit(uow)
-    views.apply([(r.notification.id, r.domain_event) for r in recordings])
+    views.apply(recordings)
 
 
 def _command(manager: JobManager, views: Views, name: str, args: dict[str, Any]) -> None:
@@ -106,7 +106,7 @@ def build(store: Path, events: int, *, keep_rows: int = 1000, batch: int = 500,
         _commit(manager, views, uow)
         if sealer.pending() >= sealer.every_events:  # sealed as the service does
             recordings, _ = sealer.seal(clock.now)
-            views.apply([(r.notification.id, r.domain_event) for r in recordings])
+            views.apply(recordings)
         since_cleanup += batch
         if since_cleanup >= 2 * keep_rows:
             since_cleanup = 0
@@ -115,7 +115,7 @@ def build(store: Path, events: int, *, keep_rows: int = 1000, batch: int = 500,
             progress(log_position(app))
     _cleanup(manager, views)
     recordings, _ = sealer.seal(clock.now)
-    views.apply([(r.notification.id, r.domain_event) for r in recordings])
+    views.apply(recordings)
     sealer.close()
     position = log_position(app)
     views.close()

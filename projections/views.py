@@ -336,6 +336,7 @@ EXECUTION_VIEWS: Final[dict[str, tuple[str, ...]]] = {
 }
 EXECUTION_TOPICS: Final = tuple(sorted(EXECUTION_VIEWS))
 
+_NO_DATA: Final[dict[str, Any]] = {}
 _HIDDEN: Final = frozenset({"originator_id", "originator_version", "timestamp"})
 
 
@@ -418,7 +419,9 @@ class Views:
     def apply(self, items: Iterable[tuple[int, Any]]) -> set[str]:
         """Apply live domain events (position, event) after the tracked position; views changed."""
         return self.apply_data(
-            (position, *event_fields(event)) for position, event in items
+            (position, *event_fields(event)) if getattr(type(event), "TOPIC", None) in RULES
+            else (position, "", "", _NO_DATA)  # no rule reads it: only its position counts
+            for position, event in items
         )
 
     def apply_rows(self, rows: Iterable[tuple[int, str, str, bytes]]) -> set[str]:

@@ -18,8 +18,8 @@ import orjson
 
 from att_jm.application import JobManager, Outcome, UnitOfWork
 from att_jm.seals import Sealer
-from att_jm.service import catch_up
 from att_jm.store import log_position, open_store
+from projections.rebuild import catch_up
 from projections.views import VIEWS, Views
 
 T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
@@ -71,7 +71,7 @@ class ScriptedRun:
         result = work(uow)
         uow.collect()
         recordings = self.manager.commit(uow)
-        self.views.apply([(r.notification.id, r.domain_event) for r in recordings])
+        self.views.apply(recordings)
         if uow.spoiled:
             self.manager.reload()
         self._record()
@@ -82,7 +82,7 @@ class ScriptedRun:
     def seal(self) -> None:
         """Seal every waiting row now (as the service does when due or at a clean stop)."""
         recordings, seals = self.sealer.seal(self.clock())
-        self.views.apply([(r.notification.id, r.domain_event) for r in recordings])
+        self.views.apply(recordings)
         self.seals.extend(seal.message() for seal in seals)
         self._record()
 

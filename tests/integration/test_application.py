@@ -22,8 +22,8 @@ from att_jm.domain.ids import SCHEDULER_ID, execution_id, job_id
 from att_jm.domain.jobs import Job
 from att_jm.domain.notifications import CommandRecord, Notification, Rejection
 from att_jm.domain.scheduler import Scheduler
-from att_jm.service import catch_up
 from att_jm.store import log_position, open_store, read_log
+from projections.rebuild import catch_up
 from projections.views import Views
 
 T0 = datetime(2026, 4, 1, 9, 0, tzinfo=UTC)
@@ -87,7 +87,7 @@ class Harness:
         if uow.spoiled:
             self.manager.reload()
         if apply_views:
-            self.views.apply([(r.notification.id, r.domain_event) for r in recordings])
+            self.views.apply(recordings)
         return results
 
     def unit(self, work: Callable[[UnitOfWork], R], *, apply_views: bool = True) -> R:

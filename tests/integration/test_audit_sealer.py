@@ -61,7 +61,7 @@ def test_a_seal_is_due_after_n_events_or_t_seconds_after_the_first_waiting_one(
     assert sealer.pending() == 10
     recordings, seals = sealer.seal(AT)
     assert [s.position for s in seals] == [10]
-    assert [r.notification.topic for r in recordings] == [
+    assert [type(event).TOPIC for _, event in recordings] == [
         "att_jm:Ledger.Created", "att_jm:Ledger.Sealed"]
     assert sealer.pending() == 0  # its own events wait for the next seal, but never trigger one
     ticks.now += 1000
