@@ -29,7 +29,7 @@ from att_jm.domain.matching import fill_template, matches
 from att_jm.domain.notifications import CommandRecord, Notification, Rejection
 from att_jm.domain.scheduler import TABLES, Scheduler
 from att_jm.domain.times import iso
-from att_jm.store import JobManagerApp, append_events, existing_ids
+from att_jm.store import JobManagerApp, LogIndex, append_events
 from projections.views import Views
 
 log = structlog.get_logger("att_jm")
@@ -159,6 +159,7 @@ class JobManager:
         self.check_script = check_script
         self.clock = clock
         self.max_payload_bytes = max_payload_bytes
+        self.index = LogIndex(app)
         self.jobs: dict[str, Job] = {}
         # Executions this writer loaded or changed lately (the running one, the next ones):
         # like the jobs and the scheduler, they match the store after every commit, and
@@ -166,6 +167,10 @@ class JobManager:
         self._executions: collections.OrderedDict[UUID, Execution] = collections.OrderedDict()
         self.scheduler = self._load_scheduler()
         self.reload()
+
+    def close(self) -> None:
+        """Close the log index's connection (the last connection to close checkpoints the WAL)."""
+        self.index.close()
 
     # State -------------------------------------------------------------------------------
 
@@ -195,7 +200,7 @@ class JobManager:
         return job
 
     def _exists(self, aggregate_id: UUID) -> bool:
-        return bool(self.app.recorder.select_events(aggregate_id, limit=1))
+        return self.index.exists(aggregate_id)
 
     def prefetch_notifications(self, uow: UnitOfWork, payloads: Iterable[bytes]) -> None:
         """Parse these payloads once, and look up in one query which of their notification
@@ -213,7 +218,7 @@ class JobManager:
                     key = notification_id(nid)
                     ids.append(key)
             uow.parsed[payload] = (body, key)
-        uow.stored = existing_ids(self.app, ids)
+        uow.stored = self.index.existing(ids) if ids else set()
 
     def _notification_stored(self, uow: UnitOfWork, key: UUID) -> bool:
         if uow.stored is not None:

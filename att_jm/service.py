@@ -304,6 +304,7 @@ class Writer:
         self._publish_views(force=True)
         self._seal(force=True)  # a clean stop leaves the whole log sealed
         self.sealer.close()
+        self.manager.close()
         self.connection.stop(self.status("offline"))
         self.views.close()
         self.inbox.close()

@@ -92,22 +92,33 @@ def log_position(app: JobManagerApp) -> int:
     return app.recorder.max_notification_id() or 0
 
 
-def existing_ids(app: JobManagerApp, ids: Collection[UUID], chunk: int = 500) -> set[UUID]:
-    """Which of `ids` name an aggregate that has events in the store (one query per chunk)."""
-    found: set[UUID] = set()
-    wanted = [aggregate_id.hex for aggregate_id in ids]
-    table = app.recorder.events_table_name  # type: ignore[attr-defined]  # the SQLite recorder's
-    datastore = app.recorder.datastore  # type: ignore[attr-defined]  # idem
-    with datastore.transaction(commit=False) as cursor:
+class LogIndex:
+    """Which aggregates have events in the log, through a plain read-only connection of its
+    own: a lookup is an index seek, without the library's pooled transaction around it
+    (~0.1 ms, the largest part of answering one command or one notification)."""
+
+    def __init__(self, app: JobManagerApp) -> None:
+        self._db, table = open_log(app)
+        self._any = (
+            f"SELECT originator_id FROM {table} WHERE originator_version = 1 "  # noqa: S608 -- the library's table name
+            "AND originator_id IN "
+        )
+
+    def existing(self, ids: Collection[UUID], chunk: int = 500) -> set[UUID]:
+        """Which of `ids` name an aggregate that has events (one query per chunk)."""
+        found: set[UUID] = set()
+        wanted = [aggregate_id.hex for aggregate_id in ids]
         for start in range(0, len(wanted), chunk):
             part = wanted[start : start + chunk]
-            cursor.execute(
-                f"SELECT originator_id FROM {table} WHERE originator_version = 1 "  # noqa: S608 -- the library's own table name
-                f"AND originator_id IN ({','.join('?' * len(part))})",
-                part,
-            )
-            found.update(UUID(row[0]) for row in cursor.fetchall())
-    return found
+            cursor = self._db.execute(f"{self._any}({','.join('?' * len(part))})", part)
+            found.update(UUID(row[0]) for row in cursor)
+        return found
+
+    def exists(self, aggregate_id: UUID) -> bool:
+        return bool(self.existing((aggregate_id,)))
+
+    def close(self) -> None:
+        self._db.close()
 
 
 # A stored originator id (32 hex digits in SQLite) in the usual UUID text form, made by SQLite.

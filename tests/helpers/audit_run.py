@@ -59,6 +59,7 @@ class ScriptedRun:
         self._record()
 
     def close(self) -> None:
+        self.manager.close()
         self.sealer.close()
         self.views.close()
         self.app.close()
