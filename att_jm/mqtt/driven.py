@@ -1,0 +1,170 @@
+"""A paho connection driven by its caller's thread: `poll()`, reconnects with back-off.
+
+paho runs without its loop thread: the caller's `poll()` waits for the socket (and the
+caller's own wake-up descriptors), and every read, write, keepalive and reconnect happens
+in that one thread. Why: with paho's network thread, every message and every publish
+crossed threads under the GIL, and a publish waited for the caller to block before the
+network thread could send it (the caller then held the GIL for up to the 5 ms switch
+interval); received bytes were read with 3-4 `recv` calls a packet. Here a publish or an
+ack is written to the socket when it is made, received bytes are read 64 KiB at a time
+(`BufferedClient`), and nothing waits for a thread switch.
+
+A connection that drops is retried from `poll()`, 50 ms doubling up to 2 s; each
+successful CONNACK bumps `generation`. Subclasses say what to do once connected.
+"""
+
+from __future__ import annotations
+
+import select
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Final
+
+import structlog
+from paho.mqtt.client import Client, ConnectFlags, DisconnectFlags
+from paho.mqtt.enums import MQTTErrorCode
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from att_jm.config import MqttEndpoint
+from att_jm.mqtt.common import (
+    RECONNECT_MAX_DELAY,
+    RECONNECT_MIN_DELAY,
+    BufferedClient,
+    json_publish_properties,
+    new_buffered_client,
+)
+
+log = structlog.get_logger("att_jm.mqtt")
+
+KEEPALIVE_SECONDS: Final = 30
+#: Longest a blocking TCP connect to the broker may take (paho's default is 5 s); the
+#: caller waits for it, so it is kept short. A broker that is down refuses at once.
+CONNECT_TIMEOUT_SECONDS: Final = 2.0
+#: poll() returns at least this often so that keepalive and reconnects are serviced.
+HOUSEKEEPING_SECONDS: Final = 1.0
+
+
+class DrivenConnection:
+    """The shared machinery: one `BufferedClient`, polled and reconnected by its caller.
+
+    Single-threaded: every method must be called from the caller's one thread.
+    """
+
+    def __init__(
+        self, endpoint: MqttEndpoint, *, client_id: str, manual_ack: bool,
+        monotonic: Callable[[], float] = time.monotonic,
+        kind: type[BufferedClient] = BufferedClient,
+    ) -> None:
+        self.generation = 0
+        self.connected = False
+        self._stopped = False
+        self._monotonic = monotonic
+        self._next_attempt: float | None = None  # when to (re)connect; None: not now
+        self._delay = RECONNECT_MIN_DELAY
+        self.client: BufferedClient = new_buffered_client(endpoint, client_id,
+                                                          manual_ack=manual_ack, kind=kind)
+        self.client.connect_timeout = CONNECT_TIMEOUT_SECONDS
+        # No in-flight cap: paho rescans its whole outgoing queue on every PUBACK while one is
+        # set (a quarter of the writer's CPU in a burst); the broker and loopback keep up.
+        self.client.max_inflight_messages_set(0)
+        self._json = json_publish_properties()  # read-only once built: shared by every publish
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self._endpoint = endpoint
+
+    def _connect_soon(self, *, clean_start: bool, properties: Properties) -> None:
+        """Connect on the next `poll()`, retrying for ever."""
+        self.client.connect_async(
+            self._endpoint.host, self._endpoint.port, keepalive=KEEPALIVE_SECONDS,
+            clean_start=clean_start, properties=properties,
+        )
+        self._next_attempt = self._monotonic()
+
+    def _wants_connection(self) -> bool:
+        """Whether a lost connection is to be retried."""
+        return not self._stopped
+
+    def _connected(self, client: Client, flags: ConnectFlags) -> None:
+        """Called once a CONNACK accepted the connection (after `generation` moved on)."""
+
+    def _close(self, deadline: float) -> None:
+        """Send DISCONNECT and write everything queued before it out, until `deadline`."""
+        self.client.disconnect()
+        while self.client.socket() is not None and self._monotonic() < deadline:
+            self._serve(0.05, ())
+        self.connected = False
+
+    # The network -------------------------------------------------------------------------
+
+    def _serve(self, timeout: float, wake_fds: Sequence[int]) -> None:
+        """Wait up to `timeout` s for the broker or for one of `wake_fds` to be readable
+        (the caller empties them), then do every pending read, write, keepalive and
+        reconnect. paho's callbacks run on the way."""
+        client = self.client
+        now = self._monotonic()
+        if client.socket() is None and self._next_attempt is not None:
+            if now >= self._next_attempt:
+                self._reconnect(now)
+            if self._next_attempt is not None:
+                timeout = min(timeout, max(0.0, self._next_attempt - now))
+        sock = client.socket()
+        readers: list[Any] = list(wake_fds)
+        writers: list[Any] = []
+        if sock is not None:
+            readers.append(sock)
+            if client.want_write():
+                writers.append(sock)
+            if client.buffered():
+                timeout = 0.0
+        wait = max(0.0, min(timeout, HOUSEKEEPING_SECONDS))
+        try:
+            readable, writable, _ = select.select(readers, writers, [], wait)
+        except (OSError, ValueError):  # the socket broke under us: reading tells paho
+            readable, writable = ([] if sock is None else [sock]), []
+        if sock is not None and client.socket() is sock:
+            if sock in readable or client.buffered():
+                self._read()
+            if client.socket() is not None and (sock in writable or client.want_write()):
+                client.loop_write()
+            if client.socket() is not None:
+                client.loop_misc()  # keepalive: PINGREQ when due, drop a dead connection
+
+    def _read(self) -> None:
+        """Read and handle every packet that has arrived (64 KiB per recv)."""
+        client = self.client
+        while client.socket() is not None:
+            if client.loop_read() != MQTTErrorCode.MQTT_ERR_SUCCESS or not client.buffered():
+                return
+
+    def _reconnect(self, now: float) -> None:
+        try:
+            self.client.reconnect()
+        except (OSError, ValueError) as error:  # refused, unreachable, TLS, DNS
+            log.warning("mqtt.connect_failed", error=str(error), retry_in=self._delay)
+            self._next_attempt = now + self._delay
+            self._delay = min(self._delay * 2, RECONNECT_MAX_DELAY)
+            return
+        self._next_attempt = None  # CONNACK decides; a lost connection schedules the next
+
+    def _on_connect(
+        self, client: Client, userdata: Any, flags: ConnectFlags, reason: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        if reason.is_failure:
+            log.error("mqtt.connect_refused", reason=str(reason))
+            return
+        self.generation += 1
+        self.connected = True
+        self._delay = RECONNECT_MIN_DELAY
+        self._connected(client, flags)
+
+    def _on_disconnect(
+        self, client: Client, userdata: Any, flags: DisconnectFlags, reason: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        self.connected = False
+        if self._wants_connection():
+            self._next_attempt = self._monotonic() + self._delay
+            self._delay = min(self._delay * 2, RECONNECT_MAX_DELAY)
+        log.warning("mqtt.disconnected", reason=str(reason))

@@ -1,0 +1,489 @@
+"""The events relay: a second process that publishes the log on `P/job-manager/events/{type}`.
+
+The writer stores events; this process tails the store file (read-only, WAL: it never
+blocks the writer) and publishes every row after its position, in log order, at QoS 1
+(ContentType application/json, not retained), as `att_jm.events.row_message` builds it.
+So the writer's core is spared building those packets and handling their PUBACKs.
+
+- Position: `<store>.events.pos` holds the last position whose PUBACK (and every earlier
+  one's) has arrived. It is written as a temp file + `os.replace` (no fsync), at most every
+  `SAVE_EVERY` s and at exit. On start the relay resumes after it (clamped to the log's end),
+  or after `--after` when there is no such file. At least once, in order: a crash of either
+  process republishes at most the un-confirmed tail (same `position`: consumers drop
+  duplicates) and loses nothing. One relay per store at a time (a lock next to the file).
+- Wake-ups: stdin is a pipe from the writer, one line per commit (the position just
+  committed: a hint, the relay always reads to the log's end); the relay waits with
+  select() on it and on its MQTT socket, and reads the log every `LOG_POLL` s anyway.
+- Stop: EOF on stdin (the writer stopped or died) or SIGTERM/SIGINT: publish what remains up
+  to the log's end and wait for the PUBACKs, for at most `DRAIN_SECONDS` in all; record the
+  position, disconnect normally, exit 0 (what did not make it goes out at the next start).
+- Logs (structlog, stderr, `process: relay` on every line): `relay.started` (the position
+  it resumes after, its source, the log's end), `relay.stopping`, `relay.stopped`
+  (position, published, unconfirmed, refused), `relay.publish_refused`, `relay.failed`.
+
+`python -m att_jm.relay [--after N]`, settings from the environment (ATT_JM_MQTT_URL,
+ATT_JM_STORE, ATT_JM_TOPIC_PREFIX, ATT_JM_CLIENT_ID, ATT_JM_LOG_FORMAT), client id
+`<client id>-events`. `EventsRelay` is its handle in the writer, which starts it: with the
+runner, the only code that starts processes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import contextlib
+import fcntl
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from types import FrameType
+from typing import IO, Final
+
+import orjson
+import structlog
+
+from att_jm.audit.rows import AuditError, StoreReader
+from att_jm.config import ENV_PREFIX, ConfigError, Settings, env_name, load_settings
+from att_jm.events import row_message
+from att_jm.logs import configure
+from att_jm.mqtt.publisher import PublishConnection
+
+log = structlog.get_logger("att_jm.relay")
+
+POSITION_SUFFIX: Final = ".events.pos"
+PAGE: Final = 1000  # rows per read
+WINDOW: Final = 4000  # most messages published and not yet acknowledged
+SAVE_EVERY: Final = 0.2  # seconds between two writes of the position file
+LOG_POLL: Final = 0.5  # the log is read at least this often, hint or not
+DRAIN_SECONDS: Final = 5.0  # at a stop: how long to wait for the last PUBACKs
+#: The settings the relay reads from its environment (the writer sets them from its own).
+RELAY_SETTINGS: Final = ("mqtt_url", "store", "topic_prefix", "client_id", "log_format")
+
+
+def position_path(store: str) -> str:
+    """The relay's position file of the store at `store`."""
+    return store + POSITION_SUFFIX
+
+
+def read_position(path: str) -> int | None:
+    """The position recorded in `path`; None when there is none (or it is unreadable)."""
+    try:
+        text = Path(path).read_text(encoding="ascii")
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as error:
+        log.warning("relay.position_unreadable", path=path, error=repr(error))
+        return None
+    try:
+        return max(0, int(text.strip()))
+    except ValueError:
+        log.warning("relay.position_unreadable", path=path, text=text[:40])
+        return None
+
+
+def write_position(path: str, position: int) -> None:
+    """Record `position` in `path`: a temp file renamed over it (atomic, no fsync)."""
+    temp = f"{path}.tmp"
+    with open(temp, "w", encoding="ascii") as handle:
+        handle.write(f"{position}\n")
+    os.replace(temp, path)
+
+
+class Window:
+    """The messages published and not yet confirmed, in log order.
+
+    `confirmed` is the last position whose PUBACK, and every earlier one's, has arrived.
+    """
+
+    def __init__(self, confirmed: int) -> None:
+        self.confirmed = confirmed
+        self._order: collections.deque[int] = collections.deque()  # mids, in publish order
+        self._positions: dict[int, int] = {}  # mid -> position
+        self._acked: set[int] = set()  # acked mids not at the head yet
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+    def add(self, mid: int, position: int) -> None:
+        self._order.append(mid)
+        self._positions[mid] = position
+
+    def ack(self, mid: int) -> None:
+        if mid not in self._positions:
+            return
+        self._acked.add(mid)
+        order, acked = self._order, self._acked
+        while order and order[0] in acked:
+            head = order.popleft()
+            acked.discard(head)
+            self.confirmed = self._positions.pop(head)
+
+
+class Relay:
+    """The relay process's loop (see the module docstring)."""
+
+    def __init__(
+        self, settings: Settings, after: int, *, wake_fd: int | None, stop_fd: int | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self.prefix = f"{settings.topic_prefix}/job-manager/events/"
+        self.path = position_path(settings.store)
+        self.reader = StoreReader(settings.store)
+        recorded = read_position(self.path)
+        end = self.reader.max_position()
+        self.source = "--after" if recorded is None else "position file"
+        start = min(after if recorded is None else recorded, end)
+        self.window = Window(start)
+        self.sent = start  # the last position published
+        self.saved = start if recorded == start else -1
+        self.saved_at = 0.0
+        self.caught_up = False  # the last read reached the log's end
+        self.next_read = 0.0
+        self.hint = 0
+        self.published = 0
+        self.refused = 0
+        self.stopping: str | None = None
+        self._wake_fd = wake_fd
+        self._stop_fd = stop_fd
+        self._partial = b""
+        self._monotonic = monotonic
+        self.connection = PublishConnection(
+            settings.mqtt, client_id=f"{settings.client_id}-events", on_acked=self._acked,
+            monotonic=monotonic,
+        )
+        self.log = log.bind(store=settings.store)
+        self.log.info("relay.started", position=start, source=self.source, log_end=end,
+                      pid=os.getpid())
+
+    def run(self) -> int:
+        self.connection.start()
+        deadline = float("inf")
+        started = self._monotonic()
+        while True:
+            self._read_wake_ups()
+            now = self._monotonic()
+            if self.stopping is not None and deadline == float("inf"):
+                deadline = now + DRAIN_SECONDS
+                self.caught_up = False  # read up to the log's end once more
+                self.log.info("relay.stopping", reason=self.stopping, sent=self.sent,
+                              position=self.window.confirmed)
+            if self._read_due(now):
+                self._publish_more(now)
+            self._save(now)
+            if self.stopping is not None and (
+                (self.caught_up and not self.window) or now >= deadline
+            ):
+                break
+            self.connection.poll(self._wait(now, deadline), self._fds())
+        self._save(self._monotonic(), force=True)
+        self.connection.stop()
+        self.reader.close()
+        self.log.info("relay.stopped", reason=self.stopping, position=self.window.confirmed,
+                      sent=self.sent, unconfirmed=len(self.window), published=self.published,
+                      refused=self.refused, seconds=round(self._monotonic() - started, 3))
+        return 0
+
+    # Reading and publishing --------------------------------------------------------------
+
+    def _read_due(self, now: float) -> bool:
+        if len(self.window) >= WINDOW:
+            return False
+        return not self.caught_up or self.hint > self.sent or now >= self.next_read
+
+    def _publish_more(self, now: float) -> None:
+        """Publish rows after `sent` until the window is full or the log's end is reached."""
+        publish, prefix, window = self.connection.publish, self.prefix, self.window
+        while (room := WINDOW - len(window)) > 0:
+            limit = min(PAGE, room)
+            rows = next(self.reader.raw_pages(self.sent, None, page=limit), [])
+            for row in rows:
+                message = row_message(row)
+                window.add(publish(prefix + message["type"], orjson.dumps(message)), row[0])
+            if rows:
+                self.sent = rows[-1][0]
+                self.published += len(rows)
+            if len(rows) < limit:
+                self.caught_up = True
+                self.next_read = now + LOG_POLL
+                return
+        self.caught_up = False  # the window is full: more to read once PUBACKs come
+
+    def _acked(self, mid: int, ok: bool) -> None:
+        if not ok:  # the broker refused it (e.g. the ACL): sending it again would not help
+            self.refused += 1
+            self.log.error("relay.publish_refused", mid=mid)
+        self.window.ack(mid)
+
+    def _save(self, now: float, *, force: bool = False) -> None:
+        confirmed = self.window.confirmed
+        if confirmed == self.saved or (not force and now - self.saved_at < SAVE_EVERY):
+            return
+        try:
+            write_position(self.path, confirmed)
+        except OSError as error:  # a full disk: the position stays behind, nothing is lost
+            self.log.error("relay.position_write_failed", error=repr(error))
+        else:
+            self.saved = confirmed
+        self.saved_at = now
+
+    def _wait(self, now: float, deadline: float) -> float:
+        if not self.caught_up and len(self.window) < WINDOW:
+            return 0.0
+        wait = max(0.0, self.next_read - now) if len(self.window) < WINDOW else LOG_POLL
+        if self.window.confirmed != self.saved:
+            wait = min(wait, max(0.0, self.saved_at + SAVE_EVERY - now))
+        return min(wait, LOG_POLL, max(0.0, deadline - now))
+
+    # Wake-ups ----------------------------------------------------------------------------
+
+    def _fds(self) -> Sequence[int]:
+        return tuple(fd for fd in (self._wake_fd, self._stop_fd) if fd is not None)
+
+    def _read_wake_ups(self) -> None:
+        if self._stop_fd is not None:
+            with contextlib.suppress(BlockingIOError):
+                while os.read(self._stop_fd, 512):
+                    pass
+        if self._wake_fd is None:
+            return
+        data = b""
+        try:
+            while chunk := os.read(self._wake_fd, 65536):
+                data += chunk
+            self._wake_fd = None  # EOF: the writer stopped or died
+            self.stopping = self.stopping or "eof"
+        except BlockingIOError:
+            pass
+        if data:
+            self._take_hints(data)
+
+    def _take_hints(self, data: bytes) -> None:
+        lines = (self._partial + data).split(b"\n")
+        self._partial = lines.pop()[-64:]
+        for line in reversed(lines):
+            with contextlib.suppress(ValueError):
+                self.hint = max(self.hint, int(line))
+                return
+        self.hint = max(self.hint, self.sent + 1)  # no readable line: read anyway
+
+    def stop(self, reason: str) -> None:
+        """Finish (from a signal handler: only sets a flag; the stop pipe wakes the loop)."""
+        self.stopping = self.stopping or reason
+
+
+# The process -------------------------------------------------------------------------------
+
+
+def _lock(path: str, relay_stopping: Callable[[], bool]) -> IO[bytes] | None:
+    """Take the store's relay lock, waiting for a previous relay to finish; None if stopped
+    meanwhile."""
+    handle = open(path + ".lock", "ab")  # noqa: SIM115 -- held for the process's life
+    waited = False
+    while True:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return handle
+        except BlockingIOError:
+            if not waited:
+                log.info("relay.waiting_for_previous", lock=path + ".lock")
+                waited = True
+            if relay_stopping():
+                handle.close()
+                return None
+            time.sleep(0.05)
+
+
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m att_jm.relay",
+        description="Publish the stored events of ATT_JM_STORE on P/job-manager/events/{type}.",
+    )
+    parser.add_argument("--after", type=int, default=0, metavar="N",
+                        help="without a position file, start after log position N (default 0)")
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings({}, os.environ if environ is None else environ, None)
+    except ConfigError as error:
+        print(f"att_jm.relay: {error}", file=sys.stderr)  # noqa: T201 -- before logging is set up
+        return 2
+    configure(settings.log_format)
+    structlog.contextvars.bind_contextvars(process="relay")
+    stop_r, stop_w = os.pipe()
+    for fd in (stop_r, stop_w):
+        os.set_blocking(fd, False)
+    stop_requested: list[str] = []
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop_requested.append(signal.Signals(signum).name)  # no logging in a handler
+        if relay is not None:
+            relay.stop(stop_requested[0])
+
+    relay: Relay | None = None
+    signal.set_wakeup_fd(stop_w)
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    stdin = sys.stdin.fileno()
+    os.set_blocking(stdin, False)
+    lock = _lock(position_path(settings.store), lambda: bool(stop_requested))
+    if lock is None:
+        return 0
+    try:
+        relay = Relay(settings, max(0, args.after), wake_fd=stdin, stop_fd=stop_r)
+        if stop_requested:
+            relay.stop(stop_requested[0])
+        return relay.run()
+    except AuditError as error:  # no store (yet), or not one
+        log.error("relay.no_store", store=settings.store, error=str(error))
+        return 2
+    except Exception:  # the writer restarts it; it resumes from its position file
+        log.exception("relay.failed", store=settings.store)
+        return 1
+    finally:
+        lock.close()
+
+
+# The writer's handle ------------------------------------------------------------------------
+
+RESTART_DELAYS: Final = (0.1, 0.5, 1.0, 2.0, 5.0, 10.0)
+STABLE_SECONDS: Final = 30.0  # a relay that lived this long restarts after the first delay
+CHECK_EVERY: Final = 0.1  # `check()` looks at the child at most this often
+
+
+def relay_environ(settings: Settings, environ: Mapping[str, str]) -> dict[str, str]:
+    """`environ` without any ATT_JM_* variable, plus the relay's settings from `settings`."""
+    env = {key: value for key, value in environ.items() if not key.startswith(ENV_PREFIX)}
+    for name in RELAY_SETTINGS:
+        value = getattr(settings, name)
+        if value is not None:
+            env[env_name(name)] = str(Path(value).resolve()) if name == "store" else str(value)
+    return env
+
+
+class EventsRelay:
+    """The writer's handle on the relay process: start, wake up, watch, stop.
+
+    Every method is cheap and never raises into the writer for the child's sake; call them
+    from the writer's thread.
+    """
+
+    def __init__(
+        self, settings: Settings, *, python: str = sys.executable,
+        environ: Mapping[str, str] | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self.position_file = position_path(str(Path(settings.store).resolve()))
+        self._python = python
+        self._environ = os.environ if environ is None else environ
+        self._monotonic = monotonic
+        self._process: subprocess.Popen[bytes] | None = None
+        self._stdin: int | None = None
+        self._after: int | None = None
+        self._started_at = 0.0
+        self._failures = 0
+        self._restart_at: float | None = None
+        self._next_check = 0.0
+        self._last_hint = -1
+
+    @property
+    def pid(self) -> int | None:
+        """The running child's process id (None between a death and its restart)."""
+        return None if self._process is None else self._process.pid
+
+    def start(self, after: int) -> None:
+        """Start the relay; without a position file it begins after log position `after`."""
+        if self._after is not None:
+            raise RuntimeError("the events relay is started already")
+        self._after = after
+        self._spawn()
+
+    def notify(self, position: int) -> None:
+        """Tell the relay that `position` is committed (one line; dropped if the pipe is full)."""
+        fd = self._stdin
+        if fd is None or position == self._last_hint:
+            return
+        try:
+            os.write(fd, b"%d\n" % position)
+        except OSError:  # full (the relay is busy and will read to the end) or gone: check()
+            return
+        self._last_hint = position
+
+    def check(self) -> None:
+        """Restart the relay, with back-off, if it died (it resumes from its position file)."""
+        now = self._monotonic()
+        if now < self._next_check or self._after is None:
+            return
+        self._next_check = now + CHECK_EVERY
+        process = self._process
+        if process is None:
+            if self._restart_at is not None and now >= self._restart_at:
+                self._spawn()
+            return
+        code = process.poll()
+        if code is None:
+            return
+        if now - self._started_at >= STABLE_SECONDS:
+            self._failures = 0
+        delay = RESTART_DELAYS[min(self._failures, len(RESTART_DELAYS) - 1)]
+        self._failures += 1
+        log.error("relay.died", pid=process.pid, returncode=code, restart_in=delay)
+        self._close_stdin()
+        self._process = None
+        self._restart_at = now + delay
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        """Close the relay's stdin (it drains and exits), wait; SIGKILL after `timeout` s.
+        Its exit code (None if it was not running)."""
+        self._after = None
+        self._restart_at = None
+        process = self._process
+        self._close_stdin()
+        if process is None:
+            return None
+        self._process = None
+        try:
+            return process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            log.error("relay.killed", pid=process.pid, after_seconds=timeout)
+            process.kill()
+            return process.wait()
+
+    def _spawn(self) -> None:
+        self._restart_at = None
+        self._last_hint = -1
+        try:
+            process = subprocess.Popen(
+                [self._python, "-m", "att_jm.relay", "--after", str(self._after)],
+                stdin=subprocess.PIPE, env=relay_environ(self.settings, self._environ),
+                # Its own process group: a Ctrl-C or a group kill aimed at the writer does not
+                # stop it before the writer's last commits; its stdin's EOF does.
+                process_group=0,
+            )
+        except OSError as error:
+            delay = RESTART_DELAYS[min(self._failures, len(RESTART_DELAYS) - 1)]
+            self._failures += 1
+            log.error("relay.start_failed", error=repr(error), restart_in=delay)
+            self._restart_at = self._monotonic() + delay
+            return
+        assert process.stdin is not None  # noqa: S101 -- stdin=PIPE
+        self._stdin = process.stdin.fileno()
+        os.set_blocking(self._stdin, False)
+        self._process = process
+        self._started_at = self._monotonic()
+        log.info("relay.spawned", pid=process.pid, after=self._after)
+
+    def _close_stdin(self) -> None:
+        process = self._process
+        if process is not None and process.stdin is not None:
+            with contextlib.suppress(OSError):
+                process.stdin.close()
+        self._stdin = None
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,556 @@
+"""The events relay (`python -m att_jm.relay`) against a real mosquitto and a real store file.
+
+The log is built through the application layer as the writer builds it (JobManager, one
+unit of work per step, the sealer), so it holds every event type the service stores.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from helpers.audit_run import ScriptedRun, typical_day
+from helpers.broker import SHIPPED_ACL, Broker, BrokerFactory, make_password_file
+from helpers.mqtt import Message, Subscription, TestClient
+from paho.mqtt.client import Client
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+
+from att_jm.application import UnitOfWork
+from att_jm.audit.records import EVENT_TOPICS
+from att_jm.audit.rows import StoreReader
+from att_jm.config import Settings, parse_mqtt_url
+from att_jm.events import event_message, row_message
+from att_jm.mqtt.common import PublishingClient
+from att_jm.mqtt.publisher import PublishConnection
+from att_jm.relay import EventsRelay, position_path, read_position, relay_environ
+from att_jm.store import log_position, read_log
+
+EVENTS = "att/job-manager/events/#"
+
+
+class Log(ScriptedRun):
+    """A store file written like the writer writes it (tests/helpers/audit_run.py); `live`
+    holds the message of every event committed through it, built from the live events."""
+
+    def __init__(self, directory: Path) -> None:
+        super().__init__(directory, seal_every=1000)
+        self.live: dict[int, dict[str, Any]] = {}
+        self.bursts = 0
+        commit, seal = self.manager.commit, self.sealer.seal
+
+        def committed(uow: UnitOfWork) -> list[tuple[int, Any]]:
+            return self._keep(commit(uow))
+
+        def sealed(at: datetime) -> tuple[list[tuple[int, Any]], list[Any]]:
+            stored, seals = seal(at)
+            return self._keep(stored), seals
+
+        self.manager.commit = committed  # type: ignore[method-assign]  # a spy on the real one
+        self.sealer.seal = sealed  # type: ignore[method-assign]  # idem
+
+    def _keep(self, stored: list[tuple[int, Any]]) -> list[tuple[int, Any]]:
+        for position, event in stored:
+            self.live[position] = event_message(position, event)
+        return stored
+
+    def burst(self, count: int) -> None:
+        """`count` notifications that match no job, in one transaction (small events)."""
+        topic = "att/channel-manager/notifications/burst"
+        first = self.bursts
+        self.bursts += count
+
+        def work(uow: UnitOfWork) -> None:
+            for n in range(first, first + count):
+                self.manager.receive_notification(uow, "burst", topic, b'{"id":"b-%d"}' % n)
+                uow.collect()
+
+        self.unit(work)
+
+    def every_event_type(self) -> None:
+        """At least one event of every type the service stores, at times with fractions."""
+        self.clock.advance(0.123456)
+        typical_day(self)
+        self.clock.advance(0.5)
+        self.ok("job.add", {"name": "down", "script": "always-fail", "trigger": "other"})
+        self.seal()
+        self.notify("other", {"id": "after-seal", "nested": {"ü": [1, None, True, 2.5]}})
+
+
+@pytest.fixture
+def store_log(tmp_path: Path) -> Iterator[Log]:
+    log = Log(tmp_path / "store")
+    yield log
+    log.close()
+
+
+def settings_for(broker: Broker, store: str) -> Settings:
+    return Settings(mqtt_url=broker.url, store=store, client_id="jm-under-test",
+                    log_format="json")
+
+
+def rows(store: str, after: int = 0) -> list[tuple[int, str, int, str, bytes]]:
+    reader = StoreReader(store)
+    try:
+        return [raw for page in reader.raw_pages(after, None) for raw in page]
+    finally:
+        reader.close()
+
+
+def expected(store: str, after: int = 0) -> list[bytes]:
+    return [orjson.dumps(row_message(row)) for row in rows(store, after)]
+
+
+def positions(messages: list[Message]) -> list[int]:
+    return [orjson.loads(m.payload)["position"] for m in messages]
+
+
+def settled(events: Subscription, quiet: float = 0.5) -> None:
+    """Wait until nothing new has arrived for `quiet` s."""
+    count = -1
+    while count != len(events.messages()):
+        count = len(events.messages())
+        time.sleep(quiet)
+
+
+def wait_for_position(events: Subscription, position: int, timeout: float = 15.0) -> None:
+    """Wait until a message with `position` has arrived (each message decoded once)."""
+    deadline = time.monotonic() + timeout
+    seen = 0
+    while True:
+        messages = events.messages()
+        if any(orjson.loads(m.payload)["position"] == position for m in messages[seen:]):
+            return
+        seen = len(messages)
+        assert time.monotonic() < deadline, f"no position {position} after {timeout} s"
+        time.sleep(0.01)
+
+
+def wait_for_count(events: Subscription, count: int, timeout: float = 15.0) -> list[Message]:
+    deadline = time.monotonic() + timeout
+    while len(messages := events.messages()) < count:
+        assert time.monotonic() < deadline, f"{len(messages)}/{count} after {timeout} s"
+        time.sleep(0.01)
+    return messages[:count]
+
+
+class Child:
+    """`python -m att_jm.relay` started by the test itself (stdin a pipe it holds)."""
+
+    def __init__(self, settings: Settings, after: int = 0, tmp: Path | None = None) -> None:
+        self.stderr_path = (tmp or Path(settings.store).parent) / f"relay-{time.time_ns()}.log"
+        self.stderr = self.stderr_path.open("wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "att_jm.relay", "--after", str(after)],
+            stdin=subprocess.PIPE, stderr=self.stderr,
+            env=relay_environ(settings, os.environ),
+        )
+
+    def hint(self, position: int) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(b"%d\n" % position)
+        self.process.stdin.flush()
+
+    def close_stdin(self) -> int:
+        assert self.process.stdin is not None
+        self.process.stdin.close()
+        return self.process.wait(15)
+
+    def wait_logged(self, event: str, timeout: float = 10.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            found = [line for line in self.logs() if line["event"] == event]
+            if found:
+                return found[0]
+            assert time.monotonic() < deadline, f"no {event} in {self.logs()}"
+            time.sleep(0.02)
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait(5)
+
+    def logs(self) -> list[dict[str, Any]]:
+        self.stderr.flush()
+        return [orjson.loads(line) for line in self.stderr_path.read_bytes().splitlines()
+                if line.startswith(b"{")]
+
+    def cleanup(self) -> None:
+        if self.process.poll() is None:
+            self.kill()
+        if self.process.stdin is not None:
+            self.process.stdin.close()
+        self.stderr.close()
+
+
+@pytest.fixture
+def children() -> Iterator[Callable[..., Child]]:
+    started: list[Child] = []
+
+    def make(settings: Settings, after: int = 0) -> Child:
+        child = Child(settings, after)
+        started.append(child)
+        return child
+
+    yield make
+    for child in started:
+        child.cleanup()
+
+
+# The row form of an event ----------------------------------------------------------------
+
+
+def test_every_stored_row_gives_the_message_the_writer_publishes_for_its_event(
+    store_log: Log,
+) -> None:
+    store_log.every_event_type()
+    stored = rows(store_log.store)
+    decoded = dict(read_log(store_log.app, 0))
+    assert {row_message(row)["type"] for row in stored} == set(EVENT_TOPICS)
+    assert [row[0] for row in stored] == sorted(decoded)
+    for row in stored:
+        from_row = orjson.dumps(row_message(row))
+        assert from_row == orjson.dumps(event_message(row[0], decoded[row[0]])), row
+        if row[0] in store_log.live:  # all but the scheduler's creation, saved by the library
+            assert from_row == orjson.dumps(store_log.live[row[0]]), row
+    assert len(store_log.live) == len(stored) - 1
+
+
+# The relay process -----------------------------------------------------------------------
+
+
+def test_every_row_is_published_once_in_log_order_with_its_payload_and_properties(
+    broker: Broker, mqtt: TestClient, store_log: Log, children: Callable[..., Child],
+) -> None:
+    store_log.every_event_type()
+    end = log_position(store_log.app)
+    events = mqtt.subscribe(EVENTS)
+    child = children(settings_for(broker, store_log.store))
+    wait_for_position(events, end)
+    assert child.close_stdin() == 0
+    received = events.messages()
+    assert [m.payload for m in received] == expected(store_log.store)
+    assert [m.topic for m in received] == [
+        f"att/job-manager/events/{orjson.loads(m.payload)['type']}" for m in received
+    ]
+    assert {(m.prop("ContentType"), m.retain, m.qos) for m in received} == {
+        ("application/json", False, 1)
+    }
+    assert read_position(position_path(store_log.store)) == end
+    logs = child.logs()
+    started = next(line for line in logs if line["event"] == "relay.started")
+    stopped = next(line for line in logs if line["event"] == "relay.stopped")
+    assert (started["position"], started["source"], started["log_end"]) == (0, "--after", end)
+    assert (stopped["position"], stopped["reason"], stopped["published"]) == (end, "eof", end)
+
+
+def test_without_a_position_file_it_starts_after_the_given_position(
+    broker: Broker, mqtt: TestClient, store_log: Log, children: Callable[..., Child],
+) -> None:
+    store_log.burst(50)
+    events = mqtt.subscribe(EVENTS)
+    child = children(settings_for(broker, store_log.store), after=40)
+    wait_for_position(events, log_position(store_log.app))
+    assert child.close_stdin() == 0
+    assert positions(events.messages()) == list(range(41, log_position(store_log.app) + 1))
+
+
+def test_a_recorded_position_wins_over_after_and_is_clamped_to_the_end_of_the_log(
+    broker: Broker, mqtt: TestClient, store_log: Log, children: Callable[..., Child],
+) -> None:
+    store_log.burst(20)
+    end = log_position(store_log.app)
+    path = position_path(store_log.store)
+    Path(path).write_text("10\n")
+    events = mqtt.subscribe(EVENTS)
+    first = children(settings_for(broker, store_log.store), after=0)
+    wait_for_position(events, end)
+    assert first.close_stdin() == 0
+    assert positions(events.messages()) == list(range(11, end + 1))
+    Path(path).write_text(f"{end + 500}\n")  # e.g. a store replaced by a shorter one
+    events.clear()
+    second = children(settings_for(broker, store_log.store), after=0)
+    assert second.wait_logged("relay.started")["position"] == end
+    store_log.burst(3)
+    second.hint(end + 3)
+    wait_for_position(events, end + 3)
+    assert second.close_stdin() == 0
+    assert positions(events.messages()) == [end + 1, end + 2, end + 3]
+
+
+@pytest.mark.parametrize("stop", ["eof", "SIGTERM"])
+def test_eof_of_stdin_or_sigterm_drains_to_the_end_of_the_log_and_exits_0(
+    broker: Broker, mqtt: TestClient, store_log: Log, children: Callable[..., Child], stop: str,
+) -> None:
+    events = mqtt.subscribe(EVENTS)
+    child = children(settings_for(broker, store_log.store))
+    child.wait_logged("relay.started")
+    store_log.burst(5000)  # committed without a hint, just before the writer stops
+    end = log_position(store_log.app)
+    if stop == "eof":
+        assert child.close_stdin() == 0
+    else:
+        child.process.send_signal(signal.SIGTERM)
+        assert child.process.wait(15) == 0
+    assert positions(wait_for_count(events, end, timeout=10)) == list(range(1, end + 1))
+    assert read_position(position_path(store_log.store)) == end
+    stopped = child.wait_logged("relay.stopped")
+    assert (stopped["reason"], stopped["position"], stopped["unconfirmed"]) == (stop, end, 0)
+
+
+def test_a_relay_killed_with_sigkill_resumes_after_its_recorded_position(
+    broker: Broker, mqtt: TestClient, store_log: Log, children: Callable[..., Child],
+) -> None:
+    store_log.burst(20_000)
+    end = log_position(store_log.app)
+    events = mqtt.subscribe(EVENTS)
+    settings = settings_for(broker, store_log.store)
+    first = children(settings)
+    wait_for_count(events, 5000, timeout=15)
+    first.kill()
+    recorded = read_position(position_path(store_log.store))
+    assert recorded is not None
+    assert recorded < end  # killed mid-stream
+    settled(events)  # what the broker took before the kill has arrived
+    before = positions(events.messages())
+    assert before == list(range(1, len(before) + 1))  # in order, no gap
+    assert recorded <= before[-1]  # only positions the broker acknowledged are recorded
+    events.clear()
+    second = children(settings)
+    wait_for_position(events, end)
+    assert second.close_stdin() == 0
+    after = positions(events.messages())
+    assert after == list(range(recorded + 1, end + 1))  # no gap; copies only after `recorded`
+
+
+def test_a_broker_restart_loses_nothing_unacknowledged_publishes_are_sent_again(
+    broker: Broker, store_log: Log, children: Callable[..., Child],
+) -> None:
+    store_log.burst(30_000)
+    end = log_position(store_log.app)
+    subscriber = TestClient(broker.url, client_id="events-subscriber", clean_start=False,
+                            session_expiry=600).connect()
+    try:
+        events = subscriber.subscribe(EVENTS)
+        child = children(settings_for(broker, store_log.store))
+        wait_for_count(events, 3000, timeout=15)
+        broker.stop()  # SIGTERM: the broker saves the subscriber's queue
+        broker.start()
+        subscriber.wait_connected(timeout=15)
+        got = positions(wait_for_count(events, end, timeout=30))
+        # ... and wait a little for the copies of the in-flight ones, then drain the rest
+        wait_for_position(events, end, timeout=30)
+        assert child.close_stdin() == 0
+        received = set(positions(events.messages()))
+        assert received == set(range(1, end + 1)), sorted(set(range(1, end + 1)) - received)[:20]
+        assert got[0] == 1
+        assert read_position(position_path(store_log.store)) == end
+    finally:
+        subscriber.close()
+
+
+def test_a_relay_started_before_the_broker_publishes_once_it_is_up(
+    broker: Broker, store_log: Log, children: Callable[..., Child],
+) -> None:
+    broker.stop()
+    store_log.burst(10)
+    end = log_position(store_log.app)
+    child = children(settings_for(broker, store_log.store))
+    time.sleep(0.5)
+    broker.start()
+    with TestClient(broker.url) as mqtt:
+        events = mqtt.subscribe(EVENTS)
+        store_log.burst(1)
+        child.hint(end + 1)
+        wait_for_position(events, end + 1)
+    assert child.close_stdin() == 0
+    assert read_position(position_path(store_log.store)) == end + 1
+
+
+# The writer's handle -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def handle(broker: Broker, store_log: Log) -> Iterator[EventsRelay]:
+    relay = EventsRelay(settings_for(broker, store_log.store))
+    yield relay
+    relay.stop(timeout=10)
+
+
+def test_a_store_written_while_the_relay_runs_is_published_soon_after_each_notify(
+    mqtt: TestClient, store_log: Log, handle: EventsRelay,
+) -> None:
+    events = mqtt.subscribe(EVENTS)
+    handle.start(after=log_position(store_log.app))
+    store_log.ok("job.add", {"name": "backup", "script": "b.sh", "trigger": "alarm"})
+    wait_for_position(events, log_position(store_log.app), timeout=10)  # started and up
+    latencies = []
+    for n in range(30):
+        store_log.notify("alarm", {"id": f"n-{n}"})
+        committed = time.monotonic()
+        position = log_position(store_log.app)
+        handle.notify(position)
+        handle.check()
+        wait_for_position(events, position, timeout=5)
+        latencies.append(time.monotonic() - committed)
+    latencies.sort()
+    assert latencies[len(latencies) // 2] < 0.05, latencies  # the hint, not the 0.5 s poll
+    assert handle.stop() == 0
+    assert [m.payload for m in events.messages()] == expected(store_log.store, after=1)
+    assert read_position(handle.position_file) == log_position(store_log.app)
+
+
+def test_a_relay_that_dies_is_restarted_and_resumes_from_its_position_file(
+    mqtt: TestClient, store_log: Log, handle: EventsRelay,
+) -> None:
+    events = mqtt.subscribe(EVENTS)
+    handle.start(after=0)
+    end = log_position(store_log.app)
+    wait_for_position(events, end, timeout=10)
+    first = handle.pid
+    assert first is not None
+    deadline = time.monotonic() + 5
+    while read_position(handle.position_file) != end:  # saved within ~0.2 s
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    os.kill(first, signal.SIGKILL)
+    store_log.burst(5)
+    handle.notify(end + 5)  # into a dead pipe: dropped, never raised
+    deadline = time.monotonic() + 10
+    while handle.pid in (None, first):
+        assert time.monotonic() < deadline, "not restarted"
+        handle.check()
+        time.sleep(0.02)
+    wait_for_position(events, end + 5, timeout=10)
+    assert handle.stop() == 0
+    assert positions(events.messages()) == list(range(1, end + 6))
+
+
+def frozen_relay(broker: Broker, store: str) -> tuple[EventsRelay, int]:
+    """A started relay, stopped with SIGSTOP: it reads nothing and never exits by itself."""
+    relay = EventsRelay(settings_for(broker, store))
+    relay.start(after=0)
+    assert relay.pid is not None
+    os.kill(relay.pid, signal.SIGSTOP)
+    return relay, relay.pid
+
+
+def test_notify_never_blocks_when_the_relay_does_not_read(
+    store_log: Log, broker: Broker,
+) -> None:
+    relay, pid = frozen_relay(broker, store_log.store)
+    try:  # the pipe fills up
+        began = time.monotonic()
+        for position in range(1, 50_001):
+            relay.notify(position)
+        assert time.monotonic() - began < 2.0
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert relay.stop(timeout=10) == 0
+
+
+def test_stop_kills_a_relay_that_does_not_finish_in_time(
+    store_log: Log, broker: Broker,
+) -> None:
+    relay, _ = frozen_relay(broker, store_log.store)
+    assert relay.stop(timeout=0.5) == -signal.SIGKILL
+
+
+def test_the_relay_environment_holds_only_its_settings_and_no_other_att_jm_variable(
+    tmp_path: Path,
+) -> None:
+    settings = Settings(mqtt_url="mqtt://u:secret@127.0.0.1:1884", store="rel/att-jm.db",
+                        topic_prefix="site/a", client_id="jm-1", log_format=None)
+    env = relay_environ(settings, {"PATH": "/bin", "ATT_JM_CONFIG": "x.toml",
+                                   "ATT_JM_SCRIPTS": "/s", "ATT_JM_LOG_FORMAT": "console"})
+    assert env == {
+        "PATH": "/bin", "ATT_JM_MQTT_URL": "mqtt://u:secret@127.0.0.1:1884",
+        "ATT_JM_STORE": str(Path("rel/att-jm.db").resolve()), "ATT_JM_TOPIC_PREFIX": "site/a",
+        "ATT_JM_CLIENT_ID": "jm-1",
+    }
+
+
+# Credentials, the broker's refusals, paho's hooks -------------------------------------------
+
+PASSWORDS = {"att-job-manager": "jm-secret", "alice": "alice-secret"}
+
+
+@pytest.fixture
+def acl_broker(broker_factory: BrokerFactory, tmp_path: Path) -> Broker:
+    passwords = make_password_file(tmp_path / "passwd", PASSWORDS)
+    return broker_factory(allow_anonymous=False, password_file=passwords, acl_file=SHIPPED_ACL)
+
+
+def with_user(broker: Broker, user: str, store: str) -> Settings:
+    url = f"mqtt://{user}:{PASSWORDS[user]}@{broker.host}:{broker.port}"
+    return Settings(mqtt_url=url, store=store, client_id="att-job-manager", log_format="json")
+
+
+def test_the_relay_publishes_as_the_service_user_given_in_its_environment_only(
+    acl_broker: Broker, store_log: Log, children: Callable[..., Child],
+) -> None:
+    store_log.burst(10)
+    end = log_position(store_log.app)
+    with TestClient(acl_broker.url, username="alice", password=PASSWORDS["alice"]) as alice:
+        events = alice.subscribe(EVENTS)  # every user may read the events
+        child = children(with_user(acl_broker, "att-job-manager", store_log.store))
+        argv = Path(f"/proc/{child.process.pid}/cmdline").read_bytes()
+        assert b"jm-secret" not in argv
+        wait_for_position(events, end)
+        assert child.close_stdin() == 0
+    assert positions(events.messages()) == list(range(1, end + 1))
+
+
+def test_a_publish_the_broker_refuses_is_logged_and_the_relay_goes_on(
+    acl_broker: Broker, store_log: Log, children: Callable[..., Child],
+) -> None:
+    end = log_position(store_log.app) + 2
+    store_log.burst(2)
+    child = children(with_user(acl_broker, "alice", store_log.store))  # may not publish events
+    deadline = time.monotonic() + 15
+    while read_position(position_path(store_log.store)) != end:
+        assert time.monotonic() < deadline, child.logs()
+        time.sleep(0.05)
+    assert child.close_stdin() == 0
+    assert len([line for line in child.logs() if line["event"] == "relay.publish_refused"]) == end
+    stopped = [line for line in child.logs() if line["event"] == "relay.stopped"]
+    assert (stopped[0]["position"], stopped[0]["refused"]) == (end, end)
+
+
+def test_the_paho_internals_the_publishing_client_overrides_are_still_there() -> None:
+    # PublishingClient replaces paho's private `_handle_pubackcomp` and calls its
+    # `_do_on_publish`; an upgrade that renames them must fail here, not lose PUBACKs.
+    assert "_handle_pubackcomp" in vars(Client)
+    assert "_do_on_publish" in vars(Client)
+    assert "_handle_pubackcomp" in vars(PublishingClient)
+    client = PublishingClient(CallbackAPIVersion.VERSION2, protocol=MQTTProtocolVersion.MQTTv5)
+    assert {"_in_packet", "_out_messages", "_out_message_mutex"} <= set(vars(client))
+
+
+def test_the_publisher_reports_each_puback_with_or_without_subscribers(
+    broker: Broker, mqtt: TestClient,
+) -> None:
+    acked: list[tuple[int, bool]] = []
+    connection = PublishConnection(parse_mqtt_url(broker.url), client_id="publisher-test",
+                                   on_acked=lambda mid, ok: acked.append((mid, ok)))
+    mids = [connection.publish("att/job-manager/events/x", b"{}") for _ in range(3)]
+    connection.start()  # published before the connection: sent once it is up
+    deadline = time.monotonic() + 10
+    while len(acked) < 3:  # no subscriber: "No matching subscribers", a success
+        assert time.monotonic() < deadline
+        connection.poll(0.05)
+    events = mqtt.subscribe("att/job-manager/events/#")
+    mids.append(connection.publish("att/job-manager/events/x", b'{"n":4}'))
+    while len(acked) < 4:  # a subscriber: "Success"
+        assert time.monotonic() < deadline
+        connection.poll(0.05)
+    connection.stop()
+    assert acked == [(mid, True) for mid in mids]
+    assert [m.payload for m in events.wait_for_count(1)] == [b'{"n":4}']
