@@ -1,9 +1,14 @@
-"""The events relay: a second process that publishes the log on `P/job-manager/events/{type}`.
+"""The relay: a second process that publishes the log on `P/job-manager/events/{type}` and
+the views on `P/job-manager/views/{name}`.
 
-The writer stores events; this process tails the store file (read-only, WAL: it never
-blocks the writer) and publishes every row after its position, in log order, at QoS 1
-(ContentType application/json, not retained), as `att_jm.events.row_message` builds it.
-So the writer's core is spared building those packets and handling their PUBACKs.
+The writer stores events and keeps the views; this process tails the store file
+(read-only, WAL: it never blocks the writer) and publishes every row after its position,
+in log order, at QoS 1 (ContentType application/json, not retained), as
+`att_jm.events.row_message` builds it; and it publishes each view (retained) when it
+changed, at most every `VIEW_PERIOD` s each, read from the views file in one read
+transaction. So the writer's core is spared building those packets (a view of 1,000 rows
+takes milliseconds) and handling their PUBACKs, and a notification or a command never
+waits behind a view publication.
 
 - Position: `<store>.events.pos` holds the last position whose PUBACK (and every earlier
   one's) has arrived. It is written as a temp file + `os.replace` (no fsync), at most every
@@ -12,8 +17,12 @@ So the writer's core is spared building those packets and handling their PUBACKs
   process republishes at most the un-confirmed tail (same `position`: consumers drop
   duplicates) and loses nothing. One relay per store at a time (a lock next to the file).
 - Wake-ups: stdin is a pipe from the writer, one line per commit (the position just
-  committed: a hint, the relay always reads to the log's end); the relay waits with
-  select() on it and on its MQTT socket, and reads the log every `LOG_POLL` s anyway.
+  committed: a hint, the relay always reads to the log's end) and `v` once the views took
+  a batch; the relay waits with select() on it and on its MQTT socket, and reads the log
+  and the views' positions every `LOG_POLL` s anyway.
+- Views: every view is published on each (re)connect (a broker restarted from an older
+  save holds older retained ones), then whenever its position changed; never while
+  disconnected (no backlog of stale views), and once more, changed ones, at a stop.
 - Stop: EOF on stdin (the writer stopped or died) or SIGTERM/SIGINT: publish what remains up
   to the log's end and wait for the PUBACKs, for at most `DRAIN_SECONDS` in all; record the
   position, disconnect normally, exit 0 (what did not make it goes out at the next start).
@@ -35,6 +44,7 @@ import contextlib
 import fcntl
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -51,6 +61,7 @@ from att_jm.config import ENV_PREFIX, ConfigError, Settings, env_name, load_sett
 from att_jm.events import row_message
 from att_jm.logs import configure
 from att_jm.mqtt.publisher import PublishConnection
+from projections.views import VIEWS, Views
 
 log = structlog.get_logger("att_jm.relay")
 
@@ -59,9 +70,13 @@ PAGE: Final = 1000  # rows per read
 WINDOW: Final = 4000  # most messages published and not yet acknowledged
 SAVE_EVERY: Final = 0.2  # seconds between two writes of the position file
 LOG_POLL: Final = 0.5  # the log is read at least this often, hint or not
+VIEW_PERIOD: Final = 0.25  # seconds between two publications of one view (coalescing)
+VIEWS_RETRY: Final = 1.0  # after the views file could not be read
 DRAIN_SECONDS: Final = 5.0  # at a stop: how long to wait for the last PUBACKs
 #: The settings the relay reads from its environment (the writer sets them from its own).
-RELAY_SETTINGS: Final = ("mqtt_url", "store", "topic_prefix", "client_id", "log_format")
+RELAY_SETTINGS: Final = (
+    "mqtt_url", "store", "topic_prefix", "client_id", "log_format", "views_db", "view_rows",
+)
 
 
 def position_path(store: str) -> str:
@@ -123,6 +138,77 @@ class Window:
             self.confirmed = self._positions.pop(head)
 
 
+class ViewsPublisher:
+    """Publishes the retained views when they changed, each at most every VIEW_PERIOD s."""
+
+    def __init__(
+        self, path: str, prefix: str, rows: int, publish: Callable[[str, bytes], object],
+    ) -> None:
+        self._path = path
+        self._prefix = f"{prefix}/job-manager/views/"
+        self._rows = rows
+        self._publish = publish
+        self._views: Views | None = None
+        self._sent: dict[str, int] = {}  # view -> the position it was published at
+        self._at: dict[str, float] = {}  # view -> when
+        self._force: set[str] = set(VIEWS)  # to publish whatever their position
+        self._next_check = 0.0
+
+    def republish(self) -> None:
+        """Publish every view again (after a (re)connect)."""
+        self._force = set(VIEWS)
+        self._next_check = 0.0
+
+    def wake(self) -> None:
+        """The views took a batch: look at their positions now."""
+        self._next_check = 0.0
+
+    def wait(self, now: float) -> float:
+        return max(0.0, self._next_check - now)
+
+    def check(self, now: float, *, final: bool = False) -> None:
+        """Publish the views that changed and whose period has passed (`final`: all changed)."""
+        if now < self._next_check and not final:
+            return
+        try:
+            views = self._open()
+            positions = views.view_positions()
+            due: list[str] = []
+            later = now + LOG_POLL
+            for name in VIEWS:
+                if name not in self._force and positions.get(name, 0) == self._sent.get(name):
+                    continue
+                ready = self._at.get(name, -VIEW_PERIOD) + VIEW_PERIOD
+                if final or now >= ready:
+                    due.append(name)
+                else:
+                    later = min(later, ready)
+            for payload in views.payloads(due, self._rows) if due else ():
+                name = payload["view"]
+                self._publish(self._prefix + name, orjson.dumps(payload))
+                self._sent[name] = payload["position"]
+                self._at[name] = now
+                self._force.discard(name)
+            self._next_check = later
+        except (sqlite3.Error, OSError) as error:  # not created yet, or a broken disk: later
+            log.warning("relay.views_unreadable", views=self._path, error=repr(error))
+            self.close()
+            self._next_check = now + VIEWS_RETRY
+
+    def _open(self) -> Views:
+        if self._views is None:
+            if not os.path.exists(self._path):
+                raise FileNotFoundError(self._path)
+            self._views = Views(self._path, readonly=True)
+        return self._views
+
+    def close(self) -> None:
+        if self._views is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._views.close()
+            self._views = None
+
+
 class Relay:
     """The relay process's loop (see the module docstring)."""
 
@@ -154,7 +240,11 @@ class Relay:
         self._monotonic = monotonic
         self.connection = PublishConnection(
             settings.mqtt, client_id=f"{settings.client_id}-events", on_acked=self._acked,
-            monotonic=monotonic,
+            on_connect=self._on_connect, monotonic=monotonic,
+        )
+        self.views = ViewsPublisher(
+            settings.views_path(), settings.topic_prefix, settings.view_rows,
+            lambda topic, payload: self.connection.publish(topic, payload, retain=True),
         )
         self.log = log.bind(store=settings.store)
         self.log.info("relay.started", position=start, source=self.source, log_end=end,
@@ -174,15 +264,21 @@ class Relay:
                               position=self.window.confirmed)
             if self._read_due(now):
                 self._publish_more(now)
+            if self.connection.connected:
+                self.views.check(now)
             self._save(now)
             if self.stopping is not None and (
                 (self.caught_up and not self.window) or now >= deadline
             ):
+                if self.connection.connected:
+                    self.views.check(now, final=True)
                 break
-            self.connection.poll(self._wait(now, deadline), self._fds())
+            wait = min(self._wait(now, deadline), self.views.wait(now))
+            self.connection.poll(wait, self._fds())
         self._save(self._monotonic(), force=True)
         self.connection.stop()
         self.reader.close()
+        self.views.close()
         self.log.info("relay.stopped", reason=self.stopping, position=self.window.confirmed,
                       sent=self.sent, unconfirmed=len(self.window), published=self.published,
                       refused=self.refused, seconds=round(self._monotonic() - started, 3))
@@ -212,6 +308,9 @@ class Relay:
                 self.next_read = now + LOG_POLL
                 return
         self.caught_up = False  # the window is full: more to read once PUBACKs come
+
+    def _on_connect(self) -> None:
+        self.views.republish()
 
     def _acked(self, mid: int, ok: bool) -> None:
         if not ok:  # the broker refused it (e.g. the ACL): sending it again would not help
@@ -265,6 +364,11 @@ class Relay:
     def _take_hints(self, data: bytes) -> None:
         lines = (self._partial + data).split(b"\n")
         self._partial = lines.pop()[-64:]
+        if b"v" in lines:
+            self.views.wake()
+            lines = [line for line in lines if line != b"v"]
+            if not lines:
+                return
         for line in reversed(lines):
             with contextlib.suppress(ValueError):
                 self.hint = max(self.hint, int(line))
@@ -358,9 +462,10 @@ def relay_environ(settings: Settings, environ: Mapping[str, str]) -> dict[str, s
     """`environ` without any ATT_JM_* variable, plus the relay's settings from `settings`."""
     env = {key: value for key, value in environ.items() if not key.startswith(ENV_PREFIX)}
     for name in RELAY_SETTINGS:
-        value = getattr(settings, name)
+        value = settings.views_path() if name == "views_db" else getattr(settings, name)
         if value is not None:
-            env[env_name(name)] = str(Path(value).resolve()) if name == "store" else str(value)
+            path = name in ("store", "views_db")
+            env[env_name(name)] = str(Path(value).resolve()) if path else str(value)
     return env
 
 
@@ -412,6 +517,12 @@ class EventsRelay:
         except OSError:  # full (the relay is busy and will read to the end) or gone: check()
             return
         self._last_hint = position
+
+    def notify_views(self) -> None:
+        """Tell the relay that the views took a batch (dropped if the pipe is full)."""
+        if self._stdin is not None:
+            with contextlib.suppress(OSError):
+                os.write(self._stdin, b"v\n")
 
     def check(self) -> None:
         """Restart the relay, with back-off, if it died (it resumes from its position file)."""

@@ -1,12 +1,13 @@
 """`att-jm serve` and `att-jm rebuild`: the composition root and the writer loop.
 
 One writer thread (the main thread) owns the store, the views and the MQTT
-connection (it drives paho's network loop itself: see `att_jm.mqtt.adapter`). It
+connection (it drives paho's network loop itself: see `att_jm.mqtt.driven`). It
 waits on the broker's socket and on its inbox (script results, signals), handles
 everything that arrived, commits one transaction for the batch, starts the script it
-dispatched, acknowledges, replies, publishes the events, catches up the views; then
-it starts the next execution when the interval allows, runs Auto Cleanup when due,
-and publishes changed views (coalesced).
+dispatched, acknowledges, replies, wakes the relay, catches up the views; then it
+starts the next execution when the interval allows and runs Auto Cleanup when due.
+The relay (`att_jm.relay`, a second process on the other core) publishes the events
+from the log and the changed views (coalesced).
 """
 
 from __future__ import annotations
@@ -37,9 +38,9 @@ from att_jm.domain.commands import ViewsGet
 from att_jm.domain.errors import InvalidInput
 from att_jm.domain.matching import check_topic_level
 from att_jm.domain.times import iso
-from att_jm.events import event_message
 from att_jm.logs import configure
 from att_jm.mqtt.adapter import Inbound, ServiceConnection
+from att_jm.relay import EventsRelay
 from att_jm.runner import (
     RunOutcome,
     RunRequest,
@@ -51,11 +52,10 @@ from att_jm.runner import (
 from att_jm.seals import Sealer
 from att_jm.store import log_position, open_store
 from projections.rebuild import catch_up
-from projections.views import VIEWS, Views
+from projections.views import Views
 
 log = structlog.get_logger("att_jm")
 
-VIEW_PUBLISH_PERIOD = 0.25  # seconds between two publications of one view
 RETRY_DELAYS = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 #: While the store refuses commits, messages keep arriving; past this many waiting in the inbox
 #: the service stops receiving (disconnects) until a commit succeeds again.
@@ -83,8 +83,8 @@ class Stop:
 
 
 class Reconnected:
-    """The MQTT connection is up again: republish every view (a broker restarted from an
-    older save holds older retained views)."""
+    """The MQTT connection is up again: republish the status with the current fault (the
+    relay republishes the views on its own reconnect)."""
 
 
 class StoppedDuringFault(Exception):
@@ -252,8 +252,7 @@ class Writer:
             deliver=self.inbox.put_local, on_connect=lambda: self.inbox.put_local(Reconnected()),
         )
         self.runner = Runner(settings.scripts, self.inbox.put)
-        self.dirty: set[str] = set(VIEWS)
-        self.published_at: dict[str, float] = {}
+        self.relay = EventsRelay(settings)
         self.started_at = clock()
         self.stopping = False
         self.stop_requested = threading.Event()
@@ -275,6 +274,8 @@ class Writer:
         return body
 
     def run(self) -> int:
+        # Without a position file of its own (a first start) the relay begins here.
+        self.relay.start(after=log_position(self.app))
         interrupted = self._unit(self.manager.interrupt_running)
         if interrupted:
             log.warning("executions.interrupted", ids=interrupted,
@@ -301,10 +302,10 @@ class Writer:
 
     def _shutdown(self) -> None:
         self.runner.stop()
-        self._publish_views(force=True)
         self._seal(force=True)  # a clean stop leaves the whole log sealed
         self.sealer.close()
         self.manager.close()
+        self.relay.stop()  # it publishes what is left of the events and the views, then exits
         self.connection.stop(self.status("offline"))
         self.views.close()
         self.inbox.close()
@@ -317,8 +318,7 @@ class Writer:
         if start is not None:
             wakes.append(start)
         wait = min((wake - now).total_seconds() for wake in wakes)
-        if self.dirty:
-            wait = min(wait, VIEW_PUBLISH_PERIOD)
+        wait = min(wait, 1.0)  # look at the relay now and then
         if self.views_behind:
             wait = min(wait, 1.0)  # retry the views catch-up
         seal = self.sealer.wait_seconds()
@@ -405,9 +405,9 @@ class Writer:
             first = stored[0][0] if stored else 0
             if self.views_behind or self.views.position < first - 1:
                 catch_up(self.app, self.views)
-                self.dirty |= set(VIEWS)
-            elif stored:
-                self.dirty |= self.views.apply(stored)
+                self.relay.notify_views()
+            elif stored and self.views.apply(stored):
+                self.relay.notify_views()
         except Exception as error:  # noqa: BLE001 -- any views fault: report, retry later
             if not self.views_behind:
                 log.error("views.apply_failed", error=repr(error))
@@ -422,14 +422,11 @@ class Writer:
             self._set_fault(None)
 
     def _after_commit(self, stored: list[tuple[int, Any]]) -> None:
-        """Publish the events (first: subscribers wait for them), then update the views."""
+        """Wake the relay for the events (first: subscribers wait for them), then update the
+        views (the relay publishes those that changed)."""
         if not stored:
             return
-        for position, event in stored:
-            message = event_message(position, event)
-            self.connection.publish(
-                f"{self.prefix}/job-manager/events/{message['type']}", orjson.dumps(message)
-            )
+        self.relay.notify(stored[-1][0])
         self._apply_views(stored)
 
     def _handle_batch(self, items: list[Item]) -> None:
@@ -501,7 +498,6 @@ class Writer:
                 self.stopping = True
                 return None
             if isinstance(item, Reconnected):
-                self.dirty |= set(VIEWS)
                 self.connection.publish(  # with the current fault, if any
                     self.connection.status_topic, orjson.dumps(self.status("online")), retain=True
                 )
@@ -561,6 +557,7 @@ class Writer:
     # Timers ------------------------------------------------------------------------------
 
     def _tick(self) -> None:
+        self.relay.check()
         if self.stopping:
             return
         if self.views_behind:
@@ -574,7 +571,6 @@ class Writer:
                 log.info("cleanup.ran", table=table, removed=removed)
         self._unit(self._start_next)
         self._seal()
-        self._publish_views()
 
     def _start_next(self, uow: UnitOfWork, *, chained: bool = False) -> Dispatch | None:
         """Dispatch the next entry when due; the runner gets it as soon as Started is stored.
@@ -616,17 +612,6 @@ class Writer:
     def _view(self, name: str) -> dict[str, Any]:
         return self.views.payload(name, self.settings.view_rows)
 
-    def _publish_views(self, *, force: bool = False) -> None:
-        now = time.monotonic()
-        for name in sorted(self.dirty):
-            if not force and now - self.published_at.get(name, 0.0) < VIEW_PUBLISH_PERIOD:
-                continue
-            self.connection.publish(
-                f"{self.prefix}/job-manager/views/{name}", orjson.dumps(self._view(name)),
-                retain=True,
-            )
-            self.published_at[name] = now
-            self.dirty.discard(name)
 
 
 def serve(settings: Settings) -> int:

@@ -545,6 +545,20 @@ class Views:
             "rows": self.rows(view, limit),
         }
 
+    def view_positions(self) -> dict[str, int]:
+        """`view_position` of every view that ever changed, in one query."""
+        rows = self._db.execute("SELECT view, position FROM view_positions")
+        return {str(view): int(position) for view, position in rows}
+
+    def payloads(self, views: Iterable[str], limit: int) -> list[dict[str, Any]]:
+        """`payload` of each view, all read in one transaction (one state of the views, even
+        while their writer goes on: what a reader in another process publishes)."""
+        self._db.execute("BEGIN")
+        try:
+            return [self.payload(view, limit) for view in views]
+        finally:
+            self._db.execute("COMMIT")
+
     def next_queued(self) -> tuple[str, bool] | None:
         """The entry that runs next and whether it was sent to the front, or None."""
         row = self._db.execute(

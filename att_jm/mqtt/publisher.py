@@ -30,7 +30,7 @@ class PublishError(Exception):
 
 
 class PublishConnection(DrivenConnection):
-    """Publishes JSON at QoS 1, not retained, and reports the PUBACKs.
+    """Publishes JSON at QoS 1 (retained when asked: the views) and reports the PUBACKs.
 
     Single-threaded: every method must be called from the caller's one thread, and
     `on_acked` runs inside `poll()`.
@@ -38,12 +38,14 @@ class PublishConnection(DrivenConnection):
 
     def __init__(
         self, endpoint: MqttEndpoint, *, client_id: str, on_acked: Callable[[int, bool], None],
+        on_connect: Callable[[], None] | None = None,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__(endpoint, client_id=client_id, manual_ack=False, monotonic=monotonic,
                          kind=PublishingClient)
         self._json = json_publish_properties(packed=True)
         self._on_acked = on_acked
+        self._connected_hook = on_connect
         self.client.on_publish = self._on_publish
 
     def start(self) -> None:
@@ -62,9 +64,9 @@ class PublishConnection(DrivenConnection):
         caller empties them), then do every pending read, write, keepalive and reconnect."""
         self._serve(timeout, wake_fds)
 
-    def publish(self, topic: str, payload: bytes) -> int:
+    def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> int:
         """Publish at QoS 1 (written at once, or when connected); the message id."""
-        info = self.client.publish(topic, payload, qos=1, properties=self._json)
+        info = self.client.publish(topic, payload, qos=1, retain=retain, properties=self._json)
         # Any other code (no connection, connection lost while writing) leaves the message
         # in paho's queue, sent again after the reconnect; this one means it was not kept.
         if info.rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
@@ -73,6 +75,8 @@ class PublishConnection(DrivenConnection):
 
     def _connected(self, client: Client, flags: ConnectFlags) -> None:
         log.info("mqtt.connected", generation=self.generation)
+        if self._connected_hook is not None:
+            self._connected_hook()
 
     def _on_publish(
         self, client: Client, userdata: Any, mid: int, reason: ReasonCode,

@@ -473,8 +473,73 @@ def test_the_relay_environment_holds_only_its_settings_and_no_other_att_jm_varia
     assert env == {
         "PATH": "/bin", "ATT_JM_MQTT_URL": "mqtt://u:secret@127.0.0.1:1884",
         "ATT_JM_STORE": str(Path("rel/att-jm.db").resolve()), "ATT_JM_TOPIC_PREFIX": "site/a",
-        "ATT_JM_CLIENT_ID": "jm-1",
+        "ATT_JM_CLIENT_ID": "jm-1", "ATT_JM_VIEWS_DB": str(Path("rel/att-jm.views.db").resolve()),
+        "ATT_JM_VIEW_ROWS": "1000",
     }
+
+
+# The views --------------------------------------------------------------------------------
+
+VIEW_NAMES = ("jobs", "queue", "executed", "failed", "settings")
+
+
+def test_every_view_is_published_retained_as_the_views_file_holds_it(
+    broker: Broker, mqtt: TestClient, store_log: Log, children: Callable[..., Child],
+) -> None:
+    store_log.every_event_type()
+    child = children(settings_for(broker, store_log.store))
+    child.wait_logged("relay.started")
+    time.sleep(0.5)
+    for name in VIEW_NAMES:
+        message = mqtt.retained_message(f"att/job-manager/views/{name}")
+        assert message.json() == store_log.views.payload(name, 1000)
+        assert (message.prop("ContentType"), message.retain) == ("application/json", True)
+    assert child.close_stdin() == 0
+
+
+def test_a_changed_view_is_published_again_coalesced_and_the_last_state_at_a_stop(
+    broker: Broker, mqtt: TestClient, store_log: Log, children: Callable[..., Child],
+) -> None:
+    child = children(settings_for(broker, store_log.store))
+    jobs = mqtt.subscribe("att/job-manager/views/jobs")
+    wait_for_count(jobs, 1)  # the first publication, after connecting
+    for n in range(40):  # 40 changes in ~0.4 s
+        store_log.ok("job.add", {"name": f"j{n}", "script": "ok", "trigger": "t"})
+        child.hint(log_position(store_log.app))
+        assert child.process.stdin is not None
+        child.process.stdin.write(b"v\n")
+        child.process.stdin.flush()
+        time.sleep(0.01)
+    assert child.close_stdin() == 0  # the stop publishes what changed since the last one
+    settled(jobs, quiet=0.3)
+    received = [m.json() for m in jobs.messages()]
+    assert received[-1] == store_log.views.payload("jobs", 1000)
+    assert len(received[-1]["rows"]) == 40
+    assert len(received) <= 1 + 0.5 / 0.25 + 2  # first + at most one per period + the last
+    assert [r["position"] for r in received] == sorted({r["position"] for r in received})
+
+
+def test_the_views_are_published_again_after_a_broker_restart(
+    broker: Broker, store_log: Log, children: Callable[..., Child],
+) -> None:
+    # A broker restarted from an older save (or none) holds older retained views, or none.
+    store_log.every_event_type()
+    child = children(settings_for(broker, store_log.store))
+    child.wait_logged("relay.started")
+    time.sleep(0.5)
+    broker.kill()
+    for stale in broker.persistence_dir.glob("*"):
+        stale.unlink()  # it comes back with nothing retained
+    broker.start()
+    deadline = time.monotonic() + 15
+    while sum(line["event"] == "mqtt.connected" for line in child.logs()) < 2:
+        assert time.monotonic() < deadline, "the relay did not reconnect"
+        time.sleep(0.05)
+    time.sleep(0.3)
+    with TestClient(broker.url) as watcher:
+        for name in VIEW_NAMES:
+            assert watcher.retained(f"att/job-manager/views/{name}", timeout=15) == (
+                store_log.views.payload(name, 1000))
 
 
 # Credentials, the broker's refusals, paho's hooks -------------------------------------------
