@@ -466,8 +466,7 @@ class Writer:
     def _ack_and_reply(
         self, inbound: list[Inbound], replies: list[tuple[Inbound, dict[str, Any]]]
     ) -> None:
-        for item in inbound:
-            self.connection.ack(item)
+        self.connection.ack_all(inbound)
         for message, reply in replies:
             self._send_reply(message, reply)
 

@@ -9,7 +9,7 @@ messages, and idempotency absorbs them).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +20,13 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from att_jm.config import MqttEndpoint
-from att_jm.mqtt.common import RECONNECT_MIN_DELAY, connect_properties, json_publish_properties
+from att_jm.mqtt.common import (
+    RECONNECT_MIN_DELAY,
+    ServiceClient,
+    connect_properties,
+    json_publish_properties,
+    reply_properties,
+)
 from att_jm.mqtt.driven import DrivenConnection
 
 log = structlog.get_logger("att_jm.mqtt")
@@ -56,7 +62,9 @@ class ServiceConnection(DrivenConnection):
         on_connect: Callable[[], None] | None = None,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
-        super().__init__(endpoint, client_id=client_id, manual_ack=True, monotonic=monotonic)
+        super().__init__(endpoint, client_id=client_id, manual_ack=True, monotonic=monotonic,
+                         kind=ServiceClient)
+        self.client.on_inbound = self._on_inbound  # type: ignore[attr-defined]  # ServiceClient's
         self.prefix = prefix
         self.status_topic = f"{prefix}/job-manager/status"
         self.filters = (
@@ -160,7 +168,15 @@ class ServiceConnection(DrivenConnection):
             "mqtt.connected", session_present=flags.session_present, generation=self.generation
         )
 
+    def _on_inbound(
+        self, mid: int, topic: bytes, payload: bytes, response: str | None,
+        correlation: bytes | None,
+    ) -> None:
+        """A QoS 1 message decoded by `ServiceClient`'s fast path."""
+        self._deliver(Inbound(mid, 1, self.generation, topic, payload, response, correlation))
+
     def _on_message(self, client: Client, userdata: Any, message: MQTTMessage) -> None:
+        """Any other message, decoded by paho."""
         # Never raise: paho would drop the connection's read loop on an exception.
         try:
             properties = message.properties
@@ -181,8 +197,19 @@ class ServiceConnection(DrivenConnection):
 
     def ack(self, message: Inbound) -> None:
         """Acknowledge a committed message, unless it came on an earlier connection."""
-        if message.qos > 0 and message.generation == self.generation and self.connected:
-            self.client.ack(message.mid, message.qos)
+        self.ack_all((message,))
+
+    def ack_all(self, messages: Sequence[Inbound]) -> None:
+        """Acknowledge committed messages (those of earlier connections are left to the
+        broker, which sends them again), all QoS 1 PUBACKs in one write."""
+        if not self.connected:
+            return
+        generation = self.generation
+        mids = [m.mid for m in messages if m.qos == 1 and m.generation == generation]
+        self.client.ack_many(mids)  # type: ignore[attr-defined]  # ServiceClient's
+        for message in messages:
+            if message.qos == 2 and message.generation == generation:  # never subscribed at 2
+                self.client.ack(message.mid, message.qos)
 
     def publish(
         self, topic: str, payload: bytes, *, retain: bool = False,
@@ -198,7 +225,7 @@ class ServiceConnection(DrivenConnection):
         try:
             self.publish(
                 response_topic, orjson.dumps(body),
-                properties=json_publish_properties(correlation_data=correlation),
+                properties=reply_properties(correlation),
             )
         except ValueError as error:  # a ResponseTopic with wildcards or bad UTF-8
             log.warning("command.reply_refused", response_topic=response_topic, error=str(error))

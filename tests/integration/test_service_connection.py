@@ -11,6 +11,8 @@ import pytest
 from helpers.broker import Broker
 from helpers.mqtt import TestClient
 from paho.mqtt.client import Client
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from att_jm.config import parse_mqtt_url
 from att_jm.mqtt.adapter import Inbound, ServiceConnection
@@ -155,3 +157,40 @@ def test_it_reconnects_after_a_broker_restart_and_republishes_its_online_status(
     h.connection.stop({"state": "offline"})
     with TestClient(broker.url) as watcher:
         assert watcher.retained(f"{PREFIX}/job-manager/status") == {"state": "offline"}
+
+
+def test_commands_with_any_properties_arrive_with_their_reply_topic_and_correlation(
+    harness: Harness, mqtt: TestClient
+) -> None:
+    # Plain request properties take the fast path; a UserProperty sends it through paho.
+    topic = f"{PREFIX}/job-manager/commands/alice/views.get"
+    for user_property in (False, True):
+        properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+        properties.ResponseTopic = f"{PREFIX}/job-manager/replies/alice/x"
+        properties.CorrelationData = b"corr-%d" % user_property
+        if user_property:
+            properties.UserProperty = [("trace", "1")]
+        mqtt.publish(topic, {"view": "jobs"}, properties=properties)
+    harness.poll_until(lambda: len(harness.received) == 2)
+    for message, user_property in zip(harness.received, (False, True), strict=True):
+        assert message.topic == topic.encode()
+        assert message.payload == b'{"view":"jobs"}'
+        assert message.response_topic == f"{PREFIX}/job-manager/replies/alice/x"
+        assert message.correlation == b"corr-%d" % user_property
+        assert message.qos == 1
+
+
+def test_one_write_acknowledges_a_whole_batch_and_nothing_comes_back(
+    broker: Broker, mqtt: TestClient
+) -> None:
+    first = connected(broker, "conn-batch-ack")
+    for n in range(50):
+        mqtt.publish(notification_topic(n), {"id": f"n-{n}"})
+    first.poll_until(lambda: len(first.received) == 50)
+    first.connection.ack_all(first.received)
+    first.connection.poll(0.2)
+    first.connection.stop({"state": "offline"})
+    again = connected(broker, "conn-batch-ack")
+    again.connection.poll(0.5)
+    assert again.received == []
+    again.connection.stop({"state": "offline"})
