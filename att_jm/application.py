@@ -29,7 +29,7 @@ from att_jm.domain.matching import fill_template, matches
 from att_jm.domain.notifications import CommandRecord, Notification, Rejection
 from att_jm.domain.scheduler import TABLES, Scheduler
 from att_jm.domain.times import iso
-from att_jm.store import JobManagerApp, LogIndex, append_events
+from att_jm.store import JobManagerApp, WriterLog
 from projections.views import Views
 
 log = structlog.get_logger("att_jm")
@@ -159,7 +159,7 @@ class JobManager:
         self.check_script = check_script
         self.clock = clock
         self.max_payload_bytes = max_payload_bytes
-        self.index = LogIndex(app)
+        self.log = WriterLog(app)
         self.jobs: dict[str, Job] = {}
         # Executions this writer loaded or changed lately (the running one, the next ones):
         # like the jobs and the scheduler, they match the store after every commit, and
@@ -169,8 +169,8 @@ class JobManager:
         self.reload()
 
     def close(self) -> None:
-        """Close the log index's connection (the last connection to close checkpoints the WAL)."""
-        self.index.close()
+        """Close the writer's connection (the last connection to close checkpoints the WAL)."""
+        self.log.close()
 
     # State -------------------------------------------------------------------------------
 
@@ -200,7 +200,7 @@ class JobManager:
         return job
 
     def _exists(self, aggregate_id: UUID) -> bool:
-        return self.index.exists(aggregate_id)
+        return self.log.exists(aggregate_id)
 
     def prefetch_notifications(self, uow: UnitOfWork, payloads: Iterable[bytes]) -> None:
         """Parse these payloads once, and look up in one query which of their notification
@@ -218,7 +218,7 @@ class JobManager:
                     key = notification_id(nid)
                     ids.append(key)
             uow.parsed[payload] = (body, key)
-        uow.stored = self.index.existing(ids) if ids else set()
+        uow.stored = self.log.existing(ids) if ids else set()
 
     def _notification_stored(self, uow: UnitOfWork, key: UUID) -> bool:
         if uow.stored is not None:
@@ -263,18 +263,27 @@ class JobManager:
         # runtime Protocol isinstance() per event (5% of a burst) and snapshot by aggregate,
         # and EventStore.put() would encode each event again.
         self.encode(uow)
-        positions = append_events(self.app, uow.encoded)
-        for event in uow.events:
-            if event.originator_id == SCHEDULER_ID and event.originator_version % 500 == 0:
-                self._snapshot(event.originator_version)
+        positions = self.log.append(uow.encoded)
+        if any(event.originator_id == SCHEDULER_ID and event.originator_version % 500 == 0
+               for event in uow.events):
+            self._snapshot()
         return list(zip(positions, uow.events, strict=True))
 
-    def _snapshot(self, version: int) -> None:
-        """Snapshot the scheduler; a failure only costs load time, so it never fails a commit."""
+    def _snapshot(self) -> None:
+        """Snapshot the scheduler as it is in memory, just stored (the library's
+        `take_snapshot` would read back and replay its last 500 events first).
+
+        A failure only costs load time, so it never fails a commit."""
+        scheduler = self.scheduler
         try:
-            self.app.take_snapshot(SCHEDULER_ID, version=version)
+            if self.app.snapshots is None or scheduler.pending_events:
+                raise RuntimeError("no snapshot store, or the scheduler has unstored events")
+            snapshot_class = getattr(type(scheduler), "Snapshot", type(self.app).snapshot_class)
+            if snapshot_class is None:
+                raise RuntimeError("no snapshot class")
+            self.app.snapshots.put([snapshot_class.take(scheduler)])
         except Exception as error:  # noqa: BLE001 -- the batch is already stored
-            log.warning("scheduler.snapshot_failed", version=version, error=repr(error))
+            log.warning("scheduler.snapshot_failed", version=scheduler.version, error=repr(error))
 
     # Notifications -----------------------------------------------------------------------
 

@@ -51,6 +51,7 @@ class Sealer:
         self._retry_at = 0.0
         self._stale = False  # a failed seal may have left unsaved events on the Ledger
         self._full = False  # every_events rows wait (as of the last `due()`)
+        self._end: int | None = None  # the log's last position, as the writer last noted it
 
     def _load(self) -> Ledger | None:
         """The stored Ledger; None before the first seal (which creates it)."""
@@ -68,9 +69,15 @@ class Sealer:
     def close(self) -> None:
         self.reader.close()
 
+    def note(self, position: int) -> None:
+        """The log's last position is now `position` (the writer, after each commit: then
+        `pending()` needs no query, asked on every turn of its loop)."""
+        self._end = position if self._end is None else max(self._end, position)
+
     def pending(self) -> int:
         """Rows stored after the last seal that no seal covers yet (the seal events aside)."""
-        return max(0, self.reader.max_position() - self.sealed_position - self._own)
+        end = self.reader.max_position() if self._end is None else self._end
+        return max(0, end - self.sealed_position - self._own)
 
     def due(self) -> bool:
         """Whether a seal is due now (`every_events` rows wait, or one for `every_seconds`)."""

@@ -427,6 +427,7 @@ class Writer:
         if not stored:
             return
         self.relay.notify(stored[-1][0])
+        self.sealer.note(stored[-1][0])
         self._apply_views(stored)
 
     def _handle_batch(self, items: list[Item]) -> None:

@@ -62,47 +62,57 @@ def read_log(
         after = notifications[-1].id
 
 
-def append_events(app: JobManagerApp, stored: Sequence[StoredEvent]) -> list[int]:
-    """Insert `stored` in one transaction; their log positions.
-
-    One `executemany` (eventsourcing's recorder runs one statement per event to read each
-    rowid). The writer is the store's only writer and SQLite gives a new row the largest
-    rowid plus one, so the rows of one transaction take consecutive positions ending at
-    the largest rowid after the insert.
-    """
-    if not stored:
-        return []
-    recorder = app.recorder
-    table = recorder.events_table_name  # type: ignore[attr-defined]  # the SQLite recorder's
-    statement = recorder.insert_events_statement  # type: ignore[attr-defined]  # idem
-    rows = [
-        (s.originator_id.hex if isinstance(s.originator_id, UUID) else s.originator_id,
-         s.originator_version, s.topic, s.state)
-        for s in stored
-    ]
-    with recorder.datastore.transaction(commit=True) as cursor:  # type: ignore[attr-defined]  # idem
-        cursor.executemany(statement, rows)
-        cursor.execute(f"SELECT max(rowid) FROM {table}")  # noqa: S608 -- the library's table name
-        last = int(cursor.fetchone()[0])
-    return list(range(last - len(rows) + 1, last + 1))
-
-
 def log_position(app: JobManagerApp) -> int:
     """The position of the last stored event (0 for an empty log)."""
     return app.recorder.max_notification_id() or 0
 
 
-class LogIndex:
-    """Which aggregates have events in the log, through a plain read-only connection of its
-    own: a lookup is an index seek, without the library's pooled transaction around it
-    (~0.1 ms, the largest part of answering one command or one notification)."""
+class WriterLog:
+    """The writer's own plain connection to the store: its appends and its existence checks.
 
-    def __init__(self, app: JobManagerApp) -> None:
-        self._db, table = open_log(app)
+    Without the library's pooled connection and transaction around each statement (about
+    0.1 ms a commit, a third of answering a command), and with one `executemany` per commit
+    where eventsourcing's recorder runs one statement per event to read each rowid. The
+    rows are exactly the recorder's (same table, columns and encoding), so the library
+    reads them as its own. The writer is the store's only writer and SQLite gives a new row
+    the largest rowid plus one: the rows of one transaction take consecutive positions
+    ending at the largest rowid after the insert.
+    """
+
+    def __init__(self, app: JobManagerApp, lock_timeout: float = 10.0) -> None:
+        recorder = app.recorder
+        table = str(recorder.events_table_name)  # type: ignore[attr-defined]  # the SQLite recorder's
+        db_name = str(recorder.datastore.pool.db_name)  # type: ignore[attr-defined]  # idem
+        self._db = sqlite3.connect(db_name, uri=db_name.startswith("file:"),
+                                   isolation_level=None, timeout=lock_timeout)
+        self._db.execute("PRAGMA synchronous=FULL")  # a commit is on disk before its ack
+        self._insert = str(recorder.insert_events_statement)  # type: ignore[attr-defined]  # idem
+        self._last = f"SELECT max(rowid) FROM {table}"  # noqa: S608 -- the library's table name
         self._any = (
-            f"SELECT originator_id FROM {table} WHERE originator_version = 1 "  # noqa: S608 -- the library's table name
+            f"SELECT originator_id FROM {table} WHERE originator_version = 1 "  # noqa: S608 -- idem
             "AND originator_id IN "
         )
+
+    def append(self, stored: Sequence[StoredEvent]) -> list[int]:
+        """Insert `stored` in one transaction; their log positions."""
+        if not stored:
+            return []
+        rows = [
+            (s.originator_id.hex if isinstance(s.originator_id, UUID) else s.originator_id,
+             s.originator_version, s.topic, s.state)
+            for s in stored
+        ]
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.executemany(self._insert, rows)
+            last = int(db.execute(self._last).fetchone()[0])
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:  # SQLite may have rolled back by itself (a full disk)
+                db.execute("ROLLBACK")
+            raise
+        return list(range(last - len(rows) + 1, last + 1))
 
     def existing(self, ids: Collection[UUID], chunk: int = 500) -> set[UUID]:
         """Which of `ids` name an aggregate that has events (one query per chunk)."""

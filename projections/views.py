@@ -395,6 +395,9 @@ class Views:
 
     def __init__(self, path: str, *, readonly: bool = False) -> None:
         self.path = path
+        # The writer's own answers to `position` and `next_queued`, asked on every turn of
+        # its loop, kept until its next write (a reader's file changes under it: no memo).
+        self._memo: dict[str, Any] | None = None if readonly else {}
         if readonly:
             self._db = sqlite3.connect(
                 f"file:{path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False
@@ -413,8 +416,18 @@ class Views:
 
     @property
     def position(self) -> int:
+        memo = self._memo
+        if memo is not None and "position" in memo:
+            return int(memo["position"])
         row = self._db.execute("SELECT position FROM tracking WHERE name = 'views'").fetchone()
-        return int(row[0]) if row else 0
+        position = int(row[0]) if row else 0
+        if memo is not None:
+            memo["position"] = position
+        return position
+
+    def _written(self) -> None:
+        if self._memo is not None:
+            self._memo.clear()
 
     def apply(self, items: Iterable[tuple[int, Any]]) -> set[str]:
         """Apply live domain events (position, event) after the tracked position; views changed."""
@@ -436,6 +449,7 @@ class Views:
         if position == start:
             return set()
         cursor = self._db.cursor()
+        self._written()
         cursor.execute("BEGIN IMMEDIATE")
         try:
             overlay.flush(cursor)
@@ -461,6 +475,7 @@ class Views:
         start = self.position
         changed: dict[str, int] = {}
         cursor = self._db.cursor()
+        self._written()
         cursor.execute("BEGIN IMMEDIATE")
         try:
             position = start
@@ -488,11 +503,13 @@ class Views:
     def advance(self, position: int) -> None:
         """Record that the log up to `position` holds nothing more for these views."""
         if position > self.position:
+            self._written()
             self._db.execute("INSERT OR REPLACE INTO tracking VALUES ('views', ?)", (position,))
 
     def reset(self) -> None:
         """Forget every row and the position: the next catch-up rebuilds from zero."""
         c = self._db.cursor()
+        self._written()
         c.execute("BEGIN IMMEDIATE")
         tables = ("tracking", "view_positions", "jobs", "job_ids", "queue", "executed", "failed",
                   "settings")
@@ -561,10 +578,16 @@ class Views:
 
     def next_queued(self) -> tuple[str, bool] | None:
         """The entry that runs next and whether it was sent to the front, or None."""
+        memo = self._memo
+        if memo is not None and "next" in memo:
+            return memo["next"]  # type: ignore[no-any-return]  # what this method stored
         row = self._db.execute(
             "SELECT id, sort_key FROM queue WHERE state = 'queued' ORDER BY sort_key LIMIT 1"
         ).fetchone()
-        return None if row is None else (str(row[0]), int(row[1]) < 0)
+        found = None if row is None else (str(row[0]), int(row[1]) < 0)
+        if memo is not None:
+            memo["next"] = found
+        return found
 
     def running(self) -> list[str]:
         return [str(r[0]) for r in self._db.execute("SELECT id FROM queue WHERE state='running'")]

@@ -1004,7 +1004,9 @@ def test_the_scheduler_is_snapshotted_and_reloads_from_its_snapshot(
     assert scheduler.version > 500
     assert jm.app.snapshots is not None
     snapshots: list[Any] = list(jm.app.snapshots.get(SCHEDULER_ID))
-    assert [s.originator_version for s in snapshots] == [500]
+    # Taken from memory at the end of the batch that passed version 500.
+    assert len(snapshots) == 1
+    assert 500 <= snapshots[0].originator_version < 500 + 250
     assert snapshots[0].state["last_finished_at"] == scheduler.last_finished_at
 
     restarted = open_harness()
