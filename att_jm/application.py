@@ -515,6 +515,17 @@ class JobManager:
             timeout_seconds=execution.timeout_seconds,
         )
 
+    def preload_next(self) -> None:
+        """Load the entry that runs next, if it is not loaded yet (while a script runs, so
+        that starting it right after the running one ends reads nothing from the store)."""
+        candidate = self.views.next_queued()
+        if candidate is None:
+            return
+        try:
+            self._execution(UnitOfWork(), candidate[0])
+        except NotFound:
+            return
+
     def finish(self, uow: UnitOfWork, entry: str, outcome: Outcome, at: datetime) -> bool:
         """Record how an execution ended; False when it was no longer running."""
         execution = self._execution(uow, entry)

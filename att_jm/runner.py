@@ -1,5 +1,7 @@
 """Runs one automation script (contract section 4) and turns what it did into a Result."""
 
+from __future__ import annotations
+
 import contextlib
 import os
 import pathlib
@@ -285,7 +287,12 @@ def _leader_has_exited(pid: int) -> bool:
 
 
 class _Supervisor:
-    """Pumps one started script's pipes until it is over, enforcing its timeout."""
+    """Pumps one started script's pipes until it is over, enforcing its timeout.
+
+    Event-driven: `fds()` are the descriptors to wait on and `wait_seconds()` how long at
+    most; `step(ready)` handles those that became readable and the deadlines. `supervise()`
+    runs that loop itself; a caller with a loop of its own (the writer) drives it instead.
+    """
 
     def __init__(
         self, proc: subprocess.Popen[bytes], *, output_cap: int, kill_grace: float, deadline: float
@@ -300,49 +307,54 @@ class _Supervisor:
         self._kill_at: float | None = None
         self._drain_until: float | None = None
         self._proc = proc
-        self._pidfd: int | None = None
-        self._selector = selectors.DefaultSelector()
-        self._open_pipes = 0
+        self._pidfd = _open_pidfd(proc.pid)
+        self._tails: dict[int, OutputTail] = {}
+        for pipe, tail in ((proc.stdout, self.stdout), (proc.stderr, self.stderr)):
+            if pipe is not None:
+                os.set_blocking(pipe.fileno(), False)
+                self._tails[pipe.fileno()] = tail
+        self._closed = False
 
     def supervise(self) -> None:
         """Return once the script exited and its pipes closed (or leftovers had their moment)."""
-        try:
-            self._watch()
-            while not self._over():
-                self._step()
-            self.results.close()
-        finally:
-            self._selector.close()
-            if self._pidfd is not None:
-                os.close(self._pidfd)
+        with selectors.DefaultSelector() as selector:
+            watched: set[int] = set()
+            while not self.over():
+                fds = set(self.fds())
+                for fd in watched - fds:
+                    selector.unregister(fd)
+                for fd in fds - watched:
+                    selector.register(fd, selectors.EVENT_READ)
+                watched = fds
+                ready = {key.fd for key, _ in selector.select(self.wait_seconds())}
+                self.step(ready)
+        self.close()
 
-    def _watch(self) -> None:
-        """Watch both pipes and, where the kernel offers one, a pidfd telling the script exited."""
-        for pipe, tail in ((self._proc.stdout, self.stdout), (self._proc.stderr, self.stderr)):
-            if pipe is not None:
-                self._selector.register(pipe.fileno(), selectors.EVENT_READ, tail)
-                self._open_pipes += 1
-        self._pidfd = _open_pidfd(self._pid)
-        if self._pidfd is not None:
-            self._selector.register(self._pidfd, selectors.EVENT_READ, None)
+    def fds(self) -> list[int]:
+        """The open pipes and, where the kernel offers one, a pidfd telling the script exited."""
+        fds = list(self._tails)
+        if self._pidfd is not None and self._drain_until is None:
+            fds.append(self._pidfd)
+        return fds
 
-    def _over(self) -> bool:
+    def over(self) -> bool:
         if self._drain_until is None:
             return False
-        return self._open_pipes == 0 or time.monotonic() >= self._drain_until
+        return not self._tails or time.monotonic() >= self._drain_until
 
-    def _step(self) -> None:
-        for key, _ in self._selector.select(self._wait_seconds()):
-            if key.data is None:
-                self._selector.unregister(key.fd)
-                self._leader_exited()
-            else:
-                self._read(key.fd, key.data)
-        if self._pidfd is None and self._drain_until is None and _leader_has_exited(self._pid):
+    def step(self, ready: Collection[int]) -> None:
+        """Handle the descriptors of `fds()` that are readable, then the deadlines."""
+        for fd in list(self._tails):
+            if fd in ready:
+                self._read(fd)
+        if self._drain_until is None and (
+            (self._pidfd is not None and self._pidfd in ready)
+            or (self._pidfd is None and _leader_has_exited(self._pid))
+        ):
             self._leader_exited()
         self._enforce_deadlines()
 
-    def _wait_seconds(self) -> float | None:
+    def wait_seconds(self) -> float | None:
         moments = [self._kill_at, self._drain_until]
         if not self.timed_out and self._drain_until is None:
             moments.append(self._deadline)
@@ -351,18 +363,36 @@ class _Supervisor:
             wait.append(_EXIT_POLL_SECONDS)
         return max(0.0, min(wait)) if wait else None
 
+    def close(self) -> None:
+        """Finish the output and release the pidfd (once)."""
+        if self._closed:
+            return
+        self._closed = True
+        self.results.close()
+        if self._pidfd is not None:
+            os.close(self._pidfd)
+            self._pidfd = None
+
     def _leader_exited(self) -> None:
         self._drain_until = time.monotonic() + _DRAIN_AFTER_EXIT_SECONDS
+        for fd in list(self._tails):  # what the script wrote before exiting is there now
+            self._read(fd)
 
-    def _read(self, fd: int, tail: OutputTail) -> None:
-        chunk = os.read(fd, _READ_CHUNK)
-        if not chunk:
-            self._selector.unregister(fd)
-            self._open_pipes -= 1
-            return
-        tail.feed(chunk)
-        if tail is self.stdout:
-            self.results.feed(chunk)
+    def _read(self, fd: int) -> None:
+        tail = self._tails[fd]
+        while True:
+            try:
+                chunk = os.read(fd, _READ_CHUNK)
+            except BlockingIOError:
+                return
+            if not chunk:
+                del self._tails[fd]
+                return
+            tail.feed(chunk)
+            if tail is self.stdout:
+                self.results.feed(chunk)
+            if len(chunk) < _READ_CHUNK:
+                return
 
     def _enforce_deadlines(self) -> None:
         now = time.monotonic()
@@ -373,6 +403,44 @@ class _Supervisor:
         if self._kill_at is not None and now >= self._kill_at:
             _signal_group(self._pid, signal.SIGKILL)
             self._kill_at = None
+
+
+class Running:
+    """A started script followed by its caller's loop, without a thread: wait until one of
+    `fds()` is readable, for at most `wait_seconds()`, then call `step(ready)`; it returns
+    the outcome once the script is over (and its group killed and reaped)."""
+
+    def __init__(self, runner: ScriptRunner, script: StartedScript) -> None:
+        self._runner = runner
+        self._script = script
+        self._supervisor = _Supervisor(
+            script.proc, output_cap=runner.output_cap, kill_grace=runner.kill_grace,
+            deadline=script.started + script.request.timeout_seconds,
+        )
+
+    @property
+    def pid(self) -> int:
+        return self._script.proc.pid
+
+    def fds(self) -> list[int]:
+        return self._supervisor.fds()
+
+    def wait_seconds(self) -> float | None:
+        return self._supervisor.wait_seconds()
+
+    def step(self, ready: Collection[int]) -> RunOutcome | None:
+        supervisor = self._supervisor
+        supervisor.step(ready)
+        if not supervisor.over():
+            return None
+        return self.finish()
+
+    def finish(self) -> RunOutcome:
+        """End it now (its group killed), whatever it was doing; the outcome."""
+        self._supervisor.close()
+        exit_code = self._runner.finish(self._script.proc)
+        return self._runner.outcome(self._script.request, self._supervisor, exit_code,
+                                    self._script.started)
 
 
 @dataclass(frozen=True)
@@ -408,9 +476,9 @@ class ScriptRunner:
         kill_grace_seconds: float = 2.0,
     ) -> None:
         self._scripts_dir = scripts_dir
-        self._output_cap = output_cap
+        self.output_cap = output_cap
         self._feedback_stderr_cap = feedback_stderr_cap
-        self._kill_grace = kill_grace_seconds
+        self.kill_grace = kill_grace_seconds
         self._lock = threading.Lock()
         self._running: subprocess.Popen[bytes] | None = None
         self._interrupted = False
@@ -452,14 +520,18 @@ class ScriptRunner:
                 on_started(proc.pid)
             supervisor = _Supervisor(
                 proc,
-                output_cap=self._output_cap,
-                kill_grace=self._kill_grace,
+                output_cap=self.output_cap,
+                kill_grace=self.kill_grace,
                 deadline=started + request.timeout_seconds,
             )
             supervisor.supervise()
         finally:
-            exit_code = self._finish(proc)
-        return self._outcome(request, supervisor, exit_code, started)
+            exit_code = self.finish(proc)
+        return self.outcome(request, supervisor, exit_code, started)
+
+    def watch(self, script: StartedScript) -> Running:
+        """Follow a started script from the caller's own loop (see `Running`)."""
+        return Running(self, script)
 
     def kill_running(self) -> None:
         """Kill the running script's whole process group with SIGKILL, if a script is running."""
@@ -485,7 +557,7 @@ class ScriptRunner:
             self._interrupted = False
         return proc
 
-    def _finish(self, proc: subprocess.Popen[bytes]) -> int:
+    def finish(self, proc: subprocess.Popen[bytes]) -> int:
         """Kill leftovers of the group (its leader is not reaped yet), close the pipes, reap."""
         with self._lock:
             self._running = None
@@ -495,9 +567,10 @@ class ScriptRunner:
                 pipe.close()
         return proc.wait()
 
-    def _outcome(
+    def outcome(
         self, request: RunRequest, supervisor: _Supervisor, exit_code: int, started: float
     ) -> RunOutcome:
+        """What the script did, once `finish` reaped it."""
         if supervisor.timed_out:
             verdict = Verdict(FAILED, timeout_feedback(request.timeout_seconds))
         elif self._interrupted:

@@ -142,11 +142,11 @@ class ServiceConnection(DrivenConnection):
 
     # The network -------------------------------------------------------------------------
 
-    def poll(self, timeout: float, wake_fd: int | None = None) -> None:
-        """Wait up to `timeout` s for the broker or for `wake_fd` to be readable (the caller
-        empties it), then do every pending read, write, keepalive and reconnect. Received
-        messages go to `deliver` on the way."""
-        self._serve(timeout, () if wake_fd is None else (wake_fd,))
+    def poll(self, timeout: float, *wake_fds: int) -> set[int]:
+        """Wait up to `timeout` s for the broker or for one of `wake_fds` to be readable,
+        then do every pending read, write, keepalive and reconnect; which of `wake_fds` are
+        readable (the caller empties them). Received messages go to `deliver` on the way."""
+        return self._serve(timeout, wake_fds)
 
     def _wants_connection(self) -> bool:
         return not (self.paused or self._stopped)

@@ -97,10 +97,10 @@ class DrivenConnection:
 
     # The network -------------------------------------------------------------------------
 
-    def _serve(self, timeout: float, wake_fds: Sequence[int]) -> None:
+    def _serve(self, timeout: float, wake_fds: Sequence[int]) -> set[int]:
         """Wait up to `timeout` s for the broker or for one of `wake_fds` to be readable
         (the caller empties them), then do every pending read, write, keepalive and
-        reconnect. paho's callbacks run on the way."""
+        reconnect; which of `wake_fds` are readable. paho's callbacks run on the way."""
         client = self.client
         now = self._monotonic()
         if client.socket() is None and self._next_attempt is not None:
@@ -129,6 +129,7 @@ class DrivenConnection:
                 client.loop_write()
             if client.socket() is not None:
                 client.loop_misc()  # keepalive: PINGREQ when due, drop a dead connection
+        return {fd for fd in wake_fds if fd in readable}
 
     def _read(self) -> None:
         """Read and handle every packet that has arrived (64 KiB per recv)."""

@@ -59,10 +59,11 @@ class PublishConnection(DrivenConnection):
         self._next_attempt = None
         self._close(self._monotonic() + timeout)
 
-    def poll(self, timeout: float, wake_fds: Sequence[int] = ()) -> None:
-        """Wait up to `timeout` s for the broker or for one of `wake_fds` to be readable (the
-        caller empties them), then do every pending read, write, keepalive and reconnect."""
-        self._serve(timeout, wake_fds)
+    def poll(self, timeout: float, wake_fds: Sequence[int] = ()) -> set[int]:
+        """Wait up to `timeout` s for the broker or for one of `wake_fds` to be readable, then
+        do every pending read, write, keepalive and reconnect; which of `wake_fds` are
+        readable (the caller empties them)."""
+        return self._serve(timeout, wake_fds)
 
     def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> int:
         """Publish at QoS 1 (written at once, or when connected); the message id."""
