@@ -183,10 +183,9 @@ class ViewsPublisher:
                     due.append(name)
                 else:
                     later = min(later, ready)
-            for payload in views.payloads(due, self._rows) if due else ():
-                name = payload["view"]
-                self._publish(self._prefix + name, orjson.dumps(payload))
-                self._sent[name] = payload["position"]
+            for name, position, payload in views.payloads(due, self._rows) if due else ():
+                self._publish(self._prefix + name, payload)
+                self._sent[name] = position
                 self._at[name] = now
                 self._force.discard(name)
             self._next_check = later

@@ -636,8 +636,9 @@ class Writer:
             log.info("log.sealed", position=seals[-1].position, seals=len(seals),
                      hash=seals[-1].hash)
 
-    def _view(self, name: str) -> dict[str, Any]:
-        return self.views.payload(name, self.settings.view_rows)
+    def _view(self, name: str) -> orjson.Fragment:
+        """The view message, encoded (from the views' cache of encoded rows)."""
+        return orjson.Fragment(self.views.payload_json(name, self.settings.view_rows))
 
 
 

@@ -71,6 +71,14 @@ _COLUMNS: Final[dict[str, tuple[str, ...]]] = {
     "job_ids": ("id", "name"),
 }
 _KEYS: Final = {"jobs": "name", "job_ids": "id"}
+# What identifies a row's content in the encoded-row cache: executed and failed rows never
+# change (a re-execution that fails again comes back with a new `seq`); a queue row changes
+# only in these fields while it is queued or running.
+_VERSION_COLS: Final = {
+    "executed": ("id", "seq"),
+    "failed": ("id", "seq"),
+    "queue": ("id", "state", "sort_key", "attempt", "started_at"),
+}
 _ORDER: Final = {
     "queue": "ORDER BY state != 'running', sort_key",
     "executed": "ORDER BY seq DESC",
@@ -398,6 +406,8 @@ class Views:
         # The writer's own answers to `position` and `next_queued`, asked on every turn of
         # its loop, kept until its next write (a reader's file changes under it: no memo).
         self._memo: dict[str, Any] | None = None if readonly else {}
+        # view -> row version -> the row as JSON (see `payload_json`), pruned to the rows sent
+        self._encoded: dict[str, dict[tuple[Any, ...], bytes]] = {v: {} for v in _VERSION_COLS}
         if readonly:
             self._db = sqlite3.connect(
                 f"file:{path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False
@@ -539,6 +549,36 @@ class Views:
                 row["enabled"] = bool(row["enabled"])
         return out
 
+    def payload_json(self, view: str, limit: int) -> bytes:
+        """`orjson.dumps(payload(view, limit))`, the same bytes, made from a cache of encoded
+        rows: only the rows that changed since the last call are read in full and encoded (a
+        queue or Executed view of 1,000 rows costs ~0.5 ms instead of ~3 ms)."""
+        if view not in _VERSION_COLS:
+            return orjson.dumps(self.payload(view, limit))
+        versions = _VERSION_COLS[view]
+        cols = _QUEUE_COLS if view == "queue" else _DONE_COLS
+        keys = [tuple(row) for row in self._db.execute(
+            f"SELECT {', '.join(versions)} FROM {view} {_ORDER[view]} LIMIT ?", (limit,)  # noqa: S608 -- fixed names
+        )]
+        cache = self._encoded[view]
+        missing = [key[0] for key in keys if key not in cache]
+        for start in range(0, len(missing), 500):
+            part = missing[start : start + 500]
+            for found in self._db.execute(
+                f"SELECT {', '.join(versions)}, {', '.join(cols)} FROM {view} "  # noqa: S608 -- fixed names
+                f"WHERE id IN ({','.join('?' * len(part))})", part,
+            ):
+                cache[tuple(found[: len(versions)])] = orjson.dumps(
+                    dict(zip(cols, found[len(versions):], strict=True)))
+        try:
+            rows = b",".join([cache[key] for key in keys])
+        except KeyError:  # the view changed between the two reads: read it all at once
+            return orjson.dumps(self.payload(view, limit))
+        self._encoded[view] = {key: cache[key] for key in keys}
+        head = orjson.dumps({"view": view, "position": self.view_position(view),
+                             "total": self.count(view)})
+        return head[:-1] + b',"rows":[' + rows + b"]}"
+
     def view_position(self, view: str) -> int:
         """The position of the last event that changed `view` (0: never changed)."""
         row = self._db.execute(
@@ -567,12 +607,14 @@ class Views:
         rows = self._db.execute("SELECT view, position FROM view_positions")
         return {str(view): int(position) for view, position in rows}
 
-    def payloads(self, views: Iterable[str], limit: int) -> list[dict[str, Any]]:
-        """`payload` of each view, all read in one transaction (one state of the views, even
-        while their writer goes on: what a reader in another process publishes)."""
+    def payloads(self, views: Iterable[str], limit: int) -> list[tuple[str, int, bytes]]:
+        """(view, its position, `payload_json`) of each view, all read in one transaction
+        (one state of the views, even while their writer goes on: what a reader in another
+        process publishes)."""
         self._db.execute("BEGIN")
         try:
-            return [self.payload(view, limit) for view in views]
+            return [(view, self.view_position(view), self.payload_json(view, limit))
+                    for view in views]
         finally:
             self._db.execute("COMMIT")
 
