@@ -233,6 +233,15 @@ class JobManager:
         cached = uow.aggregates.get(key)
         if isinstance(cached, Execution):
             return cached
+        created = next((event for event in uow.events if isinstance(event, Execution.Enqueued)
+                        and event.originator_id == key), None)
+        if created is not None:  # enqueued by this batch: built from its event, not stored yet
+            built = created.mutate(None)
+            if not isinstance(built, Execution):  # pragma: no cover -- an Enqueued makes one
+                raise NotFound(f"no entry {entry!r}")
+            uow.aggregates[key] = built
+            self._remember(key, built)
+            return built
         known = self._executions.get(key)
         if known is not None:
             self._executions.move_to_end(key)
@@ -243,10 +252,13 @@ class JobManager:
             raise NotFound(f"no entry {entry!r}") from None
         if not isinstance(execution, Execution):
             raise NotFound(f"no entry {entry!r}")
+        self._remember(key, execution)
+        return execution
+
+    def _remember(self, key: UUID, execution: Execution) -> None:
         self._executions[key] = execution
         if len(self._executions) > EXECUTIONS_CACHED:
             self._executions.popitem(last=False)
-        return execution
 
     def encode(self, uow: UnitOfWork) -> None:
         """Encode the events not encoded yet, as the commit will store them (raises what the
@@ -495,11 +507,18 @@ class JobManager:
     def dispatch(self, uow: UnitOfWork, *, chained: bool = False) -> Dispatch | None:
         """Start the next queued entry when the interval allows; what to run, or None.
 
-        `chained`: the views do not hold the events of `uow` yet; the views' next entry is
-        started only if `uow` left it queued (otherwise the next tick decides).
+        `chained`: the views do not hold the events of `uow` yet (a batch of script ends and
+        notifications, no command); the views' next entry is started only if `uow` left it
+        queued, and when the views hold none, the first entry `uow` enqueued is the next
+        (otherwise the next tick decides).
         """
         now = self.clock()
         candidate = self.views.next_queued()
+        if candidate is None and chained:
+            candidate = next(
+                ((str(event.originator_id), False) for event in uow.events
+                 if isinstance(event, Execution.Enqueued)), None
+            )
         due = self.scheduler.next_start(now, None if candidate is None else candidate[1])
         if candidate is None or due is None or due > now:
             return None

@@ -460,10 +460,11 @@ class Writer:
         notifications = f"{self.prefix}/channel-manager/notifications/".encode()
         limit = self.settings.max_payload_bytes
         inbound = [item for item in items if isinstance(item, Inbound)]
-        # A script just ended and no command can have changed the queue's order: start the
-        # next entry in the same transaction (one commit per execution instead of two).
-        chain = any(isinstance(item, RunFinished) for item in items) and all(
-            item.topic.startswith(notifications) for item in inbound
+        # A script just ended, or notifications may have queued an entry, and no command can
+        # have changed the queue's order: start the next entry in the same transaction (one
+        # commit per execution, and one for a notification that meets an idle queue).
+        chain = all(item.topic.startswith(notifications) for item in inbound) and any(
+            isinstance(item, RunFinished | Inbound) for item in items
         )
 
         def work(uow: UnitOfWork) -> None:

@@ -1,0 +1,65 @@
+"""The writer's batches, driven directly (a real store, views and scripts; no broker)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+from helpers.service import populate_scripts_dir
+
+from att_jm.config import Settings
+from att_jm.mqtt.adapter import Inbound
+from att_jm.service import Writer
+
+
+def message(topic: str, body: dict[str, object], correlation: bytes | None = None) -> Inbound:
+    return Inbound(mid=1, qos=1, generation=0, topic=topic.encode(), payload=orjson.dumps(body),
+                   response_topic=None, correlation=correlation)
+
+
+def command(name: str, body: dict[str, object], n: int) -> Inbound:
+    return message(f"att/job-manager/commands/tester/{name}", body, b"c-%d" % n)
+
+
+def notification(nid: str) -> Inbound:
+    return message("att/channel-manager/notifications/up", {"id": nid})
+
+
+@pytest.fixture
+def writer(tmp_path: Path) -> Iterator[Writer]:
+    scripts = populate_scripts_dir(tmp_path / "scripts")
+    w = Writer(Settings(store=str(tmp_path / "store" / "att-jm.db"), scripts=str(scripts)))
+    w._handle_batch([command("settings.set", {"interval_seconds": 0}, 1),
+                     command("job.add", {"name": "j", "script": "ok", "trigger": "up"}, 2)])
+    yield w
+    w.runner.stop()
+    w.manager.close()
+    w.views.close()
+
+
+def states(writer: Writer) -> list[tuple[str, str]]:
+    return [(row["notification_id"], row["state"]) for row in writer.views.rows("queue", 100)]
+
+
+def test_a_notification_meeting_an_idle_queue_is_started_in_its_own_transaction(
+    writer: Writer,
+) -> None:
+    writer._handle_batch([notification("n-1"), notification("n-2")])  # no tick in between
+    assert states(writer) == [("n-1", "running"), ("n-2", "queued")]
+    assert writer.runner.fds()  # the script runs
+
+
+def test_a_batch_with_a_command_leaves_the_start_to_the_next_turn(writer: Writer) -> None:
+    writer._handle_batch([notification("n-1"), command("views.get", {"view": "jobs"}, 3)])
+    assert states(writer) == [("n-1", "queued")]
+    writer._tick()
+    assert states(writer) == [("n-1", "running")]
+
+
+def test_one_entry_runs_at_a_time_however_many_notifications_arrive(writer: Writer) -> None:
+    writer._handle_batch([command("settings.set", {"interval_seconds": 3600}, 4)])
+    writer._handle_batch([notification("n-1")])
+    writer._handle_batch([notification("n-2")])
+    assert states(writer) == [("n-1", "running"), ("n-2", "queued")]
