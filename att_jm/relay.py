@@ -123,6 +123,10 @@ class Window:
     def __len__(self) -> int:
         return len(self._order)
 
+    def __contains__(self, mid: int) -> bool:
+        """Whether `mid` is an event published and not yet confirmed."""
+        return mid in self._positions
+
     def add(self, mid: int, position: int) -> None:
         self._order.append(mid)
         self._positions[mid] = position
@@ -272,7 +276,9 @@ class Relay:
                 if self.connection.connected:
                     self.views.check(now, final=True)
                 break
-            wait = min(self._wait(now, deadline), self.views.wait(now))
+            wait = self._wait(now, deadline)
+            if self.connection.connected:  # no view is published while disconnected
+                wait = min(wait, self.views.wait(now))
             self.connection.poll(wait, self._fds())
         self._save(self._monotonic(), force=True)
         self.connection.stop()
@@ -313,8 +319,11 @@ class Relay:
 
     def _acked(self, mid: int, ok: bool) -> None:
         if not ok:  # the broker refused it (e.g. the ACL): sending it again would not help
-            self.refused += 1
-            self.log.error("relay.publish_refused", mid=mid)
+            if mid in self.window:
+                self.refused += 1
+                self.log.error("relay.publish_refused", mid=mid)
+            else:
+                self.log.error("relay.view_refused", mid=mid)
         self.window.ack(mid)
 
     def _save(self, now: float, *, force: bool = False) -> None:

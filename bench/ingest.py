@@ -49,9 +49,19 @@ class Watch:
     count: int = 0
     bytes: int = 0
     largest: int = 0
+    rows: int = 0  # the most rows in one message
+    topics: dict[str, int] = field(default_factory=dict)  # messages per topic
+    seconds: float = 0.0  # how long it watched
     done: threading.Event = field(default_factory=threading.Event)
 
+    def reset(self) -> None:
+        self.count = self.bytes = self.largest = self.rows = 0
+        self.topics.clear()
+
     def add(self, message: MQTTMessage) -> None:
+        self.topics[message.topic] = self.topics.get(message.topic, 0) + 1
+        if message.payload.startswith(b"{"):
+            self.rows = max(self.rows, len(orjson.loads(message.payload).get("rows", ())))
         self.count += 1
         self.bytes += len(message.payload)
         self.largest = max(self.largest, len(message.payload))
@@ -121,7 +131,7 @@ def service_round(count: int) -> tuple[float, Watch]:
                                         "trigger": "ingest"})):
             client.publish(f"{commands}/{name}", orjson.dumps(args), qos=1).wait_for_publish(10)
         time.sleep(0.5)
-        views.count = views.bytes = views.largest = 0
+        views.reset()
         last = execution_id(f"n-{count - 1}", "ingest").hex
         started = publish_burst(client, service.notification_topic("ingest"), count)
         elapsed = wait_for_row(
@@ -130,6 +140,7 @@ def service_round(count: int) -> tuple[float, Watch]:
             last,
         ) - started
         time.sleep(0.5)  # the last coalesced view messages
+        views.seconds = time.perf_counter() - started
         client.loop_stop()
         client.disconnect()
         return count / elapsed, views
@@ -191,8 +202,9 @@ def main() -> None:
     ratio = statistics.median(service) / statistics.median(baseline)
     print(f"  ratio {ratio:.2f}x (target >= 0.8x)")
     for watch in result["views"]:
-        print(f"  view topics: {watch.count} messages, {watch.bytes:,} bytes, "
-              f"largest {watch.largest:,} bytes")
+        print(f"  view topics: {watch.count} messages in {watch.seconds:.1f} s, "
+              f"{watch.bytes:,} bytes, largest {watch.largest:,} bytes, {watch.rows} rows; "
+              f"{watch.topics}")
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ import time
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,8 @@ class Figure:
     baseline: Sequence[float] = ()
     target: tuple[str, float] | None = None
     target_text: str = "-"
-    note: str = ""  # replaces the numbers: "not run", "error: ..."
+    note: str = ""  # replaces the numbers: "not run", "error: ...", or a row of its own
+    passed: bool | None = None  # the verdict of a row given as a note
 
     def compared(self) -> tuple[str, bool | None]:
         """(the ratio or bound column, whether the target holds; None without target)."""
@@ -107,7 +109,27 @@ def ingest_figures(sizes: Sizes, rounds: int) -> list[Figure]:
 
     result = ingest.measure(sizes.ingest, rounds)
     return [Figure(f"ingest of {sizes.ingest:,} notifications", "msg/s", result["service"],
-                   result["baseline"], ("ratio>=", 0.8), ">= 0.8x bare paho + SQLite batch")]
+                   result["baseline"], ("ratio>=", 0.8), ">= 0.8x bare paho + SQLite batch"),
+            view_publishing(result["views"])]
+
+
+VIEW_PERIOD = 0.25  # the relay's coalescing: one message per view per period at most
+VIEW_ROWS = 1000  # the contract's row cap (the default setting)
+
+
+def view_publishing(watches: Sequence[Any]) -> Figure:
+    """What came on `views/#` during each ingest round, against the coalescing bound."""
+    worst = max(watches, key=lambda w: max(w.topics.values(), default=0) / max(w.seconds, 1e-9))
+    busiest = max(worst.topics.values(), default=0)
+    bound = int(worst.seconds / VIEW_PERIOD) + 2  # the first and the last of the round too
+    largest = max(w.largest for w in watches)
+    rows = max(w.rows for w in watches)
+    passed = all(max(w.topics.values(), default=0) <= int(w.seconds / VIEW_PERIOD) + 2
+                 and w.rows <= VIEW_ROWS for w in watches)
+    note = (f"{worst.count} msgs in {worst.seconds:.1f} s (busiest view {busiest}, bound "
+            f"{bound}); largest {largest:,} B, {rows} rows")
+    return Figure("view publishing during the ingest", "", note=note, passed=passed,
+                  target_text=f"<= 4/s per view, <= {VIEW_ROWS} rows")
 
 
 def latency_figures(sizes: Sizes, rounds: int) -> list[Figure]:
@@ -182,7 +204,8 @@ def rows(figures: Sequence[Figure]) -> list[tuple[str, ...]]:
     table: list[tuple[str, ...]] = []
     for figure in figures:
         if figure.note:
-            table.append((figure.name, figure.note, "", "", figure.target_text, "-"))
+            verdict = "-" if figure.passed is None else ("PASS" if figure.passed else "FAIL")
+            table.append((figure.name, figure.note, "", "", figure.target_text, verdict))
             continue
         compared, passed = figure.compared()
         verdict = "info" if passed is None else ("PASS" if passed else "FAIL")

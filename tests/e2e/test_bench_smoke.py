@@ -22,6 +22,7 @@ FIGURES = (
     "rebuild of",
     "start-up with",
     "peak RSS after",
+    "view publishing during the ingest",
 )
 
 

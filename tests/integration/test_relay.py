@@ -542,6 +542,25 @@ def test_the_views_are_published_again_after_a_broker_restart(
                 store_log.views.payload(name, 1000))
 
 
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_a_relay_without_its_broker_waits_instead_of_spinning(
+    broker: Broker, store_log: Log, children: Callable[..., Child],
+) -> None:
+    store_log.every_event_type()
+    child = children(settings_for(broker, store_log.store))
+    child.wait_logged("relay.started")
+    time.sleep(0.5)
+    broker.kill()
+    time.sleep(0.5)
+    before = cpu_seconds(child.process.pid)
+    time.sleep(2.0)
+    assert cpu_seconds(child.process.pid) - before < 0.3  # reconnect attempts only
+
+
 # Credentials, the broker's refusals, paho's hooks -------------------------------------------
 
 PASSWORDS = {"att-job-manager": "jm-secret", "alice": "alice-secret"}
