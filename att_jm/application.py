@@ -81,6 +81,7 @@ class UnitOfWork:
     replies: dict[UUID, dict[str, Any]] = field(default_factory=dict)
     spoiled: bool = False
     after_store: list[Callable[[], object]] = field(default_factory=list)  # run once stored
+    start: Callable[[], object] | None = None  # starts the script dispatched, once stored
     _touched: list[Aggregate] = field(default_factory=list)
 
     def add(self, *events: Any) -> None:

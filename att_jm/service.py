@@ -18,6 +18,7 @@ import fcntl
 import os
 import queue
 import signal
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Collection
@@ -31,7 +32,7 @@ from typing import IO, Any
 import orjson
 import structlog
 
-from att_jm import __version__
+from att_jm import __version__, wal
 from att_jm.application import Dispatch, JobManager, Outcome, UnitOfWork
 from att_jm.config import Settings
 from att_jm.domain.commands import ViewsGet
@@ -278,6 +279,7 @@ class Writer:
         )
         self.runner = Runner(settings.scripts, self.inbox.put_local)
         self.relay = EventsRelay(settings)
+        self._next_wal_check = 0.0
         self.started_at = clock()
         self.stopping = False
         self.stop_requested = threading.Event()
@@ -371,8 +373,12 @@ class Writer:
         except Exception as error:  # noqa: BLE001 -- any store fault: report, back off, retry
             self._store_fault(error, attempt)
             return False
-        for hook in uow.after_store:  # start the script, ack, reply: before events and views
+        for hook in uow.after_store:  # acks and replies first: requesters wait for them
             hook()
+        if stored:  # then the relay, which reads the events on the other core...
+            self.relay.notify(stored[-1][0])
+        if uow.start is not None:  # ...while this one forks the script it started
+            uow.start()
         if self.fault is not None and self.fault["kind"] == "store":
             self.connection.resume()
             self._set_fault(None)
@@ -586,6 +592,11 @@ class Writer:
         self.relay.check()
         if self.stopping:
             return
+        if time.monotonic() >= self._next_wal_check:  # the relay checkpoints; if it is away:
+            self._next_wal_check = time.monotonic() + wal.EVERY_SECONDS
+            with contextlib.suppress(sqlite3.Error):  # a store fault shows in the next commit
+                self.manager.log.checkpoint_if_large()
+                self.views.checkpoint_if_large()
         if self.views_behind:
             self._apply_views([])
             if self.views_behind:
@@ -610,7 +621,7 @@ class Writer:
             return None  # nothing is started from stale views
         dispatch = self.manager.dispatch(uow, chained=chained)
         if dispatch is not None:
-            uow.after_store.append(partial(self._run, dispatch))
+            uow.start = partial(self._run, dispatch)
         return dispatch
 
     def _run(self, dispatch: Dispatch) -> None:

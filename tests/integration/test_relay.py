@@ -519,15 +519,23 @@ def test_a_changed_view_is_published_again_coalesced_and_the_last_state_at_a_sto
     assert [r["position"] for r in received] == sorted({r["position"] for r in received})
 
 
-def test_the_views_are_published_again_after_a_broker_restart(
+def running_then_broker_killed(
     broker: Broker, store_log: Log, children: Callable[..., Child],
-) -> None:
-    # A broker restarted from an older save (or none) holds older retained views, or none.
+) -> Child:
+    """A relay that published a log of every event type, then its broker SIGKILLed."""
     store_log.every_event_type()
     child = children(settings_for(broker, store_log.store))
     child.wait_logged("relay.started")
     time.sleep(0.5)
     broker.kill()
+    return child
+
+
+def test_the_views_are_published_again_after_a_broker_restart(
+    broker: Broker, store_log: Log, children: Callable[..., Child],
+) -> None:
+    # A broker restarted from an older save (or none) holds older retained views, or none.
+    child = running_then_broker_killed(broker, store_log, children)
     for stale in broker.persistence_dir.glob("*"):
         stale.unlink()  # it comes back with nothing retained
     broker.start()
@@ -550,11 +558,7 @@ def cpu_seconds(pid: int) -> float:
 def test_a_relay_without_its_broker_waits_instead_of_spinning(
     broker: Broker, store_log: Log, children: Callable[..., Child],
 ) -> None:
-    store_log.every_event_type()
-    child = children(settings_for(broker, store_log.store))
-    child.wait_logged("relay.started")
-    time.sleep(0.5)
-    broker.kill()
+    child = running_then_broker_killed(broker, store_log, children)
     time.sleep(0.5)
     before = cpu_seconds(child.process.pid)
     time.sleep(2.0)
