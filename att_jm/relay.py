@@ -56,13 +56,11 @@ from typing import IO, Final
 import orjson
 import structlog
 
-from att_jm import wal
 from att_jm.audit.rows import AuditError, StoreReader
 from att_jm.config import ENV_PREFIX, ConfigError, Settings, env_name, load_settings
 from att_jm.events import row_message
 from att_jm.logs import configure
 from att_jm.mqtt.publisher import PublishConnection
-from att_jm.wal import Checkpointer
 from projections.views import VIEWS, Views
 
 log = structlog.get_logger("att_jm.relay")
@@ -247,8 +245,6 @@ class Relay:
             settings.mqtt, client_id=f"{settings.client_id}-events", on_acked=self._acked,
             on_connect=self._on_connect, monotonic=monotonic,
         )
-        self.checkpoints = Checkpointer([settings.store, settings.views_path()])
-        self.next_checkpoint = 0.0
         self.views = ViewsPublisher(
             settings.views_path(), settings.topic_prefix, settings.view_rows,
             lambda topic, payload: self.connection.publish(topic, payload, retain=True),
@@ -273,9 +269,6 @@ class Relay:
                 self._publish_more(now)
             if self.connection.connected:
                 self.views.check(now)
-            if now >= self.next_checkpoint:  # the writer leaves its WAL files to the relay
-                self.checkpoints.run()
-                self.next_checkpoint = self._monotonic() + wal.EVERY_SECONDS
             self._save(now)
             if self.stopping is not None and (
                 (self.caught_up and not self.window) or now >= deadline
@@ -283,7 +276,7 @@ class Relay:
                 if self.connection.connected:
                     self.views.check(now, final=True)
                 break
-            wait = min(self._wait(now, deadline), max(0.0, self.next_checkpoint - now))
+            wait = self._wait(now, deadline)
             if self.connection.connected:  # no view is published while disconnected
                 wait = min(wait, self.views.wait(now))
             self.connection.poll(wait, self._fds())
@@ -291,7 +284,6 @@ class Relay:
         self.connection.stop()
         self.reader.close()
         self.views.close()
-        self.checkpoints.close()
         self.log.info("relay.stopped", reason=self.stopping, position=self.window.confirmed,
                       sent=self.sent, unconfirmed=len(self.window), published=self.published,
                       refused=self.refused, seconds=round(self._monotonic() - started, 3))

@@ -18,7 +18,6 @@ import fcntl
 import os
 import queue
 import signal
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Collection
@@ -32,7 +31,7 @@ from typing import IO, Any
 import orjson
 import structlog
 
-from att_jm import __version__, wal
+from att_jm import __version__
 from att_jm.application import Dispatch, JobManager, Outcome, UnitOfWork
 from att_jm.config import Settings
 from att_jm.domain.commands import ViewsGet
@@ -279,7 +278,6 @@ class Writer:
         )
         self.runner = Runner(settings.scripts, self.inbox.put_local)
         self.relay = EventsRelay(settings)
-        self._next_wal_check = 0.0
         self.started_at = clock()
         self.stopping = False
         self.stop_requested = threading.Event()
@@ -592,11 +590,6 @@ class Writer:
         self.relay.check()
         if self.stopping:
             return
-        if time.monotonic() >= self._next_wal_check:  # the relay checkpoints; if it is away:
-            self._next_wal_check = time.monotonic() + wal.EVERY_SECONDS
-            with contextlib.suppress(sqlite3.Error):  # a store fault shows in the next commit
-                self.manager.log.checkpoint_if_large()
-                self.views.checkpoint_if_large()
         if self.views_behind:
             self._apply_views([])
             if self.views_behind:

@@ -12,7 +12,6 @@ from eventsourcing.application import Application
 from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import StoredEvent, Transcoder
 
-from att_jm import wal
 from att_jm.domain.scheduler import Scheduler
 from att_jm.transcoder import OrjsonTranscoder
 
@@ -87,8 +86,6 @@ class WriterLog:
         self._db = sqlite3.connect(db_name, uri=db_name.startswith("file:"),
                                    isolation_level=None, timeout=lock_timeout)
         self._db.execute("PRAGMA synchronous=FULL")  # a commit is on disk before its ack
-        wal.no_auto_checkpoint(self._db)  # see att_jm.wal
-        self._wal = wal.wal_path(db_name)
         self._insert = str(recorder.insert_events_statement)  # type: ignore[attr-defined]  # idem
         self._last = f"SELECT max(rowid) FROM {table}"  # noqa: S608 -- the library's table name
         self._any = (
@@ -116,10 +113,6 @@ class WriterLog:
                 db.execute("ROLLBACK")
             raise
         return list(range(last - len(rows) + 1, last + 1))
-
-    def checkpoint_if_large(self) -> bool:
-        """Checkpoint the WAL when it grew large (nobody else did: the relay is away)."""
-        return wal.checkpoint_if_large(self._db, self._wal)
 
     def existing(self, ids: Collection[UUID], chunk: int = 500) -> set[UUID]:
         """Which of `ids` name an aggregate that has events (one query per chunk)."""

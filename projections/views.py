@@ -18,7 +18,6 @@ from typing import Any, Final
 
 import orjson
 
-from att_jm import wal
 from att_jm.domain.cleanup import CleanupPolicy
 from att_jm.domain.scheduler import DEFAULT_INTERVAL_SECONDS
 from att_jm.domain.times import iso, parse_iso
@@ -419,18 +418,11 @@ class Views:
             self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")  # rebuildable from the log
-            wal.no_auto_checkpoint(self._db)  # see att_jm.wal
             self._db.executescript(_SCHEMA)
         self._db.execute("PRAGMA busy_timeout=5000")
 
     def close(self) -> None:
         self._db.close()
-
-    def checkpoint_if_large(self) -> bool:
-        """Checkpoint the WAL when it grew large (nobody else did: the relay is away)."""
-        if self.path == ":memory:" or self._memo is None:
-            return False
-        return wal.checkpoint_if_large(self._db, wal.wal_path(self.path))
 
     @property
     def position(self) -> int:
