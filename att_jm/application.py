@@ -82,6 +82,7 @@ class UnitOfWork:
     spoiled: bool = False
     after_store: list[Callable[[], object]] = field(default_factory=list)  # run once stored
     start: Callable[[], object] | None = None  # starts the script dispatched, once stored
+    handover: bool = False  # the batch ended a script: the next one starts before all else
     _touched: list[Aggregate] = field(default_factory=list)
 
     def add(self, *events: Any) -> None:

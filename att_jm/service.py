@@ -373,9 +373,15 @@ class Writer:
             return False
         for hook in uow.after_store:  # acks and replies first: requesters wait for them
             hook()
-        if stored:  # then the relay, which reads the events on the other core...
+        # Then the script it started and the relay (which reads the events on the other
+        # core): after a script's end the next script first (the queue drains at the speed
+        # of its scripts: 0.85x of a bare loop instead of 0.75x), else the events first (a
+        # notification's own events, before its script's start takes the cores).
+        if uow.start is not None and uow.handover:
+            uow.start()
+        if stored:
             self.relay.notify(stored[-1][0])
-        if uow.start is not None:  # ...while this one forks the script it started
+        if uow.start is not None and not uow.handover:
             uow.start()
         if self.fault is not None and self.fault["kind"] == "store":
             self.connection.resume()
@@ -487,6 +493,7 @@ class Writer:
                 else:
                     replies.append((item, reply))
             if chain and not self.stopping:
+                uow.handover = any(isinstance(item, RunFinished) for item in items)
                 self._start_next(uow, chained=True)
             uow.after_store.append(partial(self._ack_and_reply, inbound, replies))
 
