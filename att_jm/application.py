@@ -77,6 +77,7 @@ class UnitOfWork:
     notifications: set[str] = field(default_factory=set)
     stored: set[UUID] | None = None  # notification aggregates known to be stored (prefetched)
     parsed: dict[bytes, tuple[Any, UUID | None]] = field(default_factory=dict)  # prefetched
+    enqueued: dict[UUID, Any] = field(default_factory=dict)  # Execution.Enqueued events added
     now: datetime | None = None  # one clock reading for the notifications of the batch
     replies: dict[UUID, dict[str, Any]] = field(default_factory=dict)
     spoiled: bool = False
@@ -88,6 +89,17 @@ class UnitOfWork:
     def add(self, *events: Any) -> None:
         """Creation events of aggregates nothing reads again (not built, see `enqueued_event`)."""
         self.events.extend(events)
+        for event in events:
+            if isinstance(event, Execution.Enqueued):
+                self.enqueued[event.originator_id] = event
+
+    def truncate(self, mark: int) -> None:
+        """Forget the events from index `mark` on (a handler that failed)."""
+        dropped = {id(event) for event in self.events[mark:]}
+        del self.events[mark:]
+        del self.encoded[mark:]
+        for key in [k for k, event in self.enqueued.items() if id(event) in dropped]:
+            del self.enqueued[key]
 
     def touch(self, *aggregates: Aggregate) -> None:
         for aggregate in aggregates:
@@ -235,8 +247,7 @@ class JobManager:
         cached = uow.aggregates.get(key)
         if isinstance(cached, Execution):
             return cached
-        created = next((event for event in uow.events if isinstance(event, Execution.Enqueued)
-                        and event.originator_id == key), None)
+        created = uow.enqueued.get(key)
         if created is not None:  # enqueued by this batch: built from its event, not stored yet
             built = created.mutate(None)
             if not isinstance(built, Execution):  # pragma: no cover -- an Enqueued makes one
@@ -517,10 +528,8 @@ class JobManager:
         now = self.clock()
         candidate = self.views.next_queued()
         if candidate is None and chained:
-            candidate = next(
-                ((str(event.originator_id), False) for event in uow.events
-                 if isinstance(event, Execution.Enqueued)), None
-            )
+            first = next(iter(uow.enqueued), None)  # in the order they were enqueued
+            candidate = None if first is None else (str(first), False)
         due = self.scheduler.next_start(now, None if candidate is None else candidate[1])
         if candidate is None or due is None or due > now:
             return None

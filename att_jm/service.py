@@ -549,8 +549,7 @@ class Writer:
             return reply
         except Exception:
             uow.discard()
-            del uow.events[mark:]
-            del uow.encoded[mark:]
+            uow.truncate(mark)
             uow.spoiled = True
             log.exception("message.internal_error")
             return {"ok": False, "error": {"code": "internal", "message": "internal error"}}
