@@ -20,6 +20,11 @@ waits behind a view publication.
   committed: a hint, the relay always reads to the log's end) and `v` once the views took
   a batch; the relay waits with select() on it and on its MQTT socket, and reads the log
   and the views' positions every `LOG_POLL` s anyway.
+- Answers: a line `w<N>` is a hint that also asks to be told once position N is confirmed
+  (its PUBACK and every earlier one's arrived); the relay then writes the line `<N>` to its
+  stdout (a pipe the writer reads), at once when it is not connected (nothing to wait
+  for). The writer asks this before it starts a script on an idle queue (see
+  `att_jm.service.Writer`); it waits a few milliseconds at most, answer or not.
 - Views: every view is published on each (re)connect (a broker restarted from an older
   save holds older retained ones), then whenever its position changed; never while
   disconnected (no backlog of stale views), and once more, changed ones, at a stop.
@@ -39,12 +44,14 @@ runner, the only code that starts processes.
 from __future__ import annotations
 
 import argparse
+import bisect
 import collections
 import contextlib
 import fcntl
 import os
 import signal
 import sqlite3
+import stat
 import subprocess
 import sys
 import time
@@ -67,6 +74,7 @@ log = structlog.get_logger("att_jm.relay")
 
 POSITION_SUFFIX: Final = ".events.pos"
 PAGE: Final = 1000  # rows per read
+WANTED: Final = 64  # most positions waiting for an answer (`w<N>` lines)
 WINDOW: Final = 4000  # most messages published and not yet acknowledged
 SAVE_EVERY: Final = 0.2  # seconds between two writes of the position file
 LOG_POLL: Final = 0.5  # the log is read at least this often, hint or not
@@ -217,7 +225,7 @@ class Relay:
 
     def __init__(
         self, settings: Settings, after: int, *, wake_fd: int | None, stop_fd: int | None = None,
-        monotonic: Callable[[], float] = time.monotonic,
+        answer_fd: int | None = None, monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
         self.prefix = f"{settings.topic_prefix}/job-manager/events/"
@@ -237,7 +245,9 @@ class Relay:
         self.published = 0
         self.refused = 0
         self.stopping: str | None = None
+        self.wanted: list[int] = []  # positions to answer about once confirmed, sorted
         self._wake_fd = wake_fd
+        self._answer_fd = answer_fd
         self._stop_fd = stop_fd
         self._partial = b""
         self._monotonic = monotonic
@@ -259,6 +269,7 @@ class Relay:
         started = self._monotonic()
         while True:
             self._read_wake_ups()
+            self._answer()
             now = self._monotonic()
             if self.stopping is not None and deadline == float("inf"):
                 deadline = now + DRAIN_SECONDS
@@ -298,6 +309,8 @@ class Relay:
 
     def _publish_more(self, now: float) -> None:
         """Publish rows after `sent` until the window is full or the log's end is reached."""
+        # Not corked (TCP_CORK): the broker then passes on the first event while the others
+        # are being written (measured: corked, publish -> enqueued event p50 +0.07 ms).
         publish, prefix, window = self.connection.publish, self.prefix, self.window
         while (room := WINDOW - len(window)) > 0:
             limit = min(PAGE, room)
@@ -369,9 +382,36 @@ class Relay:
         if data:
             self._take_hints(data)
 
+    def _answer(self) -> None:
+        """Tell the writer that the position it asked about is confirmed (or that it cannot
+        be soon: not connected)."""
+        wanted = self.wanted
+        if not wanted or (self.window.confirmed < wanted[0] and self.connection.connected):
+            return
+        if self.connection.connected:
+            done = bisect.bisect_right(wanted, self.window.confirmed)
+            answers, self.wanted = wanted[:done], wanted[done:]
+        else:
+            answers, self.wanted = wanted, []
+        if self._answer_fd is None:
+            return
+        try:
+            os.write(self._answer_fd, b"".join(b"%d\n" % position for position in answers))
+        except BlockingIOError:  # a full pipe: the writer stopped reading; it waits no longer
+            pass
+        except OSError:  # the writer is gone
+            self._answer_fd = None
+
     def _take_hints(self, data: bytes) -> None:
         lines = (self._partial + data).split(b"\n")
         self._partial = lines.pop()[-64:]
+        asked = [line for line in lines if line[:1] == b"w"]
+        if asked:
+            lines = [line for line in lines if line[:1] != b"w"] + [line[1:] for line in asked]
+            for line in asked:
+                with contextlib.suppress(ValueError):
+                    bisect.insort(self.wanted, int(line[1:]))
+            del self.wanted[:-WANTED]  # a writer that asks more than that has stopped waiting
         if b"v" in lines:
             self.views.wake()
             lines = [line for line in lines if line != b"v"]
@@ -441,11 +481,18 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     signal.signal(signal.SIGINT, on_signal)
     stdin = sys.stdin.fileno()
     os.set_blocking(stdin, False)
+    # The answers go to stdout, where nothing else writes (logs go to stderr): when it is the
+    # writer's pipe; a terminal or a file (run by hand) is left alone, nobody asks there.
+    out = sys.stdout.fileno()
+    answers = out if stat.S_ISFIFO(os.fstat(out).st_mode) else None
+    if answers is not None:
+        os.set_blocking(answers, False)
     lock = _lock(position_path(settings.store), lambda: bool(stop_requested))
     if lock is None:
         return 0
     try:
-        relay = Relay(settings, max(0, args.after), wake_fd=stdin, stop_fd=stop_r)
+        relay = Relay(settings, max(0, args.after), wake_fd=stdin, stop_fd=stop_r,
+                      answer_fd=answers)
         if stop_requested:
             relay.stop(stop_requested[0])
         return relay.run()
@@ -502,6 +549,9 @@ class EventsRelay:
         self._restart_at: float | None = None
         self._next_check = 0.0
         self._last_hint = -1
+        self._answers: int | None = None  # the relay's stdout: the positions it confirmed
+        self._answered: set[int] = set()  # answers since the last `ask`
+        self._partial = b""
 
     @property
     def pid(self) -> int | None:
@@ -525,6 +575,49 @@ class EventsRelay:
         except OSError:  # full (the relay is busy and will read to the end) or gone: check()
             return
         self._last_hint = position
+
+    def ask(self, position: int) -> bool:
+        """Tell the relay that `position` is committed and ask to be told once its PUBACK has
+        arrived (`confirmed`); False when there is no relay to ask."""
+        fd = self._stdin
+        if fd is None or self._answers is None:
+            return False
+        try:
+            os.write(fd, b"w%d\n" % position)
+        except OSError:
+            return False
+        self._last_hint = position
+        self._answered.clear()  # late answers to earlier questions
+        return True
+
+    def answers_fd(self) -> int | None:
+        """Readable when the relay answered an `ask`."""
+        return self._answers
+
+    def confirmed(self, position: int) -> bool:
+        """Whether the relay answered the `ask` of `position`: it is confirmed, or the relay
+        cannot say so soon (it is not connected), or the relay is gone."""
+        fd = self._answers
+        if fd is None:
+            return True
+        data = b""
+        try:
+            while chunk := os.read(fd, 4096):
+                data += chunk
+            self._close_answers()  # EOF: the relay is gone
+            return True
+        except BlockingIOError:
+            pass
+        except OSError:
+            self._close_answers()
+            return True
+        if data:
+            lines = (self._partial + data).split(b"\n")
+            self._partial = lines.pop()[-64:]
+            for line in lines:
+                with contextlib.suppress(ValueError):
+                    self._answered.add(int(line))
+        return position in self._answered
 
     def notify_views(self) -> None:
         """Tell the relay that the views took a batch (dropped if the pipe is full)."""
@@ -578,7 +671,8 @@ class EventsRelay:
         try:
             process = subprocess.Popen(
                 [self._python, "-m", "att_jm.relay", "--after", str(self._after)],
-                stdin=subprocess.PIPE, env=relay_environ(self.settings, self._environ),
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                env=relay_environ(self.settings, self._environ),
                 # Its own process group: a Ctrl-C or a group kill aimed at the writer does not
                 # stop it before the writer's last commits; its stdin's EOF does.
                 process_group=0,
@@ -589,9 +683,13 @@ class EventsRelay:
             log.error("relay.start_failed", error=repr(error), restart_in=delay)
             self._restart_at = self._monotonic() + delay
             return
-        assert process.stdin is not None  # noqa: S101 -- stdin=PIPE
+        assert process.stdin is not None and process.stdout is not None  # noqa: S101 -- PIPEs
         self._stdin = process.stdin.fileno()
         os.set_blocking(self._stdin, False)
+        self._answers = process.stdout.fileno()
+        os.set_blocking(self._answers, False)
+        self._answered.clear()
+        self._partial = b""
         self._process = process
         self._started_at = self._monotonic()
         log.info("relay.spawned", pid=process.pid, after=self._after)
@@ -602,6 +700,14 @@ class EventsRelay:
             with contextlib.suppress(OSError):
                 process.stdin.close()
         self._stdin = None
+        self._close_answers()
+
+    def _close_answers(self) -> None:
+        process = self._process
+        if process is not None and process.stdout is not None:
+            with contextlib.suppress(OSError):
+                process.stdout.close()
+        self._answers = None
 
 
 if __name__ == "__main__":

@@ -60,6 +60,9 @@ RETRY_DELAYS = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 #: While the store refuses commits, messages keep arriving; past this many waiting in the inbox
 #: the service stops receiving (disconnects) until a commit succeeds again.
 INBOX_PAUSE = 1000
+#: A script dispatched onto an idle queue starts once the broker has taken the events of
+#: its batch (the relay's answer: their PUBACKs arrived), or after this many seconds at most.
+HOLD_START_SECONDS = 0.003
 
 
 def utcnow() -> datetime:
@@ -282,6 +285,10 @@ class Writer:
         self.stopping = False
         self.stop_requested = threading.Event()
         self.fault: dict[str, Any] | None = None
+        #: A start waiting for the relay's answer: (start, position, deadline on time.monotonic).
+        self.held: tuple[Callable[[], object], int, float] | None = None
+        #: The batch's `command.handled` log lines, written once its replies are sent.
+        self._handled: list[tuple[bool, dict[str, Any]]] = []
         self.sealer = Sealer(self.app, settings.store, every_events=settings.seal_every_events,
                              every_seconds=settings.seal_every_seconds)
         log.info("store.opened", store=settings.store, position=log_position(self.app),
@@ -310,7 +317,9 @@ class Writer:
             while not self.stopping:
                 # Once something waits, only take what else has arrived (a bigger batch).
                 wait = self._wait_seconds() if self.inbox.empty() else 0.0
-                ready = self.connection.poll(wait, self.inbox.fileno(), *self.runner.fds())
+                ready = self.connection.poll(wait, self.inbox.fileno(), *self.runner.fds(),
+                                             *self._held_fds())
+                self._release_held()
                 self.runner.step(ready)
                 items = self.inbox.drain(self.settings.max_batch)
                 if items:
@@ -327,6 +336,9 @@ class Writer:
         self.inbox.put(Stop(reason))
 
     def _shutdown(self) -> None:
+        if self.held is not None:  # never started: the next start records it interrupted
+            log.warning("execution.start_dropped_at_stop", position=self.held[1])
+            self.held = None
         self.runner.stop()
         self._seal(force=True)  # a clean stop leaves the whole log sealed
         self.sealer.close()
@@ -345,7 +357,7 @@ class Writer:
             wakes.append(start)
         wait = min((wake - now).total_seconds() for wake in wakes)
         wait = min(wait, 1.0)  # look at the relay, retry a views catch-up, now and then
-        for other in (self.sealer.wait_seconds(), self.runner.wait_seconds()):
+        for other in (self.sealer.wait_seconds(), self.runner.wait_seconds(), self._held_wait()):
             if other is not None:
                 wait = min(wait, other)
         return max(0.0, min(wait, 60.0))
@@ -375,14 +387,24 @@ class Writer:
             hook()
         # Then the script it started and the relay (which reads the events on the other
         # core): after a script's end the next script first (the queue drains at the speed
-        # of its scripts: 0.85x of a bare loop instead of 0.75x), else the events first (a
-        # notification's own events, before its script's start takes the cores).
-        if uow.start is not None and uow.handover:
-            uow.start()
+        # of its scripts: 0.85x of a bare loop instead of 0.75x); on an idle queue the
+        # events first: the script starts once the broker has taken them (the relay's
+        # answer; the views are updated meanwhile), HOLD_START_SECONDS at most. Subscribers
+        # learn that an execution started before its script can act, and the script's
+        # start does not take the cores from the events on their way.
+        start = uow.start
+        if start is not None and uow.handover:
+            start()
+            start = None
         if stored:
-            self.relay.notify(stored[-1][0])
-        if uow.start is not None and not uow.handover:
-            uow.start()
+            position = stored[-1][0]
+            if start is not None and self.relay.ask(position):
+                self.held = (start, position, time.monotonic() + HOLD_START_SECONDS)
+                start = None
+            else:
+                self.relay.notify(position)
+        if start is not None:
+            start()
         if self.fault is not None and self.fault["kind"] == "store":
             self.connection.resume()
             self._set_fault(None)
@@ -391,6 +413,24 @@ class Writer:
         if uow.spoiled:  # after the views took the batch: reload() reads job names from them
             self.manager.reload()
         return True
+
+    def _held_fds(self) -> tuple[int, ...]:
+        fd = self.relay.answers_fd() if self.held is not None else None
+        return () if fd is None else (fd,)
+
+    def _held_wait(self) -> float | None:
+        return None if self.held is None else max(0.0, self.held[2] - time.monotonic())
+
+    def _release_held(self) -> None:
+        """Start the held script once the relay answered, its time is up, or something else
+        is to be handled (nothing waits behind a held start)."""
+        if self.held is None:
+            return
+        start, position, deadline = self.held
+        if (self.relay.confirmed(position) or time.monotonic() >= deadline
+                or not self.inbox.empty()):
+            self.held = None
+            start()
 
     def _store_fault(self, error: Exception, attempt: int) -> None:
         delay = RETRY_DELAYS[min(attempt, len(RETRY_DELAYS) - 1)]
@@ -412,7 +452,9 @@ class Writer:
             left = deadline - time.monotonic()
             if left <= 0:
                 return
-            ready = self.connection.poll(left, self.inbox.fileno(), *self.runner.fds())
+            ready = self.connection.poll(left, self.inbox.fileno(), *self.runner.fds(),
+                                         *self._held_fds())
+            self._release_held()
             self.runner.step(ready)  # a script's end is recorded once the store works
             if self.inbox.qsize() >= INBOX_PAUSE and not self.connection.paused:
                 status = self.status("online")
@@ -479,6 +521,7 @@ class Writer:
 
         def work(uow: UnitOfWork) -> None:
             views_gets.clear()
+            self._handled.clear()
             replies: list[tuple[Inbound, dict[str, Any]]] = []
             self.manager.prefetch_notifications(uow, [
                 item.payload for item in inbound
@@ -500,13 +543,17 @@ class Writer:
         self._unit(work)
         for message, outcome in views_gets:  # answered from views that include this batch
             self._send_reply(message, {"ok": True, "result": self._view(outcome.view)})
+        for ok, fields in self._handled:  # logged after the replies: requesters wait for them
+            (log.info if ok else log.warning)("command.handled", **fields)
+        self._handled.clear()
 
     def _ack_and_reply(
         self, inbound: list[Inbound], replies: list[tuple[Inbound, dict[str, Any]]]
     ) -> None:
-        self.connection.ack_all(inbound)
-        for message, reply in replies:
-            self._send_reply(message, reply)
+        with self.connection.corked():  # the replies first: requesters wait for them
+            for message, reply in replies:
+                self._send_reply(message, reply)
+            self.connection.ack_all(inbound)
 
     def _send_reply(self, message: Inbound, reply: dict[str, Any]) -> None:
         """Reply on the request's ResponseTopic, which must lie under `P/job-manager/replies/`.
@@ -585,9 +632,10 @@ class Writer:
             uow, actor, name, topic, message.payload, message.correlation
         )
         if isinstance(reply, dict):
-            level = log.info if reply.get("ok") else log.warning
-            level("command.handled", actor=actor, command=name, ok=reply.get("ok"),
-                  error=reply.get("error"))
+            self._handled.append((bool(reply.get("ok")), {
+                "actor": actor, "command": name, "ok": reply.get("ok"),
+                "error": reply.get("error"),
+            }))
         return reply
 
     # Timers ------------------------------------------------------------------------------
@@ -608,7 +656,8 @@ class Writer:
         self._unit(self._start_next)
         if self.manager.scheduler.running is not None and self.inbox.empty():
             self.manager.preload_next()
-        self._seal()
+        if self.held is None:  # a seal (milliseconds) never delays a start
+            self._seal()
 
     def _start_next(self, uow: UnitOfWork, *, chained: bool = False) -> Dispatch | None:
         """Dispatch the next entry when due; the runner gets it as soon as Started is stored.

@@ -15,9 +15,11 @@ successful CONNACK bumps `generation`. Subclasses say what to do once connected.
 
 from __future__ import annotations
 
+import contextlib
 import select
+import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Final
 
 import structlog
@@ -94,6 +96,27 @@ class DrivenConnection:
         while self.client.socket() is not None and self._monotonic() < deadline:
             self._serve(0.05, ())
         self.connected = False
+
+    @contextlib.contextmanager
+    def corked(self) -> Iterator[None]:
+        """Within it, what is published or acknowledged leaves in as few TCP segments as
+        possible, at its end (TCP_CORK): the broker wakes up once for a reply and its PUBACKs,
+        or for the events of a commit, instead of once per packet."""
+        sock = self.client.socket()
+        if not isinstance(sock, socket.socket) or sock.family not in (socket.AF_INET,
+                                                                       socket.AF_INET6):
+            yield
+            return
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
+        except OSError:
+            yield
+            return
+        try:
+            yield
+        finally:
+            with contextlib.suppress(OSError):  # closed meanwhile: nothing left to send
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 0)
 
     # The network -------------------------------------------------------------------------
 

@@ -1,0 +1,201 @@
+"""A script dispatched onto an idle queue starts once the broker has taken its events.
+
+The writer asks the relay (`w<N>` on its stdin) to say when position N is confirmed (its
+PUBACK arrived); the relay answers `<N>` on its stdout. The writer holds the start until the
+answer, until HOLD_START_SECONDS have passed, or until something else is to be handled.
+Real relay processes and a real mosquitto; the writer is driven directly (no MQTT client of
+its own), as in test_writer_batches.py.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+from helpers.broker import Broker
+from helpers.mqtt import TestClient
+from helpers.service import populate_scripts_dir
+
+from att_jm import service
+from att_jm.config import Settings
+from att_jm.mqtt.adapter import Inbound
+from att_jm.relay import EventsRelay
+from att_jm.service import Writer
+from att_jm.store import log_position
+
+
+def message(topic: str, body: dict[str, object], correlation: bytes | None = None) -> Inbound:
+    return Inbound(mid=1, qos=1, generation=0, topic=topic.encode(), payload=orjson.dumps(body),
+                   response_topic=None, correlation=correlation)
+
+
+def notification(nid: str) -> Inbound:
+    return message("att/channel-manager/notifications/up", {"id": nid})
+
+
+def answered(relay: EventsRelay, position: int, timeout: float) -> bool:
+    """Wait up to `timeout` s for the relay to confirm `position`."""
+    deadline = time.monotonic() + timeout
+    while not relay.confirmed(position):
+        left = deadline - time.monotonic()
+        fd = relay.answers_fd()
+        if left <= 0 or fd is None:
+            return relay.confirmed(position)
+        select.select([fd], [], [], left)
+    return True
+
+
+def ready(relay: EventsRelay, position: int) -> None:
+    """The relay is up and connected, and it confirmed `position` (the log's end)."""
+    deadline = time.monotonic() + 10
+    while not relay_connected(relay):  # before its connection is up it answers at once
+        assert time.monotonic() < deadline, "the relay never connected"
+        time.sleep(0.05)
+    assert relay.ask(position)
+    assert answered(relay, position, 5)
+
+
+def relay_connected(relay: EventsRelay) -> bool:
+    """Whether a position beyond the log's end stays unanswered (a connected relay waits)."""
+    probe = 10**9 + int(time.monotonic() * 1000)
+    assert relay.ask(probe)
+    return not answered(relay, probe, 0.2)
+
+
+@pytest.fixture
+def writer(tmp_path: Path, broker: Broker) -> Iterator[Writer]:
+    scripts = populate_scripts_dir(tmp_path / "scripts")
+    w = Writer(Settings(store=str(tmp_path / "store" / "att-jm.db"), scripts=str(scripts),
+                        mqtt_url=broker.url, client_id="jm-held", log_format="json"))
+    w._handle_batch([
+        message("att/job-manager/commands/tester/settings.set", {"interval_seconds": 0}, b"1"),
+        message("att/job-manager/commands/tester/job.add",
+                {"name": "j", "script": "ok", "trigger": "up"}, b"2"),
+    ])
+    w.relay.start(after=log_position(w.app))
+    yield w
+    w.runner.stop()
+    w.relay.stop(timeout=10)
+    w.manager.close()
+    w.views.close()
+
+
+def test_the_relay_answers_once_the_position_is_confirmed_and_not_before(
+    writer: Writer, mqtt: TestClient,
+) -> None:
+    events = mqtt.subscribe("att/job-manager/events/#")
+    ready(writer.relay, log_position(writer.app))
+    beyond = log_position(writer.app) + 1000  # not in the log: never confirmed while connected
+    assert writer.relay.ask(beyond)
+    assert not answered(writer.relay, beyond, 0.3)
+    writer._handle_batch([message("att/job-manager/commands/tester/settings.set",
+                                  {"interval_seconds": 5}, b"3")])
+    end = log_position(writer.app)
+    assert writer.relay.ask(end)
+    assert answered(writer.relay, end, 10)
+    deadline = time.monotonic() + 10
+    while not any(orjson.loads(m.payload)["position"] == end for m in events.messages()):
+        assert time.monotonic() < deadline, "the confirmed events never arrived"
+        time.sleep(0.01)
+
+
+def test_a_start_on_an_idle_queue_is_held_until_the_relay_confirms_its_events(
+    writer: Writer, mqtt: TestClient, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(service, "HOLD_START_SECONDS", 30.0)  # only the answer releases it
+    started = mqtt.subscribe("att/job-manager/events/execution.started")
+    ready(writer.relay, log_position(writer.app))
+    writer._handle_batch([notification("n-1")])
+    assert writer.held is not None
+    assert not writer.runner.fds()  # not started yet
+    position = writer.held[1]
+    assert position == log_position(writer.app)
+    assert answered(writer.relay, position, 10)
+    writer._release_held()
+    assert writer.held is None
+    assert writer.runner.fds()  # the script runs
+    deadline = time.monotonic() + 10
+    while not started.messages():
+        assert time.monotonic() < deadline, "no execution.started event"
+        time.sleep(0.01)
+    assert orjson.loads(started.messages()[0].payload)["position"] <= position
+
+
+def test_a_held_start_goes_ahead_after_its_deadline_when_the_relay_does_not_answer(
+    writer: Writer,
+) -> None:
+    ready(writer.relay, log_position(writer.app))
+    pid = writer.relay.pid
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)  # alive, reading nothing
+    try:
+        began = time.monotonic()
+        writer._handle_batch([notification("n-1")])
+        assert writer.held is not None
+        while writer.held is not None:
+            assert time.monotonic() - began < 5
+            time.sleep(0.001)
+            writer._release_held()
+        assert time.monotonic() - began >= service.HOLD_START_SECONDS
+        assert writer.runner.fds()
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
+def test_a_held_start_goes_first_when_something_else_arrives(
+    writer: Writer, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(service, "HOLD_START_SECONDS", 30.0)
+    ready(writer.relay, log_position(writer.app))
+    pid = writer.relay.pid
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        writer._handle_batch([notification("n-1")])
+        assert writer.held is not None
+        writer._release_held()
+        assert writer.held is not None  # no answer, no deadline, nothing else: still held
+        writer.inbox.put_local(notification("n-2"))
+        writer._release_held()
+        assert writer.held is None
+        assert writer.runner.fds()
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
+def test_without_a_relay_the_start_is_not_held(writer: Writer) -> None:
+    writer.relay.stop(timeout=10)
+    writer._handle_batch([notification("n-1")])
+    assert writer.held is None
+    assert writer.runner.fds()
+
+
+def test_a_relay_without_its_broker_answers_at_once(writer: Writer, broker: Broker) -> None:
+    ready(writer.relay, log_position(writer.app))
+    broker.stop()
+    deadline = time.monotonic() + 10
+    while relay_connected(writer.relay):  # until it saw the broker go
+        assert time.monotonic() < deadline, "the relay never noticed the broker leave"
+    began = time.monotonic()
+    writer._handle_batch([notification("n-1")])
+    assert writer.held is not None
+    assert answered(writer.relay, writer.held[1], 1.0)
+    assert time.monotonic() - began < 1.0
+
+
+def test_a_relay_that_is_gone_counts_as_an_answer(writer: Writer) -> None:
+    ready(writer.relay, log_position(writer.app))
+    pid = writer.relay.pid
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while not writer.relay.confirmed(10**9):  # EOF on its stdout
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert writer.relay.answers_fd() is None
