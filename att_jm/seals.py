@@ -10,6 +10,7 @@ waiting row (in seals of at most `every_events` rows), in one small transaction 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -30,6 +31,7 @@ log = structlog.get_logger("att_jm")
 
 SNAPSHOT_EVERY: Final = 100  # Ledger versions between two snapshots
 RETRY_SECONDS: Final = 5.0
+PREPARE_ROWS: Final = 256  # rows digested by one `prepare()` at most
 
 
 class Sealer:
@@ -52,6 +54,10 @@ class Sealer:
         self._stale = False  # a failed seal may have left unsaved events on the Ledger
         self._full = False  # every_events rows wait (as of the last `due()`)
         self._end: int | None = None  # the log's last position, as the writer last noted it
+        # (position, content digest) of the rows after the last seal read so far by
+        # `prepare()`, in log order, without a gap: the rows are never changed afterwards.
+        self._digested: list[tuple[int, bytes]] = []
+        self._digested_after = 0  # the position `_digested` follows
 
     def _load(self) -> Ledger | None:
         """The stored Ledger; None before the first seal (which creates it)."""
@@ -73,6 +79,19 @@ class Sealer:
         """The log's last position is now `position` (the writer, after each commit: then
         `pending()` needs no query, asked on every turn of its loop)."""
         self._end = position if self._end is None else max(self._end, position)
+
+    def prepare(self, limit: int = PREPARE_ROWS) -> int:
+        """Read and digest up to `limit` rows not sealed yet (the writer calls it when idle),
+        so that the seal, when due, reads and hashes only what is left: a seal of 1,000 rows
+        took ~5 ms in one go. The number of rows digested."""
+        if not self._digested:
+            self._digested_after = self.sealed_position
+        start = self._digested[-1][0] if self._digested else self._digested_after
+        if self._end is not None and start >= self._end:
+            return 0
+        rows = next(self.reader.pages(after=start, page=limit), [])
+        self._digested.extend((row.position, row_digest(row)) for row in rows)
+        return len(rows)
 
     def pending(self) -> int:
         """Rows stored after the last seal that no seal covers yet (the seal events aside)."""
@@ -110,6 +129,7 @@ class Sealer:
                 self._stale = False
             return self._seal(at)
         except Exception:
+            self._digested = []
             self._retry_at = self.monotonic() + RETRY_SECONDS
             self._stale = True
             with contextlib.suppress(Exception):  # the store may refuse reads too: later then
@@ -122,13 +142,18 @@ class Sealer:
         ledger = Ledger.create(at) if self.ledger is None else self.ledger
         start_version = 0 if first else ledger.version
         hasher = SealHasher(ledger.hash)
-        after = None if first else ledger.position
-        for rows in self.reader.pages(after=after, upto=self.reader.max_position()):
-            for row in rows:
-                hasher.add(row.position, row_digest(row))
-                if hasher.count >= self.every_events:
-                    self._close(ledger, hasher, at)
-                    hasher = SealHasher(ledger.hash)
+        after = 0 if first else ledger.position
+        digested = self._digested if self._digested_after == after else []
+        self._digested = []
+        rest = self.reader.pages(after=digested[-1][0] if digested else after,
+                                 upto=self.reader.max_position())
+        for position, digest in itertools.chain(
+            digested, ((row.position, row_digest(row)) for rows in rest for row in rows),
+        ):
+            hasher.add(position, digest)
+            if hasher.count >= self.every_events:
+                self._close(ledger, hasher, at)
+                hasher = SealHasher(ledger.hash)
         if hasher.count:
             self._close(ledger, hasher, at)
         if ledger.seals == 0 or not ledger.pending_events:

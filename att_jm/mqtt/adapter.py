@@ -9,7 +9,7 @@ messages, and idempotency absorbs them).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +17,7 @@ import orjson
 import structlog
 from paho.mqtt.client import Client, ConnectFlags, MQTTMessage
 from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from att_jm.config import MqttEndpoint
@@ -77,6 +78,9 @@ class ServiceConnection(DrivenConnection):
         self._session_expiry = session_expiry_seconds
         self._online: bytes = b"{}"
         self.client.on_message = self._on_message
+        self.client.on_publish = self._on_publish
+        self._awaited: set[int] = set()  # mids of replies whose PUBACK is waited for
+        self._delivered = False  # a message arrived during `await_acks`
 
     # Life cycle --------------------------------------------------------------------------
 
@@ -148,6 +152,30 @@ class ServiceConnection(DrivenConnection):
         readable (the caller empties them). Received messages go to `deliver` on the way."""
         return self._serve(timeout, wake_fds)
 
+    def await_acks(self, mids: Collection[int], timeout: float, *wake_fds: int) -> None:
+        """Serve the connection until the broker acknowledged `mids` (PUBACK), for at most
+        `timeout` s, or until one of `wake_fds` is readable or a message arrived."""
+        if not mids or not self.connected:
+            return
+        awaited = self._awaited
+        awaited.clear()
+        awaited.update(mids)
+        deadline = self._monotonic() + timeout
+        try:
+            while awaited and self.connected:
+                left = deadline - self._monotonic()
+                if left <= 0 or self._serve(left, wake_fds) or self._delivered:
+                    return
+        finally:
+            awaited.clear()
+            self._delivered = False
+
+    def _on_publish(
+        self, client: Client, userdata: Any, mid: int, reason: ReasonCode,
+        properties: Properties,
+    ) -> None:
+        self._awaited.discard(mid)
+
     def _wants_connection(self) -> bool:
         return not (self.paused or self._stopped)
 
@@ -173,12 +201,14 @@ class ServiceConnection(DrivenConnection):
         correlation: bytes | None,
     ) -> None:
         """A QoS 1 message decoded by `ServiceClient`'s fast path."""
+        self._delivered = True
         self._deliver(Inbound(mid, 1, self.generation, topic, payload, response, correlation))
 
     def _on_message(self, client: Client, userdata: Any, message: MQTTMessage) -> None:
         """Any other message, decoded by paho."""
         # Never raise: paho would drop the connection's read loop on an exception.
         try:
+            self._delivered = True
             properties = message.properties
             response = getattr(properties, "ResponseTopic", None)
             correlation = getattr(properties, "CorrelationData", None)
@@ -214,19 +244,24 @@ class ServiceConnection(DrivenConnection):
     def publish(
         self, topic: str, payload: bytes, *, retain: bool = False,
         properties: Properties | None = None,
-    ) -> None:
-        """Publish at QoS 1 (written at once; paho keeps it for resending while disconnected)."""
-        self.client.publish(
+    ) -> int:
+        """Publish at QoS 1 (written at once; paho keeps it for resending while disconnected);
+        its message id."""
+        return self.client.publish(
             topic, payload, qos=1, retain=retain,
             properties=properties or self._json,
-        )
+        ).mid
 
-    def reply(self, response_topic: str, correlation: bytes | None, body: dict[str, Any]) -> None:
+    def reply(
+        self, response_topic: str, correlation: bytes | None, body: dict[str, Any],
+    ) -> int | None:
+        """Publish a reply; its message id (None if it was refused)."""
         try:
-            self.publish(
+            return self.publish(
                 response_topic, orjson.dumps(body),
                 properties=reply_properties(correlation),
             )
         except ValueError as error:  # a ResponseTopic with wildcards or bad UTF-8
             log.warning("command.reply_refused", response_topic=response_topic, error=str(error))
+            return None
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime
 from pathlib import Path
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 import pytest
 
@@ -105,6 +106,40 @@ def test_the_seal_hash_is_the_documented_chain_over_the_stored_rows(
     assert seals[0].message() == {"position": 5, "hash": hasher.hash, "previous": "",
                                   "count": 5, "at": "2026-03-02T08:00:00.000Z"}
     sealer.close()
+
+
+def test_rows_digested_ahead_by_prepare_give_the_same_seals_as_one_read_at_seal_time(
+    tmp_path: Path,
+) -> None:
+    def run(directory: Path, prepared: bool) -> list[tuple[int, int, str, str]]:
+        directory.mkdir()
+        path = str(directory / "att-jm.db")
+        app = open_store(path)
+        sealer = Sealer(app, path, every_events=10, every_seconds=60.0, monotonic=Ticks())
+        made = []
+        ids = (UUID(int=n) for n in itertools.count(1))  # the same rows in both stores
+        ahead = 0
+        for burst in (7, 8, 1, 30, 0, 4):
+            app.save(*[Rejection.reject(next(ids), "notification", "t", "invalid", "bad", b"x",
+                                        "cm", AT) for _ in range(burst)])
+            if prepared:
+                while digested := sealer.prepare(limit=3):  # a few rows at a time, as the
+                    ahead += digested                       # writer does when idle
+            app.save(Rejection.reject(next(ids), "notification", "t", "invalid", "bad", b"x",
+                                      "cm", AT))  # after the digested ones: read at seal time
+            _, seals = sealer.seal(AT)
+            made += [(s.number, s.position, s.hash, s.previous) for s in seals]
+        sealer.close()
+        reader = StoreReader(path)
+        result = verify(reader)
+        reader.close()
+        assert result.ok
+        assert ahead > 40 if prepared else ahead == 0
+        return made
+
+    with_prepare = run(tmp_path / "prepared", prepared=True)
+    assert len(with_prepare) > 6
+    assert with_prepare == run(tmp_path / "plain", prepared=False)
 
 
 def test_a_new_sealer_on_the_same_store_continues_the_chain(

@@ -128,6 +128,42 @@ def test_a_reply_with_correlation_data_reaches_the_requester(
     assert message.prop("CorrelationData") == b"corr-1"
 
 
+def test_await_acks_returns_once_the_broker_acknowledged_the_replies(
+    harness: Harness, mqtt: TestClient
+) -> None:
+    replies = mqtt.subscribe(f"{PREFIX}/job-manager/replies/tester/#")
+    mids = [harness.connection.reply(f"{PREFIX}/job-manager/replies/tester/{n}", b"c", {"n": n})
+            for n in range(3)]
+    assert all(isinstance(mid, int) for mid in mids)
+    began = time.monotonic()
+    harness.connection.await_acks([mid for mid in mids if mid is not None], 5.0)
+    assert time.monotonic() - began < 1.0  # the PUBACKs, not the timeout
+    assert len(replies.wait_for_count(3, timeout=10)) == 3
+
+
+def test_await_acks_gives_up_after_its_timeout_or_when_something_arrives(
+    harness: Harness, mqtt: TestClient
+) -> None:
+    never = 65_000  # no message with this id was published: no PUBACK comes
+    began = time.monotonic()
+    harness.connection.await_acks([never], 0.2)
+    assert 0.2 <= time.monotonic() - began < 2.0
+    read_fd, write_fd = os.pipe()
+    try:
+        os.write(write_fd, b"x")
+        began = time.monotonic()
+        harness.connection.await_acks([never], 5.0, read_fd)  # a wake descriptor is readable
+        assert time.monotonic() - began < 1.0
+    finally:
+        os.close(read_fd)
+        os.close(write_fd)
+    mqtt.client.publish(notification_topic(1), b'{"id": "n-1"}', qos=1)
+    began = time.monotonic()
+    harness.connection.await_acks([never], 5.0)  # a message arrives
+    assert time.monotonic() - began < 2.0
+    assert [m.payload for m in harness.received] == [b'{"id": "n-1"}']
+
+
 def test_poll_wakes_up_at_once_when_its_wake_descriptor_becomes_readable(
     harness: Harness,
 ) -> None:
