@@ -86,6 +86,7 @@ class WriterLog:
         self._db = sqlite3.connect(db_name, uri=db_name.startswith("file:"),
                                    isolation_level=None, timeout=lock_timeout)
         self._db.execute("PRAGMA synchronous=FULL")  # a commit is on disk before its ack
+        self.db_name = db_name
         self._insert = str(recorder.insert_events_statement)  # type: ignore[attr-defined]  # idem
         self._last = f"SELECT max(rowid) FROM {table}"  # noqa: S608 -- the library's table name
         self._any = (

@@ -83,6 +83,9 @@ def writer(tmp_path: Path, broker: Broker) -> Iterator[Writer]:
     w.runner.stop()
     w.relay.stop(timeout=10)
     w.manager.close()
+    for checkpointer in (w.checkpointer, w.store_checkpointer):
+        if checkpointer is not None:
+            checkpointer.close()
     w.views.close()
 
 

@@ -36,6 +36,9 @@ def writer(tmp_path: Path) -> Iterator[Writer]:
     yield w
     w.runner.stop()
     w.manager.close()
+    for checkpointer in (w.checkpointer, w.store_checkpointer):
+        if checkpointer is not None:
+            checkpointer.close()
     w.views.close()
 
 
