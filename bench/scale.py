@@ -91,15 +91,17 @@ def peak_rss_kib(pid: int) -> int:
 
 
 def child_pids(pid: int) -> list[int]:
-    """The processes whose parent is `pid` (the service's relay)."""
+    """The relay processes whose parent is `pid` (not the scripts the service runs, which come
+    and go: one that ended between the listing and the reading made a round fail)."""
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
                 stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                relay = b"att_jm.relay" in (entry / "cmdline").read_bytes()
             except OSError:
                 continue
-            if int(stat[1]) == pid:
+            if int(stat[1]) == pid and relay:
                 found.append(int(entry.name))
     return found
 
