@@ -4,10 +4,19 @@ Usage: python -m bench.latency [--count 1000] [--commands 1000] [--rounds 3]
        python -m bench.latency echo PORT REQUEST_TOPIC   (the round-trip baseline's responder)
 
 Each round starts a fresh broker and `att-jm serve` (interval 0, one job `stamp` running
-`tests/scripts/stamp-start`) and measures, on that same broker, in this order:
+`tests/scripts/stamp-start`) and measures, on that same broker:
 1. Round trip (baseline): a QoS 1 request with ResponseTopic + CorrelationData, of the same size
    as a notification, answered by `echo` (a bare paho v5 client in another process); the
    requester's clock runs from `publish()` to the arrival of the answer. TCP_NODELAY both ends.
+   One round trip is measured just before each notification of 3. and each pair of commands
+   of 4. (interleaved, 2 x `count` in all), so that the baseline meets the broker in the
+   same state as the service does: the same noise of the shared machine, and the same
+   retained messages (a 1,000-row view is ~260 KB), which mosquitto writes to disk at each of
+   its saves (every 100 changes with the shipped `mosquitto.conf`: each QoS 1 message
+   delivered and each retained one counts). Measured alone before the service ran, the round
+   trip met only the saves of an almost empty broker.
+   Also measured, for reference only: `count` round trips back to back before the service
+   series (the baseline as it was measured until 2026-12-01).
 2. Spawn (baseline): `subprocess.Popen` options of the runner, the same script, `count` times
    in a bare loop; from just before `subprocess.run` to the time the script stamps itself.
 3. Latency: `count` notifications, one at a time (the next once the previous execution
@@ -200,36 +209,45 @@ def echo(port: int, topic: str) -> None:
     os._exit(0)  # the lifetime timer's thread would keep the interpreter alive
 
 
-def round_trip(probe: Probe, port: int, count: int, size: int) -> list[float]:
-    """Seconds of `count` request/answer round trips of `size` bytes through `echo`."""
-    reply_topic = f"bench/echo/reply/{uuid.uuid4().hex}"
-    probe.client.subscribe(reply_topic, qos=1)
-    responder = subprocess.Popen([sys.executable, "-m", "bench.latency", "echo", str(port),
-                                  ECHO_REQUESTS])
-    try:
-        payload = b"x" * size
+class Echo:
+    """The round-trip baseline: an `echo` process, and one measured round trip at a time."""
+
+    def __init__(self, probe: Probe, port: int, size: int) -> None:
+        self.probe = probe
+        self.payload = b"x" * size
+        self.reply_topic = f"bench/echo/reply/{uuid.uuid4().hex}"
+        probe.client.subscribe(self.reply_topic, qos=1)
+        self._responder = subprocess.Popen([sys.executable, "-m", "bench.latency", "echo",
+                                            str(port), ECHO_REQUESTS])
         deadline = time.monotonic() + TIMEOUT
         while True:  # until the echo is subscribed and answers
             try:
                 request = new_properties(PacketTypes.PUBLISH)
-                request.ResponseTopic = reply_topic
+                request.ResponseTopic = self.reply_topic
                 request.CorrelationData = b"ping"
-                probe.publish(ECHO_REQUESTS, payload, request)
+                probe.publish(ECHO_REQUESTS, self.payload, request)
                 probe.expect(lambda a: a.correlation == b"ping", "echo ping", 0.2)
                 break
             except RuntimeError:
-                if time.monotonic() > deadline or responder.poll() is not None:
+                if time.monotonic() > deadline or self._responder.poll() is not None:
+                    self.close()
                     raise
-        times = []
-        for n in range(WARMUP + count):
-            seconds, _ = probe.request(ECHO_REQUESTS, payload, reply_topic)
-            if n >= WARMUP:
-                times.append(seconds)
-        probe.forget()
-        return times
-    finally:
-        responder.terminate()
-        responder.wait(10)
+
+    def once(self) -> float:
+        """Seconds of one request/answer round trip of `size` bytes."""
+        seconds, _ = self.probe.request(ECHO_REQUESTS, self.payload, self.reply_topic)
+        return seconds
+
+    def close(self) -> None:
+        self._responder.terminate()
+        self._responder.wait(10)
+
+
+def round_trips(echo: Echo, count: int) -> list[float]:
+    """Seconds of `count` round trips back to back (the former baseline, shown for reference)."""
+    times = [echo.once() for _ in range(WARMUP + count)][WARMUP:]
+    echo.probe.forget()
+    return times
 
 
 def script_environment(scripts_dir: Path, execution_id: str) -> dict[str, str]:
@@ -276,13 +294,18 @@ class Series:
         self.values.setdefault(name, []).append(seconds)
 
 
-def notifications(probe: Probe, service: Service, stamps: Path, count: int) -> Series:
-    """Publish `count` notifications one at a time; enqueue, started-event and start times."""
+def notifications(probe: Probe, service: Service, stamps: Path, count: int, echo: Echo) -> Series:
+    """Publish `count` notifications one at a time, each after one round trip through `echo`;
+    enqueue, started-event and start times, and the round trips."""
     events = service.topic("job-manager/events/")
     topic = service.notification_topic("latency")
     series = Series({})
     published: dict[str, int] = {}
     for n in range(WARMUP + count):
+        rtt = echo.once()
+        time.sleep(GAP_SECONDS)
+        if n >= WARMUP:
+            series.add("rtt", rtt)
         nid = f"lat-{n:06d}"
         payload = orjson.dumps({"id": nid, "channel": "c"})
         wall = time.time_ns()
@@ -314,10 +337,15 @@ def notifications(probe: Probe, service: Service, stamps: Path, count: int) -> S
     return series
 
 
-def commands(probe: Probe, service: Service, reply_topic: str, count: int) -> Series:
-    """`views.get` of the settings view and `settings.set`, `count` times each, alternating."""
+def commands(probe: Probe, service: Service, reply_topic: str, count: int, echo: Echo) -> Series:
+    """`views.get` of the settings view and `settings.set`, `count` times each, alternating,
+    each pair after one round trip through `echo`."""
     series = Series({})
     for n in range(WARMUP + count):
+        rtt = echo.once()
+        time.sleep(GAP_SECONDS)
+        if n >= WARMUP:
+            series.add("rtt", rtt)
         views_get = command(probe, service, reply_topic, "views.get", {"view": "settings"})
         settings_set = command(probe, service, reply_topic, "settings.set",
                                {"interval_seconds": n % 2})
@@ -344,16 +372,23 @@ def one_round(count: int, command_count: int) -> dict[str, list[float]]:
                 "name": "stamp", "script": SCRIPT, "trigger": "latency", "command": str(stamps),
             })
             size = len(orjson.dumps({"id": f"lat-{0:06d}", "channel": "c"}))
-            values = {"rtt": round_trip(probe, broker.port, count, size),
-                      "spawn": spawn(service.scripts_dir, root / "spawn-stamps.txt", count)}
-            values |= notifications(probe, service, stamps, count).values
-            values |= commands(probe, service, reply_topic, command_count).values
-            return values
+            values = {"spawn": spawn(service.scripts_dir, root / "spawn-stamps.txt", count)}
+            echo = Echo(probe, broker.port, size)
+            try:
+                values["rtt_burst"] = round_trips(echo, count)
+                measured = notifications(probe, service, stamps, count, echo).values
+                for name, series in commands(probe, service, reply_topic, command_count,
+                                             echo).values.items():
+                    measured[name] = measured.get(name, []) + series
+            finally:
+                echo.close()
+            return values | measured
         finally:
             probe.close()
 
 
-SERIES = ("rtt", "spawn", "enqueue", "started_event", "start", "views_get", "settings_set")
+SERIES = ("rtt", "rtt_burst", "spawn", "enqueue", "started_event", "start", "views_get",
+          "settings_set")
 
 
 def measure(count: int, rounds: int, command_count: int | None = None) -> dict[str, list[float]]:
@@ -386,7 +421,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(f"latency, {options.count:,} one at a time, {options.rounds} rounds: "
           "median (min-max) of the rounds, ms")
     labels = {
-        "rtt": "MQTT round trip (baseline)", "spawn": "spawn to script start (baseline)",
+        "rtt": "MQTT round trip (baseline)", "rtt_burst": "round trips back to back (info)",
+        "spawn": "spawn to script start (baseline)",
         "enqueue": "publish -> enqueued event", "started_event": "publish -> started event",
         "start": "publish -> script start", "views_get": "views.get -> reply",
         "settings_set": "settings.set -> reply",

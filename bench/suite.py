@@ -162,6 +162,7 @@ def latency_figures(sizes: Sizes, rounds: int) -> list[Figure]:
                ("ratio<=", 2.0), f"<= 2x {rtt} p99"),
         Figure("latency: spawn p50 (baseline part)", "ms", baseline=r["spawn_p50"]),
         Figure("latency: spawn p99 (baseline part)", "ms", baseline=r["spawn_p99"]),
+        Figure("round trip p99, back to back (info)", "ms", baseline=r["rtt_burst_p99"]),
     ]
 
 
