@@ -2,7 +2,7 @@
 
 Usage: python -m bench.suite [--quick] [--rounds N] [--only ingest,latency,...]
 
-Each figure is the median of N rounds (default 3), shown with the min and max of the rounds,
+Each figure is the median of N rounds (default 5), shown with the min and max of the rounds,
 next to its baseline measured in the same run, the ratio (or the bound) its target compares,
 the target, and PASS or FAIL. Benchmarks are not tests: the exit code is 0 whatever the
 verdicts, 1 only when a figure could not be measured. `--quick` runs tiny sizes (the CI smoke
@@ -258,7 +258,7 @@ def run(names: Sequence[str], quick: bool, rounds: int) -> tuple[list[Figure], b
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes: the CI smoke test")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--only", default=",".join(FIGURES),
                         help=f"comma-separated figures among {', '.join(FIGURES)}")
     args = parser.parse_args(argv)
