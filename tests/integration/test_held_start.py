@@ -53,12 +53,12 @@ def answered(relay: EventsRelay, position: int, timeout: float) -> bool:
 
 def ready(relay: EventsRelay, position: int) -> None:
     """The relay is up and connected, and it confirmed `position` (the log's end)."""
+    assert relay.ask(position)
+    assert answered(relay, position, 10)  # it runs and reads its stdin (connected or not)
     deadline = time.monotonic() + 10
     while not relay_connected(relay):  # before its connection is up it answers at once
         assert time.monotonic() < deadline, "the relay never connected"
         time.sleep(0.05)
-    assert relay.ask(position)
-    assert answered(relay, position, 5)
 
 
 def relay_connected(relay: EventsRelay) -> bool:
