@@ -695,19 +695,21 @@ class EventsRelay:
         log.info("relay.spawned", pid=process.pid, after=self._after)
 
     def _close_stdin(self) -> None:
-        process = self._process
-        if process is not None and process.stdin is not None:
-            with contextlib.suppress(OSError):
-                process.stdin.close()
+        if self._process is not None:
+            _close(self._process.stdin)
         self._stdin = None
         self._close_answers()
 
     def _close_answers(self) -> None:
-        process = self._process
-        if process is not None and process.stdout is not None:
-            with contextlib.suppress(OSError):
-                process.stdout.close()
+        if self._process is not None:
+            _close(self._process.stdout)
         self._answers = None
+
+
+def _close(pipe: IO[bytes] | None) -> None:
+    if pipe is not None:
+        with contextlib.suppress(OSError):
+            pipe.close()
 
 
 if __name__ == "__main__":
