@@ -6,6 +6,12 @@ the rows a batch touches. Only the net result of a batch is written, with the
 tracked log position, in one transaction: each event is applied exactly once,
 a row created and removed inside one batch costs no SQL at all, and `reset()`
 plus a catch-up rebuilds everything from zero with the same rules.
+
+A table view's message (`payload`, `payload_json`) is bounded in bytes: every string cell
+longer than CELL_MAX_CHARS characters is cut (`cut_cell`), and rows are taken in the
+view's order only while the whole message stays within `max_bytes` (VIEW_MAX_BYTES by
+default); `omitted` counts the rows left out, `cut` the cells cut. `row_json` gives one row
+in full.
 """
 
 from __future__ import annotations
@@ -23,6 +29,18 @@ from att_jm.domain.scheduler import DEFAULT_INTERVAL_SECONDS
 from att_jm.domain.times import iso, parse_iso
 
 VIEWS: Final = ("jobs", "queue", "executed", "failed", "settings")
+TABLE_VIEWS: Final = ("jobs", "queue", "executed", "failed")  # the views with rows
+#: A string cell longer than this (in characters) is cut to its first CELL_MAX_CHARS
+#: characters plus CUT_MARKER; a non-string cell (the jobs view's `match` object) whose
+#: compact JSON text is longer is replaced by that text cut the same way.
+CELL_MAX_CHARS: Final = 1024
+#: What follows a cut text: U+2026, then `[cut: N more characters]` (N = characters removed).
+CUT_MARKER: Final = "\u2026[cut: {} more characters]"
+#: The default bound, in bytes, of a table view's whole encoded message.
+VIEW_MAX_BYTES: Final = 1_048_576
+#: The smallest `max_bytes` a view message accepts (its head alone is under 200 bytes).
+VIEW_MIN_BYTES: Final = 1024
+_FETCH: Final = 100  # rows read in full per query (cells of up to ~200 KB each)
 FRONT_BASE: Final = -(10**15)  # sort keys of entries sent to the front sort before all others
 
 _SCHEMA: Final = """
@@ -106,6 +124,93 @@ def stored_iso(value: Any) -> str:
         millis = text[20:23] if len(text) == 32 else "000"
         return f"{text[:19]}.{millis}Z"
     return iso(datetime.fromisoformat(text))
+
+
+def cut_text(text: str) -> str:
+    """`text` as a view shows it: its first CELL_MAX_CHARS characters and CUT_MARKER when it
+    is longer, else unchanged."""
+    if len(text) <= CELL_MAX_CHARS:
+        return text
+    return text[:CELL_MAX_CHARS] + CUT_MARKER.format(len(text) - CELL_MAX_CHARS)
+
+
+def cut_cell(value: Any) -> tuple[Any, bool]:
+    """(the cell as a view message shows it, whether it was cut).
+
+    A string longer than CELL_MAX_CHARS characters keeps its first CELL_MAX_CHARS characters
+    followed by `…[cut: N more characters]`; any other JSON value whose compact JSON text is
+    longer than CELL_MAX_CHARS characters becomes that text, cut the same way (a string);
+    everything else is returned as it is.
+    """
+    if isinstance(value, str):
+        if len(value) <= CELL_MAX_CHARS:
+            return value, False
+        return cut_text(value), True
+    if value is None or isinstance(value, (bool, int, float)):
+        return value, False
+    encoded = orjson.dumps(value)
+    if len(encoded) <= CELL_MAX_CHARS:  # bytes >= characters: short enough either way
+        return value, False
+    text = encoded.decode()
+    if len(text) <= CELL_MAX_CHARS:
+        return value, False
+    return cut_text(text), True
+
+
+def cut_row(row: Row) -> int:
+    """Cut the cells of `row` in place (`cut_cell`); how many were cut."""
+    cut = 0
+    for key, value in row.items():
+        shown, was_cut = cut_cell(value)
+        if was_cut:
+            row[key] = shown
+            cut += 1
+    return cut
+
+
+def _message_head(
+    view: str, offset: int | None, position: int, total: int, omitted: int, cut: int,
+) -> dict[str, Any]:
+    """A table view message without its rows, in the contract's field order."""
+    head: dict[str, Any] = {"view": view}
+    if offset is not None:
+        head["offset"] = offset
+    head["position"] = position
+    head["total"] = total
+    head["omitted"] = omitted
+    head["cut"] = cut
+    return head
+
+
+def _rows_room(
+    view: str, offset: int | None, position: int, total: int, limit: int, max_bytes: int,
+) -> int:
+    """The bytes a message of `view` has for its rows and the commas between them: its head
+    is measured with the widest `omitted` and `cut` it can have."""
+    columns = len(_JOB_COLS if view == "jobs" else _QUEUE_COLS if view == "queue" else _DONE_COLS)
+    most = total if limit < 0 else min(limit, total)
+    head = _message_head(view, offset, position, total, total, most * columns)
+    return max_bytes - len(orjson.dumps({**head, "rows": []}))
+
+
+def _fits(
+    view: str, offset: int | None, position: int, total: int, rows: int, cut: int, used: int,
+    max_bytes: int,
+) -> bool:
+    """Whether a message of `rows` rows (`cut` cells cut), `used` bytes of rows and commas,
+    stays within `max_bytes` with its exact head (the last row `_rows_room` turned away may
+    still fit: its head reserves a few digits more)."""
+    head = _message_head(view, offset, position, total, total - rows, cut)
+    return len(orjson.dumps(head)) + 10 + used <= max_bytes  # + ',"rows":[' ... ']}'
+
+
+def _check_bounds(view: str, offset: int | None, max_bytes: int) -> None:
+    if view not in TABLE_VIEWS:
+        raise ValueError(f"not a table view: {view!r}")
+    if offset is not None and offset < 0:
+        raise ValueError(f"offset must be >= 0, not {offset}")
+    if max_bytes < VIEW_MIN_BYTES:
+        raise ValueError(f"max_bytes must be >= {VIEW_MIN_BYTES}, not {max_bytes}")
 
 
 class Overlay:
@@ -406,8 +511,10 @@ class Views:
         # The writer's own answers to `position` and `next_queued`, asked on every turn of
         # its loop, kept until its next write (a reader's file changes under it: no memo).
         self._memo: dict[str, Any] | None = None if readonly else {}
-        # view -> row version -> the row as JSON (see `payload_json`), pruned to the rows sent
-        self._encoded: dict[str, dict[tuple[Any, ...], bytes]] = {v: {} for v in _VERSION_COLS}
+        # view -> row version -> (the row as JSON, cells cut), pruned to the rows last read
+        # (see `payload_json`)
+        self._encoded: dict[str, dict[tuple[Any, ...], tuple[bytes, int]]] = {
+            v: {} for v in _VERSION_COLS}
         if readonly:
             self._db = sqlite3.connect(
                 f"file:{path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False
@@ -536,48 +643,95 @@ class Views:
     def count(self, view: str) -> int:
         return int(self._db.execute(f"SELECT count(*) FROM {view}").fetchone()[0])  # noqa: S608 -- view names are fixed
 
-    def rows(self, view: str, limit: int) -> list[dict[str, Any]]:
-        """Up to `limit` rows of a table view, in the contract's order."""
+    def rows(self, view: str, limit: int, offset: int = 0) -> list[dict[str, Any]]:
+        """Up to `limit` rows of a table view, in the contract's order, in full, after the
+        first `offset`."""
+        return list(self._rows(view, limit, offset))
+
+    def _rows(self, view: str, limit: int, offset: int) -> Iterator[dict[str, Any]]:
         cols = {"jobs": _JOB_COLS, "queue": _QUEUE_COLS}.get(view, _DONE_COLS)
         cursor = self._db.execute(
-            f"SELECT {', '.join(cols)} FROM {view} {_ORDER[view]} LIMIT ?", (limit,)  # noqa: S608 -- fixed names
+            f"SELECT {', '.join(cols)} FROM {view} {_ORDER[view]} LIMIT ? OFFSET ?",  # noqa: S608 -- fixed names
+            (limit, offset),
         )
-        out = [dict(zip(cols, row, strict=True)) for row in cursor]
-        if view == "jobs":
-            for row in out:
+        for found in cursor:
+            row = dict(zip(cols, found, strict=True))
+            if view == "jobs":
                 row["match"] = None if row["match"] is None else orjson.loads(row["match"])
                 row["enabled"] = bool(row["enabled"])
-        return out
+            yield row
 
-    def payload_json(self, view: str, limit: int) -> bytes:
-        """`orjson.dumps(payload(view, limit))`, the same bytes, made from a cache of encoded
-        rows: only the rows that changed since the last call are read in full and encoded (a
-        queue or Executed view of 1,000 rows costs ~0.5 ms instead of ~3 ms)."""
+    def row_json(self, view: str, row_id: str) -> bytes | None:
+        """`{"view", "position", "row"}` with the row of `view` whose key is `row_id` (a job's
+        name, an entry's id) in full (no cell cut); None when there is none."""
+        if view not in TABLE_VIEWS:
+            raise ValueError(f"not a table view: {view!r}")
+        cols = {"jobs": _JOB_COLS, "queue": _QUEUE_COLS}.get(view, _DONE_COLS)
+        found = self._db.execute(
+            f"SELECT {', '.join(cols)} FROM {view} WHERE {cols[0]} = ?", (row_id,)  # noqa: S608 -- fixed names
+        ).fetchone()
+        if found is None:
+            return None
+        row = dict(zip(cols, found, strict=True))
+        if view == "jobs":
+            row["match"] = None if row["match"] is None else orjson.loads(row["match"])
+            row["enabled"] = bool(row["enabled"])
+        return orjson.dumps({"view": view, "position": self.view_position(view), "row": row})
+
+    def payload_json(
+        self, view: str, limit: int, *, offset: int | None = None,
+        max_bytes: int = VIEW_MAX_BYTES,
+    ) -> bytes:
+        """`orjson.dumps(payload(view, limit, ...))`, the same bytes, made from a cache of
+        encoded (cut) rows: only the rows that changed since the last call are read in full,
+        cut and encoded (a queue or Executed view of 1,000 rows costs ~0.5 ms instead of ~3 ms).
+        """
         if view not in _VERSION_COLS:
-            return orjson.dumps(self.payload(view, limit))
+            return orjson.dumps(self.payload(view, limit, offset=offset, max_bytes=max_bytes))
+        _check_bounds(view, offset, max_bytes)
         versions = _VERSION_COLS[view]
         cols = _QUEUE_COLS if view == "queue" else _DONE_COLS
         keys = [tuple(row) for row in self._db.execute(
-            f"SELECT {', '.join(versions)} FROM {view} {_ORDER[view]} LIMIT ?", (limit,)  # noqa: S608 -- fixed names
+            f"SELECT {', '.join(versions)} FROM {view} {_ORDER[view]} LIMIT ? OFFSET ?",  # noqa: S608 -- fixed names
+            (limit, offset or 0),
         )]
+        position, total = self.view_position(view), self.count(view)
+        room = _rows_room(view, offset, position, total, limit, max_bytes)
         cache = self._encoded[view]
-        missing = [key[0] for key in keys if key not in cache]
-        for start in range(0, len(missing), 500):
-            part = missing[start : start + 500]
-            for found in self._db.execute(
-                f"SELECT {', '.join(versions)}, {', '.join(cols)} FROM {view} "  # noqa: S608 -- fixed names
-                f"WHERE id IN ({','.join('?' * len(part))})", part,
-            ):
-                cache[tuple(found[: len(versions)])] = orjson.dumps(
-                    dict(zip(cols, found[len(versions):], strict=True)))
-        try:
-            rows = b",".join([cache[key] for key in keys])
-        except KeyError:  # the view changed between the two reads: read it all at once
-            return orjson.dumps(self.payload(view, limit))
-        self._encoded[view] = {key: cache[key] for key in keys}
-        head = orjson.dumps({"view": view, "position": self.view_position(view),
-                             "total": self.count(view)})
-        return head[:-1] + b',"rows":[' + rows + b"]}"
+        kept: dict[tuple[Any, ...], tuple[bytes, int]] = {}
+        parts: list[bytes] = []
+        used = -1  # the first row has no comma before it
+        cut = 0
+        for start in range(0, len(keys), _FETCH):
+            chunk = keys[start : start + _FETCH]
+            missing = [key[0] for key in chunk if key not in cache]
+            if missing:
+                for found in self._db.execute(
+                    f"SELECT {', '.join(versions)}, {', '.join(cols)} FROM {view} "  # noqa: S608 -- fixed names
+                    f"WHERE id IN ({','.join('?' * len(missing))})", missing,
+                ):
+                    row = dict(zip(cols, found[len(versions):], strict=True))
+                    cells = cut_row(row)
+                    cache[tuple(found[: len(versions)])] = (orjson.dumps(row), cells)
+            for key in chunk:
+                entry = cache.get(key)
+                if entry is None:  # the view changed between the two reads: read it at once
+                    return orjson.dumps(
+                        self.payload(view, limit, offset=offset, max_bytes=max_bytes))
+                kept[key] = entry
+                used += len(entry[0]) + 1
+                if used > room and not _fits(view, offset, position, total, len(parts) + 1,
+                                             cut + entry[1], used, max_bytes):
+                    break
+                parts.append(entry[0])
+                cut += entry[1]
+            else:
+                continue
+            break
+        self._encoded[view] = kept
+        head = orjson.dumps(
+            _message_head(view, offset, position, total, total - len(parts), cut))
+        return head[:-1] + b',"rows":[' + b",".join(parts) + b"]}"
 
     def view_position(self, view: str) -> int:
         """The position of the last event that changed `view` (0: never changed)."""
@@ -586,34 +740,54 @@ class Views:
         ).fetchone()
         return int(row[0]) if row else 0
 
-    def payload(self, view: str, limit: int) -> dict[str, Any]:
+    def payload(
+        self, view: str, limit: int, *, offset: int | None = None,
+        max_bytes: int = VIEW_MAX_BYTES,
+    ) -> dict[str, Any]:
         """The contract's view message for `view`.
 
         Its `position` is that of the last event that changed the view, so the same
-        content always carries the same position (across restarts and rebuilds).
+        content always carries the same position (across restarts and rebuilds). A table
+        view's message holds up to `limit` rows after the first `offset` (`offset` is in the
+        message only when given), each cell cut by `cut_cell`, taken in order while the whole
+        encoded message stays within `max_bytes`; `omitted` = `total` - rows sent, `cut` = cells
+        cut. The settings view's message is `{"view", "position", "settings"}`.
         """
         position = self.view_position(view)
         if view == "settings":
             return {"view": "settings", "position": position, "settings": self.settings()}
-        return {
-            "view": view,
-            "position": position,
-            "total": self.count(view),
-            "rows": self.rows(view, limit),
-        }
+        _check_bounds(view, offset, max_bytes)
+        total = self.count(view)
+        room = _rows_room(view, offset, position, total, limit, max_bytes)
+        rows: list[dict[str, Any]] = []
+        used = -1
+        cut = 0
+        for row in self._rows(view, limit, offset or 0):
+            cells = cut_row(row)
+            used += len(orjson.dumps(row)) + 1
+            if used > room and not _fits(view, offset, position, total, len(rows) + 1,
+                                         cut + cells, used, max_bytes):
+                break
+            rows.append(row)
+            cut += cells
+        return {**_message_head(view, offset, position, total, total - len(rows), cut),
+                "rows": rows}
 
     def view_positions(self) -> dict[str, int]:
         """`view_position` of every view that ever changed, in one query."""
         rows = self._db.execute("SELECT view, position FROM view_positions")
         return {str(view): int(position) for view, position in rows}
 
-    def payloads(self, views: Iterable[str], limit: int) -> list[tuple[str, int, bytes]]:
+    def payloads(
+        self, views: Iterable[str], limit: int, *, max_bytes: int = VIEW_MAX_BYTES,
+    ) -> list[tuple[str, int, bytes]]:
         """(view, its position, `payload_json`) of each view, all read in one transaction
         (one state of the views, even while their writer goes on: what a reader in another
         process publishes)."""
         self._db.execute("BEGIN")
         try:
-            return [(view, self.view_position(view), self.payload_json(view, limit))
+            return [(view, self.view_position(view),
+                     self.payload_json(view, limit, max_bytes=max_bytes))
                     for view in views]
         finally:
             self._db.execute("COMMIT")

@@ -80,7 +80,8 @@ def test_views_before_the_first_event_are_empty_with_default_settings(run: Scrip
     try:
         assert moment.position == first_view_event.position - 1
         payloads = moment.payloads()
-        assert payloads["jobs"] == {"view": "jobs", "position": 0, "total": 0, "rows": []}
+        assert payloads["jobs"] == {"view": "jobs", "position": 0, "total": 0, "omitted": 0,
+                                    "cut": 0, "rows": []}
         assert payloads["settings"]["settings"]["interval_seconds"] == 5.0
     finally:
         moment.close()
