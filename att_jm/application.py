@@ -7,11 +7,12 @@ aggregates to a UnitOfWork; the writer commits one UnitOfWork per drained batch.
 from __future__ import annotations
 
 import collections
+import hashlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
-from uuid import UUID, uuid4
+from uuid import UUID, uuid4, uuid5
 
 import orjson
 import structlog
@@ -20,12 +21,28 @@ from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import StoredEvent
 
 from att_jm.domain import commands as cmd
+from att_jm.domain import limits as lim
 from att_jm.domain.cleanup import select_for_cleanup
-from att_jm.domain.errors import InvalidInput, JobManagerError, NotFound, TooLarge
+from att_jm.domain.errors import (
+    Conflict,
+    EventTooLarge,
+    InvalidInput,
+    JobManagerError,
+    NotFound,
+    TooLarge,
+)
 from att_jm.domain.executions import QUEUED, RUNNING, Execution
-from att_jm.domain.ids import SCHEDULER_ID, command_id, execution_id, job_id, notification_id
+from att_jm.domain.ids import (
+    NAMESPACE,
+    SCHEDULER_ID,
+    command_id,
+    execution_id,
+    job_id,
+    notification_id,
+)
 from att_jm.domain.jobs import Job
-from att_jm.domain.matching import fill_template, matches
+from att_jm.domain.limits import cut, shown
+from att_jm.domain.matching import fill_template, json_equal, matches
 from att_jm.domain.notifications import CommandRecord, Notification, Rejection
 from att_jm.domain.scheduler import TABLES, Scheduler
 from att_jm.domain.times import iso
@@ -34,11 +51,10 @@ from projections.views import Views
 
 log = structlog.get_logger("att_jm")
 
-MAX_NOTIFICATION_ID = 200
-#: Deepest nesting of inbound JSON (objects and arrays). orjson reads 1024 levels but writes at
-#: most 254, and a stored event nests a payload a few levels deeper: a deeper notification or
-#: `match` would be accepted and then fail every commit of its batch, for ever.
-MAX_JSON_DEPTH = 64
+MAX_NOTIFICATION_ID = lim.MAX_NOTIFICATION_ID_CHARS
+#: Deeper inbound JSON would be accepted and then fail every commit of its batch, for ever
+#: (orjson writes at most 254 levels, and an event nests a payload a few levels deeper).
+MAX_JSON_DEPTH = lim.MAX_JSON_DEPTH
 EXECUTIONS_CACHED = 256
 INTERRUPTED = "interrupted: the service stopped while this execution was running"
 
@@ -74,7 +90,9 @@ class UnitOfWork:
     events: list[Any] = field(default_factory=list)
     encoded: list[StoredEvent] = field(default_factory=list)  # events[:len(encoded)], encoded
     aggregates: dict[UUID, Aggregate] = field(default_factory=dict)
-    notifications: set[str] = field(default_factory=set)
+    #: notification id -> (trigger, payload) of the notifications this batch received
+    notifications: dict[str, tuple[str, Any]] = field(default_factory=dict)
+    conflicts: dict[UUID, None] = field(default_factory=dict)  # conflict records made (ordered)
     stored: set[UUID] | None = None  # notification aggregates known to be stored (prefetched)
     parsed: dict[bytes, tuple[Any, UUID | None]] = field(default_factory=dict)  # prefetched
     enqueued: dict[UUID, Any] = field(default_factory=dict)  # Execution.Enqueued events added
@@ -93,13 +111,22 @@ class UnitOfWork:
             if isinstance(event, Execution.Enqueued):
                 self.enqueued[event.originator_id] = event
 
-    def truncate(self, mark: int) -> None:
-        """Forget the events from index `mark` on (a handler that failed)."""
-        dropped = {id(event) for event in self.events[mark:]}
-        del self.events[mark:]
-        del self.encoded[mark:]
+    def mark(self) -> tuple[int, int, int]:
+        """Where the unit of work stands, for `truncate`."""
+        return len(self.events), len(self.notifications), len(self.conflicts)
+
+    def truncate(self, mark: tuple[int, int, int]) -> None:
+        """Forget what was added since `mark` (a handler that failed)."""
+        events, notifications, conflicts = mark
+        dropped = {id(event) for event in self.events[events:]}
+        del self.events[events:]
+        del self.encoded[events:]
         for key in [k for k, event in self.enqueued.items() if id(event) in dropped]:
             del self.enqueued[key]
+        for nid in list(self.notifications)[notifications:]:
+            del self.notifications[nid]
+        for record in list(self.conflicts)[conflicts:]:
+            del self.conflicts[record]
 
     def touch(self, *aggregates: Aggregate) -> None:
         for aggregate in aggregates:
@@ -135,7 +162,8 @@ def check_depth(value: Any, limit: int = MAX_JSON_DEPTH) -> None:
 
 
 def error_reply(error: JobManagerError) -> dict[str, Any]:
-    return {"ok": False, "error": {"code": error.code, "message": error.message}}
+    message = cut(error.message, lim.MAX_REASON_CHARS)
+    return {"ok": False, "error": {"code": error.code, "message": message}}
 
 
 def ok_reply(result: Any) -> dict[str, Any]:
@@ -243,7 +271,7 @@ class JobManager:
         try:
             key = UUID(entry)
         except ValueError:
-            raise NotFound(f"no entry {entry!r}") from None
+            raise NotFound(f"no entry {shown(entry)}") from None
         cached = uow.aggregates.get(key)
         if isinstance(cached, Execution):
             return cached
@@ -275,9 +303,19 @@ class JobManager:
 
     def encode(self, uow: UnitOfWork) -> None:
         """Encode the events not encoded yet, as the commit will store them (raises what the
-        commit would raise for an event that cannot be stored)."""
+        commit would raise for an event that cannot be stored, and EventTooLarge for one
+        over `limits.MAX_EVENT_BYTES`)."""
         to_stored = self.app.mapper.to_stored_event
-        uow.encoded.extend(to_stored(event) for event in uow.events[len(uow.encoded):])
+        start = len(uow.encoded)
+        uow.encoded.extend(to_stored(event) for event in uow.events[start:])
+        for index in range(start, len(uow.encoded)):
+            size = len(uow.encoded[index].state)
+            if size > lim.MAX_EVENT_BYTES:
+                del uow.encoded[start:]
+                raise EventTooLarge(
+                    f"its {type(uow.events[index]).__name__} event would be {size} bytes, over "
+                    f"the cap of {lim.MAX_EVENT_BYTES} bytes per event"
+                )
 
     def commit(self, uow: UnitOfWork) -> list[tuple[int, Any]]:
         """Store the batch's events in one transaction (snapshotting the scheduler); each
@@ -318,13 +356,23 @@ class JobManager:
         """Store a notification and enqueue the jobs it triggers; the outcome as a word."""
         try:
             body, key = self._parse_notification(uow, payload)
+            if len(trigger) > lim.MAX_TRIGGER_CHARS:
+                raise InvalidInput(f"the trigger (the topic's last level) must be at most "
+                                   f"{lim.MAX_TRIGGER_CHARS} characters")
         except JobManagerError as error:
-            self._reject(uow, "notification", topic, error, payload, "channel-manager")
+            self.reject_notification(uow, topic, error, payload)
             return "rejected"
         nid = body["id"]
-        if nid in uow.notifications or self._notification_stored(uow, key):
-            return "duplicate"
-        uow.notifications.add(nid)
+        first = uow.notifications.get(nid)
+        if first is None and self._notification_stored(uow, key):
+            first = self.log.received(key)
+            if first is None:  # stored, but not readable as a notification: never run again
+                return "duplicate"
+        if first is not None:
+            if first[0] == trigger and json_equal(first[1], body):
+                return "duplicate"  # a redelivery, a retained copy: nothing to do
+            return self._conflict(uow, nid, trigger, topic, body, payload, first[0])
+        uow.notifications[nid] = (trigger, body)
         if uow.now is None:
             uow.now = self.clock()
         now = uow.now
@@ -337,20 +385,45 @@ class JobManager:
             try:
                 command = fill_template(job.command, body)
             except InvalidInput as error:
-                skipped.append({"job": job.name, "reason": error.message})
+                skipped.append({"job": job.name, "reason": cut(error.message,
+                                                               lim.MAX_REASON_CHARS)})
                 continue
             entry = execution_id(nid, job.name)
             enqueued.append({"job": job.name, "execution_id": str(entry)})
             executions.append(
                 Execution.enqueued_event(
-                    entry, job.name, job.script, command, trigger, nid, job.timeout_seconds,
-                    "channel-manager", now,
+                    entry, job.name, job.script, command, trigger, nid,
+                    lim.clamp_timeout(job.timeout_seconds), "channel-manager", now,
                 )
             )
         # Neither aggregate is read again while the service runs: only their events are made.
         uow.add(Notification.received_event(key, nid, trigger, body, enqueued, skipped, now),
                 *executions)
         return f"enqueued {len(executions)}" if executions else "matched none"
+
+    def _conflict(
+        self, uow: UnitOfWork, nid: str, trigger: str, topic: str, body: Any, payload: bytes,
+        first_trigger: str,
+    ) -> str:
+        """Record that id `nid` came again with another payload or trigger (once per distinct
+        copy: a redelivery of the same conflicting copy is silent); the outcome as a word."""
+        digest = hashlib.sha256(
+            trigger.encode("utf-8", "surrogatepass") + b"\x00"
+            + orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
+        ).hexdigest()
+        record = uuid5(NAMESPACE, f"conflict:{nid}\x00{digest}")
+        if record in uow.conflicts or self._exists(record):
+            return "duplicate conflict"
+        uow.conflicts[record] = None
+        where = "the same trigger" if first_trigger == trigger else (
+            f"trigger {shown(first_trigger)}")
+        error = Conflict(
+            f"notification id {shown(nid)} was first received on {where} with another "
+            f"payload; this copy (trigger {shown(trigger)}) is recorded, not run"
+        )
+        self._reject(uow, "notification", topic, error, payload, "channel-manager",
+                     rejection_id=record)
+        return "conflict"
 
     def _parse_notification(self, uow: UnitOfWork, payload: bytes) -> tuple[dict[str, Any], UUID]:
         """The notification's body and aggregate id; JobManagerError when it is not valid."""
@@ -380,15 +453,23 @@ class JobManager:
         self._reject(uow, "command", topic, error, payload, actor)
         return error_reply(error)
 
+    def reject_notification(
+        self, uow: UnitOfWork, topic: str, error: JobManagerError, payload: bytes
+    ) -> None:
+        """Record a notification refused (invalid, too large, or one whose handling failed)."""
+        self._reject(uow, "notification", topic, error, payload, "channel-manager")
+
     def _reject(
         self, uow: UnitOfWork, source: str, topic: str, error: JobManagerError, payload: bytes,
-        actor: str,
+        actor: str, *, rejection_id: UUID | None = None,
     ) -> None:
+        reason = cut(error.message, lim.MAX_REASON_CHARS)
         rejection = Rejection.reject(
-            uuid4(), source, topic, error.code, error.message, payload, actor, self.clock()
+            rejection_id or uuid4(), source, cut(topic, lim.MAX_TOPIC_SHOWN_CHARS), error.code,
+            reason, payload, cut(actor, lim.MAX_ACTOR_CHARS), self.clock(),
         )
         uow.touch(rejection)
-        log.warning(f"{source}.rejected", topic=topic, code=error.code, reason=error.message)
+        log.warning(f"{source}.rejected", topic=topic, code=error.code, reason=reason)
 
     # Commands ----------------------------------------------------------------------------
 
@@ -397,6 +478,10 @@ class JobManager:
         correlation: bytes | None,
     ) -> dict[str, Any] | cmd.ViewsGet:
         """The reply to a command, or the ViewsGet to answer once the views are caught up."""
+        if correlation is not None and len(correlation) > lim.MAX_CORRELATION_BYTES:
+            return self.reject_command(uow, topic, InvalidInput(
+                f"CorrelationData must be at most {lim.MAX_CORRELATION_BYTES} bytes, "
+                f"not {len(correlation)}"), payload, actor)
         # Empty CorrelationData identifies nothing: such commands are not deduplicated.
         record = command_id(actor, correlation) if correlation else None
         if record is not None:
@@ -428,9 +513,8 @@ class JobManager:
             args = orjson.loads(payload) if payload.strip() else {}
         except orjson.JSONDecodeError as error:
             raise InvalidInput(f"the arguments are not JSON: {error}") from None
-        command = cmd.parse_command(name, args)
         check_depth(args)
-        return command
+        return cmd.parse_command(name, args)
 
     def _execute(self, uow: UnitOfWork, actor: str, command: cmd.Command) -> Any:
         now = self.clock()
@@ -463,6 +547,9 @@ class JobManager:
         return job
 
     def _job_add(self, uow: UnitOfWork, spec: cmd.JobSpec, actor: str, now: datetime) -> Any:
+        if spec.name not in self.jobs and len(self.jobs) >= lim.MAX_JOBS:
+            raise Conflict(f"at most {lim.MAX_JOBS} jobs can be defined at once: remove one "
+                           "first")
         self._check_script(spec.script)
         # A job removed earlier in this batch is only in the unit of work, not yet in the store.
         touched = uow.aggregates.get(job_id(spec.name))
@@ -491,7 +578,7 @@ class JobManager:
         try:
             self.check_script(script)
         except Exception as error:  # noqa: BLE001 -- the port raises its own refusal type
-            raise InvalidInput(f"script {script!r}: {error}") from None
+            raise InvalidInput(f"script {shown(script)}: {cut(str(error), 300)}") from None
 
     def _entry_command(
         self, uow: UnitOfWork, name: str, entry: str, actor: str, now: datetime
@@ -542,7 +629,7 @@ class JobManager:
         return Dispatch(
             execution_id=candidate[0], job=execution.job, trigger=execution.trigger,
             attempt=execution.attempt, script=execution.script, command=execution.command,
-            timeout_seconds=execution.timeout_seconds,
+            timeout_seconds=lim.clamp_timeout(execution.timeout_seconds),
         )
 
     def preload_next(self) -> None:

@@ -5,8 +5,9 @@ Decisions where the contract is silent:
   compose file does not blank the store path).
 - `log_format` also accepts `auto` (= None: console on a terminal, JSON otherwise).
 - The topic prefix must not start with `$` (brokers reserve those topics) nor contain empty levels.
-- Integer limits follow MQTT: `session_expiry_seconds` fits 4 bytes, `max_payload_bytes` is at most
-  the largest MQTT packet (268,435,455 bytes).
+- Every number has a range (see `RANGES` and the README's "Ranges and caps"): a value outside it
+  is refused at start with the range in the message. `session_expiry_seconds` fits MQTT's 4
+  bytes; `max_payload_bytes` stays well under the 2 MiB cap of one stored event.
 - Error messages never repeat a password from `mqtt_url`.
 """
 
@@ -23,8 +24,18 @@ ENV_PREFIX: Final = "ATT_JM_"
 CONFIG_ENV: Final = "ATT_JM_CONFIG"
 DEFAULT_PORTS: Final = {"mqtt": 1883, "mqtts": 8883}
 LOG_FORMATS: Final = ("json", "console")
-MAX_MQTT_PACKET: Final = 268_435_455
+MAX_MQTT_PACKET: Final = 268_435_455  # the largest packet MQTT can describe
 MAX_FOUR_BYTE: Final = 0xFFFF_FFFF
+#: setting -> (minimum, maximum); the numbers a deployment could want.
+RANGES: Final[dict[str, tuple[float, float]]] = {
+    "max_payload_bytes": (1024, 1024 * 1024),
+    "view_rows": (1, 10_000),
+    "view_max_bytes": (64 * 1024, 16 * 1024 * 1024),
+    "session_expiry_seconds": (1, MAX_FOUR_BYTE),
+    "seal_every_events": (1, 10_000),
+    "seal_every_seconds": (0.1, 86_400),
+    "max_batch": (1, 10_000),
+}
 
 
 class ConfigError(Exception):
@@ -101,6 +112,7 @@ class Settings:
     log_format: str | None = None
     max_payload_bytes: int = 256 * 1024
     view_rows: int = 1000
+    view_max_bytes: int = 1024 * 1024  # largest view message (and views.get page), in bytes
     session_expiry_seconds: int = 7 * 24 * 3600
     views_db: str | None = None
     seal_every_events: int = 1000
@@ -134,11 +146,18 @@ def _check_url(name: str, value: Any) -> None:
     parse_mqtt_url(value)
 
 
+#: Longest text settings, in characters (paths and URLs: PATH_MAX).
+_TEXT_MAX: Final = {"client_id": 128, "topic_prefix": 128}
+
+
 def _check_text(name: str, value: Any) -> None:
     if not isinstance(value, str) or not value:
         raise ConfigError(f"{name} must be a non-empty string")
     if "\x00" in value:
         raise ConfigError(f"{name} must not contain NUL")
+    limit = _TEXT_MAX.get(name, 4096)
+    if len(value) > limit:
+        raise ConfigError(f"{name} must be at most {limit} characters, not {len(value)}")
 
 
 def _check_optional_text(name: str, value: Any) -> None:
@@ -162,17 +181,18 @@ def _check_log_format(name: str, value: Any) -> None:
         raise ConfigError(f"{name} must be one of {allowed} (or auto), not {value!r}")
 
 
-def _int_checker(maximum: int) -> Callable[[str, Any], None]:
-    def check(name: str, value: Any) -> None:
-        if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= maximum:
-            raise ConfigError(f"{name} must be an integer from 1 to {maximum}, not {value!r}")
+def _check_int(name: str, value: Any) -> None:
+    low, high = RANGES[name]
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ConfigError(f"{name} must be an integer from {int(low)} to {int(high)}, "
+                          f"not {value!r}")
 
-    return check
 
-
-def _check_positive_number(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-        raise ConfigError(f"{name} must be a number > 0, not {value!r}")
+def _check_number(name: str, value: Any) -> None:
+    low, high = RANGES[name]
+    if (isinstance(value, bool) or not isinstance(value, int | float)
+            or not low <= value <= high):  # NaN fails both comparisons
+        raise ConfigError(f"{name} must be a number from {low:g} to {high:g}, not {value!r}")
 
 
 _VALIDATORS: Final[dict[str, Callable[[str, Any], None]]] = {
@@ -182,20 +202,21 @@ _VALIDATORS: Final[dict[str, Callable[[str, Any], None]]] = {
     "topic_prefix": _check_prefix,
     "client_id": _check_text,
     "log_format": _check_log_format,
-    "max_payload_bytes": _int_checker(MAX_MQTT_PACKET),
-    "view_rows": _int_checker(1_000_000),
-    "session_expiry_seconds": _int_checker(MAX_FOUR_BYTE),
+    "max_payload_bytes": _check_int,
+    "view_rows": _check_int,
+    "view_max_bytes": _check_int,
+    "session_expiry_seconds": _check_int,
     "views_db": _check_optional_text,
-    "seal_every_events": _int_checker(MAX_FOUR_BYTE),
-    "seal_every_seconds": _check_positive_number,
-    "max_batch": _int_checker(100_000),
+    "seal_every_events": _check_int,
+    "seal_every_seconds": _check_number,
+    "max_batch": _check_int,
 }
 
 
 # Conversion ------------------------------------------------------------------------------
 
-_INTS: Final = frozenset({"max_payload_bytes", "view_rows", "session_expiry_seconds",
-                          "seal_every_events", "max_batch"})
+_INTS: Final = frozenset({"max_payload_bytes", "view_rows", "view_max_bytes",
+                          "session_expiry_seconds", "seal_every_events", "max_batch"})
 _FLOATS: Final = frozenset({"seal_every_seconds"})
 _OPTIONAL: Final = frozenset({"log_format", "views_db"})
 

@@ -32,11 +32,12 @@ import orjson
 import structlog
 
 from att_jm import __version__
-from att_jm.application import Dispatch, JobManager, Outcome, UnitOfWork
+from att_jm.application import Dispatch, JobManager, Outcome, UnitOfWork, error_reply
 from att_jm.checkpoints import Checkpointer
 from att_jm.config import Settings
+from att_jm.domain import limits as lim
 from att_jm.domain.commands import ViewsGet
-from att_jm.domain.errors import InvalidInput
+from att_jm.domain.errors import InvalidInput, JobManagerError, NotFound
 from att_jm.domain.matching import check_topic_level
 from att_jm.domain.times import iso
 from att_jm.logs import configure
@@ -51,7 +52,7 @@ from att_jm.runner import (
     resolve_script,
 )
 from att_jm.seals import Sealer
-from att_jm.store import log_position, open_store
+from att_jm.store import is_transient, log_position, open_store
 from projections.rebuild import catch_up
 from projections.views import Views
 
@@ -66,6 +67,9 @@ INBOX_PAUSE = 1000
 HOLD_START_SECONDS = 0.003
 #: After a batch's replies: how long the relay's wake-up and the views wait for their PUBACKs.
 REPLY_WAIT_SECONDS = 0.002
+#: After a timer's unit of work failed deterministically (a bug, data the store refuses):
+#: how long before that timer tries again (never a tight loop).
+TIMER_RETRY_SECONDS = 5.0
 
 
 def utcnow() -> datetime:
@@ -95,6 +99,26 @@ class Reconnected:
 
 class StoppedDuringFault(Exception):
     """A stop was asked for while the store refused commits: leave without acknowledging."""
+
+
+class PoisonBatch(Exception):
+    """A unit of work failed in a way a retry would repeat (not a fault of the store): its
+    messages are handled again one by one, and the one that fails alone gets a terminal
+    outcome (a recorded rejection, an `internal` reply), is acknowledged, and the rest go on."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(repr(error))
+        self.error = error
+
+
+def internal_error(error: BaseException) -> JobManagerError:
+    """The error to record and answer for `error`: itself when it is one of the domain's (it
+    has its code, e.g. `too_large`), else an `internal` one naming it."""
+    if isinstance(error, JobManagerError):
+        return error
+    return JobManagerError(
+        lim.cut(f"internal error: {type(error).__name__}: {error}", lim.MAX_REASON_CHARS)
+    )
 
 
 Item = Inbound | RunFinished | Stop | Reconnected
@@ -300,6 +324,8 @@ class Writer:
         self.held: tuple[Callable[[], object], int, float] | None = None
         #: The batch's `command.handled` log lines, written once its replies are sent.
         self._handled: list[tuple[bool, dict[str, Any]]] = []
+        #: Timer name -> time.monotonic() before which it is not tried again (see `_timer`).
+        self._timer_retry: dict[str, float] = {}
         self.sealer = Sealer(self.app, settings.store, every_events=settings.seal_every_events,
                              every_seconds=settings.seal_every_seconds)
         log.info("store.opened", store=settings.store, position=log_position(self.app),
@@ -319,7 +345,7 @@ class Writer:
     def run(self) -> int:
         # Without a position file of its own (a first start) the relay begins here.
         self.relay.start(after=log_position(self.app))
-        interrupted = self._unit(self.manager.interrupt_running)
+        interrupted = self._timer("executions.interrupt", self.manager.interrupt_running)
         if interrupted:
             log.warning("executions.interrupted", ids=interrupted,
                         leftover_pids_killed=kill_leftovers(interrupted))
@@ -379,22 +405,52 @@ class Writer:
     # Units of work -----------------------------------------------------------------------
 
     def _unit(self, work: Callable[[UnitOfWork], Any]) -> Any:
-        """Run `work` in its own unit of work and commit it, retrying until the store takes it."""
+        """Run `work` in its own unit of work and commit it, retrying with back-off while the
+        store has a fault; PoisonBatch when it fails in a way a retry would repeat."""
         for attempt in range(1_000_000):
             if attempt and self.stop_requested.is_set():
                 raise StoppedDuringFault
             uow = UnitOfWork()
-            result = work(uow)
-            uow.collect()
+            try:
+                result = work(uow)
+                uow.collect()
+            except Exception as error:  # noqa: BLE001 -- sorted right below
+                if not is_transient(error):
+                    self._poisoned(error)
+                self._store_fault(error, attempt)  # e.g. a read the store refused
+                continue
             if self._commit(uow, attempt):
                 return result
         raise RuntimeError("unreachable")  # pragma: no cover
+
+    def _poisoned(self, error: BaseException) -> None:
+        """Forget what the failed unit did in memory, then raise PoisonBatch."""
+        log.error("unit.failed", error=repr(error), exc_info=error)
+        try:
+            self.manager.reload()
+        except Exception as reload_error:  # noqa: BLE001 -- the store may refuse reads too
+            log.error("store.reload_failed", error=repr(reload_error))
+        raise PoisonBatch(error) from error
+
+    def _timer(self, name: str, work: Callable[[UnitOfWork], Any]) -> Any:
+        """A unit of work of the writer's own (cleanup, a dispatch): one that fails
+        deterministically is logged and tried again TIMER_RETRY_SECONDS later, not at once."""
+        if time.monotonic() < self._timer_retry.get(name, 0.0):
+            return None
+        try:
+            return self._unit(work)
+        except PoisonBatch as poison:
+            self._timer_retry[name] = time.monotonic() + TIMER_RETRY_SECONDS
+            log.error(f"{name}.failed", error=repr(poison.error), retry_in=TIMER_RETRY_SECONDS)
+            return None
 
     def _commit(self, uow: UnitOfWork, attempt: int) -> bool:
         """Commit `uow`, catch up the views and publish the events; False after a store fault."""
         try:
             stored = self.manager.commit(uow)
-        except Exception as error:  # noqa: BLE001 -- any store fault: report, back off, retry
+        except Exception as error:  # noqa: BLE001 -- a store fault: report, back off, retry
+            if not is_transient(error):
+                self._poisoned(error)
             self._store_fault(error, attempt)
             return False
         for hook in uow.after_store:  # acks and replies first: requesters wait for them
@@ -446,7 +502,7 @@ class Writer:
             self.held = None
             start()
 
-    def _store_fault(self, error: Exception, attempt: int) -> None:
+    def _store_fault(self, error: BaseException, attempt: int) -> None:
         delay = RETRY_DELAYS[min(attempt, len(RETRY_DELAYS) - 1)]
         log.error("store.commit_failed", error=repr(error), attempt=attempt + 1, retry_in=delay,
                   inbox=self.inbox.qsize())
@@ -476,7 +532,7 @@ class Writer:
                 log.warning("service.paused", inbox=self.inbox.qsize())
                 self.connection.pause(status)
 
-    def _set_fault(self, kind: str | None, error: Exception | None = None) -> None:
+    def _set_fault(self, kind: str | None, error: BaseException | None = None) -> None:
         """Report a fault (or its end) in the retained status."""
         self.fault = None if kind is None else {
             "kind": kind, "message": repr(error), "since": iso(self.clock()),
@@ -522,6 +578,62 @@ class Writer:
         self._apply_views(stored)
 
     def _handle_batch(self, items: list[Item]) -> None:
+        """Handle what arrived in one unit of work; if it fails in a way a retry would
+        repeat, handle the items one by one, so that only the one that fails alone is
+        ended (`_end_poisoned`) and everything else goes on."""
+        try:
+            self._handle_items(items)
+        except PoisonBatch as poison:
+            if len(items) == 1:
+                self._end_poisoned(items[0], poison.error)
+                return
+            log.warning("batch.split", items=len(items), error=repr(poison.error))
+            for item in items:
+                self._handle_batch([item])
+
+    def _end_poisoned(self, item: Item, error: BaseException) -> None:
+        """Give `item`, which fails alone, its terminal outcome: a message is recorded as
+        rejected (a command also gets its error reply) and acknowledged; a script's outcome
+        is recorded as Failed, saying why. If even that cannot be stored, the store is at
+        fault: retried with back-off like any store fault, never acknowledged unrecorded."""
+        log.error("message.poisoned", error=repr(error))
+        if isinstance(item, Inbound):
+            def record(uow: UnitOfWork) -> None:
+                reply = self._record_failure(uow, item, error)
+                replies = [] if reply is None else [(item, reply)]
+                uow.after_store.append(partial(self._ack_and_reply, [item], replies))
+        elif isinstance(item, RunFinished):
+            outcome = Outcome(
+                result=2, feedback=internal_error(error).message, exit_code=None,
+                duration_seconds=item.outcome.duration_seconds,
+            )
+
+            def record(uow: UnitOfWork) -> None:
+                self.manager.finish(uow, item.execution_id, outcome, item.at)
+        else:
+            return
+        while True:
+            try:
+                self._unit(record)
+                return
+            except PoisonBatch as again:  # nothing can be stored: a fault of the store
+                self._store_fault(again.error, 0)
+
+    def _record_failure(
+        self, uow: UnitOfWork, item: Inbound, error: BaseException
+    ) -> dict[str, Any] | None:
+        """Record message `item` as rejected because handling it failed with `error`; the
+        error reply for a command (None for a notification or another topic)."""
+        failure = internal_error(error)
+        topic = item.topic.decode("utf-8", "replace")
+        rest = topic.split("/")[len(self.prefix.split("/")):]
+        if len(rest) == 4 and rest[:2] == ["job-manager", "commands"]:
+            return self.manager.reject_command(uow, topic, failure, item.payload, rest[2])
+        if len(rest) == 3 and rest[:2] == ["channel-manager", "notifications"]:
+            self.manager.reject_notification(uow, topic, failure, item.payload)
+        return None
+
+    def _handle_items(self, items: list[Item]) -> None:
         views_gets: list[tuple[Inbound, ViewsGet]] = []
         notifications = f"{self.prefix}/channel-manager/notifications/".encode()
         limit = self.settings.max_payload_bytes
@@ -556,7 +668,7 @@ class Writer:
 
         self._unit(work)
         for message, outcome in views_gets:  # answered from views that include this batch
-            self._send_reply(message, {"ok": True, "result": self._view(outcome.view)})
+            self._send_reply(message, self._view_reply(outcome))
         for ok, fields in self._handled:  # logged after the replies: requesters wait for them
             (log.info if ok else log.warning)("command.handled", **fields)
         self._handled.clear()
@@ -598,7 +710,7 @@ class Writer:
         A message whose events cannot be stored (encoded) is answered `internal` and dropped
         here: left in the batch, it would fail every commit of it and stop the consumer.
         """
-        mark = len(uow.events)
+        mark = uow.mark()
         try:
             if isinstance(item, Stop):
                 log.info("service.stopping", reason=item.reason)
@@ -617,12 +729,38 @@ class Writer:
             uow.collect()
             self.manager.encode(uow)  # raises what the commit would raise
             return reply
-        except Exception:
+        except Exception as error:
+            if is_transient(error):  # a fault of the store: the whole batch is retried
+                raise
             uow.discard()
             uow.truncate(mark)
             uow.spoiled = True
-            log.exception("message.internal_error")
-            return {"ok": False, "error": {"code": "internal", "message": "internal error"}}
+            if isinstance(error, JobManagerError):  # e.g. an event over the size cap
+                log.warning("message.refused", code=error.code, reason=error.message)
+            else:
+                log.exception("message.internal_error")
+            if isinstance(item, Inbound):
+                return self._record_failure(uow, item, error)
+            if isinstance(item, RunFinished):  # recorded Failed, saying why
+                self._end_run_failed(uow, item, error)
+            return None
+
+    def _end_run_failed(self, uow: UnitOfWork, item: RunFinished, error: BaseException) -> None:
+        """Record the end of a run whose outcome could not be recorded as it was."""
+        mark = uow.mark()
+        try:
+            self.manager.finish(uow, item.execution_id, Outcome(
+                result=2, feedback=internal_error(error).message, exit_code=None,
+                duration_seconds=item.outcome.duration_seconds,
+            ), item.at)
+            uow.collect()
+            self.manager.encode(uow)
+        except Exception as again:
+            if is_transient(again):
+                raise
+            uow.discard()
+            uow.truncate(mark)
+            log.exception("execution.outcome_unrecordable", execution=item.execution_id)
 
     def _route(self, uow: UnitOfWork, message: Inbound) -> dict[str, Any] | ViewsGet | None:
         try:
@@ -648,7 +786,7 @@ class Writer:
         self, uow: UnitOfWork, message: Inbound, topic: str, *, actor: str, name: str
     ) -> dict[str, Any] | ViewsGet:
         try:
-            check_topic_level(actor, "actor")
+            check_topic_level(actor, "actor", lim.MAX_ACTOR_CHARS)
         except InvalidInput as error:  # answered like any other bad command, and recorded
             return self.manager.reject_command(uow, topic, error, message.payload, actor)
         reply = self.manager.handle_command(
@@ -673,10 +811,11 @@ class Writer:
                 return
         now = self.clock()
         for table in self.manager.cleanup_due(now):
-            removed = self._unit(partial(self.manager.cleanup, table=table, actor="scheduler"))
+            removed = self._timer(f"cleanup.{table}",
+                                  partial(self.manager.cleanup, table=table, actor="scheduler"))
             if removed:
                 log.info("cleanup.ran", table=table, removed=removed)
-        self._unit(self._start_next)
+        self._timer("dispatch", self._start_next)
         if self.manager.scheduler.running is not None and self.inbox.empty():
             self.manager.preload_next()
         if self.held is None:  # a seal (milliseconds) never delays a start
@@ -722,9 +861,23 @@ class Writer:
             log.info("log.sealed", position=seals[-1].position, seals=len(seals),
                      hash=seals[-1].hash)
 
-    def _view(self, name: str) -> orjson.Fragment:
-        """The view message, encoded (from the views' cache of encoded rows)."""
-        return orjson.Fragment(self.views.payload_json(name, self.settings.view_rows))
+    def _view_reply(self, get: ViewsGet) -> dict[str, Any]:
+        """The reply to `views.get`: the view message as published (from the views' cache of
+        encoded rows), a page of it, or one row in full."""
+        rows, max_bytes = self.settings.view_rows, self.settings.view_max_bytes
+        if get.id is not None:
+            row = self.views.row_json(get.view, get.id)
+            if row is None:
+                what = "job named" if get.view == "jobs" else f"{get.view} entry"
+                return error_reply(NotFound(f"no {what} {lim.shown(get.id)}"))
+            return {"ok": True, "result": orjson.Fragment(row)}
+        if get.offset is None and get.limit is None:
+            payload = self.views.payload_json(get.view, rows, max_bytes=max_bytes)
+        else:
+            limit = rows if get.limit is None else min(get.limit, rows)
+            payload = self.views.payload_json(get.view, limit, offset=get.offset or 0,
+                                              max_bytes=max_bytes)
+        return {"ok": True, "result": orjson.Fragment(payload)}
 
 
 

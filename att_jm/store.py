@@ -5,9 +5,11 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 from uuid import UUID
 
+import orjson
+from eventsourcing import persistence
 from eventsourcing.application import Application
 from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import StoredEvent, Transcoder
@@ -40,6 +42,33 @@ def sqlite_env(path: str, *, readonly: bool = False) -> dict[str, str]:
         "IS_SNAPSHOTTING_ENABLED": "y",
         "CREATE_TABLE": "n" if readonly else "y",
     }
+
+
+#: SQLite result codes (primary) of faults that may pass: busy, locked, out of memory,
+#: read-only (a remount), interrupted, I/O error, corrupt (the operator must act: never the
+#: message's fault), disk full, cannot open, protocol, not a database.
+_TRANSIENT_CODES: Final = frozenset({5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 26})
+#: What the library raises (wrapping sqlite3's error as its cause) for faults of the store.
+_STORE_FAULTS: Final = (
+    persistence.OperationalError, persistence.InterfaceError, persistence.InternalError,
+)
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether `error` is a fault of the store (or the machine) that may pass: retried with
+    back-off. Anything else (a constraint, data SQLite refuses, a bug in a handler) fails the
+    same way on every retry: a deterministic failure of the message being handled."""
+    seen: BaseException | None = error
+    for _ in range(8):  # the library's error wraps sqlite3's as its cause
+        if seen is None:
+            break
+        if isinstance(seen, sqlite3.Error):
+            code = getattr(seen, "sqlite_errorcode", None)
+            if isinstance(code, int):
+                return (code & 0xFF) in _TRANSIENT_CODES
+            return isinstance(seen, sqlite3.OperationalError)
+        seen = seen.__cause__
+    return isinstance(error, (OSError, MemoryError, *_STORE_FAULTS))
 
 
 def open_store(path: str, *, readonly: bool = False) -> JobManagerApp:
@@ -93,6 +122,10 @@ class WriterLog:
             f"SELECT originator_id FROM {table} WHERE originator_version = 1 "  # noqa: S608 -- idem
             "AND originator_id IN "
         )
+        self._first = (
+            f"SELECT state FROM {table} WHERE originator_id = ? "  # noqa: S608 -- idem
+            "AND originator_version = 1"
+        )
 
     def append(self, stored: Sequence[StoredEvent]) -> list[int]:
         """Insert `stored` in one transaction; their log positions."""
@@ -127,6 +160,18 @@ class WriterLog:
 
     def exists(self, aggregate_id: UUID) -> bool:
         return bool(self.existing((aggregate_id,)))
+
+    def received(self, notification: UUID) -> tuple[str, Any] | None:
+        """(trigger, payload) of the stored notification aggregate `notification`; None when
+        there is none (or its first event is not a notification's)."""
+        row = self._db.execute(self._first, (notification.hex,)).fetchone()
+        if row is None:
+            return None
+        try:
+            state = orjson.loads(row[0])
+            return str(state["trigger"]), state["payload"]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            return None
 
     def close(self) -> None:
         self._db.close()

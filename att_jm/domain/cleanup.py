@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
+from typing import Any
+
+from att_jm.domain import limits as lim
 
 
 @dataclass(frozen=True)
@@ -22,6 +25,23 @@ class CleanupPolicy:
             "every_seconds": self.every_seconds,
         }
 
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> CleanupPolicy:
+        """A policy from stored JSON, every field clamped into its range (a log written by an
+        older version may hold any number: it must load, and never break time arithmetic)."""
+        default = cls()
+        rows = data.get("max_rows", default.max_rows)
+        age = data.get("max_age_days", default.max_age_days)
+        max_rows = None if rows is None else lim.clamp_int(
+            rows, lim.MIN_MAX_ROWS, lim.MAX_MAX_ROWS, default.max_rows or lim.MAX_MAX_ROWS)
+        max_age = None if age is None else lim.clamp(
+            age, lim.MIN_MAX_AGE_DAYS, lim.MAX_MAX_AGE_DAYS, default.max_age_days or 7.0)
+        if max_rows is None and max_age is None:  # a table must not grow without bound
+            max_rows = default.max_rows
+        every = lim.clamp(data.get("every_seconds"), lim.MIN_EVERY_SECONDS,
+                          lim.MAX_EVERY_SECONDS, default.every_seconds)
+        return cls(max_rows=max_rows, max_age_days=max_age, every_seconds=every)
+
 
 def select_for_cleanup(
     rows_newest_first: Sequence[tuple[str, datetime]],
@@ -33,7 +53,10 @@ def select_for_cleanup(
     `rows_newest_first` holds (id, finished_at) pairs, newest first. The result is oldest first.
     """
     keep = len(rows_newest_first) if policy.max_rows is None else policy.max_rows
-    cutoff = None if policy.max_age_days is None else now - timedelta(days=policy.max_age_days)
+    cutoff = (
+        None if policy.max_age_days is None
+        else lim.add_seconds(now, -policy.max_age_days * lim.DAY)
+    )
     removed: list[str] = []
     for index in range(len(rows_newest_first) - 1, -1, -1):
         row_id, finished_at = rows_newest_first[index]

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
+import orjson
+
+from att_jm.domain import limits as lim
 from att_jm.domain.errors import InvalidInput, UnknownCommand
+from att_jm.domain.limits import DEFAULT_TIMEOUT_SECONDS, cut, is_number, range_text, shown
 from att_jm.domain.matching import check_topic_level, template_fields
 
 NAME_RE: Final = re.compile(r"[A-Za-z0-9._-]{1,64}")
-DEFAULT_TIMEOUT_SECONDS: Final = 300.0
-MAX_TIMEOUT_SECONDS: Final = 7 * 24 * 3600.0
-MAX_TEMPLATE_LENGTH: Final = 64 * 1024
 VIEWS: Final = ("jobs", "queue", "executed", "failed", "settings")
 TABLES: Final = ("executed", "failed", "all")
 JOB_FIELDS: Final = ("script", "trigger", "match", "command", "timeout_seconds", "enabled")
@@ -82,7 +82,12 @@ class CleanupRun:
 
 @dataclass(frozen=True)
 class ViewsGet:
+    """A view: the retained message's form, a page of it (`offset`/`limit`), or one row."""
+
     view: str
+    id: str | None = None
+    offset: int | None = None
+    limit: int | None = None
 
 
 Command = JobAdd | JobUpdate | JobRemove | EntryCommand | SettingsSet | CleanupRun | ViewsGet
@@ -91,8 +96,10 @@ Command = JobAdd | JobUpdate | JobRemove | EntryCommand | SettingsSet | CleanupR
 def _only(args: Mapping[str, Any], allowed: tuple[str, ...]) -> None:
     unknown = sorted(set(args) - set(allowed))
     if unknown:
+        named = ", ".join(cut(key, 40) for key in unknown[:5])
+        more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
         raise InvalidInput(
-            f"unknown argument(s) {', '.join(unknown)}; allowed: {', '.join(allowed) or 'none'}"
+            f"unknown argument(s) {named}{more}; allowed: {', '.join(allowed) or 'none'}"
         )
 
 
@@ -102,10 +109,12 @@ def _require(args: Mapping[str, Any], key: str) -> Any:
     return args[key]
 
 
-def _number(value: Any, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise InvalidInput(f"{what} must be a number")
-    return float(value)
+def number_in(value: Any, what: str, low: float, high: float, unit: str = "") -> float:
+    """`value` as a float if it is a finite number in [low, high], else InvalidInput naming
+    the range (-0.0 comes back as 0.0)."""
+    if not is_number(value) or not low <= value <= high:
+        raise InvalidInput(f"{what} must be a number {range_text(low, high)}{unit}")
+    return float(value) + 0.0
 
 
 def job_name(value: Any) -> str:
@@ -115,8 +124,14 @@ def job_name(value: Any) -> str:
 
 
 def _script(value: Any) -> str:
-    if not isinstance(value, str) or not value or len(value) > 255 or "\x00" in value:
-        raise InvalidInput("script must be a file name in the scripts directory")
+    if (
+        not isinstance(value, str) or not value or "\x00" in value
+        or len(value.encode("utf-8", "surrogatepass")) > lim.MAX_SCRIPT_BYTES
+    ):
+        raise InvalidInput(
+            f"script must be a file name in the scripts directory "
+            f"(1-{lim.MAX_SCRIPT_BYTES} bytes, no NUL)"
+        )
     return value
 
 
@@ -125,9 +140,18 @@ def _match(value: Any) -> dict[str, Any] | None:
         return None
     if not isinstance(value, dict):
         raise InvalidInput("match must be an object of field -> value, or null")
-    for key in value:
-        if not key or len(key) > 200:
-            raise InvalidInput("match field names must be 1-200 characters")
+    if len(value) > lim.MAX_MATCH_FIELDS:
+        raise InvalidInput(f"match may have at most {lim.MAX_MATCH_FIELDS} fields")
+    for key, expected in value.items():
+        if not key or len(key) > lim.MAX_MATCH_FIELD_CHARS:
+            raise InvalidInput(
+                f"match field names must be 1-{lim.MAX_MATCH_FIELD_CHARS} characters"
+            )
+        if len(orjson.dumps(expected)) > lim.MAX_MATCH_VALUE_BYTES:
+            raise InvalidInput(
+                f"match value of {shown(key, 40)} must be at most "
+                f"{lim.MAX_MATCH_VALUE_BYTES} bytes as compact JSON"
+            )
     return value or None
 
 
@@ -136,17 +160,18 @@ def _template(value: Any) -> str | None:
         return None
     if not isinstance(value, str):
         raise InvalidInput("command must be a string template or null")
-    if len(value) > MAX_TEMPLATE_LENGTH:
-        raise InvalidInput(f"command must be at most {MAX_TEMPLATE_LENGTH} characters")
-    template_fields(value)
+    if len(value.encode("utf-8", "surrogatepass")) > lim.MAX_TEMPLATE_BYTES:
+        raise InvalidInput(f"command must be at most {lim.MAX_TEMPLATE_BYTES} bytes (UTF-8)")
+    if "\x00" in value:
+        raise InvalidInput("command must not contain a NUL character")
+    if len(template_fields(value)) > lim.MAX_PLACEHOLDERS:
+        raise InvalidInput(f"command may have at most {lim.MAX_PLACEHOLDERS} placeholders")
     return value
 
 
 def _timeout(value: Any) -> float:
-    seconds = _number(value, "timeout_seconds")
-    if not 0 < seconds <= MAX_TIMEOUT_SECONDS:
-        raise InvalidInput(f"timeout_seconds must be > 0 and <= {MAX_TIMEOUT_SECONDS:g}")
-    return seconds
+    return number_in(value, "timeout_seconds", lim.MIN_TIMEOUT_SECONDS,
+                     lim.MAX_TIMEOUT_SECONDS, " (seconds)")
 
 
 def _enabled(value: Any) -> bool:
@@ -157,7 +182,7 @@ def _enabled(value: Any) -> bool:
 
 _FIELD_CHECKS: Final[dict[str, Callable[[Any], Any]]] = {
     "script": _script,
-    "trigger": lambda v: check_topic_level(v, "trigger"),
+    "trigger": lambda v: check_topic_level(v, "trigger", lim.MAX_TRIGGER_CHARS),
     "match": _match,
     "command": _template,
     "timeout_seconds": _timeout,
@@ -183,8 +208,9 @@ def parse_job_update(args: Mapping[str, Any]) -> JobUpdate:
 
 
 def entry_id(value: Any) -> str:
-    if not isinstance(value, str) or not value or len(value) > 200:
-        raise InvalidInput("id must be a non-empty string (an entry id)")
+    if not isinstance(value, str) or not value or len(value) > lim.MAX_ENTRY_ID_CHARS:
+        raise InvalidInput(f"id must be an entry id: a string of 1-{lim.MAX_ENTRY_ID_CHARS} "
+                           "characters")
     return value
 
 
@@ -197,20 +223,25 @@ def parse_cleanup_policy(value: Any, what: str) -> dict[str, Any]:
     if "max_rows" in value:
         rows = value["max_rows"]
         if rows is not None and (
-            isinstance(rows, bool) or not isinstance(rows, int) or not 1 <= rows <= 10000
+            isinstance(rows, bool) or not isinstance(rows, int)
+            or not lim.MIN_MAX_ROWS <= rows <= lim.MAX_MAX_ROWS
         ):
-            raise InvalidInput(f"{what}.max_rows must be an integer 1..10000 or null")
+            raise InvalidInput(f"{what}.max_rows must be an integer "
+                               f"{range_text(lim.MIN_MAX_ROWS, lim.MAX_MAX_ROWS)}, or null")
         out["max_rows"] = rows
     if "max_age_days" in value:
         age = value["max_age_days"]
-        if age is not None and _number(age, f"{what}.max_age_days") <= 0:
-            raise InvalidInput(f"{what}.max_age_days must be > 0 or null")
-        out["max_age_days"] = None if age is None else float(age)
+        if age is not None:
+            try:
+                age = number_in(age, f"{what}.max_age_days", lim.MIN_MAX_AGE_DAYS,
+                                lim.MAX_MAX_AGE_DAYS, " (days)")
+            except InvalidInput as error:
+                raise InvalidInput(f"{error.message}, or null") from None
+        out["max_age_days"] = age
     if "every_seconds" in value:
-        every = _number(value["every_seconds"], f"{what}.every_seconds")
-        if every <= 0:
-            raise InvalidInput(f"{what}.every_seconds must be > 0")
-        out["every_seconds"] = every
+        out["every_seconds"] = number_in(value["every_seconds"], f"{what}.every_seconds",
+                                         lim.MIN_EVERY_SECONDS, lim.MAX_EVERY_SECONDS,
+                                         " (seconds)")
     return out
 
 
@@ -222,9 +253,8 @@ def parse_settings_set(args: Mapping[str, Any]) -> SettingsSet:
         )
     interval = None
     if "interval_seconds" in args:
-        interval = _number(args["interval_seconds"], "interval_seconds")
-        if interval < 0:
-            raise InvalidInput("interval_seconds must be >= 0")
+        interval = number_in(args["interval_seconds"], "interval_seconds",
+                             lim.MIN_INTERVAL_SECONDS, lim.MAX_INTERVAL_SECONDS, " (seconds)")
     return SettingsSet(
         interval_seconds=interval,
         executed_cleanup=parse_cleanup_policy(args["executed_cleanup"], "executed_cleanup")
@@ -236,12 +266,41 @@ def parse_settings_set(args: Mapping[str, Any]) -> SettingsSet:
     )
 
 
-def _one_of(args: Mapping[str, Any], key: str, allowed: tuple[str, ...]) -> str:
-    _only(args, (key,))
+def _one_of(
+    args: Mapping[str, Any], key: str, allowed: tuple[str, ...], optional: tuple[str, ...] = (),
+) -> str:
+    _only(args, (key, *optional))
     value = _require(args, key)
-    if value not in allowed:
+    if not isinstance(value, str) or value not in allowed:
         raise InvalidInput(f"{key} must be one of {', '.join(allowed)}")
-    return str(value)
+    return value
+
+
+def _count(args: Mapping[str, Any], key: str, low: int, high: int) -> int | None:
+    if key not in args:
+        return None
+    value = args[key]
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise InvalidInput(f"{key} must be an integer {range_text(low, high)}")
+    return value
+
+
+def parse_views_get(args: Mapping[str, Any], max_limit: int = 10_000) -> ViewsGet:
+    """`view`, and either `id` (one row, in full) or `offset`/`limit` (a page)."""
+    view = _one_of(args, "view", VIEWS, ("id", "offset", "limit"))
+    row = None
+    if "id" in args:
+        if view == "settings":
+            raise InvalidInput("id is for the table views (jobs, queue, executed, failed)")
+        if "offset" in args or "limit" in args:
+            raise InvalidInput("id names one row: offset and limit do not go with it")
+        value = args["id"]
+        row = job_name(value) if view == "jobs" else entry_id(value)
+    offset = _count(args, "offset", 0, lim.MAX_VIEW_OFFSET)
+    limit = _count(args, "limit", 1, max_limit)
+    if view == "settings" and (offset is not None or limit is not None):
+        raise InvalidInput("offset and limit are for the table views")
+    return ViewsGet(view, row, offset, limit)
 
 
 def _entry(name: str) -> Callable[[Mapping[str, Any]], Command]:
@@ -268,7 +327,7 @@ PARSERS: Final[dict[str, Callable[[Mapping[str, Any]], Command]]] = {
     "failed.delete": _entry("failed.delete"),
     "settings.set": parse_settings_set,
     "cleanup.run": lambda args: CleanupRun(_one_of(args, "table", TABLES)),
-    "views.get": lambda args: ViewsGet(_one_of(args, "view", VIEWS)),
+    "views.get": parse_views_get,
 }
 
 READ_ONLY: Final = frozenset({"views.get"})
@@ -278,7 +337,7 @@ def parse_command(name: str, args: Any) -> Command:
     """The typed command for `name` with JSON arguments `args`."""
     parser = PARSERS.get(name)
     if parser is None:
-        raise UnknownCommand(f"unknown command {name!r}; known: {', '.join(PARSERS)}")
+        raise UnknownCommand(f"unknown command {shown(name)}; known: {', '.join(PARSERS)}")
     if not isinstance(args, dict):
         raise InvalidInput("the arguments must be a JSON object ({} when none)")
     return parser(args)

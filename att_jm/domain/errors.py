@@ -6,6 +6,9 @@
     +-- Conflict               code "conflict"
     +-- UnknownCommand         code "unknown_command"
     +-- TooLarge               code "too_large"
+
+Messages quote user values cut short (`limits.shown`), and `error_reply` cuts the whole
+message to `limits.MAX_REASON_CHARS`: an error reply is never larger than a few kB.
 """
 
 from __future__ import annotations
@@ -49,3 +52,7 @@ class TooLarge(JobManagerError):
     """The payload is larger than the configured maximum."""
 
     code = "too_large"
+
+
+class EventTooLarge(TooLarge):
+    """An event the message would store is over `limits.MAX_EVENT_BYTES`."""

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 import orjson
 
 from att_jm.domain.errors import InvalidInput
+from att_jm.domain.limits import MAX_COMMAND_BYTES, MAX_TRIGGER_CHARS, shown
 
 _FIELD = r"[A-Za-z0-9_\-$@]+(?:\.[A-Za-z0-9_\-$@]+)*"
 _TOKEN = re.compile(r"\{\{|\}\}|\{(" + _FIELD + r")\}|[{}]")
@@ -81,34 +83,78 @@ def _render(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
-def fill_template(template: str | None, payload: Mapping[str, Any]) -> str:
-    """The Command for `payload`: the filled template, or the payload as compact JSON.
+class CommandTooLarge(InvalidInput):
+    """The filled Command would be over its cap (the job is skipped for that notification)."""
 
-    Raises InvalidInput naming the first placeholder the notification lacks.
-    """
-    if template is None:
-        return orjson.dumps(payload).decode()
-    out: list[str] = []
+
+@functools.lru_cache(maxsize=4096)
+def _compiled(template: str) -> tuple[tuple[str, str | None], ...]:
+    """`template` as (literal text, field or None) pairs, parsed once per template."""
+    parts: list[tuple[str, str | None]] = []
     last = 0
     for token in _TOKEN.finditer(template):
-        out.append(template[last : token.start()])
+        literal = template[last : token.start()]
         last = token.end()
         text = token.group(0)
         if text in ("{{", "}}"):
-            out.append(text[0])
+            parts.append((literal + text[0], None))
             continue
         field = token.group(1)
         if field is None:
             raise InvalidInput(f"command template has a stray {text!r} at offset {token.start()}")
+        parts.append((literal, field))
+    parts.append((template[last:], None))
+    return tuple(parts)
+
+
+def fill_template(
+    template: str | None, payload: Mapping[str, Any], max_bytes: int = MAX_COMMAND_BYTES
+) -> str:
+    """The Command for `payload`: the filled template, or the payload as compact JSON.
+
+    Raises InvalidInput naming the first placeholder the notification lacks, and
+    CommandTooLarge as soon as the Command grows past `max_bytes` (UTF-8) or when it would
+    hold a NUL character (a script cannot get it as an argument).
+    """
+    if template is None:
+        command = orjson.dumps(payload).decode()
+        _check_command(command, max_bytes)
+        return command
+    out: list[str] = []
+    size = 0  # characters so far: a lower bound of the bytes
+    for literal, field in _compiled(template):
+        out.append(literal)
+        size += len(literal)
+        if field is None:
+            continue
         value = lookup(payload, field)
         if value is _MISSING:
-            raise InvalidInput(f"the notification has no field {field!r} for the command template")
-        out.append(_render(value))
-    out.append(template[last:])
-    return "".join(out)
+            raise InvalidInput(
+                f"the notification has no field {shown(field)} for the command template"
+            )
+        text = _render(value)
+        size += len(text)
+        if size > max_bytes:
+            raise CommandTooLarge(
+                f"the Command would be over {max_bytes} bytes (the cap of one script argument)"
+            )
+        out.append(text)
+    command = "".join(out)
+    _check_command(command, max_bytes)
+    return command
 
 
-def check_topic_level(value: Any, what: str, max_length: int = 200) -> str:
+def _check_command(command: str, max_bytes: int) -> None:
+    if len(command) > max_bytes or len(command.encode("utf-8", "surrogatepass")) > max_bytes:
+        raise CommandTooLarge(
+            f"the Command would be over {max_bytes} bytes (the cap of one script argument)"
+        )
+    if "\x00" in command:
+        raise CommandTooLarge("the Command would hold a NUL character, which no script "
+                              "argument can carry")
+
+
+def check_topic_level(value: Any, what: str, max_length: int = MAX_TRIGGER_CHARS) -> str:
     """`value` if it is a usable single MQTT topic level, else InvalidInput."""
     if not isinstance(value, str) or not value:
         raise InvalidInput(f"{what} must be a non-empty string")

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from eventsourcing.domain import Aggregate
 
+from att_jm.domain import limits as lim
 from att_jm.domain.cleanup import CleanupPolicy
 from att_jm.domain.errors import InvalidInput
 from att_jm.domain.ids import SCHEDULER_ID
+from att_jm.domain.times import parse_iso
 
 DEFAULT_INTERVAL_SECONDS = 5.0
 SCHEDULER = "scheduler"
@@ -34,15 +36,13 @@ def next_start(
         return None
     if candidate_front or last_finished_at is None:
         return now
-    return max(now, last_finished_at + timedelta(seconds=interval_seconds))
+    return max(now, lim.add_seconds(last_finished_at, clamp_interval(interval_seconds)))
 
 
-def _policy(data: dict[str, Any]) -> CleanupPolicy:
-    return CleanupPolicy(
-        max_rows=data["max_rows"],
-        max_age_days=data["max_age_days"],
-        every_seconds=data["every_seconds"],
-    )
+def clamp_interval(value: Any) -> float:
+    """A stored interval forced into its range (older logs may hold any number)."""
+    return lim.clamp(value, lim.MIN_INTERVAL_SECONDS, lim.MAX_INTERVAL_SECONDS,
+                     DEFAULT_INTERVAL_SECONDS)
 
 
 class Scheduler(Aggregate):
@@ -63,10 +63,11 @@ class Scheduler(Aggregate):
         actor: str
 
         def apply(self, aggregate: Any) -> None:
-            aggregate.interval_seconds = self.interval_seconds
+            # Clamped on read: a log written before the ranges existed must still load.
+            aggregate.interval_seconds = clamp_interval(self.interval_seconds)
             aggregate.cleanup = {
-                "executed": dict(self.executed_cleanup),
-                "failed": dict(self.failed_cleanup),
+                "executed": CleanupPolicy.from_json(self.executed_cleanup).to_json(),
+                "failed": CleanupPolicy.from_json(self.failed_cleanup).to_json(),
             }
 
     class Dispatched(Aggregate.Event):
@@ -111,7 +112,7 @@ class Scheduler(Aggregate):
         self.last_cleanup: dict[str, str] = {}
 
     def policy(self, table: str) -> CleanupPolicy:
-        return _policy(self.cleanup[table])
+        return CleanupPolicy.from_json(self.cleanup.get(table, {}))
 
     @classmethod
     def create(cls, at: datetime) -> Scheduler:
@@ -119,9 +120,9 @@ class Scheduler(Aggregate):
 
     def settings_json(self) -> dict[str, Any]:
         return {
-            "interval_seconds": self.interval_seconds,
-            "executed_cleanup": dict(self.cleanup["executed"]),
-            "failed_cleanup": dict(self.cleanup["failed"]),
+            "interval_seconds": clamp_interval(self.interval_seconds),
+            "executed_cleanup": self.policy("executed").to_json(),
+            "failed_cleanup": self.policy("failed").to_json(),
         }
 
     def change_settings(
@@ -141,9 +142,10 @@ class Scheduler(Aggregate):
                     f"{table}_cleanup: at least one of max_rows / max_age_days must stay set"
                 )
             policies[table] = policy
-        interval = self.interval_seconds if interval_seconds is None else interval_seconds
-        unchanged = all(policies[t].to_json() == self.cleanup[t] for t in TABLES)
-        if interval == self.interval_seconds and unchanged:
+        current = clamp_interval(self.interval_seconds)
+        interval = current if interval_seconds is None else interval_seconds
+        unchanged = all(policies[t].to_json() == self.cleanup.get(t) for t in TABLES)
+        if interval == current and unchanged:
             return False
         self.trigger_event(
             self.SettingsChanged, interval_seconds=interval,
@@ -176,8 +178,11 @@ class Scheduler(Aggregate):
         last = self.last_cleanup.get(table)
         if last is None:
             return now
-        every = self.policy(table).every_seconds
-        return datetime.fromisoformat(last) + timedelta(seconds=every)
+        try:
+            ran = parse_iso(last)
+        except (TypeError, ValueError):  # not a time at all (a corrupt snapshot): due now
+            return now
+        return lim.add_seconds(ran, self.policy(table).every_seconds)
 
     def record_cleanup(
         self, table: str, cleanup: str, removed: int, actor: str, at: datetime

@@ -37,9 +37,9 @@ def test_periodic_cleanup_removes_rows_older_than_max_age(operator: Operator) ->
     operator.ok("settings.set", {"interval_seconds": 0})
     _run_notifications(operator, "always-fail", 2, "old")
     operator.wait_view("failed", lambda v: v["total"] == 2)
-    # 0.00002 days = 1.7 s; the cleanup runs every 0.5 s.
+    # 0.00002 days = 1.7 s; the cleanup runs every second (the shortest period allowed).
     operator.ok("settings.set", {
-        "failed_cleanup": {"max_rows": None, "max_age_days": 0.00002, "every_seconds": 0.5},
+        "failed_cleanup": {"max_rows": None, "max_age_days": 0.00002, "every_seconds": 1},
     })
     operator.wait_view("failed", lambda v: v["total"] == 0, timeout=10)
     assert operator.view("executed")["total"] == 0

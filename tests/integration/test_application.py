@@ -6,197 +6,31 @@ views, as `att_jm.service.Writer` does; time comes from a fake clock the tests a
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-import orjson
 import pytest
+from helpers.application import Clock, Harness
 
-from att_jm.application import INTERRUPTED, Dispatch, JobManager, Outcome, UnitOfWork
+from att_jm.application import INTERRUPTED, Dispatch, Outcome
 from att_jm.domain.commands import ViewsGet
 from att_jm.domain.executions import Execution
 from att_jm.domain.ids import SCHEDULER_ID, execution_id, job_id
 from att_jm.domain.jobs import Job
 from att_jm.domain.notifications import CommandRecord, Notification, Rejection
 from att_jm.domain.scheduler import Scheduler
-from att_jm.store import log_position, open_store, read_log
+from att_jm.store import log_position
 from projections.rebuild import catch_up
 from projections.views import Views
 
 T0 = datetime(2026, 4, 1, 9, 0, tzinfo=UTC)
-SCRIPTS = frozenset({"backup.sh", "report.sh", "notify.sh"})
-R = TypeVar("R")
-Work = Callable[[UnitOfWork], Any]
-
-
-class Clock:
-    """A clock that only moves when told to."""
-
-    def __init__(self, start: datetime) -> None:
-        self.now = start
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> datetime:
-        self.now += timedelta(seconds=seconds)
-        return self.now
-
-
-def check_script(name: str) -> str:
-    """The scripts port: refuses names that are not in the (imaginary) scripts directory."""
-    if name not in SCRIPTS:
-        raise FileNotFoundError(f"no executable {name!r} in the scripts directory")
-    return name
 
 
 def iso(at: datetime) -> str:
     return at.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-class Harness:
-    """A store file, a views file and a JobManager over them, driven like the writer."""
-
-    def __init__(self, directory: Path, clock: Clock, max_payload_bytes: int) -> None:
-        self.clock = clock
-        self.app = open_store(str(directory / "store.db"))
-        self.views = Views(str(directory / "views.db"))
-        catch_up(self.app, self.views)
-        self.manager = JobManager(
-            self.app, self.views, check_script=check_script, clock=clock,
-            max_payload_bytes=max_payload_bytes,
-        )
-
-    def close(self) -> None:
-        self.views.close()
-        self.app.close()
-
-    # Units of work ---------------------------------------------------------------------------
-
-    def batch(self, *works: Work, apply_views: bool = True) -> list[Any]:
-        """Handle `works` in one unit of work, commit it, and bring the views up to date."""
-        uow = UnitOfWork()
-        results = []
-        for work in works:
-            results.append(work(uow))
-            uow.collect()
-        recordings = self.manager.commit(uow)
-        if uow.spoiled:
-            self.manager.reload()
-        if apply_views:
-            self.views.apply(recordings)
-        return results
-
-    def unit(self, work: Callable[[UnitOfWork], R], *, apply_views: bool = True) -> R:
-        result: R = self.batch(work, apply_views=apply_views)[0]
-        return result
-
-    # Messages --------------------------------------------------------------------------------
-
-    def command_work(
-        self, name: str, args: Any = None, *, actor: str = "alice",
-        correlation: bytes | None = None, raw: bytes | None = None,
-    ) -> Work:
-        payload = raw if raw is not None else orjson.dumps({} if args is None else args)
-        topic = f"att/job-manager/commands/{actor}/{name}"
-        return lambda uow: self.manager.handle_command(
-            uow, actor, name, topic, payload, correlation
-        )
-
-    def command(
-        self, name: str, args: Any = None, *, actor: str = "alice",
-        correlation: bytes | None = None, raw: bytes | None = None,
-    ) -> dict[str, Any]:
-        reply = self.unit(
-            self.command_work(name, args, actor=actor, correlation=correlation, raw=raw)
-        )
-        assert isinstance(reply, dict)
-        return reply
-
-    def ok(self, name: str, args: Any = None, **kwargs: Any) -> Any:
-        reply = self.command(name, args, **kwargs)
-        assert reply["ok"] is True, reply
-        return reply["result"]
-
-    def error(self, name: str, args: Any = None, **kwargs: Any) -> tuple[str, str]:
-        reply = self.command(name, args, **kwargs)
-        assert reply["ok"] is False, reply
-        assert set(reply) == {"ok", "error"}
-        return reply["error"]["code"], reply["error"]["message"]
-
-    def add_job(self, name: str, trigger: str = "alarm", **fields: Any) -> Any:
-        return self.ok("job.add", {"name": name, "script": "backup.sh", "trigger": trigger,
-                                   **fields})
-
-    def notification_work(self, trigger: str, payload: dict[str, Any] | bytes) -> Work:
-        body = payload if isinstance(payload, bytes) else orjson.dumps(payload)
-        topic = f"att/channel-manager/notifications/{trigger}"
-        return lambda uow: self.manager.receive_notification(uow, trigger, topic, body)
-
-    def notify(self, trigger: str, payload: dict[str, Any] | bytes) -> str:
-        outcome = self.unit(self.notification_work(trigger, payload))
-        assert isinstance(outcome, str)
-        return outcome
-
-    # Running ---------------------------------------------------------------------------------
-
-    def dispatch(self) -> Dispatch | None:
-        return self.unit(self.manager.dispatch)
-
-    def finish(
-        self, entry: str, result: int = 3, feedback: str | None = "done",
-        exit_code: int | None = 0, at: datetime | None = None,
-    ) -> bool:
-        outcome = Outcome(result=result, feedback=feedback, exit_code=exit_code,
-                          duration_seconds=1.0)
-        when = self.clock() if at is None else at
-        return self.unit(lambda uow: self.manager.finish(uow, entry, outcome, when))
-
-    def run_next(self, result: int = 3, feedback: str = "done", seconds: float = 1.0) -> Dispatch:
-        """Start the next entry, let it run `seconds`, and record its end."""
-        dispatch = self.dispatch()
-        assert dispatch is not None
-        self.clock.advance(seconds)
-        assert self.finish(dispatch.execution_id, result, feedback)
-        return dispatch
-
-    # Reading ---------------------------------------------------------------------------------
-
-    def events(self, *types: type[Any]) -> list[Any]:
-        return [e for _, e in read_log(self.app, 0) if not types or isinstance(e, types)]
-
-    def rows(self, view: str) -> list[dict[str, Any]]:
-        return self.views.rows(view, 10**6)
-
-    def ids(self, view: str) -> list[str]:
-        return [row["id"] for row in self.rows(view)]
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock(T0)
-
-
-@pytest.fixture
-def open_harness(tmp_path: Path, clock: Clock) -> Iterator[Callable[..., Harness]]:
-    opened: list[Harness] = []
-
-    def make(max_payload_bytes: int = 256 * 1024) -> Harness:
-        harness = Harness(tmp_path, clock, max_payload_bytes)
-        opened.append(harness)
-        return harness
-
-    yield make
-    for harness in opened:
-        harness.close()
-
-
-@pytest.fixture
-def jm(open_harness: Callable[..., Harness]) -> Harness:
-    return open_harness()
 
 
 def eid(notification: str, job: str) -> str:
@@ -277,14 +111,35 @@ def test_a_repeated_notification_id_has_one_effect_in_one_batch_and_in_a_later_o
 ) -> None:
     jm.add_job("backup")
     jm.add_job("other", trigger="other")
-    first = jm.notification_work("alarm", {"id": "n-1"})
-    again = jm.notification_work("alarm", {"id": "n-1", "retained": True})
+    first = jm.notification_work("alarm", {"id": "n-1", "v": 1})
+    again = jm.notification_work("alarm", {"v": 1, "id": "n-1"})  # the same JSON object
     assert jm.batch(first, again) == ["enqueued 1", "duplicate"]
-    assert jm.notify("alarm", {"id": "n-1"}) == "duplicate"
-    assert jm.notify("other", {"id": "n-1"}) == "duplicate"  # whatever its topic
+    assert jm.notify("alarm", {"id": "n-1", "v": 1}) == "duplicate"
     assert len(jm.events(Notification.Received)) == 1
     assert len(jm.rows("queue")) == 1
+    assert jm.events(Rejection.Rejected) == []  # an identical redelivery is a silent no-op
     assert jm.notify("alarm", {"id": "n-2"}) == "enqueued 1"
+
+
+def test_a_reused_notification_id_with_another_payload_or_trigger_is_recorded_as_a_conflict(
+    jm: Harness,
+) -> None:
+    jm.add_job("backup")
+    jm.add_job("other", trigger="other")
+    first = jm.notification_work("alarm", {"id": "n-1", "v": 1})
+    changed = jm.notification_work("alarm", {"id": "n-1", "v": 2})
+    assert jm.batch(first, changed) == ["enqueued 1", "conflict"]
+    assert jm.notify("other", {"id": "n-1", "v": 1}) == "conflict"  # same payload, other topic
+    assert jm.notify("alarm", {"id": "n-1", "v": True}) == "conflict"  # true is not 1
+    # The same conflicting copy again (a redelivery, a retained copy): recorded once only.
+    assert jm.notify("alarm", {"id": "n-1", "v": 2}) == "duplicate conflict"
+    assert len(jm.events(Notification.Received)) == 1
+    assert len(jm.rows("queue")) == 1  # nothing ran for the conflicting copies
+    conflicts = jm.events(Rejection.Rejected)
+    assert [(c.code, c.source) for c in conflicts] == [("conflict", "notification")] * 3
+    assert "'n-1'" in conflicts[0].reason and "another payload" in conflicts[0].reason
+    assert "trigger 'alarm'" in conflicts[1].reason  # where it was first received
+    assert conflicts[1].topic == "att/channel-manager/notifications/other"
 
 
 def test_a_notification_seen_before_a_restart_is_still_a_duplicate(

@@ -199,7 +199,7 @@ def test_flags_given_as_strings_are_converted_like_the_environment() -> None:
 def test_every_setting_has_an_environment_variable() -> None:
     assert set(SETTING_NAMES) == {
         "mqtt_url", "store", "scripts", "topic_prefix", "client_id", "log_format",
-        "max_payload_bytes", "view_rows", "session_expiry_seconds", "views_db",
+        "max_payload_bytes", "view_rows", "view_max_bytes", "session_expiry_seconds", "views_db",
         "seal_every_events", "seal_every_seconds", "max_batch",
     }
 
@@ -211,7 +211,17 @@ def test_every_setting_has_an_environment_variable() -> None:
         ({"ATT_JM_MAX_PAYLOAD_BYTES": "0"}, "max_payload_bytes must be an integer from 1"),
         ({"ATT_JM_VIEW_ROWS": "-1"}, "view_rows must be an integer from 1"),
         ({"ATT_JM_SESSION_EXPIRY_SECONDS": "4294967296"}, "session_expiry_seconds"),
-        ({"ATT_JM_SEAL_EVERY_SECONDS": "0"}, "seal_every_seconds must be a number > 0"),
+        ({"ATT_JM_SEAL_EVERY_SECONDS": "0"}, "seal_every_seconds must be a number from 0.1 to "
+                                             "86400"),
+        ({"ATT_JM_SEAL_EVERY_SECONDS": "1e400"}, "seal_every_seconds must be a number from"),
+        ({"ATT_JM_SEAL_EVERY_SECONDS": "nan"}, "seal_every_seconds must be a number from"),
+        ({"ATT_JM_SEAL_EVERY_EVENTS": "10001"}, "seal_every_events must be an integer from 1 to "
+                                                "10000"),
+        ({"ATT_JM_MAX_PAYLOAD_BYTES": "268435455"}, "from 1024 to 1048576"),
+        ({"ATT_JM_VIEW_ROWS": "10001"}, "view_rows must be an integer from 1 to 10000"),
+        ({"ATT_JM_VIEW_MAX_BYTES": "1000"}, "view_max_bytes must be an integer from 65536"),
+        ({"ATT_JM_MAX_BATCH": "100000"}, "max_batch must be an integer from 1 to 10000"),
+        ({"ATT_JM_CLIENT_ID": "c" * 129}, "client_id must be at most 128 characters"),
         ({"ATT_JM_SEAL_EVERY_SECONDS": "soon"}, "seal_every_seconds must be a number"),
         ({"ATT_JM_LOG_FORMAT": "xml"}, "log_format must be one of json, console"),
         ({"ATT_JM_MQTT_URL": "tcp://h"}, "mqtt://"),
