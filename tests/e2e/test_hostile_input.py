@@ -1,0 +1,220 @@
+"""Well-formed hostile input against the real service: it answers, stays up, and restarts.
+
+The messages pass every type check and aim at arithmetic, memory, the store, the broker and
+the logs: numbers at their extremes, 60 kB strings, deep nesting, templates that multiply a
+field, a topic level of 60 kB. Nothing may stop, stall or flood the service.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from helpers.hostile import JSON, commands
+from helpers.mqtt import TestClient, new_properties
+from helpers.service import ServiceFactory
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+from paho.mqtt.packettypes import PacketTypes
+
+from att_jm.domain import limits as lim
+from att_jm.domain.ids import SCHEDULER_ID
+from att_jm.domain.scheduler import Scheduler
+from att_jm.store import open_store
+
+from .conftest import Operator, new_id
+
+REPLIES = "att/job-manager/replies/tester/hostile"
+LONG_LEVEL = "L" * 60_000
+
+
+def _rejections(store: Path) -> list[dict[str, Any]]:
+    with sqlite3.connect(f"file:{store}?mode=ro", uri=True) as db:
+        rows = db.execute(
+            "SELECT state FROM stored_events WHERE topic = 'att_jm:Rejection.Rejected' "
+            "ORDER BY rowid"
+        ).fetchall()
+    return [orjson.loads(state) for (state,) in rows]
+
+
+def _log_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith("{")]
+
+
+def _publish_command(client: TestClient, topic: str, payload: bytes, correlation: bytes) -> None:
+    props = new_properties(PacketTypes.PUBLISH)
+    props.ResponseTopic = REPLIES
+    props.CorrelationData = correlation
+    client.publish(topic, payload, properties=props)
+
+
+def test_the_setting_that_once_stopped_the_service_for_good_is_refused(
+    operator: Operator,
+) -> None:
+    error = operator.error("settings.set", {"executed_cleanup": {"every_seconds": 1e12}})
+    assert error["code"] == "invalid"
+    assert "from 1 to 2592000" in error["message"]
+    assert operator.error("settings.set", {"interval_seconds": 1e308})["code"] == "invalid"
+    assert operator.service.running
+    operator.service.restart()
+    assert operator.view("settings")["settings"]["executed_cleanup"]["every_seconds"] == 3600.0
+
+
+def test_a_store_written_with_out_of_range_values_still_starts_and_runs_jobs(
+    service_factory: ServiceFactory, mqtt: TestClient, tmp_path: Path,
+) -> None:
+    """A log written before the ranges existed (here: forged the same way) loads clamped."""
+    store = tmp_path / "old" / "att-jm.db"
+    app = open_store(str(store))
+    scheduler = Scheduler.create(lim.TIME_MIN.replace(year=2026))
+    scheduler.trigger_event(
+        Scheduler.SettingsChanged, interval_seconds=0.0,
+        executed_cleanup={"max_rows": None, "max_age_days": 1e300, "every_seconds": 1e12},
+        failed_cleanup={"max_rows": 5, "max_age_days": None, "every_seconds": 1e12},
+        actor="old-version", timestamp=lim.TIME_MIN.replace(year=2026),
+    )
+    scheduler.record_cleanup("executed", "r1", 0, "scheduler", lim.TIME_MIN.replace(year=2026))
+    app.save(scheduler)
+    assert app.repository.get(SCHEDULER_ID).policy("executed").every_seconds == 2592000
+    app.close()
+    service = service_factory(store=store)
+    operator = Operator(service, mqtt)
+    operator.add_job("ipx", "ipx-update", "t")
+    operator.notify("t", {"id": "after-upgrade", "channel": "BBC One"})
+    operator.wait_view("executed", lambda v: v["total"] == 1)
+    service.restart()  # and again: nothing in the log stops a start
+    assert operator.view("settings")["settings"]["interval_seconds"] == 0.0
+
+
+def test_a_poison_notification_is_recorded_and_the_batch_goes_on(
+    service_factory: ServiceFactory, mqtt: TestClient,
+) -> None:
+    """A notification whose event would be over the cap (1e5 is stored as 100000.0, so it
+    grows) is refused `too_large` and acknowledged; the messages around it are handled."""
+    service = service_factory(extra_args=["--max-payload-bytes", str(1024 * 1024)])
+    operator = Operator(service, mqtt)
+    operator.ok("settings.set", {"interval_seconds": 0})
+    operator.add_job("ipx", "ipx-update", "t")
+    grows = b'{"id": "grows", "v": [' + b",".join([b"1e5"] * 250_000) + b"]}"
+    operator.notify("t", {"id": "before", "channel": "a"})
+    operator.notify("t", grows)
+    operator.notify("t", {"id": "after", "channel": "b"})
+    executed = operator.wait_view("executed", lambda v: v["total"] == 2)
+    assert {row["notification_id"] for row in executed["rows"]} == {"before", "after"}
+    (rejection,) = _rejections(service.store)
+    assert rejection["code"] == "too_large"
+    assert "over the cap of 2097152 bytes per event" in rejection["reason"]
+    assert service.running
+    service.restart()  # the poison was acknowledged: it does not come back
+    time.sleep(0.5)
+    assert len(_rejections(service.store)) == 1
+
+
+def test_a_60_kb_topic_level_is_refused_and_cut_everywhere_it_is_shown(
+    operator: Operator,
+) -> None:
+    operator.notify(LONG_LEVEL, {"id": new_id()})
+    reply = operator.command(LONG_LEVEL)
+    assert reply["error"]["code"] == "unknown_command"
+    assert len(json.dumps(reply)) < 1000
+    (rejection,) = _rejections(operator.service.store)
+    assert rejection["code"] == "invalid" and "at most 200 characters" in rejection["reason"]
+    assert len(rejection["topic"]) < 400
+    time.sleep(0.3)
+    lines = _log_lines(operator.service.log_text())
+    assert lines and max(len(line) for line in lines) <= 8192
+
+
+def test_a_reused_notification_id_is_recorded_as_a_conflict_and_runs_once(
+    operator: Operator,
+) -> None:
+    operator.ok("settings.set", {"interval_seconds": 0})
+    operator.add_job("ipx", "ipx-update", "t")
+    operator.notify("t", {"id": "same", "channel": "a"})
+    operator.notify("t", {"id": "same", "channel": "a"})  # a redelivery: silent
+    operator.notify("t", {"id": "same", "channel": "b"})  # another payload: a conflict
+    operator.notify("t", {"id": "same", "channel": "b"})  # ... recorded once
+    operator.wait_view("executed", lambda v: v["total"] == 1)
+    deadline = time.monotonic() + 5
+    while not _rejections(operator.service.store) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    (conflict,) = _rejections(operator.service.store)
+    assert conflict["code"] == "conflict" and "'same'" in conflict["reason"]
+    assert operator.view("executed")["total"] == 1
+
+
+MESSAGES = st.one_of(
+    commands().map(lambda c: ("command", c[0], c[1])),
+    st.tuples(st.just("command"), st.sampled_from([LONG_LEVEL, "job.delete", "x"]),
+              st.just({})),
+    st.tuples(st.just("notification"), st.sampled_from(["t", "other", LONG_LEVEL]),
+              st.dictionaries(st.sampled_from(["id", "channel", "f", "deep"]), JSON,
+                              max_size=4)),
+)
+
+
+@settings(max_examples=1, deadline=None, phases=[Phase.generate], database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
+                                 HealthCheck.data_too_large])
+@given(messages=st.lists(MESSAGES, min_size=300, max_size=300))
+def test_hundreds_of_hostile_messages_then_a_restart_leave_a_working_service(
+    service_factory: ServiceFactory, messages: list[tuple[str, str, Any]],
+) -> None:
+    service = service_factory()
+    with TestClient(service.mqtt_url) as client:
+        operator = Operator(service, client)
+        operator.ok("settings.set", {"interval_seconds": 0})
+        operator.add_job("ipx", "ipx-update", "t")
+        replies = client.subscribe(REPLIES)
+        pid = service.pid
+        sent: set[bytes] = set()
+        for kind, name, args in messages:
+            try:
+                payload = orjson.dumps(args)
+            except (TypeError, orjson.JSONEncodeError):  # deeper than orjson writes
+                payload = b'{"id": "deep", "v": ' + b"[" * 300 + b"]" * 300 + b"}"
+            if kind == "notification":
+                client.publish(service.notification_topic(name), payload)
+            else:
+                correlation = uuid.uuid4().bytes
+                sent.add(correlation)
+                _publish_command(client, service.command_topic(name), payload, correlation)
+        deadline = time.monotonic() + 60
+        while len({m.prop("CorrelationData") for m in replies.messages()}) < len(sent):
+            assert time.monotonic() < deadline, "not every command got a reply"
+            time.sleep(0.05)
+        for message in replies.messages():
+            reply = message.json()
+            assert isinstance(reply, dict) and isinstance(reply.get("ok"), bool)
+            if not reply["ok"]:
+                assert len(message.payload) <= 4096, reply["error"]["code"]
+        assert service.running and service.pid == pid
+        assert len(messages) == 300 and len(sent) > 50, len(sent)
+        service.restart()
+        assert operator.ok("views.get", {"view": "jobs"})["view"] == "jobs"
+        nid = new_id()
+        reset = {"script": "ipx-update", "trigger": "t", "command": None, "match": None}
+        if not operator.command("job.update", {"name": "ipx", "enabled": True, **reset})["ok"]:
+            operator.ok("job.add", {"name": "ipx", **reset})
+        operator.ok("settings.set", {"interval_seconds": 0})
+        operator.notify("t", {"id": nid, "channel": "BBC One"})
+        operator.wait_view("executed", lambda v: any(
+            row["notification_id"] == nid and row["result"] == 3 for row in v["rows"]))
+    lines = _log_lines(service.log_text())
+    assert max(len(line) for line in lines) <= 8192
+
+
+@pytest.mark.parametrize("value", [1e308, 1e12, -1.0, 86401])
+def test_every_out_of_range_interval_gets_an_invalid_reply_naming_the_range(
+    operator: Operator, value: float
+) -> None:
+    error = operator.error("settings.set", {"interval_seconds": value})
+    assert error == {"code": "invalid",
+                     "message": "interval_seconds must be a number from 0 to 86400 (seconds)"}
