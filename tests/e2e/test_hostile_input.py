@@ -218,3 +218,40 @@ def test_every_out_of_range_interval_gets_an_invalid_reply_naming_the_range(
     error = operator.error("settings.set", {"interval_seconds": value})
     assert error == {"code": "invalid",
                      "message": "interval_seconds must be a number from 0 to 86400 (seconds)"}
+
+
+def test_a_message_the_store_refuses_is_isolated_recorded_and_the_rest_of_its_batch_stored(
+    service_factory: ServiceFactory, mqtt: TestClient, tmp_path: Path,
+) -> None:
+    """A deterministic refusal by the store (here a trigger that aborts one notification's
+    insert: SQLITE_CONSTRAINT) fails the batch's commit on every retry. The batch is handled
+    again one message at a time: the poison is recorded `internal` and acknowledged, every
+    other message of the batch is stored, and nothing loops."""
+    store = tmp_path / "poison" / "att-jm.db"
+    open_store(str(store)).close()
+    with sqlite3.connect(store) as db:
+        db.execute(
+            "CREATE TRIGGER poison BEFORE INSERT ON stored_events "
+            "WHEN NEW.topic = 'att_jm:Notification.Received' AND instr(NEW.state, 'POISON') "
+            "BEGIN SELECT RAISE(ABORT, 'the store refuses this row'); END"
+        )
+    service = service_factory(store=store)
+    operator = Operator(service, mqtt)
+    operator.ok("settings.set", {"interval_seconds": 0})
+    operator.add_job("ipx", "ipx-update", "t")
+    sent = [f"ok-{n}" for n in range(40)]
+    with TestClient(service.mqtt_url) as burst:  # published back to back: one or few batches
+        for n, nid in enumerate(sent):
+            burst.publish(service.notification_topic("t"), {"id": nid, "channel": "x"})
+            if n == 20:
+                burst.publish(service.notification_topic("t"), {"id": "POISON", "channel": "x"})
+    executed = operator.wait_view("executed", lambda v: v["total"] == len(sent), timeout=30)
+    assert {row["notification_id"] for row in executed["rows"]} == set(sent)
+    (rejection,) = _rejections(store)
+    assert rejection["code"] == "internal"
+    assert "IntegrityError" in rejection["reason"] and "refuses this row" in rejection["reason"]
+    assert '"POISON"' in rejection["excerpt"]
+    assert "message.poisoned" in service.log_text()
+    service.restart()  # acknowledged: it does not come back
+    time.sleep(0.5)
+    assert len(_rejections(store)) == 1
