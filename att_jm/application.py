@@ -177,7 +177,7 @@ def job_row(job: Job) -> dict[str, Any]:
         "trigger": job.trigger,
         "match": job.match,
         "command": job.command,
-        "timeout_seconds": job.timeout_seconds,
+        "timeout_seconds": lim.clamp_timeout(job.timeout_seconds),
         "enabled": job.enabled,
         "created_at": iso(job.created_at),
         "updated_at": iso(job.updated_at),

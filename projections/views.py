@@ -25,7 +25,8 @@ from typing import Any, Final
 import orjson
 
 from att_jm.domain.cleanup import CleanupPolicy
-from att_jm.domain.scheduler import DEFAULT_INTERVAL_SECONDS
+from att_jm.domain.limits import clamp_timeout
+from att_jm.domain.scheduler import DEFAULT_INTERVAL_SECONDS, clamp_interval
 from att_jm.domain.times import iso, parse_iso
 
 VIEWS: Final = ("jobs", "queue", "executed", "failed", "settings")
@@ -268,8 +269,8 @@ def _job_row(name: str, fields: dict[str, Any], at: str) -> Row:
     return {
         "name": name, "script": fields["script"], "trigger": fields["trigger"],
         "match": _json(fields["match"]), "command": fields["command"],
-        "timeout_seconds": fields["timeout_seconds"], "enabled": int(fields["enabled"]),
-        "created_at": at, "updated_at": at,
+        "timeout_seconds": clamp_timeout(fields["timeout_seconds"]),
+        "enabled": int(fields["enabled"]), "created_at": at, "updated_at": at,
     }
 
 
@@ -298,8 +299,14 @@ def _job_updated(o: Overlay, position: int, aggregate: str, e: dict[str, Any]) -
         return ()
     row = dict(row)
     for key, value in e["changes"].items():
-        if key in row:
-            row[key] = _json(value) if key == "match" else int(value) if key == "enabled" else value
+        if key == "match":
+            row[key] = _json(value)
+        elif key == "enabled":
+            row[key] = int(value)
+        elif key == "timeout_seconds":
+            row[key] = clamp_timeout(value)
+        elif key in row:
+            row[key] = value
     row["updated_at"] = e["at"]
     o.put("jobs", row["name"], row)
     return ("jobs",)
@@ -315,7 +322,7 @@ def _enqueued(o: Overlay, position: int, aggregate: str, e: dict[str, Any]) -> t
         "id": aggregate, "job": e["job"], "command": e["command"], "trigger": e["trigger"],
         "notification_id": e["notification_id"], "enqueued_at": e["at"], "state": "queued",
         "started_at": None, "attempt": 1, "feedback": None, "sort_key": position,
-        "script": e["script"], "timeout_seconds": e["timeout_seconds"],
+        "script": e["script"], "timeout_seconds": clamp_timeout(e["timeout_seconds"]),
     })
     return ("queue",)
 
@@ -396,10 +403,12 @@ def _cleaned_up(o: Overlay, position: int, aggregate: str, e: dict[str, Any]) ->
 def _settings_changed(
     o: Overlay, position: int, aggregate: str, e: dict[str, Any]
 ) -> tuple[str, ...]:
+    # The settings in force: clamped into their ranges as the scheduler reads them (a log
+    # written before the ranges existed may hold any number).
     o.settings = {
-        "interval_seconds": e["interval_seconds"],
-        "executed_cleanup": e["executed_cleanup"],
-        "failed_cleanup": e["failed_cleanup"],
+        "interval_seconds": clamp_interval(e["interval_seconds"]),
+        "executed_cleanup": CleanupPolicy.from_json(e["executed_cleanup"]).to_json(),
+        "failed_cleanup": CleanupPolicy.from_json(e["failed_cleanup"]).to_json(),
     }
     return ("settings",)
 

@@ -24,7 +24,9 @@ from hypothesis import strategies as st
 from paho.mqtt.packettypes import PacketTypes
 
 from att_jm.domain import limits as lim
+from att_jm.domain.commands import JobSpec
 from att_jm.domain.ids import SCHEDULER_ID
+from att_jm.domain.jobs import Job
 from att_jm.domain.scheduler import Scheduler
 from att_jm.store import open_store
 
@@ -80,16 +82,25 @@ def test_a_store_written_with_out_of_range_values_still_starts_and_runs_jobs(
         actor="old-version", timestamp=lim.TIME_MIN.replace(year=2026),
     )
     scheduler.record_cleanup("executed", "r1", 0, "scheduler", lim.TIME_MIN.replace(year=2026))
-    app.save(scheduler)
+    old_job = Job.add(JobSpec(name="old", script="ipx-update", trigger="t",
+                              timeout_seconds=1e12), "old-version", scheduler.created_on)
+    app.save(scheduler, old_job)
     assert app.repository.get(SCHEDULER_ID).policy("executed").every_seconds == 2592000
     app.close()
     service = service_factory(store=store)
     operator = Operator(service, mqtt)
     operator.add_job("ipx", "ipx-update", "t")
     operator.notify("t", {"id": "after-upgrade", "channel": "BBC One"})
-    operator.wait_view("executed", lambda v: v["total"] == 1)
+    operator.wait_view("executed", lambda v: v["total"] == 2)
     service.restart()  # and again: nothing in the log stops a start
-    assert operator.view("settings")["settings"]["interval_seconds"] == 0.0
+    settings = operator.view("settings")["settings"]
+    assert settings["interval_seconds"] == 0.0
+    assert settings["executed_cleanup"] == {"max_rows": None, "max_age_days": 3650.0,
+                                            "every_seconds": 2592000.0}
+    jobs = {row["name"]: row for row in operator.view("jobs")["rows"]}
+    assert jobs["old"]["timeout_seconds"] == lim.MAX_TIMEOUT_SECONDS
+    executed = operator.view("executed")["rows"]
+    assert {row["job"] for row in executed} == {"ipx", "old"}  # the old job ran too
 
 
 def test_a_poison_notification_is_recorded_and_the_batch_goes_on(
