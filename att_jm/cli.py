@@ -171,7 +171,27 @@ def _verb(
 
 
 def _view(name: str) -> ArgsBuilder:
-    return lambda ns: {"view": name}
+    def build(ns: argparse.Namespace) -> dict[str, object]:
+        args: dict[str, object] = {"view": name}
+        for key in ("offset", "limit"):
+            if getattr(ns, key, None) is not None:
+                args[key] = getattr(ns, key)
+        return args
+
+    return build
+
+
+def _show(name: str, key: str) -> ArgsBuilder:
+    return lambda ns: {"view": name, "id": getattr(ns, key)}
+
+
+def _paging(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """--offset / --limit: a page of the view past its row cap (views.get)."""
+    parser.add_argument("--offset", type=non_negative_int, metavar="N",
+                        help="skip the first N rows (in the view's order)")
+    parser.add_argument("--limit", type=positive_int, metavar="N",
+                        help="at most N rows (up to the service's view_rows)")
+    return parser
 
 
 def _entry_id(ns: argparse.Namespace) -> dict[str, object]:
@@ -187,9 +207,10 @@ def add_service_commands(subparsers: Any) -> None:
 
 
 def add_job_commands(subparsers: Any, common: argparse.ArgumentParser) -> None:
-    _verb(subparsers, "jobs", common, "show the jobs", "views.get", _view("jobs"))
-    job = subparsers.add_parser("job", help="add, update or remove a job")
-    verbs = job.add_subparsers(dest="job_verb", required=True, metavar="{add,update,remove}")
+    _paging(_verb(subparsers, "jobs", common, "show the jobs", "views.get", _view("jobs")))
+    job = subparsers.add_parser("job", help="add, update, remove or show a job")
+    verbs = job.add_subparsers(dest="job_verb", required=True,
+                               metavar="{add,update,remove,show}")
     add = _verb(verbs, "add", common, "register a job", "job.add", job_add_args)
     add.add_argument("name")
     add.add_argument("--script", required=True, help="file name in the scripts directory")
@@ -217,6 +238,8 @@ def add_job_commands(subparsers: Any, common: argparse.ArgumentParser) -> None:
     remove = _verb(verbs, "remove", common, "remove a job (its queued entries stay)",
                    "job.remove", lambda ns: {"name": ns.name})
     remove.add_argument("name")
+    _verb(verbs, "show", common, "show one job in full (no cell cut)", "views.get",
+          _show("jobs", "name")).add_argument("name")
 
 
 def _match_options(parser: argparse.ArgumentParser) -> None:
@@ -244,11 +267,13 @@ def add_table_commands(subparsers: Any, common: argparse.ArgumentParser) -> None
         )),
     )
     for group, text, actions in groups:
-        parser = _verb(subparsers, group, common, text, "views.get", _view(group))
+        parser = _paging(_verb(subparsers, group, common, text, "views.get", _view(group)))
         verbs = parser.add_subparsers(dest=f"{group}_verb", metavar="{" + ",".join(
-            a[0] for a in actions) + "}")
+            a[0] for a in (*actions, ("show",))) + "}")
         for name, action_text, command in actions:
             _verb(verbs, name, common, action_text, command, _entry_id).add_argument("id")
+        _verb(verbs, "show", common, "show one row in full (no cell cut)", "views.get",
+              _show(group, "id")).add_argument("id")
 
 
 def add_settings_commands(subparsers: Any, common: argparse.ArgumentParser) -> None:
@@ -564,16 +589,34 @@ def render_settings(settings: Mapping[str, object]) -> str:
     return "\n".join(lines)
 
 
+def render_row(row: Mapping[str, object]) -> str:
+    """One row in full: `field  value` lines, nothing cut."""
+    width = max((len(key) for key in row), default=0)
+    return "\n".join(f"{key:<{width}}  {cell(value)}" for key, value in row.items())
+
+
 def render_view(payload: Mapping[str, object]) -> str:
-    """A `views.get` result: a table and `N of TOTAL rows (position P)`, or the settings."""
+    """A `views.get` result: a table and `N of TOTAL rows (position P)`, the settings, or one
+    row in full."""
     name = str(payload.get("view"))
     position = cell(payload.get("position"))
     settings = payload.get("settings")
     if name == "settings" and isinstance(settings, Mapping):
         return f"{render_settings(settings)}\n(position {position})"
+    row = payload.get("row")
+    if isinstance(row, Mapping):
+        return f"{render_row(row)}\n(position {position})"
     rows = [row for row in _list(payload.get("rows")) if isinstance(row, Mapping)]
     total = payload.get("total", len(rows))
-    footer = f"{len(rows)} of {cell(total)} rows (position {position})"
+    offset = payload.get("offset")
+    if isinstance(offset, int) and rows:
+        footer = f"rows {offset}-{offset + len(rows) - 1} of {cell(total)} (position {position})"
+    else:
+        footer = f"{len(rows)} of {cell(total)} rows (position {position})"
+    cut = payload.get("cut")
+    if isinstance(cut, int) and cut:
+        footer += (f"; {cut} long cell{'' if cut == 1 else 's'} cut "
+                   "(`show ID` prints a row in full)")
     if not rows:
         return footer
     columns = COLUMNS.get(name) or tuple((k, k.upper(), _long) for k in rows[0])

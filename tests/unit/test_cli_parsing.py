@@ -33,6 +33,12 @@ ENDPOINT = MqttEndpoint("h", 1883, None, None, False)
         (["executed"], "views.get", {"view": "executed"}),
         (["failed"], "views.get", {"view": "failed"}),
         (["settings"], "views.get", {"view": "settings"}),
+        (["queue", "--offset", "1000", "--limit", "50"], "views.get",
+         {"view": "queue", "offset": 1000, "limit": 50}),
+        (["failed", "--limit", "5"], "views.get", {"view": "failed", "limit": 5}),
+        (["executed", "show", "e-9"], "views.get", {"view": "executed", "id": "e-9"}),
+        (["queue", "show", "e-8"], "views.get", {"view": "queue", "id": "e-8"}),
+        (["job", "show", "backup"], "views.get", {"view": "jobs", "id": "backup"}),
         (["queue", "remove", "e-1"], "queue.remove", {"id": "e-1"}),
         (["queue", "execute-now", "e-2"], "queue.execute-now", {"id": "e-2"}),
         (["executed", "remove", "e-3"], "executed.remove", {"id": "e-3"}),
@@ -368,3 +374,14 @@ def test_adding_a_job_prints_its_row() -> None:
     lines = render(Request("job.add", {"name": "b"}), row).splitlines()
     assert lines[0] == "added job b"
     assert lines[2].split() == ["b", "no", "t", "s", "-", "x", "300", "-"]
+
+
+def test_one_row_is_printed_in_full_and_a_page_says_which_rows_it_holds() -> None:
+    feedback = "f" * 5000
+    text = render_view({"view": "failed", "position": 9,
+                        "row": {"id": "e-1", "feedback": feedback}})
+    assert text.splitlines() == ["id        e-1", f"feedback  {feedback}", "(position 9)"]
+    page = render_view({"view": "queue", "position": 3, "total": 80, "offset": 10, "omitted": 78,
+                        "cut": 1, "rows": [{"id": "a"}, {"id": "b"}]})
+    assert page.splitlines()[-1] == (
+        "rows 10-11 of 80 (position 3); 1 long cell cut (`show ID` prints a row in full)")
