@@ -27,13 +27,26 @@ waits behind a view publication.
   `att_jm.service.Writer`); it waits a few milliseconds at most, answer or not.
 - Views: every view is published on each (re)connect (a broker restarted from an older
   save holds older retained ones), then whenever its position changed; never while
-  disconnected (no backlog of stale views), and once more, changed ones, at a stop.
+  disconnected (no backlog of stale views), and once more, changed ones, at a stop. Each
+  table view message is at most `view_max_bytes` (and what the broker takes), see
+  `projections.views`.
+- Rows it cannot publish as they are: a row no message can be made of (state not JSON, not
+  an object, a timestamp that does not parse, text that is not UTF-8, ...) is published as
+  `att_jm.events.undecodable_message` (`"data": null`, `"error"`) and logged once
+  (`relay.row_undecodable`); a message over EVENT_MESSAGE_MAX_BYTES, or over the broker's
+  Maximum Packet Size (its CONNACK), is published cut (`att_jm.events.cut_message`,
+  `relay.event_cut`), or skipped when even that does not fit (`relay.event_skipped`). So no
+  row stops the relay or makes the broker drop it, and positions still advance in order.
+  Events are read and published only while connected (the broker's limit is known); at a
+  CONNACK with a smaller limit, the queued publishes over it are dropped and the log is
+  read again from the first of them (`relay.rewound`).
 - Stop: EOF on stdin (the writer stopped or died) or SIGTERM/SIGINT: publish what remains up
   to the log's end and wait for the PUBACKs, for at most `DRAIN_SECONDS` in all; record the
   position, disconnect normally, exit 0 (what did not make it goes out at the next start).
 - Logs (structlog, stderr, `process: relay` on every line): `relay.started` (the position
   it resumes after, its source, the log's end), `relay.stopping`, `relay.stopped`
-  (position, published, unconfirmed, refused), `relay.publish_refused`, `relay.failed`.
+  (position, published, unconfirmed, refused), `relay.publish_refused`, `relay.failed`,
+  `relay.row_undecodable`, `relay.event_cut`, `relay.event_skipped`, `relay.rewound`.
 
 `python -m att_jm.relay [--after N]`, settings from the environment (ATT_JM_MQTT_URL,
 ATT_JM_STORE, ATT_JM_TOPIC_PREFIX, ATT_JM_CLIENT_ID, ATT_JM_LOG_FORMAT), client id
@@ -47,6 +60,7 @@ import argparse
 import bisect
 import collections
 import contextlib
+import dataclasses
 import fcntl
 import os
 import signal
@@ -58,17 +72,24 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import IO, Final
+from typing import IO, Any, Final
 
 import orjson
 import structlog
 
-from att_jm.audit.rows import AuditError, StoreReader
+from att_jm.audit.rows import TABLE, AuditError, StoreReader, readonly_uri
 from att_jm.config import ENV_PREFIX, ConfigError, Settings, env_name, load_settings
-from att_jm.events import row_message
+from att_jm.events import (
+    EVENT_MESSAGE_MAX_BYTES,
+    MAX_TYPE_CHARS,
+    UndecodableText,
+    cut_message,
+    row_message,
+    undecodable_message,
+)
 from att_jm.logs import configure
 from att_jm.mqtt.publisher import PublishConnection
-from projections.views import VIEWS, Views
+from projections.views import VIEW_MAX_BYTES, VIEW_MIN_BYTES, VIEWS, Views
 
 log = structlog.get_logger("att_jm.relay")
 
@@ -81,9 +102,12 @@ LOG_POLL: Final = 0.5  # the log is read at least this often, hint or not
 VIEW_PERIOD: Final = 0.25  # seconds between two publications of one view (coalescing)
 VIEWS_RETRY: Final = 1.0  # after the views file could not be read
 DRAIN_SECONDS: Final = 5.0  # at a stop: how long to wait for the last PUBACKs
-#: The settings the relay reads from its environment (the writer sets them from its own).
+#: The settings the relay reads from its environment (the writer sets them from its own);
+#: `view_max_bytes` once `Settings` has it.
 RELAY_SETTINGS: Final = (
     "mqtt_url", "store", "topic_prefix", "client_id", "log_format", "views_db", "view_rows",
+    *(("view_max_bytes",) if "view_max_bytes" in {f.name for f in dataclasses.fields(Settings)}
+      else ()),
 )
 
 
@@ -139,6 +163,28 @@ class Window:
         self._order.append(mid)
         self._positions[mid] = position
 
+    def skip(self, position: int) -> None:
+        """A position with nothing published: confirmed once every earlier one is."""
+        key = -position  # paho's message ids are positive
+        self.add(key, position)
+        self.ack(key)
+
+    def position(self, mid: int) -> int | None:
+        """The position published with `mid`, while unconfirmed."""
+        return self._positions.get(mid)
+
+    def rewind(self, position: int) -> list[int]:
+        """Forget the messages of `position` and after (the newest ones); their message ids."""
+        dropped: list[int] = []
+        order = self._order
+        while order and self._positions[order[-1]] >= position:
+            mid = order.pop()
+            del self._positions[mid]
+            self._acked.discard(mid)
+            if mid > 0:
+                dropped.append(mid)
+        return dropped
+
     def ack(self, mid: int) -> None:
         if mid not in self._positions:
             return
@@ -155,11 +201,15 @@ class ViewsPublisher:
 
     def __init__(
         self, path: str, prefix: str, rows: int, publish: Callable[[str, bytes], object],
+        *, max_bytes: int = VIEW_MAX_BYTES, room: Callable[[str], int] | None = None,
     ) -> None:
         self._path = path
         self._prefix = f"{prefix}/job-manager/views/"
         self._rows = rows
         self._publish = publish
+        self._max_bytes = max_bytes
+        self._room = room  # topic -> the largest payload the broker takes on it
+        self._refused: set[str] = set()  # views too large for the broker, logged
         self._views: Views | None = None
         self._sent: dict[str, int] = {}  # view -> the position it was published at
         self._at: dict[str, float] = {}  # view -> when
@@ -195,8 +245,19 @@ class ViewsPublisher:
                     due.append(name)
                 else:
                     later = min(later, ready)
-            for name, position, payload in views.payloads(due, self._rows) if due else ():
-                self._publish(self._prefix + name, payload)
+            rooms = {name: self._room(self._prefix + name) if self._room else self._max_bytes
+                     for name in due}
+            cap = max(VIEW_MIN_BYTES, min([self._max_bytes, *rooms.values()]))
+            for name, position, payload in (
+                views.payloads(due, self._rows, max_bytes=cap) if due else ()
+            ):
+                if len(payload) <= rooms[name]:
+                    self._publish(self._prefix + name, payload)
+                    self._refused.discard(name)
+                elif name not in self._refused:  # a broker that takes less than 1 KiB
+                    self._refused.add(name)
+                    log.error("relay.view_too_large", view=name, bytes=len(payload),
+                              broker_room=rooms[name])
                 self._sent[name] = position
                 self._at[name] = now
                 self._force.discard(name)
@@ -246,6 +307,9 @@ class Relay:
         self.refused = 0
         self.stopping: str | None = None
         self.wanted: list[int] = []  # positions to answer about once confirmed, sorted
+        # A message longer than this (bytes) is looked at before it is published: over
+        # EVENT_MESSAGE_MAX_BYTES or over what the broker takes on its topic (`_on_connect`).
+        self.event_limit = EVENT_MESSAGE_MAX_BYTES
         self._wake_fd = wake_fd
         self._answer_fd = answer_fd
         self._stop_fd = stop_fd
@@ -258,6 +322,8 @@ class Relay:
         self.views = ViewsPublisher(
             settings.views_path(), settings.topic_prefix, settings.view_rows,
             lambda topic, payload: self.connection.publish(topic, payload, retain=True),
+            max_bytes=getattr(settings, "view_max_bytes", VIEW_MAX_BYTES),
+            room=self.connection.payload_room,
         )
         self.log = log.bind(store=settings.store)
         self.log.info("relay.started", position=start, source=self.source, log_end=end,
@@ -282,7 +348,7 @@ class Relay:
                 self.views.check(now)
             self._save(now)
             if self.stopping is not None and (
-                (self.caught_up and not self.window) or now >= deadline
+                (self._read_all() and not self.window) or now >= deadline
             ):
                 if self.connection.connected:
                     self.views.check(now, final=True)
@@ -303,8 +369,8 @@ class Relay:
     # Reading and publishing --------------------------------------------------------------
 
     def _read_due(self, now: float) -> bool:
-        if len(self.window) >= WINDOW:
-            return False
+        if len(self.window) >= WINDOW or not self.connection.connected:
+            return False  # not connected: the broker's limit is not known (and nobody reads)
         return not self.caught_up or self.hint > self.sent or now >= self.next_read
 
     def _publish_more(self, now: float) -> None:
@@ -312,23 +378,122 @@ class Relay:
         # Not corked (TCP_CORK): the broker then passes on the first event while the others
         # are being written (measured: corked, publish -> enqueued event p50 +0.07 ms).
         publish, prefix, window = self.connection.publish, self.prefix, self.window
-        while (room := WINDOW - len(window)) > 0:
-            limit = min(PAGE, room)
-            rows = next(self.reader.raw_pages(self.sent, None, page=limit), [])
+        limit, dumps = self.event_limit, orjson.dumps
+        while (room := WINDOW - len(window)) > 0 and self.connection.connected:
+            count = min(PAGE, room)
+            rows = self._page(count)
             for row in rows:
-                message = row_message(row)
-                window.add(publish(prefix + message["type"], orjson.dumps(message)), row[0])
+                try:
+                    message = row_message(row)
+                    payload = dumps(message)
+                except Exception as error:  # noqa: BLE001 -- a row no message can be made of
+                    message = self._undecodable(row, error)
+                    payload = dumps(message)
+                if len(payload) > limit:
+                    cut = self._fit(message, payload)
+                    if cut is None:
+                        window.skip(row[0])
+                        continue
+                    payload = cut
+                window.add(publish(prefix + message["type"], payload), row[0])
             if rows:
                 self.sent = rows[-1][0]
                 self.published += len(rows)
-            if len(rows) < limit:
+            if len(rows) < count:
                 self.caught_up = True
                 self.next_read = now + LOG_POLL
                 return
-        self.caught_up = False  # the window is full: more to read once PUBACKs come
+        self.caught_up = False  # the window is full (more to read once PUBACKs come), or the
+        # connection was lost while publishing
+
+    def _read_all(self) -> bool:
+        """Whether every row of the log has been published (not connected: read nothing
+        since it was)."""
+        if self.caught_up:
+            return True
+        return not self.connection.connected and self.reader.max_position() <= self.sent
+
+    def _page(self, count: int) -> list[tuple[int, str, int, str, bytes]]:
+        """The next `count` rows after `sent`."""
+        try:
+            return next(self.reader.raw_pages(self.sent, None, page=count), [])
+        except sqlite3.OperationalError as error:  # "Could not decode to UTF-8 column ..."
+            if "decode" not in str(error):
+                raise
+            return self._page_bytes(count)
+
+    def _page_bytes(self, count: int) -> list[tuple[int, str, int, str, bytes]]:
+        """`_page` for rows holding text that is not UTF-8: read as bytes; such a row gets
+        an `UndecodableText` as its state (so it is published as undecodable)."""
+        db = sqlite3.connect(readonly_uri(self.reader.path), uri=True, isolation_level=None)
+        db.text_factory = bytes
+        try:
+            raws = db.execute(
+                f"SELECT rowid, originator_id, originator_version, topic, state FROM {TABLE} "  # noqa: S608 -- fixed name
+                "WHERE rowid > ? ORDER BY rowid LIMIT ?", (self.sent, count),
+            ).fetchall()
+        finally:
+            db.close()
+        rows: list[Any] = []  # as `raw_pages` gives them, or with an UndecodableText state
+        for position, originator_id, version, topic, state in raws:
+            texts = {"originator_id": originator_id, "topic": topic}
+            bad = None
+            for column, value in texts.items():
+                if isinstance(value, bytes):
+                    try:
+                        texts[column] = value.decode()
+                    except UnicodeDecodeError:
+                        texts[column] = value.decode("utf-8", "replace")
+                        bad = bad or column
+            rows.append((position, texts["originator_id"], version, texts["topic"],
+                         state if bad is None else UndecodableText(bad)))
+        return rows
+
+    def _undecodable(self, row: tuple[Any, ...], error: Exception) -> dict[str, Any]:
+        """The message of a row no message can be made of; logged (once: the row is read
+        again only after a restart or a rewind)."""
+        message = undecodable_message(row, error)
+        self.log.error("relay.row_undecodable", position=row[0], type=message["type"],
+                       error=message["error"])
+        return message
+
+    def _fit(self, message: dict[str, Any], payload: bytes) -> bytes | None:
+        """`payload` (over `event_limit`) as it may be published: itself when it is within
+        EVENT_MESSAGE_MAX_BYTES and what the broker takes on its topic, else cut; None when
+        even the cut message is too large (then nothing is published for it)."""
+        limit = min(EVENT_MESSAGE_MAX_BYTES,
+                    self.connection.payload_room(self.prefix + message["type"]))
+        if len(payload) <= limit:
+            return payload
+        cut = cut_message(message, limit)
+        if cut is None:
+            self.log.error("relay.event_skipped", position=message["position"],
+                           type=message["type"], bytes=len(payload), limit=limit)
+        else:
+            self.log.warning("relay.event_cut", position=message["position"],
+                             type=message["type"], bytes=len(payload), cut_bytes=len(cut),
+                             limit=limit)
+        return cut
 
     def _on_connect(self) -> None:
+        """At a CONNACK (before paho sends its un-acked publishes again): take the broker's
+        packet limit, and read the log again from the first queued event over it."""
+        room = self.connection.payload_room(self.prefix) - MAX_TYPE_CHARS
+        self.event_limit = min(EVENT_MESSAGE_MAX_BYTES, room)
         self.views.republish()
+        oversized = self.connection.oversized()
+        if not oversized:
+            return
+        positions = [p for mid in oversized if (p := self.window.position(mid)) is not None]
+        dropped = set(oversized)
+        if positions:
+            first = min(positions)
+            dropped.update(self.window.rewind(first))
+            self.sent = first - 1
+            self.caught_up = False
+        self.connection.forget(dropped)
+        self.log.warning("relay.rewound", oversized=len(oversized), dropped=len(dropped),
+                         position=self.sent, max_packet_size=self.connection.max_packet_size)
 
     def _acked(self, mid: int, ok: bool) -> None:
         if not ok:  # the broker refused it (e.g. the ACL): sending it again would not help
@@ -352,9 +517,12 @@ class Relay:
         self.saved_at = now
 
     def _wait(self, now: float, deadline: float) -> float:
-        if not self.caught_up and len(self.window) < WINDOW:
+        # Not connected: nothing is read; the CONNACK (the socket), a wake-up or a deadline
+        # ends the wait.
+        reading = self.connection.connected and len(self.window) < WINDOW
+        if reading and not self.caught_up:
             return 0.0
-        wait = max(0.0, self.next_read - now) if len(self.window) < WINDOW else LOG_POLL
+        wait = max(0.0, self.next_read - now) if reading else LOG_POLL
         if self.window.confirmed != self.saved:
             wait = min(wait, max(0.0, self.saved_at + SAVE_EVERY - now))
         return min(wait, LOG_POLL, max(0.0, deadline - now))

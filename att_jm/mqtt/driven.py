@@ -60,6 +60,9 @@ class DrivenConnection:
     ) -> None:
         self.generation = 0
         self.connected = False
+        #: The broker's Maximum Packet Size from the last CONNACK (MQTT v5); None: it set none
+        #: (the protocol's own limit, 268,435,455 bytes, applies).
+        self.max_packet_size: int | None = None
         self._stopped = False
         self._monotonic = monotonic
         self._next_attempt: float | None = None  # when to (re)connect; None: not now
@@ -180,6 +183,7 @@ class DrivenConnection:
             return
         self.generation += 1
         self.connected = True
+        self.max_packet_size = getattr(properties, "MaximumPacketSize", None)
         self._delay = RECONNECT_MIN_DELAY
         self._connected(client, flags)
 

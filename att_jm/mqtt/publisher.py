@@ -3,13 +3,20 @@
 A clean session that ends with the connection: it subscribes to nothing, so the broker
 keeps nothing for it. paho keeps every publish until its PUBACK and sends the un-acked
 ones again, in order, after a reconnect; `on_acked(mid, ok)` reports each PUBACK.
+
+Packet size: a broker disconnects a client that sends a packet over the Maximum Packet
+Size of its CONNACK, and paho would send the same packet again after the reconnect, for
+ever. `payload_room(topic)` is the largest payload the broker takes on `topic`; the caller
+keeps to it, and at a CONNACK (in its `on_connect`, before paho sends the un-acked
+publishes again) asks `oversized()` for the queued ones over a smaller limit and
+`forget`s them.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Final
 
 import structlog
 from paho.mqtt.client import Client, ConnectFlags
@@ -23,6 +30,10 @@ from att_jm.mqtt.driven import DrivenConnection
 
 log = structlog.get_logger("att_jm.mqtt")
 
+# A QoS 1 PUBLISH besides its topic and payload: the fixed header (1 byte + a remaining
+# length of at most 4), the topic's length (2), the packet id (2); the properties are added.
+_PUBLISH_OVERHEAD: Final = 1 + 4 + 2 + 2
+MAX_MQTT_PACKET: Final = 268_435_455  # the protocol's limit (a 4-byte remaining length)
 
 
 class PublishError(Exception):
@@ -44,6 +55,8 @@ class PublishConnection(DrivenConnection):
         super().__init__(endpoint, client_id=client_id, manual_ack=False, monotonic=monotonic,
                          kind=PublishingClient)
         self._json = json_publish_properties(packed=True)
+        packed: bytes = self._json.pack()  # type: ignore[no-untyped-call]  # paho leaves it unannotated
+        self._overhead = _PUBLISH_OVERHEAD + len(packed)
         self._on_acked = on_acked
         self._connected_hook = on_connect
         self.client.on_publish = self._on_publish
@@ -74,8 +87,33 @@ class PublishConnection(DrivenConnection):
             raise PublishError(f"paho refused a publish on {topic!r}: {info.rc.name}")
         return info.mid
 
+    def payload_room(self, topic: str) -> int:
+        """The largest payload (bytes) of a publish on `topic` whose packet the broker takes:
+        its CONNACK's Maximum Packet Size (the protocol's limit before the first CONNACK or
+        without one) less the packet's other bytes."""
+        return (self.max_packet_size or MAX_MQTT_PACKET) - self._overhead - len(topic.encode())
+
+    def oversized(self) -> list[int]:
+        """The message ids of the publishes paho keeps (to send, or to send again) whose
+        packet is over the broker's limit, in publish order."""
+        limit = self.max_packet_size or MAX_MQTT_PACKET
+        client = self.client
+        with client._out_message_mutex:  # paho's queue (module docstring)
+            return [mid for mid, message in client._out_messages.items()
+                    if len(message.payload) + len(message.topic.encode()) + self._overhead
+                    > limit]
+
+    def forget(self, mids: Iterable[int]) -> None:
+        """Drop these publishes from paho's queue: they are never sent (again). Only from
+        `on_connect` (or while disconnected): none of them is then in flight."""
+        client = self.client
+        with client._out_message_mutex:  # paho's queue (module docstring)
+            for mid in mids:
+                client._out_messages.pop(mid, None)
+
     def _connected(self, client: Client, flags: ConnectFlags) -> None:
-        log.info("mqtt.connected", generation=self.generation)
+        log.info("mqtt.connected", generation=self.generation,
+                 max_packet_size=self.max_packet_size)
         if self._connected_hook is not None:
             self._connected_hook()
 

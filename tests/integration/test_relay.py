@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -15,6 +16,7 @@ from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from uuid import uuid4
 
 import orjson
 import pytest
@@ -31,7 +33,13 @@ from att_jm.config import Settings, parse_mqtt_url
 from att_jm.events import event_message, row_message
 from att_jm.mqtt.common import PublishingClient
 from att_jm.mqtt.publisher import PublishConnection
-from att_jm.relay import EventsRelay, position_path, read_position, relay_environ
+from att_jm.relay import (
+    RELAY_SETTINGS,
+    EventsRelay,
+    position_path,
+    read_position,
+    relay_environ,
+)
 from att_jm.store import log_position, read_log
 
 EVENTS = "att/job-manager/events/#"
@@ -475,6 +483,8 @@ def test_the_relay_environment_holds_only_its_settings_and_no_other_att_jm_varia
         "ATT_JM_STORE": str(Path("rel/att-jm.db").resolve()), "ATT_JM_TOPIC_PREFIX": "site/a",
         "ATT_JM_CLIENT_ID": "jm-1", "ATT_JM_VIEWS_DB": str(Path("rel/att-jm.views.db").resolve()),
         "ATT_JM_VIEW_ROWS": "1000",
+        # the views' byte cap, once the settings have it (see att_jm.relay.RELAY_SETTINGS)
+        **({"ATT_JM_VIEW_MAX_BYTES": "1048576"} if "view_max_bytes" in RELAY_SETTINGS else {}),
     }
 
 
@@ -642,3 +652,189 @@ def test_the_publisher_reports_each_puback_with_or_without_subscribers(
     connection.stop()
     assert acked == [(mid, True) for mid in mids]
     assert [m.payload for m in events.wait_for_count(1)] == [b'{"n":4}']
+
+
+# Rows it cannot publish as they are ----------------------------------------------------------
+
+NOTIFICATION = "att_jm:Notification.Received"
+
+
+def forge(store: str, rows: list[tuple[Any, Any, Any, Any]]) -> list[int]:
+    """Append rows (originator id, version, topic, state) straight into the store's SQLite
+    table, as a damaged or hand-edited file would hold them; their positions."""
+    db = sqlite3.connect(store, isolation_level=None)
+    try:
+        positions = []
+        for row in rows:
+            cursor = db.execute("INSERT INTO stored_events VALUES (?, ?, ?, ?)", row)
+            assert cursor.lastrowid is not None
+            positions.append(cursor.lastrowid)
+        return positions
+    finally:
+        db.close()
+
+
+def forge_text_row(store: str, topic_bytes: bytes) -> int:
+    """A row whose topic is TEXT that is not UTF-8 (what no sqlite3 reader can decode)."""
+    db = sqlite3.connect(store, isolation_level=None)
+    try:
+        cursor = db.execute(
+            "INSERT INTO stored_events VALUES (?, 1, CAST(? AS TEXT), ?)",
+            (uuid4().hex, topic_bytes, notification_state("bad-topic")),
+        )
+        assert cursor.lastrowid is not None
+        return cursor.lastrowid
+    finally:
+        db.close()
+
+
+def notification_state(notification_id: str, **payload: Any) -> bytes:
+    """The stored state of a `notification.received` (as the transcoder writes it)."""
+    return orjson.dumps({
+        "timestamp": {"_type_": "datetime_iso", "_data_": "2026-03-02T08:00:01.250000+00:00"},
+        "originator_topic": "att_jm.domain.notifications:Notification",
+        "notification_id": notification_id, "trigger": "t",
+        "payload": {"id": notification_id, **payload}, "enqueued": [], "skipped": [],
+        "actor": "channel-manager",
+    })
+
+
+def by_position(events: Subscription) -> dict[int, dict[str, Any]]:
+    return {message["position"]: message for message in (m.json() for m in events.messages())}
+
+
+def test_rows_no_message_can_be_made_of_are_published_as_undecodable_in_order(
+    broker: Broker, mqtt: TestClient, store_log: Log, children: Callable[..., Child],
+) -> None:
+    store_log.burst(3)
+    garbage_time = orjson.loads(notification_state("t"))
+    garbage_time["timestamp"] = {"_type_": "datetime_iso", "_data_": "garbage"}
+    big = "x" * 3_000_000  # a 3 MB state: over EVENT_MESSAGE_MAX_BYTES
+    aggregate = uuid4()
+    forged = forge(store_log.store, [
+        (uuid4().hex, 1, NOTIFICATION, b"{not json"),
+        (uuid4().hex, 1, NOTIFICATION, b"[1, 2]"),
+        (uuid4().hex, 1, NOTIFICATION, orjson.dumps(garbage_time)),
+        (aggregate.hex, 1, NOTIFICATION, notification_state("big", blob=big, n=[big[:10]])),
+        (uuid4().hex, 1, "evil:Th/ing+#.Wh\u00e9n", notification_state("evil")),
+    ])
+    forged.append(forge_text_row(store_log.store, b"att_jm:Bad\xff.Topic"))
+    store_log.burst(3)
+    end = log_position(store_log.app)
+    events = mqtt.subscribe(EVENTS)
+    child = children(settings_for(broker, store_log.store))
+    wait_for_position(events, end)
+    assert child.process.poll() is None  # it did not exit
+    received = by_position(events)
+    assert positions(events.messages()) == list(range(1, end + 1))  # every row, in order
+    not_json, not_object, bad_time, big_one, evil, bad_text = (received[p] for p in forged)
+    assert not_json == {"position": forged[0], "type": "notification.received", "at": None,
+                        "data": None, "error": "state is not JSON"}
+    assert not_object["error"] == "state is not a JSON object"
+    assert (bad_time["error"], bad_time["at"], bad_time["data"]) == (
+        "timestamp does not parse", None, None)
+    assert (bad_text["type"], bad_text["error"]) == ("bad_.topic", "topic is not UTF-8 text")
+    assert (evil["type"], evil["data"]["payload"]["id"]) == ("th_ing__.wh_n", "evil")
+    assert big_one["cut"] is True
+    assert big_one["data"]["payload"] == {
+        "id": "big", "n": ["xxxxxxxxxx"],
+        "blob": "x" * 1024 + "\u2026[cut: 2998976 more characters]"}
+    assert (big_one["data"]["aggregate_id"], big_one["data"]["version"]) == (str(aggregate), 1)
+    topics = {orjson.loads(m.payload)["position"]: m.topic for m in events.messages()}
+    assert topics[forged[4]] == "att/job-manager/events/th_ing__.wh_n"
+    assert child.close_stdin() == 0
+    logs = child.logs()
+    undecodable = [line for line in logs if line["event"] == "relay.row_undecodable"]
+    assert sorted(line["position"] for line in undecodable) == sorted(
+        [forged[0], forged[1], forged[2], forged[5]])  # once per row
+    assert [line["position"] for line in logs if line["event"] == "relay.event_cut"] == [
+        forged[3]]
+    assert not [line for line in logs if line["event"] == "relay.failed"]
+    assert read_position(position_path(store_log.store)) == end
+    # the log keeps the whole event
+    assert StoreReader(store_log.store).row(forged[3]) is not None
+
+
+def connects(child: Child) -> int:
+    return sum(line["event"] == "mqtt.connected" for line in child.logs())
+
+
+def test_a_broker_with_a_small_maximum_packet_size_gets_cut_events_and_views_only(
+    broker_factory: BrokerFactory, store_log: Log, children: Callable[..., Child],
+) -> None:
+    small = broker_factory(extra_config=["max_packet_size 100000"])
+    for n in range(120):  # a jobs view of ~160 KB
+        store_log.ok("job.add", {"name": f"job-{n:03d}", "script": "ok", "trigger": "t",
+                                 "command": f"{n}-" + "c" * 1000})
+    store_log.burst(2)
+    (before,) = forge(store_log.store, [
+        (uuid4().hex, 1, NOTIFICATION, notification_state("big-1", blob="y" * 300_000))])
+    store_log.burst(2)
+    with TestClient(small.url) as watcher:
+        events = watcher.subscribe(EVENTS)
+        child = children(settings_for(small, store_log.store))
+        end = log_position(store_log.app)
+        wait_for_position(events, end)
+        # ... and one more while connected
+        (after,) = forge(store_log.store, [
+            (uuid4().hex, 1, NOTIFICATION, notification_state("big-2", blob="z" * 99_990))])
+        store_log.burst(1)
+        child.hint(after + 1)
+        wait_for_position(events, after + 1)
+        received = by_position(events)
+        assert positions(events.messages()) == list(range(1, after + 2))
+        for position, letter in ((before, "y"), (after, "z")):
+            assert received[position]["cut"] is True
+            blob = received[position]["data"]["payload"]["blob"]
+            assert blob.startswith(letter * 1024 + "\u2026[cut: ")
+        assert all("cut" not in received[p] for p in received if p not in (before, after))
+        jobs = watcher.retained_message("att/job-manager/views/jobs")
+        shown = jobs.json()
+        packet = len(jobs.payload) + len(jobs.topic) + 9 + 20  # headers, ContentType
+        assert packet <= 100_000
+        full = store_log.views.payload("jobs", 1000)
+        assert 0 < len(shown["rows"]) < 120
+        assert shown["rows"] == full["rows"][: len(shown["rows"])]
+        assert shown["omitted"] == 120 - len(shown["rows"])
+    assert child.close_stdin() == 0
+    assert connects(child) == 1  # never dropped by the broker, so never reconnected
+    assert [line["reason"] for line in child.logs() if line["event"] == "mqtt.disconnected"] == [
+        "Normal disconnection"]  # its own, at the stop
+    assert "exceeded" not in small.log_text().lower()
+    assert read_position(position_path(store_log.store)) == after + 1
+
+
+def test_queued_publishes_over_a_restarted_brokers_smaller_limit_are_read_again_cut(
+    broker: Broker, store_log: Log, children: Callable[..., Child],
+) -> None:
+    store_log.burst(3)
+    child = children(settings_for(broker, store_log.store))
+    with TestClient(broker.url) as watcher:
+        events = watcher.subscribe(EVENTS)
+        wait_for_position(events, log_position(store_log.app))
+    assert broker.pid is not None
+    os.kill(broker.pid, signal.SIGSTOP)  # it takes no more packets: nothing is acknowledged
+    (big,) = forge(store_log.store, [
+        (uuid4().hex, 1, NOTIFICATION, notification_state("big", blob="w" * 500_000))])
+    store_log.burst(3)
+    end = log_position(store_log.app)
+    child.hint(end)
+    time.sleep(0.5)  # published (un-acked) at the stopped broker's full size
+    broker.kill()
+    with broker.config_path.open("a") as config:
+        config.write("max_packet_size 100000\n")
+    broker.start()
+    with TestClient(broker.url) as watcher:
+        events = watcher.subscribe(EVENTS)
+        deadline = time.monotonic() + 15
+        while read_position(position_path(store_log.store)) != end:
+            assert time.monotonic() < deadline, child.logs()
+            time.sleep(0.05)
+        got = by_position(events)
+    assert child.close_stdin() == 0
+    rewound = [line for line in child.logs() if line["event"] == "relay.rewound"]
+    assert [(line["position"], line["oversized"]) for line in rewound] == [(big - 1, 1)]
+    assert connects(child) == 2  # the first connection and the one after the restart
+    if big in got:  # the watcher subscribed before the relay was back: it saw the cut copy
+        assert got[big]["cut"] is True
+        assert sorted(got) == list(range(min(got), end + 1))

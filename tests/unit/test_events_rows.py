@@ -18,7 +18,17 @@ from eventsourcing.persistence import Mapper
 from att_jm.domain.executions import Execution
 from att_jm.domain.notifications import Notification, Rejection
 from att_jm.domain.scheduler import Scheduler
-from att_jm.events import StoredRow, event_message, event_type, row_message, row_type
+from att_jm.events import (
+    EVENT_MESSAGE_MAX_BYTES,
+    StoredRow,
+    UndecodableText,
+    cut_message,
+    event_message,
+    event_type,
+    row_message,
+    row_type,
+    undecodable_message,
+)
 from att_jm.transcoder import OrjsonTranscoder
 
 AT = datetime(2026, 7, 14, 9, 30, 15, 123456, tzinfo=UTC)
@@ -105,3 +115,81 @@ def test_types_come_from_the_stored_topic_and_unknown_topics_follow_the_same_rul
     rejection = Rejection.reject(uuid4(), "notification", "t", "invalid", "bad", b"x", "cm", AT)
     (event,) = rejection.collect_events()
     assert event_type(event) == row_type(stored_row(1, event)[3]) == "rejection.rejected"
+
+
+# Rows no message can be made of, and messages too large to publish whole -------------------
+
+
+def rejection_row(position: int = 9, **state_changes: Any) -> StoredRow:
+    rejection = Rejection.reject(uuid4(), "notification", "t", "invalid", "bad", b"x", "cm", AT)
+    (event,) = rejection.collect_events()
+    position, originator, version, topic, state = stored_row(position, event)
+    changed = {**orjson.loads(state), **state_changes}
+    return (position, originator, version, topic, orjson.dumps(changed))
+
+
+@pytest.mark.parametrize(
+    ("state", "reason"),
+    [
+        (b"{not json", "state is not JSON"),
+        (b"", "state is not JSON"),
+        (None, "state is not JSON"),
+        (b"\xff\xfe", "state is not JSON"),
+        (b"[1, 2]", "state is not a JSON object"),
+        (b'"text"', "state is not a JSON object"),
+        (b'{"a": 1}', "state has no timestamp"),
+        (b'{"timestamp": {"_type_": "datetime_iso", "_data_": "garbage"}}',
+         "timestamp does not parse"),
+        (b'{"timestamp": {"_type_": "datetime_iso", "_data_": 5}}', "timestamp does not parse"),
+        (b'{"timestamp": {"_type_": "datetime_iso"}}', "timestamp does not parse"),
+        (b'{"timestamp": [1]}', "timestamp does not parse"),
+    ],
+)
+def test_a_row_no_message_can_be_made_of_gets_an_error_message_with_its_reason(
+    state: Any, reason: str,
+) -> None:
+    row = (12, "ab" * 16, 3, "att_jm:Rejection.Rejected", state)
+    with pytest.raises(Exception) as raised:  # any error
+        row_message(row)
+    assert undecodable_message(row, raised.value) == {
+        "position": 12, "type": "rejection.rejected", "at": None, "data": None, "error": reason}
+
+
+def test_other_broken_columns_are_named_too() -> None:
+    good = rejection_row()
+    for row, reason in (
+        ((good[0], 42, *good[2:]), "originator id is not text"),
+        ((*good[:3], good[3], UndecodableText("topic")), "topic is not UTF-8 text"),
+    ):
+        with pytest.raises(Exception) as raised:  # any error
+            row_message(row)  # type: ignore[arg-type]  # a forged row: the point of the test
+        assert undecodable_message(row, raised.value)["error"] == reason
+
+
+def test_forged_topics_give_one_safe_topic_level_as_type() -> None:
+    assert row_type("evil:Th/ing+#.Wh\u00e9n") == "th_ing__.wh_n"
+    assert row_type(b"att_jm:Bytes.Topic") == "bytes.topic"  # type: ignore[arg-type]
+    assert row_type(None) == "none."  # type: ignore[arg-type]
+    assert len(row_type("x:" + "A" * 500 + ".B")) == 100
+    assert row_type("") == "."
+
+
+def test_a_message_over_the_limit_has_its_strings_cut_then_only_its_identity() -> None:
+    big = "b" * 5000
+    message = {"position": 4, "type": "notification.received", "at": "2026-01-01T00:00:00.000Z",
+               "data": {"payload": {"id": "n", "x": [big, 1, {"y": big}]}, "short": "s",
+                        "aggregate_id": "a-b", "version": 2}}
+    marker = "b" * 1024 + "\u2026[cut: 3976 more characters]"
+    cut = cut_message(message, 10_000)
+    assert cut is not None
+    assert orjson.loads(cut) == {**message, "cut": True, "data": {
+        "payload": {"id": "n", "x": [marker, 1, {"y": marker}]}, "short": "s",
+        "aggregate_id": "a-b", "version": 2}}
+    assert list(orjson.loads(cut)) == ["position", "type", "at", "data", "cut"]
+    many = {**message, "data": {"items": list(range(5000)), "aggregate_id": "a-b", "version": 2}}
+    short = cut_message(many, 10_000)
+    assert short is not None
+    assert orjson.loads(short) == {**message, "data": {"aggregate_id": "a-b", "version": 2},
+                                   "cut": True}
+    assert cut_message(many, 50) is None  # not even that fits
+    assert EVENT_MESSAGE_MAX_BYTES == 2_162_688
