@@ -22,7 +22,7 @@ COMMANDS = {
     "failed.delete": {"id"},
     "settings.set": {"interval_seconds", "executed_cleanup", "failed_cleanup"},
     "cleanup.run": {"table"},
-    "views.get": {"view"},
+    "views.get": {"view", "offset", "limit", "id"},
 }
 VIEWS = {"jobs", "queue", "executed", "failed", "settings"}
 ERROR_CODES = {"invalid", "not_found", "conflict", "unknown_command", "too_large", "internal"}
