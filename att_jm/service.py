@@ -42,6 +42,7 @@ from att_jm.domain.matching import check_topic_level
 from att_jm.domain.times import iso
 from att_jm.logs import configure
 from att_jm.mqtt.adapter import Inbound, ServiceConnection
+from att_jm.mqtt.common import inbound_packet_limit
 from att_jm.relay import EventsRelay
 from att_jm.runner import (
     Running,
@@ -312,6 +313,7 @@ class Writer:
         self.connection = ServiceConnection(
             settings.mqtt, client_id=settings.client_id, prefix=self.prefix,
             session_expiry_seconds=settings.session_expiry_seconds,
+            max_packet=inbound_packet_limit(settings.max_payload_bytes),
             deliver=self.inbox.put_local, on_connect=lambda: self.inbox.put_local(Reconnected()),
         )
         self.runner = Runner(settings.scripts, self.inbox.put_local)

@@ -36,7 +36,10 @@ def next_start(
         return None
     if candidate_front or last_finished_at is None:
         return now
-    return max(now, lim.add_seconds(last_finished_at, clamp_interval(interval_seconds)))
+    # A last end "in the future" (the clock was set back, or a forged log) waits one interval
+    # from now at most, never until that moment comes round again.
+    last = min(last_finished_at, now)
+    return max(now, lim.add_seconds(last, clamp_interval(interval_seconds)))
 
 
 def clamp_interval(value: Any) -> float:
@@ -182,7 +185,8 @@ class Scheduler(Aggregate):
             ran = parse_iso(last)
         except (TypeError, ValueError):  # not a time at all (a corrupt snapshot): due now
             return now
-        return lim.add_seconds(ran, self.policy(table).every_seconds)
+        # A last run "in the future" (the clock was set back) counts as now: one period away.
+        return lim.add_seconds(min(ran, now), self.policy(table).every_seconds)
 
     def record_cleanup(
         self, table: str, cleanup: str, removed: int, actor: str, at: datetime

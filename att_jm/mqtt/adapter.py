@@ -60,6 +60,7 @@ class ServiceConnection(DrivenConnection):
         prefix: str,
         session_expiry_seconds: int,
         deliver: Callable[[Inbound], None],
+        max_packet: int | None = None,
         on_connect: Callable[[], None] | None = None,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -76,6 +77,7 @@ class ServiceConnection(DrivenConnection):
         self.paused = False
         self._connected_hook = on_connect
         self._session_expiry = session_expiry_seconds
+        self._max_packet = max_packet  # larger messages are dropped by the broker
         self._online: bytes = b"{}"
         self.client.on_message = self._on_message
         self.client.on_publish = self._on_publish
@@ -91,8 +93,8 @@ class ServiceConnection(DrivenConnection):
             self.status_topic, orjson.dumps(offline), qos=1, retain=True,
             properties=json_publish_properties(will=True),
         )
-        self._connect_soon(clean_start=False,
-                           properties=connect_properties(self._session_expiry))
+        self._connect_soon(clean_start=False, properties=connect_properties(
+            self._session_expiry, maximum_packet_size=self._max_packet))
 
     def pause(self, status: dict[str, Any]) -> None:
         """Stop receiving: publish `status` (retained), then disconnect normally.

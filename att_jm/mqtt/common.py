@@ -320,16 +320,29 @@ class PackedProperties(Properties):
 
 
 def connect_properties(
-    session_expiry_seconds: int | None, *, receive_maximum: int | None = DEFAULT_RECEIVE_MAXIMUM
+    session_expiry_seconds: int | None, *, receive_maximum: int | None = DEFAULT_RECEIVE_MAXIMUM,
+    maximum_packet_size: int | None = None,
 ) -> Properties:
     """CONNECT properties: SessionExpiryInterval when given (None = session ends with the
-    connection), ReceiveMaximum when given (None = the broker's default window)."""
+    connection), ReceiveMaximum when given (None = the broker's default window),
+    MaximumPacketSize when given (the broker then drops, and logs, any larger message for
+    this client instead of sending it: measured on mosquitto 2.0.11, "Dropping too large
+    outgoing PUBLISH", also for messages queued while the client was away)."""
     properties = _properties(PacketTypes.CONNECT)
     if session_expiry_seconds is not None:
         properties.SessionExpiryInterval = session_expiry_seconds
     if receive_maximum is not None:
         properties.ReceiveMaximum = receive_maximum
+    if maximum_packet_size is not None:
+        properties.MaximumPacketSize = maximum_packet_size
     return properties
+
+
+def inbound_packet_limit(max_payload_bytes: int) -> int:
+    """The largest packet the service accepts: four times the payload limit (so a payload a
+    little over it still arrives and is recorded `too_large`) plus room for a topic of 64 KiB
+    and the properties. A larger message is dropped by the broker, never held in memory."""
+    return 4 * max_payload_bytes + 64 * 1024 + 1024
 
 
 def json_publish_properties(

@@ -266,3 +266,30 @@ def test_a_message_the_store_refuses_is_isolated_recorded_and_the_rest_of_its_ba
     service.restart()  # acknowledged: it does not come back
     time.sleep(0.5)
     assert len(_rejections(store)) == 1
+
+
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def test_a_message_many_times_over_the_limit_never_reaches_the_service_memory(
+    operator: Operator,
+) -> None:
+    """The service's CONNECT advertises a Maximum Packet Size (4x the payload limit): the
+    broker drops larger messages for it instead of sending them, so ten 20 MB notifications
+    cost the service nothing; one a little over the limit still arrives, recorded too_large."""
+    operator.ok("settings.set", {"interval_seconds": 0})
+    operator.add_job("ipx", "ipx-update", "t")
+    pid = operator.service.pid
+    assert pid is not None
+    before = _rss_kib(pid)
+    for n in range(10):
+        operator.notify("t", b'{"id": "huge-%d", "blob": "' % n + b"x" * 20_000_000 + b'"}')
+    operator.notify("t", b'{"id": "just-over", "blob": "' + b"x" * 300_000 + b'"}')
+    operator.notify("t", {"id": "after", "channel": "x"})
+    operator.wait_view("executed", lambda v: v["total"] == 1)
+    assert [r["code"] for r in _rejections(operator.service.store)] == ["too_large"]
+    assert _rss_kib(pid) - before < 50_000  # not 200 MB of payloads

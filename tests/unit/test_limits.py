@@ -128,7 +128,7 @@ def test_a_snapshot_holding_out_of_range_values_is_clamped_when_used() -> None:
     assert isinstance(restored, Scheduler)
     assert restored.policy("executed").every_seconds == lim.MAX_EVERY_SECONDS
     assert restored.cleanup_due("executed", T0) == T0  # an unreadable last run: due now
-    assert restored.next_start(T0, False) == lim.TIME_MAX
+    assert restored.next_start(T0, False) == T0 + timedelta(days=1)  # the interval, clamped
     assert restored.settings_json()["interval_seconds"] == lim.MAX_INTERVAL_SECONDS
 
 
@@ -138,3 +138,16 @@ def test_the_interval_is_clamped_in_the_pure_rule_too() -> None:
     assert next_start(T0, running=None, last_finished_at=T0, interval_seconds=-5,
                       candidate_front=False) == T0
     assert DEFAULT_INTERVAL_SECONDS == 5.0
+
+
+def test_a_clock_set_back_a_year_waits_one_interval_not_a_year() -> None:
+    """The last end and the last cleanup were recorded with a clock a year ahead; once the
+    clock is right again, the queue and the cleanup wait one interval or period, no more."""
+    ahead = T0 + timedelta(days=365)
+    scheduler = Scheduler.create(ahead)
+    scheduler.change_settings(30.0, {"every_seconds": 60}, None, "op", ahead)
+    scheduler.dispatch("e-1", False, ahead)
+    scheduler.release("e-1", ahead)
+    scheduler.record_cleanup("executed", "r1", 0, "scheduler", ahead)
+    assert scheduler.next_start(T0, False) == T0 + timedelta(seconds=30)
+    assert scheduler.cleanup_due("executed", T0) == T0 + timedelta(seconds=60)
