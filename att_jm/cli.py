@@ -743,7 +743,8 @@ def run_audit(ns: argparse.Namespace) -> int:
         match = combine_match(ns.match, ns.match_json)
     from att_jm.audit import commands  # noqa: PLC0415 -- lazy: the CLI starts fast
 
-    return commands.run(ns, settings.store, settings.view_rows, match)
+    return commands.run(ns, settings.store, settings.view_rows, match,
+                        view_max_bytes=settings.view_max_bytes)
 
 
 def main(argv: list[str] | None = None) -> int:

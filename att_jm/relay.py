@@ -60,7 +60,6 @@ import argparse
 import bisect
 import collections
 import contextlib
-import dataclasses
 import fcntl
 import os
 import signal
@@ -102,12 +101,10 @@ LOG_POLL: Final = 0.5  # the log is read at least this often, hint or not
 VIEW_PERIOD: Final = 0.25  # seconds between two publications of one view (coalescing)
 VIEWS_RETRY: Final = 1.0  # after the views file could not be read
 DRAIN_SECONDS: Final = 5.0  # at a stop: how long to wait for the last PUBACKs
-#: The settings the relay reads from its environment (the writer sets them from its own);
-#: `view_max_bytes` once `Settings` has it.
+#: The settings the relay reads from its environment (the writer sets them from its own).
 RELAY_SETTINGS: Final = (
     "mqtt_url", "store", "topic_prefix", "client_id", "log_format", "views_db", "view_rows",
-    *(("view_max_bytes",) if "view_max_bytes" in {f.name for f in dataclasses.fields(Settings)}
-      else ()),
+    "view_max_bytes",
 )
 
 
@@ -322,7 +319,7 @@ class Relay:
         self.views = ViewsPublisher(
             settings.views_path(), settings.topic_prefix, settings.view_rows,
             lambda topic, payload: self.connection.publish(topic, payload, retain=True),
-            max_bytes=getattr(settings, "view_max_bytes", VIEW_MAX_BYTES),
+            max_bytes=settings.view_max_bytes,
             room=self.connection.payload_room,
         )
         self.log = log.bind(store=settings.store)

@@ -30,7 +30,7 @@ from att_jm.audit.transfer import export, import_log
 from att_jm.audit.verify import verify
 from att_jm.audit.witness import check_witness, load_witness
 from att_jm.domain.times import parse_iso
-from projections.views import VIEWS
+from projections.views import VIEW_MAX_BYTES, VIEWS
 
 EXIT_OK: Final = 0
 EXIT_FOUND_PROBLEM: Final = 1
@@ -128,7 +128,9 @@ def _readable(rows: list[Row]) -> Iterator[Record]:
             sys.stderr.write(f"att-jm audit log: {error}\n")
 
 
-def run_views(ns: argparse.Namespace, store: str, out: IO[str], view_rows: int) -> int:
+def run_views(
+    ns: argparse.Namespace, store: str, out: IO[str], view_rows: int, view_max_bytes: int,
+) -> int:
     at = None if ns.at is None else parse_time(ns.at)
     with _reader(store) as reader:
         total = reader.max_position() if ns.position is None else ns.position
@@ -137,7 +139,7 @@ def run_views(ns: argparse.Namespace, store: str, out: IO[str], view_rows: int) 
     progress.clear()
     try:
         names = tuple(ns.view) if ns.view else VIEWS
-        payloads = moment.payloads(names, ns.limit or view_rows)
+        payloads = moment.payloads(names, ns.limit or view_rows, view_max_bytes)
     finally:
         moment.close()
     output = Output(out)
@@ -258,13 +260,14 @@ Handler = Callable[..., int]
 
 
 def run(ns: argparse.Namespace, store: str, view_rows: int,
-        match: dict[str, object] | None, out: IO[str] | None = None) -> int:
+        match: dict[str, object] | None, out: IO[str] | None = None,
+        view_max_bytes: int = VIEW_MAX_BYTES) -> int:
     """Run the audit verb `ns.audit_verb` against `store`; the exit code."""
     verb = ns.audit_verb
     out = sys.stdout if out is None else out
     try:
         if verb == "views":
-            return run_views(ns, store, out, view_rows)
+            return run_views(ns, store, out, view_rows, view_max_bytes)
         if verb == "backtest":
             return run_backtest(ns, store, out, match)
         handlers: dict[str, Handler] = {

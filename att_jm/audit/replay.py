@@ -20,7 +20,7 @@ from att_jm.audit.rows import AuditError, StoreReader
 from att_jm.domain.times import iso
 from att_jm.store import open_store, read_rows
 from projections.rebuild import fill
-from projections.views import TOPICS, VIEWS, Views, stored_fields
+from projections.views import TOPICS, VIEW_MAX_BYTES, VIEWS, Views, stored_fields
 
 PAGE: Final = 50000
 Progress = Callable[[int], None]
@@ -33,12 +33,15 @@ class PointInTime:
     position: int
     views: Views
 
-    def payload(self, view: str, limit: int) -> dict[str, Any]:
-        """The view message as the service publishes it (`position` = last change of it)."""
-        return self.views.payload(view, limit)
+    def payload(self, view: str, limit: int, max_bytes: int = VIEW_MAX_BYTES) -> dict[str, Any]:
+        """The view message as the service publishes it (`position` = last change of it),
+        with the service's caps (`view_rows`, `view_max_bytes`)."""
+        return self.views.payload(view, limit, max_bytes=max_bytes)
 
-    def payloads(self, names: tuple[str, ...] = VIEWS, limit: int = 1000) -> dict[str, Any]:
-        return {name: self.payload(name, limit) for name in names}
+    def payloads(
+        self, names: tuple[str, ...] = VIEWS, limit: int = 1000, max_bytes: int = VIEW_MAX_BYTES,
+    ) -> dict[str, Any]:
+        return {name: self.payload(name, limit, max_bytes) for name in names}
 
     def close(self) -> None:
         self.views.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -15,7 +16,7 @@ from att_jm.domain.cleanup import CleanupPolicy, select_for_cleanup
 from att_jm.domain.scheduler import DEFAULT_INTERVAL_SECONDS, Scheduler, next_start
 
 T0 = datetime(2026, 5, 4, 10, 0, tzinfo=UTC)
-EXTREMES = [1e12, 1e308, -1e308, -1.0, 0.0, -0.0, 5e-324, 2**63, True, None, "7", [], {}]
+EXTREMES: list[Any] = [1e12, 1e308, -1e308, -1.0, 0.0, -0.0, 5e-324, 2**63, True, None, "7", [], {}]
 
 
 @pytest.mark.parametrize("seconds", [1e12, 1e20, 1e308, float("inf")])
@@ -79,7 +80,7 @@ def test_a_stored_cleanup_policy_of_any_value_loads_clamped_and_keeps_a_limit(
         select_for_cleanup(rows_newest_first, policy, now)
 
 
-def _replayed(events: list[Any]) -> Scheduler:
+def _replayed(events: Sequence[Any]) -> Scheduler:
     aggregate: Any = None
     for event in events:
         aggregate = event.mutate(aggregate)
