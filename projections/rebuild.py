@@ -144,8 +144,11 @@ def _execution_positions(db: sqlite3.Connection, table: str, upto: int) -> dict[
         waiting = {view for view in waiting if positions[view] < position}
         if not waiting:
             break
-        data: dict[str, Any] = orjson.loads(state)
-        view = cleaned_table(data)
+        try:
+            data: dict[str, Any] = orjson.loads(state)
+            view = cleaned_table(data)
+        except (ValueError, TypeError, LookupError):  # not a row the service wrote: skipped
+            continue
         if view in waiting:
             positions[view] = position
             waiting.discard(view)

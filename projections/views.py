@@ -23,11 +23,14 @@ from pathlib import Path
 from typing import Any, Final
 
 import orjson
+import structlog
 
 from att_jm.domain.cleanup import CleanupPolicy
 from att_jm.domain.limits import clamp_timeout
 from att_jm.domain.scheduler import DEFAULT_INTERVAL_SECONDS, clamp_interval
 from att_jm.domain.times import iso, parse_iso
+
+log = structlog.get_logger("att_jm.views")
 
 VIEWS: Final = ("jobs", "queue", "executed", "failed", "settings")
 TABLE_VIEWS: Final = ("jobs", "queue", "executed", "failed")  # the views with rows
@@ -480,15 +483,27 @@ def stored_fields(aggregate: str, state: bytes) -> dict[str, Any]:
     return data
 
 
+#: What a rule or the decoding of a stored row raises for data it cannot use (a row the
+#: service never wrote: forged, or corrupt). Such a row is logged and skipped, its position
+#: counted, so the views never stall behind it; store errors (sqlite3) are not among these.
+_DATA_ERRORS: Final = (LookupError, TypeError, ValueError, AttributeError)
+
+
 def _stored_items(
     rows: Iterable[tuple[int, str, str, bytes]],
 ) -> Iterator[tuple[int, str, str, dict[str, Any]]]:
     """Stored rows (position, originator id, topic, state) as the rules take them."""
-    return (
-        (position, topic, aggregate, stored_fields(aggregate, state))
-        for position, aggregate, topic, state in rows
-        if topic in RULES
-    )
+    for position, aggregate, topic, state in rows:
+        if topic not in RULES:
+            continue
+        try:
+            data = stored_fields(aggregate, state)
+        except _DATA_ERRORS as error:
+            log.error("views.row_undecodable", position=position, topic=topic,
+                      error=repr(error))
+            yield position, "", aggregate, _NO_DATA  # its position still counts
+            continue
+        yield position, topic, aggregate, data
 
 
 def _run_rules(
@@ -503,7 +518,13 @@ def _run_rules(
         rule = RULES.get(topic)
         if rule is None:
             continue
-        for view in rule(overlay, event_position, aggregate, data):
+        try:
+            changed = rule(overlay, event_position, aggregate, data)
+        except _DATA_ERRORS as error:
+            log.error("views.row_skipped", position=event_position, topic=topic,
+                      error=repr(error))
+            continue
+        for view in changed:
             if view in VIEWS:
                 overlay.positions[view] = event_position
     return position

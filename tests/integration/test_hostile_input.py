@@ -25,6 +25,8 @@ from hypothesis import strategies as st
 
 from att_jm.domain import limits as lim
 from att_jm.domain.notifications import Notification
+from att_jm.store import log_position
+from projections.rebuild import catch_up
 
 T0 = datetime(2026, 4, 1, 9, 0, tzinfo=UTC)
 YEARS = (1, 10, 100, 1000)
@@ -202,3 +204,43 @@ def test_more_jobs_than_the_cap_are_refused(jm: Harness) -> None:
     code, message = jm.error("job.add", {"name": "one-more", "script": "backup.sh",
                                          "trigger": "t"})
     assert code == "conflict" and f"at most {lim.MAX_JOBS} jobs" in message
+
+
+FORGED = [  # (topic, state): rows the service never wrote, with the topics of view rules
+    ("att_jm:Execution.Enqueued", b"not json"),
+    ("att_jm:Execution.Enqueued", b'{"timestamp": {"_type_": "datetime_iso", "_data_": "x"}}'),
+    ("att_jm:Job.Updated", b'{"timestamp": {"_type_": "datetime_iso", '
+                           b'"_data_": "2026-04-01T09:00:00+00:00"}, "changes": 5}'),
+    ("att_jm:Scheduler.SettingsChanged", b'[1, 2]'),
+    ("att_jm:Execution.CleanedUp", b'{"table": 7}'),
+]
+
+
+def _forge(store: Path) -> None:
+    import sqlite3  # noqa: PLC0415 -- only this test writes rows behind the service's back
+    with sqlite3.connect(store) as db:
+        for n, (topic, state) in enumerate(FORGED):
+            db.execute("INSERT INTO stored_events VALUES (?, ?, ?, ?)",
+                       (f"{n:032x}", 1, topic, state))
+
+
+@pytest.mark.parametrize("rebuild", [False, True])
+def test_rows_the_service_never_wrote_do_not_stall_the_views(
+    tmp_path: Path, rebuild: bool
+) -> None:
+    """A forged or corrupt row with a view rule's topic is logged and skipped; the views still
+    reach the log's end (incrementally and in a rebuild), so nothing waits behind it."""
+    clock = Clock(T0)
+    jm = Harness(tmp_path, clock, 256 * 1024)
+    try:
+        jm.add_job("backup")
+        _forge(tmp_path / "store.db")
+        jm.add_job("after")
+        if rebuild:
+            jm.views.reset()
+        catch_up(jm.app, jm.views)
+        assert jm.views.position == log_position(jm.app)
+        assert [row["name"] for row in jm.rows("jobs")] == ["after", "backup"]
+        assert jm.notify("alarm", {"id": "n-1"}) == "enqueued 2"
+    finally:
+        jm.close()
