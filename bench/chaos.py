@@ -21,7 +21,10 @@ Scenarios (`--scenario` takes these names; default: all, in this order):
   both          broker and service SIGKILLed in the same moment, several times.
   storm         every notification and command published 3 times, some retained, with
                 service restarts in between (retained messages come again on resubscribe).
-  bad-input     10,000 generated malformed messages on both inbound topics among valid ones.
+  bad-input     10,000 generated malformed messages and ~1,000 well-formed hostile ones
+                (every value at its extremes and caps, 60 kB strings and topic levels,
+                template amplification, reused ids, the job cap, views paging) on both
+                inbound topics among valid ones; then a restart. Every outcome is checked.
   scripts       scripts that hang, leave children behind, print megabytes, die by a signal.
   store         the store's disk full (a small tmpfs) and the store locked while messages
                 arrive; SIGTERM during the fault; recovery without loss.
@@ -31,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import os
 import random
 import sqlite3
@@ -41,7 +45,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -50,7 +54,28 @@ import orjson
 from att_jm.domain.ids import execution_id
 from att_jm.mqtt.common import DEFAULT_RECEIVE_MAXIMUM
 from att_jm.service import INBOX_PAUSE
-from bench.chaos_inputs import KNOWN_JOB, generate
+from bench.chaos_inputs import (
+    ACTOR_CHARS,
+    CLASSES,
+    CORRELATION_BYTES,
+    DEFAULT_SETTINGS,
+    HOSTILE_JOBS,
+    KEY_RE,
+    KNOWN_JOB,
+    MAX_JOBS,
+    NONE_TRIGGER,
+    REPLY_BYTES,
+    REUSED_LATER,
+    RUN_JOB,
+    VIEW_LIMIT,
+    Bad,
+    Hostile,
+    Keys,
+    conflict_copies,
+    generate,
+    grows_past_event_cap,
+    hostile,
+)
 from bench.chaos_rig import (
     Audit,
     ChaosError,
@@ -59,6 +84,7 @@ from bench.chaos_rig import (
     Outgoing,
     Publisher,
     Rig,
+    Run,
     log_events,
     memory_kib,
     notifications,
@@ -73,7 +99,8 @@ from bench.chaos_rig import (
 from bench.harness import REPO
 
 if TYPE_CHECKING:
-    from helpers.mqtt import Message  # tests/helpers: on sys.path once bench.chaos_rig loaded
+    from helpers.mqtt import Message, Subscription  # tests/helpers: on sys.path via chaos_rig
+    from paho.mqtt.client import MQTTMessageInfo
 
 
 @dataclass(frozen=True)
@@ -422,130 +449,518 @@ def _ended_failed(r: Rig, entry: str, attempt: int) -> bool:
 
 # --- 5. bad input ------------------------------------------------------------------------
 
+REPLY_TOPIC = "att/job-manager/replies/chaos/bad-input"
+RAISED_PAYLOAD_BYTES = 1024 * 1024  # after the restart: a payload whose event grows past 2 MiB
+LOG_LINE_BYTES = 8192  # the longest log line the service writes (att_jm/logs.py)
 
-def bad_input(cfg: Config, rng: random.Random) -> Figures:  # noqa: PLR0912 -- one storm, then its checks in order
+
+@dataclass
+class _Storm:
+    """The malformed messages and the valid ones sent among them, and what they expect."""
+
+    bad: list[Bad]
+    valid_ids: list[str]
+    expected: dict[bytes, tuple[str, str]] = field(default_factory=dict)  # error replies
+    good_commands: dict[bytes, str] = field(default_factory=dict)
+    odd_reply_topics: int = 0
+
+
+@dataclass
+class _Sent:
+    """The well-formed hostile messages sent, as the replies and the log will name them."""
+
+    commands: dict[bytes, Hostile] = field(default_factory=dict)  # CorrelationData -> item
+    notifications: list[Hostile] = field(default_factory=list)
+    classes: Counter[str] = field(default_factory=Counter)  # messages published per class
+
+    def send(self, r: Rig, item: Hostile, infos: list[MQTTMessageInfo]) -> None:
+        client = r.operator
+        self.classes[item.cls] += item.copies
+        if item.kind == "notification":
+            self.notifications.append(item)
+            topic = r.service.notification_topic(item.name)
+            infos.extend(publish_raw(client, topic, item.payload) for _ in range(item.copies))
+            return
+        correlation = item.correlation or uuid.uuid4().bytes
+        self.commands[correlation] = item
+        topic = r.service.command_topic(item.name, item.actor)
+        infos.extend(publish_raw(client, topic, item.payload, response_topic=REPLY_TOPIC,
+                                 correlation=correlation) for _ in range(item.copies))
+
+    def logged(self) -> list[str]:
+        return [item.key for item in self.notifications if item.expect == "logged"]
+
+    def answered(self, by_correlation: dict[bytes, list[Message]]) -> bool:
+        return all(len(by_correlation.get(correlation, ())) >= item.copies
+                   for correlation, item in self.commands.items())
+
+
+def _by_correlation(messages: list[Message]) -> dict[bytes, list[Message]]:
+    found: dict[bytes, list[Message]] = {}
+    for message in messages:
+        found.setdefault(message.prop("CorrelationData") or b"", []).append(message)
+    return found
+
+
+def bad_input(cfg: Config, rng: random.Random) -> Figures:
+    """Malformed and well-formed hostile messages on both inbound topics among valid ones; the
+    reused ids, the job cap and views paging after them; a restart; then every outcome."""
     figures = Figures("bad-input")
-    count = cfg.count or cfg.size(10_000, 1_000)
-    valid = cfg.size(1000, 100)
+    key = Keys()
+    sent = _Sent()
     with rig("bad-input", cfg.workdir) as r:
         r.ok("settings.set", {"interval_seconds": 0})
-        r.ok("job.add", {"name": "bad-input-run", "script": "chaos-run", "trigger": "bad-input",
+        r.ok("job.add", {"name": RUN_JOB, "script": "chaos-run", "trigger": "bad-input",
                          "match": {"run": True}, "command": "0"})
         r.ok("job.add", {"name": KNOWN_JOB, "script": "chaos-run", "trigger": "bad-input",
                          "match": {"template": True}, "command": "{channel.name} {missing}"})
+        for job in HOSTILE_JOBS:
+            r.ok("job.add", job)
         pid = r.service.pid
-        bad = generate(rng, count)
-        client = r.operator
-        reply_topic = "att/job-manager/replies/chaos/bad-input"
-        replies = client.subscribe(reply_topic)
-        # Valid messages interleaved: notifications that run a job, notifications whose
-        # template lacks a field (recorded skip), and commands that must succeed.
-        plan: list[tuple[str, Any]] = [("bad", b) for b in bad]
-        valid_ids = [f"ok-{n}" for n in range(valid)]
-        for n, nid in enumerate(valid_ids):
-            plan.insert(rng.randrange(len(plan) + 1),
-                        ("valid", {"id": nid, "run": n % 2 == 0, "template": n % 2 == 1}))
-        good_commands: dict[bytes, str] = {}
-        for n in range(cfg.size(200, 20)):
-            correlation = uuid.uuid4().bytes
-            good_commands[correlation] = "views.get" if n % 2 else "job.update"
-            plan.insert(rng.randrange(len(plan) + 1), ("good-command", (correlation, n)))
-        say(f"{len(bad)} malformed messages ({Counter(b.kind for b in bad)}) interleaved with "
-            f"{valid} valid notifications and {len(good_commands)} valid commands")
-        expected: dict[bytes, tuple[str, str]] = {}
-        infos = []
-        no_reply = 0
-        for kind, item in plan:
-            if kind == "valid":
-                infos.append(publish_raw(client, r.service.notification_topic("bad-input"),
-                                         orjson.dumps(item)))
-            elif kind == "good-command":
-                correlation, n = item
-                name = good_commands[correlation]
-                args = ({"view": "jobs"} if name == "views.get"
-                        else {"name": "bad-input-run", "timeout_seconds": 60 + n})
-                infos.append(publish_raw(client, r.service.command_topic(name, "chaos"),
-                                         orjson.dumps(args), response_topic=reply_topic,
-                                         correlation=correlation))
-            elif item.kind == "notification":
-                infos.append(publish_raw(client, r.service.notification_topic(item.name),
-                                         item.payload))
-            else:
-                correlation = uuid.uuid4().bytes
-                topic = r.service.command_topic(item.name, item.actor)
-                if rng.random() < 0.01:  # odd reply topics: runs, logged, no reply sent
-                    response = rng.choice(["att/job-manager/replies/chaos/#", "elsewhere/x",
-                                           "att/job-manager/replies/+/x"])
-                    no_reply += 1
-                    infos.append(publish_raw(client, topic, item.payload,
-                                             response_topic=response, correlation=correlation))
-                    continue
-                expected[correlation] = (item.code, item.label)
-                infos.append(publish_raw(client, topic, item.payload,
-                                         response_topic=reply_topic, correlation=correlation))
-        # An empty actor level: an error reply too, and recorded.
-        empty_actor = uuid.uuid4().bytes
-        expected[empty_actor] = ("invalid", "empty-actor")
-        infos.append(publish_raw(client, "att/job-manager/commands//job.add", b"{}",
-                                 response_topic=reply_topic, correlation=empty_actor))
-        missing_acks = wait_published(infos, 120)
-        if missing_acks:
-            figures.problem(f"{missing_acks} publishes without PUBACK")
-        want = len(expected) + len(good_commands)
-        _wait_for(lambda: len({m.prop("CorrelationData") for m in replies.messages()}) >= want,
-                  180)
-        audit = r.wait_drained(valid_ids, timeout=180, figures=figures)
-        got = {m.prop("CorrelationData"): m.json() for m in replies.messages()}
-        wrong = _wrong_replies(got, expected, good_commands)
-        for text, times in wrong.most_common(10):
-            figures.problem(f"{times}x {text}")
+        replies = r.operator.subscribe(REPLY_TOPIC)
+        storm = _storm(cfg, rng, r, key, sent, replies, figures)
+        settings = _after_storm(r, figures, key, sent, replies)
         if r.service.pid != pid or not r.service.running:
             figures.problem("the service restarted or died")
+        _restart(r, figures, key, sent, settings)
+        figures.restarts = r.restarts
         r.stop_service()
         audit = Audit.read(r.store)
-        audit.check_notifications(figures, valid_ids, "bad-input-run",
-                                  lambda nid: int(nid.partition("-")[2]) % 2 == 0)
+        got = _by_correlation(replies.messages())
+        wrong = _wrong_replies(got, storm.expected, storm.good_commands)
+        _check_malformed(audit, storm, figures)
+        _check_hostile(audit, sent, got, wrong)
+        _check_cut(audit, got, r.service_log(), wrong)
+        runs_job = {nid for nid in sent.logged()
+                    if RUN_JOB in next(i for i in sent.notifications if i.key == nid).enqueued}
+        audit.check_notifications(
+            figures, storm.valid_ids + sent.logged(), RUN_JOB,
+            lambda nid: nid in runs_job if nid.startswith("hx-")
+            else int(nid.partition("-")[2]) % 2 == 0,
+        )
         audit.check_runs(figures, side_effects(r.scripts_dir))
-        skipped = sum(1 for nid in valid_ids if nid in audit.skipped)
-        if skipped != valid // 2:
-            figures.problem(f"{skipped} template skips recorded, {valid // 2} expected")
-        # Rejections: every bad notification is recorded with its code; every command error
-        # reply has its record (CommandRecord with the reply, or a Rejection).
-        expected_codes = Counter(b.code for b in bad if b.kind == "notification")
-        recorded = Counter(x["code"] for x in audit.rejections if x["source"] == "notification")
-        if recorded != expected_codes:
-            figures.problem(f"notification rejections {dict(recorded)} != {dict(expected_codes)}")
-        unrecorded = [c for c in expected if c.hex() not in audit.commands]
-        command_rejections = sum(1 for x in audit.rejections if x["source"] == "command")
-        if len(unrecorded) > command_rejections:
-            figures.problem(f"{len(unrecorded)} error replies without a record")
-        figures.extra["malformed"] = len(bad)
-        figures.extra["error_replies"] = sum(1 for c in expected if c in got)
+        for text, times in wrong.most_common(20):
+            figures.problem(f"{times}x {text}")
+        errors = [c for c, item in sent.commands.items() if item.expect != "ok"]
+        figures.extra["malformed"] = len(storm.bad)
+        figures.extra["hostile"] = sum(sent.classes.values())
+        figures.extra["hostile_by_class"] = ",".join(
+            f"{name}:{sent.classes[name]}" for name in CLASSES if sent.classes[name])
+        figures.extra["error_replies"] = (sum(1 for c in storm.expected if c in got)
+                                          + sum(len(got.get(c, ())) for c in errors))
         figures.extra["rejections"] = len(audit.rejections)
+        figures.extra["skips"] = sum(len(s) for s in audit.skipped.values())
         figures.extra["wrong_outcomes"] = sum(wrong.values())
-        figures.extra["odd_reply_topics"] = no_reply
-        say(f"replies {len(got)}/{want}, rejections recorded {len(audit.rejections)}, "
+        figures.extra["odd_reply_topics"] = storm.odd_reply_topics
+        say(f"replies {len(replies.messages())}, rejections recorded {len(audit.rejections)}, "
             f"command records {len(audit.commands)}, wrong outcomes {sum(wrong.values())}")
     return figures
 
 
+def _storm(
+    cfg: Config, rng: random.Random, r: Rig, key: Keys, sent: _Sent, replies: Subscription,
+    figures: Figures,
+) -> _Storm:
+    """Malformed and hostile messages interleaved with valid notifications and commands;
+    returns once every reply is in and every valid notification is handled."""
+    storm = _Storm(generate(rng, cfg.count or cfg.size(10_000, 1_000)),
+                   [f"ok-{n}" for n in range(cfg.size(1000, 100))])
+    client = r.operator
+    # Valid messages interleaved: notifications that run a job, notifications whose template
+    # lacks a field (recorded skip), and commands that must succeed. Hostile groups are sent
+    # in their order (a valid interval of a day is followed by its reset to 0).
+    plan: list[tuple[str, Any]] = [("bad", b) for b in storm.bad]
+    for group in hostile(rng, cfg.size(3, 1), key):
+        plan.insert(rng.randrange(len(plan) + 1), ("hostile", group))
+    for n, nid in enumerate(storm.valid_ids):
+        plan.insert(rng.randrange(len(plan) + 1),
+                    ("valid", {"id": nid, "run": n % 2 == 0, "template": n % 2 == 1}))
+    for n in range(cfg.size(200, 20)):
+        correlation = uuid.uuid4().bytes
+        storm.good_commands[correlation] = "views.get" if n % 2 else "job.update"
+        plan.insert(rng.randrange(len(plan) + 1), ("good-command", (correlation, n)))
+    say(f"{len(storm.bad)} malformed messages ({Counter(b.kind for b in storm.bad)}) and "
+        f"{sum(1 for kind, _ in plan if kind == 'hostile')} groups of well-formed hostile ones "
+        f"interleaved with {len(storm.valid_ids)} valid notifications and "
+        f"{len(storm.good_commands)} valid commands")
+    infos: list[MQTTMessageInfo] = []
+    for kind, item in plan:
+        if kind == "hostile":
+            for message in item:
+                sent.send(r, message, infos)
+        elif kind == "valid":
+            infos.append(publish_raw(client, r.service.notification_topic("bad-input"),
+                                     orjson.dumps(item)))
+        elif kind == "good-command":
+            correlation, n = item
+            name = storm.good_commands[correlation]
+            args = ({"view": "jobs"} if name == "views.get"
+                    else {"name": RUN_JOB, "timeout_seconds": 60 + n})
+            infos.append(publish_raw(client, r.service.command_topic(name, "chaos"),
+                                     orjson.dumps(args), response_topic=REPLY_TOPIC,
+                                     correlation=correlation))
+        elif item.kind == "notification":
+            infos.append(publish_raw(client, r.service.notification_topic(item.name),
+                                     item.payload))
+        else:
+            infos.append(_send_malformed_command(r, rng, item, storm))
+    # An empty actor level: an error reply too, and recorded.
+    empty_actor = uuid.uuid4().bytes
+    storm.expected[empty_actor] = ("invalid", "empty-actor")
+    infos.append(publish_raw(client, "att/job-manager/commands//job.add", b"{}",
+                             response_topic=REPLY_TOPIC, correlation=empty_actor))
+    missing_acks = wait_published(infos, 120)
+    if missing_acks:
+        figures.problem(f"{missing_acks} publishes without PUBACK")
+    want = set(storm.expected) | set(storm.good_commands)
+
+    def answered() -> bool:
+        got = _by_correlation(replies.messages())
+        return want <= set(got) and sent.answered(got)
+
+    if not _wait_for(answered, 180):
+        figures.problem("not every command was answered within 180 s")
+    r.wait_drained(storm.valid_ids + sent.logged(), timeout=180, figures=figures)
+    return storm
+
+
+def _send_malformed_command(
+    r: Rig, rng: random.Random, item: Bad, storm: _Storm
+) -> MQTTMessageInfo:
+    correlation = uuid.uuid4().bytes
+    topic = r.service.command_topic(item.name, item.actor)
+    if rng.random() < 0.01:  # odd reply topics: runs, logged, no reply sent
+        response = rng.choice(["att/job-manager/replies/chaos/#", "elsewhere/x",
+                               "att/job-manager/replies/+/x"])
+        storm.odd_reply_topics += 1
+        return publish_raw(r.operator, topic, item.payload, response_topic=response,
+                           correlation=correlation)
+    storm.expected[correlation] = (item.code, item.label)
+    return publish_raw(r.operator, topic, item.payload, response_topic=REPLY_TOPIC,
+                       correlation=correlation)
+
+
+def _after_storm(
+    r: Rig, figures: Figures, key: Keys, sent: _Sent, replies: Subscription
+) -> dict[str, Any]:
+    """The reused ids again (now that the originals are stored), the default settings back,
+    the job cap, and views.get paging over the 1000 jobs; the settings set."""
+    infos: list[MQTTMessageInfo] = []
+    originals = [i for i in sent.notifications if i.label == REUSED_LATER]
+    for item in conflict_copies(originals):
+        sent.send(r, item, infos)
+    last = key()  # handled after every copy: the copies are handled once it is logged
+    sent.send(r, Hostile("conflicts", "a notification after the reused ids", "notification",
+                         NONE_TRIGGER, orjson.dumps({"id": last}), "logged", key=last), infos)
+    if wait_published(infos, 60):
+        figures.problem("reused ids: publishes without PUBACK")
+    r.wait_drained([last], timeout=60, figures=figures)
+    settings = dict(r.ok("settings.set", DEFAULT_SETTINGS))
+    _job_limit(r, figures, key, sent, replies)
+    _paging(r, figures, sent)
+    return settings
+
+
+def _job_limit(
+    r: Rig, figures: Figures, key: Keys, sent: _Sent, replies: Subscription
+) -> None:
+    """Jobs up to the cap of 1000, then job.add past it (`conflict`), at it after a remove."""
+    total = int(r.view("jobs")["total"])
+    fillers = [f"fill-{n}" for n in range(MAX_JOBS - total)]
+    infos: list[MQTTMessageInfo] = []
+    correlations = []
+    for name in fillers:
+        correlations.append(uuid.uuid4().bytes)
+        infos.append(publish_raw(
+            r.operator, r.service.command_topic("job.add", "chaos"),
+            orjson.dumps({"name": name, "script": "chaos-run", "trigger": "cap-filler"}),
+            response_topic=REPLY_TOPIC, correlation=correlations[-1]))
+    if wait_published(infos, 60):
+        figures.problem("job cap: publishes without PUBACK")
+    _wait_for(lambda: set(correlations) <= set(_by_correlation(replies.messages())), 120)
+    got = _by_correlation(replies.messages())
+    refused = [c for c in correlations if not got.get(c) or got[c][0].json().get("ok") is not True]
+    if refused or not fillers:
+        figures.problem(f"job cap: {len(refused)} of {len(fillers)} jobs refused below the cap "
+                        f"({total} jobs before)")
+    say(f"{total} jobs after the storm, {len(fillers)} added up to the cap of {MAX_JOBS}")
+    victim = fillers[0] if fillers else RUN_JOB
+
+    def job(name: str) -> bytes:
+        return orjson.dumps({"name": name, "script": "chaos-run", "trigger": "cap-filler"})
+
+    for label, name, payload, expect in (
+        (f"job.add of job {MAX_JOBS + 1}", "job.add", job(key()), "conflict"),
+        ("job.add of an existing name at the cap", "job.add", job(KNOWN_JOB), "conflict"),
+        ("job.update at the cap", "job.update",
+         orjson.dumps({"name": victim, "enabled": False}), "ok"),
+        ("job.remove at the cap", "job.remove", orjson.dumps({"name": victim}), "ok"),
+        ("job.add after a remove", "job.add", job(key()), "ok"),
+        ("job.add of a removed name at the cap", "job.add", job(victim), "conflict"),
+        (f"job.add of job {MAX_JOBS + 1} again", "job.add", job(key()), "conflict"),
+    ):
+        sent.send(r, Hostile("job-limit", label, "command", name, payload, expect), infos)
+    if wait_published(infos, 60):
+        figures.problem("job cap: publishes without PUBACK")
+    _wait_for(lambda: sent.answered(_by_correlation(replies.messages())), 60)
+
+
+def _view_get(r: Rig, figures: Figures, sent: _Sent, args: dict[str, Any]) -> dict[str, Any]:
+    """A valid views.get (counted with the views class); {} and a problem if refused."""
+    sent.classes["views"] += 1
+    reply = r.command("views.get", args)
+    if reply.get("ok") is not True:
+        figures.problem(f"views.get {args}: ok expected, got {str(reply)[:300]}")
+        return {}
+    return dict(reply["result"])
+
+
+def _paging(r: Rig, figures: Figures, sent: _Sent) -> None:
+    """Pages of the jobs view (1000 rows) put together give every job once, in order."""
+    names: list[str] = []
+    page = 300
+    for offset in range(0, MAX_JOBS, page):
+        result = _view_get(r, figures, sent, {"view": "jobs", "offset": offset, "limit": page})
+        rows = result.get("rows", [])
+        names += [row["name"] for row in rows]
+        head = {k: result.get(k) for k in ("offset", "total", "omitted")}
+        want = {"offset": offset, "total": MAX_JOBS, "omitted": MAX_JOBS - len(rows)}
+        if head != want or len(rows) != min(page, MAX_JOBS - offset):
+            figures.problem(f"jobs page at {offset}: {head} and {len(rows)} rows, expected "
+                            f"{want} and {min(page, MAX_JOBS - offset)} rows")
+    if len(names) != MAX_JOBS or len(set(names)) != MAX_JOBS:
+        figures.problem(f"jobs pages: {len(names)} rows, {len(set(names))} distinct, "
+                        f"expected {MAX_JOBS}")
+    whole = _view_get(r, figures, sent, {"view": "jobs", "limit": VIEW_LIMIT[1]})
+    if not whole.get("omitted") and [row["name"] for row in whole.get("rows", [])] != names:
+        figures.problem("jobs pages differ from the whole jobs view")
+    past = _view_get(r, figures, sent, {"view": "jobs", "offset": MAX_JOBS})
+    if past.get("rows") != [] or past.get("total") != MAX_JOBS:
+        figures.problem(f"jobs page past the end: {str(past)[:300]}")
+    tail = _view_get(r, figures, sent, {"view": "jobs", "offset": MAX_JOBS - 1, "limit": 10})
+    if names and [row["name"] for row in tail.get("rows", [])] != names[-1:]:
+        figures.problem(f"the last jobs page: {str(tail)[:300]}")
+    if names:
+        one = _view_get(r, figures, sent, {"view": "jobs", "id": names[len(names) // 2]})
+        if one.get("row", {}).get("name") != names[len(names) // 2]:
+            figures.problem(f"views.get of one job: {str(one)[:300]}")
+
+
+def _restart(r: Rig, figures: Figures, key: Keys, sent: _Sent, settings: dict[str, Any]) -> None:
+    """Stop the service cleanly and start it again (payloads of up to 1 MiB): it answers
+    views.get with the state it had, a payload whose event would pass 2 MiB is refused, a
+    reused id is still known, and a normal job runs end to end."""
+    r.stop_service()
+    r.service.env["ATT_JM_MAX_PAYLOAD_BYTES"] = str(RAISED_PAYLOAD_BYTES)
+    r.restart_service()
+    jobs = _view_get(r, figures, sent, {"view": "jobs"})
+    if jobs.get("total") != MAX_JOBS:
+        figures.problem(f"after the restart: {jobs.get('total')} jobs, expected {MAX_JOBS}")
+    now = _view_get(r, figures, sent, {"view": "settings"}).get("settings")
+    if now != settings:
+        figures.problem(f"after the restart: settings {now}, expected {settings}")
+    infos: list[MQTTMessageInfo] = []
+    for item in grows_past_event_cap(key):
+        sent.send(r, item, infos)
+    original = next(i for i in sent.notifications if i.label == REUSED_LATER)
+    for label, version, expect in (
+        ("a reused id's other payload again, after the restart", 2, "silent"),
+        ("a reused id with a third payload, after the restart", 3, "conflict"),
+    ):
+        sent.send(r, Hostile("conflicts", label, "notification", "bad-input",
+                             orjson.dumps({"id": original.key, "run": True, "v": version}),
+                             expect, key=original.key), infos)
+    last = key()
+    sent.send(r, Hostile("restart", "a notification running its job after the restart",
+                         "notification", "bad-input", orjson.dumps({"id": last, "run": True}),
+                         "logged", key=last, enqueued=(RUN_JOB,)), infos)
+    if wait_published(infos, 60):
+        figures.problem("after the restart: publishes without PUBACK")
+    r.wait_drained([last], timeout=60, figures=figures)
+    if not r.service.running:
+        figures.problem("the service died after the restart")
+
+
+def _check_malformed(audit: Audit, storm: _Storm, figures: Figures) -> None:
+    """The malformed messages' records: a rejection per notification with its code (those
+    without an hx- key), every command error with a record; the template skips."""
+    skipped = sum(1 for nid in storm.valid_ids if nid in audit.skipped)
+    if skipped != len(storm.valid_ids) // 2:
+        figures.problem(f"{skipped} template skips recorded, {len(storm.valid_ids) // 2} "
+                        "expected")
+    unkeyed = [x for x in audit.rejections if not KEY_RE.search(x["excerpt"])]
+    expected_codes = Counter(b.code for b in storm.bad if b.kind == "notification")
+    recorded = Counter(x["code"] for x in unkeyed if x["source"] == "notification")
+    if recorded != expected_codes:
+        figures.problem(f"notification rejections {dict(recorded)} != {dict(expected_codes)}")
+    unrecorded = [c for c in storm.expected if c.hex() not in audit.commands]
+    command_rejections = sum(1 for x in unkeyed if x["source"] == "command")
+    if len(unrecorded) > command_rejections:
+        figures.problem(f"{len(unrecorded)} error replies without a record")
+
+
 def _wrong_replies(
-    got: dict[bytes, dict[str, Any]], expected: dict[bytes, tuple[str, str]],
+    got: dict[bytes, list[Message]], expected: dict[bytes, tuple[str, str]],
     good_commands: dict[bytes, str],
 ) -> Counter[str]:
     """Replies missing or not as the contract says, counted by what went wrong."""
     wrong: Counter[str] = Counter()
     for correlation, (code, label) in expected.items():
-        reply = got.get(correlation)
-        if reply is None:
+        if correlation not in got:
             wrong[f"{label}: no reply"] += 1
-        elif reply.get("ok") is not False or reply["error"]["code"] != code:
-            wrong[f"{label}: {code} expected, got {reply.get('error', reply)}"] += 1
+            continue
+        reply = got[correlation][0].json()
+        if reply.get("ok") is not False or reply["error"]["code"] != code:
+            wrong[f"{label}: {code} expected, got {str(reply.get('error', reply))[:300]}"] += 1
     for correlation in good_commands:
-        reply = got.get(correlation)
+        reply = got[correlation][0].json() if correlation in got else None
         if reply is None or reply.get("ok") is not True:
-            wrong[f"valid command: {reply}"] += 1
+            wrong[f"valid command: {str(reply)[:300]}"] += 1
     return wrong
+
+
+def _rejections_by_key(audit: Audit) -> dict[str, list[dict[str, Any]]]:
+    found: dict[str, list[dict[str, Any]]] = {}
+    for rejection in audit.rejections:
+        match = KEY_RE.search(rejection["excerpt"])
+        if match:
+            found.setdefault(match.group(1), []).append(rejection)
+    return found
+
+
+def _check_hostile(
+    audit: Audit, sent: _Sent, got: dict[bytes, list[Message]], wrong: Counter[str]
+) -> None:
+    """Every hostile message's outcome: its replies and records, its rejections, what it
+    enqueued and skipped, and every run it caused."""
+    rejections = _rejections_by_key(audit)
+    for correlation, item in sent.commands.items():
+        _check_command(audit, item, correlation, got.get(correlation, []),
+                       rejections.get(item.key, []) if item.key else [], wrong)
+    runs: dict[str, list[Run]] = {}
+    for run in audit.runs.values():
+        runs.setdefault(run.notification_id, []).append(run)
+    want: dict[str, Counter[str]] = {}
+    first: dict[str, Hostile] = {}
+    for item in sent.notifications:
+        first.setdefault(item.key, item)
+        codes = want.setdefault(item.key, Counter())
+        if item.expect not in ("logged", "silent"):
+            codes[item.expect] += item.copies
+    for nid, codes in want.items():
+        item = first[nid]
+        recorded = Counter(x["code"] for x in rejections.get(nid, ())
+                           if x["source"] == "notification")
+        if recorded != codes:
+            wrong[f"hostile {item.cls}/{item.label}: rejections {dict(codes)} expected, "
+                  f"got {dict(recorded)}"] += 1
+        logged = item.expect == "logged"
+        if audit.notifications[nid] != int(logged):
+            wrong[f"hostile {item.cls}/{item.label}: logged {audit.notifications[nid]} "
+                  f"times, expected {int(logged)}"] += 1
+        if logged:
+            _check_effects(audit, item, runs.get(nid, []), wrong)
+
+
+def _check_command(
+    audit: Audit, item: Hostile, correlation: bytes, replies: list[Message],
+    rejections: list[dict[str, Any]], wrong: Counter[str],
+) -> None:
+    what = f"hostile {item.cls}/{item.label}"
+    if len(replies) < item.copies:
+        wrong[f"{what}: {len(replies)} replies for {item.copies} copies"] += 1
+    for message in replies:
+        reply = message.json()
+        if item.expect == "ok":
+            if reply.get("ok") is not True:
+                wrong[f"{what}: ok expected, got {str(reply.get('error', reply))[:300]}"] += 1
+                continue
+            for path, value in item.result:
+                shown = _at(reply["result"], path)
+                if not _same(shown, value):
+                    wrong[f"{what}: result {path} = {str(shown)[:80]}, expected {value!r}"] += 1
+        elif reply.get("ok") is not False or reply["error"]["code"] != item.expect:
+            wrong[f"{what}: {item.expect} expected, got "
+                  f"{str(reply.get('error', reply))[:300]}"] += 1
+    _check_record(audit, item, correlation, rejections, wrong)
+
+
+def _check_record(
+    audit: Audit, item: Hostile, correlation: bytes, rejections: list[dict[str, Any]],
+    wrong: Counter[str],
+) -> None:
+    what = f"hostile {item.cls}/{item.label}"
+    # how the log records it: a Rejection (CorrelationData over its cap, a bad actor level:
+    # once per copy), nothing (views.get answered from the views), or one CommandRecord
+    records = audit.commands[correlation.hex()]
+    if len(correlation) > CORRELATION_BYTES or not 0 < len(item.actor) <= ACTOR_CHARS:
+        codes = Counter(x["code"] for x in rejections if x["source"] == "command")
+        if codes != Counter({item.expect: item.copies}) or records:
+            wrong[f"{what}: {item.copies} {item.expect} rejections expected, got "
+                  f"{dict(codes)} and {records} command records"] += 1
+    elif item.name == "views.get" and item.expect in ("ok", "not_found"):
+        if records:
+            wrong[f"{what}: views.get recorded {records} times"] += 1
+    elif records != 1:
+        wrong[f"{what}: recorded {records} times, expected once"] += 1
+    else:
+        stored = audit.command_replies[correlation.hex()]
+        code = "ok" if stored.get("ok") else stored.get("error", {}).get("code")
+        if code != item.expect:
+            wrong[f"{what}: recorded reply {code}, expected {item.expect}"] += 1
+
+
+def _at(value: Any, path: str) -> Any:
+    for part in path.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
+def _same(got: Any, want: Any) -> bool:
+    """JSON equality of a reply's value; a number expected to be 0 must not be -0.0."""
+    if isinstance(want, int | float) and not isinstance(want, bool):
+        return (isinstance(got, int | float) and not isinstance(got, bool) and got == want
+                and (want != 0 or math.copysign(1.0, got) > 0))
+    return bool(got == want)
+
+
+def _check_effects(audit: Audit, item: Hostile, runs: list[Run], wrong: Counter[str]) -> None:
+    """A logged notification enqueued exactly `item.enqueued`, each ran once and succeeded,
+    and skipped exactly `item.skipped`, each with its reason."""
+    what = f"hostile {item.cls}/{item.label}"
+    jobs = Counter(run.job for run in runs)
+    if jobs != Counter(item.enqueued):
+        wrong[f"{what}: enqueued {sorted(jobs.elements())}, expected "
+              f"{sorted(item.enqueued)}"] += 1
+    for run in runs:
+        if run.ends[1] != 1 or not run.feedback or run.feedback[-1] != "chaos-run done":
+            wrong[f"{what}: {run.job} ended {dict(run.ends)} with {run.feedback[-1:]}"] += 1
+    skips = {skip["job"]: skip["reason"] for skip in audit.skipped.get(item.key, [])}
+    if set(skips) != {job for job, _ in item.skipped}:
+        wrong[f"{what}: skipped {sorted(skips)}, expected "
+              f"{sorted(job for job, _ in item.skipped)}"] += 1
+    for job, fragment in item.skipped:
+        reason = skips.get(job, "")
+        if fragment not in reason or len(reason) > REPLY_BYTES:
+            wrong[f"{what}: {job} skipped for {reason[:200]!r}, expected {fragment!r}"] += 1
+
+
+def _check_cut(
+    audit: Audit, got: dict[bytes, list[Message]], log_text: str, wrong: Counter[str]
+) -> None:
+    """Error replies stay under ~2 kB, recorded reasons and topics are cut, and no log line
+    is longer than the service's cap (a 60 kB topic is cut in logs)."""
+    for messages in got.values():
+        for message in messages:
+            if len(message.payload) > REPLY_BYTES and message.json().get("ok") is False:
+                wrong[f"an error reply of {len(message.payload)} bytes"] += 1
+    for rejection in audit.rejections:
+        for field_ in ("reason", "topic"):
+            if len(rejection[field_]) > REPLY_BYTES:
+                wrong[f"a rejection's {field_} of {len(rejection[field_])} characters"] += 1
+    longest = max((len(line.encode()) for line in log_text.splitlines()), default=0)
+    if longest > LOG_LINE_BYTES:
+        wrong[f"a log line of {longest} bytes"] += 1
 
 
 # --- 6. slow and broken scripts ----------------------------------------------------------
