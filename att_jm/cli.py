@@ -23,6 +23,7 @@ from typing import Any, Final
 
 import orjson
 
+from att_jm.cli_site import add_site_commands, run_setup, run_users
 from att_jm.config import SETTING_NAMES, ConfigError, MqttEndpoint, Settings, load_settings
 
 EXIT_OK: Final = 0
@@ -401,6 +402,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_table_commands(subparsers, common)
     add_settings_commands(subparsers, common)
     add_audit_commands(subparsers)
+    add_site_commands(subparsers)
     return parser
 
 
@@ -757,9 +759,10 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_USAGE
         if ns.handler == "operator":
             return run_operator(ns, Request(ns.request_command, ns.build(ns)))
-        if ns.handler == "audit":
-            return run_audit(ns)
-        return run_service(ns)
+        handlers: dict[str, Callable[[argparse.Namespace], int]] = {
+            "audit": run_audit, "setup": run_setup, "users": run_users,
+        }
+        return handlers.get(ns.handler, run_service)(ns)
     except SystemExit as done:  # argparse: --help (0) or a usage error (2)
         return done.code if isinstance(done.code, int) else EXIT_USAGE
     except (ConfigError, UsageError) as error:

@@ -16,7 +16,8 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
 from typing import Any, Final
 from urllib.parse import SplitResult, unquote, urlsplit
 
@@ -35,6 +36,8 @@ RANGES: Final[dict[str, tuple[float, float]]] = {
     "seal_every_events": (1, 10_000),
     "seal_every_seconds": (0.1, 86_400),
     "max_batch": (1, 10_000),
+    "command_rate": (0.1, 100_000),
+    "command_burst": (1, 1_000_000),
 }
 
 
@@ -51,6 +54,9 @@ class MqttEndpoint:
     username: str | None
     password: str | None
     tls: bool
+    tls_ca: str | None = None  # the CA that signed the broker's certificate (None: system's)
+    tls_cert: str | None = None  # a client certificate and its key, when the broker wants one
+    tls_key: str | None = None
 
 
 def redact_url(url: str) -> str:
@@ -118,6 +124,16 @@ class Settings:
     seal_every_events: int = 1000
     seal_every_seconds: float = 60.0
     max_batch: int = 5000  # most inbound messages committed in one transaction (1 = no batching)
+    mqtt_username: str | None = None  # when mqtt_url has none
+    mqtt_password_file: str | None = None  # a file holding the password (else secrets_dir)
+    secrets_dir: str | None = None  # NAME.password per user (att-jm setup makes them)
+    tls_ca_file: str | None = None
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+    users_file: str | None = None  # user -> role: the service refuses commands a role may not send
+    script_user: str = "att-jm-script"  # who scripts run as when the service runs as root
+    command_rate: float = 20.0  # commands per second per actor, steady
+    command_burst: int = 100  # commands an actor may send at once above the steady rate
 
     def __post_init__(self) -> None:
         for name in SETTING_NAMES:
@@ -125,7 +141,39 @@ class Settings:
 
     @property
     def mqtt(self) -> MqttEndpoint:
-        return parse_mqtt_url(self.mqtt_url)
+        """The broker endpoint: the URL, with the user and password it lacks taken from
+        `mqtt_username` and `mqtt_password_file` (or `secrets_dir/USER.password`)."""
+        return self.endpoint_for(self.mqtt_username)
+
+    def endpoint_for(self, username: str | None) -> MqttEndpoint:
+        """The broker endpoint as user `username` (None: the URL's own user, if any)."""
+        endpoint = parse_mqtt_url(self.mqtt_url)
+        user = endpoint.username or username
+        password = endpoint.password
+        if user is not None and password is None:
+            password = self.password_of(user)
+        return replace(endpoint, username=user, password=password, tls_ca=self.tls_ca_file,
+                       tls_cert=self.tls_cert_file, tls_key=self.tls_key_file)
+
+    def password_of(self, user: str) -> str | None:
+        """The password of `user`: `mqtt_password_file` for the service's own user, else
+        `secrets_dir/USER.password`; None when there is no such file."""
+        candidates = []
+        if self.mqtt_password_file is not None and user == self.mqtt_username:
+            candidates.append(Path(self.mqtt_password_file))
+        if self.secrets_dir is not None:
+            candidates.append(Path(self.secrets_dir) / f"{user}.password")
+        for path in candidates:
+            try:
+                return path.read_text(encoding="utf-8").strip()
+            except FileNotFoundError:
+                continue
+            except OSError as error:
+                raise ConfigError(f"cannot read the password file {path}: {error.strerror}") \
+                    from None
+        if self.mqtt_password_file is not None and user == self.mqtt_username:
+            raise ConfigError(f"mqtt_password_file {self.mqtt_password_file} does not exist")
+        return None
 
     def views_path(self) -> str:
         """The projections database: `views_db`, else the store path with suffix `.views.db`."""
@@ -210,15 +258,28 @@ _VALIDATORS: Final[dict[str, Callable[[str, Any], None]]] = {
     "seal_every_events": _check_int,
     "seal_every_seconds": _check_number,
     "max_batch": _check_int,
+    "mqtt_username": _check_optional_text,
+    "mqtt_password_file": _check_optional_text,
+    "secrets_dir": _check_optional_text,
+    "tls_ca_file": _check_optional_text,
+    "tls_cert_file": _check_optional_text,
+    "tls_key_file": _check_optional_text,
+    "users_file": _check_optional_text,
+    "script_user": _check_text,
+    "command_rate": _check_number,
+    "command_burst": _check_int,
 }
 
 
 # Conversion ------------------------------------------------------------------------------
 
 _INTS: Final = frozenset({"max_payload_bytes", "view_rows", "view_max_bytes",
-                          "session_expiry_seconds", "seal_every_events", "max_batch"})
-_FLOATS: Final = frozenset({"seal_every_seconds"})
-_OPTIONAL: Final = frozenset({"log_format", "views_db"})
+                          "session_expiry_seconds", "seal_every_events", "max_batch",
+                          "command_burst"})
+_FLOATS: Final = frozenset({"seal_every_seconds", "command_rate"})
+_OPTIONAL: Final = frozenset({"log_format", "views_db", "mqtt_username", "mqtt_password_file",
+                              "secrets_dir", "tls_ca_file", "tls_cert_file", "tls_key_file",
+                              "users_file"})
 
 
 def convert_text(name: str, text: str) -> object:
@@ -306,11 +367,34 @@ def from_flags(flags: Mapping[str, object]) -> dict[str, object]:
     return found
 
 
+#: Where `att-jm setup` writes the site's settings, relative to the checkout.
+SITE_CONFIG: Final = Path("var") / "att-jm.toml"
+#: The checkout this package runs from (an editable install: `pip install -e .`).
+CHECKOUT: Final = Path(__file__).resolve().parents[1]
+
+
+def find_config(environ: Mapping[str, str], cwd: Path | None = None) -> str | None:
+    """The settings file to read when none is named: ATT_JM_CONFIG (`none`: no file at all),
+    else `var/att-jm.toml` in the working directory or the nearest parent that has one, else
+    the one of the checkout this package runs from (so every verb finds the site's settings
+    from anywhere). None when there is none."""
+    named = environ.get(CONFIG_ENV, "")
+    if named:
+        return None if named.lower() == "none" else named
+    start = (cwd or Path.cwd()).resolve()
+    for directory in (start, *start.parents, CHECKOUT):
+        candidate = directory / SITE_CONFIG
+        if candidate.is_file():
+            return str(candidate)
+    return None
+
+
 def load_settings(
     flags: Mapping[str, object], environ: Mapping[str, str], config_file: str | None
 ) -> Settings:
-    """Settings from flags > environment > TOML file (`config_file` or ATT_JM_CONFIG) > defaults."""
-    path = config_file or environ.get(CONFIG_ENV) or None
+    """Settings from flags > environment > TOML file > defaults. The file is `config_file`,
+    else what `find_config` finds (ATT_JM_CONFIG, the site's `var/att-jm.toml`)."""
+    path = config_file or find_config(environ)
     merged = from_toml(path) if path else {}
     merged |= from_environ(environ)
     merged |= from_flags(flags)

@@ -49,9 +49,10 @@ waits behind a view publication.
   `relay.row_undecodable`, `relay.event_cut`, `relay.event_skipped`, `relay.rewound`.
 
 `python -m att_jm.relay [--after N]`, settings from the environment (ATT_JM_MQTT_URL,
-ATT_JM_STORE, ATT_JM_TOPIC_PREFIX, ATT_JM_CLIENT_ID, ATT_JM_LOG_FORMAT), client id
-`<client id>-events`. `EventsRelay` is its handle in the writer, which starts it: with the
-runner, the only code that starts processes.
+ATT_JM_STORE, ATT_JM_TOPIC_PREFIX, ATT_JM_CLIENT_ID, ATT_JM_LOG_FORMAT, the credentials and
+TLS files), client id `<client id>.events` (a client id of the service's user).
+`EventsRelay` is its handle in the writer, which starts it: with the runner, the only code
+that starts processes.
 """
 
 from __future__ import annotations
@@ -104,7 +105,8 @@ DRAIN_SECONDS: Final = 5.0  # at a stop: how long to wait for the last PUBACKs
 #: The settings the relay reads from its environment (the writer sets them from its own).
 RELAY_SETTINGS: Final = (
     "mqtt_url", "store", "topic_prefix", "client_id", "log_format", "views_db", "view_rows",
-    "view_max_bytes",
+    "view_max_bytes", "mqtt_username", "mqtt_password_file", "secrets_dir", "tls_ca_file",
+    "tls_cert_file", "tls_key_file",
 )
 
 
@@ -313,7 +315,7 @@ class Relay:
         self._partial = b""
         self._monotonic = monotonic
         self.connection = PublishConnection(
-            settings.mqtt, client_id=f"{settings.client_id}-events", on_acked=self._acked,
+            settings.mqtt, client_id=f"{settings.client_id}.events", on_acked=self._acked,
             on_connect=self._on_connect, monotonic=monotonic,
         )
         self.views = ViewsPublisher(
@@ -681,6 +683,7 @@ CHECK_EVERY: Final = 0.1  # `check()` looks at the child at most this often
 def relay_environ(settings: Settings, environ: Mapping[str, str]) -> dict[str, str]:
     """`environ` without any ATT_JM_* variable, plus the relay's settings from `settings`."""
     env = {key: value for key, value in environ.items() if not key.startswith(ENV_PREFIX)}
+    env["ATT_JM_CONFIG"] = "none"  # exactly the writer's settings, no file of its own
     for name in RELAY_SETTINGS:
         value = settings.views_path() if name == "views_db" else getattr(settings, name)
         if value is not None:

@@ -13,6 +13,7 @@ Without mosquitto, tests that need it are skipped, except under CI=true where th
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
@@ -21,7 +22,18 @@ from helpers.broker import Broker, BrokerFactory
 from helpers.mqtt import TestClient
 from helpers.service import Service, ServiceFactory, populate_scripts_dir
 
+from att_jm import config
+
 TESTS_DIR = Path(__file__).resolve().parent
+# No test reads the settings of a site this checkout may run (`var/att-jm.toml`): every
+# process a test starts gets exactly the settings the test gives it.
+os.environ["ATT_JM_CONFIG"] = "none"
+
+
+@pytest.fixture(autouse=True)
+def _no_site_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`load_settings` with an environment of a test's own never finds the site's file."""
+    monkeypatch.setattr(config, "SITE_CONFIG", Path("var") / "no-site-settings-in-tests")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

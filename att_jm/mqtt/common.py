@@ -259,7 +259,8 @@ def add_socket_open_hook(client: Client, hook: SocketHook) -> None:
 def new_client(endpoint: MqttEndpoint, client_id: str, *, manual_ack: bool = False) -> Client:
     """A v5 client for `endpoint` (credentials, TLS for mqtts://), not yet connected.
 
-    TLS uses the system trust store (`tls_set()`); point `SSL_CERT_FILE` at a private CA.
+    TLS verifies the broker's certificate against `endpoint.tls_ca` (the system's trust
+    store when None) and presents `tls_cert`/`tls_key` when given.
     """
     return _configured(Client, endpoint, client_id, manual_ack)
 
@@ -284,8 +285,9 @@ def _configured(
     )
     if endpoint.username is not None:
         client.username_pw_set(endpoint.username, endpoint.password)
-    if endpoint.tls:
-        client.tls_set()
+    if endpoint.tls:  # the broker's certificate is verified (the site's CA, or the system's)
+        client.tls_set(ca_certs=endpoint.tls_ca, certfile=endpoint.tls_cert,
+                       keyfile=endpoint.tls_key)
     client.on_socket_open = set_tcp_nodelay
     client.reconnect_delay_set(
         min_delay=RECONNECT_MIN_DELAY,  # type: ignore[arg-type]  # paho annotates int but only does float arithmetic and sleeps with it

@@ -125,7 +125,9 @@ class Requester:
         self.prefix = topic_prefix
         self.connect_timeout = connect_timeout
         self.max_payload_bytes = max_payload_bytes
-        self.client_id = f"att-jm-cli-{uuid.uuid4()}"
+        # A client id of its user (the site's broker requires it: `att_jm/site/clientid.c`).
+        owner = endpoint.username or "att-jm"
+        self.client_id = f"{owner}.cli-{uuid.uuid4().hex[:12]}"
         self._box = _Mailbox()
         self._client = self._build_client()
 

@@ -105,6 +105,7 @@ class Service:
 
     def _environment(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("ATT_JM_")}
+        env["ATT_JM_CONFIG"] = "none"  # no site settings file: exactly the flags given here
         env["PYTHONUNBUFFERED"] = "1"
         env.update(self.env)
         return env

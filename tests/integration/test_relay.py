@@ -34,7 +34,6 @@ from att_jm.events import event_message, row_message
 from att_jm.mqtt.common import PublishingClient
 from att_jm.mqtt.publisher import PublishConnection
 from att_jm.relay import (
-    RELAY_SETTINGS,
     EventsRelay,
     position_path,
     read_position,
@@ -482,10 +481,14 @@ def test_the_relay_environment_holds_only_its_settings_and_no_other_att_jm_varia
         "PATH": "/bin", "ATT_JM_MQTT_URL": "mqtt://u:secret@127.0.0.1:1884",
         "ATT_JM_STORE": str(Path("rel/att-jm.db").resolve()), "ATT_JM_TOPIC_PREFIX": "site/a",
         "ATT_JM_CLIENT_ID": "jm-1", "ATT_JM_VIEWS_DB": str(Path("rel/att-jm.views.db").resolve()),
-        "ATT_JM_VIEW_ROWS": "1000",
-        # the views' byte cap, once the settings have it (see att_jm.relay.RELAY_SETTINGS)
-        **({"ATT_JM_VIEW_MAX_BYTES": "1048576"} if "view_max_bytes" in RELAY_SETTINGS else {}),
+        "ATT_JM_VIEW_ROWS": "1000", "ATT_JM_VIEW_MAX_BYTES": "1048576",
+        "ATT_JM_CONFIG": "none",  # no settings file of its own: exactly the writer's
     }
+    secure = Settings(mqtt_username="att-job-manager", secrets_dir="/site/secrets",
+                      tls_ca_file="/site/tls/ca.crt")
+    env = relay_environ(secure, {})
+    assert (env["ATT_JM_MQTT_USERNAME"], env["ATT_JM_SECRETS_DIR"], env["ATT_JM_TLS_CA_FILE"]) \
+        == ("att-job-manager", "/site/secrets", "/site/tls/ca.crt")
 
 
 # The views --------------------------------------------------------------------------------

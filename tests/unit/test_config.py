@@ -200,7 +200,9 @@ def test_every_setting_has_an_environment_variable() -> None:
     assert set(SETTING_NAMES) == {
         "mqtt_url", "store", "scripts", "topic_prefix", "client_id", "log_format",
         "max_payload_bytes", "view_rows", "view_max_bytes", "session_expiry_seconds", "views_db",
-        "seal_every_events", "seal_every_seconds", "max_batch",
+        "seal_every_events", "seal_every_seconds", "max_batch", "mqtt_username",
+        "mqtt_password_file", "secrets_dir", "tls_ca_file", "tls_cert_file", "tls_key_file",
+        "users_file", "script_user", "command_rate", "command_burst",
     }
 
 
