@@ -26,9 +26,11 @@ from att_jm.domain.cleanup import select_for_cleanup
 from att_jm.domain.errors import (
     Conflict,
     EventTooLarge,
+    Forbidden,
     InvalidInput,
     JobManagerError,
     NotFound,
+    RateLimited,
     TooLarge,
 )
 from att_jm.domain.executions import QUEUED, RUNNING, Execution
@@ -44,6 +46,7 @@ from att_jm.domain.jobs import Job
 from att_jm.domain.limits import cut, shown
 from att_jm.domain.matching import fill_template, json_equal, matches
 from att_jm.domain.notifications import CommandRecord, Notification, Rejection
+from att_jm.domain.ratelimit import TokenBuckets
 from att_jm.domain.scheduler import TABLES, Scheduler
 from att_jm.domain.times import iso
 from att_jm.store import JobManagerApp, WriterLog
@@ -195,12 +198,20 @@ class JobManager:
         check_script: Callable[[str], object],
         clock: Callable[[], datetime],
         max_payload_bytes: int = 256 * 1024,
+        may_send: Callable[[str, str], bool] | None = None,
+        rate: TokenBuckets | None = None,
     ) -> None:
         self.app = app
         self.views = views
         self.check_script = check_script
         self.clock = clock
         self.max_payload_bytes = max_payload_bytes
+        #: (actor, command) -> whether that actor's role allows it; None: no roles (every
+        #: actor may send every command: a broker whose ACL alone decides).
+        self.may_send = may_send
+        self.rate = rate
+        #: actor -> (second of the last recorded refusal, refusals since then not recorded)
+        self._limited: dict[str, tuple[int, int]] = {}
         self.log = WriterLog(app)
         self.jobs: dict[str, Job] = {}
         # Executions this writer loaded or changed lately (the running one, the next ones):
@@ -484,12 +495,11 @@ class JobManager:
                 f"not {len(correlation)}"), payload, actor)
         # Empty CorrelationData identifies nothing: such commands are not deduplicated.
         record = command_id(actor, correlation) if correlation else None
-        if record is not None:
-            if record in uow.replies:
-                return uow.replies[record]
-            if self._exists(record):
-                stored: CommandRecord = self.app.repository.get(record)
-                return stored.reply
+        done = self._handled_before(uow, record)
+        if done is None:
+            done = self._refused(uow, actor, name, topic, payload)
+        if done is not None:
+            return done
         try:
             command = self._parse_command(name, payload)
             if isinstance(command, cmd.ViewsGet):
@@ -505,6 +515,54 @@ class JobManager:
             uow.touch(CommandRecord.handled(record, actor, name, correlation, reply, self.clock()))
             uow.replies[record] = reply
         return reply
+
+    def _handled_before(self, uow: UnitOfWork, record: UUID | None) -> dict[str, Any] | None:
+        """The stored reply of a command handled before (a redelivery), else None."""
+        if record is None:
+            return None
+        if record in uow.replies:
+            return uow.replies[record]
+        if self._exists(record):
+            stored: CommandRecord = self.app.repository.get(record)
+            return stored.reply
+        return None
+
+    def _refused(
+        self, uow: UnitOfWork, actor: str, name: str, topic: str, payload: bytes
+    ) -> dict[str, Any] | None:
+        """The error reply (recorded) when `actor`'s role may not send `name`, or when it is
+        over its rate; None when the command may go on."""
+        if self.may_send is not None and not self.may_send(actor, name):
+            return self.reject_command(uow, topic, Forbidden(
+                f"user {shown(actor)} may not send {shown(name)}: its role does not allow it"),
+                payload, actor)
+        if self.rate is not None and not self.rate.take(actor, self.clock().timestamp()):
+            return self._rate_limited(uow, topic, payload, actor)
+        return None
+
+    def _rate_limited(
+        self, uow: UnitOfWork, topic: str, payload: bytes, actor: str
+    ) -> dict[str, Any]:
+        """The `rate_limited` reply; recorded, but at most once a second per actor (the
+        record says how many more were refused since the last one): a flood over the limit
+        must not flood the log instead."""
+        assert self.rate is not None  # noqa: S101 -- only called with a limiter
+        error = RateLimited(
+            f"more than {lim.plain(self.rate.rate)} commands a second (bursts of "
+            f"{self.rate.burst}) from {shown(actor)}: try again later"
+        )
+        second = int(self.clock().timestamp())
+        last, unrecorded = self._limited.get(actor, (-1, 0))
+        if second == last:
+            self._limited[actor] = (last, unrecorded + 1)
+            return error_reply(error)
+        if len(self._limited) > 10_000:
+            self._limited.clear()
+        self._limited[actor] = (second, 0)
+        recorded = error if not unrecorded else RateLimited(
+            f"{error.message} ({unrecorded} more refused since the last record)")
+        self._reject(uow, "command", topic, recorded, payload, actor)
+        return error_reply(error)
 
     def _parse_command(self, name: str, payload: bytes) -> cmd.Command:
         if len(payload) > self.max_payload_bytes:

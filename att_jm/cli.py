@@ -151,8 +151,12 @@ def _operator_options() -> argparse.ArgumentParser:
     common.add_argument("--topic-prefix", help="topic prefix (default: ATT_JM_TOPIC_PREFIX, att)")
     common.add_argument("--config", metavar="FILE", help="TOML settings file (or ATT_JM_CONFIG)")
     common.add_argument(
+        "--user", help="the broker user to act as (default: ATT_JM_USER, else `operator` when "
+        "the site's secrets hold its password); its password comes from the site's secrets"
+    )
+    common.add_argument(
         "--actor", help="operator name in the command topic (default: ATT_JM_ACTOR, the MQTT "
-        "user name of the URL, the login name)"
+        "user name, the login name); a site's broker takes only your own user name"
     )
     common.add_argument("--timeout", type=positive_number, metavar="SECONDS",
                         help=f"how long to wait for the reply (default {DEFAULT_TIMEOUT:g})")
@@ -689,9 +693,10 @@ def run_operator(ns: argparse.Namespace, request: Request) -> int:
     flags = {"mqtt_url": getattr(ns, "mqtt_url", None),
              "topic_prefix": getattr(ns, "topic_prefix", None)}
     settings = load_settings(flags, os.environ, getattr(ns, "config", None))
-    actor = resolve_actor(getattr(ns, "actor", None), os.environ, settings.mqtt)
+    endpoint = settings.endpoint_for(cli_user(getattr(ns, "user", None), os.environ, settings))
+    actor = resolve_actor(getattr(ns, "actor", None), os.environ, endpoint)
     timeout = float(getattr(ns, "timeout", DEFAULT_TIMEOUT))
-    reply = exchange(settings, actor, request, timeout)
+    reply = exchange(settings, endpoint, actor, request, timeout)
     if reply is None:
         return EXIT_NO_ANSWER
     if reply.get("ok") is not True:
@@ -707,8 +712,19 @@ def run_operator(ns: argparse.Namespace, request: Request) -> int:
     return EXIT_OK
 
 
+def cli_user(given: str | None, environ: Mapping[str, str], settings: Settings) -> str | None:
+    """Who the CLI acts as: --user, else ATT_JM_USER, else `operator` when the site's secrets
+    hold its password, else nobody (the URL's user, or anonymous)."""
+    user = given or environ.get("ATT_JM_USER")
+    if user:
+        return user
+    if settings.secrets_dir is not None and settings.password_of("operator") is not None:
+        return "operator"
+    return None
+
+
 def exchange(
-    settings: Settings, actor: str, request: Request, timeout: float
+    settings: Settings, endpoint: MqttEndpoint, actor: str, request: Request, timeout: float
 ) -> dict[str, object] | None:
     """The service's reply to `request` (settings.set merged first); None after a message."""
     from att_jm.mqtt.requester import (  # noqa: PLC0415 -- lazy: paho only when talking MQTT
@@ -718,7 +734,7 @@ def exchange(
     )
 
     try:
-        with Requester(settings.mqtt, actor=actor, topic_prefix=settings.topic_prefix,
+        with Requester(endpoint, actor=actor, topic_prefix=settings.topic_prefix,
                        connect_timeout=timeout,
                        max_payload_bytes=settings.max_payload_bytes) as requester:
             args = request.args

@@ -132,8 +132,8 @@ class Settings:
     tls_key_file: str | None = None
     users_file: str | None = None  # user -> role: the service refuses commands a role may not send
     script_user: str = "att-jm-script"  # who scripts run as when the service runs as root
-    command_rate: float = 20.0  # commands per second per actor, steady
-    command_burst: int = 100  # commands an actor may send at once above the steady rate
+    command_rate: float = 50.0  # commands per second per actor, steady
+    command_burst: int = 200  # commands an actor may send at once above the steady rate
 
     def __post_init__(self) -> None:
         for name in SETTING_NAMES:

@@ -39,6 +39,7 @@ from att_jm.domain import limits as lim
 from att_jm.domain.commands import ViewsGet
 from att_jm.domain.errors import InvalidInput, JobManagerError, NotFound
 from att_jm.domain.matching import check_topic_level
+from att_jm.domain.ratelimit import TokenBuckets
 from att_jm.domain.times import iso
 from att_jm.logs import configure
 from att_jm.mqtt.adapter import Inbound, ServiceConnection
@@ -53,6 +54,7 @@ from att_jm.runner import (
     resolve_script,
 )
 from att_jm.seals import Sealer
+from att_jm.site.users import RoleBook
 from att_jm.store import is_transient, log_position, open_store
 from projections.rebuild import catch_up
 from projections.views import Views
@@ -301,9 +303,14 @@ class Writer:
         except Exception as error:  # noqa: BLE001 -- e.g. a full disk: run on, catch up later
             caught, self.views_behind = 0, True
             log.error("views.apply_failed", error=repr(error))
+        roles = None if settings.users_file is None else RoleBook(settings.users_file)
+        if roles is not None and roles.error is not None:
+            log.error("users.unreadable", users_file=settings.users_file, error=roles.error)
         self.manager = JobManager(
             self.app, self.views, check_script=lambda name: resolve_script(settings.scripts, name),
             clock=clock, max_payload_bytes=settings.max_payload_bytes,
+            may_send=None if roles is None else roles.may_send,
+            rate=TokenBuckets(settings.command_rate, settings.command_burst),
         )
         # WAL checkpoints on threads of their own, before a commit passes 1,000 pages
         # (see att_jm.checkpoints; measured: settings.set -> reply p99 -0.2 ms).

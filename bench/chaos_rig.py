@@ -311,7 +311,12 @@ class Rig:
         self.service = Service(
             self.broker, store=self.store, scripts_dir=self.scripts_dir,
             log_path=root / "att-jm.log", client_id=f"att-jm-{name}",
-            env={"ATT_JM_VIEWS_DB": str(views_dir / "views.db")} if views_dir else None,
+            env={
+                # Storms of thousands of commands from one actor: not what rate limits are
+                # tested with (tests/e2e/test_security.py is).
+                "ATT_JM_COMMAND_RATE": "100000", "ATT_JM_COMMAND_BURST": "1000000",
+                **({"ATT_JM_VIEWS_DB": str(views_dir / "views.db")} if views_dir else {}),
+            },
         )
         self.restarts = 0
         self._operator: TestClient | None = None

@@ -21,6 +21,7 @@ import pytest
 from helpers.broker import Broker, BrokerFactory
 from helpers.mqtt import TestClient
 from helpers.service import Service, ServiceFactory, populate_scripts_dir
+from helpers.site import SecureSite
 
 from att_jm import config
 
@@ -139,3 +140,31 @@ def _stop_all(services: list[Service]) -> None:
             service.kill()
     if failures:
         raise failures[0]
+
+
+@pytest.fixture
+def secure_site(tmp_path: Path, scripts_dir: Path) -> Iterator[SecureSite]:
+    """A site made by `att-jm setup` with its broker running, as `./run.sh` starts them."""
+    site = SecureSite(tmp_path / "site", scripts_dir)
+    site.broker.start()
+    yield site
+    site.broker.kill()
+
+
+@pytest.fixture
+def secure_service(
+    secure_site: SecureSite, scripts_dir: Path, tmp_path: Path
+) -> Iterator[Service]:
+    """The real service on the secure site, started with the site's settings file
+    (credentials, TLS CA, roles) as `./run.sh` runs it; the test watches its status as the
+    auditor."""
+    directory = tmp_path / "secure-service"
+    directory.mkdir()
+    service = Service(
+        secure_site.broker, store=secure_site.directory / "store" / "att-jm.db",
+        scripts_dir=scripts_dir, log_path=directory / "att-jm.log", cwd=directory,
+        mqtt_url=secure_site.url(), watch_url=secure_site.url("auditor"),
+        extra_args=["--config", str(secure_site.config)],
+    )
+    yield service.start()
+    _stop_all([service])

@@ -6,6 +6,8 @@
     +-- Conflict               code "conflict"
     +-- UnknownCommand         code "unknown_command"
     +-- TooLarge               code "too_large"
+    +-- Forbidden              code "forbidden"
+    +-- RateLimited            code "rate_limited"
 
 Messages quote user values cut short (`limits.shown`), and `error_reply` cuts the whole
 message to `limits.MAX_REASON_CHARS`: an error reply is never larger than a few kB.
@@ -56,3 +58,15 @@ class TooLarge(JobManagerError):
 
 class EventTooLarge(TooLarge):
     """An event the message would store is over `limits.MAX_EVENT_BYTES`."""
+
+
+class Forbidden(JobManagerError):
+    """The actor's role may not send this command (an auditor's `job.add`)."""
+
+    code = "forbidden"
+
+
+class RateLimited(JobManagerError):
+    """The actor sent more commands than its rate allows (a burst, then a steady rate)."""
+
+    code = "rate_limited"

@@ -114,9 +114,26 @@ def broker_user(directory: Path) -> str | None:
         entry = pwd.getpwnam("mosquitto")
     except KeyError:
         return "root"
+    if not _reachable(directory.parent, entry.pw_uid, entry.pw_gid):
+        return "root"  # e.g. under a 0700 home or temp dir: it could not reach its files
     for path in (directory, *directory.iterdir()):
         os.chown(path, entry.pw_uid, entry.pw_gid)
     return "mosquitto"
+
+
+def _reachable(directory: Path, uid: int, gid: int) -> bool:
+    """Whether user `uid` (group `gid`) may go through `directory` and each of its parents."""
+    for path in (directory.resolve(), *directory.resolve().parents):
+        mode = path.stat()
+        if mode.st_uid == uid:
+            allowed = mode.st_mode & 0o100
+        elif mode.st_gid == gid:
+            allowed = mode.st_mode & 0o010
+        else:
+            allowed = mode.st_mode & 0o001
+        if not allowed:
+            return False
+    return True
 
 
 def build_plugin(target: Path, source: Path = PLUGIN_SOURCE) -> Path:

@@ -194,3 +194,41 @@ def load_roles(path: str | os.PathLike[str]) -> dict[str, str]:
     users = loaded.get("users", {}) if isinstance(loaded, dict) else {}
     return {str(name): str(entry.get("role")) for name, entry in users.items()
             if isinstance(entry, dict)}
+
+
+class RoleBook:
+    """The roles of `var/users.json` for the service's own check, read again when the file
+    changes (looked at most once a second). A file that cannot be read keeps the last roles
+    read; with none read yet, nobody may send anything (fail closed)."""
+
+    def __init__(self, path: str | os.PathLike[str], *, recheck_seconds: float = 1.0) -> None:
+        self.path = Path(path)
+        self._recheck = recheck_seconds
+        self._roles: dict[str, str] = {}
+        self._mtime: float | None = None
+        self._checked = -1e18
+        self.error: str | None = None
+        self._load()
+
+    def _load(self) -> None:
+        import time  # noqa: PLC0415 -- one stat a second at most
+
+        now = time.monotonic()
+        if now - self._checked < self._recheck:
+            return
+        self._checked = now
+        try:
+            mtime = self.path.stat().st_mtime
+            if mtime != self._mtime:
+                self._roles = load_roles(self.path)
+                self._mtime = mtime
+            self.error = None
+        except (OSError, ValueError) as error:  # orjson's decode error is a ValueError
+            self.error = f"{type(error).__name__}: {error}"
+
+    def role(self, user: str) -> str | None:
+        self._load()
+        return self._roles.get(user)
+
+    def may_send(self, user: str, command: str) -> bool:
+        return may_send(self.role(user), command)

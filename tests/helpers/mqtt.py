@@ -152,7 +152,10 @@ class TestClient:
         keepalive: int = 30,
     ) -> None:
         self.host, self.port, url_user, url_password = parse_url(url)
-        self.client_id = client_id or f"test-{uuid.uuid4().hex[:12]}"
+        owner = username if username is not None else url_user
+        # A site's broker takes only client ids of their user: the name, or the name and ".".
+        self.client_id = client_id or (
+            f"{owner}.test-{uuid.uuid4().hex[:12]}" if owner else f"test-{uuid.uuid4().hex[:12]}")
         self._clean_start = clean_start
         self._session_expiry = session_expiry
         self._keepalive = keepalive

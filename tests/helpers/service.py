@@ -57,9 +57,12 @@ class Service:
         env: Mapping[str, str] | None = None,
         cwd: Path | None = None,
         mqtt_url: str | None = None,
+        watch_url: str | None = None,
     ) -> None:
         self.broker = broker
         self.mqtt_url = mqtt_url or broker.url  # e.g. with user:password for an ACL broker
+        #: How the test watches the retained status (a site's broker: a user who may read it).
+        self.watch_url = watch_url or self.mqtt_url
         self.store = store
         self.scripts_dir = scripts_dir
         self.log_path = log_path
@@ -139,7 +142,7 @@ class Service:
         log.write(f"--- start #{self.starts}: {' '.join(self.argv())}\n".encode())
         log.flush()
         self._log = log
-        with TestClient(self.mqtt_url) as watcher:
+        with TestClient(self.watch_url) as watcher:
             status = watcher.subscribe(self.status_topic)
             process = subprocess.Popen(
                 self.argv(),
