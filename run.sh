@@ -2,32 +2,52 @@
 # Quick start: ./run.sh [att-jm serve flags]
 #
 # Sets up and runs the ATT Job Manager on a fresh Debian machine with Python >= 3.11 and apt:
-#   1. .venv with the package (reinstalled when pyproject.toml changes);
-#   2. mosquitto (apt, needs root or sudo) when it is missing;
-#   3. a local broker from ./mosquitto.conf on 127.0.0.1:1883, with its persistence and log
-#      under ./var/mosquitto/, unless something already listens there (then that broker is
-#      reused, as it is) or the service is pointed elsewhere (--mqtt-url / ATT_JM_MQTT_URL);
-#   4. `att-jm serve "$@"`, with the store in ./var/att-jm.db and scripts from ./scripts
-#      unless flags or ATT_JM_* variables say otherwise.
+#   1. .venv with the package (reinstalled when pyproject.toml changes); mosquitto, its
+#      development headers, a C compiler and openssl from apt when missing (needs root/sudo);
+#   2. `att-jm setup`: the site under ./var (on the first run one user per role with a random
+#      password, printed once and kept 0600 in var/secrets/; the broker's password file, ACL,
+#      client-id plugin, TLS certificates and config; var/att-jm.toml, which every `att-jm`
+#      verb run from the checkout reads);
+#   3. the project's own mosquitto from var/broker/mosquitto.conf (made from ./mosquitto.conf),
+#      never a foreign one: on ATT_JM_BROKER_PORT when set (an error if it is taken), else on
+#      1883 when free, else on a free port it announces; TLS on ATT_JM_BROKER_TLS_PORT / 8883 /
+#      a free one; anonymous clients refused;
+#   4. `att-jm serve --config var/att-jm.toml "$@"`.
+# With --mqtt-url (or ATT_JM_MQTT_URL) the service uses that broker instead and none is
+# started: the README's "Your own broker" says what that broker needs.
 # Stop it with Ctrl-C or SIGTERM: the service stops cleanly, then the broker it started.
-# Safe to run again: everything it creates is reused.
+# Safe to run again: everything it creates is reused (users and passwords are kept).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 VENV=$ROOT/.venv
-BROKER_DIR=$ROOT/var/mosquitto
-DEFAULT_URL=mqtt://127.0.0.1:1883
+VAR=$ROOT/var
 
 say() { printf 'run.sh: %s\n' "$*" >&2; }
 die() { printf 'run.sh: error: %s\n' "$*" >&2; exit 1; }
 # shellcheck source=tools/setup.sh
 . "$ROOT/tools/setup.sh"
 
-listening() { (exec 3<>"/dev/tcp/127.0.0.1/1883") 2>/dev/null; }
+listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+free_port() { "$VENV/bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
-# The service's broker URL: --mqtt-url beats ATT_JM_MQTT_URL beats the default.
-target_url() {
-  local url=${ATT_JM_MQTT_URL:-$DEFAULT_URL} previous=""
+# A port for the broker: the one asked for (which must be free), else the default when free,
+# else a free one (announced by the caller).
+choose_port() {
+  local asked=$1 default=$2 what=$3
+  if [ -n "$asked" ]; then
+    listening "$asked" && die "$what port $asked (asked for) is taken: free it or choose another"
+    echo "$asked"
+  elif ! listening "$default"; then
+    echo "$default"
+  else
+    free_port
+  fi
+}
+
+# The service's broker URL when given: --mqtt-url beats ATT_JM_MQTT_URL.
+given_url() {
+  local url=${ATT_JM_MQTT_URL:-} previous=""
   for arg in "$@"; do
     case $arg in
       --mqtt-url=*) url=${arg#--mqtt-url=} ;;
@@ -38,23 +58,25 @@ target_url() {
   echo "$url"
 }
 
-# Who the broker runs as. mosquitto started as root drops to user `mosquitto`, which must be
-# able to write the persistence directory, or it runs on with persistence quietly off.
-broker_user_line() {
-  if [ "$(id -u)" -ne 0 ]; then
-    return 0  # not root: mosquitto keeps running as the invoking user
-  fi
-  if id mosquitto >/dev/null 2>&1; then
-    chown mosquitto: "$BROKER_DIR"
-    if command -v runuser >/dev/null 2>&1 &&
-      runuser -u mosquitto -- test -w "$BROKER_DIR" -a -x "$BROKER_DIR" 2>/dev/null; then
-      echo "user mosquitto"
-      return 0
-    fi
-  fi
-  say "user mosquitto cannot reach $BROKER_DIR: the broker runs as root"
-  echo "user root"
-}
+ensure_venv
+ensure_package
+ensure_mosquitto
+ensure_build_tools
+mkdir -p "$VAR"
+
+if [ -n "$(given_url "$@")" ]; then
+  say "broker $(given_url "$@") given: not starting one (see the README's \"Your own broker\")"
+  "$VENV/bin/att-jm" setup --var "$VAR" --scripts "$ROOT/scripts" >&2
+  exec "$VENV/bin/att-jm" serve --config "$VAR/att-jm.toml" "$@"
+fi
+
+PORT=$(choose_port "${ATT_JM_BROKER_PORT:-}" 1883 "MQTT")
+TLS_PORT=$(choose_port "${ATT_JM_BROKER_TLS_PORT:-}" 8883 "MQTT over TLS")
+if [ "$PORT" != "${ATT_JM_BROKER_PORT:-1883}" ]; then
+  say "*** 127.0.0.1:1883 is taken by another program: this site's broker listens on port $PORT ***"
+fi
+"$VENV/bin/att-jm" setup --var "$VAR" --port "$PORT" --tls-port "$TLS_PORT" \
+  --scripts "$ROOT/scripts"
 
 MOSQUITTO_PID=""
 stop_broker() {
@@ -64,55 +86,34 @@ stop_broker() {
     wait "$MOSQUITTO_PID" 2>/dev/null || true
   fi
 }
+log=$VAR/broker/mosquitto.log
+say "starting mosquitto on 127.0.0.1:$PORT and TLS :$TLS_PORT (config $VAR/broker/mosquitto.conf, log $log)"
+"$(find_mosquitto)" -c "$VAR/broker/mosquitto.conf" </dev/null >>"$VAR/broker/mosquitto.out" 2>&1 &
+MOSQUITTO_PID=$!
+trap stop_broker EXIT
+tries=0
+until listening "$PORT"; do
+  if ! kill -0 "$MOSQUITTO_PID" 2>/dev/null; then
+    tail -n 20 "$log" "$VAR/broker/mosquitto.out" >&2 2>/dev/null || true
+    die "mosquitto exited at start (log: $log)"
+  fi
+  tries=$((tries + 1))
+  [ "$tries" -lt 200 ] || die "mosquitto did not listen on 127.0.0.1:$PORT within 10 s (log: $log)"
+  sleep 0.05
+done
 
-start_broker() {
-  local mosquitto=$1 conf=$BROKER_DIR/mosquitto.conf log=$BROKER_DIR/mosquitto.log
-  mkdir -p "$BROKER_DIR"
-  # The runtime copy: the shipped settings with absolute paths for this checkout.
-  {
-    echo "# Generated by run.sh from $ROOT/mosquitto.conf on every start: edit that file instead."
-    sed -e "s|^persistence_location .*|persistence_location $BROKER_DIR/|" "$ROOT/mosquitto.conf"
-    broker_user_line
-  } >"$conf"
-  say "starting mosquitto on 127.0.0.1:1883 (config $conf, log $log)"
-  "$mosquitto" -c "$conf" </dev/null >>"$log" 2>&1 &
-  MOSQUITTO_PID=$!
-  trap stop_broker EXIT
-  local tries=0
-  until listening; do
-    if ! kill -0 "$MOSQUITTO_PID" 2>/dev/null; then
-      tail -n 20 "$log" >&2 || true
-      die "mosquitto exited at start (log: $log)"
-    fi
-    tries=$((tries + 1))
-    [ "$tries" -lt 200 ] || die "mosquitto did not listen on 127.0.0.1:1883 within 10 s (log: $log)"
-    sleep 0.05
-  done
-}
-
-ensure_venv
-ensure_package
-mkdir -p "$ROOT/var"
-export ATT_JM_STORE="${ATT_JM_STORE:-$ROOT/var/att-jm.db}"
-export ATT_JM_SCRIPTS="${ATT_JM_SCRIPTS:-$ROOT/scripts}"
-
-url=$(target_url "$@")
-if [ "$url" != "$DEFAULT_URL" ] && [ "$url" != "mqtt://localhost:1883" ]; then
-  say "broker $url given: not starting a local one"
-  exec "$VENV/bin/att-jm" serve "$@"
-fi
-if listening; then
-  say "something already listens on 127.0.0.1:1883: reusing that broker as it is"
-  say "(the settings the service relies on are in mosquitto.conf: persistence, max_queued_messages 0)"
-  exec "$VENV/bin/att-jm" serve "$@"
-fi
-
-ensure_mosquitto
-start_broker "$(find_mosquitto)"
+cat >&2 <<EOF
+run.sh: the Job Manager is starting. In a second terminal, from $ROOT:
+  . .venv/bin/activate
+  att-jm jobs                       # every att-jm verb finds var/att-jm.toml (as user operator)
+  mosquitto_pub -V mqttv5 -q 1 -h 127.0.0.1 -p $PORT -i channel-manager -u channel-manager \\
+    -P "\$(cat var/secrets/channel-manager.password)" \\
+    -t att/channel-manager/notifications/channel-up -m '{"id": "n-1", "channel": "BBC One"}'
+EOF
 
 # The service runs as a child so the broker can be stopped after it: SIGINT/SIGTERM are
 # passed on as SIGTERM (a clean stop), and run.sh exits with the service's exit code.
-"$VENV/bin/att-jm" serve "$@" </dev/null &
+"$VENV/bin/att-jm" serve --config "$VAR/att-jm.toml" "$@" </dev/null &
 service_pid=$!
 trap 'kill -TERM "$service_pid" 2>/dev/null || true' INT TERM
 status=0

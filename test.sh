@@ -3,7 +3,8 @@
 #
 # Sets up everything it needs on a fresh Debian machine with Python >= 3.11 and apt:
 #   1. .venv with the package and its test extra (reinstalled when pyproject.toml changes);
-#   2. mosquitto (apt, needs root or sudo) when it is missing; the tests start their own
+#   2. mosquitto, its plugin headers, a C compiler and openssl (apt, needs root or sudo) when
+#      missing (the secure site of `att-jm setup` needs them); the tests start their own
 #      brokers on free loopback ports and never use a broker already running on 1883;
 #   3. runs `ruff check .`, `mypy` (strict, files from pyproject.toml) and `pytest -q "$@"`.
 # Exit status: 0 only when all three pass. CI=true turns skips for missing tools into failures.
@@ -21,6 +22,7 @@ die() { printf 'test.sh: error: %s\n' "$*" >&2; exit 1; }
 ensure_venv
 ensure_package test
 ensure_mosquitto
+ensure_build_tools
 export PATH="$VENV/bin:$PATH"
 
 failed=()

@@ -100,3 +100,16 @@ ensure_mosquitto() {
   apt_install mosquitto mosquitto-clients
   find_mosquitto >/dev/null || die "mosquitto still not found after apt-get install"
 }
+
+# What `att-jm setup` needs to build the broker's client-id plugin and make the TLS
+# certificates: a C compiler, mosquitto's plugin headers, openssl (apt when missing).
+ensure_build_tools() {
+  local missing=()
+  command -v cc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
+  [ -f /usr/include/mosquitto_broker.h ] || missing+=(mosquitto-dev)
+  command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+  if [ ${#missing[@]} -gt 0 ]; then
+    say "installing ${missing[*]} (apt): the broker's client-id plugin and TLS certificates"
+    apt_install "${missing[@]}"
+  fi
+}
