@@ -25,7 +25,8 @@ COMMANDS = {
     "views.get": {"view", "offset", "limit", "id"},
 }
 VIEWS = {"jobs", "queue", "executed", "failed", "settings"}
-ERROR_CODES = {"invalid", "not_found", "conflict", "unknown_command", "too_large", "internal"}
+ERROR_CODES = {"invalid", "not_found", "conflict", "unknown_command", "too_large", "internal",
+               "forbidden", "rate_limited"}
 ADDRESSES = {
     "{prefix}/channel-manager/notifications/{trigger}",
     "{prefix}/job-manager/commands/{actor}/{command}",
