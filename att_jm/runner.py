@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import pathlib
+import pwd
 import selectors
+import shutil
 import signal
+import stat
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
 
 import orjson
+import structlog
 
 SUCCEEDED = 3
 FAILED = 2
@@ -29,6 +34,18 @@ _DRAIN_AFTER_EXIT_SECONDS = 0.25
 _EXIT_POLL_SECONDS = 0.01
 _SHUTDOWN_FEEDBACK = "interrupted: the service is shutting down"
 _PROC = pathlib.Path("/proc")
+
+log = structlog.get_logger("att_jm")
+
+#: The umask of scripts run as the script user: what they create is theirs alone.
+SCRIPT_UMASK = 0o077
+#: How long the sweep after a script's end may go on killing what it left (they may fork).
+SWEEP_SECONDS = 2.0
+_PR_SET_CHILD_SUBREAPER = 36
+_PR_GET_CHILD_SUBREAPER = 37
+_TICK_NS = 1_000_000_000 // os.sysconf("SC_CLK_TCK")
+#: At most this many problems are listed by `check_scripts_dir` (then a count of the rest).
+_MAX_PROBLEMS = 20
 
 
 class ScriptRefused(Exception):
@@ -267,6 +284,397 @@ def script_environment(scripts_dir: pathlib.Path, request: RunRequest) -> dict[s
     }
 
 
+# Who scripts run as ----------------------------------------------------------------------
+
+
+class ScriptUserError(Exception):
+    """The script user does not exist and cannot be created."""
+
+
+@dataclass(frozen=True)
+class ScriptUser:
+    """The unprivileged user scripts run as when the service runs as root."""
+
+    name: str
+    uid: int
+    gid: int
+
+
+def lookup_script_user(name: str) -> ScriptUser:
+    """The user `name` (its uid and primary gid), or ScriptUserError."""
+    try:
+        entry = pwd.getpwnam(name)
+    except KeyError:
+        raise ScriptUserError(f"no user named {name!r}") from None
+    return ScriptUser(entry.pw_name, entry.pw_uid, entry.pw_gid)
+
+
+def ensure_script_user(name: str) -> ScriptUser:
+    """The user `name`, created first as a system user without home or shell if missing.
+
+    Creating it needs root and useradd (Debian: package passwd); ScriptUserError otherwise.
+    """
+    with contextlib.suppress(ScriptUserError):
+        return lookup_script_user(name)
+    useradd = shutil.which("useradd", path="/usr/sbin:/sbin:/usr/bin:/bin")
+    if useradd is None:
+        raise ScriptUserError(f"no user named {name!r} and no useradd to create it")
+    try:
+        done = subprocess.run(
+            [useradd, "--system", "--no-create-home", "--home-dir", "/nonexistent",
+             "--shell", "/usr/sbin/nologin", name],
+            stdin=subprocess.DEVNULL, capture_output=True, check=False, timeout=60,
+        )
+    except (OSError, subprocess.TimeoutExpired) as error:
+        raise ScriptUserError(f"could not create user {name!r}: {error}") from None
+    if done.returncode != 0:
+        why = done.stderr.decode(errors="replace").strip() or f"exit code {done.returncode}"
+        raise ScriptUserError(f"could not create user {name!r}: useradd: {why}")
+    user = lookup_script_user(name)
+    log.info("script_user.created", user=name, uid=user.uid, gid=user.gid)
+    return user
+
+
+def _writable_by(info: os.stat_result, uid: int, gid: int, *, sticky_ok: bool) -> str | None:
+    """Why the file of `info` is writable by uid/gid (its owner can chmod it), or None.
+
+    `sticky_ok`: a world-writable sticky directory (/tmp) above the scripts directory lets the
+    user add entries but not rename or remove those of others, so it does not count.
+    """
+    mode = info.st_mode
+    if info.st_uid == uid:
+        return f"owned by uid {uid}"
+    if mode & stat.S_IWGRP and info.st_gid == gid:
+        return f"group-writable, group {gid}"
+    if mode & stat.S_IWOTH and not (sticky_ok and mode & stat.S_ISVTX):
+        return "world-writable"
+    return None
+
+
+def _allowed(info: os.stat_result, uid: int, gid: int, bits: int) -> bool:
+    """Whether uid/gid (no supplementary groups) has every permission of `bits` (4 r, 2 w, 1 x)."""
+    mode = info.st_mode
+    if info.st_uid == uid:
+        granted = mode >> 6
+    elif info.st_gid == gid:
+        granted = mode >> 3
+    else:
+        granted = mode
+    return granted & bits == bits
+
+
+def _is_interpreted(path: str) -> bool:
+    """Whether the file starts with #! (the kernel then needs it readable, not only x)."""
+    with contextlib.suppress(OSError), open(path, "rb") as file:
+        return file.read(2) == b"#!"
+    return False
+
+
+def check_scripts_dir(path: str | os.PathLike[str], uid: int, gid: int) -> list[str]:
+    """What is wrong with running the scripts of `path` as uid/gid (no supplementary groups).
+
+    A problem: the directory, a directory or file in it, or a directory above it (up to /, of
+    the path as given and once resolved) that the user could write to, so change a script
+    (its owner is the user, or it is group-writable with `gid`, or world-writable; a sticky
+    world-writable directory above, such as /tmp, does not count); the directory without r-x
+    for the user, a directory above it without x, a script (a file with an x bit) without x
+    (r-x for a #! script) or in a subdirectory without x. Permission bits only: ACLs are not
+    read. Empty: nothing is wrong.
+    """
+    problems: list[str] = []
+    if uid == 0:
+        problems.append("the script user is root (uid 0): scripts would run as root")
+    given = pathlib.Path(os.path.abspath(path))
+    try:
+        real = given.resolve(strict=True)
+    except (OSError, RuntimeError) as error:
+        return [*problems, f"{given}: cannot be resolved: {error}"]
+    if not real.is_dir():
+        return [*problems, f"{real}: not a directory"]
+    for component in [*reversed(given.parents), given]:
+        with contextlib.suppress(OSError):
+            info = os.lstat(component)
+            if stat.S_ISLNK(info.st_mode) and info.st_uid == uid:  # replaceable in a sticky dir
+                problems.append(f"{component} (a symbolic link on the way to the scripts "
+                                f"directory): owned by uid {uid}")
+    for directory in dict.fromkeys([*reversed(given.parents), *reversed(real.parents)]):
+        try:
+            info = os.stat(directory)
+        except OSError as error:
+            problems.append(f"{directory}: cannot be read: {error}")
+            continue
+        if (why := _writable_by(info, uid, gid, sticky_ok=True)) is not None:
+            problems.append(f"{directory} (above the scripts directory): writable by uid "
+                            f"{uid} ({why})")
+        if not _allowed(info, uid, gid, 1):
+            problems.append(f"{directory} (above the scripts directory): uid {uid} cannot enter "
+                            "it (needs x)")
+    info = os.stat(real)
+    if (why := _writable_by(info, uid, gid, sticky_ok=False)) is not None:
+        problems.append(f"{real} (the scripts directory): writable by uid {uid} ({why})")
+    if not _allowed(info, uid, gid, 5):
+        problems.append(f"{real} (the scripts directory): uid {uid} cannot list and enter it "
+                        "(needs r-x)")
+    problems.extend(_check_inside(real, uid, gid))
+    if len(problems) > _MAX_PROBLEMS:
+        more = len(problems) - _MAX_PROBLEMS
+        problems = [*problems[:_MAX_PROBLEMS], f"... and {more} more"]
+    return problems
+
+
+def _check_inside(real: pathlib.Path, uid: int, gid: int) -> Iterator[str]:
+    """The problems of what is inside the scripts directory (see check_scripts_dir)."""
+    errors: list[OSError] = []
+    enterable = {str(real): True}
+    for root, dirs, files in os.walk(real, onerror=errors.append):
+        for name in sorted([*dirs, *files]):
+            entry = os.path.join(root, name)
+            try:
+                info = os.lstat(entry)
+            except OSError as error:
+                yield f"{entry}: cannot be read: {error}"
+                continue
+            if stat.S_ISLNK(info.st_mode):
+                continue  # a link is followed to a file inside, checked there, or refused
+            if (why := _writable_by(info, uid, gid, sticky_ok=False)) is not None:
+                yield f"{entry}: writable by uid {uid} ({why})"
+            if stat.S_ISDIR(info.st_mode):
+                enterable[entry] = enterable[root] and _allowed(info, uid, gid, 1)
+            elif stat.S_ISREG(info.st_mode) and info.st_mode & 0o111:
+                if not enterable[root]:
+                    yield f"{entry}: uid {uid} cannot reach it (a directory above lacks x)"
+                elif _is_interpreted(entry):
+                    if not _allowed(info, uid, gid, 5):
+                        yield f"{entry}: uid {uid} cannot run it (needs r-x: a #! script)"
+                elif not _allowed(info, uid, gid, 1):
+                    yield f"{entry}: uid {uid} cannot run it (needs x)"
+    for failed in errors:
+        yield f"{failed.filename}: cannot be read: {failed.strerror}"
+
+
+def check_script_isolation(run_as: str | None, scripts_dir: str | os.PathLike[str]) -> list[str]:
+    """At the service's start: why scripts could not run safely as `run_as`; empty: fine.
+
+    When this process is root: the user `run_as` (created if missing, `ensure_script_user`)
+    and `check_scripts_dir` for it. Not root: nothing to check (scripts run as this process's
+    user). Root without `run_as`: nothing either, but scripts would run as root (logged).
+    """
+    if os.geteuid() != 0:
+        return []
+    if not run_as:
+        log.warning("runner.scripts_run_as_root", reason="no script user is set")
+        return []
+    try:
+        user = ensure_script_user(run_as)
+    except ScriptUserError as error:
+        return [str(error)]
+    return check_scripts_dir(scripts_dir, user.uid, user.gid)
+
+
+# The processes of a script -----------------------------------------------------------------
+
+
+_prctl: Callable[..., int] | None = None
+
+
+def _libc_prctl(option: int, arg: int) -> None:
+    """prctl(option, arg, 0, 0, 0); OSError when it fails (AttributeError without prctl)."""
+    global _prctl  # noqa: PLW0603 -- looked up once
+    if _prctl is None:
+        function = ctypes.CDLL(None, use_errno=True).prctl
+        function.argtypes = [ctypes.c_int, *[ctypes.c_ulong] * 4]
+        function.restype = ctypes.c_int
+        _prctl = function
+    if _prctl(option, arg, 0, 0, 0) != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, os.strerror(errno))
+
+
+def become_subreaper() -> bool:
+    """Make this process the child subreaper of its descendants (Linux prctl); whether it is.
+
+    A process a script leaves behind (double fork, setsid) is then re-parented to this process
+    instead of init, so the sweep at the script's end finds it among this process's descendants.
+    """
+    try:
+        _libc_prctl(_PR_SET_CHILD_SUBREAPER, 1)
+    except (OSError, AttributeError) as error:  # AttributeError: no prctl (not Linux)
+        log.warning("runner.subreaper_unavailable", error=repr(error))
+        return False
+    return True
+
+
+def is_subreaper() -> bool:
+    """Whether this process is a child subreaper (see become_subreaper)."""
+    value = ctypes.c_int(0)
+    try:
+        _libc_prctl(_PR_GET_CHILD_SUBREAPER, ctypes.addressof(value))
+    except (OSError, AttributeError):
+        return False
+    return value.value != 0
+
+
+def boot_ticks() -> int:
+    """Now, in the clock ticks since boot of /proc/PID/stat's starttime (rounded down)."""
+    return time.clock_gettime_ns(time.CLOCK_BOOTTIME) // _TICK_NS
+
+
+@dataclass(frozen=True)
+class _Proc:
+    state: bytes
+    ppid: int
+    starttime: int
+
+
+def _read_stat(pid: int | str) -> _Proc | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as file:
+            data = file.read()
+    except OSError:
+        return None
+    fields = data[data.rfind(b")") + 2 :].split()
+    try:
+        return _Proc(fields[0], int(fields[1]), int(fields[19]))
+    except (IndexError, ValueError):
+        return None
+
+
+def _has_children_files() -> bool:
+    pid = os.getpid()
+    return os.path.exists(f"/proc/{pid}/task/{pid}/children")
+
+
+_CHILDREN_FILES: bool | None = None
+
+
+def _children(pid: int) -> list[int]:
+    """The children of `pid`, from /proc/PID/task/*/children (Linux with CONFIG_PROC_CHILDREN)."""
+    found: list[int] = []
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return found
+    for tid in tids:  # an orphan is re-parented to one of the subreaper's threads
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children", "rb") as file:
+                found.extend(int(child) for child in file.read().split())
+        except OSError:
+            continue
+    return found
+
+
+def _descendants(root: int, spare: Collection[int], since: int) -> dict[int, _Proc]:
+    """Every descendant of `root` started at or after `since` (boot ticks), except those in
+    `spare` and theirs: the processes a script started since and left behind."""
+    global _CHILDREN_FILES  # noqa: PLW0603 -- probed once
+    if _CHILDREN_FILES is None:
+        _CHILDREN_FILES = _has_children_files()
+    found: dict[int, _Proc] = {}
+    if _CHILDREN_FILES:
+        stack = [root]
+        while stack:
+            for child in _children(stack.pop()):
+                if child in spare or child in found:
+                    continue
+                info = _read_stat(child)
+                if info is not None and info.starttime >= since:
+                    found[child] = info
+                    stack.append(child)
+        return found
+    table: dict[int, list[tuple[int, _Proc]]] = {}
+    with os.scandir("/proc") as entries:
+        for entry in entries:
+            if entry.name.isdigit() and (info := _read_stat(entry.name)) is not None:
+                table.setdefault(info.ppid, []).append((int(entry.name), info))
+    stack = [root]
+    while stack:
+        for child, info in table.get(stack.pop(), ()):
+            if child not in spare and child not in found and info.starttime >= since:
+                found[child] = info
+                stack.append(child)
+    return found
+
+
+def _marked(marker: bytes) -> dict[int, _Proc]:
+    """Every process whose environment holds `marker` (NAME=value)."""
+    found: dict[int, _Proc] = {}
+    with os.scandir("/proc") as entries:
+        for entry in entries:
+            if not entry.name.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry.name}/environ", "rb") as file:
+                    environ = file.read()
+            except OSError:
+                continue
+            if marker in environ.split(b"\0") and (info := _read_stat(entry.name)) is not None:
+                found[int(entry.name)] = info
+    return found
+
+
+def kill_descendants(
+    since: int,
+    *,
+    spare: Iterable[int] = (),
+    marker: str | None = None,
+    leader: int | None = None,
+    give_up_after: float = SWEEP_SECONDS,
+) -> list[int]:
+    """SIGKILL what a script left behind, until nothing is left; the pids killed.
+
+    Targets: every descendant of this process started at or after `since` (`boot_ticks()`
+    taken before the script started), except the processes of `spare` and their descendants
+    (the relay), plus, when this process is not a child subreaper, every process whose
+    environment holds `marker` (`ATT_JM_EXECUTION_ID=...`). Rounds repeat until a round finds
+    none alive (they may fork while being killed) and every process killed is dead, for at
+    most `give_up_after` seconds. Dead targets that are this process's children are reaped by
+    pid, never with waitpid(-1), which would take the exit status of another child (the
+    relay) from its Popen; `leader`, the script itself, is left for its Popen to reap.
+    """
+    root = os.getpid()
+    spared = frozenset(spare)
+    wanted = None if marker is None or is_subreaper() else marker.encode()
+    deadline = time.monotonic() + give_up_after
+    killed: dict[int, None] = {}
+    pause = 0.0005
+    while True:
+        targets = _targets(root, spared, since, killed, wanted)
+        alive = [pid for pid, info in targets.items() if info.state not in (b"Z", b"X")]
+        for pid, info in targets.items():
+            if info.state == b"Z" and info.ppid == root and pid != leader:
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(pid, os.WNOHANG)
+        if not alive or time.monotonic() >= deadline:
+            if alive:
+                log.error("runner.leftovers_survive", pids=alive, after_seconds=give_up_after)
+            return [pid for pid in killed if pid != leader]
+        fresh = False
+        for pid in alive:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+            if pid not in killed:
+                killed[pid] = None
+                fresh = True
+        if not fresh:  # all of them were signalled already: let them die
+            time.sleep(pause)
+            pause = min(pause * 2, 0.01)
+
+
+def _targets(root: int, spared: frozenset[int], since: int, killed: Collection[int],
+             wanted: bytes | None) -> dict[int, _Proc]:
+    """One round of `kill_descendants`: what it must kill (alive) or reap (zombies)."""
+    targets = _descendants(root, spared, since)
+    for pid in killed:  # re-parented away (no subreaper) but maybe not dead yet
+        if pid not in targets and (info := _read_stat(pid)) is not None \
+                and info.starttime >= since:
+            targets[pid] = info
+    if wanted is not None:
+        for pid, info in _marked(wanted).items():
+            if pid not in spared and pid != root:
+                targets.setdefault(pid, info)
+    return targets
+
+
 def _signal_group(pgid: int, signum: int) -> None:
     """Signal every process of a group; an empty group is not an error."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -438,7 +846,7 @@ class Running:
     def finish(self) -> RunOutcome:
         """End it now (its group killed), whatever it was doing; the outcome."""
         self._supervisor.close()
-        exit_code = self._runner.finish(self._script.proc)
+        exit_code = self._runner.finish(self._script)
         return self._runner.outcome(self._script.request, self._supervisor, exit_code,
                                     self._script.started)
 
@@ -450,6 +858,7 @@ class StartedScript:
     request: RunRequest
     proc: subprocess.Popen[bytes]
     started: float  # time.monotonic() before it was started
+    since: int  # boot_ticks() before it was started: its descendants started since
 
 
 def _not_started(feedback: str, started: float) -> RunOutcome:
@@ -464,7 +873,14 @@ class ScriptRunner:
     of `script_environment`: PATH is fixed to SCRIPT_PATH, not taken from the service.
     On timeout its group gets SIGTERM, then SIGKILL after `kill_grace_seconds`. When the script
     exits, whatever is left of its group is killed with SIGKILL (after at most a short moment in
-    which leftovers may still write to the pipes). Processes that leave the group (setsid) escape.
+    which leftovers may still write to the pipes), then every process it left anywhere else
+    (`kill_descendants`: those that left the group with setsid too, found among this process's
+    descendants once it is a child subreaper, see `become_subreaper`), except the processes
+    `spare()` names (the relay) and theirs.
+
+    `run_as`: when this process runs as root (euid 0), scripts run as that user (its uid and
+    primary group, no supplementary groups, umask 077); it must exist (`ensure_script_user`).
+    Ignored, with one log line, when this process is not root: scripts run as its own user.
     """
 
     def __init__(
@@ -474,14 +890,25 @@ class ScriptRunner:
         output_cap: int = 64 * 1024,
         feedback_stderr_cap: int = 1024,
         kill_grace_seconds: float = 2.0,
+        run_as: str | None = None,
+        spare: Callable[[], Iterable[int]] | None = None,
     ) -> None:
         self._scripts_dir = scripts_dir
         self.output_cap = output_cap
         self._feedback_stderr_cap = feedback_stderr_cap
         self.kill_grace = kill_grace_seconds
+        self._spare = spare
         self._lock = threading.Lock()
         self._running: subprocess.Popen[bytes] | None = None
         self._interrupted = False
+        #: Who scripts run as; None: this process's own user.
+        self.user: ScriptUser | None = None
+        if run_as:
+            if os.geteuid() == 0:
+                self.user = lookup_script_user(run_as)
+            else:
+                log.info("runner.run_as_ignored", run_as=run_as, uid=os.geteuid(),
+                         reason="the service is not root: scripts run as its own user")
 
     def run(
         self, request: RunRequest, on_started: Callable[[int], None] | None = None
@@ -504,11 +931,12 @@ class ScriptRunner:
             path = resolve_script(self._scripts_dir, request.script)
         except ScriptRefused as exc:
             return _not_started(f"script refused: {exc}", started)
+        since = boot_ticks()
         try:
             proc = self._start(path, request)
         except (OSError, ValueError) as exc:  # ValueError: NUL byte in the Command
             return _not_started(f"could not start script: {exc}", started)
-        return StartedScript(request, proc, started)
+        return StartedScript(request, proc, started, since)
 
     def complete(
         self, script: StartedScript, on_started: Callable[[int], None] | None = None
@@ -526,7 +954,7 @@ class ScriptRunner:
             )
             supervisor.supervise()
         finally:
-            exit_code = self.finish(proc)
+            exit_code = self.finish(script)
         return self.outcome(request, supervisor, exit_code, started)
 
     def watch(self, script: StartedScript) -> Running:
@@ -542,6 +970,7 @@ class ScriptRunner:
 
     def _start(self, path: pathlib.Path, request: RunRequest) -> subprocess.Popen[bytes]:
         cwd = pathlib.Path(self._scripts_dir).resolve()
+        user = self.user
         with self._lock:
             proc = subprocess.Popen(
                 [str(path), request.command],
@@ -552,16 +981,26 @@ class ScriptRunner:
                 env=script_environment(cwd, request),
                 start_new_session=True,
                 close_fds=True,
+                user=None if user is None else user.uid,
+                group=None if user is None else user.gid,
+                extra_groups=None if user is None else [],
+                umask=-1 if user is None else SCRIPT_UMASK,
             )
             self._running = proc
             self._interrupted = False
         return proc
 
-    def finish(self, proc: subprocess.Popen[bytes]) -> int:
-        """Kill leftovers of the group (its leader is not reaped yet), close the pipes, reap."""
+    def finish(self, script: StartedScript) -> int:
+        """Kill leftovers of the group (its leader is not reaped yet) and every other process
+        the script left (`kill_descendants`), close the pipes, reap; the exit code."""
+        proc = script.proc
         with self._lock:
             self._running = None
             _signal_group(proc.pid, signal.SIGKILL)
+        kill_descendants(
+            script.since, spare=() if self._spare is None else self._spare(),
+            marker=f"ATT_JM_EXECUTION_ID={script.request.execution_id}", leader=proc.pid,
+        )
         for pipe in (proc.stdout, proc.stderr):
             if pipe is not None:
                 pipe.close()

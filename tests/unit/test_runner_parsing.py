@@ -1,9 +1,13 @@
 """Pure parts of the script runner: Result lines, Feedback, output tails, the environment."""
 
+import os
 import pathlib
+import stat
+import subprocess
 
 import pytest
 
+from att_jm import runner
 from att_jm.runner import (
     SCRIPT_PATH,
     OutputTail,
@@ -246,3 +250,59 @@ def test_the_environment_holds_only_the_fixed_and_att_jm_variables() -> None:
         "ATT_JM_TRIGGER": "channel-up",
         "ATT_JM_ATTEMPT": "2",
     }
+
+
+UID, GID = 64999, 64998
+
+
+def stat_of(mode: int, uid: int = 0, gid: int = 0) -> os.stat_result:
+    return os.stat_result((mode, 0, 0, 1, uid, gid, 0, 0, 0, 0))
+
+
+@pytest.mark.parametrize(
+    ("mode", "uid", "gid", "sticky_ok", "why"),
+    [
+        (stat.S_IFDIR | 0o755, 0, 0, False, None),
+        (stat.S_IFDIR | 0o555, UID, 0, False, f"owned by uid {UID}"),  # its owner may chmod it
+        (stat.S_IFREG | 0o664, 0, GID, False, f"group-writable, group {GID}"),
+        (stat.S_IFREG | 0o664, 0, GID + 1, False, None),  # not its group
+        (stat.S_IFREG | 0o646, 0, 0, False, "world-writable"),
+        (stat.S_IFDIR | 0o1777, 0, 0, True, None),  # /tmp above the scripts directory
+        (stat.S_IFDIR | 0o1777, 0, 0, False, "world-writable"),  # the scripts directory itself
+        (stat.S_IFDIR | 0o1775, 0, GID, True, f"group-writable, group {GID}"),
+    ],
+)
+def test_what_makes_a_file_writable_by_the_script_user(
+    mode: int, uid: int, gid: int, sticky_ok: bool, why: str | None
+) -> None:
+    info = stat_of(mode, uid, gid)
+    assert runner._writable_by(info, UID, GID, sticky_ok=sticky_ok) == why
+
+
+@pytest.mark.parametrize(
+    ("mode", "uid", "gid", "bits", "allowed"),
+    [
+        (0o077, UID, GID, 1, False),  # the owner's bits decide for the owner, even if fewer
+        (0o077, 0, GID, 5, True),
+        (0o705, 0, GID, 5, False),  # the group's bits decide for a member, even if fewer
+        (0o705, 0, 0, 5, True),
+        (0o711, 0, 0, 5, False),
+        (0o711, 0, 0, 1, True),
+    ],
+)
+def test_permissions_are_those_of_the_owner_or_the_group_or_others(
+    mode: int, uid: int, gid: int, bits: int, allowed: bool
+) -> None:
+    assert runner._allowed(stat_of(stat.S_IFREG | mode, uid, gid), UID, GID, bits) is allowed
+
+
+def test_boot_ticks_count_like_the_start_time_of_processes() -> None:
+    before = runner.boot_ticks()
+    process = subprocess.Popen(["sleep", "5"])
+    try:
+        fields = pathlib.Path(f"/proc/{process.pid}/stat").read_bytes().rsplit(b")", 1)[1]
+        after = runner.boot_ticks()
+    finally:
+        process.kill()
+        process.wait()
+    assert before <= int(fields.split()[19]) <= after

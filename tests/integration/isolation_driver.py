@@ -1,0 +1,115 @@
+"""A stand-in for the writer, run as its own process by test_script_isolation.py.
+
+It makes itself a child subreaper as the writer does, runs one script through the writer's
+event-driven path (`begin`, `watch`, `step` in a select loop), with a relay-like sibling
+process started after the script (so only `spare` keeps it alive), and prints one JSON line:
+the outcome, what was left alive of the script at the moment its outcome came back, and what
+became of the sibling. Argument: a JSON object (see `main`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from att_jm import runner
+from att_jm.runner import RunOutcome, RunRequest, ScriptRunner
+
+
+def alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
+def marked(execution_id: str) -> list[int]:
+    """Live processes whose environment holds this execution's marker."""
+    wanted = f"ATT_JM_EXECUTION_ID={execution_id}".encode()
+    return [pid for pid in map(int, filter(str.isdigit, os.listdir("/proc")))
+            if alive(pid) and wanted in _environ(pid)]
+
+
+def _environ(pid: int) -> list[bytes]:
+    try:
+        return Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return []
+
+
+def zombie_children(skip: int) -> list[int]:
+    """This process's children that are dead and not reaped, except `skip`."""
+    me, found = os.getpid(), []
+    for name in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            stat = Path(f"/proc/{name}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if stat[0] == "Z" and int(stat[1]) == me and int(name) != skip:
+            found.append(int(name))
+    return found
+
+
+def follow(scripts: ScriptRunner, request: RunRequest, sibling_argv: list[str]) -> tuple[
+        RunOutcome, subprocess.Popen[bytes] | None]:
+    begun = scripts.begin(request)
+    assert not isinstance(begun, RunOutcome), begun
+    sibling = None
+    if sibling_argv:  # started after the script: its start time alone does not spare it
+        sibling = subprocess.Popen(sibling_argv, process_group=0)
+        spared.append(sibling.pid)
+    running = scripts.watch(begun)
+    with selectors.DefaultSelector() as selector:
+        while True:
+            fds = running.fds()
+            for fd in fds:
+                selector.register(fd, selectors.EVENT_READ)
+            ready = {key.fd for key, _ in selector.select(running.wait_seconds())}
+            for fd in fds:
+                selector.unregister(fd)
+            outcome = running.step(ready)
+            if outcome is not None:
+                return outcome, sibling
+
+
+spared: list[int] = []
+
+
+def main(spec: dict[str, Any]) -> dict[str, Any]:
+    """spec: scripts, script, command, timeout, execution_id; run_as (a user or null);
+    subreaper (bool); children_files (false: read all of /proc as without CONFIG_PROC_CHILDREN);
+    sibling (an argv, or empty for none)."""
+    if spec.get("subreaper", True):
+        assert runner.become_subreaper()
+    if spec.get("children_files") is False:
+        runner._CHILDREN_FILES = False  # the fallback, as without CONFIG_PROC_CHILDREN
+    scripts = ScriptRunner(spec["scripts"], kill_grace_seconds=0.2, run_as=spec.get("run_as"),
+                           spare=lambda: spared)
+    request = RunRequest(spec["execution_id"], "job", "trigger", 1, spec["script"],
+                         spec.get("command", ""), spec.get("timeout", 10.0))
+    outcome, sibling = follow(scripts, request, spec.get("sibling", []))
+    report: dict[str, Any] = {
+        "result": outcome.result, "feedback": outcome.feedback, "exit_code": outcome.exit_code,
+        "timed_out": outcome.timed_out, "duration": outcome.duration_seconds,
+        "stdout": outcome.stdout_tail, "stderr": outcome.stderr_tail,
+        "marked": marked(request.execution_id),  # at once: nothing left, no grace period
+        "zombies": zombie_children(sibling.pid if sibling else -1),
+        "children_files": runner._CHILDREN_FILES,
+    }
+    if sibling is not None:
+        report["sibling_pid"] = sibling.pid
+        report["sibling_alive"] = sibling.poll() is None
+        if report["sibling_alive"]:
+            sibling.kill()
+        report["sibling_returncode"] = sibling.wait(5)  # its status, not stolen by the sweep
+    return report
+
+
+if __name__ == "__main__":
+    print(json.dumps(main(json.loads(sys.argv[1]))), flush=True)

@@ -1,0 +1,459 @@
+"""Scripts never run as root, and nothing a script starts outlives it (real processes).
+
+Running scripts as another user, creating that user and following orphans as a child
+subreaper need root: those tests are skipped when not root, except under CI=true (CI runs as
+root) where they run and fail. The subreaper tests run a stand-in for the writer in a process
+of its own (isolation_driver.py), so the test process itself never becomes a subreaper.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import structlog
+from helpers.processes import pids_with_env
+
+from att_jm import runner as runner_module
+from att_jm.runner import (
+    RunRequest,
+    ScriptRunner,
+    ScriptUser,
+    ScriptUserError,
+    check_script_isolation,
+    check_scripts_dir,
+    ensure_script_user,
+    kill_descendants,
+    lookup_script_user,
+)
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+HELPERS = REPO / "tests" / "scripts"
+DRIVER = pathlib.Path(__file__).with_name("isolation_driver.py")
+IS_ROOT = os.geteuid() == 0
+needs_root = pytest.mark.skipif(
+    not IS_ROOT and os.environ.get("CI") != "true",
+    reason="needs root (another user, useradd); CI runs it as root",
+)
+#: Ids of no one in particular, for the permission checks (no user needs to exist).
+UID, GID = 64999, 64998
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")
+
+
+def children_of(parent: int) -> list[int]:
+    found = []
+    for name in filter(str.isdigit, os.listdir("/proc")):
+        with contextlib.suppress(OSError):
+            fields = pathlib.Path(f"/proc/{name}/stat").read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == parent:
+                found.append(int(name))
+    return found
+
+
+@pytest.fixture
+def open_dir() -> Iterator[pathlib.Path]:
+    """A fresh directory any user can enter (0755, in /tmp): not under pytest's 0700 tmp."""
+    directory = pathlib.Path(tempfile.mkdtemp(prefix="att-jm-isolation-", dir="/tmp"))
+    directory.chmod(0o755)
+    yield directory
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture
+def scripts(open_dir: pathlib.Path) -> pathlib.Path:
+    """A scripts directory (root-owned when root, 0755) holding copies of tests/scripts."""
+    target = open_dir / "scripts"
+    target.mkdir(mode=0o755)
+    for source in HELPERS.iterdir():
+        if source.is_file():
+            shutil.copy(source, target / source.name)
+            (target / source.name).chmod(0o755)
+    return target
+
+
+@pytest.fixture(scope="module")
+def script_user() -> Iterator[ScriptUser]:
+    """A system user made for these tests by ensure_script_user, deleted afterwards."""
+    name = f"att-jm-t{uuid.uuid4().hex[:8]}"
+    user = ensure_script_user(name)
+    yield user
+    delete_user(user)
+
+
+def delete_user(user: ScriptUser) -> None:
+    """userdel, once whatever still runs as the user (only these tests did) is killed."""
+    for name in filter(str.isdigit, os.listdir("/proc")):
+        with contextlib.suppress(OSError):
+            if os.stat(f"/proc/{name}").st_uid == user.uid:
+                os.kill(int(name), 9)
+    subprocess.run(["userdel", user.name], check=False, capture_output=True)
+
+
+def drive(scripts: pathlib.Path, **spec: Any) -> dict[str, Any]:
+    """Run one script in a writer-like subreaper process (isolation_driver.py); its report."""
+    spec.setdefault("execution_id", f"exec-{uuid.uuid4().hex}")
+    done = subprocess.run([sys.executable, str(DRIVER), json.dumps({"scripts": str(scripts),
+                          **spec})], capture_output=True, check=False, timeout=60, cwd=REPO)
+    assert done.returncode == 0, done.stderr.decode()
+    report: dict[str, Any] = json.loads(done.stdout.decode().splitlines()[-1])
+    report["execution_id"] = spec["execution_id"]
+    return report
+
+
+def daemon_pid(report: dict[str, Any]) -> int:
+    return int(report["stdout"].split("daemon=", 1)[1].split()[0])
+
+
+# Who scripts run as ----------------------------------------------------------------------
+
+
+@needs_root
+def test_the_script_user_is_created_once_as_a_system_user_without_a_shell(
+    script_user: ScriptUser,
+) -> None:
+    assert ensure_script_user(script_user.name) == script_user  # already there: unchanged
+    assert lookup_script_user(script_user.name) == script_user
+    entry = subprocess.run(["getent", "passwd", script_user.name], capture_output=True,
+                           check=True, text=True).stdout.strip().split(":")
+    assert entry[5:] == ["/nonexistent", "/usr/sbin/nologin"]
+    assert 0 < script_user.uid < 1000  # a system user (Debian: SYS_UID_MAX 999)
+    assert not pathlib.Path("/nonexistent").exists()
+
+
+def test_an_unknown_script_user_is_an_error() -> None:
+    with pytest.raises(ScriptUserError, match="no user named 'att-jm-no-such-user'"):
+        lookup_script_user("att-jm-no-such-user")
+
+
+@needs_root
+def test_as_root_a_missing_run_as_user_stops_the_runner_being_made(
+    scripts: pathlib.Path,
+) -> None:
+    with pytest.raises(ScriptUserError, match="no user named 'att-jm-no-such-user'"):
+        ScriptRunner(scripts, run_as="att-jm-no-such-user")
+
+
+def test_not_as_root_run_as_is_ignored_with_one_log_line(
+    scripts: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    with structlog.testing.capture_logs() as logs:
+        scripts_runner = ScriptRunner(scripts, run_as="att-jm-no-such-user")
+    assert scripts_runner.user is None
+    assert [line["event"] for line in logs] == ["runner.run_as_ignored"]
+    assert logs[0]["run_as"] == "att-jm-no-such-user"
+
+
+@needs_root
+def test_as_root_a_script_runs_as_the_script_user_without_other_groups(
+    scripts: pathlib.Path, script_user: ScriptUser
+) -> None:
+    outcome = ScriptRunner(scripts, run_as=script_user.name).run(
+        RunRequest("exec-who", "job", "trigger", 1, "whoami", "", 10)
+    )
+    assert (outcome.result, outcome.feedback) == (3, (
+        f"uid={script_user.uid} user={script_user.name} gid={script_user.gid} "
+        f"groups={script_user.gid} umask=0077"
+    ))
+
+
+@needs_root
+def test_as_root_without_run_as_a_script_runs_as_root(scripts: pathlib.Path) -> None:
+    outcome = ScriptRunner(scripts).run(RunRequest("exec-r", "job", "t", 1, "whoami", "", 10))
+    assert outcome.feedback is not None
+    assert outcome.feedback.startswith("uid=0 user=root ")
+
+
+@needs_root
+def test_the_script_user_can_change_neither_its_script_nor_the_directory(
+    scripts: pathlib.Path, script_user: ScriptUser
+) -> None:
+    assert check_scripts_dir(scripts, script_user.uid, script_user.gid) == []
+    before = (scripts / "try-write").read_bytes()
+    outcome = ScriptRunner(scripts, run_as=script_user.name).run(
+        RunRequest("exec-w", "job", "trigger", 1, "try-write", "", 10)
+    )
+    assert (outcome.result, outcome.feedback) == (3, "self=denied new=denied")
+    assert (scripts / "try-write").read_bytes() == before
+    assert not (scripts / "try-write-was-here").exists()
+
+
+@needs_root
+def test_a_script_user_may_still_write_where_the_check_says_so(
+    scripts: pathlib.Path, script_user: ScriptUser
+) -> None:
+    """The other side of the test above: what the check reports is really writable."""
+    os.chown(scripts, script_user.uid, -1)
+    assert check_scripts_dir(scripts, script_user.uid, script_user.gid) == [
+        f"{scripts} (the scripts directory): writable by uid {script_user.uid} "
+        f"(owned by uid {script_user.uid})"
+    ]
+    outcome = ScriptRunner(scripts, run_as=script_user.name).run(
+        RunRequest("exec-w2", "job", "trigger", 1, "try-write", "", 10)
+    )
+    assert outcome.feedback == "self=denied new=ok"
+
+
+# The scripts directory check --------------------------------------------------------------
+
+
+def test_a_directory_only_root_can_write_is_fine(scripts: pathlib.Path) -> None:
+    if not IS_ROOT:
+        pytest.skip("the files are the test user's own")
+    assert check_scripts_dir(scripts, UID, GID) == []
+
+
+@pytest.mark.parametrize(
+    ("mode", "gid", "why"),
+    [(0o775, GID, f"group-writable, group {GID}"), (0o757, 0, "world-writable"),
+     (0o1777, 0, "world-writable")],
+)
+def test_a_scripts_directory_the_user_can_write_to_is_reported(
+    scripts: pathlib.Path, mode: int, gid: int, why: str
+) -> None:
+    if IS_ROOT:
+        os.chown(scripts, 0, gid)
+    else:
+        pytest.skip("needs root to give the directory to another group")
+    scripts.chmod(mode)
+    assert check_scripts_dir(scripts, UID, GID) == [
+        f"{scripts} (the scripts directory): writable by uid {UID} ({why})"
+    ]
+
+
+@needs_root
+def test_scripts_and_subdirectories_the_user_can_write_to_are_reported(
+    scripts: pathlib.Path,
+) -> None:
+    os.chown(scripts / "whoami", UID, 0)
+    (scripts / "ok").chmod(0o777)
+    (scripts / "sub").mkdir(mode=0o755)
+    os.chown(scripts / "sub", 0, GID)
+    (scripts / "sub").chmod(0o775)
+    (scripts / "sub" / "data").write_text("not a script\n")
+    (scripts / "sub" / "data").chmod(0o666)
+    assert check_scripts_dir(scripts, UID, GID) == [
+        f"{scripts}/ok: writable by uid {UID} (world-writable)",
+        f"{scripts}/sub: writable by uid {UID} (group-writable, group {GID})",
+        f"{scripts}/whoami: writable by uid {UID} (owned by uid {UID})",
+        f"{scripts}/sub/data: writable by uid {UID} (world-writable)",
+    ]
+
+
+@needs_root
+def test_a_directory_above_that_the_user_can_write_to_is_reported(
+    open_dir: pathlib.Path, scripts: pathlib.Path
+) -> None:
+    open_dir.chmod(0o777)  # the user could move the scripts directory away and put its own
+    assert check_scripts_dir(scripts, UID, GID) == [
+        f"{open_dir} (above the scripts directory): writable by uid {UID} (world-writable)"
+    ]
+    open_dir.chmod(0o1777)  # sticky, as /tmp: only its own entries, not the scripts directory
+    assert check_scripts_dir(scripts, UID, GID) == []
+    link = open_dir / "link"
+    link.symlink_to(scripts)
+    assert check_scripts_dir(link, UID, GID) == []
+    os.chown(link, UID, GID, follow_symlinks=False)  # in a sticky directory: it may replace it
+    assert check_scripts_dir(link, UID, GID) == [
+        f"{link} (a symbolic link on the way to the scripts directory): owned by uid {UID}"
+    ]
+
+
+@needs_root
+def test_directories_the_user_cannot_enter_are_reported(
+    open_dir: pathlib.Path, scripts: pathlib.Path
+) -> None:
+    open_dir.chmod(0o700)
+    scripts.chmod(0o711)
+    assert check_scripts_dir(scripts, UID, GID) == [
+        f"{open_dir} (above the scripts directory): uid {UID} cannot enter it (needs x)",
+        f"{scripts} (the scripts directory): uid {UID} cannot list and enter it (needs r-x)",
+    ]
+
+
+@needs_root
+def test_scripts_the_user_cannot_run_are_reported(scripts: pathlib.Path) -> None:
+    (scripts / "ok").chmod(0o710)  # a #! script: the group may not read it, others nothing
+    (scripts / "whoami").chmod(0o711)  # x without r: not enough for a #! script
+    (scripts / "binary").write_bytes(b"\x7fELF")
+    (scripts / "binary").chmod(0o711)  # a binary needs x only
+    (scripts / "sub").mkdir(mode=0o700)
+    shutil.copy(scripts / "echo-env", scripts / "sub" / "nested")
+    (scripts / "sub" / "nested").chmod(0o755)
+    (scripts / "notes").write_text("no x bit: not a script\n")
+    (scripts / "notes").chmod(0o600)
+    assert check_scripts_dir(scripts, UID, GID) == [
+        f"{scripts}/ok: uid {UID} cannot run it (needs r-x: a #! script)",
+        f"{scripts}/whoami: uid {UID} cannot run it (needs r-x: a #! script)",
+        f"{scripts}/sub/nested: uid {UID} cannot reach it (a directory above lacks x)",
+    ]
+
+
+def test_root_as_the_script_user_and_a_missing_directory_are_reported(
+    open_dir: pathlib.Path,
+) -> None:
+    missing = open_dir / "missing"
+    problems = check_scripts_dir(missing, 0, 0)
+    assert problems[0] == "the script user is root (uid 0): scripts would run as root"
+    assert problems[1].startswith(f"{missing}: cannot be resolved: ")
+    (open_dir / "file").write_text("")
+    assert check_scripts_dir(open_dir / "file", UID, GID) == [f"{open_dir}/file: not a directory"]
+
+
+@needs_root
+def test_the_start_up_check_creates_the_user_and_checks_the_directory_for_it(
+    scripts: pathlib.Path, script_user: ScriptUser
+) -> None:
+    assert check_script_isolation(script_user.name, scripts) == []
+    (scripts / "ok").chmod(0o777)
+    assert check_script_isolation(script_user.name, scripts) == [
+        f"{scripts}/ok: writable by uid {script_user.uid} (world-writable)"
+    ]
+    name = f"att-jm-t{uuid.uuid4().hex[:8]}"
+    try:
+        assert check_script_isolation(name, scripts) == [
+            f"{scripts}/ok: writable by uid {lookup_script_user(name).uid} (world-writable)"
+        ]
+    finally:
+        with contextlib.suppress(ScriptUserError):
+            delete_user(lookup_script_user(name))
+
+
+@needs_root
+def test_the_start_up_check_as_root_without_a_script_user_logs_a_warning(
+    scripts: pathlib.Path,
+) -> None:
+    with structlog.testing.capture_logs() as logs:
+        assert check_script_isolation("", scripts) == []
+    assert [line["event"] for line in logs] == ["runner.scripts_run_as_root"]
+
+
+def test_the_start_up_check_when_not_root_has_nothing_to_check(
+    scripts: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    scripts.chmod(0o777)
+    assert check_script_isolation("att-jm-no-such-user", scripts) == []
+
+
+# Nothing a script starts outlives it -------------------------------------------------------
+
+
+def children_file_modes() -> list[bool]:
+    """The /proc/PID/task/TID/children walk where the kernel has it; always the full scan."""
+    pid = os.getpid()
+    return [False, True] if os.path.exists(f"/proc/{pid}/task/{pid}/children") else [False]
+
+
+@needs_root
+@pytest.mark.parametrize("children_files", children_file_modes())
+@pytest.mark.parametrize("command", ["exit", "clean-env", "spawner"])
+def test_a_daemon_left_by_a_script_is_killed_when_it_ends(
+    scripts: pathlib.Path, script_user: ScriptUser, command: str, children_files: bool
+) -> None:
+    """Double fork + setsid (no marker in "clean-env"; forking on in "spawner"): killed."""
+    report = drive(scripts, script="leave-daemon", command=command, run_as=script_user.name,
+                   children_files=children_files, sibling=["sleep", "60"])
+    assert (report["result"], report["feedback"]) == (3, "left a daemon")
+    assert report["children_files"] is children_files
+    assert report["marked"] == []  # at the moment the outcome came back
+    assert report["zombies"] == []  # the killed were reaped
+    assert not alive(daemon_pid(report))
+    assert pids_with_env(f"ATT_JM_EXECUTION_ID={report['execution_id']}") == []
+    assert report["duration"] < 2.0
+    assert report["sibling_alive"]  # spared, though it started after the script
+    assert report["sibling_returncode"] == -9  # its status was left to its Popen
+
+
+@needs_root
+@pytest.mark.parametrize("children_files", children_file_modes())
+def test_a_daemon_left_by_a_script_that_times_out_is_killed(
+    scripts: pathlib.Path, script_user: ScriptUser, children_files: bool
+) -> None:
+    report = drive(scripts, script="leave-daemon", command="hang", timeout=0.5,
+                   run_as=script_user.name, children_files=children_files,
+                   sibling=["sh", "-c", "exit 7"])
+    assert (report["result"], report["feedback"], report["timed_out"]) == (
+        2, "timed out after 0.5 s", True)
+    assert report["marked"] == []
+    assert report["zombies"] == []
+    assert not alive(daemon_pid(report))
+    # The sibling ended during the script: its exit status was not taken by the sweep.
+    assert (report["sibling_alive"], report["sibling_returncode"]) == (False, 7)
+
+
+@needs_root
+def test_as_root_without_a_script_user_daemons_are_killed_too(scripts: pathlib.Path) -> None:
+    report = drive(scripts, script="leave-daemon", command="spawner", sibling=["sleep", "60"])
+    assert report["marked"] == []
+    assert report["zombies"] == []
+    assert report["sibling_alive"]
+
+
+def test_without_subreaper_a_daemon_is_still_found_by_its_marker(
+    tmp_path: pathlib.Path,
+) -> None:
+    """The test process is no subreaper: the daemon goes to init, found by its environment."""
+    outcome = ScriptRunner(HELPERS).run(RunRequest("exec-marked-" + uuid.uuid4().hex, "job",
+                                                   "trigger", 1, "leave-daemon", "exit", 10))
+    assert outcome.result == 3
+    daemon = int(outcome.stdout_tail.split("daemon=", 1)[1].split()[0])
+    assert not alive(daemon)
+
+
+def test_the_sweep_spares_what_started_before_the_script_and_what_it_is_told_to() -> None:
+    """In this process, no subreaper: a script's tree, while its leader still runs."""
+    before = subprocess.Popen(["sleep", "60"])
+    time.sleep(0.02)  # at least one clock tick (10 ms) later
+    since = runner_module.boot_ticks()
+    spared = subprocess.Popen(["sh", "-c", "sleep 60 & wait"])
+    doomed = subprocess.Popen(["sh", "-c", "sleep 60 & wait"])  # as a script's leader
+    spared_grandchild = None
+    try:
+        time.sleep(0.1)  # each sh has started its background sleep
+        (grandchild,) = children_of(doomed.pid)
+        (spared_grandchild,) = children_of(spared.pid)
+        assert kill_descendants(since, spare=[spared.pid], leader=doomed.pid) == [grandchild]
+        assert not alive(grandchild)
+        assert before.poll() is None
+        assert spared.poll() is None
+        assert alive(spared_grandchild)
+        assert doomed.wait(5) == -9  # reaping the leader is left to its Popen
+    finally:
+        if spared_grandchild is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(spared_grandchild, 9)
+        for process in (before, spared, doomed):
+            process.kill()
+            process.wait()
+
+
+def test_a_script_dir_check_lists_at_most_twenty_problems(open_dir: pathlib.Path) -> None:
+    scripts = open_dir / "many"
+    scripts.mkdir(mode=0o755)
+    for number in range(30):
+        path = scripts / f"s{number:02}"
+        path.write_text("#!/bin/sh\n")
+        path.chmod(0o777)
+    problems = check_scripts_dir(scripts, UID, GID)
+    assert len(problems) == 21
+    assert problems[-1].startswith("... and ")
+
