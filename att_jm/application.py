@@ -47,8 +47,9 @@ from att_jm.domain.limits import cut, shown
 from att_jm.domain.matching import fill_template, json_equal, matches
 from att_jm.domain.notifications import CommandRecord, Notification, Rejection
 from att_jm.domain.ratelimit import TokenBuckets
+from att_jm.domain.retry import RetryPolicy
 from att_jm.domain.scheduler import TABLES, Scheduler
-from att_jm.domain.times import iso
+from att_jm.domain.times import iso, parse_iso
 from att_jm.store import JobManagerApp, WriterLog
 from projections.views import Views
 
@@ -184,7 +185,13 @@ def job_row(job: Job) -> dict[str, Any]:
         "enabled": job.enabled,
         "created_at": iso(job.created_at),
         "updated_at": iso(job.updated_at),
+        "retry": _policy_json(getattr(job, "retry", None)),
     }
+
+
+def _policy_json(value: Any) -> dict[str, Any] | None:
+    policy = RetryPolicy.from_json(value)
+    return None if policy is None else policy.to_json()
 
 
 class JobManager:
@@ -405,6 +412,7 @@ class JobManager:
                 Execution.enqueued_event(
                     entry, job.name, job.script, command, trigger, nid,
                     lim.clamp_timeout(job.timeout_seconds), "channel-manager", now,
+                    getattr(job, "retry", None),
                 )
             )
         # Neither aggregate is read again while the service runs: only their events are made.
@@ -658,9 +666,15 @@ class JobManager:
     # Scheduling --------------------------------------------------------------------------
 
     def next_start(self, now: datetime) -> datetime | None:
-        """When the next queued entry may start (None: nothing to start)."""
-        candidate = self.views.next_queued()
-        return self.scheduler.next_start(now, None if candidate is None else candidate[1])
+        """When the next queued entry may start (None: nothing to start): a ready entry by the
+        interval rule, else the first waiting retry once its time comes."""
+        candidate = self.views.next_queued(iso(now))
+        if candidate is not None:
+            return self.scheduler.next_start(now, candidate[1])
+        retry = self.views.next_retry_at(iso(now))
+        if retry is None:
+            return None
+        return self.scheduler.next_start(max(now, parse_iso(retry)), False)
 
     def dispatch(self, uow: UnitOfWork, *, chained: bool = False) -> Dispatch | None:
         """Start the next queued entry when the interval allows; what to run, or None.
@@ -671,7 +685,7 @@ class JobManager:
         (otherwise the next tick decides).
         """
         now = self.clock()
-        candidate = self.views.next_queued()
+        candidate = self.views.next_queued(iso(now))
         if candidate is None and chained:
             first = next(iter(uow.enqueued), None)  # in the order they were enqueued
             candidate = None if first is None else (str(first), False)
@@ -693,7 +707,7 @@ class JobManager:
     def preload_next(self) -> None:
         """Load the entry that runs next, if it is not loaded yet (while a script runs, so
         that starting it right after the running one ends reads nothing from the store)."""
-        candidate = self.views.next_queued()
+        candidate = self.views.next_queued(iso(self.clock()))
         if candidate is None:
             return
         try:

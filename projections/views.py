@@ -27,6 +27,7 @@ import structlog
 
 from att_jm.domain.cleanup import CleanupPolicy
 from att_jm.domain.limits import clamp_timeout
+from att_jm.domain.retry import RetryPolicy
 from att_jm.domain.scheduler import DEFAULT_INTERVAL_SECONDS, clamp_interval
 from att_jm.domain.times import iso, parse_iso
 
@@ -47,15 +48,17 @@ VIEW_MIN_BYTES: Final = 1024
 _FETCH: Final = 100  # rows read in full per query (cells of up to ~200 KB each)
 FRONT_BASE: Final = -(10**15)  # sort keys of entries sent to the front sort before all others
 
+#: The shape of the views file; a file of another version is emptied and rebuilt from the log.
+SCHEMA_VERSION: Final = 2  # 2: queue.not_before, jobs.retry (automatic retries)
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS tracking (name TEXT PRIMARY KEY, position INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS jobs (
     name TEXT PRIMARY KEY, script TEXT, trigger TEXT, match TEXT, command TEXT,
-    timeout_seconds REAL, enabled INTEGER, created_at TEXT, updated_at TEXT);
+    timeout_seconds REAL, enabled INTEGER, created_at TEXT, updated_at TEXT, retry TEXT);
 CREATE TABLE IF NOT EXISTS queue (
     id TEXT PRIMARY KEY, job TEXT, command TEXT, trigger TEXT, notification_id TEXT,
     enqueued_at TEXT, state TEXT, started_at TEXT, attempt INTEGER, feedback TEXT,
-    sort_key INTEGER NOT NULL, script TEXT, timeout_seconds REAL);
+    not_before TEXT, sort_key INTEGER NOT NULL, script TEXT, timeout_seconds REAL);
 CREATE INDEX IF NOT EXISTS queue_order ON queue (state, sort_key);
 CREATE TABLE IF NOT EXISTS executed (
     id TEXT PRIMARY KEY, job TEXT, command TEXT, trigger TEXT, notification_id TEXT,
@@ -74,7 +77,7 @@ CREATE TABLE IF NOT EXISTS job_ids (id TEXT PRIMARY KEY, name TEXT NOT NULL);
 
 _QUEUE_COLS: Final = (
     "id", "job", "command", "trigger", "notification_id", "enqueued_at", "state", "started_at",
-    "attempt", "feedback",
+    "attempt", "feedback", "not_before",
 )
 _DONE_COLS: Final = (
     "id", "job", "command", "trigger", "notification_id", "enqueued_at", "started_at",
@@ -82,7 +85,7 @@ _DONE_COLS: Final = (
 )
 _JOB_COLS: Final = (
     "name", "script", "trigger", "match", "command", "timeout_seconds", "enabled", "created_at",
-    "updated_at",
+    "updated_at", "retry",
 )
 # Every column of each table, in table order: what the overlay holds and writes back.
 _COLUMNS: Final[dict[str, tuple[str, ...]]] = {
@@ -99,7 +102,7 @@ _KEYS: Final = {"jobs": "name", "job_ids": "id"}
 _VERSION_COLS: Final = {
     "executed": ("id", "seq"),
     "failed": ("id", "seq"),
-    "queue": ("id", "state", "sort_key", "attempt", "started_at"),
+    "queue": ("id", "state", "sort_key", "attempt", "started_at", "not_before"),
 }
 _ORDER: Final = {
     "queue": "ORDER BY state != 'running', sort_key",
@@ -274,6 +277,7 @@ def _job_row(name: str, fields: dict[str, Any], at: str) -> Row:
         "match": _json(fields["match"]), "command": fields["command"],
         "timeout_seconds": clamp_timeout(fields["timeout_seconds"]),
         "enabled": int(fields["enabled"]), "created_at": at, "updated_at": at,
+        "retry": _retry_json(fields.get("retry")),
     }
 
 
@@ -304,6 +308,8 @@ def _job_updated(o: Overlay, position: int, aggregate: str, e: dict[str, Any]) -
     for key, value in e["changes"].items():
         if key == "match":
             row[key] = _json(value)
+        elif key == "retry":
+            row[key] = _retry_json(value)
         elif key == "enabled":
             row[key] = int(value)
         elif key == "timeout_seconds":
@@ -324,7 +330,8 @@ def _enqueued(o: Overlay, position: int, aggregate: str, e: dict[str, Any]) -> t
     o.put("queue", aggregate, {
         "id": aggregate, "job": e["job"], "command": e["command"], "trigger": e["trigger"],
         "notification_id": e["notification_id"], "enqueued_at": e["at"], "state": "queued",
-        "started_at": None, "attempt": 1, "feedback": None, "sort_key": position,
+        "started_at": None, "attempt": 1, "feedback": None, "not_before": None,
+        "sort_key": position,
         "script": e["script"], "timeout_seconds": clamp_timeout(e["timeout_seconds"]),
     })
     return ("queue",)
@@ -373,7 +380,20 @@ def _delete_from(table: str) -> Rule:
 def _sent_to_front(o: Overlay, position: int, aggregate: str, e: dict[str, Any]) -> tuple[str, ...]:
     row = o.get("queue", aggregate)
     if row is not None:
-        o.put("queue", aggregate, {**row, "sort_key": FRONT_BASE + position})
+        o.put("queue", aggregate, {**row, "sort_key": FRONT_BASE + position, "not_before": None})
+    return ("queue",)
+
+
+def _attempt_failed(
+    o: Overlay, position: int, aggregate: str, e: dict[str, Any]
+) -> tuple[str, ...]:
+    """A failed attempt with a retry to come: the entry is queued again (same place in the
+    queue), as the next attempt, not before its time; its feedback is the failed attempt's."""
+    row = o.get("queue", aggregate)
+    if row is not None:
+        o.put("queue", aggregate, {**row, "state": "queued", "started_at": None,
+                                   "attempt": e["attempt"], "feedback": e["feedback"],
+                                   "not_before": e["not_before"]})
     return ("queue",)
 
 
@@ -385,7 +405,7 @@ def _reexecuted(o: Overlay, position: int, aggregate: str, e: dict[str, Any]) ->
             "id": aggregate, "job": row["job"], "command": row["command"],
             "trigger": row["trigger"], "notification_id": row["notification_id"],
             "enqueued_at": row["enqueued_at"], "state": "queued", "started_at": None,
-            "attempt": e["attempt"], "feedback": row["feedback"],
+            "attempt": e["attempt"], "feedback": row["feedback"], "not_before": None,
             "sort_key": FRONT_BASE + position, "script": row["script"],
             "timeout_seconds": row["timeout_seconds"],
         })
@@ -425,6 +445,7 @@ RULES: Final[dict[str, Rule]] = {
     "att_jm:Execution.Started": _started,
     "att_jm:Execution.Succeeded": _succeeded,
     "att_jm:Execution.Failed": _failed,
+    "att_jm:Execution.AttemptFailed": _attempt_failed,
     "att_jm:Execution.RemovedFromQueue": _delete_from("queue"),
     "att_jm:Execution.SentToFront": _sent_to_front,
     "att_jm:Execution.Reexecuted": _reexecuted,
@@ -452,6 +473,7 @@ EXECUTION_VIEWS: Final[dict[str, tuple[str, ...]]] = {
     "att_jm:Execution.Started": ("queue",),
     "att_jm:Execution.Succeeded": ("queue", "executed"),
     "att_jm:Execution.Failed": ("queue", "failed"),
+    "att_jm:Execution.AttemptFailed": ("queue",),
     "att_jm:Execution.RemovedFromQueue": ("queue",),
     "att_jm:Execution.SentToFront": ("queue",),
     "att_jm:Execution.Reexecuted": ("queue", "failed"),
@@ -467,6 +489,19 @@ _HIDDEN: Final = frozenset({"originator_id", "originator_version", "timestamp"})
 
 def _json(value: Any) -> str | None:
     return None if value is None else orjson.dumps(value).decode()
+
+
+def _retry_json(value: Any) -> str | None:
+    """A job's retry policy as the jobs view holds it (clamped on read, like the domain)."""
+    policy = RetryPolicy.from_json(value)
+    return None if policy is None else orjson.dumps(policy.to_json()).decode()
+
+
+def _decode_job(row: dict[str, Any]) -> dict[str, Any]:
+    row["match"] = None if row["match"] is None else orjson.loads(row["match"])
+    row["enabled"] = bool(row["enabled"])
+    row["retry"] = None if row.get("retry") is None else orjson.loads(row["retry"])
+    return row
 
 
 def event_fields(event: Any) -> tuple[str, str, dict[str, Any]]:
@@ -555,8 +590,21 @@ class Views:
             self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")  # rebuildable from the log
+            self._migrate()
             self._db.executescript(_SCHEMA)
         self._db.execute("PRAGMA busy_timeout=5000")
+
+    def _migrate(self) -> None:
+        """A views file of another shape is emptied (its position with it): the next catch-up
+        rebuilds it from the log with today's rules."""
+        version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
+        if version == SCHEMA_VERSION:
+            return
+        tables = [str(row[0]) for row in self._db.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")]
+        for table in tables:
+            self._db.execute(f"DROP TABLE {table}")
+        self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def close(self) -> None:
         self._db.close()
@@ -686,10 +734,7 @@ class Views:
         )
         for found in cursor:
             row = dict(zip(cols, found, strict=True))
-            if view == "jobs":
-                row["match"] = None if row["match"] is None else orjson.loads(row["match"])
-                row["enabled"] = bool(row["enabled"])
-            yield row
+            yield _decode_job(row) if view == "jobs" else row
 
     def row_json(self, view: str, row_id: str) -> bytes | None:
         """`{"view", "position", "row"}` with the row of `view` whose key is `row_id` (a job's
@@ -704,8 +749,7 @@ class Views:
             return None
         row = dict(zip(cols, found, strict=True))
         if view == "jobs":
-            row["match"] = None if row["match"] is None else orjson.loads(row["match"])
-            row["enabled"] = bool(row["enabled"])
+            _decode_job(row)
         return orjson.dumps({"view": view, "position": self.view_position(view), "row": row})
 
     def payload_json(
@@ -822,11 +866,18 @@ class Views:
         finally:
             self._db.execute("COMMIT")
 
-    def next_queued(self) -> tuple[str, bool] | None:
-        """The entry that runs next and whether it was sent to the front, or None."""
+    def next_queued(self, now: str = "") -> tuple[str, bool] | None:
+        """The entry that runs next and whether it was sent to the front, or None; a retry
+        whose `not_before` is after `now` (ISO-8601 UTC, as `times.iso` writes) waits."""
         memo = self._memo
-        if memo is not None and "next" in memo:
+        if memo is not None and "next" in memo and not self._retries_wait():
             return memo["next"]  # type: ignore[no-any-return]  # what this method stored
+        if self._retries_wait():
+            row = self._db.execute(
+                "SELECT id, sort_key FROM queue WHERE state = 'queued' AND "
+                "(not_before IS NULL OR not_before <= ?) ORDER BY sort_key LIMIT 1", (now,),
+            ).fetchone()
+            return None if row is None else (str(row[0]), int(row[1]) < 0)
         row = self._db.execute(
             "SELECT id, sort_key FROM queue WHERE state = 'queued' ORDER BY sort_key LIMIT 1"
         ).fetchone()
@@ -834,6 +885,28 @@ class Views:
         if memo is not None:
             memo["next"] = found
         return found
+
+    def _retries_wait(self) -> bool:
+        """Whether any queued entry is a retry with a `not_before` (memoised until a write)."""
+        memo = self._memo
+        if memo is not None and "waiting" in memo:
+            return bool(memo["waiting"])
+        waiting = self._db.execute(
+            "SELECT 1 FROM queue WHERE state = 'queued' AND not_before IS NOT NULL LIMIT 1"
+        ).fetchone() is not None
+        if memo is not None:
+            memo["waiting"] = waiting
+        return waiting
+
+    def next_retry_at(self, now: str) -> str | None:
+        """The earliest `not_before` after `now` of a waiting retry (None: none waits)."""
+        if not self._retries_wait():
+            return None
+        row = self._db.execute(
+            "SELECT min(not_before) FROM queue WHERE state = 'queued' AND not_before > ?",
+            (now,),
+        ).fetchone()
+        return None if row is None or row[0] is None else str(row[0])
 
     def running(self) -> list[str]:
         return [str(r[0]) for r in self._db.execute("SELECT id FROM queue WHERE state='running'")]

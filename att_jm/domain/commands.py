@@ -13,11 +13,13 @@ from att_jm.domain import limits as lim
 from att_jm.domain.errors import InvalidInput, UnknownCommand
 from att_jm.domain.limits import DEFAULT_TIMEOUT_SECONDS, cut, is_number, range_text, shown
 from att_jm.domain.matching import check_topic_level, template_fields
+from att_jm.domain.retry import parse_retry
 
 NAME_RE: Final = re.compile(r"[A-Za-z0-9._-]{1,64}")
 VIEWS: Final = ("jobs", "queue", "executed", "failed", "settings")
 TABLES: Final = ("executed", "failed", "all")
-JOB_FIELDS: Final = ("script", "trigger", "match", "command", "timeout_seconds", "enabled")
+JOB_FIELDS: Final = ("script", "trigger", "match", "command", "timeout_seconds", "enabled",
+                      "retry")
 CLEANUP_FIELDS: Final = ("max_rows", "max_age_days", "every_seconds")
 
 
@@ -32,6 +34,7 @@ class JobSpec:
     command: str | None = None
     timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS
     enabled: bool = True
+    retry: dict[str, Any] | None = None  # see att_jm.domain.retry (None: no retry)
 
     def fields(self) -> dict[str, Any]:
         return {
@@ -41,6 +44,7 @@ class JobSpec:
             "command": self.command,
             "timeout_seconds": self.timeout_seconds,
             "enabled": self.enabled,
+            "retry": self.retry,
         }
 
 
@@ -186,6 +190,7 @@ _FIELD_CHECKS: Final[dict[str, Callable[[Any], Any]]] = {
     "match": _match,
     "command": _template,
     "timeout_seconds": _timeout,
+    "retry": parse_retry,
     "enabled": _enabled,
 }
 

@@ -9,6 +9,8 @@ from uuid import UUID
 from eventsourcing.domain import Aggregate
 
 from att_jm.domain.errors import Conflict, NotFound
+from att_jm.domain.retry import RetryPolicy
+from att_jm.domain.times import iso
 
 SUCCEEDED = 3
 FAILED = 2
@@ -40,6 +42,7 @@ class Execution(Aggregate):
         notification_id: str
         timeout_seconds: float
         actor: str
+        retry: dict[str, Any] | None = None  # the job's policy when enqueued (None: no retry)
 
     class Started(Aggregate.Event):
         TOPIC = "att_jm:Execution.Started"
@@ -75,6 +78,28 @@ class Execution(Aggregate):
         def apply(self, aggregate: Any) -> None:
             aggregate.finish(FAILED_STATE, self.result, self.feedback, self.timestamp)
 
+    class AttemptFailed(Aggregate.Event):
+        """An attempt failed and the retry policy allows another: the entry is queued again
+        as attempt `attempt` (the next), to start no earlier than `not_before`."""
+
+        TOPIC = "att_jm:Execution.AttemptFailed"
+        result: int
+        feedback: str | None
+        exit_code: int | None
+        duration_seconds: float
+        timed_out: bool
+        interrupted: bool
+        attempt: int
+        not_before: str  # ISO-8601 UTC, as `times.iso` writes it (events hold JSON values)
+        actor: str
+
+        def apply(self, aggregate: Any) -> None:
+            aggregate.status = QUEUED
+            aggregate.attempt = self.attempt
+            aggregate.previous_feedback = self.feedback
+            aggregate.not_before = self.not_before
+            aggregate.front = False
+
     class RemovedFromQueue(Aggregate.Event):
         TOPIC = "att_jm:Execution.RemovedFromQueue"
         actor: str
@@ -88,6 +113,7 @@ class Execution(Aggregate):
 
         def apply(self, aggregate: Any) -> None:
             aggregate.front = True
+            aggregate.not_before = None
 
     class Reexecuted(Aggregate.Event):
         TOPIC = "att_jm:Execution.Reexecuted"
@@ -101,6 +127,7 @@ class Execution(Aggregate):
             aggregate.previous_feedback = aggregate.feedback
             aggregate.result = None
             aggregate.feedback = None
+            aggregate.not_before = None
 
     class RemovedFromExecuted(Aggregate.Event):
         TOPIC = "att_jm:Execution.RemovedFromExecuted"
@@ -136,6 +163,7 @@ class Execution(Aggregate):
         notification_id: str,
         timeout_seconds: float,
         actor: str,
+        retry: dict[str, Any] | None = None,
     ) -> None:
         self.job = job
         self.script = script
@@ -151,22 +179,26 @@ class Execution(Aggregate):
         self.result: int | None = None
         self.feedback: str | None = None
         self.previous_feedback: str | None = None
+        self.retry = retry
+        self.not_before: str | None = None  # a retry waits until then (ISO-8601 UTC)
 
     @classmethod
     def enqueue(
         cls, execution_id: UUID, job: str, script: str, command: str, trigger: str,
         notification_id: str, timeout_seconds: float, actor: str, at: datetime,
+        retry: dict[str, Any] | None = None,
     ) -> Execution:
         return cls._create(
             cls.Enqueued, id=execution_id, job=job, script=script, command=command,
             trigger=trigger, notification_id=notification_id, timeout_seconds=timeout_seconds,
-            actor=actor, timestamp=at,
+            actor=actor, timestamp=at, retry=retry,
         )
 
     @classmethod
     def enqueued_event(
         cls, execution_id: UUID, job: str, script: str, command: str, trigger: str,
         notification_id: str, timeout_seconds: float, actor: str, at: datetime,
+        retry: dict[str, Any] | None = None,
     ) -> Execution.Enqueued:
         """The event `enqueue()` records, without building the aggregate: for a caller that
         only stores it (the notification hot path; `enqueue()` costs ~3x as much)."""
@@ -174,7 +206,7 @@ class Execution(Aggregate):
             originator_id=execution_id, originator_version=cls.INITIAL_VERSION, timestamp=at,
             originator_topic=cls.TOPIC, job=job, script=script, command=command,
             trigger=trigger, notification_id=notification_id, timeout_seconds=timeout_seconds,
-            actor=actor,
+            actor=actor, retry=retry,
         )
 
     def finish(self, status: str, result: int, feedback: str | None, at: datetime) -> None:
@@ -204,13 +236,25 @@ class Execution(Aggregate):
     def fail(
         self, feedback: str | None, exit_code: int | None, duration: float, at: datetime, *,
         timed_out: bool = False, interrupted: bool = False,
-    ) -> None:
+    ) -> bool:
+        """Record a failed attempt: queued again when the retry policy allows another attempt
+        (True), else Failed (False)."""
         self._check_running()
+        policy = RetryPolicy.from_json(getattr(self, "retry", None))
+        if policy is not None and policy.retries_after(self.attempt):
+            self.trigger_event(
+                self.AttemptFailed, result=FAILED, feedback=feedback, exit_code=exit_code,
+                duration_seconds=duration, timed_out=timed_out, interrupted=interrupted,
+                attempt=self.attempt + 1, not_before=iso(policy.not_before(self.attempt, at)),
+                actor=SCHEDULER, timestamp=at,
+            )
+            return True
         self.trigger_event(
             self.Failed, result=FAILED, feedback=feedback, exit_code=exit_code,
             duration_seconds=duration, timed_out=timed_out, interrupted=interrupted,
             actor=SCHEDULER, timestamp=at,
         )
+        return False
 
     def _check_running(self) -> None:
         if self.status != RUNNING:
@@ -236,6 +280,11 @@ class Execution(Aggregate):
         self.trigger_event(self.RemovedFromExecuted, actor=actor, timestamp=at)
 
     def reexecute(self, actor: str, at: datetime) -> None:
+        """Run a failed entry again, at the front; a retry still waiting for its time (a
+        failed attempt, queued again) is sent to the front to run now."""
+        if self.status == QUEUED and getattr(self, "not_before", None) is not None:
+            self.trigger_event(self.SentToFront, actor=actor, timestamp=at)
+            return
         if self.status != FAILED_STATE:
             raise NotFound(f"no failed entry {self.label}")
         self.trigger_event(self.Reexecuted, attempt=self.attempt + 1, actor=actor, timestamp=at)

@@ -33,6 +33,7 @@ class Job(Aggregate):
         timeout_seconds: float
         enabled: bool
         actor: str
+        retry: dict[str, Any] | None = None  # absent from logs written before retries
 
     class Updated(Aggregate.Event):
         """`changes` holds only the fields that changed, with their new values."""
@@ -78,6 +79,7 @@ class Job(Aggregate):
         timeout_seconds: float,
         enabled: bool,
         actor: str,
+        retry: dict[str, Any] | None = None,
     ) -> None:
         self.name = name
         self.script = script
@@ -86,6 +88,7 @@ class Job(Aggregate):
         self.command = command
         self.timeout_seconds = timeout_seconds
         self.enabled = enabled
+        self.retry = retry
         self.removed = False
         self.created_at: datetime = self.created_on
         self.updated_at: datetime = self.created_on
@@ -132,4 +135,5 @@ class Job(Aggregate):
             command=self.command,
             timeout_seconds=self.timeout_seconds,
             enabled=self.enabled,
+            retry=getattr(self, "retry", None),
         )

@@ -134,3 +134,10 @@ def range_text(low: float, high: float) -> str:
 def clamp_timeout(value: Any) -> float:
     """A stored script timeout forced into its range (older logs may hold any number)."""
     return clamp(value, MIN_TIMEOUT_SECONDS, MAX_TIMEOUT_SECONDS, DEFAULT_TIMEOUT_SECONDS)
+
+# Automatic retries (a job's `retry`) ---------------------------------------------------------
+MIN_RETRY_ATTEMPTS: Final = 1  # attempts in all, the first included (1: no retry)
+MAX_RETRY_ATTEMPTS: Final = 100
+MAX_RETRY_DELAY_SECONDS: Final = DAY
+MIN_RETRY_BACKOFF: Final = 1.0
+MAX_RETRY_BACKOFF: Final = 10.0

@@ -51,7 +51,7 @@ def test_a_notification_whose_trigger_matches_two_jobs_enqueues_both(jm: Harness
     assert rows[0] == {
         "id": eid("n-1", "first"), "job": "first", "command": '{"id":"n-1","site":"paris"}',
         "trigger": "alarm", "notification_id": "n-1", "enqueued_at": iso(T0),
-        "state": "queued", "started_at": None, "attempt": 1, "feedback": None,
+        "state": "queued", "started_at": None, "attempt": 1, "feedback": None, "not_before": None,
     }
     (received,) = jm.events(Notification.Received)
     assert received.payload == payload
@@ -211,7 +211,7 @@ def test_job_add_registers_a_job_and_replies_with_its_row(jm: Harness) -> None:
     assert result == {
         "name": "backup", "script": "backup.sh", "trigger": "alarm", "match": {"site": "paris"},
         "command": "run {site}", "timeout_seconds": 30.0, "enabled": False,
-        "created_at": iso(T0), "updated_at": iso(T0),
+        "created_at": iso(T0), "updated_at": iso(T0), "retry": None,
     }
     assert jm.rows("jobs") == [result]
     (added,) = jm.events(Job.Added)

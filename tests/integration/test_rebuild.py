@@ -173,7 +173,7 @@ def test_each_execution_rule_reports_its_views_whatever_the_rows(topic: str, row
             data = {"at": "2026-03-02T08:00:00.000Z", "job": "j", "command": None,
                     "trigger": "t", "notification_id": "n", "script": "s",
                     "timeout_seconds": 1.0, "attempt": 2, "result": 3, "feedback": "f",
-                    "table": table}
+                    "table": table, "not_before": "2026-03-02T08:00:05.000Z"}
             changed = RULES[topic](overlay, 7, "x", data)
             expected = EXECUTION_VIEWS[topic] or (
                 ("executed",) if table == "executed" else ("failed",))

@@ -57,7 +57,7 @@ def test_a_creation_event_loses_its_originator_topic_and_keeps_its_field_order()
     assert message["at"] == "2026-07-14T09:30:15.123Z"
     assert list(message["data"]) == [
         "job", "script", "command", "trigger", "notification_id", "timeout_seconds", "actor",
-        "aggregate_id", "version",
+        "retry", "aggregate_id", "version",
     ]
     assert message["data"]["aggregate_id"] == str(execution.id)
     assert message["data"]["version"] == 1
