@@ -5,6 +5,12 @@ Every row of the log is covered by exactly one seal: seal k covers the positions
 event is itself a row, so the next seal covers it. A seal is due when `every_events` rows
 wait, or when the first row still waiting came `every_seconds` ago; sealing then covers every
 waiting row (in seals of at most `every_events` rows), in one small transaction of its own.
+
+The writer brackets its run with two marks on the Ledger (`att_jm.domain.seals`): at start,
+before writing anything, `open_log()` checks the end of the log (`att_jm.audit.tail`) and
+records `Ledger.Opened`; at a clean stop, as its last write, `close_log()` seals every
+waiting row and records `Ledger.Closed` in the same transaction. Both are rows like any
+other: the next seal covers them (the marks, like the seal events, never make one due).
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from eventsourcing.persistence import Recording
 
 from att_jm.audit.chain import LEDGER_TOPICS, Seal, SealHasher, read_seal, row_digest
 from att_jm.audit.rows import Row, StoreReader
+from att_jm.audit.tail import Tail, tail_check
 from att_jm.domain.seals import LEDGER_ID, Ledger
 from att_jm.store import JobManagerApp
 
@@ -121,13 +128,52 @@ class Sealer:
         by_time = 0.0 if self._full else self._since + self.every_seconds - now
         return max(0.0, by_time, self._retry_at - now)
 
-    def seal(self, at: datetime) -> tuple[list[tuple[int, Any]], list[Seal]]:
-        """Seal every waiting row now; the stored events (with their positions), the seals."""
+    def open_log(self, at: datetime) -> Tail:
+        """At start, before anything else is written to the store: check the end of the log
+        and record `Ledger.Opened` with what was found, in a transaction of its own.
+
+        The result says whether rows were appended after the last clean stop (`appended`,
+        `first`, `last`; `flag()` for the status) or whether that stop was not clean
+        (`clean`, `unsealed`); `message()` says it in a sentence. Raises what the store
+        raises (nothing is recorded then)."""
+        tail = tail_check(self.reader)
         try:
             if self._stale:
                 self.ledger = self._load()
                 self._stale = False
-            return self._seal(at)
+            ledger = Ledger.create(at) if self.ledger is None else self.ledger
+            start_version = 0 if self.ledger is None else ledger.version
+            ledger.open(tail.closed, tail.appended, tail.first, tail.last, tail.unsealed, at)
+            recordings = self.app.save(ledger)
+        except Exception:
+            self._stale = True
+            with contextlib.suppress(Exception):
+                self.ledger = self._load()
+                self._stale = False
+            raise
+        self.ledger = ledger
+        self._own += len(recordings)
+        self._snapshot_if_due(start_version, ledger.version)
+        return tail
+
+    def close_log(self, at: datetime) -> tuple[list[tuple[int, Any]], list[Seal]]:
+        """At a clean stop, as the writer's last write: seal every waiting row and record
+        `Ledger.Closed` in the same transaction; the stored events and the seals, like
+        `seal()`. A row stored after this one is reported by `verify` and by the next
+        `open_log()` as appended outside the service."""
+        return self._guarded(at, close=True)
+
+    def seal(self, at: datetime) -> tuple[list[tuple[int, Any]], list[Seal]]:
+        """Seal every waiting row now; the stored events (with their positions), the seals."""
+        return self._guarded(at, close=False)
+
+    def _guarded(self, at: datetime, *, close: bool) -> tuple[list[tuple[int, Any]], list[Seal]]:
+        """`_seal`, and after a failure: a pause before the next try, the Ledger reloaded."""
+        try:
+            if self._stale:
+                self.ledger = self._load()
+                self._stale = False
+            return self._seal(at, close)
         except Exception:
             self._digested = []
             self._retry_at = self.monotonic() + RETRY_SECONDS
@@ -137,10 +183,11 @@ class Sealer:
                 self._stale = False
             raise
 
-    def _seal(self, at: datetime) -> tuple[list[tuple[int, Any]], list[Seal]]:
+    def _seal(self, at: datetime, close: bool) -> tuple[list[tuple[int, Any]], list[Seal]]:
         first = self.ledger is None
         ledger = Ledger.create(at) if self.ledger is None else self.ledger
         start_version = 0 if first else ledger.version
+        start_seals = ledger.seals
         hasher = SealHasher(ledger.hash)
         after = 0 if first else ledger.position
         digested = self._digested if self._digested_after == after else []
@@ -156,15 +203,18 @@ class Sealer:
                 hasher = SealHasher(ledger.hash)
         if hasher.count:
             self._close(ledger, hasher, at)
-        if ledger.seals == 0 or not ledger.pending_events:
+        sealed = ledger.seals > start_seals
+        if close:
+            ledger.close(at)
+        elif ledger.seals == 0 or not ledger.pending_events:
             return [], []
         recordings = self.app.save(ledger)
         self.ledger = ledger
-        self._own = sum(1 for r in recordings if r.notification.topic in LEDGER_TOPICS)
+        own = sum(1 for r in recordings if r.notification.topic in LEDGER_TOPICS)
+        self._own = own if sealed else self._own + own
         self._since = None
         self._full = False
-        if ledger.version // SNAPSHOT_EVERY > start_version // SNAPSHOT_EVERY:
-            self._snapshot(ledger.version)
+        self._snapshot_if_due(start_version, ledger.version)
         seals = [
             read_seal(_as_row(r), 0) for r in recordings
             if r.notification.topic == Ledger.Sealed.TOPIC
@@ -177,6 +227,11 @@ class Sealer:
         """One seal of the rows `hasher` took: up to the last of them."""
         ledger.seal(hasher.ranges[-1][1], hasher.previous, hasher.hash, hasher.count,
                     hasher.ranges, hasher.digests, at)
+
+    def _snapshot_if_due(self, before: int, after: int) -> None:
+        """Snapshot the Ledger when its version passed a multiple of SNAPSHOT_EVERY."""
+        if after // SNAPSHOT_EVERY > before // SNAPSHOT_EVERY:
+            self._snapshot(after)
 
     def _snapshot(self, version: int) -> None:
         try:

@@ -31,7 +31,10 @@ from att_jm.audit.rows import Row
 from att_jm.domain.times import iso
 
 SEALED_TOPIC: Final = "att_jm:Ledger.Sealed"
-LEDGER_TOPICS: Final = ("att_jm:Ledger.Created", SEALED_TOPIC)
+OPENED_TOPIC: Final = "att_jm:Ledger.Opened"  # a start (see `att_jm.domain.seals`)
+CLOSED_TOPIC: Final = "att_jm:Ledger.Closed"  # a clean stop
+#: The sealer's own rows: covered by the next seal like any row, but never a reason for one.
+LEDGER_TOPICS: Final = ("att_jm:Ledger.Created", SEALED_TOPIC, OPENED_TOPIC, CLOSED_TOPIC)
 SHORT: Final = 4  # bytes of each content digest kept in a seal
 
 _I64: Final = struct.Struct(">q")

@@ -156,6 +156,14 @@ def render_verification(v: Verification) -> str:
     else:
         lines.append(f"{v.events:,} events; no seal yet")
     lines.append(f"{v.unsealed:,} events after position {v.sealed_through:,} are not sealed yet")
+    lines.append(f"versions followed for {v.aggregates:,} aggregates; {v.snapshots:,} "
+                 f"snapshot{'' if v.snapshots == 1 else 's'} compared with a replay of "
+                 "their events")
+    if v.closed is not None:
+        lines.append(f"the log ends with a clean stop (position {v.closed:,})")
+    elif v.starts:
+        lines.append("the log is open: the service runs, or its last stop did not close it "
+                     "(the events after the last seal are counted, not proven)")
     for finding in v.findings:
         lines.append(f"  {finding.kind}: {finding.message}")
     if v.witness is not None:

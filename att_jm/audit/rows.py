@@ -1,7 +1,8 @@
 """Stored rows of the event log, read straight from the SQLite store, read-only and paged.
 
 This is the one audit module that knows the store's SQL (eventsourcing's `stored_events`
-table: a row's position is its `rowid`). Readers open the file with `mode=ro` and read in
+table: a row's position is its `rowid`; its `stored_snapshots` table: one row per snapshot,
+keyed by aggregate id and version). Readers open the file with `mode=ro` and read in
 pages of short transactions: in WAL mode they never block the writer, and no read
 transaction stays open long enough to hold back the writer's checkpoints.
 """
@@ -15,6 +16,7 @@ from typing import Any, Final, NamedTuple
 from urllib.parse import quote
 
 TABLE: Final = "stored_events"
+SNAPSHOTS: Final = "stored_snapshots"
 PAGE: Final = 5000
 _COLUMNS: Final = "rowid, originator_id, originator_version, topic, state"
 
@@ -44,7 +46,14 @@ def _row(raw: tuple[Any, ...]) -> Row:
         state = state.encode()
     elif state is None:
         state = b""
-    return Row(int(position), str(originator_id), int(version), str(topic), bytes(state))
+    if not isinstance(version, int):  # idem: a version that is no integer reads as 0
+        try:
+            version = int(version)
+        except (TypeError, ValueError, OverflowError):
+            version = 0
+        if not -(2**63) <= version < 2**63:
+            version = 0
+    return Row(int(position), str(originator_id), version, str(topic), bytes(state))
 
 
 class StoreReader:
@@ -103,6 +112,50 @@ class StoreReader:
             "ORDER BY originator_version", (originator_id,),
         ).fetchall()
         return [_row(raw) for raw in raws if upto is None or raw[0] <= upto]
+
+    def last_event(self, originator_id: str, topic: str | None = None) -> Row | None:
+        """The row of the highest version of one aggregate (of that `topic`, if given): one
+        look-up in the (originator_id, originator_version) key, whatever the log's size."""
+        where = "" if topic is None else " AND topic = ?"
+        raw = self._db.execute(
+            f"SELECT {_COLUMNS} FROM {TABLE} WHERE originator_id = ?{where} "  # noqa: S608 -- fixed names, placeholders
+            "ORDER BY originator_version DESC LIMIT 1",
+            (originator_id,) if topic is None else (originator_id, topic),
+        ).fetchone()
+        return None if raw is None else _row(raw)
+
+    def tail(self, after: int) -> tuple[int, int | None, int | None]:
+        """(how many, first, last position) of the rows after position `after`: reads only
+        those rows' keys."""
+        raw = self._db.execute(
+            f"SELECT count(*), min(rowid), max(rowid) FROM {TABLE} WHERE rowid > ?",  # noqa: S608 -- fixed name
+            (after,),
+        ).fetchone()
+        return int(raw[0]), raw[1], raw[2]
+
+    def snapshot_keys(self) -> list[tuple[str, int]]:
+        """(aggregate id as stored, version) of every stored snapshot, in key order (none
+        when the store has no snapshot table)."""
+        try:
+            raws = self._db.execute(
+                f"SELECT originator_id, originator_version FROM {SNAPSHOTS} "  # noqa: S608 -- fixed name
+                "ORDER BY originator_id, originator_version"
+            ).fetchall()
+        except sqlite3.OperationalError:  # no such table: a store from before snapshots
+            return []
+        return [(str(oid), int(version)) for oid, version in raws]
+
+    def snapshot(self, originator_id: str, version: int) -> tuple[str, bytes] | None:
+        """(topic, state) of one stored snapshot."""
+        raw = self._db.execute(
+            f"SELECT topic, state FROM {SNAPSHOTS} "  # noqa: S608 -- fixed name
+            "WHERE originator_id = ? AND originator_version = ?", (originator_id, version),
+        ).fetchone()
+        if raw is None:
+            return None
+        state = raw[1]
+        state = state.encode() if isinstance(state, str) else bytes(state or b"")
+        return str(raw[0]), state
 
     def window(self, first: int, last: int, topics: Sequence[str]) -> list[Row]:
         """The rows with a position in [first, last] and one of `topics`."""

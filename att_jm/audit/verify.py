@@ -1,11 +1,14 @@
 """`verify`: recompute the seal chain over the stored rows and name what changed, and where.
 
-Two checks run over one pass of the log:
+Three checks run over one pass of the log:
 - each seal's hash is recomputed from the rows it covers (`att_jm.audit.chain`) and the
   chain of `previous` hashes is followed: this proves the sealed rows are intact;
 - the rows are aligned with the seals' per-row digests (with a look-ahead, so a deleted,
   inserted, swapped or renumbered row does not hide the ones after it): this names the
-  position of each change.
+  position of each change;
+- every row, sealed or not, is checked on its own and against the rows before it, and every
+  stored snapshot against a replay (`att_jm.audit.checks`): what the seals cannot prove
+  (the rows after the last seal, rows appended after a clean stop, the snapshots).
 A witness's copy of the published seals catches a rewrite of the whole log (`witness`).
 """
 
@@ -14,6 +17,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any, Final, NamedTuple
 
 from att_jm.audit.chain import (
@@ -26,24 +30,14 @@ from att_jm.audit.chain import (
     row_digest,
     seal_digests,
 )
+from att_jm.audit.checks import TIME_TOLERANCE, RowChecks, SnapshotChecks
+from att_jm.audit.findings import Finding, Findings
 from att_jm.audit.rows import StoreReader
+
+__all__ = ["TIME_TOLERANCE", "Finding", "Progress", "Verification", "read_seals", "verify"]
 
 LOOKAHEAD: Final = 1000  # rows searched ahead to tell a deletion, insertion or swap apart
 Progress = Callable[[int], None]  # called with the position reached
-
-
-@dataclass(frozen=True)
-class Finding:
-    """One problem: its kind, the position(s) it is at, and a sentence about it."""
-
-    kind: str  # modified|deleted|inserted|reordered|renumbered|seal|chain|witness
-    position: int | None
-    message: str
-    last: int | None = None  # the last position of a run of the same kind
-
-    def to_json(self) -> dict[str, Any]:
-        return {"kind": self.kind, "position": self.position, "last": self.last,
-                "message": self.message}
 
 
 @dataclass
@@ -55,6 +49,10 @@ class Verification:
     unsealed: int = 0
     findings: list[Finding] = field(default_factory=list)
     witness: dict[str, Any] | None = None
+    aggregates: int = 0  # aggregates whose versions were followed
+    snapshots: int = 0  # stored snapshots compared with a replay
+    starts: int = 0  # `Ledger.Opened` marks: the service's starts recorded in the log
+    closed: int | None = None  # the log ends with a clean stop's mark, at this position
 
     @property
     def ok(self) -> bool:
@@ -72,6 +70,8 @@ class Verification:
             "last_seal": None if last is None else {
                 **last.message(), "number": last.number, "event_position": last.event_position},
             "unsealed": self.unsealed,
+            "aggregates": self.aggregates, "snapshots": self.snapshots, "starts": self.starts,
+            "closed": self.closed,
             "findings": [f.to_json() for f in self.findings],
             "witness": self.witness,
         }
@@ -134,11 +134,15 @@ def read_seals(reader: StoreReader, findings: list[Finding]) -> list[Seal]:
 
 
 class _Verifier:
-    def __init__(self, reader: StoreReader, progress: Progress | None) -> None:
+    def __init__(self, reader: StoreReader, progress: Progress | None,
+                 tolerance: timedelta) -> None:
         self.reader = reader
         self.progress = progress
         self.result = Verification()
         self.raw: list[Finding] = []
+        self.found = Findings()
+        self.rows = RowChecks(self.found, tolerance)
+        self.snapshots = SnapshotChecks(reader, self.found)
 
     def run(self) -> Verification:
         result = self.result
@@ -153,7 +157,14 @@ class _Verifier:
         self._align(expected, actual)
         self._drain(actual)
         self._close_seals(len(seals))
-        result.findings = [*_merge(self.raw), *_broken_seals(self._broken, seals), *checks]
+        self.rows.finish()
+        self.snapshots.finish(self.rows.versions)
+        result.aggregates = len(self.rows.versions)
+        result.snapshots = self.snapshots.checked
+        result.starts = self.rows.starts
+        result.closed = self.rows.closed
+        result.findings = [*_merge(self.raw), *_broken_seals(self._broken, seals), *checks,
+                           *self.found.all()]
         return result
 
     # The seals' view of the log, and the log itself -------------------------------------
@@ -173,6 +184,8 @@ class _Verifier:
                 self.result.events += 1
                 digest = row_digest(row)
                 self._hash(row.position, digest)
+                state = self.rows.row(row)
+                self.snapshots.row(row, state is not None)
                 yield _Item(row.position, digest[:4].hex(), row.topic)
             if self.progress is not None:
                 self.progress(rows[-1].position)
@@ -311,6 +324,9 @@ def _broken_seals(broken: list[Seal], seals: list[Seal]) -> list[Finding]:
     return findings
 
 
-def verify(reader: StoreReader, progress: Progress | None = None) -> Verification:
-    """Check every sealed row of the log; count the rows no seal covers yet."""
-    return _Verifier(reader, progress).run()
+def verify(reader: StoreReader, progress: Progress | None = None, *,
+           tolerance: timedelta = TIME_TOLERANCE) -> Verification:
+    """Check every sealed row of the log against its seal, every row on its own and against
+    the rows before it, and every snapshot against a replay; count the rows no seal covers
+    yet. `tolerance`: how far back an event's time may be from the previous one's."""
+    return _Verifier(reader, progress, tolerance).run()

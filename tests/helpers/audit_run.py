@@ -4,6 +4,10 @@ Each unit of work is handled, committed in one transaction, applied to the views
 when due, as `att_jm.service.Writer` does; time comes from a clock the run advances. After
 every commit the run records the views as the service would publish them then, keyed by
 log position: what the audit's point-in-time views must reproduce.
+
+With `marks=True` the run also brackets itself as the writer does: `Ledger.Opened` at start,
+before anything else is written (`Sealer.open_log`), and, on `stop()`, the final seals with
+`Ledger.Closed` (`Sealer.close_log`); `restart()` stops (cleanly or not) and starts again.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from uuid import uuid4
 import orjson
 
 from att_jm.application import JobManager, Outcome, UnitOfWork
+from att_jm.audit.tail import Tail
 from att_jm.seals import Sealer
 from att_jm.store import log_position, open_store
 from projections.rebuild import catch_up
@@ -43,26 +48,59 @@ class Clock:
 class ScriptedRun:
     """A store, its views and sealer, and the JobManager, in `directory`."""
 
-    def __init__(self, directory: Path, *, seal_every: int = 20) -> None:
+    def __init__(self, directory: Path, *, seal_every: int = 20, marks: bool = False) -> None:
         directory.mkdir(parents=True, exist_ok=True)
+        self.directory = directory
+        self.seal_every = seal_every
+        self.marks = marks
         self.clock = Clock()
         self.store = str(directory / "att-jm.db")
+        self.published: dict[int, dict[str, Any]] = {}
+        self.seals: list[dict[str, Any]] = []  # what the service publishes on .../seals
+        self.tails: list[Tail] = []  # what each start found (with `marks`)
+        self._start()
+
+    def _start(self) -> None:
         self.app = open_store(self.store)
-        self.views = Views(str(directory / "att-jm.views.db"))
+        self.sealer = Sealer(self.app, self.store, every_events=self.seal_every,
+                             every_seconds=3600.0)
+        if self.marks:  # first, before anything else is written
+            self.tails.append(self.sealer.open_log(self.clock()))
+        self.views = Views(str(self.directory / "att-jm.views.db"))
         catch_up(self.app, self.views)
         self.manager = JobManager(self.app, self.views, check_script=lambda name: name,
                                   clock=self.clock)
-        self.sealer = Sealer(self.app, self.store, every_events=seal_every,
-                             every_seconds=3600.0)
-        self.published: dict[int, dict[str, Any]] = {}
-        self.seals: list[dict[str, Any]] = []  # what the service publishes on .../seals
         self._record()
 
     def close(self) -> None:
+        """Close everything without a last seal (as a crash would leave the log)."""
         self.manager.close()
         self.sealer.close()
         self.views.close()
         self.app.close()
+
+    def stop(self) -> None:
+        """A clean stop: the final seals and `Ledger.Closed`, then close."""
+        self.clock.advance(1)
+        recordings, seals = self.sealer.close_log(self.clock())
+        self.views.apply(recordings)
+        self.seals.extend(seal.message() for seal in seals)
+        self._record()
+        self.close()
+
+    def restart(self, *, clean: bool = True, between: Callable[[], object] | None = None,
+                ) -> Tail:
+        """Stop (`clean`: with `stop()`, else as a crash), run `between` while stopped (an
+        intruder, say), start again; what the start found."""
+        if clean:
+            self.stop()
+        else:
+            self.close()
+        if between is not None:
+            between()
+        self.clock.advance(1)
+        self._start()
+        return self.tails[-1]
 
     # Units of work ---------------------------------------------------------------------
 

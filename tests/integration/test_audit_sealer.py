@@ -203,3 +203,90 @@ def test_a_seal_the_store_refused_is_retried_after_a_pause_and_continues_the_cha
     assert result.ok
     assert len(result.seals) == 3
     sealer.close()
+
+
+def test_open_log_then_close_log_bracket_a_run_and_keep_every_row_sealed_once(
+    store: tuple[JobManagerApp, str, Ticks],
+) -> None:
+    app, path, ticks = store
+    sealer = Sealer(app, path, every_events=10, every_seconds=60.0, monotonic=ticks)
+    tail = sealer.open_log(AT)  # a first start: the Ledger is created with the mark
+    assert not tail.ledger and tail.unsealed == 0
+    assert sealer.pending() == 0  # the marks never make a seal due
+    append(app, 3)
+    assert sealer.pending() == 3
+    stored, seals = sealer.close_log(AT)
+    topics = [type(event).TOPIC for _, event in stored]
+    assert topics == ["att_jm:Ledger.Sealed", "att_jm:Ledger.Closed"]  # one transaction
+    assert [(s.position, s.count) for s in seals] == [(5, 5)]  # Created, Opened, 3 rows
+    closed = stored[-1][1]
+    assert (closed.position, closed.hash) == (5, seals[0].hash)
+    assert sealer.pending() == 0
+    sealer.close()
+
+    again = Sealer(app, path, every_events=10, every_seconds=60.0, monotonic=ticks)
+    assert again.pending() == 0
+    tail = again.open_log(AT)
+    assert tail.clean and tail.closed == 7 and tail.sealed_through == 5
+    append(app, 2)
+    assert again.pending() == 2
+    stored, seals = again.close_log(AT)  # the seal, the close mark, the start, 2 rows
+    assert [(s.ranges, s.count) for s in seals] == [(((6, 10),), 5)]
+    again.close()
+    reader = StoreReader(path)
+    result = verify(reader)
+    reader.close()
+    assert result.ok, result.findings
+    covered = [p for s in result.seals for a, b in s.ranges for p in range(a, b + 1)]
+    assert covered == list(range(1, result.sealed_through + 1))
+    assert result.closed == 12 and result.starts == 2
+
+
+def test_close_log_with_nothing_waiting_still_seals_the_sealers_own_rows(
+    store: tuple[JobManagerApp, str, Ticks],
+) -> None:
+    app, path, ticks = store
+    sealer = Sealer(app, path, every_events=10, every_seconds=60.0, monotonic=ticks)
+    append(app, 4)
+    sealer.seal(AT)  # Created and the seal wait; no row of the service does
+    assert sealer.pending() == 0
+    stored, seals = sealer.close_log(AT)
+    assert [(s.ranges, s.count) for s in seals] == [(((5, 6),), 2)]
+    assert stored[-1][1].position == 6
+    sealer.close()
+
+
+def test_a_close_the_store_refuses_records_nothing_and_the_next_start_says_so(
+    store: tuple[JobManagerApp, str, Ticks], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    app, path, ticks = store
+    sealer = Sealer(app, path, every_events=10, every_seconds=60.0, monotonic=ticks)
+    sealer.open_log(AT)
+    append(app, 3)
+    with monkeypatch.context() as patched:
+        patched.setattr(app, "save", lambda *a, **k: (_ for _ in ()).throw(OSError("disk full")))
+        with pytest.raises(OSError, match="disk full"):
+            sealer.close_log(AT)
+    assert sealer.ledger is not None and not sealer.ledger.pending_events
+    sealer.close()
+    again = Sealer(app, path, every_events=10, every_seconds=60.0, monotonic=ticks)
+    tail = again.open_log(AT)
+    assert not tail.clean and tail.closed is None and tail.unsealed == 3
+    again.close()
+
+
+def test_open_log_reports_rows_appended_after_a_clean_stop(
+    store: tuple[JobManagerApp, str, Ticks],
+) -> None:
+    app, path, ticks = store
+    sealer = Sealer(app, path, every_events=10, every_seconds=60.0, monotonic=ticks)
+    sealer.open_log(AT)
+    append(app, 2)
+    sealer.close_log(AT)
+    sealer.close()
+    append(app, 3)  # written while "the service" is stopped
+    again = Sealer(app, path, every_events=10, every_seconds=60.0, monotonic=ticks)
+    tail = again.open_log(AT)
+    assert (tail.closed, tail.appended, tail.first, tail.last) == (6, 3, 7, 9)
+    assert again.pending() == 3  # they are sealed like any row
+    again.close()

@@ -117,7 +117,9 @@ def test_changing_one_byte_of_one_stored_event_is_found_at_its_position(store: s
 def test_deleting_one_event_row_is_found_at_its_position(store: str) -> None:
     tamper(store, ("DELETE FROM stored_events WHERE rowid = 33", ()))
     result = check(store)
-    assert kinds(result) == [("deleted", 33)]
+    # ... and, without the seals, by the gap it leaves in its aggregate's versions.
+    assert kinds(result) == [("deleted", 33), ("version_gap", 35)]
+    assert "goes from version 2 to 4 (version 3 is missing)" in result.findings[-1].message
 
 
 def test_swapping_two_events_is_found_at_both_positions(store: str) -> None:
@@ -154,7 +156,12 @@ def test_inserting_a_forged_event_before_the_first_is_found(store: str) -> None:
     tamper(store, (
         "INSERT INTO stored_events (rowid, originator_id, originator_version, topic, state) "
         "SELECT 0, originator_id, 99, topic, state FROM stored_events WHERE rowid = 3", ()))
-    assert kinds(check(store)) == [("inserted", 0)]
+    assert kinds(check(store)) == [
+        ("inserted", 0),
+        ("unknown_topic", 0),  # a creation event at version 99
+        ("version_gap", 0),  # the aggregate starts at version 99
+        ("version_gap", 3),  # and goes back to version 1
+    ]
 
 
 def test_altering_a_seal_is_found_by_the_next_seal_and_the_chain(store: str) -> None:

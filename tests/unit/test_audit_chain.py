@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import struct
 from datetime import UTC, datetime
+from typing import Any
 
 import orjson
 import pytest
@@ -113,3 +114,20 @@ def test_the_ledger_accepts_only_a_seal_that_continues_its_chain() -> None:
     ledger.seal(20, "aa" * 32, "bb" * 32, 1, [[20, 20]], "00000000", AT)
     assert ledger.seals == 2
     assert Ledger.Sealed.TOPIC == "att_jm:Ledger.Sealed"
+
+
+def test_the_open_and_close_marks_record_without_changing_the_ledgers_state() -> None:
+    ledger = Ledger.create(AT)
+    ledger.open(None, 0, None, None, 3, AT)
+    ledger.seal(10, "", "aa" * 32, 1, [[10, 10]], "00000000", AT)
+    before = {k: v for k, v in vars(ledger).items() if not k.startswith("_")}
+    ledger.close(AT)
+    ledger.open(12, 2, 13, 14, 2, AT)
+    assert {k: v for k, v in vars(ledger).items() if not k.startswith("_")} == before
+    events: list[Any] = list(ledger.collect_events()[1:])
+    opened, _, closed, again = events
+    assert type(opened).TOPIC == "att_jm:Ledger.Opened"
+    assert (closed.position, closed.hash, closed.actor) == (10, "aa" * 32, "sealer")
+    assert type(closed).TOPIC == "att_jm:Ledger.Closed"
+    assert (again.closed, again.appended, again.first, again.last, again.unsealed) == (
+        12, 2, 13, 14, 2)
