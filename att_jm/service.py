@@ -20,7 +20,7 @@ import queue
 import signal
 import threading
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
@@ -50,6 +50,8 @@ from att_jm.runner import (
     RunOutcome,
     RunRequest,
     ScriptRunner,
+    become_subreaper,
+    check_script_isolation,
     kill_leftovers,
     resolve_script,
 )
@@ -216,8 +218,11 @@ class Runner:
     whenever it was busy: a fifth of each execution's time.
     """
 
-    def __init__(self, scripts: str, report: Callable[[Item], None]) -> None:
-        self.scripts = ScriptRunner(scripts)
+    def __init__(
+        self, scripts: str, report: Callable[[Item], None], *, run_as: str | None = None,
+        spare: Callable[[], Iterable[int]] | None = None,
+    ) -> None:
+        self.scripts = ScriptRunner(scripts, run_as=run_as, spare=spare)
         self._report = report
         self._running: tuple[Dispatch, Running] | None = None
 
@@ -323,7 +328,10 @@ class Writer:
             max_packet=inbound_packet_limit(settings.max_payload_bytes),
             deliver=self.inbox.put_local, on_connect=lambda: self.inbox.put_local(Reconnected()),
         )
-        self.runner = Runner(settings.scripts, self.inbox.put_local)
+        # Scripts run as settings.script_user when the service is root; when one ends, all it
+        # left behind is killed (the service is their subreaper), the relay spared.
+        self.runner = Runner(settings.scripts, self.inbox.put_local, run_as=settings.script_user,
+                             spare=lambda: () if self.relay.pid is None else (self.relay.pid,))
         self.relay = EventsRelay(settings)
         self.started_at = clock()
         self.stopping = False
@@ -897,6 +905,12 @@ def serve(settings: Settings) -> int:
     if not lock.acquire():
         log.error("service.already_running", views=settings.views_path())
         return 1
+    problems = check_script_isolation(settings.script_user, settings.scripts)
+    if problems:
+        log.error("service.scripts_unsafe", script_user=settings.script_user, problems=problems)
+        lock.release()
+        return 1
+    become_subreaper()
     writer = Writer(settings)
 
     def on_signal(signum: int, frame: FrameType | None) -> None:

@@ -24,11 +24,22 @@ from helpers.service import Service, ServiceFactory, populate_scripts_dir
 from helpers.site import SecureSite
 
 from att_jm import config
+from att_jm.config import Settings
 
 TESTS_DIR = Path(__file__).resolve().parent
 # No test reads the settings of a site this checkout may run (`var/att-jm.toml`): every
 # process a test starts gets exactly the settings the test gives it.
 os.environ["ATT_JM_CONFIG"] = "none"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _script_user() -> None:
+    """Tests as root (CI) run scripts as the service does: as its unprivileged script user,
+    which `att-jm serve` creates at start; in-process writers need it to exist already."""
+    if os.geteuid() == 0:
+        from att_jm.runner import ensure_script_user  # noqa: PLC0415 -- root only
+
+        ensure_script_user(Settings().script_user)
 
 
 @pytest.fixture(autouse=True)

@@ -22,9 +22,23 @@ from helpers.mqtt import MqttTestError, TestClient
 SCRIPT_SOURCES = (REPO_ROOT / "scripts", REPO_ROOT / "tests" / "scripts")
 
 
+def reachable(directory: Path) -> None:
+    """Let every user go through `directory`'s parents (o+x) and list it (o+rx): scripts run as
+    an unprivileged user when the tests run as root, and temp dirs are 0700."""
+    if os.geteuid() != 0:
+        return
+    directory.chmod(directory.stat().st_mode | 0o005)
+    for parent in directory.resolve().parents:
+        mode = parent.stat().st_mode
+        if not mode & 0o001:
+            parent.chmod(mode | 0o001)
+
+
 def populate_scripts_dir(target: Path, sources: Sequence[Path] = SCRIPT_SOURCES) -> Path:
-    """Copy the files of `scripts/` and `tests/scripts/` into `target`, all executable."""
+    """Copy the files of `scripts/` and `tests/scripts/` into `target`, all executable (and
+    reachable by the script user, see `reachable`)."""
     target.mkdir(parents=True, exist_ok=True)
+    reachable(target)
     for source in sources:
         if not source.is_dir():
             continue
