@@ -6,7 +6,8 @@ the rows after the last seal, nor about the snapshots (a separate table no seal 
 
 - `undecodable`: each row is an event this service can load: its state is a JSON object
   with a `timestamp` (`{"_type_": "datetime_iso", "_data_": ISO-8601 with an offset}`) and
-  every field of its event class; its aggregate id is 32 hex digits, its version >= 1;
+  every field of its event class that has no default (a field added later has one: older
+  events lack it); its aggregate id is 32 lower-case hex digits, its version >= 1;
 - `unknown_topic`: its topic is an event class of this service (`records.EVENT_TOPICS`), a
   creation event names its own aggregate class (`originator_topic`: the class the library
   would import), version 1 and only version 1 of an aggregate is a creation event, and all
@@ -65,7 +66,7 @@ class EventClass:
 
     cls: type
     aggregate: int  # index in AGGREGATES
-    fields: frozenset[str]  # the state's keys the event needs (its class's fields)
+    fields: frozenset[str]  # the state's keys the event needs (its fields without a default)
     origin: str | None  # a creation event's `originator_topic`: its aggregate's topic
 
 
@@ -77,8 +78,11 @@ def _event_classes() -> dict[str, EventClass]:
             topic = getattr(value, "TOPIC", None)
             if not isinstance(value, type) or topic not in topics:
                 continue
-            names = frozenset(f.name for f in dataclasses.fields(value)) - {
-                "originator_id", "originator_version"}
+            fields = dataclasses.fields(value)
+            names = frozenset(  # a field with a default may be missing (older events)
+                f.name for f in fields if f.default is dataclasses.MISSING
+                and f.default_factory is dataclasses.MISSING
+            ) - {"originator_id", "originator_version"}
             origin = str(getattr(aggregate, "TOPIC", "")) if "originator_topic" in names else None
             classes[str(topic)] = EventClass(value, index, names, origin)
     return classes
