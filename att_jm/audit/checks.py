@@ -392,13 +392,21 @@ class SnapshotChecks:
                 f"not {expected['topic']!r}"))
             return
         have, want = found.get("state"), expected["state"]
-        if have != want:
-            fields = sorted(set(have) ^ set(want) | {k for k in set(have) & set(want)
-                                                     if have[k] != want[k]}
-                            ) if isinstance(have, dict) else ["state"]
+        if have == want:
+            return
+        if not isinstance(have, dict):
+            have = {}
+        changed = sorted(k for k in have if k not in want or have[k] != want[k])
+        missing = sorted(k for k in want if k not in have)
+        if changed or not missing:
             self.findings.add("snapshot", None, (
-                f"{name}: it differs from the replay of the aggregate's events "
-                f"(in {', '.join(map(str, fields))[:200]}): the snapshot was edited"))
+                f"{name}: it differs from the replay of the aggregate's events (in "
+                f"{', '.join(map(str, changed or missing))[:200]}): the snapshot was edited"))
+        else:  # only fields the replay has: an older version's snapshot, or an edit
+            self.findings.add("snapshot", None, (
+                f"{name}: it lacks {', '.join(missing)[:200]}, which the replay of the "
+                "aggregate's events has (a snapshot taken before the service kept them, or "
+                "an edit): the service would load the aggregate without them"))
 
     def finish(self, versions: dict[bytes | str, int]) -> None:
         """After the last row: snapshots whose version the log never reached, and those the

@@ -428,6 +428,22 @@ def test_an_edited_snapshot_is_found(tmp_path: Path, aggregate: str) -> None:
     assert f"(in {field})" in message and "the snapshot was edited" in message
 
 
+def test_a_snapshot_without_a_field_the_replay_has_is_found(tmp_path: Path) -> None:
+    run = snapshotted(tmp_path)
+    reader = StoreReader(run.store)
+    version = max(v for k, v in reader.snapshot_keys() if k == SCHEDULER_ID.hex)
+    reader.close()
+    state = snapshot_state(run.store, SCHEDULER_ID.hex, version)
+    inner = state["state"]
+    assert isinstance(inner, dict)
+    del inner["last_cleanup"]  # as a snapshot taken before the Scheduler kept it would be
+    execute(run.store, "UPDATE stored_snapshots SET state = ? WHERE originator_id = ? "
+            "AND originator_version = ?", orjson.dumps(state), SCHEDULER_ID.hex, version)
+    result = check(run.store)
+    assert found(result) == [("snapshot", None)]
+    assert "it lacks last_cleanup, which the replay" in result.findings[0].message
+
+
 def test_a_snapshot_beyond_the_log_or_of_no_aggregate_is_found(tmp_path: Path) -> None:
     run = snapshotted(tmp_path)
     reader = StoreReader(run.store)
