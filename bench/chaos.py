@@ -3,11 +3,15 @@
 Usage: python -m bench.chaos [--quick] [--scenario NAME]... [--seed N] [--count N] [--kills N]
                              [--keep DIR]
 
-Every scenario runs the real `att-jm serve` against a real mosquitto started from the shipped
-`mosquitto.conf` (tests/helpers/broker.py: same persistence, autosave, queue and in-flight
-settings; its own loopback port and directory) and a real SQLite store, all in a temporary
-directory, on loopback only, bounded in count and time. Each prints what it sent, what the log
-holds and the differences, then one line:
+Every scenario runs the real `att-jm serve` against a site made by `att-jm setup` exactly as
+`./run.sh` makes it (tests/helpers/site.py): its mosquitto runs from the generated
+`var/broker/mosquitto.conf` (the shipped `mosquitto.conf`'s persistence, autosave, queue and
+in-flight settings; no anonymous clients, passwords, the ACL by role, the client-id plugin, a
+TLS listener; its own loopback ports), the service logs in with the site's settings file
+(`--config var/att-jm.toml`: its user, the roles file), and a real SQLite store, all in a
+temporary directory, on loopback only, bounded in count and time. Commands come from the site
+user `chaos` (role operator), notifications from `channel-manager`. Each prints what it sent,
+what the log holds and the differences, then one line:
 
     service-kill: sent=5000 logged=5000 lost=0 duplicated=0 double_runs=0 stuck=0 ...
 
@@ -24,7 +28,10 @@ Scenarios (`--scenario` takes these names; default: all, in this order):
   bad-input     10,000 generated malformed messages and ~1,000 well-formed hostile ones
                 (every value at its extremes and caps, 60 kB strings and topic levels,
                 template amplification, reused ids, the job cap, views paging) on both
-                inbound topics among valid ones; then a restart. Every outcome is checked.
+                inbound topics among valid ones; then a restart. Every outcome is checked;
+                commands under an actor level not their sender's (empty, 200 characters
+                and more, another operator's) must be refused by the broker and leave no
+                trace (`denied_by_broker`).
   scripts       scripts that hang, leave children behind, print megabytes, die by a signal.
   store         the store's disk full (a small tmpfs) and the store locked while messages
                 arrive; SIGTERM during the fault; recovery without loss.
@@ -55,13 +62,14 @@ from att_jm.domain.ids import execution_id
 from att_jm.mqtt.common import DEFAULT_RECEIVE_MAXIMUM
 from att_jm.service import INBOX_PAUSE
 from bench.chaos_inputs import (
-    ACTOR_CHARS,
     CLASSES,
     CORRELATION_BYTES,
     DEFAULT_SETTINGS,
+    DENIED,
     HOSTILE_JOBS,
     KEY_RE,
     KNOWN_JOB,
+    LONGEST_USER,
     MAX_JOBS,
     NONE_TRIGGER,
     REPLY_BYTES,
@@ -77,6 +85,9 @@ from bench.chaos_inputs import (
     hostile,
 )
 from bench.chaos_rig import (
+    ACTOR,
+    CHANNEL_MANAGER,
+    NOT_AUTHORIZED,
     Audit,
     ChaosError,
     Figures,
@@ -198,7 +209,7 @@ def service_kill(cfg: Config, rng: random.Random) -> Figures:
         messages = _burst(r, "sk", count, every)
         say(f"sending {count} notifications ({count // every} run the job), "
             f"{kills} service SIGKILLs")
-        publisher = Publisher(r.broker.url, rate=cfg.size(400, 300)).start(messages)
+        publisher = Publisher(r.url(CHANNEL_MANAGER), rate=cfg.size(400, 300)).start(messages)
         kinds = ("commit", "execution", "random")
         try:
             for number in range(kills):
@@ -240,7 +251,7 @@ def broker_restart(cfg: Config, rng: random.Random) -> Figures:
         messages = _burst(r, "br", count, every)
         say(f"sending {count} notifications, {restarts} broker restarts (SIGKILL and SIGTERM); "
             f"the publisher republishes its last {republish} after a reconnect")
-        publisher = Publisher(r.broker.url, rate=cfg.size(300, 300),
+        publisher = Publisher(r.url(CHANNEL_MANAGER), rate=cfg.size(300, 300),
                               republish_last=republish).start(messages)
         try:
             for number in range(restarts):
@@ -282,7 +293,7 @@ def both(cfg: Config, rng: random.Random) -> Figures:
         messages = _burst(r, "bo", count, every)
         say(f"sending {count} notifications; {windows} windows in which broker and service "
             "are both SIGKILLed")
-        publisher = Publisher(r.broker.url, rate=cfg.size(300, 300),
+        publisher = Publisher(r.url(CHANNEL_MANAGER), rate=cfg.size(300, 300),
                               republish_last=republish).start(messages)
         try:
             for number in range(windows):
@@ -324,7 +335,7 @@ def storm(cfg: Config, rng: random.Random) -> Figures:
             r.ok("job.add", {"name": f"job-{trigger}", "script": "chaos-run",
                              "trigger": trigger, "command": "0"})
         r.ok("job.add", {"name": "failing", "script": "always-fail", "trigger": "fail"})
-        client = r.operator
+        client, channel = r.operator, r.channel
         # Notifications: each 3 times; every tenth of them retained (the last one per topic
         # stays retained and comes again on every resubscribe).
         messages = [
@@ -333,7 +344,7 @@ def storm(cfg: Config, rng: random.Random) -> Figures:
             for n in range(count)
         ]
         # Commands with CorrelationData, each 3 times (some retained); replies collected.
-        reply_topic = "att/job-manager/replies/chaos/storm"
+        reply_topic = f"att/job-manager/replies/{ACTOR}/storm"
         replies = client.subscribe(reply_topic)
         commands: list[tuple[str, dict[str, Any], bytes, bool]] = []
         for n in range(cfg.size(30, 10)):
@@ -347,11 +358,11 @@ def storm(cfg: Config, rng: random.Random) -> Figures:
         infos = []
         for copy in range(3):
             for message in messages:
-                infos.append(publish_raw(client, message.topic, orjson.dumps(message.body),
+                infos.append(publish_raw(channel, message.topic, orjson.dumps(message.body),
                                          retain=message.retain))
             for name, args, correlation, retain in commands:
                 infos.append(publish_raw(
-                    client, r.service.command_topic(name, "chaos"), orjson.dumps(args),
+                    client, r.service.command_topic(name, ACTOR), orjson.dumps(args),
                     retain=retain, response_topic=reply_topic, correlation=correlation,
                 ))
             if copy == 0:
@@ -398,19 +409,19 @@ def _retained_command(r: Rig, figures: Figures) -> str:
     """A retained failed.execute WITHOUT CorrelationData: the operator asked once, so it must
     run once, not again on every resubscribe of the service. The entry's id."""
     client = r.operator
-    client.publish(r.service.notification_topic("fail"), {"id": "fail-1"})
+    r.channel.publish(r.service.notification_topic("fail"), {"id": "fail-1"})
     entry = str(execution_id("fail-1", "failing"))
     if not _wait_for(lambda: _ended_failed(r, entry, 1), 30):
         figures.problem("the always-fail entry never failed")
         return entry
-    client.publish(r.service.command_topic("failed.execute", "chaos"), {"id": entry},
+    client.publish(r.service.command_topic("failed.execute", ACTOR), {"id": entry},
                    retain=True)
     for _ in range(2):  # each time the entry is back in Failed: restart
         _wait_for(lambda: _ended_failed(r, entry, 2), 30)
         r.stop_service()
         r.restart_service()
         time.sleep(1.0)
-    client.publish(r.service.command_topic("failed.execute", "chaos"), b"", retain=True)
+    client.publish(r.service.command_topic("failed.execute", ACTOR), b"", retain=True)
     return entry
 
 
@@ -449,7 +460,7 @@ def _ended_failed(r: Rig, entry: str, attempt: int) -> bool:
 
 # --- 5. bad input ------------------------------------------------------------------------
 
-REPLY_TOPIC = "att/job-manager/replies/chaos/bad-input"
+REPLY_TOPIC = f"att/job-manager/replies/{ACTOR}/bad-input"
 RAISED_PAYLOAD_BYTES = 1024 * 1024  # after the restart: a payload whose event grows past 2 MiB
 LOG_LINE_BYTES = 8192  # the longest log line the service writes (att_jm/logs.py)
 
@@ -472,18 +483,28 @@ class _Sent:
     commands: dict[bytes, Hostile] = field(default_factory=dict)  # CorrelationData -> item
     notifications: list[Hostile] = field(default_factory=list)
     classes: Counter[str] = field(default_factory=Counter)  # messages published per class
+    #: Commands the broker must refuse: CorrelationData -> (item, the PUBACKs' reason codes).
+    denied: dict[bytes, tuple[Hostile, list[str]]] = field(default_factory=dict)
 
     def send(self, r: Rig, item: Hostile, infos: list[MQTTMessageInfo]) -> None:
-        client = r.operator
+        """Notifications as the Channel Manager; commands as their actor, a site operator
+        (`chaos`, or LONGEST_USER); a DENIED one as `chaos` under its forged actor level."""
         self.classes[item.cls] += item.copies
         if item.kind == "notification":
             self.notifications.append(item)
             topic = r.service.notification_topic(item.name)
-            infos.extend(publish_raw(client, topic, item.payload) for _ in range(item.copies))
+            infos.extend(publish_raw(r.channel, topic, item.payload)
+                         for _ in range(item.copies))
             return
         correlation = item.correlation or uuid.uuid4().bytes
-        self.commands[correlation] = item
         topic = r.service.command_topic(item.name, item.actor)
+        if item.expect == DENIED:
+            self.denied[correlation] = (item, [
+                r.publish_denied(topic, item.payload, response_topic=REPLY_TOPIC,
+                                 correlation=correlation) for _ in range(item.copies)])
+            return
+        self.commands[correlation] = item
+        client = r.client(item.actor)
         infos.extend(publish_raw(client, topic, item.payload, response_topic=REPLY_TOPIC,
                                  correlation=correlation) for _ in range(item.copies))
 
@@ -508,7 +529,7 @@ def bad_input(cfg: Config, rng: random.Random) -> Figures:
     figures = Figures("bad-input")
     key = Keys()
     sent = _Sent()
-    with rig("bad-input", cfg.workdir) as r:
+    with rig("bad-input", cfg.workdir, users={LONGEST_USER: "operator"}) as r:
         r.ok("settings.set", {"interval_seconds": 0})
         r.ok("job.add", {"name": RUN_JOB, "script": "chaos-run", "trigger": "bad-input",
                          "match": {"run": True}, "command": "0"})
@@ -530,6 +551,7 @@ def bad_input(cfg: Config, rng: random.Random) -> Figures:
         wrong = _wrong_replies(got, storm.expected, storm.good_commands)
         _check_malformed(audit, storm, figures)
         _check_hostile(audit, sent, got, wrong)
+        _check_denied(audit, sent, got, r.service_log(), wrong)
         _check_cut(audit, got, r.service_log(), wrong)
         runs_job = {nid for nid in sent.logged()
                     if RUN_JOB in next(i for i in sent.notifications if i.key == nid).enqueued}
@@ -552,6 +574,8 @@ def bad_input(cfg: Config, rng: random.Random) -> Figures:
         figures.extra["skips"] = sum(len(s) for s in audit.skipped.values())
         figures.extra["wrong_outcomes"] = sum(wrong.values())
         figures.extra["odd_reply_topics"] = storm.odd_reply_topics
+        figures.extra["denied_by_broker"] = sum(
+            reasons.count(NOT_AUTHORIZED) for _, reasons in sent.denied.values())
         say(f"replies {len(replies.messages())}, rejections recorded {len(audit.rejections)}, "
             f"command records {len(audit.commands)}, wrong outcomes {sum(wrong.values())}")
     return figures
@@ -565,7 +589,7 @@ def _storm(
     returns once every reply is in and every valid notification is handled."""
     storm = _Storm(generate(rng, cfg.count or cfg.size(10_000, 1_000)),
                    [f"ok-{n}" for n in range(cfg.size(1000, 100))])
-    client = r.operator
+    client, channel = r.operator, r.channel
     # Valid messages interleaved: notifications that run a job, notifications whose template
     # lacks a field (recorded skip), and commands that must succeed. Hostile groups are sent
     # in their order (a valid interval of a day is followed by its reset to 0).
@@ -589,26 +613,23 @@ def _storm(
             for message in item:
                 sent.send(r, message, infos)
         elif kind == "valid":
-            infos.append(publish_raw(client, r.service.notification_topic("bad-input"),
+            infos.append(publish_raw(channel, r.service.notification_topic("bad-input"),
                                      orjson.dumps(item)))
         elif kind == "good-command":
             correlation, n = item
             name = storm.good_commands[correlation]
             args = ({"view": "jobs"} if name == "views.get"
                     else {"name": RUN_JOB, "timeout_seconds": 60 + n})
-            infos.append(publish_raw(client, r.service.command_topic(name, "chaos"),
+            infos.append(publish_raw(client, r.service.command_topic(name, ACTOR),
                                      orjson.dumps(args), response_topic=REPLY_TOPIC,
                                      correlation=correlation))
         elif item.kind == "notification":
-            infos.append(publish_raw(client, r.service.notification_topic(item.name),
+            infos.append(publish_raw(channel, r.service.notification_topic(item.name),
                                      item.payload))
         else:
             infos.append(_send_malformed_command(r, rng, item, storm))
-    # An empty actor level: an error reply too, and recorded.
-    empty_actor = uuid.uuid4().bytes
-    storm.expected[empty_actor] = ("invalid", "empty-actor")
-    infos.append(publish_raw(client, "att/job-manager/commands//job.add", b"{}",
-                             response_topic=REPLY_TOPIC, correlation=empty_actor))
+    # (An empty actor level, once among these, is a hostile `topics` item now: the site's
+    # broker refuses it, see `_check_denied`.)
     missing_acks = wait_published(infos, 120)
     if missing_acks:
         figures.problem(f"{missing_acks} publishes without PUBACK")
@@ -630,7 +651,7 @@ def _send_malformed_command(
     correlation = uuid.uuid4().bytes
     topic = r.service.command_topic(item.name, item.actor)
     if rng.random() < 0.01:  # odd reply topics: runs, logged, no reply sent
-        response = rng.choice(["att/job-manager/replies/chaos/#", "elsewhere/x",
+        response = rng.choice([f"att/job-manager/replies/{ACTOR}/#", "elsewhere/x",
                                "att/job-manager/replies/+/x"])
         storm.odd_reply_topics += 1
         return publish_raw(r.operator, topic, item.payload, response_topic=response,
@@ -672,7 +693,7 @@ def _job_limit(
     for name in fillers:
         correlations.append(uuid.uuid4().bytes)
         infos.append(publish_raw(
-            r.operator, r.service.command_topic("job.add", "chaos"),
+            r.operator, r.service.command_topic("job.add", ACTOR),
             orjson.dumps({"name": name, "script": "chaos-run", "trigger": "cap-filler"}),
             response_topic=REPLY_TOPIC, correlation=correlations[-1]))
     if wait_published(infos, 60):
@@ -862,6 +883,27 @@ def _check_hostile(
             _check_effects(audit, item, runs.get(nid, []), wrong)
 
 
+def _check_denied(
+    audit: Audit, sent: _Sent, got: dict[bytes, list[Message]], log_text: str,
+    wrong: Counter[str],
+) -> None:
+    """Each command under an actor level not its sender's: refused by the broker
+    (`Not authorized`, every copy), and never seen by the service: no reply, no record, no
+    rejection, nothing in its log."""
+    rejections = _rejections_by_key(audit)
+    for correlation, (item, reasons) in sent.denied.items():
+        what = f"hostile {item.cls}/{item.label}"
+        if reasons != [NOT_AUTHORIZED] * item.copies:
+            wrong[f"{what}: the broker answered {reasons}, {NOT_AUTHORIZED!r} expected"] += 1
+        if got.get(correlation):
+            wrong[f"{what}: refused by the broker, yet answered "
+                  f"{got[correlation][0].payload[:200]!r}"] += 1
+        if audit.commands[correlation.hex()] or (item.key and rejections.get(item.key)):
+            wrong[f"{what}: refused by the broker, yet recorded by the service"] += 1
+        if item.key and f'"{item.key}"' in log_text:
+            wrong[f"{what}: refused by the broker, yet in the service's log"] += 1
+
+
 def _check_command(
     audit: Audit, item: Hostile, correlation: bytes, replies: list[Message],
     rejections: list[dict[str, Any]], wrong: Counter[str],
@@ -890,10 +932,10 @@ def _check_record(
     wrong: Counter[str],
 ) -> None:
     what = f"hostile {item.cls}/{item.label}"
-    # how the log records it: a Rejection (CorrelationData over its cap, a bad actor level:
-    # once per copy), nothing (views.get answered from the views), or one CommandRecord
+    # how the log records it: a Rejection (CorrelationData over its cap: once per copy),
+    # nothing (views.get answered from the views), or one CommandRecord
     records = audit.commands[correlation.hex()]
-    if len(correlation) > CORRELATION_BYTES or not 0 < len(item.actor) <= ACTOR_CHARS:
+    if len(correlation) > CORRELATION_BYTES:
         codes = Counter(x["code"] for x in rejections if x["source"] == "command")
         if codes != Counter({item.expect: item.copies}) or records:
             wrong[f"{what}: {item.copies} {item.expect} rejections expected, got "
@@ -1000,7 +1042,7 @@ def scripts(cfg: Config, rng: random.Random) -> Figures:
         for n, mode in enumerate(plan):
             nid = f"sc-{n}"
             sent.append(nid)
-            r.operator.publish(r.service.notification_topic("scripts"), {"id": nid, "mode": mode})
+            r.channel.publish(r.service.notification_topic("scripts"), {"id": nid, "mode": mode})
         peak = 0
         deadline = time.monotonic() + 60 + 15 * len(plan)
         while time.monotonic() < deadline:
@@ -1094,7 +1136,7 @@ def _store_phase(  # noqa: PLR0912 -- one phase, checked step by step
 ) -> list[str]:
     """Send, cause the fault, send during it, check it is reported, (stop,) heal, check."""
     topic = r.service.notification_topic("chaos")
-    client = r.operator
+    client = r.channel
     log_mark = len(r.service_log())
     ids = []
     infos = []

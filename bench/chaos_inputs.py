@@ -10,6 +10,14 @@ promises (the error code of the reply, or of the recorded rejection, ...).
   notification ids (`conflict_copies`), events that grow past their cap
   (`grows_past_event_cap`). Valid ones are among them, with the result they must give.
 
+The scenario runs against a site set up as `./run.sh` sets it up: an operator may publish
+commands only under its own name (the broker's ACL), and a user name has 1 to 64 characters.
+So a command under an actor level that is not its sender's name (empty, 200 characters and
+more, another user's) stops at the broker, refused `Not authorized` (expected `DENIED`), and
+the longest actor that reaches the service is a 64-character user name (`LONGEST_USER`, a
+site user the scenario adds); the service's own checks of the actor level (empty, over 200
+characters) are behind the broker now and are not reached from here.
+
 Seeded: the same seed gives the same messages. No outcome depends on the order the service
 handles them in, except where a group is sent in order (a valid interval of a day, then its
 reset), or the scenario sends them after the storm (reused ids, the job cap).
@@ -279,6 +287,7 @@ ACTOR_CHARS = 200
 ENTRY_ID_CHARS = 200
 NOTIFICATION_ID_CHARS = 200
 NAME_CHARS = 64
+USER_CHARS = 64  # a site user's name: [A-Za-z0-9_-]{1,64}
 MAX_JOBS = 1000
 CORRELATION_BYTES = 256
 COMMAND_BYTES = 128_000  # a filled Command, UTF-8
@@ -294,6 +303,12 @@ NUL_TRIGGER = "hostile-nul"
 IDLE_TRIGGER = "hostile-idle"  # jobs added by valid hostile commands: never notified
 NONE_TRIGGER = "hostile-none"  # no job at all
 EDGE_TRIGGER = "e" * TRIGGER_CHARS  # the longest trigger a job may have
+#: A site user (role operator) the scenario adds: the longest actor level a site lets through.
+LONGEST_USER = "o" * USER_CHARS
+#: The user a forged actor level names (a site's own operator: `att-jm setup` makes it).
+OTHER_OPERATOR = "operator"
+#: `Hostile.expect` of a command the broker must refuse (`Not authorized`) before the service.
+DENIED = "denied"
 RUN_JOB = "bad-input-run"  # the scenario's job on trigger "bad-input", match {"run": true}
 IDLE_JOB = "hx-idle"
 HOSTILE_JOBS: list[dict[str, Any]] = [
@@ -325,7 +340,8 @@ KEY_RE = re.compile(r'"(hx-\d+)"')
 class Hostile:
     """One well-formed hostile message and everything that must come of it.
 
-    `expect`: for a command, "ok" or the reply's error code; for a notification, "logged"
+    `expect`: for a command, "ok", the reply's error code, or DENIED (the broker refuses
+    it: no reply, no trace in the log); for a notification, "logged"
     (stored once, `enqueued` jobs run, `skipped` jobs recorded with a reason containing the
     fragment), "silent" (a redelivery: no trace) or the code of the Rejection recorded.
     """
@@ -727,15 +743,18 @@ def _topics(rng: random.Random, key: Callable[[], str]) -> list[list[Hostile]]:
                             enqueued=("hx-edge",) if expect == "logged" else ())])
     out.append([Hostile("topics", "command name of 60 kB", "command", level,
                         b"{}", "unknown_command")])
-    for actor, expect, what in ((level, "invalid", "60 kB"),
-                                ("a" * (ACTOR_CHARS + 1), "invalid", "201-char")):
+    # Not the sender's name: the site's ACL refuses them (see the module's docstring).
+    for actor, what in ((level, "of 60 kB"), ("a" * (ACTOR_CHARS + 1), "of 201 chars"),
+                        ("a" * ACTOR_CHARS, "of 200 chars"), ("", "empty"),
+                        (OTHER_OPERATOR, "of another operator (forged)")):
         mark = key()
-        out.append([Hostile("topics", f"actor level of {what}", "command", "views.get",
-                            orjson.dumps({"view": "jobs", "id": mark}), expect, key=mark,
+        out.append([Hostile("topics", f"actor level {what}", "command", "views.get",
+                            orjson.dumps({"view": "jobs", "id": mark}), DENIED, key=mark,
                             actor=actor)])
-    out.append([Hostile("topics", "actor level of 200 chars", "command", "job.update",
+    out.append([Hostile("topics", f"actor level of {USER_CHARS} chars (the longest user name)",
+                        "command", "job.update",
                         orjson.dumps({"name": IDLE_JOB, "enabled": True}), "ok",
-                        actor="a" * ACTOR_CHARS)])
+                        actor=LONGEST_USER, result=(("name", IDLE_JOB),))])
     return out
 
 

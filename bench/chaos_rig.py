@@ -1,5 +1,13 @@
-"""The chaos harness's machinery: a rig (real mosquitto + real `att-jm serve` + SQLite store),
-an at-least-once publisher, precise kills, and the audit of what the log holds.
+"""The chaos harness's machinery: a rig (a site made by `att-jm setup` with its real
+mosquitto, the real `att-jm serve` on it, a SQLite store), an at-least-once publisher, precise
+kills, and the audit of what the log holds.
+
+The site is made exactly as `./run.sh` makes it (tests/helpers/site.py): its broker runs from
+the generated `var/broker/mosquitto.conf` (no anonymous clients, passwords, the ACL by role,
+the client-id plugin, a TLS listener), and the service is started with `--config` of its
+`var/att-jm.toml` (its credentials, the roles file) plus the rig's own flags. Every client
+logs in as a site user with a client id of that user: the operator `chaos` (role operator,
+added to the site) sends the commands, `channel-manager` the notifications.
 
 Everything runs on loopback, in a temporary directory, with bounded counts and deadlines.
 """
@@ -20,7 +28,7 @@ import threading
 import time
 import uuid
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,13 +42,21 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
 import pytest  # noqa: E402 -- the helpers report failures with pytest.fail
-from helpers.broker import Broker  # noqa: E402 -- needs the tests folder on sys.path
-from helpers.mqtt import TestClient, new_properties  # noqa: E402 -- idem
+from helpers.mqtt import TestClient, new_properties, parse_url  # noqa: E402 -- tests/ on sys.path
 from helpers.processes import pids_with_env  # noqa: E402 -- idem
 from helpers.service import Service, populate_scripts_dir  # noqa: E402 -- idem
+from helpers.site import SecureSite  # noqa: E402 -- idem
 
 from att_jm.domain.ids import execution_id  # noqa: E402 -- after the sys.path set-up, like the rest
+from att_jm.site.broker import BrokerSetupError  # noqa: E402 -- idem
+from att_jm.site.local import SERVICE_USER  # noqa: E402 -- idem
 
+#: The site user (role operator) that sends the scenarios' commands: their actor level.
+ACTOR = "chaos"
+#: The site user (role channel-manager) that publishes the notifications.
+CHANNEL_MANAGER = "channel-manager"
+#: The reason code of a PUBACK for a publish the broker's ACL refuses.
+NOT_AUTHORIZED = "Not authorized"
 RUNS_LOG = "chaos-runs.log"  # written by tests/scripts/chaos-run in the scripts directory
 HelperFailure = pytest.fail.Exception  # what the test helpers raise when a process misbehaves
 
@@ -298,19 +314,26 @@ def in_store_sync(pid: int, store: Path) -> bool:
 
 
 class Rig:
-    """One broker, one service, one store and one scripts directory in a temporary directory."""
+    """One site (its broker), one service, one store and one scripts directory in a temporary
+    directory. `users` (name -> role) are added to the site besides the operator `chaos`."""
 
     def __init__(
         self, root: Path, *, store_dir: Path | None = None, views_dir: Path | None = None,
-        name: str = "chaos",
+        name: str = "chaos", users: Mapping[str, str] | None = None,
     ) -> None:
         self.root = root
-        self.broker = Broker(root / "broker")
+        self.name = name
         self.scripts_dir = populate_scripts_dir(root / "scripts")
+        self.site = SecureSite(root / "site", self.scripts_dir)
+        for user, role in {ACTOR: "operator", **(users or {})}.items():
+            self.site.add_user(user, role)  # before the broker starts: it reads them then
+        self.broker = self.site.broker
         self.store = (store_dir or root / "store") / "att-jm.db"
         self.service = Service(
             self.broker, store=self.store, scripts_dir=self.scripts_dir,
-            log_path=root / "att-jm.log", client_id=f"att-jm-{name}",
+            log_path=root / "att-jm.log", client_id=SERVICE_USER,
+            mqtt_url=self.site.url(), watch_url=self.site.url("auditor"),
+            extra_args=["--config", str(self.site.config)],
             env={
                 # Storms of thousands of commands from one actor: not what rate limits are
                 # tested with (tests/e2e/test_security.py is).
@@ -319,7 +342,7 @@ class Rig:
             },
         )
         self.restarts = 0
-        self._operator: TestClient | None = None
+        self._clients: dict[str, TestClient] = {}
 
     # life cycle
     def start(self) -> Rig:
@@ -345,22 +368,56 @@ class Rig:
             raise ChaosError(str(error)) from None
 
     def close(self) -> None:
-        if self._operator is not None:
+        for client in self._clients.values():
             with contextlib.suppress(Exception):
-                self._operator.close()
+                client.close()
         self.service.kill()
         self.broker.kill()
 
+    # clients, each logged in as a site user
+    def url(self, user: str) -> str:
+        """`mqtt://user:password@host:port` of a site user."""
+        return self.site.url(user)
+
+    def client(self, user: str) -> TestClient:
+        """A connected client of site user `user` (one per user; it reconnects by itself after
+        a broker restart). Never publish what its ACL refuses with it: mosquitto drops the
+        connection then (see `publish_denied`)."""
+        client = self._clients.get(user)
+        if client is None:
+            client = self._clients[user] = TestClient(self.url(user)).connect(timeout=30)
+        client.wait_connected(30)
+        return client
+
     @property
     def operator(self) -> TestClient:
-        """A connected client for commands (reconnects by itself after a broker restart)."""
-        if self._operator is None:
-            self._operator = TestClient(self.broker.url).connect()
-        self._operator.wait_connected(30)
-        return self._operator
+        """The operator `chaos`: commands under its own name, the views, status and replies."""
+        return self.client(ACTOR)
+
+    @property
+    def channel(self) -> TestClient:
+        """The Channel Manager: the only user that may publish notifications."""
+        return self.client(CHANNEL_MANAGER)
+
+    def publish_denied(
+        self, topic: str, payload: bytes, *, user: str = ACTOR,
+        response_topic: str | None = None, correlation: bytes | None = None,
+    ) -> str:
+        """Publish as `user` something the site's ACL must refuse, from a client of its own
+        (mosquitto 2.0 drops a client after a publish it denies); the PUBACK's reason code
+        (`NOT_AUTHORIZED` when refused)."""
+        properties = new_properties(PacketTypes.PUBLISH)
+        if response_topic is not None:
+            properties.ResponseTopic = response_topic
+        if correlation is not None:
+            properties.CorrelationData = correlation
+        with TestClient(self.url(user)) as client:
+            reason = client.publish(topic, payload, properties=properties, check=False,
+                                    timeout=20)
+        return str(reason)
 
     def command(self, name: str, args: dict[str, Any], timeout: float = 20.0) -> dict[str, Any]:
-        return self.operator.request(self.service.command_topic(name, "chaos"), args,
+        return self.operator.request(self.service.command_topic(name, ACTOR), args,
                                      timeout=timeout)
 
     def ok(self, name: str, args: dict[str, Any]) -> Any:
@@ -432,9 +489,10 @@ class Rig:
 @contextlib.contextmanager
 def rig(
     name: str, workdir: Path | None = None, store_dir: Path | None = None,
-    views_dir: Path | None = None,
+    views_dir: Path | None = None, users: Mapping[str, str] | None = None,
 ) -> Iterator[Rig]:
-    """A started rig in a fresh temporary directory; under `workdir` (and kept) when given."""
+    """A started rig in a fresh temporary directory; under `workdir` (and kept) when given.
+    `users`: more site users (name -> role) than the operator `chaos`."""
     with contextlib.ExitStack() as stack:
         if workdir is None:
             root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=f"att-jm-{name}-")))
@@ -442,7 +500,11 @@ def rig(
             workdir.mkdir(parents=True, exist_ok=True)
             root = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=workdir))
             say(f"keeping {root}")
-        the_rig = Rig(root, store_dir=store_dir, views_dir=views_dir, name=name)
+        try:
+            the_rig = Rig(root, store_dir=store_dir, views_dir=views_dir, name=name,
+                          users=users)
+        except BrokerSetupError as error:  # no C compiler or mosquitto-dev for the plugin
+            raise ChaosError(f"att-jm setup: {error}") from None
         try:
             the_rig.start()
             yield the_rig
@@ -482,16 +544,23 @@ class Publisher:
     many PUBACKed notifications: mosquitto acknowledges before it saves, so a broker SIGKILL
     may lose a few of them (README, Reliability). Each copy carries `"copy": n`, so the log
     shows which copy was stored. The id makes every extra copy harmless.
+
+    `url` may name a user (`mqtt://user:password@host:port`, a site's `channel-manager`): it
+    logs in as that user, with a client id of that user (`user.chaos-...`).
     """
 
     def __init__(
         self, url: str, *, rate: float = 0.0, window: int = 100, ack_timeout: float = 3.0,
         republish_last: int = 0,
     ) -> None:
+        host, port, user, password = parse_url(url)
+        suffix = f"chaos-{uuid.uuid4().hex[:8]}"
         self._client = paho.Client(
-            CallbackAPIVersion.VERSION2, client_id=f"chaos-cm-{uuid.uuid4().hex[:8]}",
-            protocol=paho.MQTTv5,
+            CallbackAPIVersion.VERSION2,
+            client_id=f"{user}.{suffix}" if user else f"{suffix}-cm", protocol=paho.MQTTv5,
         )
+        if user is not None:
+            self._client.username_pw_set(user, password)
         self._client.max_inflight_messages_set(window)
         self._client.reconnect_delay_set(1, 2)
         self._connects = 0
@@ -504,8 +573,7 @@ class Publisher:
         self._seen_connects = 1
         self.republished = 0
         self.resent = 0
-        host, port = url.removeprefix("mqtt://").split(":")
-        self._client.connect(host, int(port), keepalive=10)
+        self._client.connect(host, port, keepalive=10)
         self._client.loop_start()
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()

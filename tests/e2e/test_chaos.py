@@ -1,9 +1,11 @@
 """The chaos harness (bench/chaos.py), scaled down: every scenario, so CI guards each promise.
 
-Each scenario starts its own mosquitto (from the shipped mosquitto.conf) and its own
-`att-jm serve`, injects its faults, then audits the store: no id lost or logged twice, no
-execution started twice or left running, no script run twice, every bad message answered
-and recorded. `python -m bench.chaos` runs the same code at full size.
+Each scenario sets up its own site as `./run.sh` does (`att-jm setup`: users and roles, the
+ACL, the client-id plugin, TLS), runs its mosquitto from the generated config and its own
+`att-jm serve` with the site's settings, injects its faults, then audits the store: no id
+lost or logged twice, no execution started twice or left running, no script run twice, every
+bad message answered and recorded, or refused by the broker when its actor level is not its
+sender's. `python -m bench.chaos` runs the same code at full size.
 """
 
 from __future__ import annotations

@@ -6,7 +6,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from att_jm.site.local import SetupResult, Site, setup
+from att_jm.site.local import (
+    SetupResult,
+    Site,
+    read_settings,
+    reload_broker,
+    setup,
+    sync_broker_files,
+)
 from helpers.broker import Broker, free_port
 
 
@@ -41,3 +48,15 @@ class SecureSite:
             return f"mqtt://127.0.0.1:{self.port}"
         secret = self.password(user) if password is None else password
         return f"mqtt://{user}:{secret}@127.0.0.1:{self.port}"
+
+    def add_user(self, name: str, role: str) -> str:
+        """Add a site user as `att-jm users add` does: the registry (`var/users.json`, the
+        roles the service reads), the broker's password file and ACL made again, and a
+        running broker told to read them (SIGHUP). The new user's password."""
+        registry = self.site.registry()
+        password = registry.add(name, role)
+        registry.save()
+        sync_broker_files(self.site, str(read_settings(self.site).get("topic_prefix", "att")))
+        if self.broker.running:
+            reload_broker(self.site)
+        return password
