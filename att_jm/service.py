@@ -33,6 +33,8 @@ import structlog
 
 from att_jm import __version__
 from att_jm.application import Dispatch, JobManager, Outcome, UnitOfWork, error_reply
+from att_jm.audit.chain import Seal
+from att_jm.audit.tail import Tail
 from att_jm.checkpoints import Checkpointer
 from att_jm.config import Settings
 from att_jm.domain import limits as lim
@@ -298,6 +300,22 @@ class Writer:
         self.clock = clock
         self.inbox = Inbox()
         self.app = open_store(settings.store)
+        #: Where the relay begins when it has no position file of its own (a first start):
+        #: before this start's own writes, so every event is published (position 1 too).
+        self.first_unpublished = log_position(self.app)
+        # The first write of a start: what the end of the log says of the last stop (rows
+        # appended while the service was stopped are reported, loudly, and in the status).
+        self.sealer = Sealer(self.app, settings.store, every_events=settings.seal_every_events,
+                             every_seconds=settings.seal_every_seconds)
+        self.tail: Tail | None = None
+        try:
+            self.tail = self.sealer.open_log(clock())
+        except Exception as error:  # noqa: BLE001 -- a store fault at start: reported, not fatal
+            log.error("log.open_check_failed", error=repr(error))
+        if self.tail is not None and self.tail.appended:
+            log.error("log.appended_outside", message=self.tail.message(), **self.tail.to_json())
+        elif self.tail is not None and self.tail.ledger and not self.tail.clean:
+            log.warning("log.unclean_stop", message=self.tail.message(), **self.tail.to_json())
         self.views = Views(settings.views_path())
         self.checkpointer: Checkpointer | None = None
         if settings.views_path() != ":memory:":
@@ -343,8 +361,6 @@ class Writer:
         self._handled: list[tuple[bool, dict[str, Any]]] = []
         #: Timer name -> time.monotonic() before which it is not tried again (see `_timer`).
         self._timer_retry: dict[str, float] = {}
-        self.sealer = Sealer(self.app, settings.store, every_events=settings.seal_every_events,
-                             every_seconds=settings.seal_every_seconds)
         log.info("store.opened", store=settings.store, position=log_position(self.app),
                  views_caught_up=caught)
 
@@ -357,11 +373,14 @@ class Writer:
         }
         if self.fault is not None:
             body["fault"] = self.fault
+        flag = None if self.tail is None else self.tail.flag()
+        if flag is not None:
+            body["log_appended"] = flag
         return body
 
     def run(self) -> int:
         # Without a position file of its own (a first start) the relay begins here.
-        self.relay.start(after=log_position(self.app))
+        self.relay.start(after=self.first_unpublished)
         interrupted = self._timer("executions.interrupt", self.manager.interrupt_running)
         if interrupted:
             log.warning("executions.interrupted", ids=interrupted,
@@ -394,7 +413,7 @@ class Writer:
             log.warning("execution.start_dropped_at_stop", position=self.held[1])
             self.held = None
         self.runner.stop()
-        self._seal(force=True)  # a clean stop leaves the whole log sealed
+        self._close_log()  # a clean stop's last write: the whole log sealed, and closed
         self.sealer.close()
         self.manager.close()
         self.relay.stop()  # it publishes what is left of the events and the views, then exits
@@ -859,17 +878,31 @@ class Writer:
         log.info("execution.started", execution=dispatch.execution_id, job=dispatch.job,
                  attempt=dispatch.attempt)
 
-    def _seal(self, *, force: bool = False) -> None:
-        """Append a seal when due (or now, with `force`), then publish it retained."""
-        if force and self.fault is not None:  # stopping during a store fault: seal next time
-            return
+    def _seal(self) -> None:
+        """Append a seal when due, then publish it retained."""
         try:
-            if not (self.sealer.pending() if force else self.sealer.due()):
+            if not self.sealer.due():
                 return
             stored, seals = self.sealer.seal(self.clock())
         except Exception as error:  # noqa: BLE001 -- a store fault: the sealer retries later
             log.error("log.seal_failed", error=repr(error))
             return
+        self._published_seals(stored, seals)
+
+    def _close_log(self) -> None:
+        """At a clean stop: seal everything and record `Ledger.Closed` (a row found after it
+        at the next start was written outside the service). Not during a store fault: the
+        next start then reports an unclean stop."""
+        if self.fault is not None:
+            return
+        try:
+            stored, seals = self.sealer.close_log(self.clock())
+        except Exception as error:  # noqa: BLE001 -- the next start reports an unclean stop
+            log.error("log.close_failed", error=repr(error))
+            return
+        self._published_seals(stored, seals)
+
+    def _published_seals(self, stored: list[tuple[int, Any]], seals: list[Seal]) -> None:
         self._after_commit(stored)
         for seal in seals:
             self.connection.publish(f"{self.prefix}/job-manager/seals",

@@ -28,7 +28,7 @@ from typing import Any
 import orjson
 from paho.mqtt.client import Client, MQTTMessage
 
-from bench.harness import Service, broker_and_service, populate_scripts_dir
+from bench.harness import Service, broker_and_service, populate_scripts_dir, script_spawn_options
 from bench.latency import TIMEOUT, Probe, command, new_client, script_environment
 
 SCRIPT = "ok"
@@ -115,12 +115,14 @@ def service_round(count: int) -> float:
 def baseline_round(count: int, scripts_dir: Path) -> float:
     """Executions per second of the same script in a bare `subprocess.run` loop."""
     script = str(scripts_dir / SCRIPT)
+    options = script_spawn_options()  # as root: as the script user, like the service
     started = time.perf_counter()
     for n in range(count):
         subprocess.run([script, orjson.dumps({"id": f"x-{n}"}).decode()],
                        stdin=subprocess.DEVNULL, capture_output=True, cwd=scripts_dir,
                        env=script_environment(scripts_dir, str(uuid.uuid4())),
-                       start_new_session=True, close_fds=True, check=True, timeout=TIMEOUT)
+                       start_new_session=True, close_fds=True, check=True, timeout=TIMEOUT,
+                       **options)
     return count / (time.perf_counter() - started)
 
 

@@ -2,22 +2,29 @@
 
 from __future__ import annotations
 
+import os
 import statistics
 import sys
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
 from helpers.broker import Broker  # noqa: E402 -- needs the tests folder on sys.path
 from helpers.mqtt import TestClient  # noqa: E402 -- idem
-from helpers.service import Service, populate_scripts_dir  # noqa: E402 -- idem
+from helpers.service import (  # noqa: E402 -- idem
+    Service,
+    populate_scripts_dir,
+    reachable,
+)
 
 __all__ = [
-    "Broker", "Service", "TestClient", "broker_and_service", "populate_scripts_dir", "summary",
+    "Broker", "Service", "TestClient", "broker_and_service", "populate_scripts_dir",
+    "script_spawn_options", "shared_file", "summary",
 ]
 
 
@@ -47,3 +54,24 @@ def broker_and_service(extra_args: Sequence[str] = ()) -> Iterator[tuple[Broker,
 def summary(values: Sequence[float]) -> str:
     """`median (min-max)` of `values`."""
     return f"{statistics.median(values):,.0f} ({min(values):,.0f}-{max(values):,.0f})"
+
+
+def script_spawn_options() -> dict[str, Any]:
+    """What the service adds to a script's start (runner.ScriptRunner): as root, the script
+    user's uid and gid, no other groups, umask 077. The bare-loop baselines start their
+    scripts the same way, so they measure what any runner of this service must pay."""
+    if os.geteuid() != 0:
+        return {}
+    from att_jm.config import Settings  # noqa: PLC0415 -- the default script user
+    from att_jm.runner import ensure_script_user  # noqa: PLC0415
+
+    user = ensure_script_user(Settings().script_user)
+    return {"user": user.uid, "group": user.gid, "extra_groups": [], "umask": 0o077}
+
+
+def shared_file(path: Path) -> Path:
+    """An empty file at `path` that a script running as the script user may append to."""
+    reachable(path.parent)
+    path.touch()
+    path.chmod(0o666)
+    return path

@@ -57,7 +57,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from att_jm.mqtt.common import set_tcp_nodelay  # the same TCP_NODELAY hook as the service
-from bench.harness import Service, broker_and_service
+from bench.harness import Service, broker_and_service, script_spawn_options, shared_file
 
 ECHO_REQUESTS = "bench/echo/request"
 ECHO_LIFETIME_SECONDS = 900  # the echo process stops by itself even if nobody stops it
@@ -270,13 +270,16 @@ def read_stamps(path: Path) -> dict[str, int]:
 def spawn(scripts_dir: Path, stamps: Path, count: int) -> list[float]:
     """Seconds from `subprocess.run` of the script to its own start stamp, `count` times."""
     script = scripts_dir / SCRIPT
+    shared_file(stamps)
+    options = script_spawn_options()
     started: dict[str, int] = {}
     for n in range(WARMUP + count):
         execution_id = f"spawn-{n}"
         started[execution_id] = time.time_ns()
         subprocess.run([str(script), str(stamps)], stdin=subprocess.DEVNULL, capture_output=True,
                        cwd=scripts_dir, env=script_environment(scripts_dir, execution_id),
-                       start_new_session=True, close_fds=True, check=True, timeout=TIMEOUT)
+                       start_new_session=True, close_fds=True, check=True, timeout=TIMEOUT,
+                       **options)
     stamped = read_stamps(stamps)
     return [(stamped[key] - started[key]) / 1e9 for key in list(started)[WARMUP:]]
 
@@ -361,7 +364,7 @@ def one_round(count: int, command_count: int) -> dict[str, list[float]]:
     """Every series of one round on a fresh broker and service, in seconds."""
     with broker_and_service() as (broker, service):
         root = service.log_path.parent
-        stamps = root / "stamps.txt"
+        stamps = shared_file(root / "stamps.txt")
         reply_topic = service.topic(f"job-manager/replies/bench/{uuid.uuid4().hex}")
         events = [service.topic(f"job-manager/events/execution.{kind}")
                   for kind in ("enqueued", "started", "succeeded", "failed")]

@@ -387,13 +387,14 @@ def _sent_to_front(o: Overlay, position: int, aggregate: str, e: dict[str, Any])
 def _attempt_failed(
     o: Overlay, position: int, aggregate: str, e: dict[str, Any]
 ) -> tuple[str, ...]:
-    """A failed attempt with a retry to come: the entry is queued again (same place in the
-    queue), as the next attempt, not before its time; its feedback is the failed attempt's."""
+    """A failed attempt with a retry to come: the entry is queued again as the next attempt,
+    like an entry that arrived at that moment (not at the front: the interval holds), to
+    start no earlier than its time; its feedback is the failed attempt's."""
     row = o.get("queue", aggregate)
     if row is not None:
         o.put("queue", aggregate, {**row, "state": "queued", "started_at": None,
                                    "attempt": e["attempt"], "feedback": e["feedback"],
-                                   "not_before": e["not_before"]})
+                                   "not_before": e["not_before"], "sort_key": position})
     return ("queue",)
 
 

@@ -42,6 +42,13 @@ def busy_day(run: ScriptedRun) -> None:
     assert run.run_next(2, "exit code 1 again", exit_code=1) == failed[0]  # ... fails again
     run.ok("failed.delete", {"id": failed[1]})
     run.cleanup("failed")  # keeps failed[0] and failed[2]
+    # A failed attempt queued again by the retry policy, waiting for its time.
+    run.ok("job.add", {"name": "flaky", "script": "ipx-update", "trigger": "flaky",
+                       "retry": {"max_attempts": 3, "delay_seconds": 3600}})
+    run.notify("flaky", {"id": "flaky-1"})
+    flaky = next(r["id"] for r in run.views.rows("queue", 100) if r["job"] == "flaky")
+    run.ok("queue.execute-now", {"id": flaky})
+    assert run.run_next(2, "exit code 1: flaky", exit_code=1) == flaky
     run.ok("job.add", {"name": "down", "script": "always-fail", "trigger": "channel-down"})
     run.ok("job.update", {"name": "paris", "enabled": False, "match": {"site": "lyon"}})
     run.run_next()

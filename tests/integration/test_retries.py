@@ -80,7 +80,7 @@ def test_the_interval_still_holds_between_any_two_runs(jm: Harness, clock: Clock
     assert jm.dispatch() is not None
 
 
-def test_ready_entries_run_while_a_retry_waits_and_the_retry_keeps_its_place(
+def test_ready_entries_run_while_a_retry_waits_then_it_takes_its_turn(
     jm: Harness, clock: Clock,
 ) -> None:
     jm.ok("settings.set", {"interval_seconds": 0})
@@ -93,7 +93,7 @@ def test_ready_entries_run_while_a_retry_waits_and_the_retry_keeps_its_place(
     ran = jm.run_next(result=3)
     assert ran.job == "other"
     clock.advance(30)
-    again = jm.run_next(result=3)  # older than n-3's entry: it goes first once due
+    again = jm.run_next(result=3)  # queued again before n-3 arrived: its turn comes first
     assert again.execution_id == retried.execution_id
 
 
@@ -169,3 +169,19 @@ def test_retries_survive_a_restart(
     clock.advance(60)
     started = restarted.dispatch()
     assert started is not None and started.attempt == 2
+
+
+def test_a_retry_of_an_entry_sent_to_the_front_waits_for_the_interval(
+    jm: Harness, clock: Clock,
+) -> None:
+    jm.ok("settings.set", {"interval_seconds": 60})
+    jm.add_job("flaky", retry={"max_attempts": 2})
+    jm.notify("alarm", {"id": "n-1"})
+    first = jm.dispatch()  # the first run of all starts at once
+    assert first is not None
+    clock.advance(1)
+    assert jm.finish(first.execution_id, result=2)
+    jm.ok("settings.set", {"interval_seconds": 60})
+    assert jm.dispatch() is None  # queued again as a new arrival: the interval holds
+    clock.advance(60)
+    assert jm.dispatch() is not None
