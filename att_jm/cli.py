@@ -225,6 +225,7 @@ def add_job_commands(subparsers: Any, common: argparse.ArgumentParser) -> None:
                      help="Command template, {field} and {a.b} filled from the notification")
     add.add_argument("--timeout-seconds", type=positive_int, metavar="N")
     add.add_argument("--disabled", action="store_true", help="register it disabled")
+    _retry_options(add)
     update = _verb(verbs, "update", common, "change a job (--match replaces the whole match)",
                    "job.update", job_update_args)
     update.add_argument("name")
@@ -237,6 +238,9 @@ def add_job_commands(subparsers: Any, common: argparse.ArgumentParser) -> None:
     template.add_argument("--no-command", action="store_true",
                           help="no template: the Command is the notification as JSON")
     update.add_argument("--timeout-seconds", type=positive_int, metavar="N")
+    _retry_options(update)
+    update.add_argument("--no-retry", action="store_true",
+                        help="no automatic retry: a failed attempt goes to Failed")
     state = update.add_mutually_exclusive_group()
     state.add_argument("--enable", dest="enabled", action="store_const", const=True)
     state.add_argument("--disable", dest="enabled", action="store_const", const=False)
@@ -245,6 +249,17 @@ def add_job_commands(subparsers: Any, common: argparse.ArgumentParser) -> None:
     remove.add_argument("name")
     _verb(verbs, "show", common, "show one job in full (no cell cut)", "views.get",
           _show("jobs", "name")).add_argument("name")
+
+
+def _retry_options(parser: argparse.ArgumentParser) -> None:
+    """The retry policy (job.add / job.update `retry`), each part optional."""
+    parser.add_argument("--retry-max-attempts", type=positive_int, metavar="N",
+                        help="attempts in all, the first included (1..100): a failed attempt "
+                        "before the last is queued again")
+    parser.add_argument("--retry-delay-seconds", type=non_negative_number, metavar="S",
+                        help="seconds to wait before the first retry (0..86400)")
+    parser.add_argument("--retry-backoff", type=positive_number, metavar="F",
+                        help="each later retry waits F times longer (1..10)")
 
 
 def _match_options(parser: argparse.ArgumentParser) -> None:
@@ -438,7 +453,19 @@ def job_add_args(ns: argparse.Namespace) -> dict[str, object]:
         args["timeout_seconds"] = ns.timeout_seconds
     if ns.disabled:
         args["enabled"] = False
+    retry = retry_args(ns)
+    if retry is not None:
+        args["retry"] = retry
     return args
+
+
+def retry_args(ns: argparse.Namespace) -> dict[str, object] | None:
+    """The `retry` object of --retry-max-attempts / --retry-delay-seconds / --retry-backoff
+    (None when none is given)."""
+    given = {field: getattr(ns, f"retry_{field}", None)
+             for field in ("max_attempts", "delay_seconds", "backoff")}
+    given = {field: value for field, value in given.items() if value is not None}
+    return given or None
 
 
 def job_update_args(ns: argparse.Namespace) -> dict[str, object]:
@@ -455,6 +482,13 @@ def job_update_args(ns: argparse.Namespace) -> dict[str, object]:
         args["match"] = match
     if ns.no_command:
         args["command"] = None
+    retry = retry_args(ns)
+    if ns.no_retry and retry is not None:
+        raise UsageError("--no-retry cannot be combined with --retry-* options")
+    if ns.no_retry:
+        args["retry"] = None
+    elif retry is not None:
+        args["retry"] = retry
     if len(args) == 1:
         raise UsageError("job update needs at least one change, e.g. --trigger or --disable")
     return args
@@ -550,6 +584,14 @@ def _long(value: object) -> str:
     return truncate(cell(value))
 
 
+def retry_cell(value: object) -> str:
+    """A retry policy as `3x 10s *2`; `-` for none."""
+    if not isinstance(value, Mapping):
+        return NOTHING
+    return (f"{cell(value.get('max_attempts'))}x {cell(value.get('delay_seconds'))}s "
+            f"*{cell(value.get('backoff'))}")
+
+
 HISTORY_COLUMNS: Final[tuple[Column, ...]] = (
     ("id", "ID", cell), ("job", "JOB", cell), ("result", "RESULT", result_cell),
     ("attempt", "ATTEMPT", cell), ("started_at", "STARTED", short_time),
@@ -561,12 +603,14 @@ COLUMNS: Final[dict[str, tuple[Column, ...]]] = {
     "jobs": (
         ("name", "NAME", cell), ("enabled", "ENABLED", cell), ("trigger", "TRIGGER", cell),
         ("script", "SCRIPT", cell), ("match", "MATCH", _long), ("command", "COMMAND", _long),
-        ("timeout_seconds", "TIMEOUT_S", cell), ("updated_at", "UPDATED", short_time),
+        ("timeout_seconds", "TIMEOUT_S", cell), ("retry", "RETRY", retry_cell),
+        ("updated_at", "UPDATED", short_time),
     ),
     "queue": (
         ("id", "ID", cell), ("job", "JOB", cell), ("state", "STATE", cell),
         ("attempt", "ATTEMPT", cell), ("enqueued_at", "ENQUEUED", short_time),
-        ("started_at", "STARTED", short_time), ("notification_id", "NOTIFICATION", _long),
+        ("started_at", "STARTED", short_time), ("not_before", "NOT_BEFORE", short_time),
+        ("notification_id", "NOTIFICATION", _long),
         ("command", "COMMAND", _long), ("feedback", "FEEDBACK", _long),
     ),
     "executed": HISTORY_COLUMNS,

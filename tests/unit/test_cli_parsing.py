@@ -64,6 +64,13 @@ ENDPOINT = MqttEndpoint("h", 1883, None, None, False)
         (["job", "update", "b", "--enable"], "job.update", {"name": "b", "enabled": True}),
         (["job", "update", "b", "--no-match"], "job.update", {"name": "b", "match": None}),
         (["job", "update", "b", "--no-command"], "job.update", {"name": "b", "command": None}),
+        (["job", "update", "b", "--no-retry"], "job.update", {"name": "b", "retry": None}),
+        (["job", "add", "b", "--script", "s", "--trigger", "t", "--retry-max-attempts", "3",
+          "--retry-delay-seconds", "10", "--retry-backoff", "2"], "job.add",
+         {"name": "b", "script": "s", "trigger": "t",
+          "retry": {"max_attempts": 3, "delay_seconds": 10, "backoff": 2}}),
+        (["job", "update", "b", "--retry-max-attempts", "5"], "job.update",
+         {"name": "b", "retry": {"max_attempts": 5}}),
         (
             ["job", "update", "b", "--script", "x", "--match", "a=1", "--timeout-seconds", "9"],
             "job.update",
@@ -298,7 +305,8 @@ QUEUE_VIEW = {
 def test_a_view_renders_as_an_aligned_table_with_a_count_line() -> None:
     lines = render_view(QUEUE_VIEW).splitlines()
     assert lines[0].split() == [
-        "ID", "JOB", "STATE", "ATTEMPT", "ENQUEUED", "STARTED", "NOTIFICATION", "COMMAND",
+        "ID", "JOB", "STATE", "ATTEMPT", "ENQUEUED", "STARTED", "NOT_BEFORE", "NOTIFICATION",
+        "COMMAND",
         "FEEDBACK",
     ]
     assert lines[1].startswith(EXECUTION_ID + "  backup")
@@ -335,8 +343,10 @@ def test_the_jobs_view_shows_match_and_enabled() -> None:
          "created_at": "2024-05-01T00:00:00+00:00", "updated_at": "2024-05-02T00:00:00+00:00"},
     ]}
     row = render_view(view).splitlines()[1].split()
-    assert row == ["backup", "yes", "alarm", "run.sh", '{"site":"paris"}', "-", "300",
+    assert row == ["backup", "yes", "alarm", "run.sh", '{"site":"paris"}', "-", "300", "-",
                    "2024-05-02T00:00:00Z"]
+    view["rows"][0]["retry"] = {"max_attempts": 3, "delay_seconds": 10, "backoff": 2}
+    assert "3x 10s *2" in render_view(view)
 
 
 def test_the_settings_view_lists_each_setting() -> None:
@@ -373,7 +383,7 @@ def test_adding_a_job_prints_its_row() -> None:
            "timeout_seconds": 300, "enabled": False, "created_at": None, "updated_at": None}
     lines = render(Request("job.add", {"name": "b"}), row).splitlines()
     assert lines[0] == "added job b"
-    assert lines[2].split() == ["b", "no", "t", "s", "-", "x", "300", "-"]
+    assert lines[2].split() == ["b", "no", "t", "s", "-", "x", "300", "-", "-"]
 
 
 def test_one_row_is_printed_in_full_and_a_page_says_which_rows_it_holds() -> None:
