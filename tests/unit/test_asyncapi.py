@@ -12,8 +12,10 @@ import yaml
 DOCUMENT = Path(__file__).resolve().parents[2] / "docs" / "asyncapi.yaml"
 
 COMMANDS = {
-    "job.add": {"name", "script", "trigger", "match", "command", "timeout_seconds", "enabled"},
-    "job.update": {"name", "script", "trigger", "match", "command", "timeout_seconds", "enabled"},
+    "job.add": {"name", "script", "trigger", "match", "command", "timeout_seconds", "enabled",
+                "retry"},
+    "job.update": {"name", "script", "trigger", "match", "command", "timeout_seconds", "enabled",
+                   "retry"},
     "job.remove": {"name"},
     "queue.remove": {"id"},
     "queue.execute-now": {"id"},
