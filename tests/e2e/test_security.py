@@ -273,3 +273,23 @@ def test_users_added_removed_and_given_a_new_password_reach_the_running_broker(
                                         f"{secure_site.port}")
     secrets = secure_site.site.secrets
     assert all(p.stat().st_mode & 0o777 == 0o600 for p in secrets.iterdir())
+
+
+def test_rows_appended_while_the_service_was_stopped_are_reported_at_start_and_by_verify(
+    secure_site: SecureSite, secure_service: Service, capsys: pytest.CaptureFixture[str],
+) -> None:
+    secure_service.stop()  # a clean stop: everything sealed, the log closed
+    with sqlite3.connect(secure_service.store) as db:  # someone with the file appends a row
+        db.execute("INSERT INTO stored_events VALUES (?, ?, ?, ?)",
+                   (uuid.uuid4().hex, 7, "att_jm:Job.Removed",
+                    b'{"timestamp": {"_type_": "datetime_iso", '
+                    b'"_data_": "2026-01-01T00:00:00+00:00"}, "actor": "mallory"}'))
+    secure_service.start()
+    assert '"log.appended_outside"' in secure_service.log_text()
+    with TestClient(secure_site.url("auditor")) as auditor:
+        status = orjson.loads(auditor.subscribe(f"{P}/job-manager/status")
+                              .wait_for(lambda m: True, 5).payload)
+    assert status["state"] == "online" and status["log_appended"]["appended"] == 1
+    assert att_jm(["audit", "verify", "--store", str(secure_service.store), "--json"]) == 1
+    findings = orjson.loads(capsys.readouterr().out)["findings"]
+    assert {"appended", "version_gap"} <= {finding["kind"] for finding in findings}
