@@ -99,11 +99,6 @@ class Stop:
     reason: str = "requested"
 
 
-class Reconnected:
-    """The MQTT connection is up again: republish the status with the current fault (the
-    relay republishes the views on its own reconnect)."""
-
-
 class StoppedDuringFault(Exception):
     """A stop was asked for while the store refused commits: leave without acknowledging."""
 
@@ -128,7 +123,7 @@ def internal_error(error: BaseException) -> JobManagerError:
     )
 
 
-Item = Inbound | RunFinished | Stop | Reconnected
+Item = Inbound | RunFinished | Stop
 
 
 class Inbox:
@@ -344,7 +339,7 @@ class Writer:
             settings.mqtt, client_id=settings.client_id, prefix=self.prefix,
             session_expiry_seconds=settings.session_expiry_seconds,
             max_packet=inbound_packet_limit(settings.max_payload_bytes),
-            deliver=self.inbox.put_local, on_connect=lambda: self.inbox.put_local(Reconnected()),
+            deliver=self.inbox.put_local,
         )
         # Scripts run as settings.script_user when the service is root; when one ends, all it
         # left behind is killed (the service is their subreaper), the relay spared.
@@ -385,7 +380,7 @@ class Writer:
         if interrupted:
             log.warning("executions.interrupted", ids=interrupted,
                         leftover_pids_killed=kill_leftovers(interrupted))
-        self.connection.start(self.status("online"), {"state": "offline", "reason": "lost"})
+        self.connection.start(lambda: self.status("online"), {"state": "offline", "reason": "lost"})
         try:
             while not self.stopping:
                 # Once something waits, only take what else has arrived (a bigger batch).
@@ -751,11 +746,6 @@ class Writer:
             if isinstance(item, Stop):
                 log.info("service.stopping", reason=item.reason)
                 self.stopping = True
-                return None
-            if isinstance(item, Reconnected):
-                self.connection.publish(  # with the current fault, if any
-                    self.connection.status_topic, orjson.dumps(self.status("online")), retain=True
-                )
                 return None
             if isinstance(item, RunFinished):
                 self.manager.finish(uow, item.execution_id, item.outcome, item.at)

@@ -32,6 +32,8 @@ from att_jm.mqtt.driven import DrivenConnection
 
 log = structlog.get_logger("att_jm.mqtt")
 
+WILL_DELAY_SECONDS = 5
+
 
 @dataclass(slots=True)
 class Inbound:
@@ -78,7 +80,7 @@ class ServiceConnection(DrivenConnection):
         self._connected_hook = on_connect
         self._session_expiry = session_expiry_seconds
         self._max_packet = max_packet  # larger messages are dropped by the broker
-        self._online: bytes = b"{}"
+        self._online: Callable[[], dict[str, Any]] = dict
         self.client.on_message = self._on_message
         self.client.on_publish = self._on_publish
         self._awaited: set[int] = set()  # mids of replies whose PUBACK is waited for
@@ -86,13 +88,19 @@ class ServiceConnection(DrivenConnection):
 
     # Life cycle --------------------------------------------------------------------------
 
-    def start(self, online: dict[str, Any], offline: dict[str, Any]) -> None:
-        """Connect (on the next `poll()`, retrying for ever) with `offline` as the Last Will."""
-        self._online = orjson.dumps(online)
-        self.client.will_set(
-            self.status_topic, orjson.dumps(offline), qos=1, retain=True,
-            properties=json_publish_properties(will=True),
-        )
+    def start(
+        self, online: dict[str, Any] | Callable[[], dict[str, Any]], offline: dict[str, Any]
+    ) -> None:
+        """Connect (on the next `poll()`, retrying for ever) with `offline` as the Last Will;
+        `online` (or what it returns then) is published, retained, on each connect: once per
+        start, and again after each reconnect."""
+        self._online = online if callable(online) else (lambda: online)
+        will = json_publish_properties(will=True)
+        # A reconnect within WILL_DELAY_SECONDS (a broken connection, a broker restart) does
+        # not announce a crash: the broker publishes the Will only if the service stays away.
+        will.WillDelayInterval = WILL_DELAY_SECONDS
+        self.client.will_set(self.status_topic, orjson.dumps(offline), qos=1, retain=True,
+                             properties=will)
         self._connect_soon(clean_start=False, properties=connect_properties(
             self._session_expiry, maximum_packet_size=self._max_packet))
 
@@ -191,7 +199,7 @@ class ServiceConnection(DrivenConnection):
             (notifications, SubscribeOptions(qos=1)),
             (commands, SubscribeOptions(qos=1, retainHandling=SubscribeOptions.RETAIN_DO_NOT_SEND)),
         ])
-        self.publish(self.status_topic, self._online, retain=True)
+        self.publish(self.status_topic, orjson.dumps(self._online()), retain=True)
         if self._connected_hook is not None:
             self._connected_hook()
         log.info(

@@ -94,7 +94,9 @@ class DrivenConnection:
         """Called once a CONNACK accepted the connection (after `generation` moved on)."""
 
     def _close(self, deadline: float) -> None:
-        """Send DISCONNECT and write everything queued before it out, until `deadline`."""
+        """Send DISCONNECT and write everything queued before it out, then read until the
+        broker closes the connection (a clean close: no Last Will), until `deadline`."""
+        self.client.drain_until = deadline
         self.client.disconnect()
         while self.client.socket() is not None and self._monotonic() < deadline:
             self._serve(0.05, ())
