@@ -337,15 +337,15 @@ def test_an_empty_view_is_just_the_count_line() -> None:
 
 
 def test_the_jobs_view_shows_match_and_enabled() -> None:
-    view = {"view": "jobs", "position": 3, "total": 1, "rows": [
-        {"name": "backup", "script": "run.sh", "trigger": "alarm", "match": {"site": "paris"},
-         "command": None, "timeout_seconds": 300, "enabled": True,
-         "created_at": "2024-05-01T00:00:00+00:00", "updated_at": "2024-05-02T00:00:00+00:00"},
-    ]}
+    job: dict[str, object] = {
+        "name": "backup", "script": "run.sh", "trigger": "alarm", "match": {"site": "paris"},
+        "command": None, "timeout_seconds": 300, "enabled": True,
+        "created_at": "2024-05-01T00:00:00+00:00", "updated_at": "2024-05-02T00:00:00+00:00"}
+    view = {"view": "jobs", "position": 3, "total": 1, "rows": [job]}
     row = render_view(view).splitlines()[1].split()
     assert row == ["backup", "yes", "alarm", "run.sh", '{"site":"paris"}', "-", "300", "-",
                    "2024-05-02T00:00:00Z"]
-    view["rows"][0]["retry"] = {"max_attempts": 3, "delay_seconds": 10, "backoff": 2}
+    job["retry"] = {"max_attempts": 3, "delay_seconds": 10, "backoff": 2}
     assert "3x 10s *2" in render_view(view)
 
 
