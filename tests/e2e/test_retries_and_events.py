@@ -1,0 +1,53 @@
+"""Automatic retries and the events stream against the real service."""
+
+from __future__ import annotations
+
+import time
+
+from helpers.broker import Broker
+from helpers.mqtt import TestClient
+from helpers.service import ServiceFactory
+
+from .conftest import Operator, new_id
+
+
+def test_a_job_with_retries_fails_twice_then_succeeds_and_its_attempts_are_events(
+    operator: Operator, mqtt: TestClient,
+) -> None:
+    events = mqtt.subscribe(operator.service.topic("job-manager/events/#"))
+    operator.ok("settings.set", {"interval_seconds": 0})
+    operator.add_job("flaky", "fail-until", "t", command="3",
+                     retry={"max_attempts": 3, "delay_seconds": 0.5, "backoff": 2})
+    operator.notify("t", {"id": new_id()})
+    waiting = operator.wait_view("queue", lambda v: v["total"] == 1
+                                 and v["rows"][0]["not_before"] is not None)
+    row = waiting["rows"][0]
+    assert (row["attempt"], row["feedback"]) == (2, "attempt 1 failed on purpose")
+    started = time.monotonic()
+    executed = operator.wait_view("executed", lambda v: v["total"] == 1, timeout=20)
+    assert time.monotonic() - started >= 1.0  # 0.5 s, then 1 s (backoff 2)
+    assert executed["rows"][0]["attempt"] == 3
+    assert executed["rows"][0]["feedback"] == "attempt 3 succeeded"
+    kinds = [m.json()["type"] for m in events.messages()]
+    assert kinds.count("execution.attempt_failed") == 2
+    assert kinds.count("execution.started") == 3
+    assert operator.view("failed")["total"] == 0
+
+
+def test_the_last_failed_attempt_goes_to_failed(operator: Operator) -> None:
+    operator.ok("settings.set", {"interval_seconds": 0})
+    operator.add_job("flaky", "fail-until", "t", command="9", retry={"max_attempts": 2})
+    operator.notify("t", {"id": new_id()})
+    failed = operator.wait_view("failed", lambda v: v["total"] == 1)
+    assert failed["rows"][0]["attempt"] == 2
+
+
+def test_every_event_is_published_position_1_included(
+    broker: Broker, service_factory: ServiceFactory, mqtt: TestClient,
+) -> None:
+    """The relay of a first start publishes from the start of the log: the scheduler's
+    creation (position 1) and the start's own mark are events like the others."""
+    events = mqtt.subscribe("att/job-manager/events/#")
+    service_factory()
+    positions = sorted(m.json()["position"] for m in events.wait_for_count(2, lambda m: True))
+    assert positions[:2] == [1, 2]
