@@ -371,6 +371,9 @@ class Writer:
         flag = None if self.tail is None else self.tail.flag()
         if flag is not None:
             body["log_appended"] = flag
+        warnings = self.connection.broker_warnings()
+        if warnings:
+            body["broker_warnings"] = warnings
         return body
 
     def run(self) -> int:

@@ -189,6 +189,21 @@ class ServiceConnection(DrivenConnection):
     def _wants_connection(self) -> bool:
         return not (self.paused or self._stopped)
 
+    def broker_warnings(self) -> list[str]:
+        """What the broker's CONNACK says it will not do that the service relies on (a broker
+        the set-up did not configure: see the README's Security section, "Your own broker")."""
+        properties = self.connack_properties
+        warnings = []
+        granted = getattr(properties, "SessionExpiryInterval", None)
+        if granted is not None and granted < self._session_expiry:
+            warnings.append(f"the broker keeps the session {granted} s, not the "
+                            f"{self._session_expiry} s asked: longer outages lose messages")
+        if getattr(properties, "RetainAvailable", 1) == 0:
+            warnings.append("the broker has no retained messages: views and status are lost")
+        if getattr(properties, "MaximumQoS", 1) == 0:
+            warnings.append("the broker allows QoS 0 only: messages may be lost")
+        return warnings
+
     def _connected(self, client: Client, flags: ConnectFlags) -> None:
         # Retained notifications come again on every resubscribe and are deduplicated by id.
         # A retained command would run again after every restart (one without
@@ -205,6 +220,8 @@ class ServiceConnection(DrivenConnection):
         log.info(
             "mqtt.connected", session_present=flags.session_present, generation=self.generation
         )
+        for warning in self.broker_warnings():
+            log.error("broker.unsuitable", warning=warning)
 
     def _on_inbound(
         self, mid: int, topic: bytes, payload: bytes, response: str | None,

@@ -63,6 +63,7 @@ class DrivenConnection:
         #: The broker's Maximum Packet Size from the last CONNACK (MQTT v5); None: it set none
         #: (the protocol's own limit, 268,435,455 bytes, applies).
         self.max_packet_size: int | None = None
+        self.connack_properties: Properties | None = None  # the last CONNACK's
         self._stopped = False
         self._monotonic = monotonic
         self._next_attempt: float | None = None  # when to (re)connect; None: not now
@@ -186,6 +187,7 @@ class DrivenConnection:
         self.generation += 1
         self.connected = True
         self.max_packet_size = getattr(properties, "MaximumPacketSize", None)
+        self.connack_properties = properties
         self._delay = RECONNECT_MIN_DELAY
         self._connected(client, flags)
 
