@@ -103,12 +103,14 @@ until listening "$PORT"; do
 done
 
 cat >&2 <<EOF
-run.sh: the Job Manager is starting. In a second terminal, from $ROOT:
+run.sh: the Job Manager is starting. In a second terminal, from $ROOT (the README's Quick start):
   . .venv/bin/activate
   att-jm jobs                       # every att-jm verb finds var/att-jm.toml (as user operator)
-  mosquitto_pub -V mqttv5 -q 1 -h 127.0.0.1 -p $PORT -i channel-manager -u channel-manager \\
-    -P "\$(cat var/secrets/channel-manager.password)" \\
-    -t att/channel-manager/notifications/channel-up -m '{"id": "n-1", "channel": "BBC One"}'
+  notify() {  # publish a notification as the Channel Manager
+    mosquitto_pub -V mqttv5 -q 1 -h 127.0.0.1 -p $PORT -i channel-manager -u channel-manager \\
+      -P "\$(cat var/secrets/channel-manager.password)" \\
+      -t "att/channel-manager/notifications/\$1" -m "\$2"; }
+  notify channel-up '{"id": "n-1", "channel": "BBC One"}'
 EOF
 
 # The service runs as a child so the broker can be stopped after it: SIGINT/SIGTERM are
