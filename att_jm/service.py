@@ -643,7 +643,11 @@ class Writer:
             )
 
             def record(uow: UnitOfWork) -> None:
-                self.manager.finish(uow, item.execution_id, outcome, item.at)
+                try:
+                    self.manager.finish(uow, item.execution_id, outcome, item.at)
+                except JobManagerError as refused:  # no such execution (any more): nothing to end
+                    log.error("execution.outcome_dropped", execution=item.execution_id,
+                              error=refused.message)
         else:
             return
         while True:
