@@ -1,12 +1,16 @@
 """The `att-jm` command line: `serve`, `rebuild` and the operator verbs (MQTT requests).
 
-Exit codes: 0 ok; 1 the service answered with an error; 2 bad usage or settings;
-3 no answer (broker unreachable or refusing, timeout).
+Exit codes: 0 ok; 1 the service answered with an error; 2 bad usage or settings (checked
+before anything is sent: unknown flags, malformed entry ids and job names, ...); 3 no answer
+(broker unreachable or refusing, timeout, or the service's retained status says it is offline
+or there is none). With `--json` every failure is also JSON, on stdout:
+`{"ok": false, "error": {"code", "message"}}`, the code of an error reply as the service gave
+it, else `usage`, `no_answer` or `offline`.
 
-Building a request from argv (`parse_request`) and rendering a result (`render`) are pure
-functions; only `main` and the `run_*` handlers do I/O. Heavy modules (paho, the service) are
-imported inside the handlers so the command starts fast. Each verb group has its own
-`add_*_commands(subparsers)` function; new groups (e.g. `audit`) are added the same way.
+Building a request from argv (`parse_argv`, `parse_request`) and rendering a result (`render`)
+are pure functions; only `main` and the `run_*` handlers do I/O. Heavy modules (paho, the
+service) are imported inside the handlers so the command starts fast. Each verb group has its
+own `add_*_commands(subparsers)` function; new groups (e.g. `audit`) are added the same way.
 """
 
 from __future__ import annotations
@@ -15,11 +19,13 @@ import argparse
 import getpass
 import math
 import os
+import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any, Final, NoReturn
+from uuid import UUID
 
 import orjson
 
@@ -39,8 +45,51 @@ NOTHING: Final = "-"
 ArgsBuilder = Callable[[argparse.Namespace], dict[str, object]]
 
 
+#: A job name, as the service checks it (`att_jm.domain.commands.NAME_RE`, not imported: the
+#: CLI starts without the domain modules).
+JOB_NAME: Final = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
 class UsageError(Exception):
     """The command line is well-formed for argparse but asks for something impossible."""
+
+
+class ParseError(UsageError):
+    """argparse refused the command line: `message`, and the (sub)parser that did, whose
+    usage line goes with the message."""
+
+    def __init__(self, message: str, parser: argparse.ArgumentParser) -> None:
+        super().__init__(message)
+        self.message = message
+        self.parser = parser
+
+
+class Failure(Exception):
+    """A run that ends without a result: its `code` (as in `--json`), `message` and exit code;
+    `shown` is the line printed on stderr without `--json`."""
+
+    def __init__(self, code: str, message: str, exit_code: int, shown: str | None = None
+                 ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.exit_code = exit_code
+        self.shown = f"error: {message}" if shown is None else shown
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser that raises ParseError instead of printing and exiting, and notes in
+    the namespace the deepest (sub)parser it went through (`_parser`)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise ParseError(message, self)
+
+    def parse_known_args(  # type: ignore[override]  # the same call, typed for a Namespace
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None,
+    ) -> tuple[argparse.Namespace, list[str]]:
+        namespace = argparse.Namespace() if namespace is None else namespace
+        namespace._parser = self  # a sub-verb's parser runs later and overwrites it
+        return super().parse_known_args(args, namespace)
 
 
 @dataclass(frozen=True)
@@ -129,6 +178,23 @@ def optional_positive(text: str) -> int | float | None:
     return None if text.lower() == "none" else positive_number(text)
 
 
+def entry_id(text: str) -> str:
+    """An entry (execution) id: a UUID, in any form UUID() reads, as the views show it."""
+    try:
+        return str(UUID(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not an entry id (a UUID like 6f1c7a52-52a4-4c1e-9d7e-0a7d3b1f2c11): {text!r}"
+        ) from None
+
+
+def job_name(text: str) -> str:
+    """A job name as the service takes it: [A-Za-z0-9._-]{1,64}."""
+    if not JOB_NAME.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"a job name must match [A-Za-z0-9._-]{{1,64}}: {text!r}")
+    return text
+
+
 # Parser ----------------------------------------------------------------------------------
 
 
@@ -138,7 +204,9 @@ def _settings_flags(parser: argparse.ArgumentParser) -> None:
     for name in SETTING_NAMES:
         flag = "--" + name.replace("_", "-")
         if name == "log_format":
-            parser.add_argument(flag, choices=("json", "console", "auto"), default=None)
+            parser.add_argument(flag, choices=("json", "console", "auto"), default=None,
+                                help="log lines as JSON, for a console, or auto (console on "
+                                "a terminal); overrides ATT_JM_LOG_FORMAT")
         else:
             parser.add_argument(flag, metavar=name.upper(), default=None,
                                 help=f"overrides ATT_JM_{name.upper()}")
@@ -146,7 +214,7 @@ def _settings_flags(parser: argparse.ArgumentParser) -> None:
 
 def _operator_options() -> argparse.ArgumentParser:
     """Options every operator verb takes; SUPPRESS keeps a sub-verb from resetting them."""
-    common = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
+    common = Parser(add_help=False, argument_default=argparse.SUPPRESS)
     common.add_argument("--mqtt-url", help="broker URL (default: ATT_JM_MQTT_URL, config file)")
     common.add_argument("--topic-prefix", help="topic prefix (default: ATT_JM_TOPIC_PREFIX, att)")
     common.add_argument("--config", metavar="FILE", help="TOML settings file (or ATT_JM_CONFIG)")
@@ -159,8 +227,11 @@ def _operator_options() -> argparse.ArgumentParser:
         "user name, the login name); a site's broker takes only your own user name"
     )
     common.add_argument("--timeout", type=positive_number, metavar="SECONDS",
-                        help=f"how long to wait for the reply (default {DEFAULT_TIMEOUT:g})")
-    common.add_argument("--json", action="store_true", help="print the raw result as JSON")
+                        help=f"how long to wait for the reply (default {DEFAULT_TIMEOUT:g}); "
+                        "a service whose retained status says offline is reported at once")
+    common.add_argument("--json", action="store_true",
+                        help='print the raw result as JSON; a failure as {"ok": false, '
+                        '"error": {"code", "message"}}')
     return common
 
 
@@ -203,6 +274,18 @@ def _entry_id(ns: argparse.Namespace) -> dict[str, object]:
     return {"id": ns.id}
 
 
+def _sub_verbs(parser: argparse.ArgumentParser, dest: str, names: Sequence[str],
+               required: bool = False) -> Any:
+    """The sub-verbs of `parser` (`{a,b}` in its usage)."""
+    return parser.add_subparsers(dest=dest, required=required,
+                                 metavar="{" + ",".join(names) + "}",
+                                 help="the sub-verb" + ("" if required else " (optional)"))
+
+
+def _job_name_argument(parser: argparse.ArgumentParser, help_text: str) -> None:
+    parser.add_argument("name", type=job_name, help=help_text + " ([A-Za-z0-9._-]{1,64})")
+
+
 def add_service_commands(subparsers: Any) -> None:
     for name, text in (("serve", "run the Job Manager until SIGTERM/SIGINT"),
                        ("rebuild", "rebuild the views from the event log (service stopped)")):
@@ -213,42 +296,47 @@ def add_service_commands(subparsers: Any) -> None:
 
 def add_job_commands(subparsers: Any, common: argparse.ArgumentParser) -> None:
     _paging(_verb(subparsers, "jobs", common, "show the jobs", "views.get", _view("jobs")))
-    job = subparsers.add_parser("job", help="add, update, remove or show a job")
-    verbs = job.add_subparsers(dest="job_verb", required=True,
-                               metavar="{add,update,remove,show}")
+    text = "add, update, remove or show a job"
+    job = subparsers.add_parser("job", help=text, description=text)
+    verbs = _sub_verbs(job, "job_verb", ("add", "update", "remove", "show"), required=True)
     add = _verb(verbs, "add", common, "register a job", "job.add", job_add_args)
-    add.add_argument("name")
+    _job_name_argument(add, "the new job's name")
     add.add_argument("--script", required=True, help="file name in the scripts directory")
     add.add_argument("--trigger", required=True, help="notification trigger (one topic level)")
     _match_options(add)
     add.add_argument("--command", metavar="TEMPLATE",
                      help="Command template, {field} and {a.b} filled from the notification")
-    add.add_argument("--timeout-seconds", type=positive_int, metavar="N")
+    add.add_argument("--timeout-seconds", type=positive_int, metavar="N",
+                     help="stop a run after N seconds (default 300)")
     add.add_argument("--disabled", action="store_true", help="register it disabled")
     _retry_options(add)
     update = _verb(verbs, "update", common, "change a job (--match replaces the whole match)",
                    "job.update", job_update_args)
-    update.add_argument("name")
-    update.add_argument("--script")
-    update.add_argument("--trigger")
+    _job_name_argument(update, "the job to change")
+    update.add_argument("--script", help="new file name in the scripts directory")
+    update.add_argument("--trigger", help="new notification trigger (one topic level)")
     _match_options(update)
     update.add_argument("--no-match", action="store_true", help="remove the match conditions")
     template = update.add_mutually_exclusive_group()
-    template.add_argument("--command", metavar="TEMPLATE")
+    template.add_argument("--command", metavar="TEMPLATE", help="new Command template")
     template.add_argument("--no-command", action="store_true",
                           help="no template: the Command is the notification as JSON")
-    update.add_argument("--timeout-seconds", type=positive_int, metavar="N")
+    update.add_argument("--timeout-seconds", type=positive_int, metavar="N",
+                        help="stop a run after N seconds")
     _retry_options(update)
     update.add_argument("--no-retry", action="store_true",
                         help="no automatic retry: a failed attempt goes to Failed")
     state = update.add_mutually_exclusive_group()
-    state.add_argument("--enable", dest="enabled", action="store_const", const=True)
-    state.add_argument("--disable", dest="enabled", action="store_const", const=False)
+    state.add_argument("--enable", dest="enabled", action="store_const", const=True,
+                       help="new notifications enqueue it again")
+    state.add_argument("--disable", dest="enabled", action="store_const", const=False,
+                       help="new notifications no longer enqueue it (queued entries still run)")
     remove = _verb(verbs, "remove", common, "remove a job (its queued entries stay)",
                    "job.remove", lambda ns: {"name": ns.name})
-    remove.add_argument("name")
-    _verb(verbs, "show", common, "show one job in full (no cell cut)", "views.get",
-          _show("jobs", "name")).add_argument("name")
+    _job_name_argument(remove, "the job to remove")
+    show = _verb(verbs, "show", common, "show one job in full (no cell cut)", "views.get",
+                 _show("jobs", "name"))
+    _job_name_argument(show, "the job to show")
 
 
 def _retry_options(parser: argparse.ArgumentParser) -> None:
@@ -274,32 +362,33 @@ def _match_options(parser: argparse.ArgumentParser) -> None:
 
 def add_table_commands(subparsers: Any, common: argparse.ArgumentParser) -> None:
     groups = (
-        ("queue", "show the queue", (
+        ("queue", "show the queue", "queued", (
             ("remove", "remove a queued entry", "queue.remove"),
             ("execute-now", "run an entry as soon as the runner is free", "queue.execute-now"),
         )),
-        ("executed", "show executed jobs", (
+        ("executed", "show executed jobs", "executed", (
             ("remove", "remove a row from Executed", "executed.remove"),
         )),
-        ("failed", "show failed jobs", (
+        ("failed", "show failed jobs", "failed", (
             ("execute", "re-execute a failed entry at the front of the queue", "failed.execute"),
             ("delete", "permanently delete a row from Failed", "failed.delete"),
         )),
     )
-    for group, text, actions in groups:
+    for group, text, which, actions in groups:
         parser = _paging(_verb(subparsers, group, common, text, "views.get", _view(group)))
-        verbs = parser.add_subparsers(dest=f"{group}_verb", metavar="{" + ",".join(
-            a[0] for a in (*actions, ("show",))) + "}")
+        verbs = _sub_verbs(parser, f"{group}_verb", [a[0] for a in (*actions, ("show",))])
+        id_help = f"the {which} entry's id (a UUID, as `att-jm {group}` shows it)"
         for name, action_text, command in actions:
-            _verb(verbs, name, common, action_text, command, _entry_id).add_argument("id")
+            _verb(verbs, name, common, action_text, command, _entry_id).add_argument(
+                "id", type=entry_id, help=id_help)
         _verb(verbs, "show", common, "show one row in full (no cell cut)", "views.get",
-              _show(group, "id")).add_argument("id")
+              _show(group, "id")).add_argument("id", type=entry_id, help=id_help)
 
 
 def add_settings_commands(subparsers: Any, common: argparse.ArgumentParser) -> None:
     parser = _verb(subparsers, "settings", common, "show the settings", "views.get",
                    _view("settings"))
-    verbs = parser.add_subparsers(dest="settings_verb", metavar="{set}")
+    verbs = _sub_verbs(parser, "settings_verb", ("set",))
     change = _verb(verbs, "set", common, "change settings (the other fields keep their values)",
                    "settings.set", settings_changes)
     unset = argparse.SUPPRESS  # an absent flag leaves no attribute: None means "none"
@@ -312,11 +401,13 @@ def add_settings_commands(subparsers: Any, common: argparse.ArgumentParser) -> N
                             default=unset, help=f"remove {table} rows older than D days")
         change.add_argument(f"--{table}-every-seconds", type=positive_number, metavar="S",
                             default=unset, help=f"run the {table} cleanup every S seconds")
-    cleanup = subparsers.add_parser("cleanup", help="run Auto Cleanup now")
-    cleanup_verbs = cleanup.add_subparsers(dest="cleanup_verb", required=True, metavar="{run}")
-    run = _verb(cleanup_verbs, "run", common, "run Auto Cleanup now", "cleanup.run",
+    text = "run Auto Cleanup now"
+    cleanup = subparsers.add_parser("cleanup", help=text, description=text)
+    cleanup_verbs = _sub_verbs(cleanup, "cleanup_verb", ("run",), required=True)
+    run = _verb(cleanup_verbs, "run", common, text, "cleanup.run",
                 lambda ns: {"table": ns.table})
-    run.add_argument("table", nargs="?", choices=(*CLEANUP_TABLES, "all"), default="all")
+    run.add_argument("table", nargs="?", choices=(*CLEANUP_TABLES, "all"), default="all",
+                     help="the table to clean up (default: all)")
 
 
 AUDIT_VERBS: Final = ("log", "views", "trace", "backtest", "verify", "export", "import")
@@ -330,15 +421,14 @@ def non_negative_int(text: str) -> int:
     return value
 
 
-def _audit_options() -> argparse.ArgumentParser:
+def _audit_options(store_help: str) -> argparse.ArgumentParser:
     """Options every audit verb takes."""
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--store", metavar="FILE",
-                        help="the event store (default: ATT_JM_STORE, config file, "
-                        "./var/att-jm.db); opened read-only")
+    common = Parser(add_help=False)
+    common.add_argument("--store", metavar="FILE", help=store_help)
     common.add_argument("--config", metavar="FILE", help="TOML settings file (or ATT_JM_CONFIG)")
     common.add_argument("--json", action="store_true",
-                        help="JSON (JSON Lines for log) instead of tables")
+                        help="JSON (JSON Lines for log) instead of tables; a failure as "
+                        '{"ok": false, "error": {"code", "message"}}')
     common.add_argument("--no-progress", action="store_true",
                         help="no progress bar, even on a terminal")
     return common
@@ -355,15 +445,19 @@ def _range_options(parser: argparse.ArgumentParser, what: str) -> None:
 
 def add_audit_commands(subparsers: Any) -> None:
     """`att-jm audit VERB`: read the event log (read-only, while the service runs)."""
-    text = "replay, trace, backtest, verify and export the event log (read-only)"
+    text = ("replay, trace, backtest, verify and export the event log (read-only), or import "
+            "an export into a new store")
     audit = subparsers.add_parser("audit", help=text, description=text,
                                   epilog="exit codes: 0 ok, 1 verify found a problem or not in "
                                   "the log, 2 usage or no store")
-    verbs = audit.add_subparsers(dest="audit_verb", required=True,
-                                 metavar="{" + ",".join(AUDIT_VERBS) + "}")
-    common = _audit_options()
+    verbs = _sub_verbs(audit, "audit_verb", AUDIT_VERBS, required=True)
+    reading = _audit_options("the event store (default: ATT_JM_STORE, config file, "
+                             "./var/att-jm.db); opened read-only")
+    writing = _audit_options("the NEW store to write (required): a file that does not exist "
+                             "yet or an empty store; the only store an audit verb writes")
 
     def verb(name: str, help_text: str) -> argparse.ArgumentParser:
+        common = writing if name == "import" else reading
         parser: argparse.ArgumentParser = verbs.add_parser(
             name, parents=[common], help=help_text, description=help_text)
         parser.set_defaults(handler="audit")
@@ -388,14 +482,15 @@ def add_audit_commands(subparsers: Any) -> None:
     views.add_argument("--limit", type=positive_int, metavar="ROWS",
                        help="rows per view (default: ATT_JM_VIEW_ROWS, 1000, as published)")
     trace = verb("trace", "the lineage of one execution: notification, job, attempts, actions")
-    trace.add_argument("id", help="the execution id")
+    trace.add_argument("id", help="the execution id (a UUID)")
     backtest = verb("backtest", "a draft job against stored notifications: what it would run")
     backtest.add_argument("--trigger", required=True, help="notification trigger")
     _match_options(backtest)
     backtest.add_argument("--command", metavar="TEMPLATE", help="Command template")
     backtest.add_argument("--script", help="script file name (shown only; never run)")
     backtest.add_argument("--name", help="job name (default: draft)")
-    backtest.add_argument("--timeout-seconds", type=positive_int, metavar="N")
+    backtest.add_argument("--timeout-seconds", type=positive_int, metavar="N",
+                          help="the draft's timeout (shown only; never run)")
     _range_options(backtest, "notifications received")
     check = verb("verify", "check the seal chain: name any event altered before the last seal")
     check.add_argument("--witness", metavar="FILE",
@@ -404,17 +499,19 @@ def add_audit_commands(subparsers: Any) -> None:
     out.add_argument("--output", "-o", metavar="FILE", help="write to FILE (default: stdout)")
     out.add_argument("--upto", type=non_negative_int, metavar="POSITION",
                      help="only the events up to this position")
-    into = verb("import", "read an export into an EMPTY store given with --store")
+    into = verb("import", "read an export into a NEW store given with --store (it must not "
+                "exist yet, or hold no events): the only audit verb that writes")
     into.add_argument("file", metavar="FILE", help="the JSON Lines file, or - for stdin")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="att-jm",
         description="ATT Job Manager: runs automation scripts for Channel Manager notifications.",
         epilog="exit codes: 0 ok, 1 error reply, 2 usage or settings, 3 no answer",
     )
-    subparsers = parser.add_subparsers(dest="verb", metavar="COMMAND")
+    subparsers = parser.add_subparsers(dest="verb", metavar="COMMAND",
+                                       help="what to do (`att-jm COMMAND --help` for more)")
     common = _operator_options()
     add_service_commands(subparsers)
     add_job_commands(subparsers, common)
@@ -423,6 +520,67 @@ def build_parser() -> argparse.ArgumentParser:
     add_audit_commands(subparsers)
     add_site_commands(subparsers)
     return parser
+
+
+def _relaxed(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """`parser` made to accept any shape of its own arguments (nothing required, no type, no
+    choice, no exclusion), so that parsing only sorts out what it does not know."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            action.required = False
+            for sub in set(action.choices.values()):
+                _relaxed(sub)
+            continue
+        action.required = False
+        action.type = None
+        action.choices = None
+        if not action.option_strings and action.nargs in (None, "+"):
+            action.nargs = "?" if action.nargs is None else "*"
+    parser._mutually_exclusive_groups = []
+    return parser
+
+
+def _find(parser: argparse.ArgumentParser, prog: str) -> argparse.ArgumentParser | None:
+    """The (sub)parser of `parser` called `prog`."""
+    if parser.prog == prog:
+        return parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                found = _find(sub, prog)
+                if found is not None:
+                    return found
+    return None
+
+
+def _unknown(extras: Sequence[str]) -> str:
+    """`unrecognized argument --x` for what parsing left over: the flags among it, if any."""
+    flags = [arg for arg in extras if arg.startswith("-") and arg != "-"]
+    named = flags or list(extras)
+    return f"unrecognized argument{'' if len(named) == 1 else 's'} {' '.join(named)}"
+
+
+def parse_argv(argv: Sequence[str]) -> argparse.Namespace:
+    """The namespace of `argv`; ParseError (with the sub-verb's parser) on bad usage. An
+    unknown flag is named even when something else is wrong too (a missing argument, most
+    often caused by the misspelt flag)."""
+    parser = build_parser()
+    try:
+        ns, extras = parser.parse_known_args(list(argv))
+    except ParseError as error:
+        try:
+            probe, extras = _relaxed(build_parser()).parse_known_args(list(argv))
+        except ParseError:
+            raise error from None
+        if not extras:
+            raise
+        raise ParseError(_unknown(extras), _find(parser, probe._parser.prog) or parser
+                         ) from None
+    deepest = ns._parser
+    del ns._parser
+    if extras:
+        raise ParseError(_unknown(extras), deepest)
+    return ns
 
 
 # Requests (pure) -------------------------------------------------------------------------
@@ -525,9 +683,9 @@ def merge_settings(
 
 
 def parse_request(argv: Sequence[str]) -> tuple[Request, argparse.Namespace]:
-    """The service request an operator command line asks for (UsageError, SystemExit on bad
-    usage); settings.set carries partial cleanup objects until merge_settings."""
-    ns = build_parser().parse_args(list(argv))
+    """The service request an operator command line asks for (UsageError, or its ParseError,
+    on bad usage); settings.set carries partial cleanup objects until merge_settings."""
+    ns = parse_argv(argv)
     if getattr(ns, "handler", None) != "operator":
         raise UsageError("not an operator command")
     return Request(ns.request_command, ns.build(ns)), ns
@@ -565,6 +723,33 @@ def cell(value: object) -> str:
 
 def truncate(text: str, width: int = TEXT_WIDTH) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def plural(count: object, noun: str, nouns: str | None = None) -> str:
+    """`1 row`, `2 rows`, `1,000 rows` (`nouns`: an irregular plural); a count that is not
+    an integer is shown as it is, with the plural."""
+    if isinstance(count, int) and not isinstance(count, bool):
+        return f"{count:,} {noun if count == 1 else nouns or noun + 's'}"
+    return f"{cell(count)} {nouns or noun + 's'}"
+
+
+def duration(seconds: object) -> str:
+    """A duration to 3 significant digits, in ms below a second (`47.7 ms`), else in s
+    (`1.23 s`, `312 s`: whole seconds from 100 s on); other values as `cell` shows them."""
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not (
+        math.isfinite(seconds)
+    ):
+        return cell(seconds)
+    value, unit = seconds * 1000, "ms"
+    if abs(float(f"{value:.3g}")) >= 1000:
+        value, unit = float(seconds), "s"
+    rounded = float(f"{value:.3g}")
+    if rounded == 0:
+        return f"0 {unit}"
+    if abs(rounded) >= 100:
+        return f"{value:.0f} {unit}"
+    decimals = 2 - math.floor(math.log10(abs(rounded)))
+    return f"{rounded:.{decimals}f} {unit}"
 
 
 RESULTS: Final = {3: "3 succeeded", 2: "2 failed"}
@@ -662,11 +847,10 @@ def render_view(payload: Mapping[str, object]) -> str:
     if isinstance(offset, int) and rows:
         footer = f"rows {offset}-{offset + len(rows) - 1} of {cell(total)} (position {position})"
     else:
-        footer = f"{len(rows)} of {cell(total)} rows (position {position})"
+        footer = f"{len(rows):,} of {plural(total, 'row')} (position {position})"
     cut = payload.get("cut")
     if isinstance(cut, int) and cut:
-        footer += (f"; {cut} long cell{'' if cut == 1 else 's'} cut "
-                   "(`show ID` prints a row in full)")
+        footer += f"; {plural(cut, 'long cell')} cut (`show ID` prints a row in full)"
     if not rows:
         return footer
     columns = COLUMNS.get(name) or tuple((k, k.upper(), _long) for k in rows[0])
@@ -698,12 +882,56 @@ def render(request: Request, result: object) -> str:
         "failed.delete": lambda: f"deleted {what} from failed",
         "settings.set": lambda: "settings changed\n" + render_settings(data),
         "cleanup.run": lambda: "cleanup removed " + ", ".join(
-            f"{cell(n)} rows from {table}" for table, n in data.items()),
+            f"{plural(n, 'row')} from {table}" for table, n in data.items()),
     }
     show = messages.get(request.command)
     if show is None or not data:
         return cell(result)
     return show()
+
+
+REASONS: Final = {"lost": "it crashed or lost its connection without a clean stop"}
+
+
+def offline_message(topic: str, status: Mapping[str, object] | None, *, sent: bool) -> str:
+    """Why nothing came back: the service's retained status (`at`, `reason` when it has them),
+    or that there is none."""
+    if status is None:
+        return (f"the job manager is not running: no status is retained on {topic} (it never "
+                "ran on this broker with this topic prefix, or you may not read that topic); "
+                "nothing was sent")
+    at = status.get("at")
+    when = cell(short_time(at)) if isinstance(at, str) and at else None
+    reason = status.get("reason")
+    why = ""
+    if reason is not None:
+        meaning = REASONS.get(reason) if isinstance(reason, str) else None
+        why = f" (reason: {cell(reason)}{': ' + meaning if meaning else ''})"
+    if sent:
+        return (f"the job manager went offline{'' if when is None else ' at ' + when}{why} "
+                "before it answered: the command may or may not have been handled "
+                "(`att-jm audit log` tells)")
+    since = "" if when is None else f" since {when}"
+    return f"the job manager is offline{since}{why}; nothing was sent"
+
+
+def error_json(code: str, message: str) -> str:
+    """A failure as `--json` prints it: `{"ok": false, "error": {"code", "message"}}`."""
+    return orjson.dumps({"ok": False, "error": {"code": code, "message": message}}).decode()
+
+
+def wants_json(argv: Sequence[str]) -> bool:
+    """Whether `argv` asks for JSON (`--json` before any `--`), even when it does not parse."""
+    given = list(argv)
+    return "--json" in (given[: given.index("--")] if "--" in given else given)
+
+
+def usage_failure(error: UsageError | ConfigError) -> Failure:
+    """Bad usage as a Failure (exit 2, code `usage`); argparse's kind with its usage line."""
+    if isinstance(error, ParseError):
+        shown = f"{error.parser.format_usage()}{error.parser.prog}: error: {error.message}"
+        return Failure("usage", error.message, EXIT_USAGE, shown)
+    return Failure("usage", str(error), EXIT_USAGE, f"att-jm: error: {error}")
 
 
 # Handlers (I/O) --------------------------------------------------------------------------
@@ -741,13 +969,10 @@ def run_operator(ns: argparse.Namespace, request: Request) -> int:
     actor = resolve_actor(getattr(ns, "actor", None), os.environ, endpoint)
     timeout = float(getattr(ns, "timeout", DEFAULT_TIMEOUT))
     reply = exchange(settings, endpoint, actor, request, timeout)
-    if reply is None:
-        return EXIT_NO_ANSWER
     if reply.get("ok") is not True:
         error = _mapping(reply.get("error"))
-        print(f"error: {error.get('code', 'internal')}: {error.get('message', '')}",
-              file=sys.stderr)
-        return EXIT_ERROR_REPLY
+        code, message = cell(error.get("code", "internal")), cell(error.get("message", ""))
+        raise Failure(code, message, EXIT_ERROR_REPLY, f"error: {code}: {message}")
     result = reply.get("result")
     if getattr(ns, "json", False):
         print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
@@ -769,18 +994,21 @@ def cli_user(given: str | None, environ: Mapping[str, str], settings: Settings) 
 
 def exchange(
     settings: Settings, endpoint: MqttEndpoint, actor: str, request: Request, timeout: float
-) -> dict[str, object] | None:
-    """The service's reply to `request` (settings.set merged first); None after a message."""
+) -> dict[str, object]:
+    """The service's reply to `request` (settings.set merged first); Failure (exit 3) when
+    none comes, at once when the service's retained status says it is offline."""
     from att_jm.mqtt.requester import (  # noqa: PLC0415 -- lazy: paho only when talking MQTT
         Requester,
         RequesterError,
         RequestTimeout,
+        ServiceOffline,
     )
 
+    status_topic = f"{settings.topic_prefix}/job-manager/status"
     try:
         with Requester(endpoint, actor=actor, topic_prefix=settings.topic_prefix,
-                       connect_timeout=timeout,
-                       max_payload_bytes=settings.max_payload_bytes) as requester:
+                       connect_timeout=timeout, max_payload_bytes=settings.max_payload_bytes,
+                       status_topic=status_topic) as requester:
             args = request.args
             if request.command == "settings.set":
                 current = requester.request("views.get", {"view": "settings"}, timeout)
@@ -789,10 +1017,13 @@ def exchange(
                 now = _mapping(_mapping(current.get("result")).get("settings"))
                 args = merge_settings(now, args)
             return requester.request(request.command, args, timeout)
+    except ServiceOffline as offline:
+        message = offline_message(offline.topic, offline.status, sent=offline.sent)
+        raise Failure("offline", message, EXIT_NO_ANSWER) from None
     except RequesterError as error:
         hint = " (is att-jm serve running?)" if isinstance(error, RequestTimeout) else ""
-        print(f"error: no answer from the job manager: {error}{hint}", file=sys.stderr)
-        return None
+        raise Failure("no_answer", f"no answer from the job manager: {error}{hint}",
+                      EXIT_NO_ANSWER) from None
 
 
 def run_audit(ns: argparse.Namespace) -> int:
@@ -809,13 +1040,23 @@ def run_audit(ns: argparse.Namespace) -> int:
                         view_max_bytes=settings.view_max_bytes)
 
 
-def main(argv: list[str] | None = None) -> int:
+def report(failure: Failure, as_json: bool) -> int:
+    """Print `failure` (JSON on stdout with --json, else its line on stderr); its exit code."""
+    if as_json:
+        print(error_json(failure.code, failure.message), flush=True)
+    else:
+        print(failure.shown, file=sys.stderr)
+    return failure.exit_code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
     """Run `att-jm` with `argv` (default: the process arguments); the exit code."""
-    parser = build_parser()
+    args = list(sys.argv[1:] if argv is None else argv)
+    as_json = wants_json(args)
     try:
-        ns = parser.parse_args(sys.argv[1:] if argv is None else argv)
+        ns = parse_argv(args)
         if getattr(ns, "handler", None) is None:
-            parser.print_help(sys.stderr)
+            build_parser().print_help(sys.stderr)
             return EXIT_USAGE
         if ns.handler == "operator":
             return run_operator(ns, Request(ns.request_command, ns.build(ns)))
@@ -823,8 +1064,9 @@ def main(argv: list[str] | None = None) -> int:
             "audit": run_audit, "setup": run_setup, "users": run_users,
         }
         return handlers.get(ns.handler, run_service)(ns)
-    except SystemExit as done:  # argparse: --help (0) or a usage error (2)
+    except SystemExit as done:  # argparse's --help (0)
         return done.code if isinstance(done.code, int) else EXIT_USAGE
+    except Failure as failure:
+        return report(failure, as_json)
     except (ConfigError, UsageError) as error:
-        print(f"att-jm: error: {error}", file=sys.stderr)
-        return EXIT_USAGE
+        return report(usage_failure(error), as_json)

@@ -40,7 +40,7 @@ def add_site_commands(subparsers: Any) -> None:
         "service). Changes reach the running broker at once (it is told to reload).")
     users.add_argument("--var", type=Path, help="the site's folder (default: the checkout's var/)")
     verbs = users.add_subparsers(dest="users_verb", required=True,
-                                 metavar="{list,add,remove,passwd}")
+                                 metavar="{list,add,remove,passwd}", help="the sub-verb")
     verbs.add_parser("list", help="every user and its role")
     add = verbs.add_parser("add", help="add a user with a role and a random password")
     add.add_argument("name", help="user name: letters, digits, '_' and '-' (no '.')")
@@ -77,10 +77,16 @@ def _credentials(title: str, users: dict[str, tuple[str, str]]) -> None:
 
 
 def run_setup(ns: argparse.Namespace) -> int:
-    from att_jm.site.local import setup  # noqa: PLC0415 -- lazy: the CLI starts fast
+    from att_jm.cli import EXIT_ERROR_REPLY, Failure  # noqa: PLC0415 -- cli imports this module
+    from att_jm.site.broker import BrokerSetupError  # noqa: PLC0415 -- lazy: the CLI starts fast
+    from att_jm.site.local import setup  # noqa: PLC0415
+    from att_jm.site.tls import TlsError  # noqa: PLC0415
 
-    result = setup(site_var(ns.var), port=ns.port, tls_port=ns.tls_port, host=ns.host,
-                   prefix=ns.topic_prefix, store=ns.store, scripts=ns.scripts)
+    try:
+        result = setup(site_var(ns.var), port=ns.port, tls_port=ns.tls_port, host=ns.host,
+                       prefix=ns.topic_prefix, store=ns.store, scripts=ns.scripts)
+    except (BrokerSetupError, TlsError) as error:
+        raise Failure("setup_failed", str(error), EXIT_ERROR_REPLY) from None
     site = result.site
     print(f"site      {site.var}")
     print(f"settings  {site.config}")
@@ -99,6 +105,16 @@ def _password(ns: argparse.Namespace) -> str | None:
 
 
 def run_users(ns: argparse.Namespace) -> int:
+    from att_jm.cli import UsageError  # noqa: PLC0415 -- cli imports this module
+    from att_jm.site.users import UsersError  # noqa: PLC0415 -- lazy: the CLI starts fast
+
+    try:
+        return _change_users(ns)
+    except UsersError as error:  # e.g. no user 'x', a bad name: nothing was changed
+        raise UsageError(str(error)) from None
+
+
+def _change_users(ns: argparse.Namespace) -> int:
     from att_jm.site.local import Site, read_settings, reload_broker, sync_broker_files  # noqa: PLC0415
 
     site = Site(site_var(ns.var).resolve())

@@ -2,7 +2,8 @@
 
 Every verb opens the store read-only (except `import`, which writes a new store) and never
 touches the views file. Exit codes: 0 ok; 1 `verify` found a problem, or what was asked
-for is not in the log; 2 bad usage, no store.
+for is not in the log; 2 bad usage, no store. With `--json` a failure is printed on stdout as
+`{"ok": false, "error": {"code": "not_found" (exit 1) | "usage" (exit 2), "message"}}`.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from att_jm.audit.trace import trace
 from att_jm.audit.transfer import export, import_log
 from att_jm.audit.verify import verify
 from att_jm.audit.witness import check_witness, load_witness
+from att_jm.cli import error_json, plural
 from att_jm.domain.times import parse_iso
 from projections.views import VIEW_MAX_BYTES, VIEWS
 
@@ -115,7 +117,7 @@ def run_log(ns: argparse.Namespace, store: str, out: IO[str]) -> int:
             progress(rows[-1].position)
         progress.clear()
         if not ns.json:
-            output.write(f"{shown} events\n")
+            output.write(plural(shown, "event") + "\n")
     return EXIT_OK
 
 
@@ -151,11 +153,12 @@ def run_views(
 
 
 def run_trace(ns: argparse.Namespace, store: str, out: IO[str]) -> int:
+    key = execution_key(ns.id)  # a malformed id: AuditError, a usage error
     with _reader(store) as reader:
         try:
-            result = trace(reader, ns.id)
-        except AuditError as error:
-            raise NotInLog(str(error)) from None
+            result = trace(reader, key)
+        except AuditError:
+            raise NotInLog(f"no execution {key} in the log") from None
     output = Output(out)
     if ns.json:
         output.json(result.to_json())
@@ -226,7 +229,7 @@ def run_export(ns: argparse.Namespace, store: str, out: IO[str]) -> int:
             with open(ns.output, "wb") as handle:
                 written = export(reader, handle, upto=ns.upto, progress=progress)
         progress.clear()
-    sys.stderr.write(f"exported {written:,} events\n")
+    sys.stderr.write(f"exported {plural(written, 'event')}\n")
     return EXIT_OK
 
 
@@ -252,11 +255,22 @@ def run_import(ns: argparse.Namespace, store: str, out: IO[str]) -> int:
     if ns.json:
         output.json({"store": store, "events": count})
     else:
-        output.write(f"imported {count:,} events into {store}\n")
+        output.write(f"imported {plural(count, 'event')} into {store}\n")
     return EXIT_OK
 
 
 Handler = Callable[..., int]
+
+
+def _failed(ns: argparse.Namespace, out: IO[str], code: str, message: str, exit_code: int,
+            shown: str) -> int:
+    """A failure: `{"ok": false, "error": ...}` on `out` with --json, else `shown` on stderr."""
+    if getattr(ns, "json", False):
+        out.write(error_json(code, message) + "\n")
+        out.flush()
+    else:
+        sys.stderr.write(shown + "\n")
+    return exit_code
 
 
 def run(ns: argparse.Namespace, store: str, view_rows: int,
@@ -276,11 +290,11 @@ def run(ns: argparse.Namespace, store: str, view_rows: int,
         }
         return handlers[verb](ns, store, out)
     except NotInLog as error:
-        sys.stderr.write(f"att-jm audit {verb}: {error}\n")
-        return EXIT_FOUND_PROBLEM
+        return _failed(ns, out, "not_found", str(error), EXIT_FOUND_PROBLEM,
+                       f"att-jm audit {verb}: {error}")
     except (AuditError, ValueError) as error:  # ValueError: an event the store holds is unreadable
-        sys.stderr.write(f"att-jm audit {verb}: error: {error}\n")
-        return EXIT_USAGE
+        return _failed(ns, out, "usage", str(error), EXIT_USAGE,
+                       f"att-jm audit {verb}: error: {error}")
     except BrokenPipeError:  # the reader went away (e.g. `| head`): stop quietly
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())

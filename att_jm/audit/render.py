@@ -12,7 +12,7 @@ from att_jm.audit.backtest import Counts, Outcome
 from att_jm.audit.records import Record
 from att_jm.audit.trace import Trace
 from att_jm.audit.verify import Verification
-from att_jm.cli import cell, render_table, render_view, short_time, truncate
+from att_jm.cli import cell, duration, plural, render_table, render_view, short_time, truncate
 from att_jm.domain.times import iso
 
 DATA_WIDTH: Final = 100
@@ -32,9 +32,16 @@ def _value(value: object) -> str:
     return orjson.dumps(value).decode()
 
 
+def _item(key: str, value: object) -> str:
+    if key == "duration_seconds":
+        return f"duration={duration(value)}"
+    return f"{key}={_value(value)}"
+
+
 def summary(data: Mapping[str, object], width: int = DATA_WIDTH) -> str:
-    """`key=value ...` of an event's data (ids, version and actor have their own columns)."""
-    text = " ".join(f"{k}={_value(v)}" for k, v in data.items() if k not in _QUIET)
+    """`key=value ...` of an event's data (ids, version and actor have their own columns);
+    a run's duration as `duration=47.7 ms`."""
+    text = " ".join(_item(k, v) for k, v in data.items() if k not in _QUIET)
     return truncate(_UNPRINTABLE.sub(" ", text[: width + 1]), width)
 
 
@@ -63,7 +70,7 @@ def render_trace(t: Trace) -> str:
     lines = [f"execution {t.execution_id}: {t.status}"]
     n = t.notification
     if n is None:
-        lines.append("notification: not in the log")
+        lines.append(f"no notification {cell(_enqueued_by(t))} in the log")
     else:
         lines.append(f"notification {n['id']} on trigger {n['trigger']}, received "
                      f"{_when(n)} from {n['actor']}")
@@ -73,7 +80,7 @@ def render_trace(t: Trace) -> str:
             lines.append(f"  it also enqueued: {', '.join(others)}")
     job = t.job
     if job is None:
-        lines.append(f"job {t.enqueued['job']}: no definition in the log before the enqueue")
+        lines.append(f"no definition of job {t.enqueued['job']} in the log before the enqueue")
     else:
         d = job["definition"]
         changed = job["changed"]
@@ -100,7 +107,7 @@ def render_trace(t: Trace) -> str:
                 how += " (interrupted)"
             text += (f"\n  {how} {_when(ended)}: Result {ended['result']}, Feedback "
                      f"{cell(ended['feedback'])}, exit code {cell(ended['exit_code'])}, "
-                     f"{cell(ended['duration_seconds'])} s")
+                     f"{duration(ended['duration_seconds'])}")
         steps.append((attempt["started"]["position"], text))
     for action in t.actions:
         then = f" -> attempt {action['attempt']}" if "attempt" in action else ""
@@ -111,8 +118,17 @@ def render_trace(t: Trace) -> str:
         steps.append((c["position"], f"cleaned up from {c['table']} by {c['actor']} "
                                      f"{_when(c)} (run {c['cleanup']})"))
     lines.extend(text for _, text in sorted(steps))
-    lines.append(f"{len(t.events)} events in this lineage (--json lists them)")
+    lines.append(f"{plural(len(t.events), 'event')} in this lineage (--json lists them)")
     return "\n".join(lines)
+
+
+def _enqueued_by(t: Trace) -> object:
+    """The id of the notification that enqueued the execution, from its events."""
+    for event in t.events:
+        data = event.get("data")
+        if event.get("type") == "execution.enqueued" and isinstance(data, Mapping):
+            return data.get("notification_id")
+    return None
 
 
 def _names(value: object) -> str:
@@ -141,24 +157,24 @@ def render_backtest(outcomes: Sequence[Outcome], counts: Counts) -> str:
 
 def render_counts(c: Counts) -> str:
     scanned = "" if c.first is None else f" (positions {c.first}-{c.last})"
-    return (f"{c.notifications} notifications{scanned}: {c.trigger} with the trigger, "
-            f"{c.matched} matching, {c.enqueued} would enqueue, {c.skipped} would skip")
+    return (f"{plural(c.notifications, 'notification')}{scanned}: {c.trigger:,} with the "
+            f"trigger, {c.matched:,} matching, {c.enqueued:,} would enqueue, {c.skipped:,} "
+            "would skip")
 
 
 def render_verification(v: Verification) -> str:
-    problems = f"{len(v.findings)} problem{'' if len(v.findings) == 1 else 's'}"
-    lines = ["verify: OK" if v.ok else f"verify: FAILED ({problems})"]
+    lines = ["verify: OK" if v.ok else f"verify: FAILED ({plural(len(v.findings), 'problem')})"]
     if v.seals:
         last = v.seals[-1]
-        lines.append(f"{v.events:,} events; {len(v.seals)} seals; sealed through position "
-                     f"{last.position:,} by seal #{last.number} (hash {last.hash[:16]}, "
-                     f"{short_time(last.at)})")
+        lines.append(f"{plural(v.events, 'event')}; {plural(len(v.seals), 'seal')}; sealed "
+                     f"through position {last.position:,} by seal #{last.number} (hash "
+                     f"{last.hash[:16]}, {short_time(last.at)})")
     else:
-        lines.append(f"{v.events:,} events; no seal yet")
-    lines.append(f"{v.unsealed:,} events after position {v.sealed_through:,} are not sealed yet")
-    lines.append(f"versions followed for {v.aggregates:,} aggregates; {v.snapshots:,} "
-                 f"snapshot{'' if v.snapshots == 1 else 's'} compared with a replay of "
-                 "their events")
+        lines.append(f"{plural(v.events, 'event')}; no seal yet")
+    lines.append(f"{plural(v.unsealed, 'event')} after position {v.sealed_through:,} "
+                 f"{'is' if v.unsealed == 1 else 'are'} not sealed yet")
+    lines.append(f"versions followed for {plural(v.aggregates, 'aggregate')}; "
+                 f"{plural(v.snapshots, 'snapshot')} compared with a replay of their events")
     if v.closed is not None:
         lines.append(f"the log ends with a clean stop (position {v.closed:,})")
     elif v.starts:
@@ -168,7 +184,7 @@ def render_verification(v: Verification) -> str:
         lines.append(f"  {finding.kind}: {finding.message}")
     if v.witness is not None:
         w = v.witness
-        lines.append(f"witness {w['file']}: {w['matched']} of {w['seals']} seals match "
-                     f"(newest up to position {w['newest']:,}; {w['newer_in_log']} newer "
-                     "seals checked against the log only)")
+        lines.append(f"witness {w['file']}: {plural(w['seals'], 'seal')}, {w['matched']:,} "
+                     f"matching the log (newest up to position {w['newest']:,}); "
+                     f"{plural(w['newer_in_log'], 'newer seal')} checked against the log only")
     return "\n".join(lines)

@@ -4,16 +4,25 @@ Exceptions:
     RequesterError            anything that kept a request from getting its reply
     ├── RequestTimeout        no CONNACK, SUBACK, PUBACK or reply within the timeout
     ├── ConnectFailed         the broker could not be reached, refused us, or dropped us
-    └── RequestError          the broker refused the subscription or the command (e.g. Not
-                              authorized), the arguments are too large, or the reply is malformed
+    ├── RequestError          the broker refused the subscription or the command (e.g. Not
+    │                         authorized), the arguments are too large, or the reply is malformed
+    └── ServiceOffline        the service's retained status says `offline`, or there is none
 
 A Requester uses a clean session that ends with the connection (no SessionExpiryInterval), so a
 CLI run leaves nothing behind on the broker. Each request subscribes to its own reply topic and
 waits for the SUBACK before publishing, so the reply cannot be missed.
+
+With a `status_topic` (`P/job-manager/status`), the first request also subscribes to the
+service's retained status, in the same round trip: the two SUBSCRIBEs go out back to back and
+mosquitto sends a topic's retained message right after its SUBACK, so once the reply topic's
+SUBACK is in, the status is too (when there is one; a broker that sends it later gets
+`status_wait` seconds). `offline`, or no status at all, raises ServiceOffline before anything
+is published; a status turning `offline` while a reply is awaited raises it too (`sent`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import secrets
 import threading
@@ -33,6 +42,7 @@ from att_jm.mqtt.common import connect_properties, json_publish_properties, new_
 
 KEEPALIVE: Final = 30
 DEFAULT_MAX_PAYLOAD: Final = 256 * 1024
+STATUS_WAIT: Final = 0.5  # how long a missing retained status is waited for after its SUBACK
 
 
 class RequesterError(Exception):
@@ -49,6 +59,31 @@ class ConnectFailed(RequesterError):
 
 class RequestError(RequesterError):
     """The broker refused the request, or the reply could not be understood."""
+
+
+class ServiceOffline(RequesterError):
+    """The service's retained status says `offline` (`status`), or there is none (`status` is
+    None). `sent`: the command was already published (the status turned offline while its
+    reply was awaited); otherwise nothing was sent."""
+
+    def __init__(self, topic: str, status: dict[str, object] | None, *, sent: bool) -> None:
+        self.topic = topic
+        self.status = status
+        self.sent = sent
+        state = "no status" if status is None else "offline"
+        super().__init__(f"the job manager is {state} ({topic})")
+
+
+def parse_status(payload: bytes | None) -> dict[str, object] | None:
+    """A retained status payload as an object; None when absent (no message, or an empty one,
+    which clears a retained message); `{}` when it is not a JSON object (state unknown)."""
+    if not payload:
+        return None
+    try:
+        value = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def check_level(value: str, what: str) -> str:
@@ -87,6 +122,7 @@ class _Mailbox:
         self.pubacks: dict[int, ReasonCode] = {}
         self.wanted: set[bytes | str] = set()
         self.messages: dict[bytes | str, bytes] = {}
+        self.status: bytes | None = None  # the latest message on the status topic
 
     def put(self, update: Callable[[], None]) -> None:
         with self.changed:
@@ -119,12 +155,20 @@ class Requester:
         topic_prefix: str = "att",
         connect_timeout: float = 10.0,
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD,
+        status_topic: str | None = None,
+        status_wait: float = STATUS_WAIT,
     ) -> None:
+        """`status_topic`: the service's retained status; requests then fail fast
+        (ServiceOffline) when it says `offline` or is absent (see the module's doc)."""
         self.endpoint = endpoint
         self.actor = check_level(actor, "actor")
         self.prefix = topic_prefix
         self.connect_timeout = connect_timeout
         self.max_payload_bytes = max_payload_bytes
+        self.status_topic = None if status_topic is None else check_topic_name(status_topic)
+        self.status_wait = status_wait
+        self._watching = False  # subscribed to the status topic (its SUBACK in)
+        self._unwatchable = False  # the broker refused that subscription: no status check
         # A client id of its user (the site's broker requires it: `att_jm/site/clientid.c`).
         owner = endpoint.username or "att-jm"
         self.client_id = f"{owner}.cli-{uuid.uuid4().hex[:12]}"
@@ -193,12 +237,24 @@ class Requester:
             raise RequestError(
                 f"the arguments are {len(payload)} bytes; the limit is {self.max_payload_bytes}"
             )
-        deadline = time.monotonic() + timeout
+        started = time.monotonic()
+        deadline = started + timeout
         reply_topic = f"{self.prefix}/job-manager/replies/{self.actor}/{uuid.uuid4().hex}"
         correlation = secrets.token_bytes(16)
         self._box.put(lambda: self._box.wanted.add(correlation))
         try:
-            self._subscribe(reply_topic, deadline)
+            # The status first: its retained message arrives before the reply topic's SUBACK.
+            watch = self._status_to_watch()
+            status = None if watch is None else self._send_subscribe(watch)
+            reply = self._send_subscribe(reply_topic)
+            if status is not None:
+                try:
+                    self._await_suback(status, deadline)
+                    self._watching = True
+                except RequestError:  # not allowed to read it: requests go on unchecked
+                    self._unwatchable = True
+            self._await_suback(reply, deadline)
+            self._check_online(min(deadline, started + self.status_wait))
             properties = json_publish_properties(
                 response_topic=reply_topic, correlation_data=correlation,
                 message_expiry_seconds=max(1, math.ceil(timeout)),
@@ -206,12 +262,40 @@ class Requester:
             topic = f"{self.prefix}/job-manager/commands/{self.actor}/{command}"
             self._publish(topic, payload, properties, deadline)
             body: bytes = self._box.wait(
-                lambda: self._box.messages.get(correlation), deadline, f"reply to {command}"
+                lambda: self._reply_or_offline(correlation), deadline, f"reply to {command}"
             )
         finally:
             self._forget(correlation)
             self._client.unsubscribe(reply_topic)
         return decode_reply(body)
+
+    def _status_to_watch(self) -> str | None:
+        """The status topic while it still needs subscribing to."""
+        return None if self._watching or self._unwatchable else self.status_topic
+
+    def _check_online(self, until: float) -> None:
+        """ServiceOffline when the status says offline or, after waiting until `until` for
+        it, there is none (a status that is not `offline` lets the request go on)."""
+        topic = self.status_topic
+        if topic is None or not self._watching:
+            return
+        with contextlib.suppress(RequestTimeout):  # absent: decided below
+            self._box.wait(lambda: self._box.status is not None, until, "status")
+        with self._box.changed:
+            status = parse_status(self._box.status)
+        if status is None or status.get("state") == "offline":
+            raise ServiceOffline(topic, status, sent=False)
+
+    def _reply_or_offline(self, correlation: bytes) -> bytes | None:
+        """The reply, once in; ServiceOffline as soon as the status says offline (called with
+        the mailbox's lock held)."""
+        body = self._box.messages.get(correlation)
+        if body is not None or self.status_topic is None or not self._watching:
+            return body
+        status = parse_status(self._box.status)
+        if status is not None and status.get("state") == "offline":
+            raise ServiceOffline(self.status_topic, status, sent=True)
+        return None
 
     def get_retained(self, topic: str, timeout: float) -> dict[str, object] | None:
         """The JSON object retained on `topic`; None when nothing (or an empty payload) is there.
@@ -243,9 +327,17 @@ class Requester:
         return value
 
     def _subscribe(self, topic: str, deadline: float) -> None:
+        self._await_suback(self._send_subscribe(topic), deadline)
+
+    def _send_subscribe(self, topic: str) -> tuple[int, str]:
+        """SUBSCRIBE to `topic` without waiting: its (mid, topic) for `_await_suback`."""
         _, mid = self._client.subscribe(topic, qos=1)
         if mid is None:
             raise ConnectFailed("not connected to the broker")
+        return mid, topic
+
+    def _await_suback(self, sent: tuple[int, str], deadline: float) -> None:
+        mid, topic = sent
         codes: list[ReasonCode] = self._box.wait(
             lambda: self._box.subacks.pop(mid, None), deadline, f"SUBACK for {topic}"
         )
@@ -310,7 +402,10 @@ class Requester:
                 key = message.topic
             except UnicodeDecodeError:
                 return
-        self._box.put(lambda: self._keep(key, bytes(message.payload)))
+        payload = bytes(message.payload)
+        if key == self.status_topic:
+            self._box.put(lambda: setattr(self._box, "status", payload))
+        self._box.put(lambda: self._keep(key, payload))
 
     def _keep(self, key: bytes | str | None, payload: bytes) -> None:
         if key in self._box.wanted and key not in self._box.messages:

@@ -6,13 +6,21 @@ import argparse
 import io
 from datetime import UTC, datetime
 
+import orjson
 import pytest
 
 from att_jm import cli
 from att_jm.audit.backtest import Counts
 from att_jm.audit.progress import Progress
 from att_jm.audit.records import Record
-from att_jm.audit.render import log_line, render_counts, render_verification, summary
+from att_jm.audit.render import (
+    log_line,
+    render_counts,
+    render_trace,
+    render_verification,
+    summary,
+)
+from att_jm.audit.trace import Trace
 from att_jm.audit.verify import Finding, Verification
 
 
@@ -99,3 +107,61 @@ def test_counts_and_a_verification_read_as_sentences() -> None:
     lines = render_verification(failed).splitlines()
     assert lines[0] == "verify: FAILED (1 problem)"
     assert "  deleted: position 4: deleted" in lines
+    one = Verification(events=1, unsealed=1, aggregates=1, snapshots=1)
+    assert render_verification(one).splitlines()[1:4] == [
+        "1 event; no seal yet", "1 event after position 0 is not sealed yet",
+        "versions followed for 1 aggregate; 1 snapshot compared with a replay of their events"]
+    assert render_counts(Counts(notifications=1)).startswith("1 notification: ")
+
+
+EXECUTION = "0b9f1c8e-5a4d-4e7b-9a51-3f3d2f7f9c10"
+
+
+def test_a_trace_shows_durations_in_ms_or_s_and_says_what_is_not_in_the_log() -> None:
+    ended = {"position": 5, "at": "2026-03-02T08:00:01Z", "result": 3, "feedback": "ok",
+             "exit_code": 0, "duration_seconds": 0.04772419000005357}
+    trace = Trace(
+        execution_id=EXECUTION, status="executed", notification=None, job=None,
+        enqueued={"position": 3, "at": "2026-03-02T08:00:00Z", "actor": "scheduler",
+                  "job": "ipx", "command": "go"},
+        attempts=[{"attempt": 1, "started": {"position": 4, "at": "2026-03-02T08:00:01Z"},
+                   "ended": ended},
+                  {"attempt": 2, "started": {"position": 6, "at": "2026-03-02T08:00:02Z"},
+                   "ended": {**ended, "position": 7, "duration_seconds": 312.4}}],
+        events=[{"position": 3, "type": "execution.enqueued", "at": "2026-03-02T08:00:00Z",
+                 "data": {"notification_id": "n-1"}}],
+    )
+    text = render_trace(trace)
+    assert "exit code 0, 47.7 ms" in text
+    assert "exit code 0, 312 s" in text
+    assert "0.0477" not in text
+    assert "no notification n-1 in the log" in text
+    assert "no definition of job ipx in the log before the enqueue" in text
+    assert text.endswith("1 event in this lineage (--json lists them)")
+
+
+def test_a_log_line_shows_a_run_duration_in_ms() -> None:
+    assert summary({"result": 3, "duration_seconds": 1.23456}) == "result=3 duration=1.23 s"
+
+
+def test_a_malformed_execution_id_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["audit", "trace", "e-1", "--store", "/nonexistent/att-jm.db"]) == 2
+    assert "'e-1' is not an execution id (a UUID)" in capsys.readouterr().err
+
+
+def test_an_audit_failure_with_json_is_json_on_stdout(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert cli.main(["audit", "verify", "--store", "/nonexistent/att-jm.db", "--json"]) == 2
+    captured = capsys.readouterr()
+    assert captured.err == ""
+    error = orjson.loads(captured.out)
+    assert error["ok"] is False
+    assert error["error"]["code"] == "usage"
+    assert "no store file" in error["error"]["message"]
+    assert cli.main(["audit", "import", "x.jsonl", "--json"]) == 2
+    assert orjson.loads(capsys.readouterr().out)["error"] == {
+        "code": "usage", "message": "audit import needs --store FILE: the new, empty store to fill"}
+    assert cli.main(["audit", "log", "--frobnicate", "--json"]) == 2
+    assert orjson.loads(capsys.readouterr().out)["error"]["message"] == (
+        "unrecognized argument --frobnicate")

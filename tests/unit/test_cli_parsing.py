@@ -2,27 +2,44 @@
 
 from __future__ import annotations
 
+import argparse
+from collections.abc import Iterator
+
+import orjson
 import pytest
 
+from att_jm import cli
 from att_jm.cli import (
+    EXIT_ERROR_REPLY,
+    EXIT_NO_ANSWER,
     EXIT_USAGE,
+    JOB_NAME,
+    Failure,
+    ParseError,
     Request,
     UsageError,
     build_parser,
     cell,
+    duration,
+    error_json,
     main,
     merge_settings,
+    offline_message,
+    parse_argv,
     parse_match,
     parse_request,
+    plural,
     render,
     render_view,
     resolve_actor,
     short_time,
     truncate,
+    wants_json,
 )
 from att_jm.config import MqttEndpoint
 
 ENDPOINT = MqttEndpoint("h", 1883, None, None, False)
+E1, E2, E3, E4, E5, E8, E9 = (f"0b9f1c8e-5a4d-4e7b-9a51-3f3d2f7f9c1{n}" for n in "1234589")
 
 
 @pytest.mark.parametrize(
@@ -36,14 +53,14 @@ ENDPOINT = MqttEndpoint("h", 1883, None, None, False)
         (["queue", "--offset", "1000", "--limit", "50"], "views.get",
          {"view": "queue", "offset": 1000, "limit": 50}),
         (["failed", "--limit", "5"], "views.get", {"view": "failed", "limit": 5}),
-        (["executed", "show", "e-9"], "views.get", {"view": "executed", "id": "e-9"}),
-        (["queue", "show", "e-8"], "views.get", {"view": "queue", "id": "e-8"}),
+        (["executed", "show", E9], "views.get", {"view": "executed", "id": E9}),
+        (["queue", "show", E8], "views.get", {"view": "queue", "id": E8}),
         (["job", "show", "backup"], "views.get", {"view": "jobs", "id": "backup"}),
-        (["queue", "remove", "e-1"], "queue.remove", {"id": "e-1"}),
-        (["queue", "execute-now", "e-2"], "queue.execute-now", {"id": "e-2"}),
-        (["executed", "remove", "e-3"], "executed.remove", {"id": "e-3"}),
-        (["failed", "execute", "e-4"], "failed.execute", {"id": "e-4"}),
-        (["failed", "delete", "e-5"], "failed.delete", {"id": "e-5"}),
+        (["queue", "remove", E1], "queue.remove", {"id": E1}),
+        (["queue", "execute-now", E2], "queue.execute-now", {"id": E2}),
+        (["executed", "remove", E3], "executed.remove", {"id": E3}),
+        (["failed", "execute", E4], "failed.execute", {"id": E4}),
+        (["failed", "delete", E5], "failed.delete", {"id": E5}),
         (["job", "remove", "backup"], "job.remove", {"name": "backup"}),
         (["cleanup", "run"], "cleanup.run", {"table": "all"}),
         (["cleanup", "run", "failed"], "cleanup.run", {"table": "failed"}),
@@ -162,10 +179,12 @@ def test_impossible_requests_are_usage_errors(argv: list[str]) -> None:
 def test_malformed_command_lines_exit_with_usage(
     argv: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    with pytest.raises(SystemExit) as caught:
-        build_parser().parse_args(argv)
-    assert caught.value.code == EXIT_USAGE
-    assert "error:" in capsys.readouterr().err
+    with pytest.raises(ParseError):
+        parse_argv(argv)
+    assert main(argv) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert err.startswith("usage: att-jm ")
+    assert "error:" in err
 
 
 def test_main_turns_usage_errors_into_exit_code_2(capsys: pytest.CaptureFixture[str]) -> None:
@@ -177,8 +196,8 @@ def test_main_turns_usage_errors_into_exit_code_2(capsys: pytest.CaptureFixture[
 
 
 def test_common_options_are_kept_before_and_after_a_sub_verb() -> None:
-    _, before = parse_request(["queue", "--json", "--timeout", "2", "remove", "x"])
-    _, after = parse_request(["queue", "remove", "x", "--actor", "bob", "--json"])
+    _, before = parse_request(["queue", "--json", "--timeout", "2", "remove", E1])
+    _, after = parse_request(["queue", "remove", E1, "--actor", "bob", "--json"])
     assert (before.json, before.timeout) == (True, 2)
     assert (after.json, after.actor) == (True, "bob")
 
@@ -327,7 +346,7 @@ def test_history_views_show_the_meaning_of_the_result() -> None:
     text = render_view(view)
     assert "2 failed" in text
     assert "timed out after 5 s" in text
-    assert text.endswith("1 of 1 rows (position 7)")
+    assert text.endswith("1 of 1 row (position 7)")
 
 
 def test_an_empty_view_is_just_the_count_line() -> None:
@@ -395,3 +414,256 @@ def test_one_row_is_printed_in_full_and_a_page_says_which_rows_it_holds() -> Non
                         "cut": 1, "rows": [{"id": "a"}, {"id": "b"}]})
     assert page.splitlines()[-1] == (
         "rows 10-11 of 80 (position 3); 1 long cell cut (`show ID` prints a row in full)")
+
+
+# Usage errors: unknown flags named, malformed ids and names refused before anything is sent --
+
+
+@pytest.fixture
+def nothing_sent(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any attempt to talk to the service fails the test."""
+    def exchange(*args: object) -> dict[str, object]:
+        raise AssertionError("a request was sent")
+
+    monkeypatch.setattr(cli, "exchange", exchange)
+
+
+@pytest.mark.parametrize(
+    ("argv", "prog"),
+    [
+        (["queue", "--frobnicate"], "att-jm queue"),
+        (["queue", "remove", "--frobnicate"], "att-jm queue remove"),  # the id is missing too
+        (["job", "add", "--frobnicate"], "att-jm job add"),  # name, --script, --trigger too
+        (["job", "add", "x", "--frobnicate", "--script", "s"], "att-jm job add"),
+        (["job", "--frobnicate"], "att-jm job"),  # the sub-verb is missing too
+        (["settings", "set", "--frobnicate=3"], "att-jm settings set"),
+        (["audit", "trace", "--frobnicate"], "att-jm audit trace"),
+        (["users", "add", "--frobnicate"], "att-jm users add"),
+        (["--frobnicate"], "att-jm"),
+    ],
+)
+def test_an_unknown_flag_is_named_even_when_arguments_are_missing_too(
+    argv: list[str], prog: str, capsys: pytest.CaptureFixture[str], nothing_sent: None,
+) -> None:
+    flag = argv[-1] if argv[-1].startswith("--frob") else "--frobnicate"
+    assert main(argv) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert err.startswith(f"usage: {prog} ")
+    assert err.splitlines()[-1] == f"{prog}: error: unrecognized argument {flag}"
+
+
+def test_several_unknown_arguments_are_all_named(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["jobs", "--frob", "--nicate"]) == EXIT_USAGE
+    assert capsys.readouterr().err.endswith("unrecognized arguments --frob --nicate\n")
+    assert main(["jobs", "extra"]) == EXIT_USAGE
+    assert capsys.readouterr().err.endswith("att-jm jobs: error: unrecognized argument extra\n")
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["queue", "remove", "e-1"], "not an entry id (a UUID"),
+        (["queue", "show", "12345"], "not an entry id (a UUID"),
+        (["failed", "execute", "0b9f1c8e"], "not an entry id (a UUID"),
+        (["executed", "remove", ""], "not an entry id (a UUID"),
+        (["job", "add", "bad/name", "--script", "s", "--trigger", "t"], "a job name must match"),
+        (["job", "update", "x" * 65, "--disable"], "a job name must match"),
+        (["job", "remove", "a b"], "a job name must match"),
+        (["job", "show", ""], "a job name must match"),
+    ],
+)
+def test_malformed_ids_and_names_are_usage_errors_before_anything_is_sent(
+    argv: list[str], said: str, capsys: pytest.CaptureFixture[str], nothing_sent: None,
+) -> None:
+    assert main(argv) == EXIT_USAGE
+    assert said in capsys.readouterr().err
+
+
+def test_an_entry_id_is_sent_as_the_views_show_it() -> None:
+    request, _ = parse_request(["queue", "show", EXECUTION_ID.replace("-", "").upper()])
+    assert request.args == {"view": "queue", "id": EXECUTION_ID}
+
+
+def test_the_cli_checks_job_names_as_the_service_does() -> None:
+    from att_jm.domain.commands import NAME_RE  # noqa: PLC0415 -- only to compare
+
+    assert JOB_NAME.pattern == NAME_RE.pattern
+
+
+# --json: every failure as {"ok": false, "error": {"code", "message"}} on stdout ---------------
+
+
+def json_out(capsys: pytest.CaptureFixture[str]) -> object:
+    captured = capsys.readouterr()
+    assert captured.err == ""
+    return orjson.loads(captured.out)
+
+
+def test_a_usage_error_with_json_is_json_on_stdout(
+    capsys: pytest.CaptureFixture[str], nothing_sent: None,
+) -> None:
+    assert main(["queue", "--frobnicate", "--json"]) == EXIT_USAGE
+    assert json_out(capsys) == {"ok": False, "error": {
+        "code": "usage", "message": "unrecognized argument --frobnicate"}}
+    assert main(["queue", "remove", "--json"]) == EXIT_USAGE
+    assert json_out(capsys) == {"ok": False, "error": {
+        "code": "usage", "message": "the following arguments are required: id"}}
+    assert main(["job", "update", "j", "--json"]) == EXIT_USAGE
+    error = json_out(capsys)
+    assert isinstance(error, dict)
+    assert "needs at least one change" in error["error"]["message"]
+
+
+def test_an_error_reply_with_json_is_the_error_on_stdout_and_exit_1(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    reply = {"ok": False, "error": {"code": "not_found", "message": f"no entry {EXECUTION_ID}"}}
+    monkeypatch.setattr(cli, "exchange", lambda *args: reply)
+    argv = ["queue", "remove", EXECUTION_ID, "--mqtt-url", "mqtt://127.0.0.1:1", "--actor", "a"]
+    assert main([*argv, "--json"]) == EXIT_ERROR_REPLY
+    assert json_out(capsys) == reply
+    assert main(argv) == EXIT_ERROR_REPLY
+    captured = capsys.readouterr()
+    assert (captured.out, captured.err) == ("", f"error: not_found: no entry {EXECUTION_ID}\n")
+
+
+@pytest.mark.parametrize(("code", "exit_code"), [("offline", 3), ("no_answer", 3)])
+def test_no_answer_with_json_is_json_on_stdout_and_exit_3(
+    code: str, exit_code: int, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def exchange(*args: object) -> dict[str, object]:
+        raise Failure(code, "the job manager is offline; nothing was sent", EXIT_NO_ANSWER)
+
+    monkeypatch.setattr(cli, "exchange", exchange)
+    argv = ["jobs", "--mqtt-url", "mqtt://127.0.0.1:1", "--actor", "a"]
+    assert main([*argv, "--json"]) == exit_code
+    assert json_out(capsys) == {"ok": False, "error": {
+        "code": code, "message": "the job manager is offline; nothing was sent"}}
+    assert main(argv) == exit_code
+    assert capsys.readouterr().err == "error: the job manager is offline; nothing was sent\n"
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["jobs", "--json"], True), (["jobs"], False), (["--", "--json"], False),
+        (["job", "add", "--json", "--", "x"], True), (["--jsonx"], False),
+    ],
+)
+def test_json_is_asked_for_even_on_a_line_that_does_not_parse(
+    argv: list[str], expected: bool
+) -> None:
+    assert wants_json(argv) is expected
+
+
+def test_an_error_is_one_line_of_json() -> None:
+    text = error_json("usage", 'bad "x"')
+    assert "\n" not in text
+    assert orjson.loads(text) == {"ok": False, "error": {"code": "usage", "message": 'bad "x"'}}
+
+
+# The service's status: what an operator reads when it is offline -----------------------------
+
+
+TOPIC = "att/job-manager/status"
+
+
+@pytest.mark.parametrize(
+    ("status", "sent", "expected"),
+    [
+        ({"state": "offline", "at": "2026-03-02T08:15:00.123+00:00", "pid": 7}, False,
+         "the job manager is offline since 2026-03-02T08:15:00Z; nothing was sent"),
+        ({"state": "offline", "reason": "lost"}, False,
+         "the job manager is offline (reason: lost: it crashed or lost its connection without "
+         "a clean stop); nothing was sent"),
+        ({"state": "offline", "at": "2026-03-02T08:15:00Z", "reason": "maintenance"}, False,
+         "the job manager is offline since 2026-03-02T08:15:00Z (reason: maintenance); "
+         "nothing was sent"),
+        ({"state": "offline", "at": "2026-03-02T08:15:00Z"}, True,
+         "the job manager went offline at 2026-03-02T08:15:00Z before it answered: the "
+         "command may or may not have been handled (`att-jm audit log` tells)"),
+    ],
+)
+def test_an_offline_status_is_told_with_its_time_and_reason(
+    status: dict[str, object], sent: bool, expected: str
+) -> None:
+    assert offline_message(TOPIC, status, sent=sent) == expected
+
+
+def test_no_status_at_all_says_the_service_is_not_running() -> None:
+    text = offline_message(TOPIC, None, sent=False)
+    assert text.startswith("the job manager is not running: no status is retained on "
+                           "att/job-manager/status")
+    assert text.endswith("nothing was sent")
+
+
+# Durations and counts -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("seconds", "shown"),
+    [
+        (0.04772419000005357, "47.7 ms"), (1.2345, "1.23 s"), (312.4, "312 s"),
+        (0.0005, "0.500 ms"), (0.009999, "10.0 ms"), (0.00999, "9.99 ms"),
+        (0.9994, "999 ms"), (0.9996, "1.00 s"), (99.94, "99.9 s"), (99.96, "100 s"),
+        (5, "5.00 s"), (3600.4, "3600 s"), (0, "0 ms"), (0.0, "0 ms"),
+        (None, "-"), ("soon", "soon"), (True, "yes"), (float("nan"), "nan"),
+    ],
+)
+def test_durations_have_three_significant_digits_in_ms_or_s(seconds: object, shown: str) -> None:
+    assert duration(seconds) == shown
+
+
+@pytest.mark.parametrize(
+    ("count", "noun", "shown"),
+    [(0, "row", "0 rows"), (1, "row", "1 row"), (2, "row", "2 rows"),
+     (1000, "event", "1,000 events"), (None, "row", "- rows")],
+)
+def test_counts_agree_with_their_nouns(count: object, noun: str, shown: str) -> None:
+    assert plural(count, noun) == shown
+
+
+def test_one_row_is_a_row() -> None:
+    view = {"view": "jobs", "position": 3, "total": 1, "rows": [{"name": "a"}], "cut": 1}
+    assert render_view(view).splitlines()[-1] == (
+        "1 of 1 row (position 3); 1 long cell cut (`show ID` prints a row in full)")
+    assert render(Request("cleanup.run", {"table": "all"}), {"executed": 1, "failed": 2}) == (
+        "cleanup removed 1 row from executed, 2 rows from failed")
+
+
+# Help ---------------------------------------------------------------------------------------
+
+
+def walk(parser: argparse.ArgumentParser, path: tuple[str, ...] = ("att-jm",)
+         ) -> Iterator[tuple[str, argparse.Action]]:
+    """Every action of the whole tree of (sub)parsers, with the command it belongs to."""
+    for action in parser._actions:
+        yield " ".join(path), action
+        if isinstance(action, argparse._SubParsersAction):
+            yield from ((" ".join(path), choice) for choice in action._choices_actions)
+            for name, sub in action.choices.items():
+                yield from walk(sub, (*path, name))
+
+
+def test_every_flag_argument_and_sub_verb_has_help_text() -> None:
+    actions = list(walk(build_parser()))
+    assert len(actions) > 200  # the walk reached the sub-verbs' flags
+    missing = [f"{where}: {'/'.join(a.option_strings) or a.dest}" for where, a in actions
+               if not a.help or a.help == argparse.SUPPRESS]
+    assert missing == []
+
+
+def test_every_command_prints_its_help(capsys: pytest.CaptureFixture[str]) -> None:
+    commands = sorted({where for where, _ in walk(build_parser())})
+    assert "att-jm audit import" in commands
+    for command in commands:
+        assert main([*command.split()[1:], "--help"]) == 0
+        assert capsys.readouterr().out.startswith(f"usage: {command}")
+
+
+def test_audit_import_help_says_it_writes_a_new_store(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["audit", "import", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "read-only" not in text
+    assert "--store FILE the NEW store to write" in text
