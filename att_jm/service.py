@@ -383,7 +383,10 @@ class Writer:
         if interrupted:
             log.warning("executions.interrupted", ids=interrupted,
                         leftover_pids_killed=kill_leftovers(interrupted))
-        self.connection.start(lambda: self.status("online"), {"state": "offline", "reason": "lost"})
+        self.connection.start(lambda: self.status("online"), {
+            "state": "offline", "reason": "lost", "pid": os.getpid(),
+            "client_id": self.settings.client_id, "started_at": iso(self.started_at),
+        })
         try:
             while not self.stopping:
                 # Once something waits, only take what else has arrived (a bigger batch).

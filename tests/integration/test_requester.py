@@ -101,6 +101,9 @@ class FakeResponder:
         )
         self.client.loop_start()
         assert subscribed.wait(10), "the fake responder did not subscribe"
+        # The CLI looks at the retained status first: a service that answers is online.
+        self.client.publish("att/job-manager/status", b'{"state": "online"}', qos=1,
+                            retain=True).wait_for_publish(10)
         return self
 
     def stop(self) -> None:
@@ -219,7 +222,7 @@ def test_att_jm_jobs_prints_a_table(
     assert main(["jobs"]) == EXIT_OK
     out = capsys.readouterr().out.splitlines()
     assert out[0].split()[:4] == ["NAME", "ENABLED", "TRIGGER", "SCRIPT"]
-    assert out[-1] == "1 of 1 rows (position 12)"
+    assert out[-1] == "1 of 1 row (position 12)"
     assert responder.seen[0].topic == "att/job-manager/commands/alice/views.get"
 
 
@@ -227,7 +230,8 @@ def test_an_error_reply_exits_1_with_code_and_message(
     broker_url: str, responder: FakeResponder, clean_environ: None,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    code = main(["queue", "remove", "e-1", "--mqtt-url", broker_url, "--actor", "alice"])
+    code = main(["queue", "remove", "0b9f1c8e-5a4d-4e7b-9a51-3f3d2f7f9c10", "--mqtt-url",
+                 broker_url, "--actor", "alice"])
     assert code == EXIT_ERROR_REPLY
     assert capsys.readouterr().err.strip() == "error: not_found: no such thing"
 
