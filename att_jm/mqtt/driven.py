@@ -199,4 +199,7 @@ class DrivenConnection:
         if self._wants_connection():
             self._next_attempt = self._monotonic() + self._delay
             self._delay = min(self._delay * 2, RECONNECT_MAX_DELAY)
-        log.warning("mqtt.disconnected", reason=str(reason))
+        if self._wants_connection():
+            log.warning("mqtt.disconnected", reason=str(reason))
+        else:  # our own DISCONNECT at a stop (or a pause)
+            log.info("mqtt.disconnected", reason=str(reason))
