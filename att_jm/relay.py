@@ -4,7 +4,7 @@ the views on `P/job-manager/views/{name}`.
 The writer stores events and keeps the views; this process tails the store file
 (read-only, WAL: it never blocks the writer) and publishes every row after its position,
 in log order, at QoS 1 (ContentType application/json, not retained), as
-`att_jm.events.row_message` builds it; and it publishes each view (retained) when it
+`att_jm.log.messages.row_message` builds it; and it publishes each view (retained) when it
 changed, at most every `VIEW_PERIOD` s each, read from the views file in one read
 transaction. So the writer's core is spared building those packets (a view of 1,000 rows
 takes milliseconds) and handling their PUBACKs, and a notification or a command never
@@ -32,9 +32,9 @@ waits behind a view publication.
   `projections.views`.
 - Rows it cannot publish as they are: a row no message can be made of (state not JSON, not
   an object, a timestamp that does not parse, text that is not UTF-8, ...) is published as
-  `att_jm.events.undecodable_message` (`"data": null`, `"error"`) and logged once
+  `att_jm.log.messages.undecodable_message` (`"data": null`, `"error"`) and logged once
   (`relay.row_undecodable`); a message over EVENT_MESSAGE_MAX_BYTES, or over the broker's
-  Maximum Packet Size (its CONNACK), is published cut (`att_jm.events.cut_message`,
+  Maximum Packet Size (its CONNACK), is published cut (`att_jm.log.messages.cut_message`,
   `relay.event_cut`), or skipped when even that does not fit (`relay.event_skipped`). So no
   row stops the relay or makes the broker drop it, and positions still advance in order.
   Events are read and published only while connected (the broker's limit is known); at a
@@ -77,9 +77,8 @@ from typing import IO, Any, Final
 import orjson
 import structlog
 
-from att_jm.audit.rows import TABLE, AuditError, StoreReader, readonly_uri
 from att_jm.config import ENV_PREFIX, ConfigError, Settings, env_name, load_settings
-from att_jm.events import (
+from att_jm.log.messages import (
     EVENT_MESSAGE_MAX_BYTES,
     MAX_TYPE_CHARS,
     UndecodableText,
@@ -87,6 +86,7 @@ from att_jm.events import (
     row_message,
     undecodable_message,
 )
+from att_jm.log.rows import TABLE, AuditError, StoreReader, readonly_uri
 from att_jm.logs import configure
 from att_jm.mqtt.publisher import PublishConnection
 from projections.views import VIEW_MAX_BYTES, VIEW_MIN_BYTES, VIEWS, Views

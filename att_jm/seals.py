@@ -1,4 +1,4 @@
-"""The service's sealer: appends seals of the stored rows to the log (see `att_jm.audit.chain`).
+"""The service's sealer: appends seals of the stored rows to the log (see `att_jm.log.chain`).
 
 Every row of the log is covered by exactly one seal: seal k covers the positions
 (position of seal k-1, position of seal k], at most `every_events` rows each. A seal
@@ -7,7 +7,7 @@ wait, or when the first row still waiting came `every_seconds` ago; sealing then
 waiting row (in seals of at most `every_events` rows), in one small transaction of its own.
 
 The writer brackets its run with two marks on the Ledger (`att_jm.domain.seals`): at start,
-before writing anything, `open_log()` checks the end of the log (`att_jm.audit.tail`) and
+before writing anything, `open_log()` checks the end of the log (`att_jm.log.tail`) and
 records `Ledger.Opened`; at a clean stop, as its last write, `close_log()` seals every
 waiting row and records `Ledger.Closed` in the same transaction. Both are rows like any
 other: the next seal covers them (the marks, like the seal events, never make one due).
@@ -28,10 +28,10 @@ import structlog
 from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import Recording
 
-from att_jm.audit.chain import LEDGER_TOPICS, Seal, SealHasher, read_seal, row_digest
-from att_jm.audit.rows import Row, StoreReader
-from att_jm.audit.tail import Tail, tail_check
 from att_jm.domain.seals import LEDGER_ID, Ledger
+from att_jm.log.chain import LEDGER_TOPICS, Seal, SealHasher, read_seal, row_digest
+from att_jm.log.rows import Row, StoreReader
+from att_jm.log.tail import Tail, tail_check
 from att_jm.store import JobManagerApp
 
 log = structlog.get_logger("att_jm")

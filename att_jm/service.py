@@ -33,8 +33,6 @@ import structlog
 
 from att_jm import __version__
 from att_jm.application import Dispatch, JobManager, Outcome, UnitOfWork, error_reply
-from att_jm.audit.chain import Seal
-from att_jm.audit.tail import Tail
 from att_jm.checkpoints import Checkpointer
 from att_jm.config import Settings
 from att_jm.domain import limits as lim
@@ -43,6 +41,8 @@ from att_jm.domain.errors import InvalidInput, JobManagerError, NotFound
 from att_jm.domain.matching import check_topic_level
 from att_jm.domain.ratelimit import TokenBuckets
 from att_jm.domain.times import iso
+from att_jm.log.chain import Seal
+from att_jm.log.tail import Tail
 from att_jm.logs import configure
 from att_jm.mqtt.adapter import Inbound, ServiceConnection
 from att_jm.mqtt.common import inbound_packet_limit

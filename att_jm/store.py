@@ -15,7 +15,7 @@ from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import StoredEvent, Transcoder
 
 from att_jm.domain.scheduler import Scheduler
-from att_jm.transcoder import OrjsonTranscoder
+from att_jm.log.transcoder import OrjsonTranscoder
 
 
 class JobManagerApp(Application[UUID]):

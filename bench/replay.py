@@ -35,7 +35,6 @@ from uuid import uuid4
 import orjson
 
 from att_jm.audit.replay import replay_views
-from att_jm.audit.rows import readonly_uri
 from att_jm.domain.commands import JobSpec
 from att_jm.domain.errors import InvalidInput
 from att_jm.domain.executions import Execution
@@ -44,6 +43,7 @@ from att_jm.domain.jobs import Job
 from att_jm.domain.matching import fill_template, matches
 from att_jm.domain.notifications import CommandRecord, Notification, Rejection
 from att_jm.domain.scheduler import Scheduler
+from att_jm.log.rows import readonly_uri
 from att_jm.seals import Sealer
 from att_jm.store import JobManagerApp, log_position, open_store
 from projections.views import TOPICS

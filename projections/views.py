@@ -26,10 +26,11 @@ import orjson
 import structlog
 
 from att_jm.domain.cleanup import CleanupPolicy
-from att_jm.domain.limits import clamp_timeout
+from att_jm.domain.limits import CELL_MAX_CHARS, clamp_timeout, cut_text
 from att_jm.domain.retry import RetryPolicy
 from att_jm.domain.scheduler import DEFAULT_INTERVAL_SECONDS, clamp_interval
 from att_jm.domain.times import iso, parse_iso
+from att_jm.log.records import stored_iso
 
 log = structlog.get_logger("att_jm.views")
 
@@ -38,9 +39,6 @@ TABLE_VIEWS: Final = ("jobs", "queue", "executed", "failed")  # the views with r
 #: A string cell longer than this (in characters) is cut to its first CELL_MAX_CHARS
 #: characters plus CUT_MARKER; a non-string cell (the jobs view's `match` object) whose
 #: compact JSON text is longer is replaced by that text cut the same way.
-CELL_MAX_CHARS: Final = 1024
-#: What follows a cut text: U+2026, then `[cut: N more characters]` (N = characters removed).
-CUT_MARKER: Final = "\u2026[cut: {} more characters]"
 #: The default bound, in bytes, of a table view's whole encoded message.
 VIEW_MAX_BYTES: Final = 1_048_576
 #: The smallest `max_bytes` a view message accepts (its head alone is under 200 bytes).
@@ -121,24 +119,6 @@ def default_settings() -> dict[str, Any]:
         "executed_cleanup": CleanupPolicy().to_json(),
         "failed_cleanup": CleanupPolicy().to_json(),
     }
-
-
-def stored_iso(value: Any) -> str:
-    """A stored timestamp (`{"_type_": "datetime_iso", "_data_": ...}`) as `iso()` writes it."""
-    text = value["_data_"] if isinstance(value, dict) else str(value)
-    # Fast path for what this service stores: `YYYY-MM-DDTHH:MM:SS[.ffffff]+00:00`.
-    if len(text) in (25, 32) and text.endswith("+00:00") and text[10] == "T":
-        millis = text[20:23] if len(text) == 32 else "000"
-        return f"{text[:19]}.{millis}Z"
-    return iso(datetime.fromisoformat(text))
-
-
-def cut_text(text: str) -> str:
-    """`text` as a view shows it: its first CELL_MAX_CHARS characters and CUT_MARKER when it
-    is longer, else unchanged."""
-    if len(text) <= CELL_MAX_CHARS:
-        return text
-    return text[:CELL_MAX_CHARS] + CUT_MARKER.format(len(text) - CELL_MAX_CHARS)
 
 
 def cut_cell(value: Any) -> tuple[Any, bool]:

@@ -45,11 +45,11 @@ from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import Mapper, StoredEvent
 from eventsourcing.utils import get_topic
 
-from att_jm.audit.chain import CLOSED_TOPIC, LEDGER_TOPICS, OPENED_TOPIC, SEALED_TOPIC
 from att_jm.audit.findings import Findings
-from att_jm.audit.records import AGGREGATES, EVENT_TOPICS, dashed, topic_type
-from att_jm.audit.rows import Row, StoreReader
-from att_jm.transcoder import OrjsonTranscoder
+from att_jm.log.chain import CLOSED_TOPIC, LEDGER_TOPICS, OPENED_TOPIC, SEALED_TOPIC
+from att_jm.log.records import AGGREGATES, EVENT_TOPICS, dashed, topic_type
+from att_jm.log.rows import Row, StoreReader
+from att_jm.log.transcoder import OrjsonTranscoder
 
 TIME_TOLERANCE: Final = timedelta(seconds=1)
 SNAPSHOT_TOPIC: Final = get_topic(Aggregate.Snapshot)

@@ -21,9 +21,9 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from att_jm.audit.records import EVENT_TOPICS, Record
-from att_jm.audit.rows import AuditError
 from att_jm.domain.ids import job_id
+from att_jm.log.records import EVENT_TOPICS, Record
+from att_jm.log.rows import AuditError
 
 _NOTIFICATION = "att_jm:Notification.Received"
 _ENQUEUED = "att_jm:Execution.Enqueued"

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
-from att_jm.audit.rows import AuditError, StoreReader
 from att_jm.domain.times import iso
+from att_jm.log.rows import AuditError, StoreReader
 from att_jm.store import open_store, read_rows
 from projections.rebuild import fill
 from projections.views import TOPICS, VIEW_MAX_BYTES, VIEWS, Views, stored_fields

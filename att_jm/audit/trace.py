@@ -17,10 +17,10 @@ from typing import Any, Final
 from uuid import UUID
 
 from att_jm.audit.filters import execution_key
-from att_jm.audit.records import Record, decode
-from att_jm.audit.rows import AuditError, StoreReader
 from att_jm.domain.ids import job_id, notification_id
 from att_jm.domain.times import iso
+from att_jm.log.records import Record, decode
+from att_jm.log.rows import AuditError, StoreReader
 
 WINDOW: Final = 8  # positions searched on each side of an execution event
 _NEAR: Final = (

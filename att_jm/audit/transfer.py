@@ -30,11 +30,11 @@ from uuid import UUID
 import orjson
 from eventsourcing.persistence import StoredEvent
 
-from att_jm.audit.records import dashed, stored_time, topic_type
-from att_jm.audit.rows import AuditError, Row, StoreReader, insert_rows
 from att_jm.domain.ids import SCHEDULER_ID
 from att_jm.domain.seals import LEDGER_ID
 from att_jm.domain.times import iso
+from att_jm.log.records import dashed, stored_time, topic_type
+from att_jm.log.rows import AuditError, Row, StoreReader, insert_rows
 from att_jm.store import JobManagerApp, open_store
 
 BATCH: Final = 10_000

@@ -1,7 +1,7 @@
 """`verify`: recompute the seal chain over the stored rows and name what changed, and where.
 
 Three checks run over one pass of the log:
-- each seal's hash is recomputed from the rows it covers (`att_jm.audit.chain`) and the
+- each seal's hash is recomputed from the rows it covers (`att_jm.log.chain`) and the
   chain of `previous` hashes is followed: this proves the sealed rows are intact;
 - the rows are aligned with the seals' per-row digests (with a look-ahead, so a deleted,
   inserted, swapped or renumbered row does not hide the ones after it): this names the
@@ -20,7 +20,9 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Final, NamedTuple
 
-from att_jm.audit.chain import (
+from att_jm.audit.checks import TIME_TOLERANCE, RowChecks, SnapshotChecks
+from att_jm.audit.findings import Finding, Findings
+from att_jm.log.chain import (
     LEDGER_TOPICS,
     SEALED_TOPIC,
     Seal,
@@ -30,9 +32,7 @@ from att_jm.audit.chain import (
     row_digest,
     seal_digests,
 )
-from att_jm.audit.checks import TIME_TOLERANCE, RowChecks, SnapshotChecks
-from att_jm.audit.findings import Finding, Findings
-from att_jm.audit.rows import StoreReader
+from att_jm.log.rows import StoreReader
 
 __all__ = ["TIME_TOLERANCE", "Finding", "Progress", "Verification", "read_seals", "verify"]
 

@@ -12,8 +12,8 @@ from typing import Any
 
 import orjson
 
-from att_jm.audit.rows import AuditError
 from att_jm.audit.verify import Finding, Verification
+from att_jm.log.rows import AuditError
 
 
 def load_witness(path: str) -> list[dict[str, Any]]:

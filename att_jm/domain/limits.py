@@ -103,12 +103,24 @@ def add_seconds(at: datetime, seconds: float) -> datetime:
         return TIME_MAX if seconds > 0 else TIME_MIN
 
 
+#: A view cell (a string, or the compact JSON of another value) longer than this is cut.
+CELL_MAX_CHARS: Final = 1024
+#: What follows a cut text: U+2026, then `[cut: N more characters]` (N = characters removed).
+CUT_MARKER: Final = "\u2026[cut: {} more characters]"
+
+
+def cut_text(text: str) -> str:
+    """`text` as a view shows it: its first CELL_MAX_CHARS characters and CUT_MARKER when it
+    is longer, else unchanged."""
+    return cut(text, CELL_MAX_CHARS)
+
+
 def cut(text: str, limit: int) -> str:
     """`text` if it has at most `limit` characters, else its start and a marker saying how
     much was left out: `abc…[cut: 1200 more characters]`."""
     if len(text) <= limit:
         return text
-    return f"{text[:limit]}…[cut: {len(text) - limit} more characters]"
+    return text[:limit] + CUT_MARKER.format(len(text) - limit)
 
 
 def shown(value: Any, limit: int = MAX_SHOWN_CHARS) -> str:

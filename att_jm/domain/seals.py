@@ -1,7 +1,7 @@
 """The Ledger singleton: the chain of audit seals over the event log, and its open/close marks.
 
 A seal says "the rows at positions (previous seal's `position`, `position`] hash to `hash`".
-The hashing reads stored rows, so it happens outside the domain (`att_jm.audit.chain`,
+The hashing reads stored rows, so it happens outside the domain (`att_jm.log.chain`,
 `att_jm.seals`); the Ledger only checks that each seal continues the chain and records it.
 
 A clean stop ends the log with `Closed` (after its final seals, in their transaction); the

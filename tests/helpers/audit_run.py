@@ -21,7 +21,7 @@ from uuid import uuid4
 import orjson
 
 from att_jm.application import JobManager, Outcome, UnitOfWork
-from att_jm.audit.tail import Tail
+from att_jm.log.tail import Tail
 from att_jm.seals import Sealer
 from att_jm.store import log_position, open_store
 from projections.rebuild import catch_up

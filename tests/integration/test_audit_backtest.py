@@ -9,9 +9,9 @@ import pytest
 from helpers.audit_run import ScriptedRun
 
 from att_jm.audit.backtest import Backtest, Outcome, draft_job
-from att_jm.audit.records import decode
-from att_jm.audit.rows import AuditError, StoreReader
 from att_jm.domain.times import parse_iso
+from att_jm.log.records import decode
+from att_jm.log.rows import AuditError, StoreReader
 
 
 def backtest(store: str, args: dict[str, object], **options: object) -> tuple[

@@ -10,9 +10,9 @@ import pytest
 from helpers.audit_run import ScriptedRun, typical_day
 
 from att_jm.audit.filters import LogFilter
-from att_jm.audit.records import Record, decode
-from att_jm.audit.rows import AuditError, StoreReader
-from att_jm.events import event_message
+from att_jm.log.messages import event_message
+from att_jm.log.records import Record, decode
+from att_jm.log.rows import AuditError, StoreReader
 from att_jm.store import open_store, read_log
 
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from helpers.audit_run import ScriptedRun, typical_day
 
-from att_jm.audit.records import Record, decode
 from att_jm.audit.replay import replay_views
-from att_jm.audit.rows import AuditError, StoreReader
+from att_jm.log.records import Record, decode
+from att_jm.log.rows import AuditError, StoreReader
 from projections.views import TOPICS, VIEWS
 
 

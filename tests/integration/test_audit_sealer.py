@@ -9,11 +9,11 @@ from uuid import UUID, uuid4
 
 import pytest
 
-from att_jm.audit.chain import SealHasher, row_digest
-from att_jm.audit.rows import StoreReader
 from att_jm.audit.verify import verify
 from att_jm.domain.notifications import Rejection
 from att_jm.domain.seals import LEDGER_ID
+from att_jm.log.chain import SealHasher, row_digest
+from att_jm.log.rows import StoreReader
 from att_jm.seals import Sealer
 from att_jm.store import JobManagerApp, open_store
 

@@ -16,12 +16,12 @@ import pytest
 from helpers.audit_run import ScriptedRun, typical_day
 
 from att_jm import cli
-from att_jm.audit.chain import CLOSED_TOPIC, OPENED_TOPIC, SEALED_TOPIC
-from att_jm.audit.rows import Row, StoreReader
-from att_jm.audit.tail import Tail, tail_check
 from att_jm.audit.verify import Verification, verify
 from att_jm.domain.ids import SCHEDULER_ID
 from att_jm.domain.seals import LEDGER_ID
+from att_jm.log.chain import CLOSED_TOPIC, OPENED_TOPIC, SEALED_TOPIC
+from att_jm.log.rows import Row, StoreReader
+from att_jm.log.tail import Tail, tail_check
 
 EXECUTION_ENQUEUED = "att_jm:Execution.Enqueued"
 

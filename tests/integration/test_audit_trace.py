@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from helpers.audit_run import ScriptedRun
 
-from att_jm.audit.rows import AuditError, StoreReader
 from att_jm.audit.trace import Trace, trace
 from att_jm.domain.ids import execution_id
+from att_jm.log.rows import AuditError, StoreReader
 
 
 def traced(run: ScriptedRun, entry: str) -> Trace:

@@ -13,9 +13,9 @@ import pytest
 from helpers.audit_run import ScriptedRun, typical_day
 
 from att_jm.audit.replay import replay_views
-from att_jm.audit.rows import AuditError, StoreReader
 from att_jm.audit.transfer import export, export_line, import_log
 from att_jm.audit.verify import verify
+from att_jm.log.rows import AuditError, StoreReader
 from att_jm.store import open_store
 from projections.rebuild import catch_up
 from projections.views import Views

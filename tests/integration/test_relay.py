@@ -27,10 +27,10 @@ from paho.mqtt.client import Client
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from att_jm.application import UnitOfWork
-from att_jm.audit.records import EVENT_TOPICS
-from att_jm.audit.rows import StoreReader
 from att_jm.config import Settings, parse_mqtt_url
-from att_jm.events import event_message, row_message
+from att_jm.log.messages import event_message, row_message
+from att_jm.log.records import EVENT_TOPICS
+from att_jm.log.rows import StoreReader
 from att_jm.mqtt.common import PublishingClient
 from att_jm.mqtt.publisher import PublishConnection
 from att_jm.relay import (

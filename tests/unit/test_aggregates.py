@@ -33,7 +33,7 @@ from att_jm.domain.ids import (
 from att_jm.domain.jobs import Job
 from att_jm.domain.notifications import CommandRecord, Notification, Rejection
 from att_jm.domain.scheduler import Scheduler
-from att_jm.events import event_data, event_message, event_type
+from att_jm.log.messages import event_data, event_message, event_type
 
 T0 = datetime(2026, 2, 1, 8, 0, tzinfo=UTC)
 AGGREGATES: tuple[type[Aggregate], ...] = (

@@ -10,7 +10,8 @@ from typing import Any
 import orjson
 import pytest
 
-from att_jm.audit.chain import (
+from att_jm.domain.seals import LEDGER_ID, Ledger
+from att_jm.log.chain import (
     SealHasher,
     content_digest,
     expected_positions,
@@ -19,8 +20,7 @@ from att_jm.audit.chain import (
     seal_digests,
     split_digests,
 )
-from att_jm.audit.rows import Row
-from att_jm.domain.seals import LEDGER_ID, Ledger
+from att_jm.log.rows import Row
 
 AT = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 ROW = Row(7, "6f1c7a5252a44c1e9d7e0a7d3b1f2c11", 3, "att_jm:Job.Added", b'{"name":"x"}')

@@ -10,8 +10,8 @@ import orjson
 
 from att_jm.audit.checks import EVENT_CLASSES, RowChecks
 from att_jm.audit.findings import MAX_LISTED, Findings
-from att_jm.audit.records import EVENT_TOPICS
-from att_jm.audit.rows import Row
+from att_jm.log.records import EVENT_TOPICS
+from att_jm.log.rows import Row
 
 ID = "6f1c7a5252a44c1e9d7e0a7d3b1f2c11"
 

@@ -12,7 +12,6 @@ import pytest
 from att_jm import cli
 from att_jm.audit.backtest import Counts
 from att_jm.audit.progress import Progress
-from att_jm.audit.records import Record
 from att_jm.audit.render import (
     log_line,
     render_counts,
@@ -22,6 +21,7 @@ from att_jm.audit.render import (
 )
 from att_jm.audit.trace import Trace
 from att_jm.audit.verify import Finding, Verification
+from att_jm.log.records import Record
 
 
 def parse(*argv: str) -> argparse.Namespace:

@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 
 from att_jm.audit.filters import LogFilter, execution_key, topics_for
-from att_jm.audit.records import Record
-from att_jm.audit.rows import AuditError
 from att_jm.domain.ids import execution_id, job_id, notification_id
+from att_jm.log.records import Record
+from att_jm.log.rows import AuditError
 
 T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 E1 = str(execution_id("n-1", "ipx"))

@@ -8,8 +8,6 @@ from uuid import uuid4
 
 import pytest
 
-from att_jm.audit.records import AGGREGATES, EVENT_TOPICS, dashed, decode, topic_type
-from att_jm.audit.rows import Row
 from att_jm.domain.commands import JobSpec
 from att_jm.domain.executions import Execution
 from att_jm.domain.ids import execution_id
@@ -17,7 +15,9 @@ from att_jm.domain.jobs import Job
 from att_jm.domain.notifications import Notification
 from att_jm.domain.scheduler import Scheduler
 from att_jm.domain.seals import Ledger
-from att_jm.events import event_message, event_type
+from att_jm.log.messages import event_message, event_type
+from att_jm.log.records import AGGREGATES, EVENT_TOPICS, dashed, decode, topic_type
+from att_jm.log.rows import Row
 from att_jm.store import JobManagerApp
 
 AT = datetime(2026, 3, 2, 8, 0, 1, 234567, tzinfo=UTC)

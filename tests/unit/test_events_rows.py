@@ -18,7 +18,7 @@ from eventsourcing.persistence import Mapper
 from att_jm.domain.executions import Execution
 from att_jm.domain.notifications import Notification, Rejection
 from att_jm.domain.scheduler import Scheduler
-from att_jm.events import (
+from att_jm.log.messages import (
     EVENT_MESSAGE_MAX_BYTES,
     StoredRow,
     UndecodableText,
@@ -29,7 +29,7 @@ from att_jm.events import (
     row_type,
     undecodable_message,
 )
-from att_jm.transcoder import OrjsonTranscoder
+from att_jm.log.transcoder import OrjsonTranscoder
 
 AT = datetime(2026, 7, 14, 9, 30, 15, 123456, tzinfo=UTC)
 MAPPER: Mapper[UUID] = Mapper(transcoder=OrjsonTranscoder())

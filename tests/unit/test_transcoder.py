@@ -16,7 +16,7 @@ from eventsourcing.persistence import (
     UUIDAsHex,
 )
 
-from att_jm.transcoder import OrjsonTranscoder
+from att_jm.log.transcoder import OrjsonTranscoder
 
 AT = datetime(2026, 7, 14, 9, 30, 15, 123456, tzinfo=UTC)
 TYPED_LOOKALIKE = {"_type_": "datetime_iso", "_data_": "2020-01-01T00:00:00+00:00"}

@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from projections.views import CELL_MAX_CHARS, CUT_MARKER, VIEW_MAX_BYTES, cut_cell, cut_text
+from att_jm.domain.limits import CELL_MAX_CHARS, CUT_MARKER, cut_text
+from projections.views import VIEW_MAX_BYTES, cut_cell
 
 MARKER = "\u2026[cut: {} more characters]"
 

@@ -27,8 +27,8 @@ from typing import Any, Final
 
 import orjson
 
-from att_jm.audit.rows import Row
 from att_jm.domain.times import iso
+from att_jm.log.rows import Row
 
 SEALED_TOPIC: Final = "att_jm:Ledger.Sealed"
 OPENED_TOPIC: Final = "att_jm:Ledger.Opened"  # a start (see `att_jm.domain.seals`)

@@ -25,9 +25,9 @@ from typing import Any
 
 import orjson
 
-from att_jm.audit.chain import CLOSED_TOPIC, LEDGER_TOPICS, SEALED_TOPIC
-from att_jm.audit.rows import Row, StoreReader
 from att_jm.domain.seals import LEDGER_ID
+from att_jm.log.chain import CLOSED_TOPIC, LEDGER_TOPICS, SEALED_TOPIC
+from att_jm.log.rows import Row, StoreReader
 
 LEDGER_HEX = LEDGER_ID.hex
 

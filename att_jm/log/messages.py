@@ -10,7 +10,7 @@ What the relay publishes instead when that is not possible:
   "error": "<short reason>"}`;
 - a message whose JSON is over EVENT_MESSAGE_MAX_BYTES (or over what the broker takes):
   `cut_message`, the strings inside `data` cut as the views cut cells
-  (`projections.views.cut_text`) plus a top-level `"cut": true`; if still too large, `data`
+  (`att_jm.domain.limits.cut_text`) plus a top-level `"cut": true`; if still too large, `data`
   is only `{"aggregate_id", "version"}`. The log keeps the whole event.
 """
 
@@ -21,9 +21,9 @@ from typing import Any, Final
 
 import orjson
 
-from att_jm.audit.records import EVENT_TOPICS, dashed, topic_type
+from att_jm.domain.limits import CELL_MAX_CHARS, cut_text
 from att_jm.domain.times import iso
-from projections.views import CELL_MAX_CHARS, cut_text, stored_iso
+from att_jm.log.records import EVENT_TOPICS, dashed, stored_iso, topic_type
 
 _HIDDEN = frozenset({"originator_id", "originator_version", "timestamp", "originator_topic"})
 

@@ -1,6 +1,6 @@
 """The public form of stored rows, built from the row alone (no event classes needed).
 
-`public(row)` equals `att_jm.events.event_message(position, event)` of the decoded event:
+`public(row)` equals `att_jm.log.messages.event_message(position, event)` of the decoded event:
 `{"position", "type", "at", "data"}`, with `data` the event's own fields plus `aggregate_id`
 and `version`. Events hold only JSON values besides their timestamp, so the stored state,
 decoded as plain JSON, is already their data.
@@ -16,13 +16,13 @@ from typing import Any, Final
 
 import orjson
 
-from att_jm.audit.rows import Row
 from att_jm.domain.executions import Execution
 from att_jm.domain.jobs import Job
 from att_jm.domain.notifications import CommandRecord, Notification, Rejection
 from att_jm.domain.scheduler import Scheduler
 from att_jm.domain.seals import Ledger
 from att_jm.domain.times import iso
+from att_jm.log.rows import Row
 
 _HIDDEN: Final = frozenset({"timestamp", "originator_topic"})
 _CAMEL: Final = re.compile(r"(?<!^)(?=[A-Z])")
@@ -56,6 +56,16 @@ def dashed(stored_id: str) -> str:
     if len(h) == 32:
         return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
     return h
+
+
+def stored_iso(value: Any) -> str:
+    """A stored timestamp (`{"_type_": "datetime_iso", "_data_": ...}`) as `iso()` writes it."""
+    text = value["_data_"] if isinstance(value, dict) else str(value)
+    # Fast path for what this service stores: `YYYY-MM-DDTHH:MM:SS[.ffffff]+00:00`.
+    if len(text) in (25, 32) and text.endswith("+00:00") and text[10] == "T":
+        millis = text[20:23] if len(text) == 32 else "000"
+        return f"{text[:19]}.{millis}Z"
+    return iso(datetime.fromisoformat(text))
 
 
 def stored_time(value: Any) -> datetime:
