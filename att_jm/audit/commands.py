@@ -28,10 +28,10 @@ from att_jm.audit.trace import trace
 from att_jm.audit.transfer import export, import_log
 from att_jm.audit.verify import verify
 from att_jm.audit.witness import check_witness, load_witness
-from att_jm.cli import error_json, plural
 from att_jm.domain.times import parse_iso
 from att_jm.log.records import Record, decode
 from att_jm.log.rows import AuditError, Row, StoreReader
+from att_jm.output import error_json, plural
 from projections.views import VIEW_MAX_BYTES, VIEWS
 
 EXIT_OK: Final = 0

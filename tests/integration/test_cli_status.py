@@ -14,7 +14,8 @@ import pytest
 from helpers.broker import Broker
 from helpers.mqtt import Subscription, TestClient
 
-from att_jm.cli import EXIT_NO_ANSWER, main
+from att_jm.cli import main
+from att_jm.cli.common import EXIT_NO_ANSWER
 from att_jm.config import parse_mqtt_url
 from att_jm.mqtt.requester import Requester, RequestTimeout, ServiceOffline
 

@@ -17,7 +17,8 @@ import orjson
 import pytest
 from paho.mqtt.client import Client, MQTTMessage
 
-from att_jm.cli import EXIT_ERROR_REPLY, EXIT_NO_ANSWER, EXIT_OK, main
+from att_jm.cli import main
+from att_jm.cli.common import EXIT_ERROR_REPLY, EXIT_NO_ANSWER, EXIT_OK
 from att_jm.config import MqttEndpoint, parse_mqtt_url
 from att_jm.mqtt.common import connect_properties, json_publish_properties, new_client
 from att_jm.mqtt.requester import ConnectFailed, Requester, RequestError, RequestTimeout

@@ -21,11 +21,12 @@ from att_jm.audit.render import (
 )
 from att_jm.audit.trace import Trace
 from att_jm.audit.verify import Finding, Verification
+from att_jm.cli.parser import build_parser
 from att_jm.log.records import Record
 
 
 def parse(*argv: str) -> argparse.Namespace:
-    return cli.build_parser().parse_args(["audit", *argv])
+    return build_parser().parse_args(["audit", *argv])
 
 
 def test_every_audit_verb_parses_with_its_options() -> None:

@@ -8,8 +8,9 @@ from collections.abc import Iterator
 import orjson
 import pytest
 
-from att_jm import cli
-from att_jm.cli import (
+from att_jm.cli import handlers as cli
+from att_jm.cli import main
+from att_jm.cli.common import (
     EXIT_ERROR_REPLY,
     EXIT_NO_ANSWER,
     EXIT_USAGE,
@@ -18,25 +19,15 @@ from att_jm.cli import (
     ParseError,
     Request,
     UsageError,
-    build_parser,
-    cell,
-    duration,
-    error_json,
-    main,
-    merge_settings,
-    offline_message,
-    parse_argv,
-    parse_match,
-    parse_request,
-    plural,
-    render,
-    render_view,
-    resolve_actor,
-    short_time,
-    truncate,
     wants_json,
 )
+from att_jm.cli.handlers import resolve_actor
+from att_jm.cli.parser import build_parser, parse_argv, parse_request
+from att_jm.cli.render import offline_message, render
+from att_jm.cli.requests import merge_settings
+from att_jm.cli.values import parse_match
 from att_jm.config import MqttEndpoint
+from att_jm.output import cell, duration, error_json, plural, render_view, short_time, truncate
 
 ENDPOINT = MqttEndpoint("h", 1883, None, None, False)
 E1, E2, E3, E4, E5, E8, E9 = (f"0b9f1c8e-5a4d-4e7b-9a51-3f3d2f7f9c1{n}" for n in "1234589")

@@ -77,7 +77,7 @@ def _credentials(title: str, users: dict[str, tuple[str, str]]) -> None:
 
 
 def run_setup(ns: argparse.Namespace) -> int:
-    from att_jm.cli import EXIT_ERROR_REPLY, Failure  # noqa: PLC0415 -- cli imports this module
+    from att_jm.cli.common import EXIT_ERROR_REPLY, Failure  # noqa: PLC0415 -- lazy
     from att_jm.site.broker import BrokerSetupError  # noqa: PLC0415 -- lazy: the CLI starts fast
     from att_jm.site.local import setup  # noqa: PLC0415
     from att_jm.site.tls import TlsError  # noqa: PLC0415
@@ -105,7 +105,7 @@ def _password(ns: argparse.Namespace) -> str | None:
 
 
 def run_users(ns: argparse.Namespace) -> int:
-    from att_jm.cli import UsageError  # noqa: PLC0415 -- cli imports this module
+    from att_jm.cli.common import UsageError  # noqa: PLC0415 -- lazy
     from att_jm.site.users import UsersError  # noqa: PLC0415 -- lazy: the CLI starts fast
 
     try:
