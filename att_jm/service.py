@@ -46,7 +46,7 @@ from att_jm.log.tail import Tail
 from att_jm.logs import configure
 from att_jm.mqtt.adapter import Inbound, ServiceConnection
 from att_jm.mqtt.common import inbound_packet_limit
-from att_jm.relay import EventsRelay
+from att_jm.relay.handle import EventsRelay
 from att_jm.runner import (
     Running,
     RunOutcome,

@@ -25,7 +25,7 @@ from helpers.service import populate_scripts_dir
 from att_jm import service
 from att_jm.config import Settings
 from att_jm.mqtt.adapter import Inbound
-from att_jm.relay import EventsRelay
+from att_jm.relay.handle import EventsRelay
 from att_jm.service import Writer
 from att_jm.store import log_position
 

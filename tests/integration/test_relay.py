@@ -33,12 +33,8 @@ from att_jm.log.records import EVENT_TOPICS
 from att_jm.log.rows import StoreReader
 from att_jm.mqtt.common import PublishingClient
 from att_jm.mqtt.publisher import PublishConnection
-from att_jm.relay import (
-    EventsRelay,
-    position_path,
-    read_position,
-    relay_environ,
-)
+from att_jm.relay.handle import EventsRelay, relay_environ
+from att_jm.relay.window import position_path, read_position
 from att_jm.store import log_position, read_log
 
 EVENTS = "att/job-manager/events/#"

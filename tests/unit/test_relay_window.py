@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from att_jm.relay import Window
+from att_jm.relay.window import Window
 
 
 def test_the_confirmed_position_moves_with_pubacks_in_order() -> None:

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from att_jm.relay import Window
+from att_jm.relay.window import Window
 
 
 def test_a_skipped_position_is_confirmed_with_the_ones_before_it() -> None:
