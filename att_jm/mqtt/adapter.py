@@ -4,6 +4,10 @@ driven by the writer thread itself (no network thread: see `att_jm.mqtt.driven`)
 Nothing is acknowledged until the writer says its effect is committed. A reconnect bumps
 `generation`: acks of an earlier connection are dropped (the broker redelivers those
 messages, and idempotency absorbs them).
+
+With the fast paths (`fast_paths`, see `att_jm.mqtt.fast_paths`) most messages are decoded
+by `ServiceClient` and a batch's PUBACKs leave in one write; without them every message goes
+through paho's `on_message` and each is acknowledged with `Client.ack(mid, qos)`.
 """
 
 from __future__ import annotations
@@ -33,6 +37,9 @@ from att_jm.mqtt.driven import DrivenConnection
 log = structlog.get_logger("att_jm.mqtt")
 
 WILL_DELAY_SECONDS = 5
+#: The topic of a message whose topic is not UTF-8, without the fast paths (paho gives its
+#: bytes to its private members only): not UTF-8 either, so it is refused the same way.
+_NOT_UTF8 = b"\xff"
 
 
 @dataclass(slots=True)
@@ -65,10 +72,14 @@ class ServiceConnection(DrivenConnection):
         max_packet: int | None = None,
         on_connect: Callable[[], None] | None = None,
         monotonic: Callable[[], float] = time.monotonic,
+        fast_paths: bool | None = None,
     ) -> None:
+        """`fast_paths`: use them (True), paho's documented paths only (False), or as
+        ATT_JM_MQTT_FAST_PATHS says (None; true when unset)."""
         super().__init__(endpoint, client_id=client_id, manual_ack=True, monotonic=monotonic,
-                         kind=ServiceClient)
-        self.client.on_inbound = self._on_inbound  # type: ignore[attr-defined]  # ServiceClient's
+                         kind=ServiceClient, fast_paths=fast_paths)
+        if isinstance(self.client, ServiceClient):
+            self.client.on_inbound = self._on_inbound
         self.prefix = prefix
         self.status_topic = f"{prefix}/job-manager/status"
         self.filters = (
@@ -232,17 +243,21 @@ class ServiceConnection(DrivenConnection):
         self._deliver(Inbound(mid, 1, self.generation, topic, payload, response, correlation))
 
     def _on_message(self, client: Client, userdata: Any, message: MQTTMessage) -> None:
-        """Any other message, decoded by paho."""
+        """Any other message (every message without the fast paths), decoded by paho."""
         # Never raise: paho would drop the connection's read loop on an exception.
         try:
             self._delivered = True
             properties = message.properties
             response = getattr(properties, "ResponseTopic", None)
             correlation = getattr(properties, "CorrelationData", None)
+            try:
+                topic = message.topic.encode()
+            except UnicodeDecodeError:  # paho keeps the raw bytes in a private member only
+                topic = _NOT_UTF8
             self._deliver(
                 Inbound(
                     mid=message.mid, qos=message.qos, generation=self.generation,
-                    topic=bytes(getattr(message, "_topic", b"")), payload=bytes(message.payload),
+                    topic=topic, payload=bytes(message.payload),
                     response_topic=response if isinstance(response, str) else None,
                     correlation=bytes(correlation) if correlation is not None else None,
                 )
@@ -258,15 +273,21 @@ class ServiceConnection(DrivenConnection):
 
     def ack_all(self, messages: Sequence[Inbound]) -> None:
         """Acknowledge committed messages (those of earlier connections are left to the
-        broker, which sends them again), all QoS 1 PUBACKs in one write."""
+        broker, which sends them again): with the fast paths all QoS 1 PUBACKs in one write,
+        without them one `Client.ack` each."""
         if not self.connected:
             return
         generation = self.generation
-        mids = [m.mid for m in messages if m.qos == 1 and m.generation == generation]
-        self.client.ack_many(mids)  # type: ignore[attr-defined]  # ServiceClient's
+        client = self.client
+        if isinstance(client, ServiceClient):
+            client.ack_many([m.mid for m in messages if m.qos == 1 and m.generation == generation])
+            for message in messages:
+                if message.qos == 2 and message.generation == generation:  # never subscribed at 2
+                    client.ack(message.mid, message.qos)
+            return
         for message in messages:
-            if message.qos == 2 and message.generation == generation:  # never subscribed at 2
-                self.client.ack(message.mid, message.qos)
+            if message.qos > 0 and message.generation == generation:
+                client.ack(message.mid, message.qos)
 
     def publish(
         self, topic: str, payload: bytes, *, retain: bool = False,
@@ -286,7 +307,7 @@ class ServiceConnection(DrivenConnection):
         try:
             return self.publish(
                 response_topic, orjson.dumps(body),
-                properties=reply_properties(correlation),
+                properties=reply_properties(correlation, packed=self.fast_paths),
             )
         except ValueError as error:  # a ResponseTopic with wildcards or bad UTF-8
             log.warning("command.reply_refused", response_topic=response_topic, error=str(error))

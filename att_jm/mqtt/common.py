@@ -41,15 +41,16 @@ ClientT = TypeVar("ClientT", bound=Client)
 
 
 class BufferedClient(Client):
-    """A paho client that reads the socket 64 KiB at a time.
+    """A paho client that reads the socket 64 KiB at a time (a fast path: see
+    `att_jm.mqtt.fast_paths`).
 
     paho reads each packet with one `recv` for its type byte, one per length byte and one
     for the rest: 3-4 system calls per message, the largest single cost of a burst. This
     subclass serves those reads from a buffer filled by one `recv` of up to 64 KiB.
     `buffered()` tells a caller that drives the loop itself (`ServiceConnection.poll`)
     that bytes wait in the buffer, which `select()` cannot see. It overrides paho's
-    private `_sock_recv` (paho-mqtt 2.1/2.2; tests/unit/test_mqtt_buffered.py checks the
-    hook still exists and reads packets right, so an upgrade that moves it fails loudly).
+    private `_sock_recv(bufsize)` (checked by signature at start and by behaviour in
+    tests/integration/test_mqtt_paho_internals.py: packets read right across 64 KiB reads).
     Not for use with paho's own loop threads, whose `select()` would not see the buffer.
     """
 
@@ -58,22 +59,6 @@ class BufferedClient(Client):
         self._rbuf = b""
         self._rpos = 0
         self.on_pre_connect = self._forget_buffer  # a new connection starts empty
-        #: Set by a caller that sends DISCONNECT: until then (time.monotonic), the socket is
-        #: drained before it is closed (see `_sock_close`).
-        self.drain_until: float | None = None
-
-    def _sock_close(self) -> None:
-        """Close the connection; after our DISCONNECT, first read until the broker closes its
-        side (or `drain_until`). Closing a socket with unread bytes makes the kernel reset
-        the connection, and mosquitto then treats a clean DISCONNECT as a lost client
-        ("disconnected due to out of memory") and publishes the Last Will: about one clean
-        stop in ten right after activity left the retained status `offline, lost`."""
-        sock = self._sock
-        deadline = self.drain_until
-        if deadline is not None and isinstance(sock, socket.socket):
-            self.drain_until = None
-            _drain(sock, deadline)
-        super()._sock_close()
 
     def _forget_buffer(self, client: Client, userdata: Any) -> None:
         self._rbuf = b""
@@ -97,8 +82,9 @@ class BufferedClient(Client):
         return data[:bufsize]
 
 
-def _drain(sock: socket.socket, deadline: float) -> None:
-    """Read and drop what arrives on `sock` until the peer closes it or `deadline` passes."""
+def drain(sock: socket.socket, deadline: float) -> None:
+    """Read and drop what arrives on `sock` until the peer closes it or `deadline` passes
+    (time.monotonic)."""
     import select  # noqa: PLC0415 -- only at a stop
     import time  # noqa: PLC0415
 
@@ -119,8 +105,10 @@ class PublishingClient(BufferedClient):
     paho decodes every PUBACK into a new ReasonCode and a new Properties (a third of a
     publishing loop's CPU). A PUBACK that says success (or "no matching subscribers")
     without properties, what mosquitto sends, is handled here with shared ones, as paho's own
-    `_handle_pubackcomp` would; any other goes to paho. Overrides private paho methods
-    (paho-mqtt 2.1/2.2; tests/integration/test_relay.py checks the hooks still exist).
+    `_handle_pubackcomp` would; any other goes to paho. Overrides paho's private
+    `_handle_pubackcomp(cmd)` and calls its `_do_on_publish(mid, reason_code, properties)`
+    (a fast path: see `att_jm.mqtt.fast_paths`; tests/integration/test_mqtt_paho_internals.py
+    checks that it releases the same mids with the same reasons as paho's own).
     """
 
     def _handle_pubackcomp(self, cmd: Literal["PUBACK", "PUBCOMP"]) -> MQTTErrorCode:
@@ -158,8 +146,10 @@ class ServiceClient(PublishingClient):
     or MessageExpiryInterval (what operators and the Channel Manager send) is decoded here
     and handed to `on_inbound`; any other goes through paho as before (which then calls
     `on_message`). `ack_many` writes the PUBACKs of a whole batch in one send. Overrides
-    paho's private `_handle_publish` and uses `_in_packet`/`_packet_queue` (paho-mqtt
-    2.1/2.2; tests/integration/test_service_connection.py checks them).
+    paho's private `_handle_publish()` and uses `_in_packet`, `_protocol` and
+    `_packet_queue(command, packet, mid, qos)` (a fast path: see `att_jm.mqtt.fast_paths`;
+    tests/integration/test_mqtt_paho_internals.py compares it with paho's own decoding and
+    `Client.ack`).
     """
 
     on_inbound: InboundHandler | None = None
@@ -226,13 +216,16 @@ def _decode_publish(
         return None
 
 
-def reply_properties(correlation: bytes | None) -> Properties:
-    """PUBLISH properties ContentType application/json (+ CorrelationData), packed at once
-    without paho's property machinery (~25 us a reply otherwise)."""
+def reply_properties(correlation: bytes | None, *, packed: bool = True) -> Properties:
+    """PUBLISH properties ContentType application/json (+ CorrelationData); `packed`: packed
+    at once without paho's property machinery (~25 us a reply otherwise; a fast path), else
+    paho's own `Properties`. ValueError for CorrelationData over 65535 bytes."""
+    if correlation is not None and len(correlation) > 0xFFFF:
+        raise ValueError("CorrelationData longer than 65535 bytes")
+    if not packed:
+        return json_publish_properties(correlation_data=correlation)
     body = b"\x03" + _CONTENT_TYPE
     if correlation is not None:
-        if len(correlation) > 0xFFFF:
-            raise ValueError("CorrelationData longer than 65535 bytes")
         body += b"\x09" + len(correlation).to_bytes(2, "big") + correlation
     return _Packed(_variable_int(len(body)) + body)
 

@@ -7,7 +7,12 @@ crossed threads under the GIL, and a publish waited for the caller to block befo
 network thread could send it (the caller then held the GIL for up to the 5 ms switch
 interval); received bytes were read with 3-4 `recv` calls a packet. Here a publish or an
 ack is written to the socket when it is made, received bytes are read 64 KiB at a time
-(`BufferedClient`), and nothing waits for a thread switch.
+(`BufferedClient`, with the fast paths), and nothing waits for a thread switch.
+
+`fast_paths` (None: ATT_JM_MQTT_FAST_PATHS, true when unset) chooses the paho subclasses of
+`att_jm.mqtt.common`, which override private paho members, or paho's documented paths only
+(a plain `Client`): see `att_jm.mqtt.fast_paths`, which also refuses the fast paths on a paho
+outside the tested range.
 
 A connection that drops is retried from `poll()`, 50 ms doubling up to 2 s; each
 successful CONNACK bumps `generation`. Subclasses say what to do once connected.
@@ -18,9 +23,10 @@ from __future__ import annotations
 import contextlib
 import select
 import socket
+import ssl
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import structlog
 from paho.mqtt.client import Client, ConnectFlags, DisconnectFlags
@@ -33,9 +39,15 @@ from att_jm.mqtt.common import (
     RECONNECT_MAX_DELAY,
     RECONNECT_MIN_DELAY,
     BufferedClient,
+    drain,
     json_publish_properties,
     new_buffered_client,
+    new_client,
 )
+from att_jm.mqtt.fast_paths import use_fast_paths
+
+if TYPE_CHECKING:
+    from paho.mqtt.client import SocketLike  # defined for type checkers only
 
 log = structlog.get_logger("att_jm.mqtt")
 
@@ -45,10 +57,14 @@ KEEPALIVE_SECONDS: Final = 30
 CONNECT_TIMEOUT_SECONDS: Final = 2.0
 #: poll() returns at least this often so that keepalive and reconnects are serviced.
 HOUSEKEEPING_SECONDS: Final = 1.0
+#: Without the fast paths, paho's `loop_read` handles one packet a call: at most this many
+#: are read in one go while more bytes wait (then writes, keepalive and wake-ups get a turn).
+DOCUMENTED_PACKETS_PER_READ: Final = 256
 
 
 class DrivenConnection:
-    """The shared machinery: one `BufferedClient`, polled and reconnected by its caller.
+    """The shared machinery: one paho client, polled and reconnected by its caller: a `kind`
+    of `BufferedClient` with the fast paths, a plain paho `Client` without them.
 
     Single-threaded: every method must be called from the caller's one thread.
     """
@@ -57,6 +73,7 @@ class DrivenConnection:
         self, endpoint: MqttEndpoint, *, client_id: str, manual_ack: bool,
         monotonic: Callable[[], float] = time.monotonic,
         kind: type[BufferedClient] = BufferedClient,
+        fast_paths: bool | None = None,
     ) -> None:
         self.generation = 0
         self.connected = False
@@ -68,8 +85,21 @@ class DrivenConnection:
         self._monotonic = monotonic
         self._next_attempt: float | None = None  # when to (re)connect; None: not now
         self._delay = RECONNECT_MIN_DELAY
-        self.client: BufferedClient = new_buffered_client(endpoint, client_id,
-                                                          manual_ack=manual_ack, kind=kind)
+        #: Whether the fast paths are used (see `att_jm.mqtt.fast_paths`).
+        self.fast_paths = use_fast_paths(fast_paths, client_id=client_id)
+        self.client: Client
+        #: Whether received bytes wait where `select()` cannot see them.
+        self._buffered: Callable[[], bool]
+        if self.fast_paths:
+            buffered = new_buffered_client(endpoint, client_id, manual_ack=manual_ack, kind=kind)
+            self.client, self._buffered = buffered, buffered.buffered
+        else:
+            self.client = new_client(endpoint, client_id, manual_ack=manual_ack)
+            self._buffered = self._tls_pending
+        #: Until then (time.monotonic), after our DISCONNECT, the socket is drained before it
+        #: is closed (see `_drain_before_close`); None: closed at once.
+        self._drain_until: float | None = None
+        self.client.on_socket_close = self._drain_before_close
         self.client.connect_timeout = CONNECT_TIMEOUT_SECONDS
         # No in-flight cap: paho rescans its whole outgoing queue on every PUBACK while one is
         # set (a quarter of the writer's CPU in a burst); the broker and loopback keep up.
@@ -97,11 +127,24 @@ class DrivenConnection:
     def _close(self, deadline: float) -> None:
         """Send DISCONNECT and write everything queued before it out, then read until the
         broker closes the connection (a clean close: no Last Will), until `deadline`."""
-        self.client.drain_until = deadline
+        self._drain_until = deadline
         self.client.disconnect()
         while self.client.socket() is not None and self._monotonic() < deadline:
             self._serve(0.05, ())
         self.connected = False
+        self._drain_until = None
+
+    def _drain_before_close(self, client: Client, userdata: Any, sock: SocketLike) -> None:
+        """paho's `on_socket_close` (documented; both modes): after our DISCONNECT, read until
+        the broker closes its side (or `_drain_until`). Closing a socket with unread bytes
+        makes the kernel reset the connection, and mosquitto then treats a clean DISCONNECT as
+        a lost client ("disconnected due to out of memory") and publishes the Last Will:
+        about one clean stop in ten right after activity left the retained status `offline,
+        lost`. Other closes (a lost connection) are not drained."""
+        deadline = self._drain_until
+        if deadline is not None and isinstance(sock, socket.socket):
+            self._drain_until = None
+            drain(sock, deadline)
 
     @contextlib.contextmanager
     def corked(self) -> Iterator[None]:
@@ -144,7 +187,7 @@ class DrivenConnection:
             readers.append(sock)
             if client.want_write():
                 writers.append(sock)
-            if client.buffered():
+            if self._buffered():
                 timeout = 0.0
         wait = max(0.0, min(timeout, HOUSEKEEPING_SECONDS))
         try:
@@ -152,7 +195,7 @@ class DrivenConnection:
         except (OSError, ValueError):  # the socket broke under us: reading tells paho
             readable, writable = ([] if sock is None else [sock]), []
         if sock is not None and client.socket() is sock:
-            if sock in readable or client.buffered():
+            if sock in readable or self._buffered():
                 self._read()
             if client.socket() is not None and (sock in writable or client.want_write()):
                 client.loop_write()
@@ -161,11 +204,26 @@ class DrivenConnection:
         return {fd for fd in wake_fds if fd in readable}
 
     def _read(self) -> None:
-        """Read and handle every packet that has arrived (64 KiB per recv)."""
+        """Read and handle every packet that has arrived (64 KiB per recv with the fast paths;
+        paho's `loop_read` reads up to one packet a call without them)."""
         client = self.client
-        while client.socket() is not None:
-            if client.loop_read() != MQTTErrorCode.MQTT_ERR_SUCCESS or not client.buffered():
+        if self.fast_paths:
+            buffered = self._buffered
+            while client.socket() is not None:
+                if client.loop_read() != MQTTErrorCode.MQTT_ERR_SUCCESS or not buffered():
+                    return
+            return
+        for _ in range(DOCUMENTED_PACKETS_PER_READ):
+            if client.loop_read() != MQTTErrorCode.MQTT_ERR_SUCCESS:
                 return
+            sock = client.socket()
+            if sock is None or not (self._tls_pending() or _readable_now(sock)):
+                return
+
+    def _tls_pending(self) -> bool:
+        """Whether TLS holds decrypted bytes not yet read (`select()` cannot see them)."""
+        sock = self.client.socket()
+        return isinstance(sock, ssl.SSLSocket) and sock.pending() > 0
 
     def _reconnect(self, now: float) -> None:
         try:
@@ -203,3 +261,12 @@ class DrivenConnection:
             log.warning("mqtt.disconnected", reason=str(reason))
         else:  # our own DISCONNECT at a stop (or a pause)
             log.info("mqtt.disconnected", reason=str(reason))
+
+
+def _readable_now(sock: SocketLike) -> bool:
+    """Whether `sock` has bytes to read right now."""
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+    except (OSError, ValueError):  # closed meanwhile: the next read tells paho
+        return False
+    return bool(readable)

@@ -9,17 +9,25 @@ Size of its CONNACK, and paho would send the same packet again after the reconne
 ever. `payload_room(topic)` is the largest payload the broker takes on `topic`; the caller
 keeps to it, and at a CONNACK (in its `on_connect`, before paho sends the un-acked
 publishes again) asks `oversized()` for the queued ones over a smaller limit and
-`forget`s them.
+`forget`s them. Those two read and trim paho's outgoing queue (its private `_out_messages`,
+under `_out_message_mutex`) in both modes: paho has no documented way to drop a queued
+publish (see `att_jm.mqtt.fast_paths`; tests/integration/test_mqtt_paho_internals.py checks
+them by behaviour).
+
+With the fast paths (`fast_paths`) plain PUBACKs are handled by `PublishingClient` and the
+publish properties are packed once; without them paho handles every PUBACK itself.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, MutableMapping, Sequence
+from contextlib import AbstractContextManager
 from typing import Any, Final
 
 import structlog
-from paho.mqtt.client import Client, ConnectFlags
+from paho.mqtt import __version__ as paho_version
+from paho.mqtt.client import Client, ConnectFlags, MQTTMessage
 from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
@@ -51,14 +59,18 @@ class PublishConnection(DrivenConnection):
         self, endpoint: MqttEndpoint, *, client_id: str, on_acked: Callable[[int, bool], None],
         on_connect: Callable[[], None] | None = None,
         monotonic: Callable[[], float] = time.monotonic,
+        fast_paths: bool | None = None,
     ) -> None:
+        """`fast_paths`: use them (True), paho's documented paths only (False), or as
+        ATT_JM_MQTT_FAST_PATHS says (None; true when unset)."""
         super().__init__(endpoint, client_id=client_id, manual_ack=False, monotonic=monotonic,
-                         kind=PublishingClient)
-        self._json = json_publish_properties(packed=True)
+                         kind=PublishingClient, fast_paths=fast_paths)
+        self._json = json_publish_properties(packed=self.fast_paths)
         packed: bytes = self._json.pack()  # type: ignore[no-untyped-call]  # paho leaves it unannotated
         self._overhead = _PUBLISH_OVERHEAD + len(packed)
         self._on_acked = on_acked
         self._connected_hook = on_connect
+        self._queue_lost = False  # paho's queue was not found (logged once)
         self.client.on_publish = self._on_publish
 
     def start(self) -> None:
@@ -95,21 +107,42 @@ class PublishConnection(DrivenConnection):
 
     def oversized(self) -> list[int]:
         """The message ids of the publishes paho keeps (to send, or to send again) whose
-        packet is over the broker's limit, in publish order."""
+        packet is over the broker's limit, in publish order (none when paho's queue cannot
+        be read: see `_queue`)."""
         limit = self.max_packet_size or MAX_MQTT_PACKET
-        client = self.client
-        with client._out_message_mutex:  # paho's queue (module docstring)
-            return [mid for mid, message in client._out_messages.items()
+        found = self._queue()
+        if found is None:
+            return []
+        mutex, queue = found
+        with mutex:
+            return [mid for mid, message in queue.items()
                     if len(message.payload) + len(message.topic.encode()) + self._overhead
                     > limit]
 
     def forget(self, mids: Iterable[int]) -> None:
         """Drop these publishes from paho's queue: they are never sent (again). Only from
         `on_connect` (or while disconnected): none of them is then in flight."""
-        client = self.client
-        with client._out_message_mutex:  # paho's queue (module docstring)
+        found = self._queue()
+        if found is None:
+            return
+        mutex, queue = found
+        with mutex:
             for mid in mids:
-                client._out_messages.pop(mid, None)
+                queue.pop(mid, None)
+
+    def _queue(self) -> tuple[AbstractContextManager[Any], MutableMapping[int, MQTTMessage]] | None:
+        """paho's outgoing queue (mid -> message) and its lock (module docstring); None, with
+        an error in the log once, on a paho that has them no more: then a publish over a
+        broker's smaller limit is sent again after each reconnect, as with paho alone."""
+        queue = getattr(self.client, "_out_messages", None)
+        mutex = getattr(self.client, "_out_message_mutex", None)
+        if isinstance(queue, MutableMapping) and isinstance(mutex, AbstractContextManager):
+            return mutex, queue
+        if not self._queue_lost:
+            self._queue_lost = True
+            log.error("mqtt.queue_unreadable", paho=paho_version,
+                      effect="oversized publishes cannot be dropped")
+        return None
 
     def _connected(self, client: Client, flags: ConnectFlags) -> None:
         log.info("mqtt.connected", generation=self.generation,
