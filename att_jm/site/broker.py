@@ -4,7 +4,9 @@ client-id plugin it loads.
 The shipped file holds the behaviour (persistence, autosave, queues, the in-flight window,
 expiry, TCP_NODELAY); this module adds the place (listeners, directories, log) and the
 security: no anonymous clients, the password file and ACL made from `var/users.json`, the
-client-id plugin, and a TLS listener. `./run.sh` and the tests' brokers use the same text.
+client-id plugin, a TLS listener, and a WebSocket listener for the browser console
+(`ws_port`: the same host, the same users, ACL and client-id rule as the TCP listener, since
+`per_listener_settings` is false). `./run.sh` and the tests' brokers use the same text.
 """
 
 from __future__ import annotations
@@ -18,6 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
+#: The WebSocket listener's port when a caller gives none (`att-jm setup`, which `./run.sh`
+#: runs with it set): unset or empty, the site's broker has no WebSocket listener.
+WS_PORT_VARIABLE: Final = "ATT_JM_BROKER_WS_PORT"
 SHIPPED_CONF: Final = Path(__file__).resolve().parents[2] / "mosquitto.conf"
 PLUGIN_SOURCE: Final = Path(__file__).resolve().parent / "clientid.c"
 PLUGIN_HEADER: Final = Path("/usr/include/mosquitto_broker.h")
@@ -49,6 +54,16 @@ def shipped_settings(conf: Path = SHIPPED_CONF) -> list[str]:
     return lines
 
 
+def ws_port_from_environment() -> int | None:
+    """The WebSocket listener's port from ATT_JM_BROKER_WS_PORT (None when unset or empty)."""
+    text = os.environ.get(WS_PORT_VARIABLE, "").strip()
+    if not text:
+        return None
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise BrokerSetupError(f"{WS_PORT_VARIABLE} must be a port (1-65535), not {text!r}")
+    return int(text)
+
+
 @dataclass(frozen=True)
 class BrokerConfig:
     """Where and how the site's broker listens and keeps its files."""
@@ -64,6 +79,8 @@ class BrokerConfig:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     run_as: str | None = None  # `user` line; None: the invoking user (root: see `broker_user`)
+    #: MQTT over WebSockets (the browser console), on `host` like the TCP listener.
+    ws_port: int | None = field(default_factory=ws_port_from_environment)
     extra: tuple[str, ...] = field(default=())
 
     @property
@@ -100,8 +117,17 @@ class BrokerConfig:
                 f"cafile {self.tls_ca}", f"certfile {self.tls_cert}", f"keyfile {self.tls_key}",
                 "tls_version tlsv1.2",
             ]
+        if self.ws_port is not None:
+            lines += websocket_listener(self.ws_port, self.host)
         lines += self.extra
         return "\n".join(lines) + "\n"
+
+
+def websocket_listener(port: int, host: str = "127.0.0.1") -> list[str]:
+    """The lines of a WebSocket listener (IPv4 only: without `socket_domain` mosquitto binds
+    every address family). No `http_dir`: the broker serves no files (the console's own
+    server does, with a Content-Security-Policy and a Content-Type mosquitto does not send)."""
+    return [f"listener {port} {host}", "protocol websockets", "socket_domain ipv4"]
 
 
 def broker_user(directory: Path) -> str | None:

@@ -4,8 +4,12 @@ att-jm.toml) and mosquitto runs from `var/broker/mosquitto.conf` unchanged."""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+from att_jm.site.broker import WS_PORT_VARIABLE
 from att_jm.site.local import (
     SetupResult,
     Site,
@@ -17,23 +21,54 @@ from att_jm.site.local import (
 from helpers.broker import Broker, free_port
 
 
-class SecureSite:
-    """`var/` under `directory`, on free loopback ports, and its broker (not started)."""
+@contextmanager
+def _ws_port_variable(port: int | None) -> Iterator[None]:
+    """ATT_JM_BROKER_WS_PORT as `./run.sh` sets it for `att-jm setup` (unset for None), and
+    as it was afterwards."""
+    before = os.environ.pop(WS_PORT_VARIABLE, None)
+    if port is not None:
+        os.environ[WS_PORT_VARIABLE] = str(port)
+    try:
+        yield
+    finally:
+        os.environ.pop(WS_PORT_VARIABLE, None)
+        if before is not None:
+            os.environ[WS_PORT_VARIABLE] = before
 
-    def __init__(self, directory: Path, scripts: Path) -> None:
+
+class SecureSite:
+    """`var/` under `directory`, on free loopback ports, and its broker (not started).
+
+    `websocket=True`: the broker also has the browser console's WebSocket listener, on
+    `ws_port` (made as `./run.sh` has `att-jm setup` make it)."""
+
+    def __init__(self, directory: Path, scripts: Path, *, websocket: bool = False) -> None:
         self.directory = directory
         self.port = free_port()
         self.tls_port = free_port()
         while self.tls_port == self.port:
             self.tls_port = free_port()
-        self.result: SetupResult = setup(
-            directory / "var", port=self.port, tls_port=self.tls_port, scripts=scripts,
-            store=directory / "store" / "att-jm.db",
-        )
+        self.ws_port: int | None = None
+        if websocket:
+            self.ws_port = free_port()
+            while self.ws_port in (self.port, self.tls_port):
+                self.ws_port = free_port()
+        with _ws_port_variable(self.ws_port):
+            self.result: SetupResult = setup(
+                directory / "var", port=self.port, tls_port=self.tls_port, scripts=scripts,
+                store=directory / "store" / "att-jm.db",
+            )
         self.site: Site = self.result.site
         self.broker = Broker(directory / "broker-run", port=self.port,
                              config=self.site.broker_conf,
                              log_path=self.site.broker / "mosquitto.log")
+
+    @property
+    def ws_url(self) -> str:
+        """The WebSocket listener's URL (a site made with `websocket=True`)."""
+        if self.ws_port is None:
+            raise ValueError("this site's broker has no WebSocket listener")
+        return f"ws://127.0.0.1:{self.ws_port}"
 
     @property
     def config(self) -> Path:

@@ -1,0 +1,144 @@
+"""The browser console for end-to-end tests: its built files, its real server
+(`python -m att_jm.console`) and Debian's Chromium driven by Playwright for Python.
+
+Chromium is Debian's (`/usr/bin/chromium`, `apt-get install chromium`): Playwright's own
+browser download cannot work here. Without Chromium, Playwright or the console's build the
+tests are skipped, except under CI=true where that is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
+
+import pytest
+
+from helpers.broker import REPO_ROOT, free_port
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser
+
+CONSOLE_DIR = REPO_ROOT / "console"
+DIST = CONSOLE_DIR / "dist"
+CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "/usr/bin/chromium-browser")
+#: As the machine's probe starts it: a closed network refuses Chromium's background traffic.
+CHROMIUM_ARGS = (
+    "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
+)
+#: Where each run's screenshots go (an artifact of the run, ignored by git).
+ARTIFACTS = REPO_ROOT / "var" / "test-artifacts" / "console"
+
+
+def missing(message: str) -> NoReturn:
+    """A missing tool: a failure under CI=true, a skip elsewhere."""
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def find_chromium() -> str | None:
+    for candidate in CHROMIUM_CANDIDATES:
+        if os.access(candidate, os.X_OK):
+            return candidate
+    return shutil.which("chromium")
+
+
+def require_chromium() -> str:
+    binary = find_chromium()
+    if binary is None:
+        missing("Debian's chromium is not installed (./test.sh installs it: apt-get install chromium)")
+    return binary
+
+
+def require_console_build() -> Path:
+    """console/dist, built from the sources when they are newer and npm's packages are there."""
+    sources = [*CONSOLE_DIR.joinpath("src").iterdir(), CONSOLE_DIR / "build.mjs",
+               CONSOLE_DIR / "package-lock.json"]
+    index = DIST / "index.html"
+    newest = max(path.stat().st_mtime for path in sources)
+    if index.exists() and index.stat().st_mtime >= newest:
+        return DIST
+    if not (CONSOLE_DIR / "node_modules" / "mqtt").is_dir() or shutil.which("npm") is None:
+        missing("the console is not built and cannot be: ./test.sh runs `npm ci` and "
+                "`npm run build` in console/ (Node.js and npm from apt)")
+    done = subprocess.run(["npm", "run", "build"], cwd=CONSOLE_DIR, capture_output=True,
+                          text=True, check=False, timeout=120)
+    if done.returncode != 0:
+        pytest.fail(f"npm run build failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
+    return DIST
+
+
+@contextmanager
+def chromium() -> Iterator[Browser]:
+    """Debian's Chromium, headless, driven by Playwright (one per caller)."""
+    binary = require_chromium()
+    try:
+        from playwright.sync_api import sync_playwright  # noqa: PLC0415 -- a test-only extra
+    except ImportError:
+        missing("Playwright for Python is not installed (pip install -e '.[test]')")
+    with sync_playwright() as driver:
+        browser = driver.chromium.launch(executable_path=binary, headless=True,
+                                         args=list(CHROMIUM_ARGS))
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+class ConsoleServer:
+    """The console's real server, `python -m att_jm.console`, as ./run.sh starts it."""
+
+    def __init__(self, ws_url: str, log_path: Path, *, prefix: str = "att") -> None:
+        self.port = free_port()
+        self.ws_url = ws_url
+        self.prefix = prefix
+        self.log_path = log_path
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+    def start(self, timeout: float = 15.0) -> ConsoleServer:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ATT_JM_")}
+        with self.log_path.open("ab") as log:
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", "att_jm.console", "--port", str(self.port),
+                 "--broker-ws", self.ws_url, "--topic-prefix", self.prefix,
+                 "--root", str(DIST), "--log-format", "json"],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
+            )
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with urllib.request.urlopen(self.url + "config.json", timeout=1) as answer:
+                    if answer.status == 200:
+                        return self
+            except (urllib.error.URLError, OSError):
+                pass
+            if self._process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise AssertionError(f"the console server did not start: "
+                                     f"{self.log_path.read_text(errors='replace')[-2000:]}")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        process = self._process
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
