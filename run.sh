@@ -12,7 +12,13 @@
 #      never a foreign one: on ATT_JM_BROKER_PORT when set (an error if it is taken), else on
 #      1883 when free, else on a free port it announces; TLS on ATT_JM_BROKER_TLS_PORT / 8883 /
 #      a free one; anonymous clients refused;
-#   4. `att-jm serve --config var/att-jm.toml "$@"`.
+#   4. the browser console (docs/console.md): built from console/ (Node.js and npm from apt
+#      when missing; `npm ci` pinned by its package-lock.json, `npm run build`), the broker's
+#      WebSocket listener on ATT_JM_BROKER_WS_PORT / 9001 / a free port, and its server
+#      (`python -m att_jm.console`) on ATT_JM_CONSOLE_PORT / 8090 / a free port, all on
+#      127.0.0.1; its address and the operator's credentials are printed
+#      (ATT_JM_CONSOLE=off: none of this);
+#   5. `att-jm serve --config var/att-jm.toml "$@"`.
 # With --mqtt-url (or ATT_JM_MQTT_URL) the service uses that broker instead and none is
 # started: the README's "Your own broker" says what that broker needs.
 # Stop it with Ctrl-C or SIGTERM: the service stops cleanly, then the broker it started.
@@ -62,6 +68,8 @@ ensure_venv
 ensure_package
 ensure_mosquitto
 ensure_build_tools
+console_on() { [ "${ATT_JM_CONSOLE:-on}" != "off" ]; }
+if console_on; then ensure_console; fi
 mkdir -p "$VAR"
 
 if [ -n "$(given_url "$@")" ]; then
@@ -75,10 +83,22 @@ TLS_PORT=$(choose_port "${ATT_JM_BROKER_TLS_PORT:-}" 8883 "MQTT over TLS")
 if [ "$PORT" != "${ATT_JM_BROKER_PORT:-1883}" ]; then
   say "*** 127.0.0.1:1883 is taken by another program: this site's broker listens on port $PORT ***"
 fi
-"$VENV/bin/att-jm" setup --var "$VAR" --port "$PORT" --tls-port "$TLS_PORT" \
-  --scripts "$ROOT/scripts"
+WS_PORT="" CONSOLE_PORT=""
+if console_on; then
+  WS_PORT=$(choose_port "${ATT_JM_BROKER_WS_PORT:-}" 9001 "MQTT over WebSockets")
+  CONSOLE_PORT=$(choose_port "${ATT_JM_CONSOLE_PORT:-}" 8090 "console")
+fi
+# `att-jm setup` writes the broker's WebSocket listener on ATT_JM_BROKER_WS_PORT (none if empty).
+ATT_JM_BROKER_WS_PORT=$WS_PORT "$VENV/bin/att-jm" setup --var "$VAR" --port "$PORT" \
+  --tls-port "$TLS_PORT" --scripts "$ROOT/scripts"
 
-MOSQUITTO_PID=""
+MOSQUITTO_PID="" CONSOLE_PID=""
+stop_console() {
+  if [ -n "$CONSOLE_PID" ] && kill -0 "$CONSOLE_PID" 2>/dev/null; then
+    kill -TERM "$CONSOLE_PID" 2>/dev/null || true
+    wait "$CONSOLE_PID" 2>/dev/null || true
+  fi
+}
 stop_broker() {
   if [ -n "$MOSQUITTO_PID" ] && kill -0 "$MOSQUITTO_PID" 2>/dev/null; then
     say "stopping the broker (pid $MOSQUITTO_PID)"
@@ -90,7 +110,7 @@ log=$VAR/broker/mosquitto.log
 say "starting mosquitto on 127.0.0.1:$PORT and TLS :$TLS_PORT (config $VAR/broker/mosquitto.conf, log $log)"
 "$(find_mosquitto)" -c "$VAR/broker/mosquitto.conf" </dev/null >>"$VAR/broker/mosquitto.out" 2>&1 &
 MOSQUITTO_PID=$!
-trap stop_broker EXIT
+trap 'stop_console; stop_broker' EXIT
 tries=0
 until listening "$PORT"; do
   if ! kill -0 "$MOSQUITTO_PID" 2>/dev/null; then
@@ -112,6 +132,26 @@ run.sh: the Job Manager is starting. In a second terminal, from $ROOT (the READM
       -t "att/channel-manager/notifications/\$1" -m "\$2"; }
   notify channel-up '{"id": "n-1", "channel": "BBC One"}'
 EOF
+
+if console_on; then
+  "$VENV/bin/python" -m att_jm.console --port "$CONSOLE_PORT" \
+    --broker-ws "ws://127.0.0.1:$WS_PORT" --topic-prefix att </dev/null \
+    >>"$VAR/console.log" 2>&1 &
+  CONSOLE_PID=$!
+  tries=0
+  until listening "$CONSOLE_PORT"; do
+    kill -0 "$CONSOLE_PID" 2>/dev/null || die "the console's server exited at start (log: $VAR/console.log)"
+    tries=$((tries + 1))
+    [ "$tries" -lt 200 ] || die "the console did not listen on 127.0.0.1:$CONSOLE_PORT within 10 s"
+    sleep 0.05
+  done
+  cat >&2 <<EOF
+run.sh: the console (docs/console.md): open http://127.0.0.1:$CONSOLE_PORT/ and log in as
+  user operator, password $(cat "$VAR/secrets/operator.password")
+  (read-only: user auditor, password in var/secrets/auditor.password); the page talks MQTT
+  over WebSockets to ws://127.0.0.1:$WS_PORT with those credentials (log: var/console.log)
+EOF
+fi
 
 # The service runs as a child so the broker can be stopped after it: SIGINT/SIGTERM are
 # passed on as SIGTERM (a clean stop), and run.sh exits with the service's exit code.

@@ -6,7 +6,10 @@
 #   2. mosquitto, its plugin headers, a C compiler and openssl (apt, needs root or sudo) when
 #      missing (the secure site of `att-jm setup` needs them); the tests start their own
 #      brokers on free loopback ports and never use a broker already running on 1883;
-#   3. runs `ruff check .`, `mypy` (strict, files from pyproject.toml) and `pytest -q "$@"`.
+#   3. the browser console's tests: Node.js and npm (apt) to build console/ (`npm ci`, pinned by
+#      its package-lock.json, then `npm run build`), and Debian's chromium (apt), which
+#      Playwright for Python (the test extra) drives;
+#   4. runs `ruff check .`, `mypy` (strict, files from pyproject.toml) and `pytest -q "$@"`.
 # Exit status: 0 only when all three pass. CI=true turns skips for missing tools into failures.
 set -euo pipefail
 
@@ -23,6 +26,8 @@ ensure_venv
 ensure_package test
 ensure_mosquitto
 ensure_build_tools
+ensure_console
+ensure_chromium
 export PATH="$VENV/bin:$PATH"
 
 failed=()

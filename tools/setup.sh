@@ -113,3 +113,61 @@ ensure_build_tools() {
     apt_install "${missing[@]}"
   fi
 }
+
+# --- The browser console (docs/console.md) ---------------------------------------------------
+#   ensure_node                 node and npm (Debian's nodejs and npm from apt when missing)
+#   ensure_console              console/: `npm ci` from package-lock.json when it changed, then
+#                               `npm run build` into console/dist when any input changed
+#   ensure_chromium             Debian's chromium for the browser tests (apt when missing)
+
+ensure_node() {
+  if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then
+    return 0
+  fi
+  say "installing nodejs and npm (apt): the browser console is built with them"
+  apt_install nodejs npm
+  command -v npm >/dev/null 2>&1 || die "npm still not found after apt-get install npm"
+}
+
+# A digest of the files named (missing ones count as empty).
+digest_of() { cat "$@" 2>/dev/null | sha256sum | cut -d' ' -f1; }
+
+ensure_console() {
+  local dir=$ROOT/console want
+  ensure_node
+  want=$(digest_of "$dir/package.json" "$dir/package-lock.json")
+  if [ ! -d "$dir/node_modules/mqtt" ] \
+    || [ "$(cat "$dir/node_modules/.att-jm-lock" 2>/dev/null)" != "$want" ]; then
+    say "installing the console's npm packages (npm ci, pinned by console/package-lock.json)"
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error </dev/null) \
+      || die "npm ci in console/ failed (see above)"
+    echo "$want" >"$dir/node_modules/.att-jm-lock"
+  fi
+  want=$(cd "$dir" && find src build.mjs package-lock.json -type f -print0 | sort -z \
+    | xargs -0 cat | sha256sum | cut -d' ' -f1)
+  if [ ! -f "$dir/dist/index.html" ] || [ "$(cat "$dir/dist/.att-jm-sources" 2>/dev/null)" != "$want" ]; then
+    say "building the console (npm run build: console/dist)"
+    (cd "$dir" && npm run --silent build </dev/null) || die "building the console failed (see above)"
+    echo "$want" >"$dir/dist/.att-jm-sources"
+  fi
+}
+
+# The first of its arguments that is an executable file.
+first_executable() {
+  local candidate
+  for candidate in "$@"; do
+    [ -n "$candidate" ] && [ -x "$candidate" ] && { echo "$candidate"; return 0; }
+  done
+  return 1
+}
+
+find_chromium() {
+  first_executable /usr/bin/chromium /usr/bin/chromium-browser "$(command -v chromium || true)"
+}
+
+ensure_chromium() {
+  find_chromium >/dev/null && return 0
+  say "installing chromium (apt): the browser console's tests drive it"
+  apt_install chromium
+  find_chromium >/dev/null || die "chromium still not found after apt-get install chromium"
+}

@@ -3,7 +3,7 @@
 // ever put in the page as text (textContent, text nodes), never as HTML, and cut to a cap.
 
 /** The most characters of one value put in a table cell; the trace shows up to TEXT_CAP. */
-export const CELL_CAP = 600;
+export const CELL_CAP = 240;
 export const TEXT_CAP = 200_000;
 
 /**
@@ -100,8 +100,8 @@ export function toast(message, kind = 'ok') {
   const item = h('div', { class: `toast ${kind}`, role: kind === 'error' ? 'alert' : 'status',
     'data-testid': `toast-${kind}` }, capped(message, 2000));
   box.append(item);
-  while (box.children.length > 5) box.firstElementChild.remove();
-  setTimeout(() => item.remove(), kind === 'error' ? 15000 : 5000);
+  while (box.children.length > 3) box.firstElementChild.remove();
+  setTimeout(() => item.remove(), kind === 'error' ? 15000 : 4000);
 }
 
 /** Drop every child of `element`. */

@@ -192,6 +192,7 @@ export class DonePage {
   constructor(ctx, table) {
     this.ctx = ctx;
     this.view = table;
+    this.full = new Map(); // `${id}:${attempt}` -> the Feedback read in full ("Show all")
     const failed = table === 'failed';
     this.summary = h('span', { class: 'hint', 'data-testid': `cleanup-summary-${table}` });
     this.table = new Table({
@@ -226,13 +227,20 @@ export class DonePage {
   /** Failed Jobs shows Feedback in full: the view cuts a cell at 1,024 characters, so a cut
    * one gets a button that reads the row in full (views.get with its id). */
   fullFeedback(row) {
-    const text = shown(row.feedback);
-    const box = h('div', { class: 'feedback-full' }, capped(text, 4000));
-    if (text.includes(CUT_MARK)) {
+    const key = `${row.id}:${row.attempt}`;
+    const text = this.full.get(key) ?? shown(row.feedback);
+    const box = h('div', { class: 'feedback-full' }, capped(text, 200_000));
+    if (!this.full.has(key) && text.includes(CUT_MARK)) {
       box.append(h('br'), busyButton('Show all', async () => {
         const reply = await this.ctx.session.command('views.get', { view: this.view, id: row.id });
-        if (reply.ok) box.replaceChildren(capped(shown(reply.result?.feedback), 200_000));
-        else toast(`views.get refused: ${reply.error?.message}`, 'error');
+        if (!reply.ok) {
+          toast(`views.get refused: ${reply.error?.message}`, 'error');
+          return;
+        }
+        const whole = shown(reply.result?.row?.feedback);
+        this.full.set(key, whole);
+        if (this.full.size > 200) this.full.delete(this.full.keys().next().value);
+        box.replaceChildren(capped(whole, 200_000));
       }, { class: 'quiet', 'data-testid': 'feedback-all' }));
     }
     return box;

@@ -38,6 +38,7 @@ export class Table {
     this.fetchAgain = false;
     this.wantAll = false;
     this.note = '';
+    this.limitCap = null; // the most rows one views.get may ask for (the service's row cap)
     this.build();
   }
 
@@ -57,7 +58,7 @@ export class Table {
     this.body = h('tbody');
     this.table = h('table', { class: `grid view-${id}`, 'data-testid': `table-${id}` },
       h('thead', {}, this.head), this.body);
-    this.pageText = h('span', { class: 'page-text', 'data-testid': `page-${id}` });
+    this.pageText = h('span', { class: 'page-text', 'data-testid': `pager-${id}` });
     this.prev = h('button', { type: 'button', class: 'quiet', 'data-testid': `prev-${id}`,
       onclick: () => { this.page -= 1; this.render(); } }, '‹ Previous');
     this.next = h('button', { type: 'button', class: 'quiet', 'data-testid': `next-${id}`,
@@ -108,6 +109,7 @@ export class Table {
     this.position = message.position;
     this.total = Number.isInteger(message.total) ? message.total : rows.length;
     this.retainedCount = rows.length;
+    if (this.total > rows.length && rows.length > 0) this.limitCap ??= rows.length;
     this.held = new Map(rows.map((row, i) => [i, row]));
     this.omitted = message.omitted ?? 0;
     this.render();
@@ -167,7 +169,14 @@ export class Table {
         let first = start;
         while (first < end && this.held.has(first)) first += 1;
         if (first >= end) break;
-        const reply = await this.fetchRows(first, end - first);
+        const wanted = end - first;
+        const limit = Math.max(1, Math.min(wanted, this.limitCap ?? wanted));
+        const reply = await this.fetchRows(first, limit);
+        const cap = /limit must be an integer from 1 to (\d+)/.exec(reply.error?.message ?? '');
+        if (!reply.ok && cap && Number(cap[1]) < limit) {
+          this.limitCap = Number(cap[1]); // views.get takes at most the view's row cap
+          continue;
+        }
         if (!reply.ok) {
           this.note = `Rows ${first + 1}-${end} could not be fetched: ${reply.error?.message ?? 'no reply'}`;
           break;

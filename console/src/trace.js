@@ -206,7 +206,7 @@ export function traceElement(trace, since) {
         h('td', {}, shown(a.attempt ?? '')), h('td', {}, when(a.started?.at) + (a.front ? ' (sent to the front)' : '')),
         h('td', {}, when(a.ended?.at)), h('td', {}, a.ended ? resultText(a.ended.result) + (a.ended.retry_not_before ? `, retry not before ${when(a.ended.retry_not_before)}` : '') : 'running'),
         h('td', {}, duration(a.ended?.duration_seconds)), h('td', {}, shown(a.ended?.exit_code ?? '')),
-        h('td', { class: 'feedback' }, capped(shown(a.ended?.feedback ?? ''), 20_000)))))));
+        h('td', { class: 'feedback' }, capped(shown(a.ended?.feedback ?? ''), 300)))))));
   }
   sections.push(h('h3', {}, `Operator actions (${trace.actions.length})`));
   if (trace.actions.length) {
@@ -237,7 +237,8 @@ export async function openTrace(session, lineage, table, row, jobsView) {
   modal(`Trace of ${capped(id, 80)}`, body, { testid: 'trace-dialog', wide: true });
   let full = row;
   const reply = await session.command('views.get', { view: table, id });
-  if (reply.ok && reply.result && typeof reply.result === 'object') full = reply.result;
+  const found = reply.ok ? reply.result?.row : null; // {view, position, row}
+  if (found && typeof found === 'object') full = found;
   const trace = await composeTrace(lineage, id, full, table, jobsView);
   body.replaceChildren(traceElement(trace, lineage.since));
   if (!reply.ok) {

@@ -25,7 +25,7 @@ import pytest
 from helpers.broker import REPO_ROOT, free_port
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Browser
+    from playwright.sync_api import Browser, Locator, Page
 
 CONSOLE_DIR = REPO_ROOT / "console"
 DIST = CONSOLE_DIR / "dist"
@@ -36,7 +36,8 @@ CHROMIUM_ARGS = (
     "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
 )
 #: Where each run's screenshots go (an artifact of the run, ignored by git).
-ARTIFACTS = REPO_ROOT / "var" / "test-artifacts" / "console"
+ARTIFACTS = Path(os.environ.get("ATT_JM_TEST_ARTIFACTS", REPO_ROOT / "test-artifacts")) / "console"
+VIEWPORT = {"width": 1360, "height": 820}
 
 
 def missing(message: str) -> NoReturn:
@@ -56,7 +57,8 @@ def find_chromium() -> str | None:
 def require_chromium() -> str:
     binary = find_chromium()
     if binary is None:
-        missing("Debian's chromium is not installed (./test.sh installs it: apt-get install chromium)")
+        missing("Debian's chromium is not installed "
+                "(./test.sh installs it: apt-get install chromium)")
     return binary
 
 
@@ -121,7 +123,8 @@ class ConsoleServer:
         deadline = time.monotonic() + timeout
         while True:
             try:
-                with urllib.request.urlopen(self.url + "config.json", timeout=1) as answer:
+                url = self.url + "config.json"  # http://127.0.0.1:PORT/
+                with urllib.request.urlopen(url, timeout=1) as answer:  # noqa: S310
                     if answer.status == 200:
                         return self
             except (urllib.error.URLError, OSError):
@@ -142,3 +145,70 @@ class ConsoleServer:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+class Console:
+    """One page of the console in its own browser context, and what a test does with it.
+    Errors the page logs (a script error, a Content-Security-Policy violation) are kept in
+    `errors`: a test ends by asserting there are none."""
+
+    def __init__(self, browser: Browser, url: str) -> None:
+        self.url = url
+        self.context = browser.new_context(viewport=VIEWPORT)  # type: ignore[arg-type]
+        self.page: Page = self.context.new_page()
+        self.errors: list[str] = []
+        self.page.on("pageerror", lambda error: self.errors.append(f"page error: {error}"))
+        self.page.on("console", lambda message: self.errors.append(
+            f"console {message.type}: {message.text}") if message.type == "error" else None)
+        self.page.goto(url)
+
+    def submit_login(self, user: str, password: str) -> None:
+        self.page.fill("#login-user", user)
+        self.page.fill("#login-password", password)
+        self.page.click("#login-submit")
+
+    def login(self, user: str, password: str) -> Console:
+        """Log in and wait until the pages show (the role probe done)."""
+        self.submit_login(user, password)
+        self.page.wait_for_selector("#app:not([hidden])", timeout=15_000)
+        return self
+
+    def open(self, name: str) -> Locator:
+        """Go to page `name` (jobs, queue, executed, failed) by its tab; the page section."""
+        self.page.click(f"nav.tabs a[data-page={name}]")
+        section = self.page.get_by_test_id(f"page-{name}")
+        section.wait_for()
+        return section
+
+    def test_id(self, test_id: str) -> Locator:
+        return self.page.get_by_test_id(test_id)
+
+    def rows(self, view: str) -> Locator:
+        return self.page.locator(f"[data-testid=table-{view}] tbody tr:not(.empty)")
+
+    def row(self, view: str, text: str) -> Locator:
+        return self.rows(view).filter(has_text=text)
+
+    def act(self, view: str, text: str, action: str, *, confirm: bool = False) -> None:
+        """Click button `action` (its test id) of the row of `view` showing `text`."""
+        self.row(view, text).get_by_test_id(action).click()
+        if confirm:
+            self.test_id("confirm").click()
+
+    def screenshot(self, name: str, *, height: int | None = None) -> Path:
+        """A PNG of the whole page under ARTIFACTS (an artifact of the run), without the
+        passing notices; `height`: a taller window for it (a long dialog)."""
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        path = ARTIFACTS / f"{name}.png"
+        self.page.evaluate("document.getElementById('toasts').replaceChildren()")
+        if height is not None:
+            self.page.set_viewport_size({"width": VIEWPORT["width"], "height": height})
+        try:
+            self.page.screenshot(path=str(path), full_page=True)
+        finally:
+            if height is not None:
+                self.page.set_viewport_size(VIEWPORT)  # type: ignore[arg-type]
+        return path
+
+    def close(self) -> None:
+        self.context.close()
