@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any, Final
 from urllib.parse import SplitResult, unquote, urlsplit
 
+from att_jm.errors import AttJmError
+
 ENV_PREFIX: Final = "ATT_JM_"
 CONFIG_ENV: Final = "ATT_JM_CONFIG"
 DEFAULT_PORTS: Final = {"mqtt": 1883, "mqtts": 8883}
@@ -41,7 +43,7 @@ RANGES: Final[dict[str, tuple[float, float]]] = {
 }
 
 
-class ConfigError(Exception):
+class ConfigError(AttJmError):
     """A setting is missing, malformed or out of range; the message says which and why."""
 
 
@@ -134,6 +136,9 @@ class Settings:
     script_user: str = "att-jm-script"  # who scripts run as when the service runs as root
     command_rate: float = 50.0  # commands per second per actor, steady
     command_burst: int = 200  # commands an actor may send at once above the steady rate
+    #: false: paho's documented paths only (slower, for a paho release that breaks the fast
+    #: paths; see att_jm/mqtt/fast_paths.py, which also refuses them by itself when it must)
+    mqtt_fast_paths: bool = True
 
     def __post_init__(self) -> None:
         for name in SETTING_NAMES:
@@ -243,6 +248,11 @@ def _check_number(name: str, value: Any) -> None:
         raise ConfigError(f"{name} must be a number from {low:g} to {high:g}, not {value!r}")
 
 
+def _check_bool(name: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{name} must be true or false, not {value!r}")
+
+
 _VALIDATORS: Final[dict[str, Callable[[str, Any], None]]] = {
     "mqtt_url": _check_url,
     "store": _check_text,
@@ -268,6 +278,7 @@ _VALIDATORS: Final[dict[str, Callable[[str, Any], None]]] = {
     "script_user": _check_text,
     "command_rate": _check_number,
     "command_burst": _check_int,
+    "mqtt_fast_paths": _check_bool,
 }
 
 
@@ -277,6 +288,9 @@ _INTS: Final = frozenset({"max_payload_bytes", "view_rows", "view_max_bytes",
                           "session_expiry_seconds", "seal_every_events", "max_batch",
                           "command_burst"})
 _FLOATS: Final = frozenset({"seal_every_seconds", "command_rate"})
+_BOOLS: Final = frozenset({"mqtt_fast_paths"})
+TRUE_WORDS: Final = frozenset({"1", "true", "yes", "on"})
+FALSE_WORDS: Final = frozenset({"0", "false", "no", "off"})
 _OPTIONAL: Final = frozenset({"log_format", "views_db", "mqtt_username", "mqtt_password_file",
                               "secrets_dir", "tls_ca_file", "tls_cert_file", "tls_key_file",
                               "users_file"})
@@ -297,6 +311,12 @@ def convert_text(name: str, text: str) -> object:
             raise ConfigError(f"{name} must be a number, not {text!r}") from None
     if name == "log_format":
         return None if value.lower() == "auto" else value.lower()
+    if name in _BOOLS:
+        word = value.lower()
+        if word in TRUE_WORDS or word in FALSE_WORDS:
+            return word in TRUE_WORDS
+        raise ConfigError(f"{name} must be true or false (also 1/0, yes/no, on/off), "
+                          f"not {text!r}")
     return text
 
 

@@ -7,7 +7,6 @@ import ctypes
 import os
 import pathlib
 import pwd
-import selectors
 import shutil
 import signal
 import stat
@@ -20,8 +19,12 @@ from dataclasses import dataclass
 import orjson
 import structlog
 
-SUCCEEDED = 3
-FAILED = 2
+from att_jm.domain.runs import Outcome, Run
+from att_jm.errors import AttJmError
+from att_jm.vocabulary import Result
+
+SUCCEEDED = Result.SUCCEEDED
+FAILED = Result.FAILED
 
 #: PATH given to scripts: fixed, so nothing about the service's own environment leaks to them.
 SCRIPT_PATH = "/usr/local/bin:/usr/bin:/bin"
@@ -48,7 +51,7 @@ _TICK_NS = 1_000_000_000 // os.sysconf("SC_CLK_TCK")
 _MAX_PROBLEMS = 20
 
 
-class ScriptRefused(Exception):
+class ScriptRefused(AttJmError):
     """The script name does not name an executable regular file inside the scripts directory."""
 
 
@@ -77,37 +80,10 @@ def resolve_script(scripts_dir: str | os.PathLike[str], name: str) -> pathlib.Pa
 
 
 @dataclass(frozen=True)
-class RunRequest:
-    """One execution to run: which script, with which Command, for how long at most."""
-
-    execution_id: str
-    job: str
-    trigger: str
-    attempt: int
-    script: str
-    command: str
-    timeout_seconds: float
-
-
-@dataclass(frozen=True)
-class RunOutcome:
-    """What one execution did; `result` is 3 (Succeeded) or 2 (Failed)."""
-
-    result: int
-    feedback: str | None
-    exit_code: int | None
-    timed_out: bool
-    started_monotonic: float
-    duration_seconds: float
-    stdout_tail: str
-    stderr_tail: str
-
-
-@dataclass(frozen=True)
 class Verdict:
     """Result and Feedback, as decided by a Result line or by the exit code."""
 
-    result: int
+    result: Result
     feedback: str | None
 
 
@@ -168,7 +144,7 @@ def verdict_from_result(document: dict[str, object]) -> Verdict:
     feedback = document.get("feedback")
     if feedback is not None and not isinstance(feedback, str):
         feedback = str(feedback)
-    return Verdict(result, feedback)
+    return Verdict(Result(result), feedback)
 
 
 def parse_result_line(line: bytes) -> Verdict | None:
@@ -270,7 +246,7 @@ class ResultLineTracker:
             end = start
 
 
-def script_environment(scripts_dir: pathlib.Path, request: RunRequest) -> dict[str, str]:
+def script_environment(scripts_dir: pathlib.Path, request: Run) -> dict[str, str]:
     """The whole environment of a script: fixed PATH, LANG and HOME plus the ATT_JM_* variables."""
     return {
         "PATH": SCRIPT_PATH,
@@ -287,7 +263,7 @@ def script_environment(scripts_dir: pathlib.Path, request: RunRequest) -> dict[s
 # Who scripts run as ----------------------------------------------------------------------
 
 
-class ScriptUserError(Exception):
+class ScriptUserError(AttJmError):
     """The script user does not exist and cannot be created."""
 
 
@@ -698,8 +674,8 @@ class _Supervisor:
     """Pumps one started script's pipes until it is over, enforcing its timeout.
 
     Event-driven: `fds()` are the descriptors to wait on and `wait_seconds()` how long at
-    most; `step(ready)` handles those that became readable and the deadlines. `supervise()`
-    runs that loop itself; a caller with a loop of its own (the writer) drives it instead.
+    most; `step(ready)` handles those that became readable and the deadlines: the caller's
+    loop (the writer's) drives it.
     """
 
     def __init__(
@@ -722,21 +698,6 @@ class _Supervisor:
                 os.set_blocking(pipe.fileno(), False)
                 self._tails[pipe.fileno()] = tail
         self._closed = False
-
-    def supervise(self) -> None:
-        """Return once the script exited and its pipes closed (or leftovers had their moment)."""
-        with selectors.DefaultSelector() as selector:
-            watched: set[int] = set()
-            while not self.over():
-                fds = set(self.fds())
-                for fd in watched - fds:
-                    selector.unregister(fd)
-                for fd in fds - watched:
-                    selector.register(fd, selectors.EVENT_READ)
-                watched = fds
-                ready = {key.fd for key, _ in selector.select(self.wait_seconds())}
-                self.step(ready)
-        self.close()
 
     def fds(self) -> list[int]:
         """The open pipes and, where the kernel offers one, a pidfd telling the script exited."""
@@ -813,7 +774,7 @@ class _Supervisor:
             self._kill_at = None
 
 
-class Running:
+class RunningScript:
     """A started script followed by its caller's loop, without a thread: wait until one of
     `fds()` is readable, for at most `wait_seconds()`, then call `step(ready)`; it returns
     the outcome once the script is over (and its group killed and reaped)."""
@@ -836,14 +797,14 @@ class Running:
     def wait_seconds(self) -> float | None:
         return self._supervisor.wait_seconds()
 
-    def step(self, ready: Collection[int]) -> RunOutcome | None:
+    def step(self, ready: Collection[int]) -> Outcome | None:
         supervisor = self._supervisor
         supervisor.step(ready)
         if not supervisor.over():
             return None
         return self.finish()
 
-    def finish(self) -> RunOutcome:
+    def finish(self) -> Outcome:
         """End it now (its group killed), whatever it was doing; the outcome."""
         self._supervisor.close()
         exit_code = self._runner.finish(self._script)
@@ -853,16 +814,16 @@ class Running:
 
 @dataclass(frozen=True)
 class StartedScript:
-    """A script `ScriptRunner.begin` started, for `ScriptRunner.complete`."""
+    """A script `ScriptRunner.begin` started, for `ScriptRunner.watch`."""
 
-    request: RunRequest
+    request: Run
     proc: subprocess.Popen[bytes]
     started: float  # time.monotonic() before it was started
     since: int  # boot_ticks() before it was started: its descendants started since
 
 
-def _not_started(feedback: str, started: float) -> RunOutcome:
-    return RunOutcome(FAILED, feedback, None, False, started, time.monotonic() - started, "", "")
+def _not_started(feedback: str, started: float) -> Outcome:
+    return Outcome.failed(feedback, time.monotonic() - started)
 
 
 class ScriptRunner:
@@ -910,22 +871,9 @@ class ScriptRunner:
                 log.info("runner.run_as_ignored", run_as=run_as, uid=os.geteuid(),
                          reason="the service is not root: scripts run as its own user")
 
-    def run(
-        self, request: RunRequest, on_started: Callable[[int], None] | None = None
-    ) -> RunOutcome:
-        """Run one script to its end; script problems come back as Failed outcomes, never raised."""
-        begun = self.begin(request)
-        if isinstance(begun, RunOutcome):
-            return begun
-        return self.complete(begun, on_started)
-
-    def begin(self, request: RunRequest) -> StartedScript | RunOutcome:
-        """Start the script (the first half of `run`); a Failed outcome if it cannot start.
-
-        Split from `complete` so that the caller can start the script at once on its own
-        thread (the writer, right after the Started event is stored) and leave the waiting
-        to another thread.
-        """
+    def begin(self, request: Run) -> StartedScript | Outcome:
+        """Start the script; a Failed outcome if it cannot start. The caller follows it with
+        `watch` from its own loop (the writer: right after the Started event is stored)."""
         started = time.monotonic()
         try:
             path = resolve_script(self._scripts_dir, request.script)
@@ -938,28 +886,9 @@ class ScriptRunner:
             return _not_started(f"could not start script: {exc}", started)
         return StartedScript(request, proc, started, since)
 
-    def complete(
-        self, script: StartedScript, on_started: Callable[[int], None] | None = None
-    ) -> RunOutcome:
-        """Supervise a started script to its end (the second half of `run`)."""
-        request, proc, started = script.request, script.proc, script.started
-        try:
-            if on_started is not None:
-                on_started(proc.pid)
-            supervisor = _Supervisor(
-                proc,
-                output_cap=self.output_cap,
-                kill_grace=self.kill_grace,
-                deadline=started + request.timeout_seconds,
-            )
-            supervisor.supervise()
-        finally:
-            exit_code = self.finish(script)
-        return self.outcome(request, supervisor, exit_code, started)
-
-    def watch(self, script: StartedScript) -> Running:
-        """Follow a started script from the caller's own loop (see `Running`)."""
-        return Running(self, script)
+    def watch(self, script: StartedScript) -> RunningScript:
+        """Follow a started script from the caller's own loop (see `RunningScript`)."""
+        return RunningScript(self, script)
 
     def kill_running(self) -> None:
         """Kill the running script's whole process group with SIGKILL, if a script is running."""
@@ -968,7 +897,7 @@ class ScriptRunner:
                 self._interrupted = True
                 _signal_group(self._running.pid, signal.SIGKILL)
 
-    def _start(self, path: pathlib.Path, request: RunRequest) -> subprocess.Popen[bytes]:
+    def _start(self, path: pathlib.Path, request: Run) -> subprocess.Popen[bytes]:
         cwd = pathlib.Path(self._scripts_dir).resolve()
         user = self.user
         with self._lock:
@@ -1007,8 +936,8 @@ class ScriptRunner:
         return proc.wait()
 
     def outcome(
-        self, request: RunRequest, supervisor: _Supervisor, exit_code: int, started: float
-    ) -> RunOutcome:
+        self, request: Run, supervisor: _Supervisor, exit_code: int, started: float
+    ) -> Outcome:
         """What the script did, once `finish` reaped it."""
         if supervisor.timed_out:
             verdict = Verdict(FAILED, timeout_feedback(request.timeout_seconds))
@@ -1021,12 +950,11 @@ class ScriptRunner:
                 supervisor.stderr.data,
                 self._feedback_stderr_cap,
             )
-        return RunOutcome(
+        return Outcome(
             result=verdict.result,
             feedback=verdict.feedback,
             exit_code=None if supervisor.timed_out else exit_code,
             timed_out=supervisor.timed_out,
-            started_monotonic=started,
             duration_seconds=time.monotonic() - started,
             stdout_tail=supervisor.stdout.text(),
             stderr_tail=supervisor.stderr.text(),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Final
 from uuid import UUID
@@ -127,8 +127,17 @@ class WriterLog:
             "AND originator_version = 1"
         )
 
-    def append(self, stored: Sequence[StoredEvent]) -> list[int]:
-        """Insert `stored` in one transaction; their log positions."""
+    @property
+    def connection(self) -> sqlite3.Connection:
+        """The writer's connection (for tables kept in its transactions, e.g. an index)."""
+        return self._db
+
+    def append(
+        self, stored: Sequence[StoredEvent],
+        before_commit: Callable[[sqlite3.Cursor, list[int]], None] | None = None,
+    ) -> list[int]:
+        """Insert `stored` in one transaction; their log positions. `before_commit` runs in
+        that transaction, given the positions (what it writes commits with the events)."""
         if not stored:
             return []
         rows = [
@@ -141,12 +150,15 @@ class WriterLog:
         try:
             db.executemany(self._insert, rows)
             last = int(db.execute(self._last).fetchone()[0])
+            positions = list(range(last - len(rows) + 1, last + 1))
+            if before_commit is not None:
+                before_commit(db.cursor(), positions)
             db.execute("COMMIT")
         except BaseException:
             if db.in_transaction:  # SQLite may have rolled back by itself (a full disk)
                 db.execute("ROLLBACK")
             raise
-        return list(range(last - len(rows) + 1, last + 1))
+        return positions
 
     def existing(self, ids: Collection[UUID], chunk: int = 500) -> set[UUID]:
         """Which of `ids` name an aggregate that has events (one query per chunk)."""

@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 
 from att_jm.application import JobManager, UnitOfWork
-from att_jm.seals import Sealer
+from att_jm.application.sealer import Sealer
 from att_jm.store import log_position, open_store
 from projections.views import Views
 
@@ -66,7 +66,7 @@ def build(store: Path, events: int, *, keep_rows: int = 1000, batch: int = 500,
     clock = FakeClock(datetime(2026, 1, 1, tzinfo=UTC))
     app = open_store(str(store))
     views = Views(str(store.with_suffix(".views.db")))
-    manager = JobManager(app, views, check_script=lambda name: None, clock=clock)
+    manager = JobManager(app, check_script=lambda name: None, clock=clock)
     sealer = Sealer(app, str(store), every_events=1000, every_seconds=3600.0)
     _command(manager, views, "settings.set", {
         "interval_seconds": 0,
@@ -92,7 +92,7 @@ def build(store: Path, events: int, *, keep_rows: int = 1000, batch: int = 500,
         # The entries the batch enqueued (kept as their creation events, see UnitOfWork).
         for key in list(uow.enqueued):
             entry = str(key)
-            execution = manager._execution(uow, entry)
+            execution = manager.model.execution(uow, entry)
             execution.start(clock.now)
             manager.scheduler.dispatch(entry, False, clock.now)
             if execution.notification_id.endswith("7"):

@@ -60,7 +60,7 @@ import orjson
 
 from att_jm.domain.ids import execution_id
 from att_jm.mqtt.common import DEFAULT_RECEIVE_MAXIMUM
-from att_jm.service import INBOX_PAUSE
+from att_jm.service.units import INBOX_PAUSE
 from bench.chaos_inputs import (
     CLASSES,
     CORRELATION_BYTES,

@@ -34,17 +34,17 @@ from uuid import uuid4
 
 import orjson
 
+from att_jm.application.sealer import Sealer
 from att_jm.audit.replay import replay_views
 from att_jm.domain.commands import JobSpec
-from att_jm.domain.errors import InvalidInput
 from att_jm.domain.executions import Execution
 from att_jm.domain.ids import command_id, execution_id
 from att_jm.domain.jobs import Job
 from att_jm.domain.matching import fill_template, matches
 from att_jm.domain.notifications import CommandRecord, Notification, Rejection
 from att_jm.domain.scheduler import Scheduler
+from att_jm.errors import InvalidInput
 from att_jm.log.rows import readonly_uri
-from att_jm.seals import Sealer
 from att_jm.store import JobManagerApp, log_position, open_store
 from projections.views import TOPICS
 

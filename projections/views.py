@@ -26,6 +26,7 @@ import orjson
 import structlog
 
 from att_jm.domain.cleanup import CleanupPolicy
+from att_jm.domain.executions import FRONT_BASE
 from att_jm.domain.limits import CELL_MAX_CHARS, clamp_timeout, cut_text
 from att_jm.domain.retry import RetryPolicy
 from att_jm.domain.scheduler import DEFAULT_INTERVAL_SECONDS, clamp_interval
@@ -44,7 +45,6 @@ VIEW_MAX_BYTES: Final = 1_048_576
 #: The smallest `max_bytes` a view message accepts (its head alone is under 200 bytes).
 VIEW_MIN_BYTES: Final = 1024
 _FETCH: Final = 100  # rows read in full per query (cells of up to ~200 KB each)
-FRONT_BASE: Final = -(10**15)  # sort keys of entries sent to the front sort before all others
 
 #: The shape of the views file; a file of another version is emptied and rebuilt from the log.
 SCHEMA_VERSION: Final = 2  # 2: queue.not_before, jobs.retry (automatic retries)

@@ -15,9 +15,9 @@ from datetime import datetime
 from typing import Any, Final
 
 from att_jm.domain import commands as cmd
-from att_jm.domain.errors import InvalidInput
 from att_jm.domain.matching import fill_template, matches
 from att_jm.domain.times import iso
+from att_jm.errors import InvalidInput
 from att_jm.log.records import Record, decode
 from att_jm.log.rows import AuditError, StoreReader
 

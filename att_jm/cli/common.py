@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from att_jm.config import ConfigError
+from att_jm.errors import AttJmError
 from att_jm.vocabulary import TABLES
 
 EXIT_OK: Final = 0
@@ -28,7 +29,7 @@ ArgsBuilder = Callable[[argparse.Namespace], dict[str, object]]
 JOB_NAME: Final = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
-class UsageError(Exception):
+class UsageError(AttJmError):
     """The command line is well-formed for argparse but asks for something impossible."""
 
 
@@ -38,11 +39,10 @@ class ParseError(UsageError):
 
     def __init__(self, message: str, parser: argparse.ArgumentParser) -> None:
         super().__init__(message)
-        self.message = message
         self.parser = parser
 
 
-class Failure(Exception):
+class Failure(AttJmError):
     """A run that ends without a result: its `code` (as in `--json`), `message` and exit code;
     `shown` is the line printed on stderr without `--json`."""
 
@@ -50,7 +50,6 @@ class Failure(Exception):
                  ) -> None:
         super().__init__(message)
         self.code = code
-        self.message = message
         self.exit_code = exit_code
         self.shown = f"error: {message}" if shown is None else shown
 

@@ -10,10 +10,10 @@ from typing import Any, Final
 import orjson
 
 from att_jm.domain import limits as lim
-from att_jm.domain.errors import InvalidInput, UnknownCommand
 from att_jm.domain.limits import DEFAULT_TIMEOUT_SECONDS, cut, is_number, range_text, shown
 from att_jm.domain.matching import check_topic_level, template_fields
 from att_jm.domain.retry import parse_retry
+from att_jm.errors import InvalidInput, UnknownCommand
 
 NAME_RE: Final = re.compile(r"[A-Za-z0-9._-]{1,64}")
 VIEWS: Final = ("jobs", "queue", "executed", "failed", "settings")

@@ -8,9 +8,9 @@ from uuid import UUID
 
 from eventsourcing.domain import Aggregate
 
-from att_jm.domain.errors import Conflict, NotFound
 from att_jm.domain.retry import RetryPolicy
 from att_jm.domain.times import iso
+from att_jm.errors import Conflict, NotFound
 
 SUCCEEDED = 3
 FAILED = 2
@@ -18,6 +18,9 @@ SCHEDULER = "scheduler"
 
 QUEUED = "queued"
 RUNNING = "running"
+#: Queue order: an entry sorts by the log position of the event that queued it; one sent to
+#: the front (or re-executed) by this plus that position: before all others, in that order.
+FRONT_BASE = -(10**15)
 EXECUTED = "executed"
 FAILED_STATE = "failed"
 GONE = "gone"  # removed from the queue or Executed, deleted from Failed, or cleaned up

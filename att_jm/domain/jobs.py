@@ -8,9 +8,9 @@ from typing import Any
 from eventsourcing.domain import Aggregate
 
 from att_jm.domain.commands import JobSpec
-from att_jm.domain.errors import Conflict, NotFound
 from att_jm.domain.ids import job_id
 from att_jm.domain.matching import json_equal
+from att_jm.errors import Conflict, NotFound
 
 
 class Job(Aggregate):

@@ -17,8 +17,8 @@ from typing import Any
 
 import orjson
 
-from att_jm.domain.errors import InvalidInput
 from att_jm.domain.limits import MAX_COMMAND_BYTES, MAX_TRIGGER_CHARS, shown
+from att_jm.errors import InvalidInput
 
 _FIELD = r"[A-Za-z0-9_\-$@]+(?:\.[A-Za-z0-9_\-$@]+)*"
 _TOKEN = re.compile(r"\{\{|\}\}|\{(" + _FIELD + r")\}|[{}]")

@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any, Final
 
 from att_jm.domain import limits as lim
-from att_jm.domain.errors import InvalidInput
+from att_jm.errors import InvalidInput
 
 RETRY_FIELDS: Final = ("max_attempts", "delay_seconds", "backoff")
 

@@ -10,9 +10,9 @@ from eventsourcing.domain import Aggregate
 
 from att_jm.domain import limits as lim
 from att_jm.domain.cleanup import CleanupPolicy
-from att_jm.domain.errors import InvalidInput
 from att_jm.domain.ids import SCHEDULER_ID
 from att_jm.domain.times import parse_iso
+from att_jm.errors import InvalidInput
 
 DEFAULT_INTERVAL_SECONDS = 5.0
 SCHEDULER = "scheduler"

@@ -2,7 +2,8 @@
 
 A seal says "the rows at positions (previous seal's `position`, `position`] hash to `hash`".
 The hashing reads stored rows, so it happens outside the domain (`att_jm.log.chain`,
-`att_jm.seals`); the Ledger only checks that each seal continues the chain and records it.
+`att_jm.application.sealer`); the Ledger only checks that each seal continues the chain and
+records it.
 
 A clean stop ends the log with `Closed` (after its final seals, in their transaction); the
 next start first records `Opened`, saying what it found after that mark. A row between a

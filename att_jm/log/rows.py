@@ -15,13 +15,15 @@ from pathlib import Path
 from typing import Any, Final, NamedTuple
 from urllib.parse import quote
 
+from att_jm.errors import AttJmError
+
 TABLE: Final = "stored_events"
 SNAPSHOTS: Final = "stored_snapshots"
 PAGE: Final = 5000
 _COLUMNS: Final = "rowid, originator_id, originator_version, topic, state"
 
 
-class AuditError(Exception):
+class AuditError(AttJmError):
     """The audit cannot go on: no store, not a store, a bad argument, a broken file."""
 
 

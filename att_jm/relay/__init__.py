@@ -24,7 +24,7 @@ waits behind a view publication.
   (its PUBACK and every earlier one's arrived); the relay then writes the line `<N>` to its
   stdout (a pipe the writer reads), at once when it is not connected (nothing to wait
   for). The writer asks this before it starts a script on an idle queue (see
-  `att_jm.service.Writer`); it waits a few milliseconds at most, answer or not.
+  `att_jm.service.held`); it waits a few milliseconds at most, answer or not.
 - Views: every view is published on each (re)connect (a broker restarted from an older
   save holds older retained ones), then whenever its position changed; never while
   disconnected (no backlog of stale views), and once more, changed ones, at a stop. Each
@@ -51,6 +51,6 @@ waits behind a view publication.
 `python -m att_jm.relay [--after N]`, settings from the environment (ATT_JM_MQTT_URL,
 ATT_JM_STORE, ATT_JM_TOPIC_PREFIX, ATT_JM_CLIENT_ID, ATT_JM_LOG_FORMAT, the credentials and
 TLS files), client id `<client id>.events` (a client id of the service's user).
-`att_jm.relay.handle.EventsRelay` is its handle in the writer, which starts it: with the runner, the only code
-that starts processes.
+`att_jm.relay.handle.EventsRelay` is its handle in the writer, which starts it: with the
+runner, the only code that starts processes.
 """

@@ -63,6 +63,7 @@ class Relay:
         self.connection = PublishConnection(
             settings.mqtt, client_id=f"{settings.client_id}.events", on_acked=self._acked,
             on_connect=self._on_connect, monotonic=monotonic,
+            fast_paths=settings.mqtt_fast_paths,
         )
         self.views = ViewsPublisher(
             settings.views_path(), settings.topic_prefix, settings.view_rows,

@@ -15,12 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from att_jm.errors import AttJmError
 from att_jm.site.users import private_umask
 
 DAYS: Final = 3650
 
 
-class TlsError(Exception):
+class TlsError(AttJmError):
     """The certificates could not be made (the message says why)."""
 
 

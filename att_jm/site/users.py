@@ -26,6 +26,8 @@ from typing import Final
 
 import orjson
 
+from att_jm.errors import AttJmError
+
 ROLES: Final = ("channel-manager", "operator", "auditor", "service")
 USER_RE: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
 #: The users a new site gets, one per role (the service's name is its MQTT client id).
@@ -45,7 +47,7 @@ ROLE_COMMANDS: Final[dict[str, frozenset[str] | None]] = {
 PBKDF2_ITERATIONS: Final = 101  # mosquitto_passwd's default for its `$7$` (PBKDF2-SHA512)
 
 
-class UsersError(Exception):
+class UsersError(AttJmError):
     """A user or role that cannot be: the message says why."""
 
 

@@ -13,8 +13,10 @@ from typing import Any, TypeVar
 
 import orjson
 
-from att_jm.application import Dispatch, JobManager, Outcome, UnitOfWork
+from att_jm.application import JobManager, UnitOfWork
+from att_jm.domain.runs import Outcome, Run
 from att_jm.store import open_store, read_log
+from att_jm.vocabulary import Result
 from projections.rebuild import catch_up
 from projections.views import Views
 
@@ -53,7 +55,7 @@ class Harness:
         self.views = Views(str(directory / "views.db"))
         catch_up(self.app, self.views)
         self.manager = JobManager(
-            self.app, self.views, check_script=check_script, clock=clock,
+            self.app, check_script=check_script, clock=clock,
             max_payload_bytes=max_payload_bytes,
         )
 
@@ -130,19 +132,19 @@ class Harness:
 
     # Running ---------------------------------------------------------------------------------
 
-    def dispatch(self) -> Dispatch | None:
+    def dispatch(self) -> Run | None:
         return self.unit(self.manager.dispatch)
 
     def finish(
         self, entry: str, result: int = 3, feedback: str | None = "done",
         exit_code: int | None = 0, at: datetime | None = None,
     ) -> bool:
-        outcome = Outcome(result=result, feedback=feedback, exit_code=exit_code,
+        outcome = Outcome(result=Result(result), feedback=feedback, exit_code=exit_code,
                           duration_seconds=1.0)
         when = self.clock() if at is None else at
         return self.unit(lambda uow: self.manager.finish(uow, entry, outcome, when))
 
-    def run_next(self, result: int = 3, feedback: str = "done", seconds: float = 1.0) -> Dispatch:
+    def run_next(self, result: int = 3, feedback: str = "done", seconds: float = 1.0) -> Run:
         """Start the next entry, let it run `seconds`, and record its end."""
         dispatch = self.dispatch()
         assert dispatch is not None

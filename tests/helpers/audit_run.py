@@ -20,10 +20,12 @@ from uuid import uuid4
 
 import orjson
 
-from att_jm.application import JobManager, Outcome, UnitOfWork
+from att_jm.application import JobManager, UnitOfWork
+from att_jm.application.sealer import Sealer
+from att_jm.domain.runs import Outcome
 from att_jm.log.tail import Tail
-from att_jm.seals import Sealer
 from att_jm.store import log_position, open_store
+from att_jm.vocabulary import Result
 from projections.rebuild import catch_up
 from projections.views import VIEWS, Views
 
@@ -68,7 +70,7 @@ class ScriptedRun:
             self.tails.append(self.sealer.open_log(self.clock()))
         self.views = Views(str(self.directory / "att-jm.views.db"))
         catch_up(self.app, self.views)
-        self.manager = JobManager(self.app, self.views, check_script=lambda name: name,
+        self.manager = JobManager(self.app, check_script=lambda name: name,
                                   clock=self.clock)
         self._record()
 
@@ -165,7 +167,7 @@ class ScriptedRun:
         if dispatch is None:
             return None
         at = self.clock.advance(2)
-        outcome = Outcome(result=result, feedback=feedback, exit_code=exit_code,
+        outcome = Outcome(result=Result(result), feedback=feedback, exit_code=exit_code,
                           duration_seconds=2.0)
         self.unit(lambda uow: self.manager.finish(uow, dispatch.execution_id, outcome, at))
         return dispatch.execution_id

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from att_jm import runner
-from att_jm.runner import RunOutcome, RunRequest, ScriptRunner
+from att_jm.domain.runs import Outcome, Run
+from att_jm.runner import ScriptRunner
 
 
 def alive(pid: int) -> bool:
@@ -56,10 +57,10 @@ def zombie_children(skip: int) -> list[int]:
     return found
 
 
-def follow(scripts: ScriptRunner, request: RunRequest, sibling_argv: list[str]) -> tuple[
-        RunOutcome, subprocess.Popen[bytes] | None]:
+def follow(scripts: ScriptRunner, request: Run, sibling_argv: list[str]) -> tuple[
+        Outcome, subprocess.Popen[bytes] | None]:
     begun = scripts.begin(request)
-    assert not isinstance(begun, RunOutcome), begun
+    assert not isinstance(begun, Outcome), begun
     sibling = None
     if sibling_argv:  # started after the script: its start time alone does not spare it
         sibling = subprocess.Popen(sibling_argv, process_group=0)
@@ -91,7 +92,7 @@ def main(spec: dict[str, Any]) -> dict[str, Any]:
         runner._CHILDREN_FILES = False  # the fallback, as without CONFIG_PROC_CHILDREN
     scripts = ScriptRunner(spec["scripts"], kill_grace_seconds=0.2, run_as=spec.get("run_as"),
                            spare=lambda: spared)
-    request = RunRequest(spec["execution_id"], "job", "trigger", 1, spec["script"],
+    request = Run(spec["execution_id"], "job", "trigger", 1, spec["script"],
                          spec.get("command", ""), spec.get("timeout", 10.0))
     outcome, sibling = follow(scripts, request, spec.get("sibling", []))
     report: dict[str, Any] = {

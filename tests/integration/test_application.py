@@ -15,14 +15,16 @@ from typing import Any
 import pytest
 from helpers.application import Clock, Harness
 
-from att_jm.application import INTERRUPTED, Dispatch, Outcome
+from att_jm.application import INTERRUPTED
 from att_jm.domain.commands import ViewsGet
 from att_jm.domain.executions import Execution
 from att_jm.domain.ids import SCHEDULER_ID, execution_id, job_id
 from att_jm.domain.jobs import Job
 from att_jm.domain.notifications import CommandRecord, Notification, Rejection
+from att_jm.domain.runs import Outcome, Run
 from att_jm.domain.scheduler import Scheduler
 from att_jm.store import log_position
+from att_jm.vocabulary import Result
 from projections.rebuild import catch_up
 from projections.views import Views
 
@@ -462,7 +464,7 @@ def test_entries_run_one_at_a_time_oldest_first(jm: Harness) -> None:
     jm.ok("settings.set", {"interval_seconds": 0})
     first, second, third = queue_three(jm)
     dispatch = jm.dispatch()
-    assert dispatch == Dispatch(
+    assert dispatch == Run(
         execution_id=first, job="backup", trigger="alarm", attempt=1, script="backup.sh",
         command='{"id":"n-1"}', timeout_seconds=300.0,
     )
@@ -574,7 +576,7 @@ def test_a_timed_out_run_is_recorded_as_such(jm: Harness) -> None:
     jm.notify("alarm", {"id": "n-1"})
     dispatch = jm.dispatch()
     assert dispatch is not None
-    outcome = Outcome(result=2, feedback="timed out after 300 s", exit_code=None,
+    outcome = Outcome(result=Result.FAILED, feedback="timed out after 300 s", exit_code=None,
                       duration_seconds=300.0, timed_out=True)
     assert jm.unit(lambda uow: jm.manager.finish(uow, dispatch.execution_id, outcome, jm.clock()))
     (failed,) = jm.events(Execution.Failed)

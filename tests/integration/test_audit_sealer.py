@@ -9,12 +9,12 @@ from uuid import UUID, uuid4
 
 import pytest
 
+from att_jm.application.sealer import Sealer
 from att_jm.audit.verify import verify
 from att_jm.domain.notifications import Rejection
 from att_jm.domain.seals import LEDGER_ID
 from att_jm.log.chain import SealHasher, row_digest
 from att_jm.log.rows import StoreReader
-from att_jm.seals import Sealer
 from att_jm.store import JobManagerApp, open_store
 
 AT = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)

@@ -15,12 +15,12 @@ import orjson
 import pytest
 from helpers.audit_run import ScriptedRun, typical_day
 
+from att_jm.application.sealer import Sealer
 from att_jm.audit.transfer import export_line, import_log
 from att_jm.audit.verify import Verification, verify
 from att_jm.audit.witness import check_witness, load_witness
 from att_jm.log.chain import SEALED_TOPIC
 from att_jm.log.rows import StoreReader
-from att_jm.seals import Sealer
 from att_jm.store import open_store
 
 

@@ -22,12 +22,11 @@ from helpers.broker import Broker
 from helpers.mqtt import TestClient
 from helpers.service import populate_scripts_dir
 
-from att_jm import service
 from att_jm.config import Settings
 from att_jm.mqtt.adapter import Inbound
 from att_jm.relay.handle import EventsRelay
-from att_jm.service import Writer
-from att_jm.store import log_position
+from att_jm.service import Writer, bootstrap
+from att_jm.service.held import HOLD_START_SECONDS
 
 
 def message(topic: str, body: dict[str, object], correlation: bytes | None = None) -> Inbound:
@@ -71,35 +70,29 @@ def relay_connected(relay: EventsRelay) -> bool:
 @pytest.fixture
 def writer(tmp_path: Path, broker: Broker) -> Iterator[Writer]:
     scripts = populate_scripts_dir(tmp_path / "scripts")
-    w = Writer(Settings(store=str(tmp_path / "store" / "att-jm.db"), scripts=str(scripts),
+    w = bootstrap(Settings(store=str(tmp_path / "store" / "att-jm.db"), scripts=str(scripts),
                         mqtt_url=broker.url, client_id="jm-held", log_format="json"))
-    w._handle_batch([
+    w.handle([
         message("att/job-manager/commands/tester/settings.set", {"interval_seconds": 0}, b"1"),
         message("att/job-manager/commands/tester/job.add",
                 {"name": "j", "script": "ok", "trigger": "up"}, b"2"),
     ])
-    w.relay.start(after=log_position(w.app))
+    w.relay.start(after=w.parts.position())
     yield w
-    w.runner.stop()
-    w.relay.stop(timeout=10)
-    w.manager.close()
-    for checkpointer in (w.checkpointer, w.store_checkpointer):
-        if checkpointer is not None:
-            checkpointer.close()
-    w.views.close()
+    w.close()
 
 
 def test_the_relay_answers_once_the_position_is_confirmed_and_not_before(
     writer: Writer, mqtt: TestClient,
 ) -> None:
     events = mqtt.subscribe("att/job-manager/events/#")
-    ready(writer.relay, log_position(writer.app))
-    beyond = log_position(writer.app) + 1000  # not in the log: never confirmed while connected
+    ready(writer.relay, writer.parts.position())
+    beyond = writer.parts.position() + 1000  # not in the log: never confirmed while connected
     assert writer.relay.ask(beyond)
     assert not answered(writer.relay, beyond, 0.3)
-    writer._handle_batch([message("att/job-manager/commands/tester/settings.set",
+    writer.handle([message("att/job-manager/commands/tester/settings.set",
                                   {"interval_seconds": 5}, b"3")])
-    end = log_position(writer.app)
+    end = writer.parts.position()
     assert writer.relay.ask(end)
     assert answered(writer.relay, end, 10)
     deadline = time.monotonic() + 10
@@ -109,20 +102,20 @@ def test_the_relay_answers_once_the_position_is_confirmed_and_not_before(
 
 
 def test_a_start_on_an_idle_queue_is_held_until_the_relay_confirms_its_events(
-    writer: Writer, mqtt: TestClient, monkeypatch: pytest.MonkeyPatch,
+    writer: Writer, mqtt: TestClient,
 ) -> None:
-    monkeypatch.setattr(service, "HOLD_START_SECONDS", 30.0)  # only the answer releases it
+    writer.held.seconds = 30.0  # only the answer releases it
     started = mqtt.subscribe("att/job-manager/events/execution.started")
-    ready(writer.relay, log_position(writer.app))
-    writer._handle_batch([notification("n-1")])
-    assert writer.held is not None
-    assert not writer.runner.fds()  # not started yet
-    position = writer.held[1]
-    assert position == log_position(writer.app)
+    ready(writer.relay, writer.parts.position())
+    writer.handle([notification("n-1")])
+    assert writer.held.pending
+    assert not writer.slot.fds()  # not started yet
+    position = writer.held.position
+    assert position == writer.parts.position()
     assert answered(writer.relay, position, 10)
-    writer._release_held()
-    assert writer.held is None
-    assert writer.runner.fds()  # the script runs
+    writer.held.release()
+    assert not writer.held.pending
+    assert writer.slot.fds()  # the script runs
     deadline = time.monotonic() + 10
     while not started.messages():
         assert time.monotonic() < deadline, "no execution.started event"
@@ -133,67 +126,68 @@ def test_a_start_on_an_idle_queue_is_held_until_the_relay_confirms_its_events(
 def test_a_held_start_goes_ahead_after_its_deadline_when_the_relay_does_not_answer(
     writer: Writer,
 ) -> None:
-    ready(writer.relay, log_position(writer.app))
+    ready(writer.relay, writer.parts.position())
     pid = writer.relay.pid
     assert pid is not None
     os.kill(pid, signal.SIGSTOP)  # alive, reading nothing
     try:
         began = time.monotonic()
-        writer._handle_batch([notification("n-1")])
-        assert writer.held is not None
-        while writer.held is not None:
+        writer.handle([notification("n-1")])
+        assert writer.held.pending
+        while writer.held.pending:
             assert time.monotonic() - began < 5
             time.sleep(0.001)
-            writer._release_held()
-        assert time.monotonic() - began >= service.HOLD_START_SECONDS
-        assert writer.runner.fds()
+            writer.held.release()
+        assert time.monotonic() - began >= HOLD_START_SECONDS
+        assert writer.slot.fds()
     finally:
         os.kill(pid, signal.SIGCONT)
 
 
 def test_a_held_start_goes_first_when_something_else_arrives(
-    writer: Writer, monkeypatch: pytest.MonkeyPatch,
+    writer: Writer,
 ) -> None:
-    monkeypatch.setattr(service, "HOLD_START_SECONDS", 30.0)
-    ready(writer.relay, log_position(writer.app))
+    writer.held.seconds = 30.0
+    ready(writer.relay, writer.parts.position())
     pid = writer.relay.pid
     assert pid is not None
     os.kill(pid, signal.SIGSTOP)
     try:
-        writer._handle_batch([notification("n-1")])
-        assert writer.held is not None
-        writer._release_held()
-        assert writer.held is not None  # no answer, no deadline, nothing else: still held
+        writer.handle([notification("n-1")])
+        assert writer.held.pending
+        writer.held.release()
+        assert writer.held.pending  # no answer, no deadline, nothing else: still held
         writer.inbox.put_local(notification("n-2"))
-        writer._release_held()
-        assert writer.held is None
-        assert writer.runner.fds()
+        writer.held.release()
+        assert not writer.held.pending
+        assert writer.slot.fds()
     finally:
         os.kill(pid, signal.SIGCONT)
 
 
 def test_without_a_relay_the_start_is_not_held(writer: Writer) -> None:
     writer.relay.stop(timeout=10)
-    writer._handle_batch([notification("n-1")])
-    assert writer.held is None
-    assert writer.runner.fds()
+    writer.handle([notification("n-1")])
+    assert not writer.held.pending
+    assert writer.slot.fds()
 
 
 def test_a_relay_without_its_broker_answers_at_once(writer: Writer, broker: Broker) -> None:
-    ready(writer.relay, log_position(writer.app))
+    ready(writer.relay, writer.parts.position())
     broker.stop()
     deadline = time.monotonic() + 10
     while relay_connected(writer.relay):  # until it saw the broker go
         assert time.monotonic() < deadline, "the relay never noticed the broker leave"
     began = time.monotonic()
-    writer._handle_batch([notification("n-1")])
-    assert writer.held is not None
-    assert answered(writer.relay, writer.held[1], 1.0)
+    writer.handle([notification("n-1")])
+    position = writer.held.position
+    assert position is not None
+    assert answered(writer.relay, position, 1.0)
     assert time.monotonic() - began < 1.0
 
 
 def test_a_relay_that_is_gone_counts_as_an_answer(writer: Writer) -> None:
-    ready(writer.relay, log_position(writer.app))
+    ready(writer.relay, writer.parts.position())
     pid = writer.relay.pid
     assert pid is not None
     os.kill(pid, signal.SIGKILL)

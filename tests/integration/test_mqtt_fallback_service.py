@@ -9,7 +9,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import pytest
 from helpers.broker import Broker
 from helpers.mqtt import TestClient
 from helpers.service import Service, ServiceFactory
@@ -97,9 +96,6 @@ def test_the_service_runs_jobs_answers_and_restarts_on_paho_s_documented_paths(
     assert '"mqtt.fast_paths_refused"' not in service.log_text()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the relay's environment keeps only the settings in RELAY_SETTINGS: it needs the wiring "
-    "of a `mqtt_fast_paths` setting (issue 13.5); remove this mark once it is wired"))
 def test_the_relay_takes_the_documented_paths_too(service_factory: ServiceFactory) -> None:
     service = service_factory(env=DOCUMENTED_PATHS)
     wait_paths(service, {"att-job-manager": [False], "att-job-manager.events": [False]},

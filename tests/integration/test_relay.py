@@ -23,15 +23,12 @@ import pytest
 from helpers.audit_run import ScriptedRun, typical_day
 from helpers.broker import SHIPPED_ACL, Broker, BrokerFactory, make_password_file
 from helpers.mqtt import Message, Subscription, TestClient
-from paho.mqtt.client import Client
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from att_jm.application import UnitOfWork
 from att_jm.config import Settings, parse_mqtt_url
 from att_jm.log.messages import event_message, row_message
 from att_jm.log.records import EVENT_TOPICS
 from att_jm.log.rows import StoreReader
-from att_jm.mqtt.common import PublishingClient
 from att_jm.mqtt.publisher import PublishConnection
 from att_jm.relay.handle import EventsRelay, relay_environ
 from att_jm.relay.window import position_path, read_position
@@ -627,16 +624,6 @@ def test_a_publish_the_broker_refuses_is_logged_and_the_relay_goes_on(
     assert len([line for line in child.logs() if line["event"] == "relay.publish_refused"]) == end
     stopped = [line for line in child.logs() if line["event"] == "relay.stopped"]
     assert (stopped[0]["position"], stopped[0]["refused"]) == (end, end)
-
-
-def test_the_paho_internals_the_publishing_client_overrides_are_still_there() -> None:
-    # PublishingClient replaces paho's private `_handle_pubackcomp` and calls its
-    # `_do_on_publish`; an upgrade that renames them must fail here, not lose PUBACKs.
-    assert "_handle_pubackcomp" in vars(Client)
-    assert "_do_on_publish" in vars(Client)
-    assert "_handle_pubackcomp" in vars(PublishingClient)
-    client = PublishingClient(CallbackAPIVersion.VERSION2, protocol=MQTTProtocolVersion.MQTTv5)
-    assert {"_in_packet", "_out_messages", "_out_message_mutex"} <= set(vars(client))
 
 
 def test_the_publisher_reports_each_puback_with_or_without_subscribers(

@@ -7,8 +7,10 @@ import threading
 import time
 
 import pytest
+from helpers.runs import run_script
 
-from att_jm.runner import RunOutcome, RunRequest, ScriptRefused, ScriptRunner, resolve_script
+from att_jm.domain.runs import Outcome, Run
+from att_jm.runner import ScriptRefused, ScriptRunner, resolve_script
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 HELPERS = REPO / "tests" / "scripts"
@@ -16,8 +18,8 @@ EXAMPLES = REPO / "scripts"
 KIB = 1024
 
 
-def request(script: str, command: str = "", timeout: float = 5.0) -> RunRequest:
-    return RunRequest("exec-1", "job-a", "channel-up", 1, script, command, timeout)
+def request(script: str, command: str = "", timeout: float = 5.0) -> Run:
+    return Run("exec-1", "job-a", "channel-up", 1, script, command, timeout)
 
 
 def write_script(directory: pathlib.Path, name: str, body: str, mode: int = 0o755) -> None:
@@ -44,7 +46,7 @@ def dies_soon(pid: int, within: float = 2.0) -> bool:
     return True
 
 
-def child_pid(outcome: RunOutcome) -> int:
+def child_pid(outcome: Outcome) -> int:
     return int(outcome.stdout_tail.split("child=", 1)[1].split()[0])
 
 
@@ -62,7 +64,7 @@ def test_a_script_exiting_0_without_a_result_line_succeeds(
     tmp_path: pathlib.Path, runner: ScriptRunner
 ) -> None:
     write_script(tmp_path, "ok", "echo just some output\n")
-    outcome = runner.run(request("ok"))
+    outcome = run_script(runner, request("ok"))
     assert (outcome.result, outcome.feedback, outcome.exit_code) == (3, None, 0)
     assert outcome.stdout_tail == "just some output\n"
     assert not outcome.timed_out
@@ -73,9 +75,9 @@ def test_a_result_line_decides_even_against_the_exit_code(
 ) -> None:
     write_script(tmp_path, "says-ok", 'echo \'{"result": 3, "feedback": "done"}\'\nexit 1\n')
     write_script(tmp_path, "says-no", 'echo \'{"result": 2, "feedback": "bad channel"}\'\n')
-    accepted = runner.run(request("says-ok"))
+    accepted = run_script(runner, request("says-ok"))
     assert (accepted.result, accepted.feedback, accepted.exit_code) == (3, "done", 1)
-    refused = runner.run(request("says-no"))
+    refused = run_script(runner, request("says-no"))
     assert (refused.result, refused.feedback, refused.exit_code) == (2, "bad channel", 0)
 
 
@@ -88,7 +90,7 @@ def test_the_last_result_line_wins(tmp_path: pathlib.Path, runner: ScriptRunner)
         'echo \'{"result": 2, "feedback": "second"}\'\n'
         'echo \'{"note": "not a result"}\'\n',
     )
-    outcome = runner.run(request("changes-mind"))
+    outcome = run_script(runner, request("changes-mind"))
     assert (outcome.result, outcome.feedback) == (2, "second")
 
 
@@ -96,7 +98,7 @@ def test_an_invalid_result_value_fails_saying_why(
     tmp_path: pathlib.Path, runner: ScriptRunner
 ) -> None:
     write_script(tmp_path, "seven", 'echo \'{"result": 7, "feedback": "lucky"}\'\n')
-    outcome = runner.run(request("seven"))
+    outcome = run_script(runner, request("seven"))
     assert (outcome.result, outcome.feedback) == (
         2,
         "invalid Result line: result must be 2 or 3, got 7",
@@ -106,7 +108,7 @@ def test_an_invalid_result_value_fails_saying_why(
 def test_a_result_line_followed_by_megabytes_of_output_is_still_found(
     helpers: ScriptRunner,
 ) -> None:
-    outcome = helpers.run(request("noisy", "result-first"))
+    outcome = run_script(helpers, request("noisy", "result-first"))
     assert (outcome.result, outcome.feedback) == (3, "noisy done")
     assert '"result"' not in outcome.stdout_tail
 
@@ -114,7 +116,7 @@ def test_a_result_line_followed_by_megabytes_of_output_is_still_found(
 def test_megabytes_on_both_streams_are_read_without_deadlock_and_tails_are_capped(
     helpers: ScriptRunner,
 ) -> None:
-    outcome = helpers.run(request("noisy", "result-last"))
+    outcome = run_script(helpers, request("noisy", "result-last"))
     assert (outcome.result, outcome.feedback, outcome.exit_code) == (3, "noisy done", 0)
     assert len(outcome.stdout_tail.encode()) == 64 * KIB
     assert len(outcome.stderr_tail.encode()) == 64 * KIB
@@ -124,13 +126,13 @@ def test_megabytes_on_both_streams_are_read_without_deadlock_and_tails_are_cappe
 
 def test_the_output_cap_is_configurable(tmp_path: pathlib.Path) -> None:
     write_script(tmp_path, "chatty", "seq 1 10000\nseq 1 10000 >&2\n")
-    outcome = ScriptRunner(tmp_path, output_cap=100).run(request("chatty"))
+    outcome = run_script(ScriptRunner(tmp_path, output_cap=100), request("chatty"))
     assert len(outcome.stdout_tail) == len(outcome.stderr_tail) == 100
     assert outcome.stdout_tail.endswith("9999\n10000\n")
 
 
 def test_a_nonzero_exit_fails_with_the_exit_code_and_stderr(helpers: ScriptRunner) -> None:
-    outcome = helpers.run(request("exit-code", "3"))
+    outcome = run_script(helpers, request("exit-code", "3"))
     assert (outcome.result, outcome.exit_code) == (2, 3)
     assert outcome.feedback == "exit code 3: exit-code: about to exit with 3"
 
@@ -139,7 +141,7 @@ def test_feedback_quotes_at_most_the_last_kib_of_stderr(
     tmp_path: pathlib.Path, runner: ScriptRunner
 ) -> None:
     write_script(tmp_path, "verbose", "seq 1 3000 >&2\necho THE-END >&2\nexit 4\n")
-    outcome = runner.run(request("verbose"))
+    outcome = run_script(runner, request("verbose"))
     assert outcome.feedback is not None
     quoted = outcome.feedback.removeprefix("exit code 4: ")
     assert quoted.endswith("2999\n3000\nTHE-END")
@@ -148,13 +150,13 @@ def test_feedback_quotes_at_most_the_last_kib_of_stderr(
 
 
 def test_a_script_killed_by_a_signal_fails_naming_the_signal(helpers: ScriptRunner) -> None:
-    outcome = helpers.run(request("kill-self"))
+    outcome = run_script(helpers, request("kill-self"))
     assert (outcome.result, outcome.exit_code) == (2, -9)
     assert outcome.feedback == "killed by signal SIGKILL: kill-self: goodbye"
 
 
 def test_a_script_running_past_its_timeout_is_killed_and_fails(helpers: ScriptRunner) -> None:
-    outcome = helpers.run(request("sleep-then-ok", "30", timeout=0.5))
+    outcome = run_script(helpers, request("sleep-then-ok", "30", timeout=0.5))
     assert (outcome.result, outcome.feedback) == (2, "timed out after 0.5 s")
     assert outcome.timed_out
     assert outcome.exit_code is None
@@ -162,7 +164,7 @@ def test_a_script_running_past_its_timeout_is_killed_and_fails(helpers: ScriptRu
 
 
 def test_a_timeout_kills_children_that_ignore_sigterm(helpers: ScriptRunner) -> None:
-    outcome = helpers.run(request("spawn-child-and-hang", "hang", timeout=0.5))
+    outcome = run_script(helpers, request("spawn-child-and-hang", "hang", timeout=0.5))
     assert (outcome.result, outcome.feedback) == (2, "timed out after 0.5 s")
     assert dies_soon(child_pid(outcome))
     assert outcome.duration_seconds < 2.0
@@ -171,7 +173,7 @@ def test_a_timeout_kills_children_that_ignore_sigterm(helpers: ScriptRunner) -> 
 def test_a_leader_ignoring_sigterm_is_killed_after_the_grace_period(
     helpers: ScriptRunner,
 ) -> None:
-    outcome = helpers.run(request("spawn-child-and-hang", "stubborn", timeout=0.5))
+    outcome = run_script(helpers, request("spawn-child-and-hang", "stubborn", timeout=0.5))
     assert (outcome.result, outcome.feedback, outcome.timed_out) == (
         2,
         "timed out after 0.5 s",
@@ -184,7 +186,7 @@ def test_a_leader_ignoring_sigterm_is_killed_after_the_grace_period(
 def test_children_left_behind_by_a_finished_script_are_killed_without_delaying_it(
     helpers: ScriptRunner,
 ) -> None:
-    outcome = helpers.run(request("spawn-child-and-hang", "exit", timeout=30))
+    outcome = run_script(helpers, request("spawn-child-and-hang", "exit", timeout=30))
     assert (outcome.result, outcome.feedback, outcome.exit_code) == (3, "parent done", 0)
     assert outcome.duration_seconds < 1.5
     assert dies_soon(child_pid(outcome))
@@ -195,7 +197,7 @@ def test_the_environment_is_minimal_and_carries_the_att_jm_variables(
 ) -> None:
     monkeypatch.setenv("ATT_JM_MQTT_URL", "mqtt://user:secret@broker:1883")
     monkeypatch.setenv("SOME_TOKEN", "secret")
-    outcome = helpers.run(RunRequest("exec-9", "job-b", "channel-down", 4, "echo-env", "cmd", 5))
+    outcome = run_script(helpers, Run("exec-9", "job-b", "channel-down", 4, "echo-env", "cmd", 5))
     assert outcome.result == 3
     assert outcome.feedback is not None
     seen = json.loads(outcome.feedback)
@@ -215,7 +217,7 @@ def test_the_command_is_argv1_verbatim_and_cwd_is_the_scripts_directory(
     helpers: ScriptRunner,
 ) -> None:
     command = '{"id": "n1", "text": "a b; rm -rf / $HOME `x` \'q\' \\"dq\\""}'
-    outcome = helpers.run(request("echo-env", command))
+    outcome = run_script(helpers, request("echo-env", command))
     assert outcome.feedback is not None
     seen = json.loads(outcome.feedback)
     assert seen["argv"] == [command]
@@ -227,7 +229,7 @@ def test_stdin_is_empty(tmp_path: pathlib.Path, runner: ScriptRunner) -> None:
     write_script(
         tmp_path, "reads", 'n=$(wc -c)\necho "{\\"result\\": 3, \\"feedback\\": \\"$n\\"}"\n'
     )
-    outcome = runner.run(request("reads"))
+    outcome = run_script(runner, request("reads"))
     assert (outcome.result, outcome.feedback) == (3, "0")
 
 
@@ -236,16 +238,17 @@ def test_on_started_receives_the_pid_of_the_script(
 ) -> None:
     write_script(tmp_path, "pid", "echo $$\n")
     pids: list[int] = []
-    outcome = runner.run(request("pid"), on_started=pids.append)
+    outcome = run_script(runner, request("pid"), on_started=pids.append)
     assert pids == [int(outcome.stdout_tail)]
 
 
 def test_kill_running_stops_the_script_from_another_thread(helpers: ScriptRunner) -> None:
     started = threading.Event()
-    outcomes: list[RunOutcome] = []
+    outcomes: list[Outcome] = []
     worker = threading.Thread(
         target=lambda: outcomes.append(
-            helpers.run(request("sleep-then-ok", "30", timeout=30), lambda _pid: started.set())
+            run_script(helpers, request("sleep-then-ok", "30", timeout=30),
+                       lambda _pid: started.set())
         )
     )
     worker.start()
@@ -264,7 +267,7 @@ def test_kill_running_stops_the_script_from_another_thread(helpers: ScriptRunner
 
 def test_kill_running_without_a_running_script_does_nothing(helpers: ScriptRunner) -> None:
     helpers.kill_running()
-    assert helpers.run(request("sleep-then-ok", "0")).result == 3
+    assert run_script(helpers, request("sleep-then-ok", "0")).result == 3
 
 
 @pytest.fixture
@@ -303,7 +306,7 @@ def test_names_that_are_not_executable_files_inside_the_directory_are_refused(
     with pytest.raises(ScriptRefused) as refused:
         resolve_script(scripts_dir, name)
     assert str(refused.value) == reason
-    outcome = ScriptRunner(scripts_dir).run(request(name))
+    outcome = run_script(ScriptRunner(scripts_dir), request(name))
     assert (outcome.result, outcome.feedback) == (2, f"script refused: {reason}")
     assert outcome.exit_code is None
 
@@ -324,14 +327,14 @@ def test_files_inside_the_directory_resolve_to_their_real_path(
 
 
 def test_a_command_with_a_nul_byte_fails_without_raising(helpers: ScriptRunner) -> None:
-    outcome = helpers.run(request("echo-env", "a\0b"))
+    outcome = run_script(helpers, request("echo-env", "a\0b"))
     assert outcome.result == 2
     assert outcome.feedback is not None
     assert outcome.feedback.startswith("could not start script: ")
 
 
 def test_a_command_too_long_for_exec_fails_without_raising(helpers: ScriptRunner) -> None:
-    outcome = helpers.run(request("echo-env", "x" * 200 * KIB))
+    outcome = run_script(helpers, request("echo-env", "x" * 200 * KIB))
     assert outcome.result == 2
     assert outcome.feedback == "could not start script: [Errno 7] Argument list too long: " + repr(
         str(HELPERS / "echo-env")
@@ -343,7 +346,7 @@ def test_a_script_whose_interpreter_is_missing_fails_without_raising(
 ) -> None:
     (tmp_path / "orphan").write_text("#!/no/such/interpreter\n")
     (tmp_path / "orphan").chmod(0o755)
-    outcome = runner.run(request("orphan"))
+    outcome = run_script(runner, request("orphan"))
     assert outcome.result == 2
     assert outcome.feedback is not None
     assert outcome.feedback.startswith("could not start script: [Errno 2]")
@@ -364,13 +367,13 @@ def test_a_script_whose_interpreter_is_missing_fails_without_raising(
     ],
 )
 def test_the_ipx_update_example_needs_a_channel(command: str, result: int, feedback: str) -> None:
-    outcome = ScriptRunner(EXAMPLES).run(request("ipx-update", command))
+    outcome = run_script(ScriptRunner(EXAMPLES), request("ipx-update", command))
     assert (outcome.result, outcome.feedback, outcome.exit_code) == (result, feedback, 0)
     assert outcome.stdout_tail.startswith("ipx-update: execution exec-1: ")
 
 
 def test_the_always_fail_example_always_fails_quoting_its_command() -> None:
-    outcome = ScriptRunner(EXAMPLES).run(request("always-fail", "channel=one"))
+    outcome = run_script(ScriptRunner(EXAMPLES), request("always-fail", "channel=one"))
     assert (outcome.result, outcome.feedback) == (
         2,
         "always-fail: this script always fails (Command was: channel=one)",
@@ -379,7 +382,7 @@ def test_the_always_fail_example_always_fails_quoting_its_command() -> None:
 
 
 def test_the_always_fail_example_shortens_a_long_command() -> None:
-    outcome = ScriptRunner(EXAMPLES).run(request("always-fail", "y" * 5000))
+    outcome = run_script(ScriptRunner(EXAMPLES), request("always-fail", "y" * 5000))
     assert outcome.feedback is not None
     assert outcome.feedback.endswith("...)")
     assert len(outcome.feedback) < 300

@@ -24,10 +24,11 @@ from typing import Any
 import pytest
 import structlog
 from helpers.processes import pids_with_env
+from helpers.runs import run_script
 
 from att_jm import runner as runner_module
+from att_jm.domain.runs import Run
 from att_jm.runner import (
-    RunRequest,
     ScriptRunner,
     ScriptUser,
     ScriptUserError,
@@ -166,8 +167,8 @@ def test_not_as_root_run_as_is_ignored_with_one_log_line(
 def test_as_root_a_script_runs_as_the_script_user_without_other_groups(
     scripts: pathlib.Path, script_user: ScriptUser
 ) -> None:
-    outcome = ScriptRunner(scripts, run_as=script_user.name).run(
-        RunRequest("exec-who", "job", "trigger", 1, "whoami", "", 10)
+    outcome = run_script(ScriptRunner(scripts, run_as=script_user.name),
+        Run("exec-who", "job", "trigger", 1, "whoami", "", 10)
     )
     assert (outcome.result, outcome.feedback) == (3, (
         f"uid={script_user.uid} user={script_user.name} gid={script_user.gid} "
@@ -177,7 +178,7 @@ def test_as_root_a_script_runs_as_the_script_user_without_other_groups(
 
 @needs_root
 def test_as_root_without_run_as_a_script_runs_as_root(scripts: pathlib.Path) -> None:
-    outcome = ScriptRunner(scripts).run(RunRequest("exec-r", "job", "t", 1, "whoami", "", 10))
+    outcome = run_script(ScriptRunner(scripts), Run("exec-r", "job", "t", 1, "whoami", "", 10))
     assert outcome.feedback is not None
     assert outcome.feedback.startswith("uid=0 user=root ")
 
@@ -188,8 +189,8 @@ def test_the_script_user_can_change_neither_its_script_nor_the_directory(
 ) -> None:
     assert check_scripts_dir(scripts, script_user.uid, script_user.gid) == []
     before = (scripts / "try-write").read_bytes()
-    outcome = ScriptRunner(scripts, run_as=script_user.name).run(
-        RunRequest("exec-w", "job", "trigger", 1, "try-write", "", 10)
+    outcome = run_script(ScriptRunner(scripts, run_as=script_user.name),
+        Run("exec-w", "job", "trigger", 1, "try-write", "", 10)
     )
     assert (outcome.result, outcome.feedback) == (3, "self=denied new=denied")
     assert (scripts / "try-write").read_bytes() == before
@@ -206,8 +207,8 @@ def test_a_script_user_may_still_write_where_the_check_says_so(
         f"{scripts} (the scripts directory): writable by uid {script_user.uid} "
         f"(owned by uid {script_user.uid})"
     ]
-    outcome = ScriptRunner(scripts, run_as=script_user.name).run(
-        RunRequest("exec-w2", "job", "trigger", 1, "try-write", "", 10)
+    outcome = run_script(ScriptRunner(scripts, run_as=script_user.name),
+        Run("exec-w2", "job", "trigger", 1, "try-write", "", 10)
     )
     assert outcome.feedback == "self=denied new=ok"
 
@@ -412,7 +413,7 @@ def test_without_subreaper_a_daemon_is_still_found_by_its_marker(
     tmp_path: pathlib.Path,
 ) -> None:
     """The test process is no subreaper: the daemon goes to init, found by its environment."""
-    outcome = ScriptRunner(HELPERS).run(RunRequest("exec-marked-" + uuid.uuid4().hex, "job",
+    outcome = run_script(ScriptRunner(HELPERS), Run("exec-marked-" + uuid.uuid4().hex, "job",
                                                    "trigger", 1, "leave-daemon", "exit", 10))
     assert outcome.result == 3
     daemon = int(outcome.stdout_tail.split("daemon=", 1)[1].split()[0])

@@ -11,7 +11,7 @@ from helpers.service import populate_scripts_dir
 
 from att_jm.config import Settings
 from att_jm.mqtt.adapter import Inbound
-from att_jm.service import Writer
+from att_jm.service import Writer, bootstrap
 
 
 def message(topic: str, body: dict[str, object], correlation: bytes | None = None) -> Inbound:
@@ -30,39 +30,34 @@ def notification(nid: str) -> Inbound:
 @pytest.fixture
 def writer(tmp_path: Path) -> Iterator[Writer]:
     scripts = populate_scripts_dir(tmp_path / "scripts")
-    w = Writer(Settings(store=str(tmp_path / "store" / "att-jm.db"), scripts=str(scripts)))
-    w._handle_batch([command("settings.set", {"interval_seconds": 0}, 1),
+    w = bootstrap(Settings(store=str(tmp_path / "store" / "att-jm.db"), scripts=str(scripts)))
+    w.handle([command("settings.set", {"interval_seconds": 0}, 1),
                      command("job.add", {"name": "j", "script": "ok", "trigger": "up"}, 2)])
     yield w
-    w.runner.stop()
-    w.manager.close()
-    for checkpointer in (w.checkpointer, w.store_checkpointer):
-        if checkpointer is not None:
-            checkpointer.close()
-    w.views.close()
+    w.close()
 
 
 def states(writer: Writer) -> list[tuple[str, str]]:
-    return [(row["notification_id"], row["state"]) for row in writer.views.rows("queue", 100)]
+    return [(row["notification_id"], row["state"]) for row in writer.parts.views.rows("queue", 100)]
 
 
 def test_a_notification_meeting_an_idle_queue_is_started_in_its_own_transaction(
     writer: Writer,
 ) -> None:
-    writer._handle_batch([notification("n-1"), notification("n-2")])  # no tick in between
+    writer.handle([notification("n-1"), notification("n-2")])  # no tick in between
     assert states(writer) == [("n-1", "running"), ("n-2", "queued")]
-    assert writer.runner.fds()  # the script runs
+    assert writer.slot.fds()  # the script runs
 
 
 def test_a_batch_with_a_command_leaves_the_start_to_the_next_turn(writer: Writer) -> None:
-    writer._handle_batch([notification("n-1"), command("views.get", {"view": "jobs"}, 3)])
+    writer.handle([notification("n-1"), command("views.get", {"view": "jobs"}, 3)])
     assert states(writer) == [("n-1", "queued")]
-    writer._tick()
+    writer.tick()
     assert states(writer) == [("n-1", "running")]
 
 
 def test_one_entry_runs_at_a_time_however_many_notifications_arrive(writer: Writer) -> None:
-    writer._handle_batch([command("settings.set", {"interval_seconds": 3600}, 4)])
-    writer._handle_batch([notification("n-1")])
-    writer._handle_batch([notification("n-2")])
+    writer.handle([command("settings.set", {"interval_seconds": 3600}, 4)])
+    writer.handle([notification("n-1")])
+    writer.handle([notification("n-2")])
     assert states(writer) == [("n-1", "running"), ("n-2", "queued")]

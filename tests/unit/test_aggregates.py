@@ -11,7 +11,6 @@ from eventsourcing.domain import Aggregate, DomainEvent
 from eventsourcing.utils import get_topic, resolve_topic
 
 from att_jm.domain.commands import JobSpec
-from att_jm.domain.errors import Conflict, NotFound
 from att_jm.domain.executions import (
     EXECUTED,
     FAILED,
@@ -33,6 +32,7 @@ from att_jm.domain.ids import (
 from att_jm.domain.jobs import Job
 from att_jm.domain.notifications import CommandRecord, Notification, Rejection
 from att_jm.domain.scheduler import Scheduler
+from att_jm.errors import Conflict, NotFound
 from att_jm.log.messages import event_data, event_message, event_type
 
 T0 = datetime(2026, 2, 1, 8, 0, tzinfo=UTC)

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from att_jm.domain import errors
+from att_jm import errors
 from att_jm.domain.commands import (
     PARSERS,
     READ_ONLY,
@@ -21,7 +21,7 @@ from att_jm.domain.commands import (
     ViewsGet,
     parse_command,
 )
-from att_jm.domain.errors import InvalidInput, UnknownCommand
+from att_jm.errors import InvalidInput, UnknownCommand
 
 CONTRACT_COMMANDS = {
     "job.add", "job.update", "job.remove", "queue.remove", "queue.execute-now",
@@ -42,7 +42,7 @@ def test_the_parsers_are_exactly_the_commands_of_the_contract() -> None:
 @pytest.mark.parametrize(
     ("error", "code"),
     [
-        (errors.JobManagerError, "internal"),
+        (errors.AttJmError, "internal"),
         (errors.InvalidInput, "invalid"),
         (errors.NotFound, "not_found"),
         (errors.Conflict, "conflict"),
@@ -51,12 +51,12 @@ def test_the_parsers_are_exactly_the_commands_of_the_contract() -> None:
     ],
 )
 def test_every_error_carries_the_contract_code(
-    error: type[errors.JobManagerError], code: str
+    error: type[errors.AttJmError], code: str
 ) -> None:
     raised = error("what went wrong")
     assert raised.code == code
     assert raised.message == "what went wrong"
-    assert isinstance(raised, errors.JobManagerError)
+    assert isinstance(raised, errors.AttJmError)
 
 
 # Valid commands -----------------------------------------------------------------------------

@@ -202,8 +202,22 @@ def test_every_setting_has_an_environment_variable() -> None:
         "max_payload_bytes", "view_rows", "view_max_bytes", "session_expiry_seconds", "views_db",
         "seal_every_events", "seal_every_seconds", "max_batch", "mqtt_username",
         "mqtt_password_file", "secrets_dir", "tls_ca_file", "tls_cert_file", "tls_key_file",
-        "users_file", "script_user", "command_rate", "command_burst",
+        "users_file", "script_user", "command_rate", "command_burst", "mqtt_fast_paths",
     }
+
+
+@pytest.mark.parametrize(("text", "value"), [
+    ("true", True), ("FALSE", False), ("1", True), ("0", False), ("yes", True), ("off", False),
+])
+def test_the_fast_paths_switch_reads_the_usual_words(text: str, value: bool) -> None:
+    settings = load_settings({}, {"ATT_JM_MQTT_FAST_PATHS": text}, None)
+    assert settings.mqtt_fast_paths is value
+
+
+@pytest.mark.parametrize("text", ["maybe", "2", "ja"])
+def test_the_fast_paths_switch_refuses_anything_else(text: str) -> None:
+    with pytest.raises(ConfigError, match="mqtt_fast_paths must be true or false"):
+        load_settings({}, {"ATT_JM_MQTT_FAST_PATHS": text}, None)
 
 
 @pytest.mark.parametrize(

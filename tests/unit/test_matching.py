@@ -6,7 +6,6 @@ from typing import Any
 
 import pytest
 
-from att_jm.domain.errors import InvalidInput
 from att_jm.domain.matching import (
     _MISSING,
     check_topic_level,
@@ -16,6 +15,7 @@ from att_jm.domain.matching import (
     matches,
     template_fields,
 )
+from att_jm.errors import InvalidInput
 
 NESTED: dict[str, Any] = {
     "id": "n-1",

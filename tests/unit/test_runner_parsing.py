@@ -8,11 +8,11 @@ import subprocess
 import pytest
 
 from att_jm import runner
+from att_jm.domain.runs import Run
 from att_jm.runner import (
     SCRIPT_PATH,
     OutputTail,
     ResultLineTracker,
-    RunRequest,
     Verdict,
     decide,
     decode_tail,
@@ -23,6 +23,7 @@ from att_jm.runner import (
     signal_name,
     timeout_feedback,
 )
+from att_jm.vocabulary import Result
 
 
 @pytest.mark.parametrize(
@@ -52,20 +53,20 @@ INVALID = "invalid Result line: result must be 2 or 3, got "
 @pytest.mark.parametrize(
     ("line", "verdict"),
     [
-        (b'{"result": 3, "feedback": "ok"}', Verdict(3, "ok")),
-        (b'{"result": 2, "feedback": "bad input"}', Verdict(2, "bad input")),
-        (b'{"result": 3}', Verdict(3, None)),
-        (b'{"result": 2, "feedback": null}', Verdict(2, None)),
-        (b'  {"result": 3, "feedback": "padded"}\r', Verdict(3, "padded")),
-        (b'{"feedback": "first", "result": 3, "extra": [1]}', Verdict(3, "first")),
-        (b'{"result": 3, "feedback": 42}', Verdict(3, "42")),
-        (b'{"result": 3, "feedback": [1, 2]}', Verdict(3, "[1, 2]")),
-        (b'{"result": 3, "feedback": "caf\xc3\xa9"}', Verdict(3, "caf\u00e9")),
-        (b'{"result": 7}', Verdict(2, INVALID + "7")),
-        (b'{"result": "3"}', Verdict(2, INVALID + '"3"')),
-        (b'{"result": 3.0}', Verdict(2, INVALID + "3.0")),
-        (b'{"result": true}', Verdict(2, INVALID + "true")),
-        (b'{"result": null, "feedback": "x"}', Verdict(2, INVALID + "null")),
+        (b'{"result": 3, "feedback": "ok"}', Verdict(Result.SUCCEEDED, "ok")),
+        (b'{"result": 2, "feedback": "bad input"}', Verdict(Result.FAILED, "bad input")),
+        (b'{"result": 3}', Verdict(Result.SUCCEEDED, None)),
+        (b'{"result": 2, "feedback": null}', Verdict(Result.FAILED, None)),
+        (b'  {"result": 3, "feedback": "padded"}\r', Verdict(Result.SUCCEEDED, "padded")),
+        (b'{"feedback": "first", "result": 3, "extra": [1]}', Verdict(Result.SUCCEEDED, "first")),
+        (b'{"result": 3, "feedback": 42}', Verdict(Result.SUCCEEDED, "42")),
+        (b'{"result": 3, "feedback": [1, 2]}', Verdict(Result.SUCCEEDED, "[1, 2]")),
+        (b'{"result": 3, "feedback": "caf\xc3\xa9"}', Verdict(Result.SUCCEEDED, "caf\u00e9")),
+        (b'{"result": 7}', Verdict(Result.FAILED, INVALID + "7")),
+        (b'{"result": "3"}', Verdict(Result.FAILED, INVALID + '"3"')),
+        (b'{"result": 3.0}', Verdict(Result.FAILED, INVALID + "3.0")),
+        (b'{"result": true}', Verdict(Result.FAILED, INVALID + "true")),
+        (b'{"result": null, "feedback": "x"}', Verdict(Result.FAILED, INVALID + "null")),
     ],
 )
 def test_a_json_object_with_a_result_key_is_a_result_line(line: bytes, verdict: Verdict) -> None:
@@ -146,11 +147,11 @@ def test_tails_are_decoded_leniently(data: bytes, cut: bool, text: str) -> None:
 @pytest.mark.parametrize(
     ("verdict", "exit_code", "expected"),
     [
-        (Verdict(3, "ok"), 1, Verdict(3, "ok")),
-        (Verdict(2, "no"), 0, Verdict(2, "no")),
-        (None, 0, Verdict(3, None)),
-        (None, 5, Verdict(2, "exit code 5: oops")),
-        (None, -6, Verdict(2, "killed by signal SIGABRT: oops")),
+        (Verdict(Result.SUCCEEDED, "ok"), 1, Verdict(Result.SUCCEEDED, "ok")),
+        (Verdict(Result.FAILED, "no"), 0, Verdict(Result.FAILED, "no")),
+        (None, 0, Verdict(Result.SUCCEEDED, None)),
+        (None, 5, Verdict(Result.FAILED, "exit code 5: oops")),
+        (None, -6, Verdict(Result.FAILED, "killed by signal SIGABRT: oops")),
     ],
 )
 def test_a_result_line_decides_before_the_exit_code(
@@ -189,29 +190,30 @@ def _track(chunks: list[bytes], max_line: int = 1024) -> Verdict | None:
     ("chunks", "verdict"),
     [
         ([b"hello\nworld\n"], None),
-        ([b'{"result": 3, "feedback": "a"}\n'], Verdict(3, "a")),
-        ([b'{"result": 3, "feedback": "no newline"}'], Verdict(3, "no newline")),
-        ([b'{"resu', b'lt": 2, "feed', b'back": "split"}\nmore\n'], Verdict(2, "split")),
+        ([b'{"result": 3, "feedback": "a"}\n'], Verdict(Result.SUCCEEDED, "a")),
+        ([b'{"result": 3, "feedback": "no newline"}'], Verdict(Result.SUCCEEDED, "no newline")),
+        ([b'{"resu', b'lt": 2, "feed', b'back": "split"}\nmore\n'],
+         Verdict(Result.FAILED, "split")),
         (
             [b'{"result": 3, "feedback": "first"}\n{"result": 2, "feedback": "last"}\n'],
-            Verdict(2, "last"),
+            Verdict(Result.FAILED, "last"),
         ),
         (
             [b'{"result": 2, "feedback": "first"}\n', b'x\n{"result": 3, "feedback": "last"}\n'],
-            Verdict(3, "last"),
+            Verdict(Result.SUCCEEDED, "last"),
         ),
         (
             [b'{"result": 3, "feedback": "kept"}\n{"feedback": "result"}\n{"result": 3\n'],
-            Verdict(3, "kept"),
+            Verdict(Result.SUCCEEDED, "kept"),
         ),
-        ([b'{"result": 3}\n', b'{"result": 9}\n'], Verdict(2, INVALID + "9")),
+        ([b'{"result": 3}\n', b'{"result": 9}\n'], Verdict(Result.FAILED, INVALID + "9")),
         (
             [b'{"result": 3, "feedback": "early"}\n'] + [b"noise " * 1000 + b"\n"] * 100,
-            Verdict(3, "early"),
+            Verdict(Result.SUCCEEDED, "early"),
         ),
         (
             [b'{"result": 3, "feedback": "a"}\r\n{"result": 2, "feedback": "b"}\r\n'],
-            Verdict(2, "b"),
+            Verdict(Result.FAILED, "b"),
         ),
     ],
 )
@@ -224,21 +226,21 @@ def test_the_tracker_remembers_the_last_result_line(
 def test_lines_longer_than_the_limit_are_never_result_lines() -> None:
     overlong = b'{"result": 2, "feedback": "' + b"y" * 100 + b'"}'
     chunks = [b'{"result": 3, "feedback": "short"}\n', overlong[:40], overlong[40:], b"\n"]
-    assert _track(chunks, max_line=64) == Verdict(3, "short")
+    assert _track(chunks, max_line=64) == Verdict(Result.SUCCEEDED, "short")
 
 
 def test_the_line_after_an_overlong_line_is_read_again() -> None:
     chunks = [b"z" * 100, b"z" * 100 + b'\n{"result": 2, "feedback": "after"}\n']
-    assert _track(chunks, max_line=64) == Verdict(2, "after")
+    assert _track(chunks, max_line=64) == Verdict(Result.FAILED, "after")
 
 
 def test_an_overlong_last_line_without_newline_is_ignored() -> None:
     chunks = [b'{"result": 3}\n', b'{"result": 2, "feedback": "' + b"y" * 100 + b'"}']
-    assert _track(chunks, max_line=64) == Verdict(3, None)
+    assert _track(chunks, max_line=64) == Verdict(Result.SUCCEEDED, None)
 
 
 def test_the_environment_holds_only_the_fixed_and_att_jm_variables() -> None:
-    request = RunRequest("exec-1", "job-a", "channel-up", 2, "ipx-update", "channel=one", 30)
+    request = Run("exec-1", "job-a", "channel-up", 2, "ipx-update", "channel=one", 30)
     environment = script_environment(pathlib.Path("/srv/scripts"), request)
     assert environment == {
         "PATH": SCRIPT_PATH,

@@ -9,9 +9,9 @@ import pytest
 from eventsourcing.domain import Snapshot
 
 from att_jm.domain.cleanup import CleanupPolicy
-from att_jm.domain.errors import InvalidInput
 from att_jm.domain.ids import SCHEDULER_ID
 from att_jm.domain.scheduler import DEFAULT_INTERVAL_SECONDS, Scheduler, next_start
+from att_jm.errors import InvalidInput
 
 T0 = datetime(2026, 5, 4, 10, 0, tzinfo=UTC)
 

@@ -1,0 +1,191 @@
+"""The write model: the aggregates the Job Manager decides with, their store, its index.
+
+The jobs and the scheduler are held in memory (they match the store after every commit;
+`reload()` drops them after a failed one), recent executions in a small cache; the write
+index (`att_jm.application.index`) says what is queued, running and finished. `commit`
+stores a unit of work's events and the index's changes in one transaction.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Callable, Iterable
+from typing import Any
+from uuid import UUID
+
+import structlog
+from eventsourcing.application import AggregateNotFoundError
+
+from att_jm.application.index import TOPICS, WriteIndex, live_changes
+from att_jm.application.unit import UnitOfWork
+from att_jm.domain import limits as lim
+from att_jm.domain.executions import Execution
+from att_jm.domain.ids import SCHEDULER_ID, job_id
+from att_jm.domain.jobs import Job
+from att_jm.domain.limits import shown
+from att_jm.domain.scheduler import Scheduler
+from att_jm.errors import EventTooLarge, NotFound
+from att_jm.store import JobManagerApp, WriterLog, log_position, read_rows
+
+log = structlog.get_logger("att_jm")
+
+EXECUTIONS_CACHED = 256
+#: The library snapshots the scheduler every this many versions (see `JobManagerApp`).
+SCHEDULER_SNAPSHOT_EVERY = 500
+
+
+class WriteModel:
+    """The aggregates of the Job Manager, loaded from and stored to the event store."""
+
+    def __init__(self, app: JobManagerApp, clock: Callable[[], Any]) -> None:
+        self.app = app
+        self.log = WriterLog(app)
+        self.index = WriteIndex(self.log.connection)
+        self.jobs: dict[str, Job] = {}
+        # Executions this writer loaded or changed lately (the running one, the next ones).
+        self._executions: collections.OrderedDict[UUID, Execution] = collections.OrderedDict()
+        self.scheduler = self._load_scheduler(clock)
+        self.catch_up()
+        self.reload()
+
+    def close(self) -> None:
+        """Close the writer's connection (the last connection to close checkpoints the WAL)."""
+        self.log.close()
+
+    def catch_up(self) -> int:
+        """Bring the index up to the log's end (rebuilt when it is ahead of it); the rows
+        applied."""
+        end = log_position(self.app)
+        if self.index.position > end:
+            log.warning("index.ahead_of_log", index=self.index.position, log=end)
+            self.index.reset()
+        if self.index.position == end:
+            return 0
+        applied = self.index.catch_up(read_rows(self.app, self.index.position, TOPICS), end)
+        log.info("index.caught_up", rows=applied, position=end)
+        return applied
+
+    def _load_scheduler(self, clock: Callable[[], Any]) -> Scheduler:
+        try:
+            scheduler: Scheduler = self.app.repository.get(SCHEDULER_ID)
+        except AggregateNotFoundError:
+            scheduler = Scheduler.create(clock())
+            self.app.save(scheduler)
+        return scheduler
+
+    def reload(self) -> None:
+        """Drop every cached aggregate and load the current ones from the store."""
+        self.scheduler = self.app.repository.get(SCHEDULER_ID)
+        self._executions.clear()
+        self.jobs = {}
+        for name in self.index.job_names():
+            job = self.get_job(name)
+            if job is not None and not job.removed:
+                self.jobs[name] = job
+
+    def get_job(self, name: str) -> Job | None:
+        try:
+            job: Job = self.app.repository.get(job_id(name))
+        except AggregateNotFoundError:
+            return None
+        return job
+
+    def exists(self, aggregate_id: UUID) -> bool:
+        return self.log.exists(aggregate_id)
+
+    def existing(self, ids: Iterable[UUID]) -> set[UUID]:
+        return self.log.existing(list(ids))
+
+    def execution(self, uow: UnitOfWork, entry: str) -> Execution:
+        """Execution `entry` as this unit of work sees it; NotFound when there is none."""
+        try:
+            key = UUID(entry)
+        except ValueError:
+            raise NotFound(f"no entry {shown(entry)}") from None
+        cached = uow.aggregates.get(key)
+        if isinstance(cached, Execution):
+            return cached
+        created = uow.enqueued.get(key)
+        if created is not None:  # enqueued by this batch: built from its event, not stored yet
+            built = created.mutate(None)
+            if not isinstance(built, Execution):  # pragma: no cover -- an Enqueued makes one
+                raise NotFound(f"no entry {entry!r}")
+            uow.aggregates[key] = built
+            self._remember(key, built)
+            return built
+        known = self._executions.get(key)
+        if known is not None:
+            self._executions.move_to_end(key)
+            return known
+        try:
+            execution: Execution = self.app.repository.get(key)
+        except AggregateNotFoundError:
+            raise NotFound(f"no entry {entry!r}") from None
+        if not isinstance(execution, Execution):
+            raise NotFound(f"no entry {entry!r}")
+        self._remember(key, execution)
+        return execution
+
+    def _remember(self, key: UUID, execution: Execution) -> None:
+        self._executions[key] = execution
+        if len(self._executions) > EXECUTIONS_CACHED:
+            self._executions.popitem(last=False)
+
+    # Persistence ---------------------------------------------------------------------------
+
+    def encode(self, uow: UnitOfWork) -> None:
+        """Encode the events not encoded yet, as the commit will store them (raises what the
+        commit would raise for an event that cannot be stored, and EventTooLarge for one
+        over `limits.MAX_EVENT_BYTES`)."""
+        to_stored = self.app.mapper.to_stored_event
+        start = len(uow.encoded)
+        uow.encoded.extend(to_stored(event) for event in uow.events[start:])
+        for index in range(start, len(uow.encoded)):
+            size = len(uow.encoded[index].state)
+            if size > lim.MAX_EVENT_BYTES:
+                del uow.encoded[start:]
+                raise EventTooLarge(
+                    f"its {type(uow.events[index]).__name__} event would be {size} bytes, over "
+                    f"the cap of {lim.MAX_EVENT_BYTES} bytes per event"
+                )
+
+    def commit(self, uow: UnitOfWork) -> list[tuple[int, Any]]:
+        """Store the batch's events and the index's changes in one transaction (snapshotting
+        the scheduler); each event with its log position."""
+        if not uow.events:
+            return []
+        # The recorder directly: Application.save() would re-collect the events through a
+        # runtime Protocol isinstance() per event and snapshot by aggregate, and
+        # EventStore.put() would encode each event again.
+        self.encode(uow)
+        events = uow.events
+        index = self.index
+
+        def index_changes(cursor: Any, positions: list[int]) -> None:
+            index.write(cursor, live_changes(zip(positions, events, strict=True)), positions[-1])
+
+        try:
+            positions = self.log.append(uow.encoded, index_changes)
+        except BaseException:
+            index.forget()
+            raise
+        if any(event.originator_id == SCHEDULER_ID
+               and event.originator_version % SCHEDULER_SNAPSHOT_EVERY == 0 for event in events):
+            self._snapshot()
+        return list(zip(positions, events, strict=True))
+
+    def _snapshot(self) -> None:
+        """Snapshot the scheduler as it is in memory, just stored (the library's
+        `take_snapshot` would read back and replay its last events first).
+
+        A failure only costs load time, so it never fails a commit."""
+        scheduler = self.scheduler
+        try:
+            if self.app.snapshots is None or scheduler.pending_events:
+                raise RuntimeError("no snapshot store, or the scheduler has unstored events")
+            snapshot_class = getattr(type(scheduler), "Snapshot", type(self.app).snapshot_class)
+            if snapshot_class is None:
+                raise RuntimeError("no snapshot class")
+            self.app.snapshots.put([snapshot_class.take(scheduler)])
+        except Exception as error:  # noqa: BLE001 -- the batch is already stored
+            log.warning("scheduler.snapshot_failed", version=scheduler.version, error=repr(error))

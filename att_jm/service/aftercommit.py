@@ -1,0 +1,107 @@
+"""What follows a commit, in order: the acknowledgements and replies, the script it
+started, the relay, the end of a store fault, the views."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+
+from att_jm.application import JobManager
+from att_jm.application.sealer import Sealer
+from att_jm.mqtt.adapter import ServiceConnection
+from att_jm.relay.handle import EventsRelay
+from att_jm.service.held import HeldStart
+from att_jm.service.status import Status
+from att_jm.service.unit import WriterUnit
+from att_jm.store import JobManagerApp
+from projections.rebuild import catch_up
+from projections.views import Views
+
+log = structlog.get_logger("att_jm")
+
+Stored = list[tuple[int, Any]]
+
+
+class AfterCommit:
+    """Runs what follows each commit; keeps the views up to the log."""
+
+    def __init__(
+        self, *, app: JobManagerApp, manager: JobManager, views: Views, relay: EventsRelay,
+        held: HeldStart, sealer: Sealer, status: Status, connection: ServiceConnection,
+        views_behind: bool = False,
+    ) -> None:
+        self.app = app
+        self.manager = manager
+        self.views = views
+        self.relay = relay
+        self.held = held
+        self.sealer = sealer
+        self.status = status
+        self.connection = connection
+        #: The views lag the log (a views fault): caught up from the writer's timers.
+        self.views_behind = views_behind
+
+    def committed(self, uow: WriterUnit, stored: Stored) -> None:
+        """Everything that follows the commit of `uow`, which stored `stored`."""
+        for hook in uow.after_store:  # acks and replies first: requesters wait for them
+            hook()
+        # Then the script it started and the relay (which reads the events on the other
+        # core): after a script's end the next script first (the queue drains at the speed
+        # of its scripts); on an idle queue the events first: the script starts once the
+        # broker has taken them (see att_jm.service.held).
+        start = uow.start
+        if start is not None and uow.handover:
+            start()
+            start = None
+        if stored:
+            position = stored[-1][0]
+            if start is not None and self.held.hold(start, position):
+                start = None
+            else:
+                self.relay.notify(position)
+        if start is not None:
+            start()
+        if self.status.fault_kind == "store":
+            self.connection.resume()
+            self.status.set_fault(None)
+            log.info("store.recovered")
+        self.stored(stored)
+        if uow.spoiled:  # a handler failed after changing aggregates in memory
+            self.manager.reload()
+
+    def stored(self, stored: Stored) -> None:
+        """Wake the relay for the events (first: subscribers wait for them), then update the
+        views (the relay publishes those that changed)."""
+        if not stored:
+            return
+        self.relay.notify(stored[-1][0])
+        self.sealer.note(stored[-1][0])
+        self.apply_views(stored)
+
+    def apply_views(self, stored: Stored) -> None:
+        """Bring the views up to the log (the batch just stored, or everything missed).
+
+        The log is committed already, so a views failure (full disk) must not stop the
+        writer: it is reported as a `views` fault and retried from the writer's timers (the
+        write side decides from its own index: nothing waits for the views).
+        """
+        try:
+            first = stored[0][0] if stored else 0
+            if self.views_behind or self.views.position < first - 1:
+                catch_up(self.app, self.views)
+                self.relay.notify_views()
+            elif stored and self.views.apply(stored):
+                self.relay.notify_views()
+        except Exception as error:  # noqa: BLE001 -- any views fault: report, retry later
+            if not self.views_behind:
+                log.error("views.apply_failed", error=repr(error))
+            self.views_behind = True
+            if self.status.fault is None:
+                self.status.set_fault("views", error)
+            return
+        if self.views_behind:
+            self.views_behind = False
+            log.info("views.recovered", position=self.views.position)
+        if self.status.fault_kind == "views":
+            self.status.set_fault(None)

@@ -1,0 +1,70 @@
+"""The service's retained status (`P/job-manager/status`) and the fault it reports."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from att_jm import __version__
+from att_jm.domain.times import iso
+from att_jm.log.tail import Tail
+from att_jm.mqtt.adapter import ServiceConnection
+
+
+class Status:
+    """What the retained status says: online or offline, since when, and any fault
+    (`store`: commits refused; `views`: the views lag the log) until it ends."""
+
+    def __init__(
+        self, connection: ServiceConnection, *, client_id: str, clock: Callable[[], datetime],
+        tail: Tail | None,
+    ) -> None:
+        self.connection = connection
+        self.client_id = client_id
+        self.clock = clock
+        self.tail = tail
+        self.started_at = clock()
+        self.fault: dict[str, Any] | None = None
+
+    @property
+    def fault_kind(self) -> str | None:
+        return None if self.fault is None else str(self.fault["kind"])
+
+    def body(self, state: str) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "state": state, "pid": os.getpid(), "client_id": self.client_id,
+            "version": __version__, "started_at": iso(self.started_at), "at": iso(self.clock()),
+        }
+        if self.fault is not None:
+            body["fault"] = self.fault
+        flag = None if self.tail is None else self.tail.flag()
+        if flag is not None:
+            body["log_appended"] = flag
+        warnings = self.connection.broker_warnings()
+        if warnings:
+            body["broker_warnings"] = warnings
+        return body
+
+    def last_will(self) -> dict[str, Any]:
+        """The status the broker publishes if the connection is lost."""
+        return {"state": "offline", "reason": "lost", "pid": os.getpid(),
+                "client_id": self.client_id, "started_at": iso(self.started_at)}
+
+    def paused(self) -> dict[str, Any]:
+        """The status while the service stopped receiving (until a commit works again)."""
+        body = self.body("online")
+        body["fault"] = {**(self.fault or {}), "paused": True}
+        return body
+
+    def set_fault(self, kind: str | None, error: BaseException | None = None) -> None:
+        """Report a fault (or its end, `kind` None) in the retained status."""
+        self.fault = None if kind is None else {
+            "kind": kind, "message": repr(error), "since": iso(self.clock()),
+        }
+        self.connection.publish(
+            self.connection.status_topic, orjson.dumps(self.body("online")), retain=True
+        )

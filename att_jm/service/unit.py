@@ -1,0 +1,21 @@
+"""The writer's unit of work: the application's, plus what the writer does once it is
+stored."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from att_jm.application import UnitOfWork
+
+
+@dataclass
+class WriterUnit(UnitOfWork):
+    """A unit of work with what the writer does once it is stored."""
+
+    #: Run once stored, in order (the acknowledgements and replies).
+    after_store: list[Callable[[], object]] = field(default_factory=list)
+    #: Starts the script dispatched, once stored.
+    start: Callable[[], object] | None = None
+    #: The batch ended a script: the next one starts before all else.
+    handover: bool = False

@@ -1,0 +1,169 @@
+"""The writer's loop: wait, read, handle the batch, run the timers.
+
+One writer thread (the main thread) owns the store, the views and the MQTT connection (it
+drives paho's network loop itself: see `att_jm.mqtt.driven`). It waits on the broker's
+socket, its inbox (signals), the running script's pipes and the relay's answers in one
+`poll()`; handles everything that arrived as one batch (`Batches`); then starts the next
+execution when the interval allows, runs Auto Cleanup when due, and seals the log.
+`bootstrap()` builds it from its parts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from functools import partial
+
+import structlog
+
+from att_jm.application import JobManager
+from att_jm.mqtt.adapter import ServiceConnection
+from att_jm.relay.handle import EventsRelay
+from att_jm.runner import kill_leftovers
+from att_jm.service.aftercommit import AfterCommit
+from att_jm.service.batches import Batches
+from att_jm.service.dispatch import Dispatcher
+from att_jm.service.held import HeldStart
+from att_jm.service.inbox import Inbox, Item, Stop, Stopping
+from att_jm.service.scripts import ScriptSlot
+from att_jm.service.sealing import LogSeals
+from att_jm.service.status import Status
+from att_jm.service.units import StoppedDuringFault, Units
+from projections.views import Views
+
+log = structlog.get_logger("att_jm")
+
+#: The longest the loop sleeps without looking at the relay and a views catch-up.
+LOOK_AROUND_SECONDS = 1.0
+
+
+@dataclass
+class Parts:
+    """What the writer is made of (see `att_jm.service.bootstrap`)."""
+
+    manager: JobManager
+    views: Views
+    inbox: Inbox
+    stopping: Stopping
+    connection: ServiceConnection
+    status: Status
+    relay: EventsRelay
+    slot: ScriptSlot
+    held: HeldStart
+    after: AfterCommit
+    units: Units
+    batches: Batches
+    dispatcher: Dispatcher
+    seals: LogSeals
+    clock: Callable[[], datetime]
+    max_batch: int
+    #: Where the relay begins when it has no position file of its own (a first start).
+    first_unpublished: int
+    #: Called last at a stop, in order (checkpointers, views).
+    closers: tuple[Callable[[], object], ...]
+    #: The log's end (for the last log line).
+    position: Callable[[], int]
+
+
+class Writer:
+    """The single writer's loop."""
+
+    def __init__(self, parts: Parts) -> None:
+        self.parts = parts
+        self.manager = parts.manager
+        self.inbox = parts.inbox
+        self.connection = parts.connection
+        self.status = parts.status
+        self.relay = parts.relay
+        self.slot = parts.slot
+        self.held = parts.held
+        self.units = parts.units
+        self.batches = parts.batches
+        self.clock = parts.clock
+        self._stopping = parts.stopping
+
+    def run(self) -> int:
+        """Connect and serve until a Stop is handled; the exit code."""
+        self.relay.start(after=self.parts.first_unpublished)
+        interrupted = self.units.timer("executions.interrupt", self.manager.interrupt_running)
+        if interrupted:
+            log.warning("executions.interrupted", ids=interrupted,
+                        leftover_pids_killed=kill_leftovers(interrupted))
+        self.connection.start(lambda: self.status.body("online"), self.status.last_will())
+        try:
+            while not self._stopping.seen:
+                # Once something waits, only take what else has arrived (a bigger batch).
+                wait = self._wait_seconds() if self.inbox.empty() else 0.0
+                ready = self.connection.poll(wait, self.inbox.fileno(), *self.slot.fds(),
+                                             *self.held.fds())
+                self.held.release()
+                self.slot.step(ready)
+                items = self.inbox.drain(self.parts.max_batch)
+                if items:
+                    self.handle(items)
+                self.tick()
+        except StoppedDuringFault:
+            log.error("service.stopped_during_store_fault", unacknowledged="left to the broker")
+        self.close()
+        return 0
+
+    def request_stop(self, reason: str = "requested") -> None:
+        """Ask the writer to stop; safe in a signal handler (SimpleQueue.put is reentrant)."""
+        self._stopping.requested.set()
+        self.inbox.put(Stop(reason))
+
+    def handle(self, items: list[Item]) -> None:
+        """Handle `items` as one batch (what one turn of the loop read)."""
+        self.batches.handle(items)
+
+    def tick(self) -> None:
+        """The timers: the relay's health, a views catch-up, Auto Cleanup, the next start,
+        the seals."""
+        self.relay.check()
+        if self._stopping.seen:
+            return
+        if self.parts.after.views_behind:  # the views only: the write side does not wait
+            self.parts.after.apply_views([])
+        now = self.clock()
+        for table in self.manager.cleanup_due(now):
+            removed = self.units.timer(
+                f"cleanup.{table}", partial(self.manager.cleanup, table=table, actor="scheduler")
+            )
+            if removed:
+                log.info("cleanup.ran", table=table, removed=removed)
+        self.units.timer("dispatch", self.parts.dispatcher.start_next)
+        if self.manager.scheduler.running is not None and self.inbox.empty():
+            self.manager.preload_next()
+        if not self.held.pending:  # a seal (milliseconds) never delays a start
+            self.parts.seals.seal()
+            if self.inbox.empty():
+                self.parts.seals.prepare()
+
+    def close(self) -> None:
+        """Stop: the running script killed, the log sealed and closed, the relay drained,
+        the offline status published, everything closed."""
+        self.held.drop()
+        self.slot.stop()
+        self.parts.seals.close()  # a clean stop's last write: the whole log sealed, and closed
+        self.manager.close()
+        self.relay.stop()  # it publishes what is left of the events and the views, then exits
+        self.connection.stop(self.status.body("offline"))
+        for close in self.parts.closers:
+            close()
+        self.inbox.close()
+        log.info("service.stopped", position=self.parts.position())
+
+    def _wait_seconds(self) -> float:
+        now = self.clock()
+        wakes = [self.manager.next_cleanup(now)]
+        start = self.manager.next_start(now)
+        if start is not None:
+            wakes.append(start)
+        wait = min((wake - now).total_seconds() for wake in wakes)
+        wait = min(wait, LOOK_AROUND_SECONDS)
+        for other in (self.parts.seals.wait_seconds(), self.slot.wait_seconds(),
+                      self.held.wait_seconds()):
+            if other is not None:
+                wait = min(wait, other)
+        return max(0.0, min(wait, 60.0))

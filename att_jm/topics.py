@@ -1,0 +1,123 @@
+"""Every MQTT topic of the contract, built and parsed in one place (pure: no I/O).
+
+`P` is the site's topic prefix (`att` by default, any number of levels):
+
+- `P/channel-manager/notifications/{trigger}`: notifications (Channel Managers publish);
+- `P/job-manager/commands/{actor}/{command}`: commands (operators publish);
+- `P/job-manager/replies/{actor}/...`: replies (on the command's ResponseTopic);
+- `P/job-manager/events/{type}`: the event log (the relay publishes);
+- `P/job-manager/views/{view}`: the views, retained (the relay publishes);
+- `P/job-manager/status`: the service's status, retained; `P/job-manager/seals`: seals, retained.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class NotificationTopic:
+    """`P/channel-manager/notifications/{trigger}`."""
+
+    trigger: str
+
+
+@dataclass(frozen=True)
+class CommandTopic:
+    """`P/job-manager/commands/{actor}/{name}`."""
+
+    actor: str
+    name: str
+
+
+@dataclass(frozen=True)
+class Topics:
+    """The topics under one prefix."""
+
+    prefix: str = "att"
+
+    # Built ---------------------------------------------------------------------------------
+
+    def notification(self, trigger: str) -> str:
+        return f"{self.prefix}/channel-manager/notifications/{trigger}"
+
+    def command(self, actor: str, name: str) -> str:
+        return f"{self.prefix}/job-manager/commands/{actor}/{name}"
+
+    def replies(self, actor: str) -> str:
+        """The root of `actor`'s replies (a reply topic is this, `/`, anything)."""
+        return f"{self.prefix}/job-manager/replies/{actor}"
+
+    def reply(self, actor: str, token: str) -> str:
+        return f"{self.replies(actor)}/{token}"
+
+    @property
+    def replies_root(self) -> str:
+        """Every reply topic starts with this (`P/job-manager/replies/`)."""
+        return f"{self.prefix}/job-manager/replies/"
+
+    def event(self, event_type: str) -> str:
+        return f"{self.events_root}{event_type}"
+
+    @property
+    def events_root(self) -> str:
+        """`P/job-manager/events/`: an event's topic is this and its type."""
+        return f"{self.prefix}/job-manager/events/"
+
+    def view(self, name: str) -> str:
+        return f"{self.views_root}{name}"
+
+    @property
+    def views_root(self) -> str:
+        """`P/job-manager/views/`: a view's topic is this and its name."""
+        return f"{self.prefix}/job-manager/views/"
+
+    @property
+    def status(self) -> str:
+        return f"{self.prefix}/job-manager/status"
+
+    @property
+    def seals(self) -> str:
+        return f"{self.prefix}/job-manager/seals"
+
+    @property
+    def notifications_root(self) -> str:
+        """`P/channel-manager/notifications/`: a notification's topic is this and its trigger."""
+        return f"{self.prefix}/channel-manager/notifications/"
+
+    # Subscriptions -------------------------------------------------------------------------
+
+    @property
+    def notifications_filter(self) -> str:
+        return f"{self.prefix}/channel-manager/notifications/+"
+
+    @property
+    def commands_filter(self) -> str:
+        return f"{self.prefix}/job-manager/commands/+/+"
+
+    def service_filters(self) -> tuple[str, str]:
+        """What the service subscribes to."""
+        return (self.notifications_filter, self.commands_filter)
+
+    # Parsed --------------------------------------------------------------------------------
+
+    def parse(self, topic: str) -> NotificationTopic | CommandTopic | None:
+        """What `topic` is to the service: a notification, a command, or neither (None)."""
+        parts = topic.split("/")
+        base = self.prefix.split("/")
+        if parts[: len(base)] != base:
+            return None
+        rest = parts[len(base):]
+        if len(rest) == 3 and rest[:2] == ["channel-manager", "notifications"]:
+            return NotificationTopic(rest[2])
+        if len(rest) == 4 and rest[:2] == ["job-manager", "commands"]:
+            return CommandTopic(rest[2], rest[3])
+        return None
+
+    def is_notification(self, topic: bytes) -> bool:
+        """Whether the raw topic `topic` lies under the notifications (a cheap test)."""
+        return topic.startswith(self.notifications_root.encode())
+
+    def is_reply(self, topic: str) -> bool:
+        """Whether `topic` lies under the reply tree (where the service may answer)."""
+        return topic.startswith(self.replies_root)
