@@ -40,6 +40,7 @@ function showService() {
   if (!ctx) setPill(pill, 'unknown', 'Service: unknown');
   else if (!connected) setPill(pill, 'unknown', `Service: unknown while disconnected${status ? ` (last: ${status.state})` : ''}`);
   else if (!status) setPill(pill, 'unknown', 'Service: no status published');
+  else if (status.state === 'online' && status.fault) setPill(pill, 'fault', `Service online since ${when(status.started_at)}, with a FAULT`);
   else if (status.state === 'online') setPill(pill, 'online', `Service online since ${when(status.started_at)}`);
   else setPill(pill, 'offline', `Service OFFLINE${status.at ? ` since ${when(status.at)}` : ''}${status.reason ? ` (${capped(String(status.reason), 60)})` : ''}`);
   const fault = $('fault');

@@ -19,13 +19,15 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from helpers.browser import Console, ConsoleServer, chromium
+from helpers.browser import Console, ConsoleServer, chromium, require_playwright
 from helpers.mqtt import TestClient
 from helpers.service import Service
 from helpers.site import SecureSite
-from playwright.sync_api import Browser, expect
 
 from .conftest import CONSOLE_VIEW_ROWS, Operator
+
+require_playwright()
+from playwright.sync_api import Browser, expect  # noqa: E402 -- after the check above
 
 P = "att"
 expect.set_options(timeout=15_000)
@@ -428,6 +430,30 @@ def test_tables_page_past_the_row_cap_sort_and_filter(
     console.test_id("filter-executed").fill("")
     console.test_id("sort-executed-notification_id").click()
     console.test_id("sort-executed-notification_id").click()  # back to the view's order
+
+
+def test_a_fault_in_the_service_status_is_shown_on_every_page(
+    console: Console, console_site: SecureSite,
+) -> None:
+    """The status the service publishes during a store fault (its form, sent here as the
+    service's user since a real disk fault cannot be made on demand), then its end."""
+    topic = f"{P}/job-manager/status"
+    with TestClient(console_site.url("att-job-manager")) as service:
+        online = service.retained(topic)
+        assert online["state"] == "online"
+        fault = {"kind": "store", "message": "OperationalError('disk I/O error')",
+                 "since": online["at"], "paused": True}
+        service.publish(topic, {**online, "fault": fault}, retain=True)
+        for name in ("jobs", "failed"):
+            console.open(name)
+            expect(console.test_id("fault")).to_contain_text(
+                "Fault (store) since")
+            expect(console.test_id("fault")).to_contain_text("disk I/O error")
+        expect(console.test_id("service")).to_have_attribute("data-state", "fault")
+        console.screenshot("fault")
+        service.publish(topic, online, retain=True)
+        expect(console.test_id("fault")).to_be_hidden()
+        expect(console.test_id("service")).to_have_attribute("data-state", "online")
 
 
 def test_the_page_says_when_the_broker_or_the_service_restarts_and_recovers_by_itself(
