@@ -4,16 +4,23 @@ The Job Manager decides what runs next, what Auto Cleanup removes, which executi
 running at a stop and which jobs exist from this index, never from the views (the read
 side, which may lag the log after a views fault). It lives in the store's own file, in
 tables next to the events (`jm_index`, `jm_queue`, `jm_finished`, `jm_jobs`), and is
-updated in the transaction that stores the events it follows: it always says what the
-committed log says. At start it catches up with rows it has not seen (a store written by
-a version without the index, rows appended while the service was stopped), and it is
-rebuilt from the log when it claims a position beyond the log's end (a store restored from
-an older copy). docs/adr/0001-write-side-queue.md says why, and what it costs.
+updated in the transaction that stores the events it follows: it always holds what the
+committed log says.
+
+Its recorded position (`jm_index`) is written only every RECORD_EVERY positions, at a
+catch-up and at a clean stop (a page of its own in every commit would cost a third of the
+index's price, docs/adr/0001-write-side-queue.md): the index holds at least the log up to
+it, and maybe more. At start it applies the rows after it again; the rules converge, since
+each one sets an execution's rows from its own events, the last of which decide
+(tests/integration/test_write_index.py replays suffixes of random histories). A store
+without the index (written by an older version) gets it built from the first row; an index
+that claims a position beyond the log's end (a store restored from an older copy) is
+rebuilt.
 
 The rules follow the queue view's (`projections.views`): an entry sorts by the position of
 its Enqueued (or its last AttemptFailed) event; one sent to the front (or re-executed) by
 FRONT_BASE plus that event's position, before all others; a retry waits for `not_before`.
-tests/integration/test_write_index.py checks both agree on random histories.
+tests/integration/test_write_index.py checks that both agree on random histories.
 """
 
 from __future__ import annotations
@@ -44,6 +51,8 @@ CREATE TABLE IF NOT EXISTS jm_jobs (id TEXT PRIMARY KEY, name TEXT NOT NULL,
     live INTEGER NOT NULL) WITHOUT ROWID;
 """
 TABLES: Final = ("jm_index", "jm_queue", "jm_finished", "jm_jobs")
+#: The recorded position is written with a commit once the log moved this far past it.
+RECORD_EVERY: Final = 1000
 
 #: (position, topic, aggregate id, field getter): one event as the rules read it. The
 #: getter gives an event's field by name, and its time (ISO-8601, as `times.iso`) as `at`.
@@ -179,17 +188,22 @@ class WriteIndex:
         self._db = db
         db.executescript(SCHEMA)
         self._memo: dict[str, Any] = {}
+        #: The last position recorded in `jm_index`, and the last one applied.
+        self._recorded = self.position
+        self._seen = self._recorded
 
     # Kept up to date -----------------------------------------------------------------------
 
     @property
     def position(self) -> int:
-        """The last log position the index took into account."""
+        """The recorded position: the index holds at least the log up to it."""
         row = self._db.execute("SELECT value FROM jm_index WHERE key = 'position'").fetchone()
         return 0 if row is None else int(row[0])
 
-    def write(self, cursor: sqlite3.Cursor, changes: Sequence[Change], position: int) -> None:
-        """Apply `changes` and record `position`, inside the caller's transaction."""
+    def write(self, cursor: sqlite3.Cursor, changes: Sequence[Change], position: int, *,
+              record: bool = False) -> None:
+        """Apply `changes` (the log up to `position`), inside the caller's transaction; the
+        position is recorded too when `record` is set or it is RECORD_EVERY past the last."""
         self._memo.clear()
         for change_position, topic, aggregate, get in changes:
             try:
@@ -197,11 +211,23 @@ class WriteIndex:
             except (LookupError, TypeError, ValueError) as error:  # a forged row's data
                 log.error("index.change_skipped", position=change_position, topic=topic,
                           error=repr(error))
-        cursor.execute("INSERT OR REPLACE INTO jm_index VALUES ('position', ?)", (position,))
+        if record or position - self._recorded >= RECORD_EVERY:
+            cursor.execute("INSERT OR REPLACE INTO jm_index VALUES ('position', ?)",
+                           (position,))
+            self._recorded = position
+        self._seen = max(self._seen, position)
+
+    def record(self) -> None:
+        """Record the last position applied (at a clean stop: the next start replays none)."""
+        if self._seen > self._recorded:
+            self._db.execute("INSERT OR REPLACE INTO jm_index VALUES ('position', ?)",
+                             (self._seen,))
+            self._recorded = self._seen
 
     def forget(self) -> None:
         """After a failed commit: nothing memoised survives (the transaction rolled back)."""
         self._memo.clear()
+        self._recorded = self._seen = self.position
 
     def catch_up(self, pages: Iterable[Sequence[tuple[int, str, str, bytes]]], end: int) -> int:
         """Apply stored rows (pages of position, aggregate id, topic, state) after the index's
@@ -215,11 +241,12 @@ class WriteIndex:
                 changes = list(stored_changes(page))
                 applied += len(changes)
                 self.write(cursor, changes, end)
-            self.write(cursor, [], end)
+            self.write(cursor, [], end, record=True)
             cursor.execute("COMMIT")
         except BaseException:
             if self._db.in_transaction:
                 cursor.execute("ROLLBACK")
+            self.forget()
             raise
         return applied
 
@@ -231,6 +258,7 @@ class WriteIndex:
         for table in TABLES:
             cursor.execute(f"DELETE FROM {table}")  # noqa: S608 -- fixed table names
         cursor.execute("COMMIT")
+        self._recorded = self._seen = 0
 
     # Read ----------------------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ stores a unit of work's events and the index's changes in one transaction.
 from __future__ import annotations
 
 import collections
+import sqlite3
 from collections.abc import Callable, Iterable
 from typing import Any
 from uuid import UUID
@@ -49,12 +50,17 @@ class WriteModel:
         self.reload()
 
     def close(self) -> None:
-        """Close the writer's connection (the last connection to close checkpoints the WAL)."""
+        """Record the index's position, close the writer's connection (the last connection
+        to close checkpoints the WAL)."""
+        try:
+            self.index.record()
+        except sqlite3.Error as error:  # the next start replays what it holds already
+            log.warning("index.record_failed", error=repr(error))
         self.log.close()
 
     def catch_up(self) -> int:
-        """Bring the index up to the log's end (rebuilt when it is ahead of it); the rows
-        applied."""
+        """Bring the index up to the log's end (rebuilt when it is ahead of it): the rows
+        after its recorded position are applied (again); the rows applied."""
         end = log_position(self.app)
         if self.index.position > end:
             log.warning("index.ahead_of_log", index=self.index.position, log=end)

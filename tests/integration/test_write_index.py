@@ -214,3 +214,28 @@ def test_the_write_side_decides_with_the_views_gone(jm: Harness, clock: Clock) -
                 for event in jm.events(Execution.Enqueued)}
     started = [enqueued[event.originator_id] for event in jm.events(Execution.Started)]
     assert started == ["n-2", "n-0", "n-1"]  # the front first, then in order of arrival
+
+
+@pytest.mark.parametrize("start", [1, 40, 97, 150, 211])
+def test_rows_applied_again_after_a_crash_change_nothing(jm: Harness, start: int) -> None:
+    """The recorded position lags the commits (it is written every RECORD_EVERY positions):
+    after a crash the next start applies a suffix of the log the index holds already; the
+    rules converge to the same index whatever suffix is applied again."""
+    history(jm, 150)
+    before = index_state(jm)
+    db = jm.manager.model.log.connection
+    db.execute("UPDATE jm_index SET value = ? WHERE key = 'position'", (start,))
+    model = reopened(jm)  # applies every row after `start` again, on the index as it is
+    jm.manager.model.index = model.index
+    assert index_state(jm) == before == views_state(jm)
+    model.close()
+
+
+def test_the_position_is_recorded_at_a_clean_stop_and_every_so_often(jm: Harness) -> None:
+    history(jm, 30)
+    index = jm.manager.model.index
+    assert index.position < log_position(jm.app)  # not in every commit
+    jm.manager.close()
+    model = reopened(jm)
+    assert model.index.position == log_position(jm.app)
+    model.close()
