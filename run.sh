@@ -20,7 +20,7 @@
 #      (ATT_JM_CONSOLE=off: none of this);
 #   5. `att-jm serve --config var/att-jm.toml "$@"`.
 # With --mqtt-url (or ATT_JM_MQTT_URL) the service uses that broker instead and none is
-# started: the README's "Your own broker" says what that broker needs.
+# started: docs/security.md, "Your own broker", says what that broker needs.
 # Stop it with Ctrl-C or SIGTERM: the service stops cleanly, then the broker it started.
 # Safe to run again: everything it creates is reused (users and passwords are kept).
 set -euo pipefail
@@ -73,7 +73,7 @@ if console_on; then ensure_console; fi
 mkdir -p "$VAR"
 
 if [ -n "$(given_url "$@")" ]; then
-  say "broker $(given_url "$@") given: not starting one (see the README's \"Your own broker\")"
+  say "broker $(given_url "$@") given: not starting one (see docs/security.md, \"Your own broker\")"
   "$VENV/bin/att-jm" setup --var "$VAR" --scripts "$ROOT/scripts" >&2
   exec "$VENV/bin/att-jm" serve --config "$VAR/att-jm.toml" "$@"
 fi

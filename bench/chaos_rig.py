@@ -542,7 +542,7 @@ class Publisher:
     Messages go out in windows; one without a PUBACK after `ack_timeout` is published again.
     With `republish_last` > 0, every reconnect (a broker restart) republishes the last that
     many PUBACKed notifications: mosquitto acknowledges before it saves, so a broker SIGKILL
-    may lose a few of them (README, Reliability). Each copy carries `"copy": n`, so the log
+    may lose a few of them (docs/reliability.md). Each copy carries `"copy": n`, so the log
     shows which copy was stored. The id makes every extra copy harmless.
 
     `url` may name a user (`mqtt://user:password@host:port`, a site's `channel-manager`): it

@@ -7,7 +7,7 @@ into its range when it is read (`clamp`), never trusted: a stored `every_seconds
 once stopped every start of the service with an OverflowError. Time arithmetic goes through
 `add_seconds`, which saturates at the ends of `datetime` instead of raising.
 
-The README's "Ranges and caps" table lists these values; keep the two in step.
+docs/operations.md ("Ranges and caps") lists these values; keep the two in step.
 """
 
 from __future__ import annotations

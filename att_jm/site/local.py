@@ -98,7 +98,7 @@ def write_settings(site: Site, values: dict[str, object]) -> None:
     """`var/att-jm.toml`: the settings every verb run from the checkout reads (0600: it names
     the secrets' folder)."""
     lines = ["# Written by `att-jm setup` (./run.sh) on every start; settings given here are",
-             "# overridden by ATT_JM_* variables and flags. See the README's Settings section."]
+             "# overridden by ATT_JM_* variables and flags. See docs/operations.md, Settings."]
     lines += [f"{key} = {_toml_value(value)}" for key, value in values.items()
               if value is not None]
     write_private(site.config, "\n".join(lines) + "\n")

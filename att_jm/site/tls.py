@@ -4,7 +4,7 @@ Made once, at the first `att-jm setup`: `var/tls/ca.crt` (clients verify the bro
 `ca.key` (0600; signs the server certificate, and client certificates if you make some),
 `server.crt` and `server.key` (the broker's; for `localhost` and 127.0.0.1, ten years).
 To use real certificates, put yours in place of `server.crt`/`server.key` (and `ca.crt`, the
-CA that signed them) and restart the broker: see the README's Security section.
+CA that signed them) and restart the broker: see docs/security.md, "Certificates".
 """
 
 from __future__ import annotations

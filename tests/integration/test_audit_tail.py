@@ -161,7 +161,7 @@ def test_a_well_formed_event_appended_while_the_log_is_open_is_only_counted(
     day: ScriptedRun,
 ) -> None:
     # While the service runs (or after a crash) nothing tells its rows from an intruder's:
-    # the rows after the last seal are counted, not proven (the README says so).
+    # the rows after the last seal are counted, not proven (docs/audit.md says so).
     day.seal()
     day.close()
     next_of(day.store, started(day.store))

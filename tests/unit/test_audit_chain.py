@@ -1,4 +1,4 @@
-"""The seal hash chain and the Ledger aggregate: exactly what the README documents."""
+"""The seal hash chain and the Ledger aggregate: exactly what docs/audit.md documents."""
 
 from __future__ import annotations
 
