@@ -34,6 +34,7 @@ class Checkpointer:
         self.path = path
         self.period = period
         self.checkpoints = 0
+        self.failures = 0
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA busy_timeout=1000")
         self._stop = threading.Event()
@@ -50,6 +51,7 @@ class Checkpointer:
             self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
             self.checkpoints += 1
         except sqlite3.Error as error:
+            self.failures += 1
             log.warning("views.checkpoint_failed", views=self.path, error=repr(error))
 
     def close(self) -> None:

@@ -5,9 +5,9 @@ Decisions where the contract is silent:
   compose file does not blank the store path).
 - `log_format` also accepts `auto` (= None: console on a terminal, JSON otherwise).
 - The topic prefix must not start with `$` (brokers reserve those topics) nor contain empty levels.
-- Every number has a range (see `RANGES` and docs/operations.md, "Ranges and caps"): a value outside it
-  is refused at start with the range in the message. `session_expiry_seconds` fits MQTT's 4
-  bytes; `max_payload_bytes` stays well under the 2 MiB cap of one stored event.
+- Every number has a range (see `RANGES` and docs/operations.md, "Ranges and caps"): a value
+  outside it is refused at start with the range in the message. `session_expiry_seconds`
+  fits MQTT's 4 bytes; `max_payload_bytes` stays well under the 2 MiB cap of one stored event.
 - Error messages never repeat a password from `mqtt_url`.
 """
 

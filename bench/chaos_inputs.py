@@ -265,9 +265,10 @@ def generate(rng: random.Random, count: int) -> list[Bad]:
 # --- well-formed hostile input: every value at its extremes, each with its outcome ----------
 #
 # Unlike the malformed messages above, each of these is well-formed JSON on a well-formed
-# topic, and many are valid. The ranges and caps are the contract's (docs/contract.md, docs/asyncapi.yaml, and the
-# ranges table of issue 10), written out here rather than imported from att_jm.domain.limits:
-# the harness checks the contract, not whatever the code says today.
+# topic, and many are valid. The ranges and caps are the contract's (docs/contract.md,
+# docs/asyncapi.yaml, and the ranges table of issue 10), written out here rather than
+# imported from att_jm.domain.limits: the harness checks the contract, not whatever the code
+# says today.
 
 INTERVAL_SECONDS = (0.0, 86_400.0)
 MAX_ROWS = (1, 10_000)

@@ -147,7 +147,7 @@ def test_a_backtest_finds_what_a_real_job_with_the_same_trigger_enqueued(
 
 
 def start_witness(service: Service, path: Path) -> subprocess.Popen[bytes]:
-    """The witness of docs/audit.md: mosquitto_sub with a persistent session, appending each seal."""
+    """The witness of docs/audit.md: mosquitto_sub, a persistent session, appending each seal."""
     binary = shutil.which("mosquitto_sub")
     if binary is None:
         pytest.skip("mosquitto_sub is not installed (it ships with mosquitto-clients)")

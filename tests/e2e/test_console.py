@@ -11,11 +11,10 @@ saved under test-artifacts/console/ (ignored by git).
 from __future__ import annotations
 
 import re
-import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -23,6 +22,7 @@ from helpers.browser import Console, ConsoleServer, chromium, require_playwright
 from helpers.mqtt import TestClient
 from helpers.service import Service
 from helpers.site import SecureSite
+from helpers.waits import eventually
 
 from .conftest import CONSOLE_VIEW_ROWS, Operator
 
@@ -90,17 +90,6 @@ def row_of(operator: Operator, view: str, key: str) -> dict[str, Any] | None:
         return dict(reply["result"]["row"])
     assert reply["error"]["code"] == "not_found", reply
     return None
-
-
-def eventually(check: Callable[[], Any], what: str, timeout: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"never: {what}")
-        time.sleep(0.05)
 
 
 def entry_of(operator: Operator, view: str, nid: str) -> dict[str, Any]:

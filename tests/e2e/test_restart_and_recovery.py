@@ -5,13 +5,13 @@ from __future__ import annotations
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import orjson
 from helpers.mqtt import TestClient
 from helpers.processes import pids_with_env
+from helpers.waits import eventually
 
 from .conftest import Operator
 
@@ -77,16 +77,14 @@ def test_views_are_identical_after_a_restart_and_after_a_rebuild(
     operator.ok("settings.set", {"interval_seconds": 3600})
     operator.notify("t", {"id": "queued", "channel": "c"})
     operator.wait_view("queue", lambda v: v["total"] == 2)
-    time.sleep(0.6)  # let the coalesced view messages go out
     before = _all_views(operator)
-    retained_before = _retained_views(mqtt, operator)
-    assert retained_before == before
+    # the coalesced view messages go out a moment later
+    eventually(lambda: _retained_views(mqtt, operator) == before, "the views published")
 
     operator.service.stop()
     operator.service.start()
     assert _all_views(operator) == before
-    time.sleep(0.6)
-    assert _retained_views(mqtt, operator) == before
+    eventually(lambda: _retained_views(mqtt, operator) == before, "the views published again")
 
     operator.service.stop()
     rebuilt = subprocess.run(

@@ -125,6 +125,19 @@ class Subscription:
                     )
                 self._changed.wait(remaining)
 
+    def barrier(self, topic: str, timeout: float = DEFAULT_TIMEOUT) -> list[Message]:
+        """Publish a marker on `topic` (which this subscription's filter must cover) and wait
+        until it arrives; the messages received before it. The broker delivers a
+        subscription's messages in the order it took them, so whatever it took before the
+        marker (from any client) has arrived by then: an empty list proves that nothing
+        came, without sleeping."""
+        marker = f"barrier-{uuid.uuid4().hex}".encode()
+        self._client.publish(topic, marker, qos=1)
+        self.wait_for(lambda m: m.payload == marker, timeout)
+        with self._changed:
+            index = next(i for i, m in enumerate(self._messages) if m.payload == marker)
+            return self._messages[:index]
+
     def unsubscribe(self) -> None:
         self._client.unsubscribe(self)
 

@@ -7,6 +7,8 @@ import sqlite3
 import time
 from pathlib import Path
 
+from helpers.waits import eventually
+
 from att_jm.checkpoints import Checkpointer
 
 
@@ -65,7 +67,7 @@ def test_a_failing_checkpoint_is_logged_and_tried_again(tmp_path: Path) -> None:
     checkpointer = Checkpointer(str(path), period=0.05)
     try:
         checkpointer._db.close()  # every checkpoint now fails: logged, the thread lives on
-        time.sleep(0.3)
+        eventually(lambda: checkpointer.failures >= 3, "three failed checkpoints", timeout=10)
         assert checkpointer._thread.is_alive()
         assert checkpointer.checkpoints == 0
     finally:
