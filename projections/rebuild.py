@@ -6,7 +6,7 @@ log are gone (removed, deleted, cleaned up): their rows never reach the final vi
 the views' `position`s do (the last event that changed each view). So from empty views:
 
 - SQLite finds the live executions (created, and their last event is not one after which
-  the domain allows nothing more: `projections.views.FINAL`); only their events, the job
+  the domain allows nothing more: `projections.rules.FINAL`); only their events, the job
   and settings events are read, decoded and applied, with the service's own rules;
 - the `position`s of the queue, executed and failed views come from the topics of all the
   events (`EXECUTION_VIEWS`; a CleanedUp names its view in its state), read from the end
@@ -28,16 +28,16 @@ from typing import Any, Final
 import orjson
 
 from att_jm.store import DASHED_ID_SQL, JobManagerApp, log_position, open_log, read_rows
-from projections.views import (
+from projections.rules import (
     CLEANED_UP,
     CREATED,
     EXECUTION_TOPICS,
     EXECUTION_VIEWS,
     FINAL,
     TOPICS,
-    Views,
     cleaned_table,
 )
+from projections.views import Views
 
 PAGE: Final = 50_000
 _OTHER_TOPICS: Final = tuple(topic for topic in TOPICS if topic not in EXECUTION_VIEWS)

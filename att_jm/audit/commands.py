@@ -32,7 +32,8 @@ from att_jm.domain.times import parse_iso
 from att_jm.log.records import Record, decode
 from att_jm.log.rows import AuditError, Row, StoreReader
 from att_jm.output import error_json, plural
-from projections.views import VIEW_MAX_BYTES, VIEWS
+from att_jm.vocabulary import VIEWS
+from projections.reader import VIEW_MAX_BYTES
 
 EXIT_OK: Final = 0
 EXIT_FOUND_PROBLEM: Final = 1

@@ -3,7 +3,7 @@
 The replay uses the very rules the live service uses (`Views.apply`), fed with the same
 events (`app.mapper.to_domain_event` of each stored row, upcasting included), so a view at
 position N is exactly what the service published when its log ended at N. Only the rows the
-views read are selected (`projections.views.TOPICS`, filtered in SQL); up to a position,
+views read are selected (`projections.rules.TOPICS`, filtered in SQL); up to a position,
 only those that leave a trace in the views (`projections.rebuild.fill`: gone executions are
 skipped, their effect on the views' positions taken from the topics). Nothing is written
 anywhere but memory.
@@ -19,8 +19,11 @@ from typing import Any, Final
 from att_jm.domain.times import iso
 from att_jm.log.rows import AuditError, StoreReader
 from att_jm.store import open_store, read_rows
+from att_jm.vocabulary import VIEWS
+from projections.reader import VIEW_MAX_BYTES
 from projections.rebuild import fill
-from projections.views import TOPICS, VIEW_MAX_BYTES, VIEWS, Views, stored_fields
+from projections.rules import TOPICS, stored_fields
+from projections.views import Views
 
 PAGE: Final = 50000
 Progress = Callable[[int], None]

@@ -10,10 +10,10 @@ from collections.abc import Callable
 import structlog
 
 from att_jm.relay.constants import LOG_POLL, VIEW_PERIOD, VIEWS_RETRY
-from projections.views import VIEW_MAX_BYTES, VIEW_MIN_BYTES, VIEWS, Views
+from att_jm.vocabulary import VIEWS
+from projections.reader import VIEW_MAX_BYTES, VIEW_MIN_BYTES, ViewReader, open_reader
 
 log = structlog.get_logger("att_jm.relay")
-
 
 
 class ViewsPublisher:
@@ -30,7 +30,7 @@ class ViewsPublisher:
         self._max_bytes = max_bytes
         self._room = room  # topic -> the largest payload the broker takes on it
         self._refused: set[str] = set()  # views too large for the broker, logged
-        self._views: Views | None = None
+        self._views: ViewReader | None = None
         self._sent: dict[str, int] = {}  # view -> the position it was published at
         self._at: dict[str, float] = {}  # view -> when
         self._force: set[str] = set(VIEWS)  # to publish whatever their position
@@ -57,6 +57,7 @@ class ViewsPublisher:
             positions = views.view_positions()
             due: list[str] = []
             later = now + LOG_POLL
+            name: str
             for name in VIEWS:
                 if name not in self._force and positions.get(name, 0) == self._sent.get(name):
                     continue
@@ -87,11 +88,11 @@ class ViewsPublisher:
             self.close()
             self._next_check = now + VIEWS_RETRY
 
-    def _open(self) -> Views:
+    def _open(self) -> ViewReader:
         if self._views is None:
             if not os.path.exists(self._path):
                 raise FileNotFoundError(self._path)
-            self._views = Views(self._path, readonly=True)
+            self._views = open_reader(self._path)
         return self._views
 
     def close(self) -> None:

@@ -13,7 +13,7 @@ from helpers.audit_run import ScriptedRun, typical_day
 
 from att_jm.store import open_store, read_rows
 from projections import rebuild
-from projections.views import (
+from projections.rules import (
     CLEANED_UP,
     CREATED,
     EXECUTION_VIEWS,
@@ -21,8 +21,8 @@ from projections.views import (
     RULES,
     TOPICS,
     Overlay,
-    Views,
 )
+from projections.views import Views
 
 TABLES = ("tracking", "view_positions", "jobs", "job_ids", "queue", "executed", "failed",
           "settings")
