@@ -2,26 +2,14 @@
 
 from __future__ import annotations
 
-import sqlite3
-from pathlib import Path
-from typing import Any
-
 import orjson
 import pytest
 from helpers.mqtt import TestClient
+from helpers.store import rejections
 
 from .conftest import Operator
 
 BIG = 300 * 1024
-
-
-def _rejections(store: Path) -> list[dict[str, Any]]:
-    with sqlite3.connect(f"file:{store}?mode=ro", uri=True) as db:
-        rows = db.execute(
-            "SELECT state FROM stored_events WHERE topic = 'att_jm:Rejection.Rejected' "
-            "ORDER BY rowid"
-        ).fetchall()
-    return [orjson.loads(state) for (state,) in rows]
 
 
 BAD_NOTIFICATIONS = [
@@ -48,9 +36,9 @@ def test_bad_notifications_are_rejected_and_recorded_and_valid_ones_around_them_
     operator.notify("t", {"id": "after", "channel": "b"})
     executed = operator.wait_view("executed", lambda v: v["total"] == 2)
     assert {row["notification_id"] for row in executed["rows"]} == {"before", "after"}
-    rejections = _rejections(operator.service.store)
-    assert [r["code"] for r in rejections] == [code for _, code in BAD_NOTIFICATIONS]
-    assert all(r["source"] == "notification" and r["reason"] for r in rejections)
+    rejected = rejections(operator.service.store)
+    assert [r["code"] for r in rejected] == [code for _, code in BAD_NOTIFICATIONS]
+    assert all(r["source"] == "notification" and r["reason"] for r in rejected)
     assert operator.service.running
 
 

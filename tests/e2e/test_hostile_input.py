@@ -19,6 +19,7 @@ import pytest
 from helpers.hostile import JSON, commands
 from helpers.mqtt import TestClient, new_properties
 from helpers.service import ServiceFactory
+from helpers.store import rejections
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from paho.mqtt.packettypes import PacketTypes
@@ -34,15 +35,6 @@ from .conftest import Operator, new_id
 
 REPLIES = "att/job-manager/replies/tester/hostile"
 LONG_LEVEL = "L" * 60_000
-
-
-def _rejections(store: Path) -> list[dict[str, Any]]:
-    with sqlite3.connect(f"file:{store}?mode=ro", uri=True) as db:
-        rows = db.execute(
-            "SELECT state FROM stored_events WHERE topic = 'att_jm:Rejection.Rejected' "
-            "ORDER BY rowid"
-        ).fetchall()
-    return [orjson.loads(state) for (state,) in rows]
 
 
 def _log_lines(text: str) -> list[str]:
@@ -118,13 +110,13 @@ def test_a_poison_notification_is_recorded_and_the_batch_goes_on(
     operator.notify("t", {"id": "after", "channel": "b"})
     executed = operator.wait_view("executed", lambda v: v["total"] == 2)
     assert {row["notification_id"] for row in executed["rows"]} == {"before", "after"}
-    (rejection,) = _rejections(service.store)
+    (rejection,) = rejections(service.store)
     assert rejection["code"] == "too_large"
     assert "over the cap of 2097152 bytes per event" in rejection["reason"]
     assert service.running
     service.restart()  # the poison was acknowledged: it does not come back
     time.sleep(0.5)
-    assert len(_rejections(service.store)) == 1
+    assert len(rejections(service.store)) == 1
 
 
 def test_a_60_kb_topic_level_is_refused_and_cut_everywhere_it_is_shown(
@@ -134,7 +126,7 @@ def test_a_60_kb_topic_level_is_refused_and_cut_everywhere_it_is_shown(
     reply = operator.command(LONG_LEVEL)
     assert reply["error"]["code"] == "unknown_command"
     assert len(json.dumps(reply)) < 1000
-    (rejection,) = _rejections(operator.service.store)
+    (rejection,) = rejections(operator.service.store)
     assert rejection["code"] == "invalid" and "at most 200 characters" in rejection["reason"]
     assert len(rejection["topic"]) < 400
     time.sleep(0.3)
@@ -153,10 +145,10 @@ def test_a_reused_notification_id_is_recorded_as_a_conflict_and_runs_once(
     operator.notify("t", {"id": "same", "channel": "b"})  # ... recorded once
     operator.wait_view("executed", lambda v: v["total"] == 1)
     deadline = time.monotonic() + 5
-    while not _rejections(operator.service.store) and time.monotonic() < deadline:
+    while not rejections(operator.service.store) and time.monotonic() < deadline:
         time.sleep(0.05)
     time.sleep(0.3)
-    (conflict,) = _rejections(operator.service.store)
+    (conflict,) = rejections(operator.service.store)
     assert conflict["code"] == "conflict" and "'same'" in conflict["reason"]
     assert operator.view("executed")["total"] == 1
 
@@ -258,14 +250,14 @@ def test_a_message_the_store_refuses_is_isolated_recorded_and_the_rest_of_its_ba
                 burst.publish(service.notification_topic("t"), {"id": "POISON", "channel": "x"})
     executed = operator.wait_view("executed", lambda v: v["total"] == len(sent), timeout=30)
     assert {row["notification_id"] for row in executed["rows"]} == set(sent)
-    (rejection,) = _rejections(store)
+    (rejection,) = rejections(store)
     assert rejection["code"] == "internal"
     assert "IntegrityError" in rejection["reason"] and "refuses this row" in rejection["reason"]
     assert '"POISON"' in rejection["excerpt"]
     assert "message.poisoned" in service.log_text()
     service.restart()  # acknowledged: it does not come back
     time.sleep(0.5)
-    assert len(_rejections(store)) == 1
+    assert len(rejections(store)) == 1
 
 
 def _rss_kib(pid: int) -> int:
@@ -291,5 +283,5 @@ def test_a_message_many_times_over_the_limit_never_reaches_the_service_memory(
     operator.notify("t", b'{"id": "just-over", "blob": "' + b"x" * 300_000 + b'"}')
     operator.notify("t", {"id": "after", "channel": "x"})
     operator.wait_view("executed", lambda v: v["total"] == 1)
-    assert [r["code"] for r in _rejections(operator.service.store)] == ["too_large"]
+    assert [r["code"] for r in rejections(operator.service.store)] == ["too_large"]
     assert _rss_kib(pid) - before < 50_000  # not 200 MB of payloads

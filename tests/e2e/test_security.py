@@ -19,6 +19,7 @@ from helpers.broker import Broker
 from helpers.mqtt import MqttTestError, TestClient
 from helpers.service import Service, ServiceFactory
 from helpers.site import SecureSite
+from helpers.store import count_events
 from helpers.waits import eventually
 from paho.mqtt.enums import CallbackAPIVersion
 
@@ -44,12 +45,6 @@ def _denied(url: str, topic: str, payload: Any = b"{}", retain: bool = False) ->
     """Publishing `payload` on `topic` as the user of `url` is refused by the broker."""
     with TestClient(url) as client, pytest.raises(MqttTestError, match="Not authorized"):
         client.publish(topic, payload, retain=retain)
-
-
-def _log_count(store: Path, topic: str) -> int:
-    with sqlite3.connect(f"file:{store}?mode=ro", uri=True) as db:
-        return int(db.execute("SELECT count(*) FROM stored_events WHERE topic = ?",
-                              (topic,)).fetchone()[0])
 
 
 # Connections ------------------------------------------------------------------------------
@@ -104,7 +99,7 @@ def test_a_takeover_attempt_during_a_burst_loses_nothing(
         for n in range(500):
             cm.publish(f"{P}/channel-manager/notifications/burst", {"id": f"n-{n}"})
     deadline = time.monotonic() + 30
-    while _log_count(secure_service.store, "att_jm:Notification.Received") < 500:
+    while count_events(secure_service.store, "att_jm:Notification.Received") < 500:
         assert time.monotonic() < deadline, "not every notification reached the log"
         time.sleep(0.1)
     stop.set()
@@ -133,7 +128,7 @@ def test_an_operator_cannot_forge_another_actor_or_write_anyone_s_replies(
     with TestClient(operator) as barrier:  # handled after anything the broker passed on
         reply = barrier.request(f"{P}/job-manager/commands/operator/views.get", {"view": "jobs"})
         assert reply["ok"] is True
-    assert _log_count(secure_service.store, "att_jm:Job.Added") == 0
+    assert count_events(secure_service.store, "att_jm:Job.Added") == 0
     with TestClient(secure_site.url("auditor")) as auditor:  # the retained status is intact
         status = auditor.subscribe(f"{P}/job-manager/status")
         message = status.wait_for(lambda m: True, 5)
@@ -167,7 +162,7 @@ def test_the_auditor_and_the_channel_manager_cannot_run_commands(
     with TestClient(secure_site.url("operator")) as operator:
         reply = operator.request(f"{P}/job-manager/commands/operator/job.add", add)
         assert reply["ok"] is True, reply  # sent once committed, after the refused ones
-    assert _log_count(secure_service.store, "att_jm:Job.Added") == 1
+    assert count_events(secure_service.store, "att_jm:Job.Added") == 1
 
 
 def test_every_role_reads_what_it_needs(secure_site: SecureSite, secure_service: Service) -> None:
@@ -201,7 +196,7 @@ def test_the_service_refuses_a_command_its_actor_s_role_may_not_send(
     assert command("stranger", "views.get", {"view": "jobs"})["error"]["code"] == "forbidden"
     assert command("audrey", "views.get", {"view": "jobs"})["ok"] is True
     assert command("olga", "job.add", add)["ok"] is True
-    assert _log_count(service.store, "att_jm:Rejection.Rejected") == 3
+    assert count_events(service.store, "att_jm:Rejection.Rejected") == 3
 
 
 def test_commands_over_an_actor_s_rate_are_refused_then_allowed_again(
@@ -216,7 +211,7 @@ def test_commands_over_an_actor_s_rate_are_refused_then_allowed_again(
     time.sleep(1.1)
     assert mqtt.request(service.command_topic("views.get", "fast"), {"view": "jobs"})["ok"]
     # Recorded, but at most once a second per actor: a flood does not flood the log.
-    assert 1 <= _log_count(service.store, "att_jm:Rejection.Rejected") <= 2
+    assert 1 <= count_events(service.store, "att_jm:Rejection.Rejected") <= 2
 
 
 # TLS -----------------------------------------------------------------------------------------

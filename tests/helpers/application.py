@@ -7,7 +7,7 @@ views, as `att_jm.service.Writer` does; time comes from a fake clock the tests a
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -17,26 +17,13 @@ from att_jm.application import JobManager, UnitOfWork
 from att_jm.domain.runs import Outcome, Run
 from att_jm.store import open_store, read_log
 from att_jm.vocabulary import Result
+from helpers.clock import Clock
 from projections.rebuild import catch_up
 from projections.views import Views
 
 SCRIPTS = frozenset({"backup.sh", "report.sh", "notify.sh"})
 R = TypeVar("R")
 Work = Callable[[UnitOfWork], Any]
-
-
-class Clock:
-    """A clock that only moves when told to."""
-
-    def __init__(self, start: datetime) -> None:
-        self.now = start
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> datetime:
-        self.now += timedelta(seconds=seconds)
-        return self.now
 
 
 def check_script(name: str) -> str:

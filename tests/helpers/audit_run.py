@@ -13,7 +13,7 @@ before anything else is written (`Sealer.open_log`), and, on `stop()`, the final
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 from uuid import uuid4
@@ -26,25 +26,12 @@ from att_jm.domain.runs import Outcome
 from att_jm.log.tail import Tail
 from att_jm.store import log_position, open_store
 from att_jm.vocabulary import Result
+from helpers.clock import Clock
 from projections.rebuild import catch_up
 from projections.views import VIEWS, Views
 
 T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 R = TypeVar("R")
-
-
-class Clock:
-    """A clock that only moves when told to."""
-
-    def __init__(self, start: datetime = T0) -> None:
-        self.now = start
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> datetime:
-        self.now += timedelta(seconds=seconds)
-        return self.now
 
 
 class ScriptedRun:
@@ -55,7 +42,7 @@ class ScriptedRun:
         self.directory = directory
         self.seal_every = seal_every
         self.marks = marks
-        self.clock = Clock()
+        self.clock = Clock(T0)
         self.store = str(directory / "att-jm.db")
         self.published: dict[int, dict[str, Any]] = {}
         self.seals: list[dict[str, Any]] = []  # what the service publishes on .../seals

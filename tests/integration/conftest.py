@@ -7,7 +7,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from helpers.application import Clock, Harness
+from helpers.application import Harness
+from helpers.clock import Clock
 
 T0 = datetime(2026, 4, 1, 9, 0, tzinfo=UTC)
 

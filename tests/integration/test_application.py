@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers.application import Clock, Harness
+from helpers.application import Harness
+from helpers.clock import Clock
 
 from att_jm.application import INTERRUPTED
 from att_jm.domain.commands import ViewsGet

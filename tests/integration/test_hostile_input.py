@@ -18,7 +18,8 @@ from typing import Any
 
 import orjson
 import pytest
-from helpers.application import Clock, Harness
+from helpers.application import Harness
+from helpers.clock import Clock
 from helpers.hostile import JSON, SCALARS, commands
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st

@@ -6,7 +6,8 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from helpers.application import Clock, Harness
+from helpers.application import Harness
+from helpers.clock import Clock
 
 from att_jm.application import INTERRUPTED
 from att_jm.domain.executions import Execution
