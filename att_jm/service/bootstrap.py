@@ -14,6 +14,7 @@ from att_jm.checkpoints import Checkpointer
 from att_jm.config import Settings
 from att_jm.domain.ratelimit import TokenBuckets
 from att_jm.log.tail import Tail
+from att_jm.metrics.shared import open_writer_stats
 from att_jm.mqtt.adapter import ServiceConnection
 from att_jm.mqtt.common import inbound_packet_limit
 from att_jm.relay.handle import EventsRelay
@@ -45,6 +46,7 @@ def bootstrap(settings: Settings, clock: Callable[[], datetime] = utcnow) -> Wri
     inbox = Inbox()
     stopping = Stopping()
     app = open_store(settings.store)
+    stats = open_writer_stats(settings.store)  # `<store>.stats`, read by att_jm.metrics
     # Where the relay begins when it has no position file of its own (a first start):
     # before this start's own writes, so every event is published (position 1 too).
     first_unpublished = log_position(app)
@@ -65,7 +67,7 @@ def bootstrap(settings: Settings, clock: Callable[[], datetime] = utcnow) -> Wri
     # WAL checkpoints on threads of their own, before a commit passes 1,000 pages.
     if not manager.log.db_name.startswith("file:"):  # not an in-memory store
         closers.append(Checkpointer(manager.log.db_name).close)
-    closers.append(views.close)
+    closers.extend((views.close, stats.close))
     connection = ServiceConnection(
         settings.mqtt, client_id=settings.client_id, prefix=settings.topic_prefix,
         session_expiry_seconds=settings.session_expiry_seconds,
@@ -77,16 +79,18 @@ def bootstrap(settings: Settings, clock: Callable[[], datetime] = utcnow) -> Wri
     # left behind is killed (the service is their subreaper), the relay spared.
     slot = ScriptSlot(settings.scripts, inbox.put_local, run_as=settings.script_user,
                       spare=lambda: () if relay.pid is None else (relay.pid,))
-    status = Status(connection, client_id=settings.client_id, clock=clock, tail=tail)
+    status = Status(connection, client_id=settings.client_id, clock=clock, tail=tail,
+                    stats=stats)
     held = HeldStart(relay, inbox)
     after = AfterCommit(app=app, manager=manager, views=views, relay=relay, held=held,
                         sealer=sealer, status=status, connection=connection,
                         views_behind=views_behind)
     units = Units(manager=manager, after=after, status=status, connection=connection,
-                  inbox=inbox, slot=slot, held=held, stopping=stopping)
+                  inbox=inbox, slot=slot, held=held, stopping=stopping, stats=stats)
     dispatcher = Dispatcher(manager, slot)
     replies = Replies(connection=connection, topics=topics, inbox=inbox, views=views,
-                      view_rows=settings.view_rows, view_max_bytes=settings.view_max_bytes)
+                      view_rows=settings.view_rows, view_max_bytes=settings.view_max_bytes,
+                      stats=stats)
     batches = Batches(manager=manager, units=units, router=Router(topics, manager),
                       replies=replies, dispatcher=dispatcher, topics=topics, stopping=stopping,
                       max_payload_bytes=settings.max_payload_bytes)
@@ -99,7 +103,7 @@ def bootstrap(settings: Settings, clock: Callable[[], datetime] = utcnow) -> Wri
         status=status, relay=relay, slot=slot, held=held, after=after, units=units, batches=batches,
         dispatcher=dispatcher, seals=seals, clock=clock, max_batch=settings.max_batch,
         first_unpublished=first_unpublished, closers=tuple(closers),
-        position=partial(log_position, app),
+        position=partial(log_position, app), stats=stats,
     ))
 
 

@@ -11,6 +11,7 @@ from att_jm.application import error_reply
 from att_jm.domain import limits as lim
 from att_jm.domain.commands import ViewsGet
 from att_jm.errors import NotFound
+from att_jm.metrics.shared import WriterStats
 from att_jm.mqtt.adapter import Inbound, ServiceConnection
 from att_jm.service.inbox import Inbox
 from att_jm.topics import Topics
@@ -29,7 +30,7 @@ class Replies:
 
     def __init__(
         self, *, connection: ServiceConnection, topics: Topics, inbox: Inbox, views: Views,
-        view_rows: int, view_max_bytes: int,
+        view_rows: int, view_max_bytes: int, stats: WriterStats,
     ) -> None:
         self.connection = connection
         self.topics = topics
@@ -37,6 +38,7 @@ class Replies:
         self.views = views
         self.view_rows = view_rows
         self.view_max_bytes = view_max_bytes
+        self.stats = stats
 
     def ack_and_reply(self, inbound: list[Inbound], replies: list[tuple[Inbound, Reply]]) -> None:
         """The replies, then the acknowledgements of every message in `inbound`."""
@@ -59,6 +61,7 @@ class Replies:
         The shipped ACL lets the service write only there, and mosquitto disconnects a
         client whose publish it denies: a reply elsewhere is logged, never sent.
         """
+        self.stats.replied(reply)
         topic = message.response_topic
         if not topic:
             log.info("command.done_without_reply_topic", ok=reply.get("ok"))

@@ -12,6 +12,7 @@ import orjson
 from att_jm import __version__
 from att_jm.domain.times import iso
 from att_jm.log.tail import Tail
+from att_jm.metrics.shared import WriterStats
 from att_jm.mqtt.adapter import ServiceConnection
 
 
@@ -21,12 +22,13 @@ class Status:
 
     def __init__(
         self, connection: ServiceConnection, *, client_id: str, clock: Callable[[], datetime],
-        tail: Tail | None,
+        tail: Tail | None, stats: WriterStats,
     ) -> None:
         self.connection = connection
         self.client_id = client_id
         self.clock = clock
         self.tail = tail
+        self.stats = stats
         self.started_at = clock()
         self.fault: dict[str, Any] | None = None
 
@@ -65,6 +67,7 @@ class Status:
         self.fault = None if kind is None else {
             "kind": kind, "message": repr(error), "since": iso(self.clock()),
         }
+        self.stats.fault(kind)
         self.connection.publish(
             self.connection.status_topic, orjson.dumps(self.body("online")), retain=True
         )

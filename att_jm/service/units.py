@@ -16,6 +16,7 @@ import structlog
 from att_jm.application import JobManager
 from att_jm.domain import limits as lim
 from att_jm.errors import AttJmError
+from att_jm.metrics.shared import WriterStats
 from att_jm.mqtt.adapter import ServiceConnection
 from att_jm.service.aftercommit import AfterCommit
 from att_jm.service.held import HeldStart
@@ -66,7 +67,7 @@ class Units:
     def __init__(
         self, *, manager: JobManager, after: AfterCommit, status: Status,
         connection: ServiceConnection, inbox: Inbox, slot: ScriptSlot, held: HeldStart,
-        stopping: Stopping,
+        stopping: Stopping, stats: WriterStats,
     ) -> None:
         self.manager = manager
         self.after = after
@@ -76,6 +77,7 @@ class Units:
         self.slot = slot
         self.held = held
         self.stopping = stopping
+        self.stats = stats
         #: Timer name -> time.monotonic() before which it is not tried again (see `timer`).
         self._timer_retry: dict[str, float] = {}
 
@@ -123,6 +125,7 @@ class Units:
 
     def _commit(self, uow: WriterUnit, attempt: int) -> bool:
         """Commit `uow` and run what follows; False after a store fault."""
+        started = time.perf_counter()
         try:
             stored = self.manager.commit(uow)
         except Exception as error:  # noqa: BLE001 -- a store fault: report, back off, retry
@@ -130,6 +133,8 @@ class Units:
                 self._poisoned(error)
             self.store_fault(error, attempt)
             return False
+        if stored:  # the latency of commits that stored events (not of empty units)
+            self.stats.committed(time.perf_counter() - started)
         self.after.committed(uow, stored)
         return True
 

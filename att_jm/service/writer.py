@@ -18,6 +18,7 @@ from functools import partial
 import structlog
 
 from att_jm.application import JobManager
+from att_jm.metrics.shared import WriterStats
 from att_jm.mqtt.adapter import ServiceConnection
 from att_jm.relay.handle import EventsRelay
 from att_jm.runner import kill_leftovers
@@ -64,6 +65,8 @@ class Parts:
     closers: tuple[Callable[[], object], ...]
     #: The log's end (for the last log line).
     position: Callable[[], int]
+    #: The stats block (`att_jm.metrics.shared`): the loop's heartbeat.
+    stats: WriterStats
 
 
 class Writer:
@@ -82,6 +85,7 @@ class Writer:
         self.batches = parts.batches
         self.clock = parts.clock
         self._stopping = parts.stopping
+        self.stats = parts.stats
 
     def run(self) -> int:
         """Connect and serve until a Stop is handled; the exit code."""
@@ -97,6 +101,7 @@ class Writer:
                 wait = self._wait_seconds() if self.inbox.empty() else 0.0
                 ready = self.connection.poll(wait, self.inbox.fileno(), *self.slot.fds(),
                                              *self.held.fds())
+                self.stats.turn(self.connection.connected)
                 self.held.release()
                 self.slot.step(ready)
                 items = self.inbox.drain(self.parts.max_batch)
