@@ -1,29 +1,73 @@
-"""The Execution aggregate: one queue entry, from enqueued to Executed or Failed and beyond."""
+"""The Execution aggregate: one queue entry, from enqueued to Executed or Failed and beyond.
+
+Where an entry is (`Execution.status`) is a `att_jm.vocabulary.EntryState`; a script's Result
+a `att_jm.vocabulary.Result`. The events' `apply` bodies shared by several events (an attempt
+ended in a table; the entry gone from every table) and the guards the commands check are
+module-level helpers below, so that the class holds the events and the commands only.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar, Final
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate
 
 from att_jm.domain.retry import RetryPolicy
+from att_jm.domain.scheduler import SCHEDULER
 from att_jm.domain.times import iso
 from att_jm.errors import Conflict, NotFound
+from att_jm.vocabulary import EntryState, Result
 
-SUCCEEDED = 3
-FAILED = 2
-SCHEDULER = "scheduler"
-
-QUEUED = "queued"
-RUNNING = "running"
+QUEUED: Final = EntryState.QUEUED  # the two queue states, also importable from here
+RUNNING: Final = EntryState.RUNNING
 #: Queue order: an entry sorts by the log position of the event that queued it; one sent to
 #: the front (or re-executed) by this plus that position: before all others, in that order.
-FRONT_BASE = -(10**15)
-EXECUTED = "executed"
-FAILED_STATE = "failed"
-GONE = "gone"  # removed from the queue or Executed, deleted from Failed, or cleaned up
+FRONT_BASE: Final = -(10**15)
+
+
+class _EndsInTable:
+    """The `apply` of an event that ends an attempt in a table: `STATUS` (Executed, Failed)."""
+
+    if TYPE_CHECKING:
+        STATUS: ClassVar[EntryState]
+        result: int
+        feedback: str | None
+        timestamp: datetime
+
+    def apply(self, aggregate: Any) -> None:
+        aggregate.status = self.STATUS
+        aggregate.result = self.result
+        aggregate.feedback = self.feedback
+        aggregate.finished_at = self.timestamp
+
+
+class _LeavesEveryTable:
+    """The `apply` of an event after which the entry is in no table (removed from the queue
+    or Executed, deleted from Failed, cleaned up): the domain allows it nothing more."""
+
+    def apply(self, aggregate: Any) -> None:
+        aggregate.status = EntryState.GONE
+
+
+def _conflict_unless(execution: Execution, state: EntryState) -> None:
+    """Conflict unless the entry is `state` (the scheduler's own steps: start, end)."""
+    if execution.status != state:
+        raise Conflict(f"entry {execution.label} is {execution.status}, not {state}")
+
+
+def _not_found_unless(execution: Execution, state: EntryState) -> None:
+    """NotFound unless the entry is in `state`'s table (an operator's command on it)."""
+    if execution.status != state:
+        raise NotFound(f"no {state} entry {execution.label}")
+
+
+def _queued_for_operator(execution: Execution) -> None:
+    """An operator may remove or send to the front a queued entry, not a running one."""
+    if execution.status == EntryState.RUNNING:
+        raise Conflict(f"entry {execution.label} is running")
+    _not_found_unless(execution, EntryState.QUEUED)
 
 
 class Execution(Aggregate):
@@ -53,23 +97,22 @@ class Execution(Aggregate):
         actor: str
 
         def apply(self, aggregate: Any) -> None:
-            aggregate.status = RUNNING
+            aggregate.status = EntryState.RUNNING
             aggregate.started_at = self.timestamp
             aggregate.front = False
 
-    class Succeeded(Aggregate.Event):
+    class Succeeded(_EndsInTable, Aggregate.Event):
         TOPIC = "att_jm:Execution.Succeeded"
+        STATUS = EntryState.EXECUTED
         result: int
         feedback: str | None
         exit_code: int | None
         duration_seconds: float
         actor: str
 
-        def apply(self, aggregate: Any) -> None:
-            aggregate.finish(EXECUTED, self.result, self.feedback, self.timestamp)
-
-    class Failed(Aggregate.Event):
+    class Failed(_EndsInTable, Aggregate.Event):
         TOPIC = "att_jm:Execution.Failed"
+        STATUS = EntryState.FAILED
         result: int
         feedback: str | None
         exit_code: int | None
@@ -77,9 +120,6 @@ class Execution(Aggregate):
         timed_out: bool
         interrupted: bool
         actor: str
-
-        def apply(self, aggregate: Any) -> None:
-            aggregate.finish(FAILED_STATE, self.result, self.feedback, self.timestamp)
 
     class AttemptFailed(Aggregate.Event):
         """An attempt failed and the retry policy allows another: the entry is queued again
@@ -97,18 +137,15 @@ class Execution(Aggregate):
         actor: str
 
         def apply(self, aggregate: Any) -> None:
-            aggregate.status = QUEUED
+            aggregate.status = EntryState.QUEUED
             aggregate.attempt = self.attempt
             aggregate.previous_feedback = self.feedback
             aggregate.not_before = self.not_before
             aggregate.front = False
 
-    class RemovedFromQueue(Aggregate.Event):
+    class RemovedFromQueue(_LeavesEveryTable, Aggregate.Event):
         TOPIC = "att_jm:Execution.RemovedFromQueue"
         actor: str
-
-        def apply(self, aggregate: Any) -> None:
-            aggregate.status = GONE
 
     class SentToFront(Aggregate.Event):
         TOPIC = "att_jm:Execution.SentToFront"
@@ -124,7 +161,7 @@ class Execution(Aggregate):
         actor: str
 
         def apply(self, aggregate: Any) -> None:
-            aggregate.status = QUEUED
+            aggregate.status = EntryState.QUEUED
             aggregate.front = True
             aggregate.attempt = self.attempt
             aggregate.previous_feedback = aggregate.feedback
@@ -132,30 +169,21 @@ class Execution(Aggregate):
             aggregate.feedback = None
             aggregate.not_before = None
 
-    class RemovedFromExecuted(Aggregate.Event):
+    class RemovedFromExecuted(_LeavesEveryTable, Aggregate.Event):
         TOPIC = "att_jm:Execution.RemovedFromExecuted"
         actor: str
 
-        def apply(self, aggregate: Any) -> None:
-            aggregate.status = GONE
-
-    class DeletedFromFailed(Aggregate.Event):
+    class DeletedFromFailed(_LeavesEveryTable, Aggregate.Event):
         TOPIC = "att_jm:Execution.DeletedFromFailed"
         actor: str
 
-        def apply(self, aggregate: Any) -> None:
-            aggregate.status = GONE
-
-    class CleanedUp(Aggregate.Event):
+    class CleanedUp(_LeavesEveryTable, Aggregate.Event):
         """Auto Cleanup removed the row from `table`; `cleanup` names the run."""
 
         TOPIC = "att_jm:Execution.CleanedUp"
         table: str
         cleanup: str
         actor: str
-
-        def apply(self, aggregate: Any) -> None:
-            aggregate.status = GONE
 
     def __init__(
         self,
@@ -174,7 +202,7 @@ class Execution(Aggregate):
         self.trigger = trigger
         self.notification_id = notification_id
         self.timeout_seconds = timeout_seconds
-        self.status = QUEUED
+        self.status = EntryState.QUEUED
         self.front = False
         self.attempt = 1
         self.started_at: datetime | None = None
@@ -212,27 +240,20 @@ class Execution(Aggregate):
             actor=actor, retry=retry,
         )
 
-    def finish(self, status: str, result: int, feedback: str | None, at: datetime) -> None:
-        self.status = status
-        self.result = result
-        self.feedback = feedback
-        self.finished_at = at
-
     @property
     def label(self) -> str:
         return str(self.id)
 
     def start(self, at: datetime) -> None:
-        if self.status != QUEUED:
-            raise Conflict(f"entry {self.label} is {self.status}, not queued")
+        _conflict_unless(self, EntryState.QUEUED)
         self.trigger_event(self.Started, attempt=self.attempt, actor=SCHEDULER, timestamp=at)
 
     def succeed(
         self, feedback: str | None, exit_code: int | None, duration: float, at: datetime
     ) -> None:
-        self._check_running()
+        _conflict_unless(self, EntryState.RUNNING)
         self.trigger_event(
-            self.Succeeded, result=SUCCEEDED, feedback=feedback, exit_code=exit_code,
+            self.Succeeded, result=Result.SUCCEEDED, feedback=feedback, exit_code=exit_code,
             duration_seconds=duration, actor=SCHEDULER, timestamp=at,
         )
 
@@ -242,59 +263,46 @@ class Execution(Aggregate):
     ) -> bool:
         """Record a failed attempt: queued again when the retry policy allows another attempt
         (True), else Failed (False)."""
-        self._check_running()
+        _conflict_unless(self, EntryState.RUNNING)
         policy = RetryPolicy.from_json(getattr(self, "retry", None))
         if policy is not None and policy.retries_after(self.attempt):
             self.trigger_event(
-                self.AttemptFailed, result=FAILED, feedback=feedback, exit_code=exit_code,
+                self.AttemptFailed, result=Result.FAILED, feedback=feedback, exit_code=exit_code,
                 duration_seconds=duration, timed_out=timed_out, interrupted=interrupted,
                 attempt=self.attempt + 1, not_before=iso(policy.not_before(self.attempt, at)),
                 actor=SCHEDULER, timestamp=at,
             )
             return True
         self.trigger_event(
-            self.Failed, result=FAILED, feedback=feedback, exit_code=exit_code,
+            self.Failed, result=Result.FAILED, feedback=feedback, exit_code=exit_code,
             duration_seconds=duration, timed_out=timed_out, interrupted=interrupted,
             actor=SCHEDULER, timestamp=at,
         )
         return False
 
-    def _check_running(self) -> None:
-        if self.status != RUNNING:
-            raise Conflict(f"entry {self.label} is {self.status}, not running")
-
-    def _check_queued(self) -> None:
-        if self.status == RUNNING:
-            raise Conflict(f"entry {self.label} is running")
-        if self.status != QUEUED:
-            raise NotFound(f"no queued entry {self.label}")
-
     def remove_from_queue(self, actor: str, at: datetime) -> None:
-        self._check_queued()
+        _queued_for_operator(self)
         self.trigger_event(self.RemovedFromQueue, actor=actor, timestamp=at)
 
     def send_to_front(self, actor: str, at: datetime) -> None:
-        self._check_queued()
+        _queued_for_operator(self)
         self.trigger_event(self.SentToFront, actor=actor, timestamp=at)
 
     def remove_from_executed(self, actor: str, at: datetime) -> None:
-        if self.status != EXECUTED:
-            raise NotFound(f"no executed entry {self.label}")
+        _not_found_unless(self, EntryState.EXECUTED)
         self.trigger_event(self.RemovedFromExecuted, actor=actor, timestamp=at)
 
     def reexecute(self, actor: str, at: datetime) -> None:
         """Run a failed entry again, at the front; a retry still waiting for its time (a
         failed attempt, queued again) is sent to the front to run now."""
-        if self.status == QUEUED and getattr(self, "not_before", None) is not None:
+        if self.status == EntryState.QUEUED and getattr(self, "not_before", None) is not None:
             self.trigger_event(self.SentToFront, actor=actor, timestamp=at)
             return
-        if self.status != FAILED_STATE:
-            raise NotFound(f"no failed entry {self.label}")
+        _not_found_unless(self, EntryState.FAILED)
         self.trigger_event(self.Reexecuted, attempt=self.attempt + 1, actor=actor, timestamp=at)
 
     def delete_from_failed(self, actor: str, at: datetime) -> None:
-        if self.status != FAILED_STATE:
-            raise NotFound(f"no failed entry {self.label}")
+        _not_found_unless(self, EntryState.FAILED)
         self.trigger_event(self.DeletedFromFailed, actor=actor, timestamp=at)
 
     def clean_up(self, table: str, cleanup: str, actor: str, at: datetime) -> bool:

@@ -11,16 +11,7 @@ from eventsourcing.domain import Aggregate, DomainEvent
 from eventsourcing.utils import get_topic, resolve_topic
 
 from att_jm.domain.commands import JobSpec
-from att_jm.domain.executions import (
-    EXECUTED,
-    FAILED,
-    FAILED_STATE,
-    GONE,
-    QUEUED,
-    SCHEDULER,
-    SUCCEEDED,
-    Execution,
-)
+from att_jm.domain.executions import Execution
 from att_jm.domain.ids import (
     NAMESPACE,
     SCHEDULER_ID,
@@ -31,9 +22,10 @@ from att_jm.domain.ids import (
 )
 from att_jm.domain.jobs import Job
 from att_jm.domain.notifications import CommandRecord, Notification, Rejection
-from att_jm.domain.scheduler import Scheduler
+from att_jm.domain.scheduler import SCHEDULER, Scheduler
 from att_jm.errors import Conflict, NotFound
 from att_jm.log.messages import event_data, event_message, event_type
+from att_jm.vocabulary import EntryState, Result
 
 T0 = datetime(2026, 2, 1, 8, 0, tzinfo=UTC)
 AGGREGATES: tuple[type[Aggregate], ...] = (
@@ -203,7 +195,7 @@ def test_an_enqueued_execution_is_queued_at_attempt_one() -> None:
         "backup", "backup.sh", "run paris", "nightly")
     assert (enqueued.notification_id, enqueued.timeout_seconds) == ("n-1", 30.0)
     assert enqueued.actor == "channel-manager"
-    assert (execution.status, execution.attempt, execution.front) == (QUEUED, 1, False)
+    assert (execution.status, execution.attempt, execution.front) == (EntryState.QUEUED, 1, False)
     assert execution.label == str(EID)
 
 
@@ -213,9 +205,11 @@ def test_an_execution_runs_then_succeeds_into_executed() -> None:
     assert isinstance(started, Execution.Started)
     assert (started.attempt, started.actor, started.timestamp) == (1, SCHEDULER, at(1))
     assert isinstance(succeeded, Execution.Succeeded)
-    assert (succeeded.result, succeeded.feedback, succeeded.exit_code) == (SUCCEEDED, "all good", 0)
+    assert (succeeded.result, succeeded.feedback, succeeded.exit_code) == (
+        Result.SUCCEEDED, "all good", 0)
     assert (succeeded.duration_seconds, succeeded.actor) == (2.0, SCHEDULER)
-    assert (execution.status, execution.result, execution.feedback) == (EXECUTED, 3, "all good")
+    assert (execution.status, execution.result, execution.feedback) == (
+        EntryState.EXECUTED, 3, "all good")
     assert (execution.started_at, execution.finished_at) == (at(1), at(3))
 
 
@@ -225,10 +219,10 @@ def test_an_execution_runs_then_fails_into_failed() -> None:
     failed_event = pending(execution)[-1]
     assert isinstance(failed_event, Execution.Failed)
     assert (failed_event.result, failed_event.timed_out, failed_event.interrupted) == (
-        FAILED, True, False)
+        Result.FAILED, True, False)
     assert failed_event.actor == SCHEDULER
     assert (execution.status, execution.result, execution.feedback) == (
-        FAILED_STATE, 2, "timed out after 30 s")
+        EntryState.FAILED, 2, "timed out after 30 s")
 
 
 def test_an_interrupted_failure_says_so() -> None:
@@ -259,7 +253,7 @@ def test_removing_a_queued_execution_from_the_queue() -> None:
     removed = pending(execution)[-1]
     assert isinstance(removed, Execution.RemovedFromQueue)
     assert removed.actor == "alice"
-    assert execution.status == GONE
+    assert execution.status == EntryState.GONE
     with pytest.raises(NotFound):
         execution.remove_from_queue("alice", at(2))
 
@@ -281,7 +275,7 @@ def test_sending_a_queued_execution_to_the_front() -> None:
     sent = pending(execution)[-1]
     assert isinstance(sent, Execution.SentToFront)
     assert sent.actor == "alice"
-    assert (execution.front, execution.status) == (True, QUEUED)
+    assert (execution.front, execution.status) == (True, EntryState.QUEUED)
     execution.start(at(2))
     assert execution.front is False
     with pytest.raises(Conflict):
@@ -297,7 +291,7 @@ def test_a_failed_execution_is_reexecuted_at_the_front_with_the_next_attempt() -
     reexecuted = pending(execution)[-1]
     assert isinstance(reexecuted, Execution.Reexecuted)
     assert (reexecuted.attempt, reexecuted.actor) == (2, "alice")
-    assert (execution.status, execution.front, execution.attempt) == (QUEUED, True, 2)
+    assert (execution.status, execution.front, execution.attempt) == (EntryState.QUEUED, True, 2)
     assert execution.previous_feedback == "exit 1: boom"
     assert (execution.result, execution.feedback) == (None, None)
     execution.start(at(11))
@@ -322,7 +316,7 @@ def test_deleting_a_failed_execution_from_failed() -> None:
     deleted = pending(execution)[-1]
     assert isinstance(deleted, Execution.DeletedFromFailed)
     assert deleted.actor == "alice"
-    assert execution.status == GONE
+    assert execution.status == EntryState.GONE
     with pytest.raises(NotFound):
         execution.delete_from_failed("alice", at(11))
     with pytest.raises(NotFound):
@@ -341,7 +335,7 @@ def test_removing_an_executed_execution_from_executed() -> None:
     removed = pending(execution)[-1]
     assert isinstance(removed, Execution.RemovedFromExecuted)
     assert removed.actor == "alice"
-    assert execution.status == GONE
+    assert execution.status == EntryState.GONE
     with pytest.raises(NotFound):
         execution.remove_from_executed("alice", at(11))
 
@@ -363,7 +357,7 @@ def test_cleanup_removes_a_row_only_from_the_table_it_names(make: Any, table: st
     (cleaned,) = pending(execution)
     assert isinstance(cleaned, Execution.CleanedUp)
     assert (cleaned.table, cleaned.cleanup, cleaned.actor) == (table, "run-1", "scheduler")
-    assert execution.status == GONE
+    assert execution.status == EntryState.GONE
     assert execution.clean_up(table, "run-2", "scheduler", at(11)) is False
 
 
@@ -571,5 +565,5 @@ def test_the_hot_path_creation_events_equal_those_the_aggregates_record() -> Non
     assert list(vars(made_received).items()) == list(vars(received).items())
     rebuilt = made.mutate(None)
     assert isinstance(rebuilt, Execution)
-    assert rebuilt.status == QUEUED
+    assert rebuilt.status == EntryState.QUEUED
     assert rebuilt.version == 1
