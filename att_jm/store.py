@@ -15,6 +15,7 @@ from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import StoredEvent, Transcoder
 
 from att_jm.domain.scheduler import Scheduler
+from att_jm.log.rows import StoreReader
 from att_jm.log.transcoder import OrjsonTranscoder
 
 
@@ -189,20 +190,12 @@ class WriterLog:
         self._db.close()
 
 
-# A stored originator id (32 hex digits in SQLite) in the usual UUID text form, made by SQLite.
-DASHED_ID_SQL = (
-    "CASE WHEN length(originator_id) = 32 THEN substr(originator_id, 1, 8) || '-' || "
-    "substr(originator_id, 9, 4) || '-' || substr(originator_id, 13, 4) || '-' || "
-    "substr(originator_id, 17, 4) || '-' || substr(originator_id, 21) ELSE originator_id END"
-)
-
-
-def open_log(app: JobManagerApp) -> tuple[sqlite3.Connection, str]:
-    """A plain read-only connection of its own to the store's file, and the events table."""
-    table = str(app.recorder.events_table_name)  # type: ignore[attr-defined]  # the SQLite recorder's
-    db_name = str(app.recorder.datastore.pool.db_name)  # type: ignore[attr-defined]  # idem
-    uri = db_name if db_name.startswith("file:") else f"file:{Path(db_name).resolve()}?mode=ro"
-    return sqlite3.connect(uri, uri=True), table
+def open_log(app: JobManagerApp) -> StoreReader:
+    """The log reader (`att_jm.log.rows.StoreReader`, read-only) on the store file of `app`."""
+    db_name = str(app.recorder.datastore.pool.db_name)  # type: ignore[attr-defined]  # the SQLite recorder's
+    if db_name.startswith("file:"):  # a read-only app's URI (`sqlite_env`)
+        db_name = db_name.removeprefix("file:").partition("?")[0]
+    return StoreReader(db_name)
 
 
 def read_rows(
@@ -210,18 +203,12 @@ def read_rows(
 ) -> Iterator[list[tuple[int, str, str, bytes]]]:
     """Pages of stored rows (position, originator id, topic, state) after `after`, in log order.
 
-    The raw rows, without building event objects, through a plain read-only connection
-    of its own (no row objects): what catch-ups and replays need, at the speed of SQLite.
+    The raw rows, without building event objects (`StoreReader.keyed_pages`: the one log
+    reader, through a read-only connection of its own): what catch-ups and replays need, at
+    the speed of SQLite.
     """
-    db, table = open_log(app)
-    where = f"AND topic IN ({','.join('?' * len(topics))}) " if topics else ""
+    reader = open_log(app)
     try:
-        cursor = db.execute(
-            f"SELECT rowid, {DASHED_ID_SQL}, topic, state FROM {table} "  # noqa: S608 -- the library's table
-            f"WHERE rowid > ? {where}ORDER BY rowid",
-            (after, *topics),
-        )
-        while rows := cursor.fetchmany(page):
-            yield rows
+        yield from reader.keyed_pages(after, None, topics, page)
     finally:
-        db.close()
+        reader.close()

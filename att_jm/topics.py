@@ -8,6 +8,9 @@
 - `P/job-manager/events/{type}`: the event log (the relay publishes);
 - `P/job-manager/views/{view}`: the views, retained (the relay publishes);
 - `P/job-manager/status`: the service's status, retained; `P/job-manager/seals`: seals, retained.
+
+Filters: `+` stands for one level (what the service subscribes to), `#` for any number of
+levels (the broker's ACL, see `att_jm.site.users`).
 """
 
 from __future__ import annotations
@@ -36,68 +39,106 @@ class Topics:
 
     prefix: str = "att"
 
-    # Built ---------------------------------------------------------------------------------
-
-    def notification(self, trigger: str) -> str:
-        return f"{self.prefix}/channel-manager/notifications/{trigger}"
-
-    def command(self, actor: str, name: str) -> str:
-        return f"{self.prefix}/job-manager/commands/{actor}/{name}"
-
-    def replies(self, actor: str) -> str:
-        """The root of `actor`'s replies (a reply topic is this, `/`, anything)."""
-        return f"{self.prefix}/job-manager/replies/{actor}"
-
-    def reply(self, actor: str, token: str) -> str:
-        return f"{self.replies(actor)}/{token}"
-
-    @property
-    def replies_root(self) -> str:
-        """Every reply topic starts with this (`P/job-manager/replies/`)."""
-        return f"{self.prefix}/job-manager/replies/"
-
-    def event(self, event_type: str) -> str:
-        return f"{self.events_root}{event_type}"
-
-    @property
-    def events_root(self) -> str:
-        """`P/job-manager/events/`: an event's topic is this and its type."""
-        return f"{self.prefix}/job-manager/events/"
-
-    def view(self, name: str) -> str:
-        return f"{self.views_root}{name}"
-
-    @property
-    def views_root(self) -> str:
-        """`P/job-manager/views/`: a view's topic is this and its name."""
-        return f"{self.prefix}/job-manager/views/"
-
-    @property
-    def status(self) -> str:
-        return f"{self.prefix}/job-manager/status"
-
-    @property
-    def seals(self) -> str:
-        return f"{self.prefix}/job-manager/seals"
+    # Roots: each topic of a kind is its root and one level more ---------------------------
 
     @property
     def notifications_root(self) -> str:
         """`P/channel-manager/notifications/`: a notification's topic is this and its trigger."""
         return f"{self.prefix}/channel-manager/notifications/"
 
+    @property
+    def commands_root(self) -> str:
+        """`P/job-manager/commands/`: a command's topic is this, its actor, `/`, its name."""
+        return f"{self._job_manager}/commands/"
+
+    @property
+    def replies_root(self) -> str:
+        """Every reply topic starts with this (`P/job-manager/replies/`)."""
+        return f"{self._job_manager}/replies/"
+
+    @property
+    def events_root(self) -> str:
+        """`P/job-manager/events/`: an event's topic is this and its type."""
+        return f"{self._job_manager}/events/"
+
+    @property
+    def views_root(self) -> str:
+        """`P/job-manager/views/`: a view's topic is this and its name."""
+        return f"{self._job_manager}/views/"
+
+    @property
+    def _job_manager(self) -> str:
+        return f"{self.prefix}/job-manager"
+
+    # Built ---------------------------------------------------------------------------------
+
+    def notification(self, trigger: str) -> str:
+        return f"{self.notifications_root}{trigger}"
+
+    def command(self, actor: str, name: str) -> str:
+        return f"{self.commands_root}{actor}/{name}"
+
+    def replies(self, actor: str) -> str:
+        """The root of `actor`'s replies (a reply topic is this, `/`, anything)."""
+        return f"{self.replies_root}{actor}"
+
+    def reply(self, actor: str, token: str) -> str:
+        return f"{self.replies(actor)}/{token}"
+
+    def event(self, event_type: str) -> str:
+        return f"{self.events_root}{event_type}"
+
+    def view(self, name: str) -> str:
+        return f"{self.views_root}{name}"
+
+    @property
+    def status(self) -> str:
+        return f"{self._job_manager}/status"
+
+    @property
+    def seals(self) -> str:
+        return f"{self._job_manager}/seals"
+
     # Subscriptions -------------------------------------------------------------------------
 
     @property
     def notifications_filter(self) -> str:
-        return f"{self.prefix}/channel-manager/notifications/+"
+        """Every notification (`P/channel-manager/notifications/+`)."""
+        return f"{self.notifications_root}+"
 
     @property
     def commands_filter(self) -> str:
-        return f"{self.prefix}/job-manager/commands/+/+"
+        """Every command (`P/job-manager/commands/+/+`)."""
+        return f"{self.commands_root}+/+"
 
     def service_filters(self) -> tuple[str, str]:
-        """What the service subscribes to."""
+        """What the service subscribes to: (notifications, commands)."""
         return (self.notifications_filter, self.commands_filter)
+
+    # Wildcards of any depth (ACL rules) ----------------------------------------------------
+
+    @property
+    def notifications_all(self) -> str:
+        """`P/channel-manager/notifications/#`."""
+        return f"{self.notifications_root}#"
+
+    def commands_all(self, actor: str | None = None) -> str:
+        """`P/job-manager/commands/{actor}/#`, or every actor's (`.../commands/#`)."""
+        return f"{self.commands_root}#" if actor is None else f"{self.commands_root}{actor}/#"
+
+    def replies_all(self, actor: str | None = None) -> str:
+        """`P/job-manager/replies/{actor}/#`, or every actor's (`.../replies/#`)."""
+        return f"{self.replies_root}#" if actor is None else f"{self.replies(actor)}/#"
+
+    @property
+    def events_all(self) -> str:
+        """`P/job-manager/events/#`."""
+        return f"{self.events_root}#"
+
+    @property
+    def views_all(self) -> str:
+        """`P/job-manager/views/#`."""
+        return f"{self.views_root}#"
 
     # Parsed --------------------------------------------------------------------------------
 

@@ -2,7 +2,10 @@
 
 A pure module at the bottom of the layers (no imports of the package): the domain, the
 projections, the service, the CLI and the audit tool all name these things from here.
-`StrEnum`/`IntEnum` members are the strings and numbers themselves (JSON, SQL, comparisons).
+`StrEnum`/`IntEnum` members are the strings and numbers themselves (JSON values, SQL,
+comparisons, f-strings). The tuples (VIEWS, TABLE_VIEWS, TABLES, CLEANUP_FIELDS) hold the plain
+`str` values, in order: fit for what takes no subclass (orjson's dict keys) or shows a
+`repr` (argparse's choices).
 """
 
 from __future__ import annotations
@@ -28,8 +31,9 @@ class View(StrEnum):
     SETTINGS = "settings"
 
 
-VIEWS: Final = tuple(View)
-TABLE_VIEWS: Final = (View.JOBS, View.QUEUE, View.EXECUTED, View.FAILED)
+VIEWS: Final[tuple[str, ...]] = tuple(view.value for view in View)
+TABLE_VIEWS: Final[tuple[str, ...]] = tuple(
+    view.value for view in (View.JOBS, View.QUEUE, View.EXECUTED, View.FAILED))
 
 
 class Table(StrEnum):
@@ -39,7 +43,7 @@ class Table(StrEnum):
     FAILED = "failed"
 
 
-TABLES: Final = tuple(Table)
+TABLES: Final[tuple[str, ...]] = tuple(table.value for table in Table)
 
 
 class CleanupField(StrEnum):
@@ -50,7 +54,7 @@ class CleanupField(StrEnum):
     EVERY_SECONDS = "every_seconds"
 
 
-CLEANUP_FIELDS: Final = tuple(CleanupField)
+CLEANUP_FIELDS: Final[tuple[str, ...]] = tuple(field.value for field in CleanupField)
 
 
 class EntryState(StrEnum):

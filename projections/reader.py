@@ -297,7 +297,7 @@ class ViewReader:
         """Every view in full (for comparisons: restart, rebuild, audit)."""
         out: dict[str, Any] = {"settings": self.settings()}
         for view in TABLE_VIEWS:
-            out[view.value] = self.rows(view, 10**9)
+            out[view] = self.rows(view, 10**9)
         return out
 
 

@@ -27,7 +27,8 @@ from typing import Any, Final
 
 import orjson
 
-from att_jm.store import DASHED_ID_SQL, JobManagerApp, log_position, open_log, read_rows
+from att_jm.log.rows import DASHED_ID_SQL, TABLE
+from att_jm.store import JobManagerApp, log_position, open_log, read_rows
 from projections.rules import (
     CLEANED_UP,
     CREATED,
@@ -67,7 +68,8 @@ def fill(app: JobManagerApp, views: Views, upto: int | None = None) -> int:
     """
     if views.position != 0:
         raise ValueError(f"the views are at position {views.position}, not empty")
-    db, table = open_log(app)
+    reader = open_log(app)
+    db, table = reader.connection, TABLE
     try:
         db.execute("BEGIN")  # one snapshot for every query below
         end = int(db.execute(f"SELECT coalesce(max(rowid), 0) FROM {table}").fetchone()[0])  # noqa: S608 -- the library's table
@@ -77,7 +79,7 @@ def fill(app: JobManagerApp, views: Views, upto: int | None = None) -> int:
         views.apply_covering(_rows(db, table, upto, live, others), upto, positions)
         return covered
     finally:
-        db.close()
+        reader.close()
 
 
 def _marks(count: int) -> str:

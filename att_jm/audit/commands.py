@@ -29,6 +29,7 @@ from att_jm.audit.transfer import export, import_log
 from att_jm.audit.verify import verify
 from att_jm.audit.witness import check_witness, load_witness
 from att_jm.domain.times import parse_iso
+from att_jm.log.messages import record_message
 from att_jm.log.records import Record, decode
 from att_jm.log.rows import AuditError, Row, StoreReader
 from att_jm.output import error_json, plural
@@ -109,7 +110,7 @@ def run_log(ns: argparse.Namespace, store: str, out: IO[str]) -> int:
         for rows in reader.pages(ns.after, upto, topics):
             records = chosen.select(_readable(rows))
             if ns.json:
-                text = "".join(orjson.dumps(r.public()).decode() + "\n" for r in records)
+                text = "".join(orjson.dumps(record_message(r)).decode() + "\n" for r in records)
             else:
                 text = "".join(render.log_line(r) + "\n" for r in records)
             if text:

@@ -14,6 +14,7 @@ from att_jm.audit.verify import Verification
 from att_jm.domain.times import iso
 from att_jm.log.records import Record
 from att_jm.output import cell, duration, plural, render_table, render_view, short_time, truncate
+from att_jm.vocabulary import Result
 
 DATA_WIDTH: Final = 100
 NOTHING: Final = "-"
@@ -100,7 +101,7 @@ def render_trace(t: Trace) -> str:
         if ended is None:
             text += ", still running"
         else:
-            how = "succeeded" if ended["result"] == 3 else "failed"
+            how = "succeeded" if ended["result"] == Result.SUCCEEDED else "failed"
             if ended.get("timed_out"):
                 how += " (timed out)"
             if ended.get("interrupted"):

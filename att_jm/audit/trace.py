@@ -19,8 +19,10 @@ from uuid import UUID
 from att_jm.audit.filters import execution_key
 from att_jm.domain.ids import job_id, notification_id
 from att_jm.domain.times import iso
+from att_jm.log.messages import record_message
 from att_jm.log.records import Record, decode
 from att_jm.log.rows import AuditError, StoreReader
+from att_jm.vocabulary import EntryState
 
 WINDOW: Final = 8  # positions searched on each side of an execution event
 _NEAR: Final = (
@@ -34,11 +36,11 @@ _ACTIONS: Final = {
     "att_jm:Execution.DeletedFromFailed": "failed.delete",
 }
 _STATUS: Final = {
-    "att_jm:Execution.Enqueued": "queued",
-    "att_jm:Execution.Started": "running",
-    "att_jm:Execution.Succeeded": "executed",
-    "att_jm:Execution.Failed": "failed",
-    "att_jm:Execution.Reexecuted": "queued",
+    "att_jm:Execution.Enqueued": EntryState.QUEUED,
+    "att_jm:Execution.Started": EntryState.RUNNING,
+    "att_jm:Execution.Succeeded": EntryState.EXECUTED,
+    "att_jm:Execution.Failed": EntryState.FAILED,
+    "att_jm:Execution.Reexecuted": EntryState.QUEUED,
     "att_jm:Execution.RemovedFromQueue": "removed from the queue",
     "att_jm:Execution.RemovedFromExecuted": "removed from executed",
     "att_jm:Execution.DeletedFromFailed": "deleted from failed",
@@ -97,7 +99,7 @@ def trace(reader: StoreReader, execution: str) -> Trace:
     )
     _walk(result, own, near)
     lineage = [*([] if notification is None else [notification]), *own, *near]
-    result.events = [r.public() for r in sorted(lineage, key=lambda r: r.position)]
+    result.events = [record_message(r) for r in sorted(lineage, key=lambda r: r.position)]
     return result
 
 

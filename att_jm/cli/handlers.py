@@ -41,6 +41,7 @@ from att_jm.cli.requests import combine_match, merge_settings
 from att_jm.cli.site import run_setup, run_users
 from att_jm.config import SETTING_NAMES, ConfigError, MqttEndpoint, Settings, load_settings
 from att_jm.output import as_mapping, cell, error_json
+from att_jm.topics import Topics
 
 # Handlers (I/O) --------------------------------------------------------------------------
 
@@ -112,7 +113,7 @@ def exchange(
         ServiceOffline,
     )
 
-    status_topic = f"{settings.topic_prefix}/job-manager/status"
+    status_topic = Topics(settings.topic_prefix).status
     try:
         with Requester(endpoint, actor=actor, topic_prefix=settings.topic_prefix,
                        connect_timeout=timeout, max_payload_bytes=settings.max_payload_bytes,

@@ -29,6 +29,7 @@ from att_jm.cli.values import (
     positive_number,
 )
 from att_jm.config import SETTING_NAMES
+from att_jm.vocabulary import VIEWS
 
 
 class Parser(argparse.ArgumentParser):
@@ -264,7 +265,7 @@ def add_settings_commands(subparsers: Any, common: argparse.ArgumentParser) -> N
 
 
 AUDIT_VERBS: Final = ("log", "views", "trace", "backtest", "verify", "export", "import")
-VIEW_NAMES: Final = ("jobs", "queue", "executed", "failed", "settings")
+VIEW_NAMES: Final = VIEWS
 
 
 def non_negative_int(text: str) -> int:

@@ -1,8 +1,11 @@
 """The public form of stored events: their type names and the `events/{type}` message.
 
-Two ways to the same message: `event_message` from a live (or decoded) domain event, and
-`row_message` from a stored row alone (what the events relay publishes from the log).
-Both give, byte for byte after `orjson.dumps`, `{"position", "type", "at", "data"}`.
+One builder, `public_message`, makes `{"position", "type", "at", "data"}` (`data`: the event's
+own fields plus `aggregate_id` and `version`); three callers feed it what they have:
+`row_message` a stored row alone (what the events relay publishes from the log: a fast path
+that decodes the state once and drops the two stored-only fields in place),
+`record_message` a decoded `Record` (the audit tool), `event_message` a live (or decoded)
+domain event. All three give, byte for byte after `orjson.dumps`, the same message.
 
 What the relay publishes instead when that is not possible:
 - a row no message can be made of (its state is not JSON, not an object, its timestamp does
@@ -23,8 +26,11 @@ import orjson
 
 from att_jm.domain.limits import CELL_MAX_CHARS, cut_text
 from att_jm.domain.times import iso
-from att_jm.log.records import EVENT_TOPICS, dashed, stored_iso, topic_type
+from att_jm.log.records import EVENT_TOPICS, Record, dashed, stored_iso, topic_type
+from att_jm.log.rows import UndecodableText
 
+#: An event's fields that are not its data: the aggregate's id and version (`data` names them
+#: `aggregate_id` and `version`), its time (`at`) and the aggregate's class.
 _HIDDEN = frozenset({"originator_id", "originator_version", "timestamp", "originator_topic"})
 
 #: The largest event message published whole, in bytes of JSON: a stored event's state is
@@ -64,45 +70,48 @@ def row_type(topic: str) -> str:
     return name
 
 
-def event_data(event: Any) -> dict[str, Any]:
-    """The event's own fields, plus the id and version of the aggregate it belongs to."""
-    data = {key: value for key, value in vars(event).items() if key not in _HIDDEN}
-    data["aggregate_id"] = str(event.originator_id)
-    data["version"] = event.originator_version
-    return data
+def public_message(
+    position: int, public_type: str, at: str, data: dict[str, Any], aggregate_id: str,
+    version: int,
+) -> dict[str, Any]:
+    """`{"position", "type", "at", "data"}` as published on `P/job-manager/events/{type}`:
+    `data` (the event's own fields, in field order; taken, not copied) gets the id and
+    version of the aggregate the event belongs to."""
+    data["aggregate_id"] = aggregate_id
+    data["version"] = version
+    return {"position": position, "type": public_type, "at": at, "data": data}
 
 
 def event_message(position: int, event: Any) -> dict[str, Any]:
-    """`{"position", "type", "at", "data"}` as published on `P/job-manager/events/{type}`."""
-    return {
-        "position": position,
-        "type": event_type(event),
-        "at": iso(event.timestamp),
-        "data": event_data(event),
-    }
+    """The public message of a live (or decoded) domain event stored at `position`."""
+    fields = {key: value for key, value in vars(event).items() if key not in _HIDDEN}
+    return public_message(position, event_type(event), iso(event.timestamp), fields,
+                          str(event.originator_id), event.originator_version)
+
+
+def event_data(event: Any) -> dict[str, Any]:
+    """The `data` of `event_message`: the event's own fields, its aggregate's id and version."""
+    data: dict[str, Any] = event_message(0, event)["data"]
+    return data
+
+
+def record_message(record: Record) -> dict[str, Any]:
+    """The public message of a decoded stored row (the audit tool's `log --json`, traces)."""
+    fields = {key: value for key, value in record.state.items() if key not in _HIDDEN}
+    return public_message(record.position, record.type, iso(record.at), fields,
+                          record.aggregate_id, record.version)
 
 
 def row_message(row: StoredRow) -> dict[str, Any]:
-    """`event_message` of a stored row, without building the event: the stored state is the
-    event's `__dict__` minus its id and version, in field order, so after dropping the
-    timestamp (-> `at`, from its stored text) and `originator_topic` it is `data`."""
+    """The public message of a stored row, without building the event (the relay's path):
+    the stored state is the event's `__dict__` minus its id and version, in field order, so
+    after dropping the timestamp (-> `at`, from its stored text) and `originator_topic` it
+    is the event's own fields."""
     position, originator_id, version, topic, state = row
     data: dict[str, Any] = orjson.loads(state)
     at = stored_iso(data.pop("timestamp"))
     data.pop("originator_topic", None)
-    data["aggregate_id"] = dashed(originator_id)
-    data["version"] = version
-    return {"position": position, "type": row_type(topic), "at": at, "data": data}
-
-
-class UndecodableText:
-    """What a reader puts in place of a row's state when a text column of the row is not
-    UTF-8 (`column`: its name; see `att_jm.relay`): no message is made of such a row."""
-
-    __slots__ = ("column",)
-
-    def __init__(self, column: str) -> None:
-        self.column = column
+    return public_message(position, row_type(topic), at, data, dashed(originator_id), version)
 
 
 def undecodable_reason(row: tuple[Any, ...], error: BaseException) -> str:

@@ -1,9 +1,8 @@
-"""The public form of stored rows, built from the row alone (no event classes needed).
+"""Stored rows decoded without event classes: their public types, ids, times and `Record`s.
 
-`public(row)` equals `att_jm.log.messages.event_message(position, event)` of the decoded event:
-`{"position", "type", "at", "data"}`, with `data` the event's own fields plus `aggregate_id`
-and `version`. Events hold only JSON values besides their timestamp, so the stored state,
-decoded as plain JSON, is already their data.
+Events hold only JSON values besides their timestamp, so a stored state decoded as plain
+JSON is already the event's data (`att_jm.log.messages.record_message` makes a `Record`'s
+public message).
 """
 
 from __future__ import annotations
@@ -24,7 +23,6 @@ from att_jm.domain.seals import Ledger
 from att_jm.domain.times import iso
 from att_jm.log.rows import Row
 
-_HIDDEN: Final = frozenset({"timestamp", "originator_topic"})
 _CAMEL: Final = re.compile(r"(?<!^)(?=[A-Z])")
 AGGREGATES: Final = (Job, Execution, Notification, Rejection, CommandRecord, Scheduler, Ledger)
 
@@ -92,17 +90,6 @@ class Record:
     def actor(self) -> str | None:
         actor = self.state.get("actor")
         return actor if isinstance(actor, str) else None
-
-    def data(self) -> dict[str, Any]:
-        data = {key: value for key, value in self.state.items() if key not in _HIDDEN}
-        data["aggregate_id"] = self.aggregate_id
-        data["version"] = self.version
-        return data
-
-    def public(self) -> dict[str, Any]:
-        """`{"position", "type", "at", "data"}`, as published on `P/job-manager/events/`."""
-        return {"position": self.position, "type": self.type, "at": iso(self.at),
-                "data": self.data()}
 
 
 def decode(row: Row) -> Record:

@@ -1,10 +1,14 @@
 """Stored rows of the event log, read straight from the SQLite store, read-only and paged.
 
-This is the one audit module that knows the store's SQL (eventsourcing's `stored_events`
-table: a row's position is its `rowid`; its `stored_snapshots` table: one row per snapshot,
-keyed by aggregate id and version). Readers open the file with `mode=ro` and read in
-pages of short transactions: in WAL mode they never block the writer, and no read
-transaction stays open long enough to hold back the writer's checkpoints.
+The one reader of the log: every read of stored rows goes through `StoreReader` (the relay,
+the audit tool, the sealer, and through `att_jm.store.read_rows` the catch-ups and replays),
+the writer's appends being `att_jm.store.WriterLog`'s. It knows the store's SQL
+(eventsourcing's `stored_events` table: a row's position is its `rowid`; its
+`stored_snapshots` table: one row per snapshot, keyed by aggregate id and version). It opens
+the file with `mode=ro` and reads in pages of short transactions: in WAL mode they never
+block the writer, and no read transaction stays open long enough to hold back the writer's
+checkpoints. A caller that needs several queries on one state of the log (a rebuild) opens a
+transaction on `connection` itself.
 """
 
 from __future__ import annotations
@@ -21,6 +25,15 @@ TABLE: Final = "stored_events"
 SNAPSHOTS: Final = "stored_snapshots"
 PAGE: Final = 5000
 _COLUMNS: Final = "rowid, originator_id, originator_version, topic, state"
+#: A stored originator id (32 hex digits in SQLite) in the usual UUID text form, made by SQLite.
+DASHED_ID_SQL: Final = (
+    "CASE WHEN length(originator_id) = 32 THEN substr(originator_id, 1, 8) || '-' || "
+    "substr(originator_id, 9, 4) || '-' || substr(originator_id, 13, 4) || '-' || "
+    "substr(originator_id, 17, 4) || '-' || substr(originator_id, 21) ELSE originator_id END"
+)
+#: What the view rules and the write index take of a row: (position, aggregate id in UUID
+#: text form, topic, state); see `StoreReader.keyed_pages`.
+_KEYED_COLUMNS: Final = f"rowid, {DASHED_ID_SQL}, topic, state"
 
 
 class AuditError(AttJmError):
@@ -40,6 +53,17 @@ class Row(NamedTuple):
 def readonly_uri(path: str) -> str:
     """The SQLite URI that opens `path` read-only (never creates it)."""
     return f"file:{quote(str(Path(path).resolve()))}?mode=ro"
+
+
+class UndecodableText:
+    """What a reader puts in place of a row's state when a text column of the row is not
+    UTF-8 (`column`: its name; see `StoreReader.next_rows`): no message is made of such a
+    row (`att_jm.log.messages.undecodable_message`)."""
+
+    __slots__ = ("column",)
+
+    def __init__(self, column: str) -> None:
+        self.column = column
 
 
 def _row(raw: tuple[Any, ...]) -> Row:
@@ -66,11 +90,7 @@ class StoreReader:
             raise AuditError(f"no store file at {path}")
         self.path = path
         try:
-            self._db = sqlite3.connect(
-                readonly_uri(path), uri=True, isolation_level=None, check_same_thread=False
-            )
-            self._db.execute("PRAGMA query_only = 1")
-            self._db.execute("PRAGMA busy_timeout = 10000")
+            self._db = _connect(path)
             found = self._db.execute(
                 "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (TABLE,)
             ).fetchone()
@@ -81,6 +101,12 @@ class StoreReader:
 
     def close(self) -> None:
         self._db.close()
+
+    @property
+    def connection(self) -> sqlite3.Connection:
+        """The reader's own connection (autocommit), for a caller's queries on one state of
+        the log: `BEGIN` ... `COMMIT` around them."""
+        return self._db
 
     def max_position(self) -> int:
         """The position of the last stored row (0 for an empty log)."""
@@ -191,20 +217,77 @@ class StoreReader:
         self, after: int | None, upto: int | None, topics: Sequence[str] = (), page: int = PAGE,
     ) -> Iterator[list[tuple[int, str, int, str, bytes]]]:
         """Like `pages`, without building `Row`s: the tuples as SQLite returns them."""
-        topic_filter = f" AND topic IN ({','.join('?' * len(topics))})" if topics else ""
-        while True:
-            where, params = _range(after, upto)
-            where = where or "WHERE 1"
-            raws = self._db.execute(
-                f"SELECT {_COLUMNS} FROM {TABLE} {where}{topic_filter} ORDER BY rowid LIMIT ?",  # noqa: S608 -- fixed names, placeholders
-                (*params, *topics, page),
-            ).fetchall()
-            if not raws:
-                return
-            yield raws
-            if len(raws) < page:
-                return
-            after = raws[-1][0]
+        return _pages(self._db, _COLUMNS, after, upto, topics, page)
+
+    def keyed_pages(
+        self, after: int | None, upto: int | None, topics: Sequence[str] = (), page: int = PAGE,
+    ) -> Iterator[list[tuple[int, str, str, bytes]]]:
+        """Like `raw_pages`, each row as (position, aggregate id in UUID text form, topic,
+        state): what the view rules and the write index take (no version; the id made by
+        SQLite, no Python per row)."""
+        return _pages(self._db, _KEYED_COLUMNS, after, upto, topics, page)
+
+    def next_rows(self, after: int, count: int) -> list[tuple[int, str, int, str, Any]]:
+        """The first `count` rows after position `after`, as `raw_pages` gives them; a row
+        holding text that is not UTF-8 (SQLite cannot give it as `str`) has an
+        `UndecodableText` as its state."""
+        try:
+            return next(self.raw_pages(after, None, page=count), [])
+        except sqlite3.OperationalError as error:  # "Could not decode to UTF-8 column ..."
+            if "decode" not in str(error):
+                raise
+        db = _connect(self.path)
+        db.text_factory = bytes
+        try:
+            raws = next(_pages(db, _COLUMNS, after, None, (), count), [])
+        finally:
+            db.close()
+        rows: list[tuple[int, str, int, str, Any]] = []
+        for position, originator_id, version, topic, state in raws:
+            texts = {"originator_id": originator_id, "topic": topic}
+            bad = None
+            for column, value in texts.items():
+                if isinstance(value, bytes):
+                    try:
+                        texts[column] = value.decode()
+                    except UnicodeDecodeError:
+                        texts[column] = value.decode("utf-8", "replace")
+                        bad = bad or column
+            rows.append((position, texts["originator_id"], version, texts["topic"],
+                         state if bad is None else UndecodableText(bad)))
+        return rows
+
+
+def _connect(path: str) -> sqlite3.Connection:
+    """A read-only connection to the store file at `path` (never creates it)."""
+    db = sqlite3.connect(readonly_uri(path), uri=True, isolation_level=None,
+                         check_same_thread=False)
+    db.execute("PRAGMA query_only = 1")
+    db.execute("PRAGMA busy_timeout = 10000")
+    return db
+
+
+def _pages(
+    db: sqlite3.Connection, columns: str, after: int | None, upto: int | None,
+    topics: Sequence[str], page: int,
+) -> Iterator[list[Any]]:
+    """`columns` of the rows with a position in (after, upto] and one of `topics` (none: any),
+    in log order, in pages of `page` rows: each page one short read (a row appended meanwhile
+    shows up when `upto` allows). The first column must be `rowid`."""
+    topic_filter = f" AND topic IN ({','.join('?' * len(topics))})" if topics else ""
+    while True:
+        where, params = _range(after, upto)
+        where = where or "WHERE 1"
+        raws = db.execute(
+            f"SELECT {columns} FROM {TABLE} {where}{topic_filter} ORDER BY rowid LIMIT ?",  # noqa: S608 -- fixed names, placeholders
+            (*params, *topics, page),
+        ).fetchall()
+        if not raws:
+            return
+        yield raws
+        if len(raws) < page:
+            return
+        after = raws[-1][0]
 
 
 def _range(after: int | None, upto: int | None) -> tuple[str, tuple[int, ...]]:

@@ -33,6 +33,7 @@ from att_jm.mqtt.common import (
     reply_properties,
 )
 from att_jm.mqtt.driven import DrivenConnection
+from att_jm.topics import Topics
 
 log = structlog.get_logger("att_jm.mqtt")
 
@@ -53,6 +54,39 @@ class Inbound:
     payload: bytes
     response_topic: str | None
     correlation: bytes | None
+
+    @classmethod
+    def of(cls, message: MQTTMessage, generation: int) -> Inbound:
+        """A message as paho decoded it (every message without the fast paths)."""
+        properties = message.properties
+        response = getattr(properties, "ResponseTopic", None)
+        correlation = getattr(properties, "CorrelationData", None)
+        try:
+            topic = message.topic.encode()
+        except UnicodeDecodeError:  # paho keeps the raw bytes in a private member only
+            topic = _NOT_UTF8
+        return cls(
+            mid=message.mid, qos=message.qos, generation=generation, topic=topic,
+            payload=bytes(message.payload),
+            response_topic=response if isinstance(response, str) else None,
+            correlation=bytes(correlation) if correlation is not None else None,
+        )
+
+
+def connack_warnings(properties: Properties | None, session_expiry: int) -> list[str]:
+    """What a broker's CONNACK `properties` say it will not do that the service relies on (a
+    broker the set-up did not configure: docs/security.md, "Your own broker"), for a session
+    of `session_expiry` seconds asked."""
+    warnings = []
+    granted = getattr(properties, "SessionExpiryInterval", None)
+    if granted is not None and granted < session_expiry:
+        warnings.append(f"the broker keeps the session {granted} s, not the "
+                        f"{session_expiry} s asked: longer outages lose messages")
+    if getattr(properties, "RetainAvailable", 1) == 0:
+        warnings.append("the broker has no retained messages: views and status are lost")
+    if getattr(properties, "MaximumQoS", 1) == 0:
+        warnings.append("the broker allows QoS 0 only: messages may be lost")
+    return warnings
 
 
 class ServiceConnection(DrivenConnection):
@@ -80,12 +114,9 @@ class ServiceConnection(DrivenConnection):
                          kind=ServiceClient, fast_paths=fast_paths)
         if isinstance(self.client, ServiceClient):
             self.client.on_inbound = self._on_inbound
-        self.prefix = prefix
-        self.status_topic = f"{prefix}/job-manager/status"
-        self.filters = (
-            f"{prefix}/channel-manager/notifications/+",
-            f"{prefix}/job-manager/commands/+/+",
-        )
+        topics = Topics(prefix)
+        self.status_topic = topics.status
+        self.filters = topics.service_filters()
         self._deliver = deliver
         self.paused = False
         self._connected_hook = on_connect
@@ -201,19 +232,8 @@ class ServiceConnection(DrivenConnection):
         return not (self.paused or self._stopped)
 
     def broker_warnings(self) -> list[str]:
-        """What the broker's CONNACK says it will not do that the service relies on (a broker
-        the set-up did not configure: see the README's Security section, "Your own broker")."""
-        properties = self.connack_properties
-        warnings = []
-        granted = getattr(properties, "SessionExpiryInterval", None)
-        if granted is not None and granted < self._session_expiry:
-            warnings.append(f"the broker keeps the session {granted} s, not the "
-                            f"{self._session_expiry} s asked: longer outages lose messages")
-        if getattr(properties, "RetainAvailable", 1) == 0:
-            warnings.append("the broker has no retained messages: views and status are lost")
-        if getattr(properties, "MaximumQoS", 1) == 0:
-            warnings.append("the broker allows QoS 0 only: messages may be lost")
-        return warnings
+        """`connack_warnings` of the last CONNACK."""
+        return connack_warnings(self.connack_properties, self._session_expiry)
 
     def _connected(self, client: Client, flags: ConnectFlags) -> None:
         # Retained notifications come again on every resubscribe and are deduplicated by id.
@@ -247,21 +267,7 @@ class ServiceConnection(DrivenConnection):
         # Never raise: paho would drop the connection's read loop on an exception.
         try:
             self._delivered = True
-            properties = message.properties
-            response = getattr(properties, "ResponseTopic", None)
-            correlation = getattr(properties, "CorrelationData", None)
-            try:
-                topic = message.topic.encode()
-            except UnicodeDecodeError:  # paho keeps the raw bytes in a private member only
-                topic = _NOT_UTF8
-            self._deliver(
-                Inbound(
-                    mid=message.mid, qos=message.qos, generation=self.generation,
-                    topic=topic, payload=bytes(message.payload),
-                    response_topic=response if isinstance(response, str) else None,
-                    correlation=bytes(correlation) if correlation is not None else None,
-                )
-            )
+            self._deliver(Inbound.of(message, self.generation))
         except Exception:
             log.exception("mqtt.message_dropped_before_queueing", mid=message.mid)
 

@@ -39,6 +39,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from att_jm.config import MqttEndpoint
 from att_jm.mqtt.common import connect_properties, json_publish_properties, new_client
+from att_jm.topics import Topics
 
 KEEPALIVE: Final = 30
 DEFAULT_MAX_PAYLOAD: Final = 256 * 1024
@@ -112,10 +113,13 @@ def decode_reply(payload: bytes) -> dict[str, object]:
 
 
 class _Mailbox:
-    """What paho's network thread reports, keyed so a waiter can never miss an early answer."""
+    """What paho's network thread reports through the callbacks `attach` sets, kept keyed so a
+    waiter can never miss an early answer: a CONNACK, a lost link, SUBACKs and PUBACKs by
+    message id, the messages wanted (by correlation data, else by topic), the latest status."""
 
-    def __init__(self) -> None:
+    def __init__(self, status_topic: str | None) -> None:
         self.changed = threading.Condition()
+        self.status_topic = status_topic
         self.connack: ReasonCode | None = None
         self.lost: str | None = None
         self.subacks: dict[int, list[ReasonCode]] = {}
@@ -143,6 +147,67 @@ class _Mailbox:
                     raise RequestTimeout(f"no {waiting_for} in time")
                 self.changed.wait(remaining)
 
+    def want(self, key: bytes | str) -> None:
+        """Keep the first message of `key` (a correlation, or a topic) from now on."""
+        self.put(lambda: self.wanted.add(key))
+
+    def forget(self, key: bytes | str) -> None:
+        def drop() -> None:
+            self.wanted.discard(key)
+            self.messages.pop(key, None)
+
+        self.put(drop)
+
+    # paho's callbacks (its network thread: never raise, never block) ---------------------
+
+    def attach(self, client: Client) -> None:
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_subscribe = self._on_subscribe
+        client.on_publish = self._on_publish
+        client.on_message = self._on_message
+
+    def _on_connect(
+        self, client: Client, userdata: Any, flags: ConnectFlags, reason: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        self.put(lambda: setattr(self, "connack", reason))
+
+    def _on_disconnect(
+        self, client: Client, userdata: Any, flags: DisconnectFlags, reason: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        self.put(lambda: setattr(self, "lost", str(reason)))
+
+    def _on_subscribe(
+        self, client: Client, userdata: Any, mid: int, codes: list[ReasonCode],
+        properties: Properties | None,
+    ) -> None:
+        self.put(lambda: self.subacks.__setitem__(mid, codes))
+
+    def _on_publish(
+        self, client: Client, userdata: Any, mid: int, reason: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        self.put(lambda: self.pubacks.__setitem__(mid, reason))
+
+    def _on_message(self, client: Client, userdata: Any, message: MQTTMessage) -> None:
+        correlation = getattr(message.properties, "CorrelationData", None)
+        key: bytes | str | None = bytes(correlation) if correlation is not None else None
+        if key not in self.wanted:
+            try:
+                key = message.topic
+            except UnicodeDecodeError:
+                return
+        payload = bytes(message.payload)
+        if key == self.status_topic:
+            self.put(lambda: setattr(self, "status", payload))
+        self.put(lambda: self._keep(key, payload))
+
+    def _keep(self, key: bytes | str | None, payload: bytes) -> None:
+        if key in self.wanted and key not in self.messages:
+            self.messages[key] = payload
+
 
 class Requester:
     """A short-lived MQTT client for operator commands; use it as a context manager."""
@@ -162,7 +227,7 @@ class Requester:
         (ServiceOffline) when it says `offline` or is absent (see the module's doc)."""
         self.endpoint = endpoint
         self.actor = check_level(actor, "actor")
-        self.prefix = topic_prefix
+        self.topics = Topics(topic_prefix)
         self.connect_timeout = connect_timeout
         self.max_payload_bytes = max_payload_bytes
         self.status_topic = None if status_topic is None else check_topic_name(status_topic)
@@ -172,17 +237,9 @@ class Requester:
         # A client id of its user (the site's broker requires it: `att_jm/site/clientid.c`).
         owner = endpoint.username or "att-jm"
         self.client_id = f"{owner}.cli-{uuid.uuid4().hex[:12]}"
-        self._box = _Mailbox()
-        self._client = self._build_client()
-
-    def _build_client(self) -> Client:
-        client = new_client(self.endpoint, self.client_id)
-        client.on_connect = self._on_connect
-        client.on_disconnect = self._on_disconnect
-        client.on_subscribe = self._on_subscribe
-        client.on_publish = self._on_publish
-        client.on_message = self._on_message
-        return client
+        self._box = _Mailbox(self.status_topic)
+        self._client = new_client(self.endpoint, self.client_id)
+        self._box.attach(self._client)
 
     # Life cycle --------------------------------------------------------------------------
 
@@ -239,9 +296,9 @@ class Requester:
             )
         started = time.monotonic()
         deadline = started + timeout
-        reply_topic = f"{self.prefix}/job-manager/replies/{self.actor}/{uuid.uuid4().hex}"
+        reply_topic = self.topics.reply(self.actor, uuid.uuid4().hex)
         correlation = secrets.token_bytes(16)
-        self._box.put(lambda: self._box.wanted.add(correlation))
+        self._box.want(correlation)
         try:
             # The status first: its retained message arrives before the reply topic's SUBACK.
             watch = self._status_to_watch()
@@ -259,13 +316,13 @@ class Requester:
                 response_topic=reply_topic, correlation_data=correlation,
                 message_expiry_seconds=max(1, math.ceil(timeout)),
             )
-            topic = f"{self.prefix}/job-manager/commands/{self.actor}/{command}"
+            topic = self.topics.command(self.actor, command)
             self._publish(topic, payload, properties, deadline)
             body: bytes = self._box.wait(
                 lambda: self._reply_or_offline(correlation), deadline, f"reply to {command}"
             )
         finally:
-            self._forget(correlation)
+            self._box.forget(correlation)
             self._client.unsubscribe(reply_topic)
         return decode_reply(body)
 
@@ -306,15 +363,15 @@ class Requester:
         """
         check_topic_name(topic)
         deadline = time.monotonic() + timeout
-        barrier = f"{self.prefix}/job-manager/replies/{self.actor}/{uuid.uuid4().hex}"
-        self._box.put(lambda: self._box.wanted.add(topic))
+        barrier = self.topics.reply(self.actor, uuid.uuid4().hex)
+        self._box.want(topic)
         try:
             self._subscribe(topic, deadline)
             self._subscribe(barrier, deadline)
             with self._box.changed:
                 payload = self._box.messages.get(topic)
         finally:
-            self._forget(topic)
+            self._box.forget(topic)
             self._client.unsubscribe([topic, barrier])
         if not payload:
             return None
@@ -354,59 +411,3 @@ class Requester:
         )
         if reason.is_failure:
             raise RequestError(f"the broker refused the command on {topic}: {reason}")
-
-    def _forget(self, key: bytes | str) -> None:
-        def drop() -> None:
-            self._box.wanted.discard(key)
-            self._box.messages.pop(key, None)
-
-        self._box.put(drop)
-
-    # paho callbacks (network thread: never raise, never block) ---------------------------
-
-    def _on_connect(
-        self, client: Client, userdata: Any, flags: ConnectFlags, reason: ReasonCode,
-        properties: Properties | None,
-    ) -> None:
-        def record() -> None:
-            self._box.connack = reason
-
-        self._box.put(record)
-
-    def _on_disconnect(
-        self, client: Client, userdata: Any, flags: DisconnectFlags, reason: ReasonCode,
-        properties: Properties | None,
-    ) -> None:
-        def record() -> None:
-            self._box.lost = str(reason)
-
-        self._box.put(record)
-
-    def _on_subscribe(
-        self, client: Client, userdata: Any, mid: int, codes: list[ReasonCode],
-        properties: Properties | None,
-    ) -> None:
-        self._box.put(lambda: self._box.subacks.__setitem__(mid, codes))
-
-    def _on_publish(
-        self, client: Client, userdata: Any, mid: int, reason: ReasonCode,
-        properties: Properties | None,
-    ) -> None:
-        self._box.put(lambda: self._box.pubacks.__setitem__(mid, reason))
-
-    def _on_message(self, client: Client, userdata: Any, message: MQTTMessage) -> None:
-        correlation = getattr(message.properties, "CorrelationData", None)
-        key: bytes | str | None = bytes(correlation) if correlation is not None else None
-        if key not in self._box.wanted:
-            try:
-                key = message.topic
-            except UnicodeDecodeError:
-                return
-        payload = bytes(message.payload)
-        if key == self.status_topic:
-            self._box.put(lambda: setattr(self._box, "status", payload))
-        self._box.put(lambda: self._keep(key, payload))
-
-    def _keep(self, key: bytes | str | None, payload: bytes) -> None:
-        if key in self._box.wanted and key not in self._box.messages:
-            self._box.messages[key] = payload

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sqlite3
 import time
 from collections.abc import Callable
 from typing import Any
@@ -15,20 +14,19 @@ from att_jm.config import Settings
 from att_jm.log.messages import (
     EVENT_MESSAGE_MAX_BYTES,
     MAX_TYPE_CHARS,
-    UndecodableText,
     cut_message,
     row_message,
     undecodable_message,
 )
-from att_jm.log.rows import TABLE, StoreReader, readonly_uri
+from att_jm.log.rows import StoreReader
 from att_jm.mqtt.publisher import PublishConnection
 from att_jm.relay.constants import DRAIN_SECONDS, LOG_POLL, PAGE, SAVE_EVERY, WINDOW
 from att_jm.relay.pipe import WriterPipe
 from att_jm.relay.views import ViewsPublisher
 from att_jm.relay.window import Window, position_path, read_position, write_position
+from att_jm.topics import Topics
 
 log = structlog.get_logger("att_jm.relay")
-
 
 
 class Relay:
@@ -39,7 +37,7 @@ class Relay:
         answer_fd: int | None = None, monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
-        self.prefix = f"{settings.topic_prefix}/job-manager/events/"
+        self.prefix = Topics(settings.topic_prefix).events_root  # + an event's type
         self.path = position_path(settings.store)
         self.reader = StoreReader(settings.store)
         recorded = read_position(self.path)
@@ -159,41 +157,10 @@ class Relay:
             return True
         return not self.connection.connected and self.reader.max_position() <= self.sent
 
-    def _page(self, count: int) -> list[tuple[int, str, int, str, bytes]]:
-        """The next `count` rows after `sent`."""
-        try:
-            return next(self.reader.raw_pages(self.sent, None, page=count), [])
-        except sqlite3.OperationalError as error:  # "Could not decode to UTF-8 column ..."
-            if "decode" not in str(error):
-                raise
-            return self._page_bytes(count)
-
-    def _page_bytes(self, count: int) -> list[tuple[int, str, int, str, bytes]]:
-        """`_page` for rows holding text that is not UTF-8: read as bytes; such a row gets
-        an `UndecodableText` as its state (so it is published as undecodable)."""
-        db = sqlite3.connect(readonly_uri(self.reader.path), uri=True, isolation_level=None)
-        db.text_factory = bytes
-        try:
-            raws = db.execute(
-                f"SELECT rowid, originator_id, originator_version, topic, state FROM {TABLE} "  # noqa: S608 -- fixed name
-                "WHERE rowid > ? ORDER BY rowid LIMIT ?", (self.sent, count),
-            ).fetchall()
-        finally:
-            db.close()
-        rows: list[Any] = []  # as `raw_pages` gives them, or with an UndecodableText state
-        for position, originator_id, version, topic, state in raws:
-            texts = {"originator_id": originator_id, "topic": topic}
-            bad = None
-            for column, value in texts.items():
-                if isinstance(value, bytes):
-                    try:
-                        texts[column] = value.decode()
-                    except UnicodeDecodeError:
-                        texts[column] = value.decode("utf-8", "replace")
-                        bad = bad or column
-            rows.append((position, texts["originator_id"], version, texts["topic"],
-                         state if bad is None else UndecodableText(bad)))
-        return rows
+    def _page(self, count: int) -> list[tuple[int, str, int, str, Any]]:
+        """The next `count` rows after `sent` (a row with text that is not UTF-8 carries an
+        `UndecodableText` as its state: it is published as undecodable)."""
+        return self.reader.next_rows(self.sent, count)
 
     def _undecodable(self, row: tuple[Any, ...], error: Exception) -> dict[str, Any]:
         """The message of a row no message can be made of; logged (once: the row is read

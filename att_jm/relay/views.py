@@ -10,6 +10,7 @@ from collections.abc import Callable
 import structlog
 
 from att_jm.relay.constants import LOG_POLL, VIEW_PERIOD, VIEWS_RETRY
+from att_jm.topics import Topics
 from att_jm.vocabulary import VIEWS
 from projections.reader import VIEW_MAX_BYTES, VIEW_MIN_BYTES, ViewReader, open_reader
 
@@ -24,7 +25,7 @@ class ViewsPublisher:
         *, max_bytes: int = VIEW_MAX_BYTES, room: Callable[[str], int] | None = None,
     ) -> None:
         self._path = path
-        self._prefix = f"{prefix}/job-manager/views/"
+        self._prefix = Topics(prefix).views_root  # + a view's name
         self._rows = rows
         self._publish = publish
         self._max_bytes = max_bytes
@@ -57,7 +58,6 @@ class ViewsPublisher:
             positions = views.view_positions()
             due: list[str] = []
             later = now + LOG_POLL
-            name: str
             for name in VIEWS:
                 if name not in self._force and positions.get(name, 0) == self._sent.get(name):
                     continue

@@ -10,7 +10,7 @@ import pytest
 from helpers.audit_run import ScriptedRun, typical_day
 
 from att_jm.audit.filters import LogFilter
-from att_jm.log.messages import event_message
+from att_jm.log.messages import event_message, record_message
 from att_jm.log.records import Record, decode
 from att_jm.log.rows import AuditError, StoreReader
 from att_jm.store import open_store, read_log
@@ -41,7 +41,7 @@ def test_every_event_is_shown_in_order_exactly_as_published_on_the_events_topic(
     app = open_store(store, readonly=True)
     published = [event_message(position, event) for position, event in read_log(app, 0)]
     app.close()
-    assert [r.public() for r in shown(store, LogFilter())] == published
+    assert [record_message(r) for r in shown(store, LogFilter())] == published
 
 
 def test_filtering_by_type_accepts_names_and_patterns(day: tuple[str, dict[str, str]]) -> None:

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers.application import Clock, Harness
+from helpers.application import Harness
+from helpers.clock import Clock
 
 from att_jm.application import UnitOfWork
 from att_jm.application.model import WriteModel

@@ -15,7 +15,7 @@ from att_jm.domain.jobs import Job
 from att_jm.domain.notifications import Notification
 from att_jm.domain.scheduler import Scheduler
 from att_jm.domain.seals import Ledger
-from att_jm.log.messages import event_message, event_type
+from att_jm.log.messages import event_message, event_type, record_message
 from att_jm.log.records import AGGREGATES, EVENT_TOPICS, dashed, decode, topic_type
 from att_jm.log.rows import Row
 from att_jm.store import JobManagerApp
@@ -65,7 +65,7 @@ def test_a_decoded_row_is_public_exactly_like_the_published_event() -> None:
         row = Row(position, event.originator_id.hex, stored.originator_version, stored.topic,
                   stored.state)
         record = decode(row)
-        assert record.public() == event_message(position, event)
+        assert record_message(record) == event_message(position, event)
         assert record.aggregate_id == str(event.originator_id)
 
 

@@ -21,7 +21,6 @@ from att_jm.domain.scheduler import Scheduler
 from att_jm.log.messages import (
     EVENT_MESSAGE_MAX_BYTES,
     StoredRow,
-    UndecodableText,
     cut_message,
     event_message,
     event_type,
@@ -29,6 +28,7 @@ from att_jm.log.messages import (
     row_type,
     undecodable_message,
 )
+from att_jm.log.rows import UndecodableText
 from att_jm.log.transcoder import OrjsonTranscoder
 
 AT = datetime(2026, 7, 14, 9, 30, 15, 123456, tzinfo=UTC)
