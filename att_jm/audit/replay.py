@@ -1,8 +1,8 @@
 """Point-in-time views: the log replayed into in-memory `projections.views.Views`.
 
-The replay uses the very rules the live service uses (`Views.apply`), fed with the same
-events (`app.mapper.to_domain_event` of each stored row, upcasting included), so a view at
-position N is exactly what the service published when its log ended at N. Only the rows the
+The replay uses the very rules the live service uses (`projections.rules`), fed with the
+stored rows as a catch-up feeds them (`stored_fields`), so a view at position N is exactly
+what the service published when its log ended at N. Only the rows the
 views read are selected (`projections.rules.TOPICS`, filtered in SQL); up to a position,
 only those that leave a trace in the views (`projections.rebuild.fill`: gone executions are
 skipped, their effect on the views' positions taken from the topics). Nothing is written

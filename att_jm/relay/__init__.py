@@ -29,7 +29,7 @@ waits behind a view publication.
   save holds older retained ones), then whenever its position changed; never while
   disconnected (no backlog of stale views), and once more, changed ones, at a stop. Each
   table view message is at most `view_max_bytes` (and what the broker takes), see
-  `projections.views`.
+  `projections.reader`.
 - Rows it cannot publish as they are: a row no message can be made of (state not JSON, not
   an object, a timestamp that does not parse, text that is not UTF-8, ...) is published as
   `att_jm.log.messages.undecodable_message` (`"data": null`, `"error"`) and logged once
