@@ -225,9 +225,10 @@ def _env_flag(value: str | None) -> bool:
     return (value or "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def parse_args(argv: Sequence[str] | None, env: Mapping[str, str]) -> ExporterSettings:
+def parse_args(argv: Sequence[str] | None, env: Mapping[str, str],
+               prog: str = "python -m att_jm.metrics") -> ExporterSettings:
     parser = argparse.ArgumentParser(
-        prog="python -m att_jm.metrics",
+        prog=prog,
         description="Serve the ATT Job Manager's metrics (/metrics, Prometheus text format) "
                     "and health (/healthz) on a loopback port (docs/metrics.md).")
     parser.add_argument("--store", help="the store file (default: the site's settings, "
@@ -272,5 +273,7 @@ def parse_args(argv: Sequence[str] | None, env: Mapping[str, str]) -> ExporterSe
     )
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    return serve(parse_args(argv, os.environ))
+def main(argv: Sequence[str] | None = None, prog: str = "python -m att_jm.metrics") -> int:
+    """Parse `argv` (default: the process's), serve; the exit code (`att-jm metrics` would
+    call `main(rest, prog="att-jm metrics")`)."""
+    return serve(parse_args(argv, os.environ, prog))

@@ -176,7 +176,7 @@ def test_metrics_parse_and_move_as_work_is_done(
     assert replies(after_commands, "unknown_command") == 2
 
     # One slow script holds the queue: the others wait in it.
-    operator.notify("slow", {"id": new_id(), "seconds": "1.5"})
+    operator.notify("slow", {"id": new_id(), "seconds": "3"})
     operator.notify("fine", {"id": new_id()})
     operator.notify("broken", {"id": new_id()})
     operator.notify("fine", b"{not json")  # refused: a rejection of a notification
@@ -199,8 +199,8 @@ def test_metrics_parse_and_move_as_work_is_done(
     durations = value(done, "att_jm_script_duration_seconds_count", outcome="succeeded")
     assert durations == 2
     assert value(done, "att_jm_script_duration_seconds_bucket", outcome="succeeded",
-                 le="1.0") == 1  # the 1.5 s one is over 1 s, `ok` well under it
-    assert value(done, "att_jm_script_duration_seconds_sum", outcome="succeeded") >= 1.5
+                 le="1.0") == 1  # the 3 s one is over 1 s, `ok` well under it
+    assert value(done, "att_jm_script_duration_seconds_sum", outcome="succeeded") >= 3
     commits = value(done, "att_jm_commit_duration_seconds_count")
     assert commits > value(before, "att_jm_commit_duration_seconds_count")
     assert value(done, "att_jm_commit_duration_seconds_bucket", le="+Inf") == commits
@@ -240,7 +240,7 @@ def test_healthz_says_the_relay_is_held_up_by_a_lost_broker(
     operator = Operator(service, mqtt)
     operator.ok("settings.set", {"interval_seconds": 0})
     operator.add_job("slow", "sleep-then-ok", "slow", command="{seconds}")
-    operator.notify("slow", {"id": new_id(), "seconds": "1"})
+    operator.notify("slow", {"id": new_id(), "seconds": "2"})
     wait_for(metrics, lambda s: value(s, "att_jm_queue_entries", state="running") == 1,
              "the script running")
     broker.stop()  # the script ends meanwhile: its events wait for the broker
