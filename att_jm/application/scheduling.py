@@ -11,11 +11,10 @@ from att_jm.application.model import WriteModel
 from att_jm.application.unit import UnitOfWork
 from att_jm.domain import limits as lim
 from att_jm.domain.cleanup import select_for_cleanup
-from att_jm.domain.executions import QUEUED, RUNNING
 from att_jm.domain.runs import Outcome, Run
 from att_jm.domain.scheduler import TABLES
 from att_jm.errors import NotFound
-from att_jm.vocabulary import Result
+from att_jm.vocabulary import EntryState, Result
 
 INTERRUPTED = "interrupted: the service stopped while this execution was running"
 
@@ -57,7 +56,7 @@ class Scheduling:
         if candidate is None or due is None or due > now:
             return None
         execution = self.model.execution(uow, candidate[0])
-        if chained and execution.status != QUEUED:
+        if chained and execution.status != EntryState.QUEUED:
             return None
         execution.start(now)
         scheduler.dispatch(candidate[0], candidate[1], now)
@@ -82,7 +81,7 @@ class Scheduling:
     def finish(self, uow: UnitOfWork, entry: str, outcome: Outcome, at: datetime) -> bool:
         """Record how an execution ended; False when it was no longer running."""
         execution = self.model.execution(uow, entry)
-        if execution.status != RUNNING:
+        if execution.status != EntryState.RUNNING:
             return False
         if outcome.result == Result.SUCCEEDED:
             execution.succeed(outcome.feedback, outcome.exit_code, outcome.duration_seconds, at)
@@ -105,7 +104,7 @@ class Scheduling:
         now = self.clock()
         for entry in sorted(running):
             execution = self.model.execution(uow, entry)
-            if execution.status == RUNNING:
+            if execution.status == EntryState.RUNNING:
                 execution.fail(INTERRUPTED, None, 0.0, now, interrupted=True)
                 uow.touch(execution)
             if scheduler.running == entry:

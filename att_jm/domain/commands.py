@@ -14,10 +14,11 @@ from att_jm.domain.limits import DEFAULT_TIMEOUT_SECONDS, cut, is_number, range_
 from att_jm.domain.matching import check_topic_level, template_fields
 from att_jm.domain.retry import parse_retry
 from att_jm.errors import InvalidInput, UnknownCommand
+from att_jm.vocabulary import TABLES, VIEWS
 
 NAME_RE: Final = re.compile(r"[A-Za-z0-9._-]{1,64}")
-VIEWS: Final = ("jobs", "queue", "executed", "failed", "settings")
-TABLES: Final = ("executed", "failed", "all")
+#: What `cleanup.run` takes: a table, or both.
+CLEANUP_TABLES: Final = (*TABLES, "all")
 JOB_FIELDS: Final = ("script", "trigger", "match", "command", "timeout_seconds", "enabled",
                       "retry")
 CLEANUP_FIELDS: Final = ("max_rows", "max_age_days", "every_seconds")
@@ -331,7 +332,7 @@ PARSERS: Final[dict[str, Callable[[Mapping[str, Any]], Command]]] = {
     "failed.execute": _entry("failed.execute"),
     "failed.delete": _entry("failed.delete"),
     "settings.set": parse_settings_set,
-    "cleanup.run": lambda args: CleanupRun(_one_of(args, "table", TABLES)),
+    "cleanup.run": lambda args: CleanupRun(_one_of(args, "table", CLEANUP_TABLES)),
     "views.get": parse_views_get,
 }
 
