@@ -21,14 +21,14 @@ import orjson
 
 from att_jm.audit import render
 from att_jm.audit.backtest import Backtest, draft_job
-from att_jm.audit.filters import LogFilter, execution_key
+from att_jm.audit.filters import LogFilter
 from att_jm.audit.progress import Progress
 from att_jm.audit.replay import replay_views
-from att_jm.audit.trace import trace
 from att_jm.audit.transfer import export, import_log
 from att_jm.audit.verify import verify
 from att_jm.audit.witness import check_witness, load_witness
 from att_jm.domain.times import parse_iso
+from att_jm.log.lineage import execution_key, trace
 from att_jm.log.messages import record_message
 from att_jm.log.records import Record, decode
 from att_jm.log.rows import AuditError, Row, StoreReader

@@ -19,7 +19,6 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
-from uuid import UUID
 
 from att_jm.domain.ids import job_id
 from att_jm.log.records import EVENT_TOPICS, Record
@@ -43,14 +42,6 @@ def topics_for(patterns: Iterable[str]) -> tuple[str, ...]:
             )
         topics.extend(t for t in found if t not in topics)
     return tuple(topics)
-
-
-def execution_key(value: str) -> str:
-    """An execution id as the log shows it (dashed UUID); AuditError when it is not one."""
-    try:
-        return str(UUID(value))
-    except ValueError:
-        raise AuditError(f"{value!r} is not an execution id (a UUID)") from None
 
 
 @dataclass

@@ -9,9 +9,9 @@ from typing import Any, Final
 import orjson
 
 from att_jm.audit.backtest import Counts, Outcome
-from att_jm.audit.trace import Trace
 from att_jm.audit.verify import Verification
 from att_jm.domain.times import iso
+from att_jm.log.lineage import Trace
 from att_jm.log.records import Record
 from att_jm.output import cell, duration, plural, render_table, render_view, short_time, truncate
 from att_jm.vocabulary import Result

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from helpers.audit_run import ScriptedRun
 
-from att_jm.audit.trace import Trace, trace
 from att_jm.domain.ids import execution_id
+from att_jm.log.lineage import Trace, trace
 from att_jm.log.rows import AuditError, StoreReader
 
 

@@ -19,9 +19,9 @@ from att_jm.audit.render import (
     render_verification,
     summary,
 )
-from att_jm.audit.trace import Trace
 from att_jm.audit.verify import Finding, Verification
 from att_jm.cli.parser import build_parser
+from att_jm.log.lineage import Trace
 from att_jm.log.records import Record
 
 

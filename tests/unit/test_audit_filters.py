@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 
-from att_jm.audit.filters import LogFilter, execution_key, topics_for
+from att_jm.audit.filters import LogFilter, topics_for
 from att_jm.domain.ids import execution_id, job_id, notification_id
+from att_jm.log.lineage import execution_key
 from att_jm.log.records import Record
 from att_jm.log.rows import AuditError
 

@@ -16,13 +16,20 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 from uuid import UUID
 
-from att_jm.audit.filters import execution_key
 from att_jm.domain.ids import job_id, notification_id
 from att_jm.domain.times import iso
 from att_jm.log.messages import record_message
 from att_jm.log.records import Record, decode
 from att_jm.log.rows import AuditError, StoreReader
 from att_jm.vocabulary import EntryState
+
+
+def execution_key(value: str) -> str:
+    """An execution id as the log shows it (dashed UUID); AuditError when it is not one."""
+    try:
+        return str(UUID(value))
+    except ValueError:
+        raise AuditError(f"{value!r} is not an execution id (a UUID)") from None
 
 WINDOW: Final = 8  # positions searched on each side of an execution event
 _NEAR: Final = (
