@@ -80,8 +80,9 @@ class Commands:
     def handle(
         self, uow: UnitOfWork, actor: str, name: str, topic: str, payload: bytes,
         correlation: bytes | None,
-    ) -> Reply | cmd.ViewsGet:
-        """The reply to a command, or the ViewsGet to answer once the views are caught up."""
+    ) -> Reply | cmd.ReadCommand:
+        """The reply to a command, or the read command (`views.get`, `trace.get`) to answer
+        once the batch is committed."""
         if correlation is not None and len(correlation) > lim.MAX_CORRELATION_BYTES:
             return self.reject(uow, topic, InvalidInput(
                 f"CorrelationData must be at most {lim.MAX_CORRELATION_BYTES} bytes, "
@@ -95,7 +96,7 @@ class Commands:
             return done
         try:
             command = self._parse(name, payload)
-            if isinstance(command, cmd.ViewsGet):
+            if isinstance(command, cmd.ViewsGet | cmd.TraceGet):
                 return command
             reply = ok_reply(self.handlers[type(command)](uow, command, actor, self.clock()))
         except AttJmError as error:

@@ -96,7 +96,7 @@ class JobManager:
     def handle_command(
         self, uow: UnitOfWork, actor: str, name: str, topic: str, payload: bytes,
         correlation: bytes | None,
-    ) -> Reply | cmd.ViewsGet:
+    ) -> Reply | cmd.ReadCommand:
         return self.commands.handle(uow, actor, name, topic, payload, correlation)
 
     def reject_command(self, uow: UnitOfWork, topic: str, error: AttJmError, payload: bytes,

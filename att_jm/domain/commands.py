@@ -95,7 +95,17 @@ class ViewsGet:
     limit: int | None = None
 
 
-Command = JobAdd | JobUpdate | JobRemove | EntryCommand | SettingsSet | CleanupRun | ViewsGet
+@dataclass(frozen=True)
+class TraceGet:
+    """The lineage of one execution (what `att-jm audit trace` shows), read from the log."""
+
+    id: str
+
+
+#: The read commands: answered once the batch is committed, never recorded.
+ReadCommand = ViewsGet | TraceGet
+Command = (JobAdd | JobUpdate | JobRemove | EntryCommand | SettingsSet | CleanupRun | ViewsGet
+           | TraceGet)
 
 
 def _only(args: Mapping[str, Any], allowed: tuple[str, ...]) -> None:
@@ -317,6 +327,11 @@ def _entry(name: str) -> Callable[[Mapping[str, Any]], Command]:
     return parse
 
 
+def _trace_get(args: Mapping[str, Any]) -> Command:
+    _only(args, ("id",))
+    return TraceGet(entry_id(_require(args, "id")))
+
+
 def _job_remove(args: Mapping[str, Any]) -> Command:
     _only(args, ("name",))
     return JobRemove(job_name(_require(args, "name")))
@@ -334,9 +349,10 @@ PARSERS: Final[dict[str, Callable[[Mapping[str, Any]], Command]]] = {
     "settings.set": parse_settings_set,
     "cleanup.run": lambda args: CleanupRun(_one_of(args, "table", CLEANUP_TABLES)),
     "views.get": parse_views_get,
+    "trace.get": _trace_get,
 }
 
-READ_ONLY: Final = frozenset({"views.get"})
+READ_ONLY: Final = frozenset({"views.get", "trace.get"})
 
 
 def parse_command(name: str, args: Any) -> Command:

@@ -13,7 +13,7 @@ from typing import Any
 import structlog
 
 from att_jm.application import JobManager, UnitOfWork
-from att_jm.domain.commands import ViewsGet
+from att_jm.domain.commands import ReadCommand, TraceGet, ViewsGet
 from att_jm.domain.runs import Outcome
 from att_jm.errors import AttJmError
 from att_jm.mqtt.adapter import Inbound
@@ -61,7 +61,7 @@ class Batches:
                 self.handle([item])
 
     def _handle_items(self, items: list[Item]) -> None:
-        views_gets: list[tuple[Inbound, ViewsGet]] = []
+        reads: list[tuple[Inbound, ReadCommand]] = []
         inbound = [item for item in items if isinstance(item, Inbound)]
         notifications = [item for item in inbound if self.topics.is_notification(item.topic)]
         # A script just ended, or notifications may have queued an entry, and no command can
@@ -73,7 +73,7 @@ class Batches:
         limit = self.max_payload_bytes
 
         def work(uow: WriterUnit) -> None:
-            views_gets.clear()
+            reads.clear()
             self.router.handled.clear()
             replies: list[tuple[Inbound, Reply]] = []
             self.manager.prefetch_notifications(
@@ -83,8 +83,8 @@ class Batches:
                 reply = self._handle(uow, item)
                 if not isinstance(item, Inbound) or reply is None:
                     continue
-                if isinstance(reply, ViewsGet):
-                    views_gets.append((item, reply))
+                if isinstance(reply, ViewsGet | TraceGet):
+                    reads.append((item, reply))
                 else:
                     replies.append((item, reply))
             if chain and not self.stopping.seen:
@@ -93,11 +93,11 @@ class Batches:
             uow.after_store.append(partial(self.replies.ack_and_reply, inbound, replies))
 
         self.units.run(work)
-        for message, get in views_gets:  # answered from views that include this batch
-            self.replies.send(message, self.replies.view(get))
+        for message, read in reads:  # answered from views (and a log) that include this batch
+            self.replies.send(message, self.replies.read(read))
         self.router.log_handled()
 
-    def _handle(self, uow: UnitOfWork, item: Item) -> Reply | ViewsGet | None:
+    def _handle(self, uow: UnitOfWork, item: Item) -> Reply | ReadCommand | None:
         """Handle one item inside the batch's unit of work; a command's reply.
 
         A message whose events cannot be stored (encoded) is answered `internal` and dropped

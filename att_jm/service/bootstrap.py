@@ -13,6 +13,7 @@ from att_jm.application.sealer import Sealer
 from att_jm.checkpoints import Checkpointer
 from att_jm.config import Settings
 from att_jm.domain.ratelimit import TokenBuckets
+from att_jm.log.rows import AuditError, StoreReader
 from att_jm.log.tail import Tail
 from att_jm.metrics.shared import open_writer_stats
 from att_jm.mqtt.adapter import ServiceConnection
@@ -88,9 +89,12 @@ def bootstrap(settings: Settings, clock: Callable[[], datetime] = utcnow) -> Wri
     units = Units(manager=manager, after=after, status=status, connection=connection,
                   inbox=inbox, slot=slot, held=held, stopping=stopping, stats=stats)
     dispatcher = Dispatcher(manager, slot)
+    log_reader = open_reader(settings.store)
+    if log_reader is not None:
+        closers.append(log_reader.close)
     replies = Replies(connection=connection, topics=topics, inbox=inbox, views=views,
                       view_rows=settings.view_rows, view_max_bytes=settings.view_max_bytes,
-                      stats=stats)
+                      stats=stats, log=log_reader)
     batches = Batches(manager=manager, units=units, router=Router(topics, manager),
                       replies=replies, dispatcher=dispatcher, topics=topics, stopping=stopping,
                       max_payload_bytes=settings.max_payload_bytes)
@@ -105,6 +109,15 @@ def bootstrap(settings: Settings, clock: Callable[[], datetime] = utcnow) -> Wri
         first_unpublished=first_unpublished, closers=tuple(closers),
         position=partial(log_position, app), stats=stats,
     ))
+
+
+def open_reader(store: str) -> StoreReader | None:
+    """The log, read-only, for `trace.get` (None, logged, when it cannot be read so)."""
+    try:
+        return StoreReader(store)
+    except AuditError as error:
+        log.warning("trace.unavailable", store=store, error=str(error))
+        return None
 
 
 def open_log(sealer: Sealer, clock: Callable[[], datetime]) -> Tail | None:

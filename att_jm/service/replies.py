@@ -9,8 +9,10 @@ import structlog
 
 from att_jm.application import error_reply
 from att_jm.domain import limits as lim
-from att_jm.domain.commands import ViewsGet
-from att_jm.errors import NotFound
+from att_jm.domain.commands import ReadCommand, TraceGet, ViewsGet
+from att_jm.errors import AttJmError, NotFound, TooLarge
+from att_jm.log.lineage import trace
+from att_jm.log.rows import AuditError, StoreReader
 from att_jm.metrics.shared import WriterStats
 from att_jm.mqtt.adapter import Inbound, ServiceConnection
 from att_jm.service.inbox import Inbox
@@ -31,6 +33,7 @@ class Replies:
     def __init__(
         self, *, connection: ServiceConnection, topics: Topics, inbox: Inbox, views: Views,
         view_rows: int, view_max_bytes: int, stats: WriterStats,
+        log: StoreReader | None = None,
     ) -> None:
         self.connection = connection
         self.topics = topics
@@ -38,6 +41,8 @@ class Replies:
         self.views = views
         self.view_rows = view_rows
         self.view_max_bytes = view_max_bytes
+        #: The log, read-only, for `trace.get`.
+        self.log = log
         self.stats = stats
 
     def ack_and_reply(self, inbound: list[Inbound], replies: list[tuple[Inbound, Reply]]) -> None:
@@ -70,6 +75,28 @@ class Replies:
         else:
             return self.connection.reply(topic, message.correlation, reply)
         return None
+
+    def read(self, read: ReadCommand) -> Reply:
+        """The reply to a read command."""
+        if isinstance(read, TraceGet):
+            return self.trace(read)
+        return self.view(read)
+
+    def trace(self, get: TraceGet) -> Reply:
+        """The reply to `trace.get`: the execution's lineage from the log (`att-jm audit
+        trace`'s JSON), at most `view_max_bytes` long."""
+        if self.log is None:
+            return error_reply(AttJmError("this store cannot be read for traces"))
+        try:
+            found = trace(self.log, get.id)
+        except AuditError as error:
+            return error_reply(NotFound(lim.cut(str(error), lim.MAX_REASON_CHARS)))
+        body = orjson.dumps(found.to_json())
+        if len(body) > self.view_max_bytes:
+            return error_reply(TooLarge(
+                f"the trace of {lim.shown(get.id)} is {len(body)} bytes, over the "
+                f"{self.view_max_bytes} of a reply: `att-jm audit trace` shows it whole"))
+        return {"ok": True, "result": orjson.Fragment(body)}
 
     def view(self, get: ViewsGet) -> Reply:
         """The reply to `views.get`: the view message as published (from the views' cache of

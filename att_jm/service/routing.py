@@ -9,7 +9,7 @@ import structlog
 
 from att_jm.application import JobManager, UnitOfWork
 from att_jm.domain import limits as lim
-from att_jm.domain.commands import ViewsGet
+from att_jm.domain.commands import ReadCommand
 from att_jm.domain.matching import check_topic_level
 from att_jm.errors import InvalidInput
 from att_jm.mqtt.adapter import Inbound
@@ -30,7 +30,7 @@ class Router:
         #: The batch's `command.handled` log lines, written once its replies are sent.
         self.handled: list[tuple[bool, dict[str, Any]]] = []
 
-    def route(self, uow: UnitOfWork, message: Inbound) -> Reply | ViewsGet | None:
+    def route(self, uow: UnitOfWork, message: Inbound) -> Reply | ReadCommand | None:
         """Handle `message` in `uow`: a command's reply (None for a notification)."""
         try:
             topic = message.topic.decode("utf-8")
@@ -68,7 +68,7 @@ class Router:
 
     def _command(
         self, uow: UnitOfWork, message: Inbound, topic: str, command: CommandTopic
-    ) -> Reply | ViewsGet:
+    ) -> Reply | ReadCommand:
         actor, name = command.actor, command.name
         try:
             check_topic_level(actor, "actor", lim.MAX_ACTOR_CHARS)

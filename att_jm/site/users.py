@@ -4,7 +4,8 @@ Roles (enforced by the broker's ACL, and again by the service for commands):
 - `channel-manager`: publishes `P/channel-manager/notifications/#` only;
 - `operator`: publishes `P/job-manager/commands/{own name}/#`; reads the views, events,
   status, seals and its own replies `P/job-manager/replies/{own name}/#`;
-- `auditor`: reads the views, events, seals and status; may send `views.get` only;
+- `auditor`: reads the views, events, seals and status; may send `views.get` and `trace.get`
+  only;
 - `service`: the Job Manager itself (the writer and its relay): the only writer of views,
   events, status, seals and replies.
 
@@ -41,7 +42,7 @@ DEFAULT_USERS: Final = {
 #: The commands each role may send (None: every command).
 ROLE_COMMANDS: Final[dict[str, frozenset[str] | None]] = {
     "operator": None,
-    "auditor": frozenset({"views.get"}),
+    "auditor": frozenset({"views.get", "trace.get"}),
     "channel-manager": frozenset(),
     "service": frozenset(),
 }
@@ -185,6 +186,7 @@ def _rights(t: Topics, role: str, user: str) -> list[str]:
         "operator": [f"topic write {t.commands_all(user)}",
                      f"topic read {t.replies_all(user)}", *readable],
         "auditor": [f"topic write {t.command(user, 'views.get')}",
+                    f"topic write {t.command(user, 'trace.get')}",
                     f"topic read {t.replies_all(user)}", *readable],
         "service": [f"topic read {t.notifications_all}",
                     f"topic read {t.commands_all()}", f"topic write {t.replies_all()}",

@@ -168,7 +168,9 @@ function resultText(result) {
 export function traceElement(trace, since) {
   const sections = [];
   sections.push(h('p', { class: trace.complete ? 'trace-state ok' : 'trace-state partial', 'data-testid': 'trace-completeness' },
-    trace.complete
+    trace.fromLog
+      ? 'Complete: the lineage from the log (trace.get), as att-jm audit trace shows it.'
+      : trace.complete
       ? `Complete from the enqueue on: composed from the events this console heard since ${when(since)}.`
       : `Partial: composed from the row and the events this console heard since ${since ? when(since) : 'it connected'}.`));
   if (trace.limits.length) {
@@ -223,23 +225,34 @@ export function traceElement(trace, since) {
     sections.push(h('h3', {}, 'Feedback (in full)'), h('pre', { class: 'json feedback-full', 'data-testid': 'trace-feedback' },
       capped(shown(trace.row.feedback), 200_000)));
   }
-  sections.push(h('h3', {}, `Events heard (${trace.events.length})`), h('table', { class: 'grid small', 'data-testid': 'trace-events' },
+  sections.push(h('h3', {}, `${trace.fromLog ? 'Events' : 'Events heard'} (${trace.events.length})`), h('table', { class: 'grid small', 'data-testid': 'trace-events' },
     h('thead', {}, h('tr', {}, ['Position', 'At', 'Type', 'Actor'].map((t) => h('th', {}, t)))),
     h('tbody', {}, trace.events.map((ev) => h('tr', {},
       h('td', {}, shown(ev.position)), h('td', {}, when(ev.at)), h('td', {}, ev.type), h('td', {}, shown(ev.data?.actor ?? '')))))));
   return h('div', { class: 'trace', 'data-testid': 'trace' }, sections);
 }
 
-/** Open the trace of `row` (of view `table`) in a dialog. */
+/** Open the trace of `row` (of view `table`) in a dialog: the service's `trace.get` (the
+ * whole lineage from the log, as `att-jm audit trace` shows it); composed from the row and the
+ * events this console heard when the service cannot answer it. */
 export async function openTrace(session, lineage, table, row, jobsView) {
   const id = row.id;
-  const body = h('div', {}, h('p', {}, 'Reading the row in full…'));
+  const body = h('div', {}, h('p', {}, 'Reading the lineage from the log…'));
   modal(`Trace of ${capped(id, 80)}`, body, { testid: 'trace-dialog', wide: true });
   let full = row;
-  const reply = await session.command('views.get', { view: table, id });
+  const [reply, fromLog] = await Promise.all([
+    session.command('views.get', { view: table, id }),
+    session.command('trace.get', { id }),
+  ]);
   const found = reply.ok ? reply.result?.row : null; // {view, position, row}
   if (found && typeof found === 'object') full = found;
-  const trace = await composeTrace(lineage, id, full, table, jobsView);
+  let trace;
+  if (fromLog.ok && fromLog.result && typeof fromLog.result === 'object') {
+    trace = { ...fromLog.result, row: full, complete: true, limits: [], fromLog: true };
+  } else {
+    trace = await composeTrace(lineage, id, full, table, jobsView);
+    trace.limits.unshift(`The service did not give the lineage from the log (${shown(fromLog.error?.message ?? 'no answer')}).`);
+  }
   body.replaceChildren(traceElement(trace, lineage.since));
   if (!reply.ok) {
     body.prepend(h('p', { class: 'trace-state partial' },

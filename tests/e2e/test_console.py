@@ -342,7 +342,7 @@ def test_a_failed_entry_is_executed_again_traced_and_deleted_through_the_page(
 
     row.locator("td.col-job").click()  # a row opens its trace
     trace = console.test_id("trace")
-    expect(trace.get_by_test_id("trace-completeness")).to_contain_text("Complete")
+    expect(trace.get_by_test_id("trace-completeness")).to_contain_text("lineage from the log")
     expect(trace.get_by_test_id("trace-payload")).to_contain_text("BBC Two")
     expect(trace.get_by_test_id("trace-attempts").locator("tbody tr")).to_have_count(2)
     expect(trace.get_by_test_id("trace-actions")).to_contain_text("failed.execute")

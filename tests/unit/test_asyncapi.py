@@ -25,6 +25,7 @@ COMMANDS = {
     "settings.set": {"interval_seconds", "executed_cleanup", "failed_cleanup"},
     "cleanup.run": {"table"},
     "views.get": {"view", "offset", "limit", "id"},
+    "trace.get": {"id"},
 }
 VIEWS = {"jobs", "queue", "executed", "failed", "settings"}
 ERROR_CODES = {"invalid", "not_found", "conflict", "unknown_command", "too_large", "internal",

@@ -26,7 +26,7 @@ from att_jm.errors import InvalidInput, UnknownCommand
 CONTRACT_COMMANDS = {
     "job.add", "job.update", "job.remove", "queue.remove", "queue.execute-now",
     "executed.remove", "failed.execute", "failed.delete", "settings.set", "cleanup.run",
-    "views.get",
+    "views.get", "trace.get",  # trace.get: this service's addition (docs/asyncapi.yaml)
 }
 ENTRY_COMMANDS = ("queue.remove", "queue.execute-now", "executed.remove", "failed.execute",
                   "failed.delete")
@@ -36,7 +36,7 @@ WEEK = 7 * 24 * 3600
 
 def test_the_parsers_are_exactly_the_commands_of_the_contract() -> None:
     assert set(PARSERS) == CONTRACT_COMMANDS
-    assert set(READ_ONLY) == {"views.get"}
+    assert set(READ_ONLY) == {"views.get", "trace.get"}
 
 
 @pytest.mark.parametrize(
