@@ -32,6 +32,9 @@ def add_site_commands(subparsers: Any) -> None:
     setup.add_argument("--store", type=Path, help="the event store (default: var/att-jm.db)")
     setup.add_argument("--scripts", type=Path, help="the scripts directory")
     setup.add_argument("--topic-prefix", default="att", help="the topic prefix (att)")
+    setup.add_argument("--ws-port", type=int, default=None,
+                       help="the broker's loopback WebSocket listener for the browser console "
+                       "(0: none; default: ATT_JM_BROKER_WS_PORT, else the site's last choice)")
     setup.set_defaults(handler="setup")
 
     users = subparsers.add_parser(
@@ -84,14 +87,16 @@ def run_setup(ns: argparse.Namespace) -> int:
 
     try:
         result = setup(site_var(ns.var), port=ns.port, tls_port=ns.tls_port, host=ns.host,
-                       prefix=ns.topic_prefix, store=ns.store, scripts=ns.scripts)
+                       prefix=ns.topic_prefix, store=ns.store, scripts=ns.scripts,
+                       ws_port=ns.ws_port)
     except (BrokerSetupError, TlsError) as error:
         raise Failure("setup_failed", str(error), EXIT_ERROR_REPLY) from None
     site = result.site
     print(f"site      {site.var}")
     print(f"settings  {site.config}")
     print(f"broker    mqtt://{ns.host}:{ns.port}  mqtts://{ns.host}:{ns.tls_port} "
-          f"(CA {site.tls.ca})")
+          f"(CA {site.tls.ca})" + ("" if result.ws_port is None
+                                   else f"  ws://127.0.0.1:{result.ws_port}"))
     if result.new_users:
         _credentials("new users (passwords shown once; kept 0600 in "
                      f"{site.secrets}/NAME.password):", result.new_users)

@@ -17,9 +17,11 @@ from typing import Final
 
 from att_jm.site.broker import (
     BrokerConfig,
+    BrokerSetupError,
     broker_user,
     build_plugin,
     share_with_broker,
+    ws_port_from_environment,
 )
 from att_jm.site.tls import TlsFiles, make_certificates
 from att_jm.site.users import DEFAULT_USERS, Registry, write_private
@@ -60,6 +62,11 @@ class Site:
         return self.broker / "mosquitto.conf"
 
     @property
+    def ws_port_file(self) -> Path:
+        """The WebSocket listener's port the last set-up chose (absent: none)."""
+        return self.broker / "websockets.port"
+
+    @property
     def password_file(self) -> Path:
         return self.broker / "passwd"
 
@@ -83,6 +90,7 @@ class SetupResult:
     port: int
     tls_port: int
     new_users: dict[str, tuple[str, str]] = field(default_factory=dict)  # name -> (role, pw)
+    ws_port: int | None = None  # the broker's WebSocket listener (None: none)
 
 
 def _toml_value(value: object) -> str:
@@ -127,9 +135,12 @@ def sync_broker_files(site: Site, prefix: str) -> None:
 def setup(
     var: Path, *, port: int = DEFAULT_PORT, tls_port: int = DEFAULT_TLS_PORT,
     prefix: str = "att", store: Path | None = None, scripts: Path | None = None,
-    host: str = "127.0.0.1",
+    host: str = "127.0.0.1", ws_port: int | None = None,
 ) -> SetupResult:
-    """Make or refresh the site under `var`; the new users' passwords, to show once."""
+    """Make or refresh the site under `var`; the new users' passwords, to show once.
+
+    `ws_port`: the broker's WebSocket listener (for the browser console): a port, 0 for none,
+    None for ATT_JM_BROKER_WS_PORT when set, else what the site's last set-up chose."""
     site = Site(var.resolve())
     for directory, mode in ((site.var, 0o755), (site.secrets, 0o700), (site.broker, 0o700),
                             (site.var / "tls", 0o755)):
@@ -150,11 +161,17 @@ def setup(
     build_plugin(site.plugin)
     run_as = broker_user(site.broker)
     share_with_broker([site.password_file, site.acl_file, tls.key], run_as)
+    websockets = choose_ws_port(site, ws_port)
     config = BrokerConfig(
         directory=site.broker, port=port, host=host, password_file=site.password_file,
         acl_file=site.acl_file, plugin=site.plugin, tls_port=tls_port, tls_ca=tls.ca,
-        tls_cert=tls.cert, tls_key=tls.key, run_as=run_as,
+        tls_cert=tls.cert, tls_key=tls.key, run_as=run_as, ws_port=websockets,
     )
+    if websockets is None:
+        site.ws_port_file.unlink(missing_ok=True)
+    else:
+        site.ws_port_file.write_text(f"{websockets}\n", encoding="utf-8")
+    result.ws_port = websockets
     site.broker_conf.write_text(config.text(), encoding="utf-8")
     previous = read_settings(site)
     write_settings(site, {
@@ -169,6 +186,23 @@ def setup(
         "scripts": str(scripts.resolve()) if scripts else previous.get("scripts"),
     })
     return result
+
+
+def choose_ws_port(site: Site, given: int | None) -> int | None:
+    """The WebSocket listener's port: `given` (0: none), else ATT_JM_BROKER_WS_PORT, else the
+    site's last choice (a set-up run by hand keeps the listener `./run.sh` asked for)."""
+    if given is not None:
+        if not 0 <= given <= 65535:
+            raise BrokerSetupError(f"the WebSocket port must be 0 (none) to 65535, not {given}")
+        return given or None
+    from_environment = ws_port_from_environment()
+    if from_environment is not None:
+        return from_environment
+    try:
+        text = site.ws_port_file.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return None
+    return int(text) if text.isdigit() and 1 <= int(text) <= 65535 else None
 
 
 def reload_broker(site: Site) -> bool:
