@@ -97,8 +97,10 @@ def queue_round(entries: int, requests: int) -> dict[str, float]:
         ids = build_queue(store, entries)
         built = time.perf_counter() - built
         broker = Broker(root / "broker").start()
+        # The requests come as fast as the replies: over the default per-actor rate.
         service = Service(broker, store=store, scripts_dir=populate_scripts_dir(root / "scripts"),
-                          log_path=root / "att-jm.log")
+                          log_path=root / "att-jm.log",
+                          extra_args=["--command-rate", "100000", "--command-burst", "100000"])
         try:
             started = time.perf_counter()
             service.start(timeout=300)
