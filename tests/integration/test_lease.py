@@ -1,0 +1,225 @@
+"""The writer's lease in a real PostgreSQL: one holder at a time, take-over once it expired
+(by PostgreSQL's clock), renewals, the local deadline and its watchdog, fencing a commit, the
+former holder's sessions terminated, release at a clean stop."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+
+from att_jm.service.lease import (
+    InstanceInUse,
+    Lease,
+    LeaseLost,
+    LeaseTimes,
+    app_name,
+    connect,
+)
+
+FAST = LeaseTimes(takeover_seconds=1.0)  # lease 0.7 s, renewed every 0.14 s
+
+
+#: The PostgreSQL the lease tests use (trust auth on loopback, as CI sets it up).
+SERVER = os.environ.get("ATT_JM_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture
+def url() -> Iterator[str]:
+    """A schema of its own on the test server (skipped when there is no server)."""
+    schema = f"lease_{uuid.uuid4().hex[:12]}"
+    try:
+        admin = psycopg.connect(SERVER, autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError as error:
+        if os.environ.get("CI") == "true":
+            raise
+        pytest.skip(f"no PostgreSQL at {SERVER}: {error}")
+    with admin:
+        admin.execute(f'CREATE SCHEMA "{schema}"')
+        try:
+            yield f"{SERVER}?options=-csearch_path%3D{schema}"
+        finally:
+            admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+@pytest.fixture
+def leases(url: str) -> Iterator[list[Lease]]:
+    made: list[Lease] = []
+    yield made
+    for lease in made:
+        lease.close()
+
+
+def new(url: str, leases: list[Lease], name: str, times: LeaseTimes = FAST) -> Lease:
+    lease = Lease({"conninfo": url}, instance=name, times=times,
+                  app=app_name(name, 1000 + len(leases)))
+    leases.append(lease)
+    return lease
+
+
+def writer_transaction(url: str, lease: Lease) -> None:
+    """A commit of the writer: its fence inside a transaction of its own connection."""
+    with psycopg.connect(url, application_name=lease.app) as db, db.transaction(), \
+            db.cursor() as cursor:
+        lease.fence(cursor)
+        cursor.execute("SELECT 1")
+
+
+def test_one_holder_and_take_over_after_expiry(url: str, leases: list[Lease]) -> None:
+    a, b = new(url, leases, "a"), new(url, leases, "b")
+    got = a.try_acquire()
+    assert got is not None and got.holder == "a" and got.epoch == 1 and a.valid()
+    seen = b.try_acquire()
+    assert seen is not None and seen.holder == "a" and not seen.free and b.epoch is None
+    assert 0 < seen.seconds_left <= FAST.lease_seconds
+    # a never renews (no keep()): its lease expires by PostgreSQL's clock, b takes epoch 2
+    time.sleep(FAST.trust_seconds + 0.01)
+    assert not a.valid()
+    deadline = time.monotonic() + 5
+    while b.epoch is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+        b.try_acquire()
+    assert b.epoch == 2 and b.valid()
+
+
+def test_renewals_keep_it_and_the_watchdog_fires_without_them(
+        url: str, leases: list[Lease]) -> None:
+    a, b = new(url, leases, "a"), new(url, leases, "b")
+    a.try_acquire()
+    lost: list[str] = []
+    a.keep(lost.append)
+    end = time.monotonic() + 3 * FAST.lease_seconds
+    while time.monotonic() < end:  # b never gets it while a renews
+        seen = b.try_acquire()
+        assert seen is not None and seen.holder == "a", seen
+        time.sleep(0.05)
+    assert a.valid() and lost == []
+    # a's renewals stop getting through: the row is locked by someone else (a server that
+    # does not answer in time looks the same to the renewing thread)
+    with psycopg.connect(url) as blocker:
+        blocker.execute("SELECT * FROM att_jm_lease FOR UPDATE")
+        started = time.monotonic()
+        while not lost and time.monotonic() - started < 5:
+            time.sleep(0.01)
+        gave_up = time.monotonic() - started
+        blocker.rollback()
+    assert lost == ["the lease was not renewed in time"]
+    assert gave_up <= FAST.trust_seconds + 0.05
+    assert not a.valid()
+    with pytest.raises(LeaseLost):
+        a.check()
+
+
+def test_a_take_over_is_seen_by_the_renewals(url: str, leases: list[Lease]) -> None:
+    a, b = new(url, leases, "a"), new(url, leases, "b")
+    a.try_acquire()
+    lost: list[str] = []
+    a.keep(lost.append)
+    with psycopg.connect(url, autocommit=True) as db:  # an operator forces it to b
+        db.execute("UPDATE att_jm_lease SET expires_at = now() - interval '1 s'")
+    assert b.try_acquire() is not None and b.epoch == 2
+    deadline = time.monotonic() + 3
+    while not lost and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert lost == ["another instance took the lease"]
+
+
+def test_fence_refuses_a_commit_after_a_take_over(url: str, leases: list[Lease]) -> None:
+    a, b = new(url, leases, "a", LeaseTimes(takeover_seconds=60.0)), new(url, leases, "b")
+    a.try_acquire()
+    writer_transaction(url, a)  # fine while held
+    with psycopg.connect(url, autocommit=True) as db:
+        db.execute("UPDATE att_jm_lease SET expires_at = now() - interval '1 s'")
+    assert b.try_acquire() is not None and b.epoch == 2
+    assert a.valid()  # by its own clock a would still trust it: the fence in PostgreSQL says no
+    with pytest.raises(LeaseLost):
+        writer_transaction(url, a)
+    assert not a.valid()
+
+
+def test_a_take_over_waits_for_a_commit_in_flight(url: str, leases: list[Lease]) -> None:
+    """The fence's row lock: the epoch moves only once the holder's transaction ended."""
+    a = new(url, leases, "a", LeaseTimes(takeover_seconds=60.0))
+    a.try_acquire()
+    with psycopg.connect(url) as writer, writer.cursor() as cursor:
+        a.fence(cursor)  # inside the writer's open transaction: the row is locked FOR SHARE
+        with psycopg.connect(url, autocommit=True) as other:
+            other.execute("SET lock_timeout = '300ms'")
+            with pytest.raises(psycopg.errors.LockNotAvailable):
+                other.execute("UPDATE att_jm_lease SET epoch = epoch + 1")
+        writer.commit()
+
+
+def test_the_former_holders_hung_transaction_is_terminated(
+        url: str, leases: list[Lease]) -> None:
+    """A former holder whose transaction hangs (a cut network) holds the fence's row lock:
+    the take-over terminates its sessions first, and then takes the lease."""
+    a, b = new(url, leases, "a"), new(url, leases, "b")
+    a.try_acquire()
+    hung = psycopg.connect(url, application_name=a.app)
+    try:
+        with hung.cursor() as cursor:
+            a.fence(cursor)  # a transaction left open, its row lock held
+            time.sleep(FAST.lease_seconds + 0.05)
+            taken = b.try_acquire()
+            assert taken is not None and b.epoch == 2
+            with pytest.raises(psycopg.OperationalError):
+                cursor.execute("SELECT 1")  # its session was terminated
+    finally:
+        hung.close()
+
+
+def test_release_lets_a_standby_take_it_at_once(url: str, leases: list[Lease]) -> None:
+    a, b = new(url, leases, "a", LeaseTimes(takeover_seconds=60.0)), new(url, leases, "b")
+    a.try_acquire()
+    a.keep(lambda reason: None)
+    a.release()
+    assert not a.valid()
+    got = b.try_acquire()
+    assert got is not None and got.holder == "b" and b.epoch == 2
+
+
+def test_only_one_of_many_standbys_takes_it(url: str, leases: list[Lease]) -> None:
+    standbys = [new(url, leases, f"s{n}") for n in range(6)]
+    barrier = threading.Barrier(len(standbys))
+    errors: list[BaseException] = []
+
+    def take(lease: Lease) -> None:
+        barrier.wait()
+        try:
+            lease.try_acquire()
+        except psycopg.Error as error:  # a lock wait over its bound: tried again later
+            errors.append(error)
+
+    threads = [threading.Thread(target=take, args=(lease,)) for lease in standbys]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    holders = [lease for lease in standbys if lease.epoch is not None]
+    assert len(holders) == 1, (holders, errors)
+
+
+def test_an_instance_name_runs_once(url: str, leases: list[Lease]) -> None:
+    first = new(url, leases, "same")
+    first.try_acquire()
+    second = new(url, leases, "same")
+    with pytest.raises(InstanceInUse):
+        second.try_acquire()
+
+
+def test_the_lease_connection_is_bounded(url: str) -> None:
+    """Statements and lock waits of the lease's own connection give up instead of hanging."""
+    times = LeaseTimes(takeover_seconds=1.0)
+    db: Any = connect({"conninfo": url}, "att-jm test", times.statement_seconds)
+    with db:
+        started = time.monotonic()
+        with pytest.raises(psycopg.errors.QueryCanceled):
+            db.execute("SELECT pg_sleep(5)")
+        assert time.monotonic() - started < 2
