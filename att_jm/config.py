@@ -14,6 +14,7 @@ Decisions where the contract is silent:
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields, replace
@@ -40,6 +41,7 @@ RANGES: Final[dict[str, tuple[float, float]]] = {
     "max_batch": (1, 10_000),
     "command_rate": (0.1, 100_000),
     "command_burst": (1, 1_000_000),
+    "takeover_seconds": (2, 3600),
 }
 
 
@@ -139,6 +141,11 @@ class Settings:
     #: false: paho's documented paths only (slower, for a paho release that breaks the fast
     #: paths; see att_jm/mqtt/fast_paths.py, which also refuses them by itself when it must)
     mqtt_fast_paths: bool = True
+    #: This instance's name among several on one PostgreSQL store (its status topic and
+    #: client id); None: the host's name (att_jm/service/lease.py, docs/deployment.md).
+    instance: str | None = None
+    #: PostgreSQL stores: the bound on a fail-over to a standby instance (the lease lasts 70%).
+    takeover_seconds: float = 10.0
 
     def __post_init__(self) -> None:
         for name in SETTING_NAMES:
@@ -228,6 +235,18 @@ def _check_prefix(name: str, value: Any) -> None:
         raise ConfigError(f"{name} {value!r} must not start with '$' (reserved by brokers)")
 
 
+_INSTANCE_RE: Final = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+def _check_instance(name: str, value: Any) -> None:
+    """A topic level and the end of a client id: 1-64 of A-Z, a-z, 0-9, `_`, `.`, `-`."""
+    if value is None:
+        return
+    if not isinstance(value, str) or not _INSTANCE_RE.fullmatch(value):
+        raise ConfigError(f"{name} must be 1 to 64 of A-Z, a-z, 0-9, '_', '.', '-', "
+                          f"not {value!r}")
+
+
 def _check_log_format(name: str, value: Any) -> None:
     if value is not None and value not in LOG_FORMATS:
         allowed = ", ".join(LOG_FORMATS)
@@ -279,6 +298,8 @@ _VALIDATORS: Final[dict[str, Callable[[str, Any], None]]] = {
     "command_rate": _check_number,
     "command_burst": _check_int,
     "mqtt_fast_paths": _check_bool,
+    "instance": _check_instance,
+    "takeover_seconds": _check_number,
 }
 
 
@@ -287,13 +308,13 @@ _VALIDATORS: Final[dict[str, Callable[[str, Any], None]]] = {
 _INTS: Final = frozenset({"max_payload_bytes", "view_rows", "view_max_bytes",
                           "session_expiry_seconds", "seal_every_events", "max_batch",
                           "command_burst"})
-_FLOATS: Final = frozenset({"seal_every_seconds", "command_rate"})
+_FLOATS: Final = frozenset({"seal_every_seconds", "command_rate", "takeover_seconds"})
 _BOOLS: Final = frozenset({"mqtt_fast_paths"})
 TRUE_WORDS: Final = frozenset({"1", "true", "yes", "on"})
 FALSE_WORDS: Final = frozenset({"0", "false", "no", "off"})
 _OPTIONAL: Final = frozenset({"log_format", "views_db", "mqtt_username", "mqtt_password_file",
                               "secrets_dir", "tls_ca_file", "tls_cert_file", "tls_key_file",
-                              "users_file"})
+                              "users_file", "instance"})
 
 
 def convert_text(name: str, text: str) -> object:

@@ -203,7 +203,23 @@ def test_every_setting_has_an_environment_variable() -> None:
         "seal_every_events", "seal_every_seconds", "max_batch", "mqtt_username",
         "mqtt_password_file", "secrets_dir", "tls_ca_file", "tls_cert_file", "tls_key_file",
         "users_file", "script_user", "command_rate", "command_burst", "mqtt_fast_paths",
+        "instance", "takeover_seconds",
     }
+
+
+@pytest.mark.parametrize("value", ["", "a/b", "a+", "#", "x" * 65, "é"])
+def test_an_instance_name_is_a_topic_level_and_a_client_id_end(value: str) -> None:
+    with pytest.raises(ConfigError, match="instance must be 1 to 64 of"):
+        load_settings({}, {"ATT_JM_INSTANCE": value or " "}, None)
+
+
+def test_instance_and_takeover_seconds() -> None:
+    settings = load_settings({}, {"ATT_JM_INSTANCE": "jm-a.host_1",
+                                  "ATT_JM_TAKEOVER_SECONDS": "4.5"}, None)
+    assert (settings.instance, settings.takeover_seconds) == ("jm-a.host_1", 4.5)
+    assert Settings().instance is None and Settings().takeover_seconds == 10.0
+    with pytest.raises(ConfigError, match="takeover_seconds must be a number from 2 to 3600"):
+        load_settings({}, {"ATT_JM_TAKEOVER_SECONDS": "1"}, None)
 
 
 @pytest.mark.parametrize(("text", "value"), [
