@@ -100,8 +100,9 @@ class StatsLayoutError(ValueError):
 
 
 def stats_path(store: str) -> str | None:
-    """The stats block of the store at `store`; None for an in-memory store."""
-    if store == ":memory:" or store.startswith("file:"):
+    """The stats block of the store at `store`; None for a store that is no local file (in
+    memory, or a database server's URL)."""
+    if store == ":memory:" or store.startswith("file:") or "://" in store:
         return None
     return store + SUFFIX
 

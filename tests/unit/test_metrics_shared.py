@@ -106,8 +106,9 @@ def test_no_block_reads_as_none(tmp_path: Path) -> None:
     assert StatsReader(str(tmp_path / "nothing.stats")).read() is None
 
 
-@pytest.mark.parametrize("where", [":memory:", "file:x?mode=memory&cache=shared"])
-def test_an_in_memory_store_gets_an_anonymous_block(where: str) -> None:
+@pytest.mark.parametrize("where", [":memory:", "file:x?mode=memory&cache=shared",
+                                   "postgresql://user@db.example/att"])
+def test_a_store_that_is_no_local_file_gets_an_anonymous_block(where: str) -> None:
     stats = open_writer_stats(where)
     assert stats.path is None
     stats.turn(True)
