@@ -7,7 +7,9 @@
 - `P/job-manager/replies/{actor}/...`: replies (on the command's ResponseTopic);
 - `P/job-manager/events/{type}`: the event log (the relay publishes);
 - `P/job-manager/views/{view}`: the views, retained (the relay publishes);
-- `P/job-manager/status`: the service's status, retained; `P/job-manager/seals`: seals, retained.
+- `P/job-manager/status`: the service's status, retained; `P/job-manager/seals`: seals, retained;
+- `P/job-manager/instances/{instance}/status`: each instance's own status, retained (several
+  instances on one PostgreSQL store: which one is active, docs/deployment.md).
 
 Filters: `+` stands for one level (what the service subscribes to), `#` for any number of
 levels (the broker's ACL, see `att_jm.site.users`).
@@ -67,6 +69,11 @@ class Topics:
         return f"{self._job_manager}/views/"
 
     @property
+    def instances_root(self) -> str:
+        """`P/job-manager/instances/`: an instance's topics are this, its name, `/`, more."""
+        return f"{self._job_manager}/instances/"
+
+    @property
     def _job_manager(self) -> str:
         return f"{self.prefix}/job-manager"
 
@@ -98,6 +105,10 @@ class Topics:
     @property
     def seals(self) -> str:
         return f"{self._job_manager}/seals"
+
+    def instance_status(self, instance: str) -> str:
+        """The retained status of instance `instance` (standby, active, offline)."""
+        return f"{self.instances_root}{instance}/status"
 
     # Subscriptions -------------------------------------------------------------------------
 
@@ -139,6 +150,11 @@ class Topics:
     def views_all(self) -> str:
         """`P/job-manager/views/#`."""
         return f"{self.views_root}#"
+
+    @property
+    def instances_all(self) -> str:
+        """`P/job-manager/instances/#`."""
+        return f"{self.instances_root}#"
 
     # Parsed --------------------------------------------------------------------------------
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 from functools import partial
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -18,6 +19,7 @@ from att_jm.log.tail import Tail
 from att_jm.metrics.shared import open_writer_stats
 from att_jm.mqtt.adapter import ServiceConnection
 from att_jm.mqtt.common import inbound_packet_limit
+from att_jm.mqtt.instances import GuardedConnection
 from att_jm.relay.handle import EventsRelay
 from att_jm.runner import resolve_script
 from att_jm.service.aftercommit import AfterCommit
@@ -38,15 +40,25 @@ from att_jm.topics import Topics
 from projections.rebuild import catch_up
 from projections.views import Views
 
+if TYPE_CHECKING:  # psycopg is imported on a PostgreSQL store only
+    from att_jm.service.lease import Lease
+
 log = structlog.get_logger("att_jm")
 
 
-def bootstrap(settings: Settings, clock: Callable[[], datetime] = utcnow) -> Writer:
-    """Open the store and the views, catch the views up, and build the writer."""
+def bootstrap(
+    settings: Settings, clock: Callable[[], datetime] = utcnow, *, lease: Lease | None = None,
+) -> Writer:
+    """Open the store and the views, catch the views up, and build the writer; with a
+    `lease` (a PostgreSQL store shared by several instances, held by this one), a writer
+    that runs while it holds it: the session connects, scripts start and commits succeed
+    only while the lease is trusted (att_jm/service/lease.py)."""
     topics = Topics(settings.topic_prefix)
     inbox = Inbox()
     stopping = Stopping()
     app = open_store(settings.store)
+    if lease is not None:  # before the first write: only this instance's sessions append
+        lease.install_fence()
     stats = open_writer_stats(settings.store)  # `<store>.stats`, read by att_jm.metrics
     # Where the relay begins when it has no position file of its own (a first start):
     # before this start's own writes, so every event is published (position 1 too).
@@ -69,7 +81,10 @@ def bootstrap(settings: Settings, clock: Callable[[], datetime] = utcnow) -> Wri
     if not manager.log.db_name.startswith("file:"):  # not an in-memory store
         closers.append(Checkpointer(manager.log.db_name).close)
     closers.extend((views.close, stats.close))
-    connection = ServiceConnection(
+    session: Callable[..., ServiceConnection] = (
+        ServiceConnection if lease is None
+        else partial(GuardedConnection, may_connect=lease.valid))  # connects while it holds
+    connection = session(
         settings.mqtt, client_id=settings.client_id, prefix=settings.topic_prefix,
         session_expiry_seconds=settings.session_expiry_seconds,
         max_packet=inbound_packet_limit(settings.max_payload_bytes), deliver=inbox.put_local,
@@ -79,15 +94,18 @@ def bootstrap(settings: Settings, clock: Callable[[], datetime] = utcnow) -> Wri
     # Scripts run as settings.script_user when the service is root; when one ends, all it
     # left behind is killed (the service is their subreaper), the relay spared.
     slot = ScriptSlot(settings.scripts, inbox.put_local, run_as=settings.script_user,
-                      spare=lambda: () if relay.pid is None else (relay.pid,))
+                      spare=lambda: () if relay.pid is None else (relay.pid,),
+                      may_start=None if lease is None else lease.valid)
     status = Status(connection, client_id=settings.client_id, clock=clock, tail=tail,
-                    stats=stats)
+                    stats=stats, instance=None if lease is None else lease.instance,
+                    epoch=None if lease is None else lease.epoch)
     held = HeldStart(relay, inbox)
     after = AfterCommit(app=app, manager=manager, views=views, relay=relay, held=held,
                         sealer=sealer, status=status, connection=connection,
                         views_behind=views_behind)
     units = Units(manager=manager, after=after, status=status, connection=connection,
-                  inbox=inbox, slot=slot, held=held, stopping=stopping, stats=stats)
+                  inbox=inbox, slot=slot, held=held, stopping=stopping, stats=stats,
+                  guard=None if lease is None else lease.check)
     dispatcher = Dispatcher(manager, slot)
     log_reader = open_reader(settings.store)
     if log_reader is not None:
@@ -107,7 +125,7 @@ def bootstrap(settings: Settings, clock: Callable[[], datetime] = utcnow) -> Wri
         status=status, relay=relay, slot=slot, held=held, after=after, units=units, batches=batches,
         dispatcher=dispatcher, seals=seals, clock=clock, max_batch=settings.max_batch,
         first_unpublished=first_unpublished, closers=tuple(closers),
-        position=partial(log_position, app), stats=stats,
+        position=partial(log_position, app), stats=stats, lease=lease,
     ))
 
 

@@ -59,6 +59,11 @@ class Inbox:
     def put(self, item: Item) -> None:
         """From any thread, or a signal handler (SimpleQueue.put and os.write are reentrant)."""
         self._queue.put(item)
+        self.wake()
+
+    def wake(self) -> None:
+        """Wake the writer's `poll()` with nothing to handle (it looks at its timers and
+        the lease); from any thread."""
         with contextlib.suppress(OSError):  # a full pipe: the writer is awake already
             os.write(self._write_fd, b"\0")
 

@@ -10,9 +10,9 @@ wait. The lease is one row of `att_jm_lease`:
   or the holder released it at a clean stop (`holder` NULL), one `UPDATE ... WHERE epoch =
   <seen> AND expired` moves it to this instance with `epoch + 1`; of several standbys, one
   wins. Before that, the sessions of the former holder (found by their `application_name`,
-  which `att-jm serve` sets to `att-jm <instance> <pid>`) are terminated: a transaction of
-  theirs that hangs on a cut network would otherwise hold its row lock (below) for as long as
-  the server takes to notice, and keep the take-over waiting.
+  below) are terminated: a transaction of theirs that hangs on a cut network would otherwise
+  hold its row lock (below) for as long as the server takes to notice, and keep the take-over
+  waiting.
 - **Keeping it** (the active one): a thread renews it every `renew_seconds` on a connection of
   its own (`expires_at = now() + lease_seconds`, only where the epoch and the holder are still
   ours). The instance trusts its lease until `sent + lease_seconds - margin_seconds` by its
@@ -22,12 +22,17 @@ wait. The lease is one row of `att_jm_lease`:
   or not the renewing thread is stuck in a call: it kills the running script and wakes the
   writer, which stops dispatching and leaves (`on_lost`). So a leader that cannot renew has
   stopped its scripts before any standby can take the lease.
-- **Fencing every commit**: the writer runs `fence(cursor)` inside each of its transactions:
-  `SELECT epoch, holder_app FROM att_jm_lease WHERE name = 'writer' FOR SHARE`, and raises
-  LeaseLost (the transaction rolls back) unless both are still ours. A take-over's `UPDATE`
-  waits for that row lock, so a commit either finishes before the epoch moves or sees the new
-  epoch and fails: a process that was paused (SIGSTOP, a long pause of the machine) and wakes
-  up after a take-over cannot commit anything.
+- **Fencing every commit**: `install_fence(table)` puts a trigger on the events table (once
+  per statement that inserts): it reads the lease's row `FOR SHARE` and refuses the insert
+  (SQLSTATE `AJ001`, the transaction rolls back) unless the session's `application_name` is
+  the holder's, while the lease is held or was last held by someone (a released lease, or no
+  lease row at all, refuses nobody). `att-jm serve` on PostgreSQL sets `application_name` to
+  `att-jm <instance> <pid>` for every connection of its process (`PGAPPNAME`), so the check
+  covers every append of the writer, the library's saves (seals, the scheduler) included,
+  with nothing to call. A take-over's `UPDATE` waits for that row lock, so a commit either
+  finishes before the holder changes or sees the new holder and fails: a process that was
+  paused (SIGSTOP, a long pause of the machine) and wakes up after a take-over cannot commit
+  anything. The writer turns that refusal into LeaseLost (`fenced`).
 
 Why a lease row and not a session advisory lock: an advisory lock lives as long as the server
 believes its session does; on a network cut that is until TCP keepalive gives up (minutes to
@@ -50,11 +55,14 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
 import psycopg
 import structlog
+from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
+
+from att_jm.service.fence import FENCED, LeaseLost
 
 log = structlog.get_logger("att_jm")
 
@@ -98,32 +106,30 @@ _RENEW = (
     "renewed_at = now() WHERE name = %s AND epoch = %s AND holder_app = %s RETURNING epoch"
 )
 _RELEASE = (
-    f"UPDATE {TABLE} SET holder = NULL, expires_at = now() "  # noqa: S608 -- idem
+    f"UPDATE {TABLE} SET holder = NULL, holder_app = NULL, expires_at = now() "  # noqa: S608 -- idem
     "WHERE name = %s AND epoch = %s AND holder_app = %s"
 )
-_FENCE = f"SELECT epoch, holder_app FROM {TABLE} WHERE name = %s FOR SHARE"  # noqa: S608 -- idem
+_FENCE_FUNCTION = """
+CREATE OR REPLACE FUNCTION {schema}.att_jm_fence() RETURNS trigger LANGUAGE plpgsql
+SET search_path = {schema}, pg_catalog AS $$
+DECLARE
+    holding text;
+BEGIN
+    SELECT holder_app INTO holding FROM att_jm_lease WHERE name = 'writer' FOR SHARE;
+    IF holding IS NOT NULL AND holding <> current_setting('application_name') THEN
+        RAISE EXCEPTION 'att-jm: this session (%) does not hold the writer''s lease (%)',
+            current_setting('application_name'), holding USING ERRCODE = '{code}';
+    END IF;
+    RETURN NULL;
+END $$"""
+_FENCE_TRIGGER = (
+    "CREATE OR REPLACE TRIGGER att_jm_fence BEFORE INSERT ON {table} "
+    "FOR EACH STATEMENT EXECUTE FUNCTION {schema}.att_jm_fence()"
+)
 _TERMINATE = (
     "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
     "WHERE application_name = %s AND pid <> pg_backend_pid()"
 )
-
-
-class LeaseLost(BaseException):
-    """This instance does not hold the lease (any more): a commit is refused, the writer
-    stops being active.
-
-    A BaseException on purpose: every `except Exception` on the way (a unit of work that
-    failed is retried, split, recorded as rejected ...) must let it through to the writer's
-    loop, which leaves; nothing may be recorded for it.
-    """
-
-
-class Cursor(Protocol):
-    """What `fence` needs of the writer's transaction (a DB-API cursor, %s parameters)."""
-
-    def execute(self, query: Any, params: Any = ..., /) -> Any: ...
-
-    def fetchone(self) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -207,20 +213,25 @@ def connect(where: Mapping[str, Any], app: str, timeout: float) -> psycopg.Conne
 
 
 class Lease:
-    """The lease of one instance: taken by `try_acquire`, kept by `keep`, checked by `valid`,
-    `check` and `fence`, given back by `release`.
+    """The lease of one instance: taken by `try_acquire`, kept by `keep`, checked by `valid`
+    and `check` (and in PostgreSQL by the fence, `install_fence`), given back by `release`.
 
-    Thread-safe: the writer's thread reads it (`valid`, `fence`), two threads of its own
+    Thread-safe: the writer's thread reads it (`valid`, `check`), two threads of its own
     renew it and watch its deadline once it is held.
     """
 
     def __init__(
         self, where: Mapping[str, Any], *, instance: str, times: LeaseTimes | None = None,
-        app: str | None = None, monotonic: Callable[[], float] = time.monotonic,
+        app: str | None = None, schema: str | None = None, events_table: str = "events",
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         """`where`: psycopg.connect() keyword arguments of the store's database and schema
-        (the lease's table lives beside the log)."""
+        (the lease's table lives beside the log); `schema`: that schema, created when missing
+        (a standby may start before any instance opened the store); `events_table`: the
+        table `install_fence` guards."""
         self.where = dict(where)
+        self.schema = schema
+        self.events_table = events_table
         self.instance = instance
         self.times = times or LeaseTimes()
         self.app = app or app_name(instance)
@@ -232,7 +243,8 @@ class Lease:
         #: By `monotonic`: until when the lease is trusted.
         self._deadline = 0.0
         self._lost: str | None = None
-        self._on_lost: Callable[[str], object] | None = None
+        #: Called once, from whichever thread finds it, when the lease is lost (the writer's).
+        self.on_lost: Callable[[str], object] | None = None
         self._threads: list[threading.Thread] = []
         self._stop = threading.Event()
         #: Whether this process holds the instance name's lock (taken with the first
@@ -249,6 +261,9 @@ class Lease:
         try:
             with db.transaction():
                 db.execute("SELECT pg_advisory_xact_lock(%s, %s)", _DDL_LOCK)
+                if self.schema is not None:
+                    db.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
+                        sql.Identifier(self.schema)))
                 db.execute(_CREATE)
             taken = db.execute("SELECT pg_try_advisory_lock(%s, hashtext(%s))",
                                (_INSTANCE_LOCK_CLASS, self.instance)).fetchone()
@@ -329,14 +344,15 @@ class Lease:
 
     # The active instance -------------------------------------------------------------------
 
-    def keep(self, on_lost: Callable[[str], object]) -> None:
-        """Renew the lease from now on (a thread), and call `on_lost(reason)` once, from
-        whichever thread finds it, when it is lost: taken over, or not renewed by the local
-        deadline (the watchdog thread)."""
+    def keep(self, on_lost: Callable[[str], object] | None = None) -> None:
+        """Renew the lease from now on (a thread), and call `on_lost(reason)` (or what
+        `self.on_lost` is then) once, from whichever thread finds it, when it is lost: taken
+        over, or not renewed by the local deadline (the watchdog thread)."""
         if self.epoch is None:
             raise RuntimeError("the lease is not held")
         self._stop.clear()
-        self._on_lost = on_lost
+        if on_lost is not None:
+            self.on_lost = on_lost
         self._threads = [
             threading.Thread(target=self._renewing, name="lease-renew", daemon=True),
             threading.Thread(target=self._watching, name="lease-watchdog", daemon=True),
@@ -364,17 +380,19 @@ class Lease:
             self._lose(self._lost or "the lease was not renewed in time")
             raise LeaseLost(self._lost or "not held")
 
-    def fence(self, cursor: Cursor) -> None:
-        """Inside the writer's transaction: raise LeaseLost unless this instance still holds
-        the lease by its own clock and in PostgreSQL (the row is locked FOR SHARE until the
-        transaction ends: a take-over waits for it)."""
-        self.check()
-        cursor.execute(_FENCE, (NAME,))
-        row = cursor.fetchone()
-        if row is None or int(row[0]) != self.epoch or row[1] != self.app:
-            found = None if row is None else int(row[0])
-            self._lose(f"the lease moved on (epoch {found}, ours {self.epoch})")
-            raise LeaseLost(self._lost or "moved on")
+    def install_fence(self, table: str | None = None) -> None:
+        """Put the fence (see the module) on `table` (the events table, `events_table`, in
+        the schema of the lease's table): from then on only the holder's sessions may insert
+        into it. Idempotent (the writer does it at each start, once the store exists)."""
+        table = table or self.events_table
+        db = self._connection()
+        with db.transaction():
+            db.execute("SELECT pg_advisory_xact_lock(%s, %s)", _DDL_LOCK)
+            row = db.execute("SELECT current_schema()").fetchone()
+            schema = sql.Identifier(str(row[0]) if row else "public")
+            db.execute(sql.SQL(_FENCE_FUNCTION).format(schema=schema, code=sql.SQL(FENCED)))
+            db.execute(sql.SQL(_FENCE_TRIGGER).format(
+                table=sql.Identifier(table), schema=schema))
 
     def release(self) -> None:
         """At a clean stop: give the lease back at once (a standby takes it without waiting
@@ -405,7 +423,7 @@ class Lease:
                 return
             self._lost = reason
             self._lock.notify_all()
-            callback = self._on_lost
+            callback = self.on_lost
         log.error("lease.lost", instance=self.instance, epoch=self.epoch, reason=reason)
         if callback is not None:
             callback(reason)

@@ -28,13 +28,24 @@ class ScriptSlot:
     def __init__(
         self, scripts: str, report: Callable[[Item], None], *, run_as: str | None = None,
         spare: Callable[[], Iterable[int]] | None = None,
+        may_start: Callable[[], bool] | None = None,
     ) -> None:
         self.scripts = ScriptRunner(scripts, run_as=run_as, spare=spare)
         self._report = report
         self._running: tuple[Run, RunningScript] | None = None
+        #: Asked right before each start (the lease, on PostgreSQL: att_jm/service/lease.py).
+        self._may_start = may_start
 
     def start(self, run: Run) -> None:
-        """Start the script now; its outcome comes back as a RunFinished."""
+        """Start the script now; its outcome comes back as a RunFinished.
+
+        Not when `may_start()` says no (this instance no longer trusts its lease): its
+        execution stays running in the log, and the instance that takes over records it
+        Failed (interrupted), like any execution of a writer that died."""
+        if self._may_start is not None and not self._may_start():
+            log.error("execution.start_fenced", execution=run.execution_id, job=run.job,
+                      reason="this instance no longer holds the lease")
+            return
         try:
             begun = self.scripts.begin(run)
             if isinstance(begun, Outcome):

@@ -57,14 +57,16 @@ class LogSeals:
         """At a clean stop: seal everything and record `Ledger.Closed` (a row found after it
         at the next start was written outside the service). Not during a store fault: the
         next start then reports an unclean stop."""
-        if self.status.fault is None:
-            try:
-                stored, seals = self.sealer.close_log(self.clock())
-            except Exception as error:  # noqa: BLE001 -- the next start reports an unclean stop
-                log.error("log.close_failed", error=repr(error))
-            else:
-                self._publish(stored, seals)
-        self.sealer.close()
+        try:
+            if self.status.fault is None:
+                try:
+                    stored, seals = self.sealer.close_log(self.clock())
+                except Exception as error:  # noqa: BLE001 -- the next start reports it unclean
+                    log.error("log.close_failed", error=repr(error))
+                else:
+                    self._publish(stored, seals)
+        finally:  # also when the lease was lost meanwhile (LeaseLost)
+            self.sealer.close()
 
     def _publish(self, stored: list[tuple[int, Any]], seals: list[Seal]) -> None:
         self.after.stored(stored)

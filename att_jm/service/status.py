@@ -22,10 +22,14 @@ class Status:
 
     def __init__(
         self, connection: ServiceConnection, *, client_id: str, clock: Callable[[], datetime],
-        tail: Tail | None, stats: WriterStats,
+        tail: Tail | None, stats: WriterStats, instance: str | None = None,
+        epoch: int | None = None,
     ) -> None:
         self.connection = connection
         self.client_id = client_id
+        #: On a PostgreSQL store: which instance this is, and the lease's epoch it holds.
+        self.instance = instance
+        self.epoch = epoch
         self.clock = clock
         self.tail = tail
         self.stats = stats
@@ -41,6 +45,8 @@ class Status:
             "state": state, "pid": os.getpid(), "client_id": self.client_id,
             "version": __version__, "started_at": iso(self.started_at), "at": iso(self.clock()),
         }
+        if self.instance is not None:
+            body |= {"instance": self.instance, "epoch": self.epoch}
         if self.fault is not None:
             body["fault"] = self.fault
         flag = None if self.tail is None else self.tail.flag()
@@ -53,8 +59,11 @@ class Status:
 
     def last_will(self) -> dict[str, Any]:
         """The status the broker publishes if the connection is lost."""
-        return {"state": "offline", "reason": "lost", "pid": os.getpid(),
+        will = {"state": "offline", "reason": "lost", "pid": os.getpid(),
                 "client_id": self.client_id, "started_at": iso(self.started_at)}
+        if self.instance is not None:
+            will |= {"instance": self.instance, "epoch": self.epoch}
+        return will
 
     def paused(self) -> dict[str, Any]:
         """The status while the service stopped receiving (until a commit works again)."""

@@ -2,7 +2,9 @@
 
 A failure of the store (`att_jm.store.is_transient`: busy, locked, full, I/O) is retried
 with back-off while the connection is kept alive (messages keep arriving and wait); any
-other failure would repeat on a retry: PoisonBatch, and the caller splits the batch.
+other failure would repeat on a retry: PoisonBatch, and the caller splits the batch. A
+commit the lease's fence refused (another instance holds the lease: att_jm/service/lease.py)
+is neither: LeaseLost, which ends the writer's active phase.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from att_jm.errors import AttJmError
 from att_jm.metrics.shared import WriterStats
 from att_jm.mqtt.adapter import ServiceConnection
 from att_jm.service.aftercommit import AfterCommit
+from att_jm.service.fence import LeaseLost, fenced
 from att_jm.service.held import HeldStart
 from att_jm.service.inbox import Inbox, Stopping
 from att_jm.service.scripts import ScriptSlot
@@ -51,6 +54,12 @@ class PoisonBatch(AttJmError):
         self.error = error
 
 
+def _check_fence(error: BaseException) -> None:
+    """Raise LeaseLost when `error` is the lease's fence refusing the commit."""
+    if fenced(error):
+        raise LeaseLost(f"the store refused the commit: {error}") from error
+
+
 def internal_error(error: BaseException) -> AttJmError:
     """The error to record and answer for `error`: itself when it is one of the domain's (it
     has its code, e.g. `too_large`), else an `internal` one naming it."""
@@ -67,9 +76,13 @@ class Units:
     def __init__(
         self, *, manager: JobManager, after: AfterCommit, status: Status,
         connection: ServiceConnection, inbox: Inbox, slot: ScriptSlot, held: HeldStart,
-        stopping: Stopping, stats: WriterStats,
+        stopping: Stopping, stats: WriterStats, guard: Callable[[], None] | None = None,
     ) -> None:
         self.manager = manager
+        #: Raises LeaseLost once this writer may no longer commit (the lease's `check`): looked
+        #: at before each attempt and while backing off, so a store fault never keeps a
+        #: writer that lost its lease retrying.
+        self.guard = guard
         self.after = after
         self.status = status
         self.connection = connection
@@ -87,11 +100,14 @@ class Units:
         for attempt in range(1_000_000):
             if attempt and self.stopping.requested.is_set():
                 raise StoppedDuringFault
+            if self.guard is not None:
+                self.guard()
             uow = WriterUnit()
             try:
                 result = work(uow)
                 uow.collect()
             except Exception as error:  # noqa: BLE001 -- sorted right below
+                _check_fence(error)
                 if not is_transient(error):
                     self._poisoned(error)
                 self.store_fault(error, attempt)  # e.g. a read the store refused
@@ -129,6 +145,7 @@ class Units:
         try:
             stored = self.manager.commit(uow)
         except Exception as error:  # noqa: BLE001 -- a store fault: report, back off, retry
+            _check_fence(error)
             if not is_transient(error):
                 self._poisoned(error)
             self.store_fault(error, attempt)
@@ -155,6 +172,8 @@ class Units:
         arriving meanwhile wait in the inbox; past INBOX_PAUSE the connection pauses)."""
         deadline = time.monotonic() + seconds
         while not self.stopping.requested.is_set():
+            if self.guard is not None:
+                self.guard()
             left = deadline - time.monotonic()
             if left <= 0:
                 return

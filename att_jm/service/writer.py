@@ -6,25 +6,37 @@ socket, its inbox (signals), the running script's pipes and the relay's answers 
 `poll()`; handles everything that arrived as one batch (`Batches`); then starts the next
 execution when the interval allows, runs Auto Cleanup when due, and seals the log.
 `bootstrap()` builds it from its parts.
+
+On a PostgreSQL store shared by several instances (att_jm/service/standby.py) the writer runs
+while its instance holds the lease (`Parts.lease`): each turn of the loop asks whether the
+lease is still trusted, the loop never sleeps past the moment it stops being so, and every
+commit checks it in the store (`Lease.fence`). Once it is lost, the writer leaves at once
+without writing anything (`abandon`): the running script's group killed (the lease's
+watchdog thread kills it first, whatever the loop is doing), no dispatch, no seal, the
+session left to the next leader; `run()` then returns LEASE_LOST.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
+from typing import TYPE_CHECKING
 
 import structlog
 
 from att_jm.application import JobManager
 from att_jm.metrics.shared import WriterStats
 from att_jm.mqtt.adapter import ServiceConnection
+from att_jm.mqtt.instances import GuardedConnection
 from att_jm.relay.handle import EventsRelay
 from att_jm.runner import kill_leftovers
 from att_jm.service.aftercommit import AfterCommit
 from att_jm.service.batches import Batches
 from att_jm.service.dispatch import Dispatcher
+from att_jm.service.fence import LeaseLost
 from att_jm.service.held import HeldStart
 from att_jm.service.inbox import Inbox, Item, Stop, Stopping
 from att_jm.service.scripts import ScriptSlot
@@ -33,10 +45,15 @@ from att_jm.service.status import Status
 from att_jm.service.units import StoppedDuringFault, Units
 from projections.views import Views
 
+if TYPE_CHECKING:  # psycopg is imported on a PostgreSQL store only
+    from att_jm.service.lease import Lease
+
 log = structlog.get_logger("att_jm")
 
 #: The longest the loop sleeps without looking at the relay and a views catch-up.
 LOOK_AROUND_SECONDS = 1.0
+#: What `Writer.run` returns when its instance lost the lease (it goes back to standby).
+LEASE_LOST = 75
 
 
 @dataclass
@@ -67,6 +84,8 @@ class Parts:
     position: Callable[[], int]
     #: The stats block (`att_jm.metrics.shared`): the loop's heartbeat.
     stats: WriterStats
+    #: On a PostgreSQL store: the lease this writer runs under (None: the only writer).
+    lease: Lease | None = None
 
 
 class Writer:
@@ -86,32 +105,60 @@ class Writer:
         self.clock = parts.clock
         self._stopping = parts.stopping
         self.stats = parts.stats
+        self.lease = parts.lease
 
     def run(self) -> int:
-        """Connect and serve until a Stop is handled; the exit code."""
-        self.relay.start(after=self.parts.first_unpublished)
-        interrupted = self.units.timer("executions.interrupt", self.manager.interrupt_running)
-        if interrupted:
-            log.warning("executions.interrupted", ids=interrupted,
-                        leftover_pids_killed=kill_leftovers(interrupted))
-        self.connection.start(lambda: self.status.body("online"), self.status.last_will())
+        """Connect and serve until a Stop is handled; the exit code (LEASE_LOST when the
+        instance lost its lease)."""
+        if self.lease is not None:
+            self.lease.on_lost = self._lease_lost
         try:
-            while not self._stopping.seen:
-                # Once something waits, only take what else has arrived (a bigger batch).
-                wait = self._wait_seconds() if self.inbox.empty() else 0.0
-                ready = self.connection.poll(wait, self.inbox.fileno(), *self.slot.fds(),
-                                             *self.held.fds())
-                self.stats.turn(self.connection.connected)
-                self.held.release()
-                self.slot.step(ready)
-                items = self.inbox.drain(self.parts.max_batch)
-                if items:
-                    self.handle(items)
-                self.tick()
+            self._check_lease()
+            self.relay.start(after=self.parts.first_unpublished)
+            interrupted = self.units.timer("executions.interrupt",
+                                           self.manager.interrupt_running)
+            if interrupted:
+                log.warning("executions.interrupted", ids=interrupted,
+                            leftover_pids_killed=kill_leftovers(interrupted))
+            self.connection.start(lambda: self.status.body("online"), self.status.last_will())
+            self._loop()
         except StoppedDuringFault:
             log.error("service.stopped_during_store_fault", unacknowledged="left to the broker")
-        self.close()
+        except LeaseLost as lost:
+            self.abandon(str(lost))
+            return LEASE_LOST
+        try:
+            self.close()
+        except LeaseLost as lost:  # lost while closing: the rest is left as after a crash
+            self.abandon(str(lost))
+            return LEASE_LOST
         return 0
+
+    def _loop(self) -> None:
+        while not self._stopping.seen:
+            self._check_lease()
+            # Once something waits, only take what else has arrived (a bigger batch).
+            wait = self._wait_seconds() if self.inbox.empty() else 0.0
+            ready = self.connection.poll(wait, self.inbox.fileno(), *self.slot.fds(),
+                                         *self.held.fds())
+            self.stats.turn(self.connection.connected)
+            self._check_lease()
+            self.held.release()
+            self.slot.step(ready)
+            items = self.inbox.drain(self.parts.max_batch)
+            if items:
+                self.handle(items)
+            self.tick()
+
+    def _check_lease(self) -> None:
+        if self.lease is not None:
+            self.lease.check()
+
+    def _lease_lost(self, reason: str) -> None:
+        """From the lease's threads, the moment it is lost: the running script's group is
+        killed now (whatever the loop is doing), and the loop woken to leave."""
+        self.slot.scripts.kill_running()
+        self.inbox.wake()
 
     def request_stop(self, reason: str = "requested") -> None:
         """Ask the writer to stop; safe in a signal handler (SimpleQueue.put is reentrant)."""
@@ -147,17 +194,42 @@ class Writer:
 
     def close(self) -> None:
         """Stop: the running script killed, the log sealed and closed, the relay drained,
-        the offline status published, everything closed."""
+        the offline status published, everything closed. Raises LeaseLost when the writes
+        of the close find the lease gone (the caller then `abandon`s)."""
         self.held.drop()
         self.slot.stop()
         self.parts.seals.close()  # a clean stop's last write: the whole log sealed, and closed
         self.manager.close()
         self.relay.stop()  # it publishes what is left of the events and the views, then exits
         self.connection.stop(self.status.body("offline"))
-        for close in self.parts.closers:
-            close()
-        self.inbox.close()
+        self._close_parts()
         log.info("service.stopped", position=self.parts.position())
+
+    def abandon(self, reason: str) -> None:
+        """Leave after the lease was lost, writing nothing: the script killed, no seal, the
+        store's connections closed, the relay stopped, the session left to the next leader
+        (DISCONNECT with its Will: `offline` unless a new leader connects within 5 s)."""
+        log.error("service.fenced", reason=reason, instance=self.status.instance,
+                  epoch=self.status.epoch)
+        self.held.drop()
+        self.slot.stop()
+        with contextlib.suppress(Exception):
+            self.parts.seals.sealer.close()
+        with contextlib.suppress(Exception):
+            self.manager.log.close()  # the writer's connection, without recording anything
+        self.relay.stop(timeout=1.0)
+        if isinstance(self.connection, GuardedConnection):
+            self.connection.abandon()
+        self._close_parts()
+        log.info("service.left_after_lease_lost")
+
+    def _close_parts(self) -> None:
+        for close in self.parts.closers:
+            try:
+                close()
+            except Exception as error:  # noqa: BLE001 -- one closer's fault spares the others
+                log.warning("service.close_failed", error=repr(error))
+        self.inbox.close()
 
     def _wait_seconds(self) -> float:
         now = self.clock()
@@ -167,8 +239,9 @@ class Writer:
             wakes.append(start)
         wait = min((wake - now).total_seconds() for wake in wakes)
         wait = min(wait, LOOK_AROUND_SECONDS)
+        lease = None if self.lease is None else self.lease.seconds_left()
         for other in (self.parts.seals.wait_seconds(), self.slot.wait_seconds(),
-                      self.held.wait_seconds()):
+                      self.held.wait_seconds(), lease):
             if other is not None:
                 wait = min(wait, other)
         return max(0.0, min(wait, 60.0))

@@ -7,7 +7,8 @@ Roles (enforced by the broker's ACL, and again by the service for commands):
 - `auditor`: reads the views, events, seals and status; may send `views.get` and `trace.get`
   only;
 - `service`: the Job Manager itself (the writer and its relay): the only writer of views,
-  events, status, seals and replies.
+  events, status, seals and replies, and of each instance's status
+  (`P/job-manager/instances/{instance}/status`, which operators and auditors read too).
 
 A user name is `[A-Za-z0-9_-]{1,64}`: no `.`, because a client id is its user's name or the
 name, a `.` and anything (the broker's client-id rule, `att_jm/site/clientid.c`).
@@ -180,7 +181,7 @@ def acl_text(roles: Mapping[str, str], prefix: str) -> str:
 def _rights(t: Topics, role: str, user: str) -> list[str]:
     """The ACL lines of `user` with `role` (none for a role not known)."""
     readable = [f"topic read {t.views_all}", f"topic read {t.events_all}",
-                f"topic read {t.status}", f"topic read {t.seals}"]
+                f"topic read {t.status}", f"topic read {t.seals}", f"topic read {t.instances_all}"]
     rules: dict[str, list[str]] = {
         "channel-manager": [f"topic write {t.notifications_all}"],
         "operator": [f"topic write {t.commands_all(user)}",
@@ -191,7 +192,8 @@ def _rights(t: Topics, role: str, user: str) -> list[str]:
         "service": [f"topic read {t.notifications_all}",
                     f"topic read {t.commands_all()}", f"topic write {t.replies_all()}",
                     f"topic write {t.events_all}", f"topic readwrite {t.views_all}",
-                    f"topic readwrite {t.status}", f"topic readwrite {t.seals}"],
+                    f"topic readwrite {t.status}", f"topic readwrite {t.seals}",
+                    f"topic readwrite {t.instances_all}"],
     }
     return rules.get(role, [])
 

@@ -1,6 +1,7 @@
 """The writer's lease in a real PostgreSQL: one holder at a time, take-over once it expired
-(by PostgreSQL's clock), renewals, the local deadline and its watchdog, fencing a commit, the
-former holder's sessions terminated, release at a clean stop."""
+(by PostgreSQL's clock), renewals, the local deadline and its watchdog, the fence on a table
+(only the holder's sessions insert), the former holder's sessions terminated, release at a
+clean stop."""
 
 from __future__ import annotations
 
@@ -14,14 +15,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from att_jm.service.lease import (
-    InstanceInUse,
-    Lease,
-    LeaseLost,
-    LeaseTimes,
-    app_name,
-    connect,
-)
+from att_jm.service.fence import LeaseLost, fenced
+from att_jm.service.lease import InstanceInUse, Lease, LeaseTimes, app_name, connect
 
 FAST = LeaseTimes(takeover_seconds=1.0)  # lease 0.7 s, renewed every 0.14 s
 
@@ -63,12 +58,17 @@ def new(url: str, leases: list[Lease], name: str, times: LeaseTimes = FAST) -> L
     return lease
 
 
-def writer_transaction(url: str, lease: Lease) -> None:
-    """A commit of the writer: its fence inside a transaction of its own connection."""
-    with psycopg.connect(url, application_name=lease.app) as db, db.transaction(), \
-            db.cursor() as cursor:
-        lease.fence(cursor)
-        cursor.execute("SELECT 1")
+def fenced_table(url: str, lease: Lease) -> None:
+    """A table `events` with the fence on it (as the events table gets it)."""
+    with psycopg.connect(url, autocommit=True) as db:
+        db.execute("CREATE TABLE events (x int)")
+    lease.install_fence("events")
+
+
+def append(url: str, app: str) -> None:
+    """A commit that appends a row, from a session named `app` (as the writer's are)."""
+    with psycopg.connect(url, application_name=app) as db, db.transaction():
+        db.execute("INSERT INTO events VALUES (1)")
 
 
 def test_one_holder_and_take_over_after_expiry(url: str, leases: list[Lease]) -> None:
@@ -130,25 +130,37 @@ def test_a_take_over_is_seen_by_the_renewals(url: str, leases: list[Lease]) -> N
     assert lost == ["another instance took the lease"]
 
 
-def test_fence_refuses_a_commit_after_a_take_over(url: str, leases: list[Lease]) -> None:
+def test_the_fence_lets_only_the_holders_sessions_append(
+        url: str, leases: list[Lease]) -> None:
     a, b = new(url, leases, "a", LeaseTimes(takeover_seconds=60.0)), new(url, leases, "b")
+    fenced_table(url, a)
+    append(url, "anyone")  # no lease taken yet: nobody is refused
     a.try_acquire()
-    writer_transaction(url, a)  # fine while held
+    append(url, a.app)
+    with pytest.raises(psycopg.Error) as refused:
+        append(url, b.app)  # a standby, or any other process
+    assert fenced(refused.value)
     with psycopg.connect(url, autocommit=True) as db:
         db.execute("UPDATE att_jm_lease SET expires_at = now() - interval '1 s'")
     assert b.try_acquire() is not None and b.epoch == 2
-    assert a.valid()  # by its own clock a would still trust it: the fence in PostgreSQL says no
-    with pytest.raises(LeaseLost):
-        writer_transaction(url, a)
-    assert not a.valid()
+    assert a.valid()  # by its own clock a would still trust it: the fence says no
+    with pytest.raises(psycopg.Error) as late:
+        append(url, a.app)
+    assert fenced(late.value)
+    append(url, b.app)
+    b.release()
+    append(url, "anyone")  # released: the next holder is not known yet
+    with psycopg.connect(url) as db:
+        assert db.execute("SELECT count(*) FROM events").fetchone() == (4,)
 
 
 def test_a_take_over_waits_for_a_commit_in_flight(url: str, leases: list[Lease]) -> None:
-    """The fence's row lock: the epoch moves only once the holder's transaction ended."""
+    """The fence's row lock: the holder moves only once the holder's transaction ended."""
     a = new(url, leases, "a", LeaseTimes(takeover_seconds=60.0))
+    fenced_table(url, a)
     a.try_acquire()
-    with psycopg.connect(url) as writer, writer.cursor() as cursor:
-        a.fence(cursor)  # inside the writer's open transaction: the row is locked FOR SHARE
+    with psycopg.connect(url, application_name=a.app) as writer:
+        writer.execute("INSERT INTO events VALUES (1)")  # the row is locked FOR SHARE
         with psycopg.connect(url, autocommit=True) as other:
             other.execute("SET lock_timeout = '300ms'")
             with pytest.raises(psycopg.errors.LockNotAvailable):
@@ -161,16 +173,16 @@ def test_the_former_holders_hung_transaction_is_terminated(
     """A former holder whose transaction hangs (a cut network) holds the fence's row lock:
     the take-over terminates its sessions first, and then takes the lease."""
     a, b = new(url, leases, "a"), new(url, leases, "b")
+    fenced_table(url, a)
     a.try_acquire()
     hung = psycopg.connect(url, application_name=a.app)
     try:
-        with hung.cursor() as cursor:
-            a.fence(cursor)  # a transaction left open, its row lock held
-            time.sleep(FAST.lease_seconds + 0.05)
-            taken = b.try_acquire()
-            assert taken is not None and b.epoch == 2
-            with pytest.raises(psycopg.OperationalError):
-                cursor.execute("SELECT 1")  # its session was terminated
+        hung.execute("INSERT INTO events VALUES (1)")  # a transaction left open, its lock held
+        time.sleep(FAST.lease_seconds + 0.05)
+        taken = b.try_acquire()
+        assert taken is not None and b.epoch == 2
+        with pytest.raises(psycopg.OperationalError):
+            hung.execute("SELECT 1")  # its session was terminated
     finally:
         hung.close()
 

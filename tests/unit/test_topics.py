@@ -21,6 +21,7 @@ def test_each_topic_is_the_prefix_and_the_contract_levels(prefix: str) -> None:
     assert t.view("queue") == f"{p}/job-manager/views/queue"
     assert t.status == f"{p}/job-manager/status"
     assert t.seals == f"{p}/job-manager/seals"
+    assert t.instance_status("jm-a") == f"{p}/job-manager/instances/jm-a/status"
 
 
 def test_the_default_prefix_is_att() -> None:
@@ -53,6 +54,7 @@ def test_the_acl_wildcards_cover_any_depth() -> None:
     assert t.replies_all("bob") == "site/a/job-manager/replies/bob/#"
     assert t.events_all == "site/a/job-manager/events/#"
     assert t.views_all == "site/a/job-manager/views/#"
+    assert t.instances_all == "site/a/job-manager/instances/#"
 
 
 @pytest.mark.parametrize("prefix", PREFIXES)
@@ -103,6 +105,7 @@ def test_a_topic_with_the_wrong_number_of_levels_is_neither(topic: str) -> None:
     "att/job-manager/replies/alice/x/y",
     "att/job-manager/events/execution.enqueued/x",
     "att/job-manager/status",
+    "att/job-manager/instances/jm-a/status",
 ])
 def test_other_topics_of_the_contract_are_neither(topic: str) -> None:
     assert Topics("att").parse(topic) is None
