@@ -69,6 +69,7 @@ ensure_package
 ensure_mosquitto
 ensure_build_tools
 console_on() { [ "${ATT_JM_CONSOLE:-on}" != "off" ]; }
+metrics_on() { [ "${ATT_JM_METRICS:-on}" != "off" ]; }
 if console_on; then ensure_console; fi
 mkdir -p "$VAR"
 
@@ -88,11 +89,19 @@ if console_on; then
   WS_PORT=$(choose_port "${ATT_JM_BROKER_WS_PORT:-}" 9001 "MQTT over WebSockets")
   CONSOLE_PORT=$(choose_port "${ATT_JM_CONSOLE_PORT:-}" 8090 "console")
 fi
+METRICS_PORT=""
+if metrics_on; then METRICS_PORT=$(choose_port "${ATT_JM_METRICS_PORT:-}" 9108 "metrics"); fi
 # `att-jm setup` writes the broker's WebSocket listener on ATT_JM_BROKER_WS_PORT (none if empty).
 ATT_JM_BROKER_WS_PORT=$WS_PORT "$VENV/bin/att-jm" setup --var "$VAR" --port "$PORT" \
   --tls-port "$TLS_PORT" --scripts "$ROOT/scripts"
 
-MOSQUITTO_PID="" CONSOLE_PID=""
+MOSQUITTO_PID="" CONSOLE_PID="" METRICS_PID=""
+stop_metrics() {
+  if [ -n "$METRICS_PID" ] && kill -0 "$METRICS_PID" 2>/dev/null; then
+    kill -TERM "$METRICS_PID" 2>/dev/null || true
+    wait "$METRICS_PID" 2>/dev/null || true
+  fi
+}
 stop_console() {
   if [ -n "$CONSOLE_PID" ] && kill -0 "$CONSOLE_PID" 2>/dev/null; then
     kill -TERM "$CONSOLE_PID" 2>/dev/null || true
@@ -110,7 +119,7 @@ log=$VAR/broker/mosquitto.log
 say "starting mosquitto on 127.0.0.1:$PORT and TLS :$TLS_PORT (config $VAR/broker/mosquitto.conf, log $log)"
 "$(find_mosquitto)" -c "$VAR/broker/mosquitto.conf" </dev/null >>"$VAR/broker/mosquitto.out" 2>&1 &
 MOSQUITTO_PID=$!
-trap 'stop_console; stop_broker' EXIT
+trap 'stop_metrics; stop_console; stop_broker' EXIT
 tries=0
 until listening "$PORT"; do
   if ! kill -0 "$MOSQUITTO_PID" 2>/dev/null; then
@@ -151,6 +160,20 @@ run.sh: the console (docs/console.md): open http://127.0.0.1:$CONSOLE_PORT/ and 
   (read-only: user auditor, password in var/secrets/auditor.password); the page talks MQTT
   over WebSockets to ws://127.0.0.1:$WS_PORT with those credentials (log: var/console.log)
 EOF
+fi
+
+if metrics_on; then
+  "$VENV/bin/python" -m att_jm.metrics --config "$VAR/att-jm.toml" --port "$METRICS_PORT" \
+    </dev/null >>"$VAR/metrics.log" 2>&1 &
+  METRICS_PID=$!
+  tries=0
+  until listening "$METRICS_PORT"; do
+    kill -0 "$METRICS_PID" 2>/dev/null || die "the metrics exporter exited at start (log: $VAR/metrics.log)"
+    tries=$((tries + 1))
+    [ "$tries" -lt 200 ] || die "the metrics exporter did not listen on 127.0.0.1:$METRICS_PORT within 10 s"
+    sleep 0.05
+  done
+  say "metrics (docs/metrics.md): http://127.0.0.1:$METRICS_PORT/metrics and /healthz (log: var/metrics.log)"
 fi
 
 # The service runs as a child so the broker can be stopped after it: SIGINT/SIGTERM are

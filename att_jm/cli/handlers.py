@@ -158,9 +158,13 @@ def report(failure: Failure, as_json: bool) -> int:
     return failure.exit_code
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911 -- one exit per outcome
     """Run `att-jm` with `argv` (default: the process arguments); the exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["metrics"]:  # the exporter's own options, --help included
+        from att_jm.metrics.exporter import main as metrics  # noqa: PLC0415 -- lazy
+
+        return metrics(args[1:], prog="att-jm metrics")
     as_json = wants_json(args)
     try:
         ns = parse_argv(args)

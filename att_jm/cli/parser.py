@@ -146,6 +146,9 @@ def add_service_commands(subparsers: Any) -> None:
         parser = subparsers.add_parser(name, help=text, description=text)
         _settings_flags(parser)
         parser.set_defaults(handler=name)
+    # Listed for --help only: `att-jm metrics ...` goes to the exporter's own parser (handlers).
+    subparsers.add_parser("metrics", help="serve /metrics and /healthz on a loopback port "
+                          "(docs/metrics.md)", add_help=False)
 
 
 def add_job_commands(subparsers: Any, common: argparse.ArgumentParser) -> None:
