@@ -11,6 +11,9 @@ module releases the GIL while SQLite copies and syncs. The writer's connections 
 automatic checkpoint as the fallback (a thread that falls behind, a reader that keeps the
 WAL from starting over): the WAL stays bounded as before. A failed checkpoint (a full disk)
 is logged and tried again the next period.
+
+PostgreSQL stores (a `postgresql://` URL) have no WAL file of theirs to checkpoint: the server
+does it. A Checkpointer for one does nothing (no thread, no connection).
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ import threading
 from typing import Final
 
 import structlog
+
+from att_jm.log.backend import is_postgres
 
 log = structlog.get_logger("att_jm")
 
@@ -35,9 +40,12 @@ class Checkpointer:
         self.period = period
         self.checkpoints = 0
         self.failures = 0
+        self._stop = threading.Event()
+        self.active = not is_postgres(path)
+        if not self.active:  # the server checkpoints its own WAL
+            return
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA busy_timeout=1000")
-        self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="wal-checkpoint", daemon=True)
         self._thread.start()
 
@@ -47,6 +55,8 @@ class Checkpointer:
 
     def checkpoint(self) -> None:
         """One PASSIVE checkpoint (failures are logged: the next period tries again)."""
+        if not self.active:
+            return
         try:
             self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
             self.checkpoints += 1
@@ -57,6 +67,8 @@ class Checkpointer:
     def close(self) -> None:
         """Stop the thread; a last checkpoint, then close its connection."""
         self._stop.set()
+        if not self.active:
+            return
         self._thread.join(timeout=10)
         if not self._thread.is_alive():
             self.checkpoint()

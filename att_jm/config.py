@@ -8,12 +8,13 @@ Decisions where the contract is silent:
 - Every number has a range (see `RANGES` and docs/operations.md, "Ranges and caps"): a value
   outside it is refused at start with the range in the message. `session_expiry_seconds`
   fits MQTT's 4 bytes; `max_payload_bytes` stays well under the 2 MiB cap of one stored event.
-- Error messages never repeat a password from `mqtt_url`.
+- Error messages never repeat a password from `mqtt_url` or `store`.
+- `store` is a path (SQLite) or `postgresql://user[:password]@host[:port]/dbname[?schema=NAME]`
+  (`att_jm.log.backend`), validated here; `store_shown` is it without its password.
 """
 
 from __future__ import annotations
 
-import os
 import re
 import tomllib
 from collections.abc import Callable, Mapping
@@ -23,6 +24,13 @@ from typing import Any, Final
 from urllib.parse import SplitResult, unquote, urlsplit
 
 from att_jm.errors import AttJmError
+from att_jm.log.backend import (
+    StoreUrlError,
+    is_postgres,
+    parse_postgres,
+    redact,
+    views_location,
+)
 
 ENV_PREFIX: Final = "ATT_JM_"
 CONFIG_ENV: Final = "ATT_JM_CONFIG"
@@ -65,12 +73,7 @@ class MqttEndpoint:
 
 def redact_url(url: str) -> str:
     """`url` with any password replaced by `***`, safe to show in messages and logs."""
-    scheme, sep, rest = url.partition("://")
-    if not sep or "@" not in rest.split("/", 1)[0]:
-        return url
-    userinfo, _, hostpart = rest.partition("@")
-    user, has_password, _ = userinfo.partition(":")
-    return f"{scheme}://{user}{':***' if has_password else ''}@{hostpart}"
+    return redact(url)
 
 
 def parse_mqtt_url(url: str) -> MqttEndpoint:
@@ -188,11 +191,21 @@ class Settings:
         return None
 
     def views_path(self) -> str:
-        """The projections database: `views_db`, else the store path with suffix `.views.db`."""
+        """The projections database: `views_db`, else the store path with suffix `.views.db`
+        (a PostgreSQL store: its schema `<schema>_views`, as a URL)."""
         if self.views_db is not None:
             return self.views_db
-        root, _ = os.path.splitext(self.store)
-        return root + ".views.db"
+        return views_location(self.store)
+
+    @property
+    def store_shown(self) -> str:
+        """The store as logs and messages may show it (a URL without its password)."""
+        return redact(self.store)
+
+    @property
+    def postgres(self) -> bool:
+        """Whether the store is a PostgreSQL database (else an SQLite file)."""
+        return is_postgres(self.store)
 
 
 SETTING_NAMES: Final[tuple[str, ...]] = tuple(field.name for field in fields(Settings))
@@ -204,6 +217,27 @@ SETTING_NAMES: Final[tuple[str, ...]] = tuple(field.name for field in fields(Set
 def _check_url(name: str, value: Any) -> None:
     _check_text(name, value)
     parse_mqtt_url(value)
+
+
+def _check_store(name: str, value: Any) -> None:
+    """A path, or a PostgreSQL URL that parses (the message never shows its password)."""
+    if isinstance(value, str) and "://" in value:
+        if not is_postgres(value):
+            raise ConfigError(f"{name} {redact(value)!r} must be a file path or a "
+                              "postgresql:// URL")
+        if "\x00" in value or len(value) > 4096:
+            raise ConfigError(f"{name} must be at most 4096 characters, without NUL")
+        try:
+            parse_postgres(value)
+        except StoreUrlError as error:
+            raise ConfigError(str(error)) from None
+        return
+    _check_text(name, value)
+
+
+def _check_views(name: str, value: Any) -> None:
+    if value is not None:
+        _check_store(name, value)
 
 
 #: Longest text settings, in characters (paths and URLs: PATH_MAX).
@@ -274,7 +308,7 @@ def _check_bool(name: str, value: Any) -> None:
 
 _VALIDATORS: Final[dict[str, Callable[[str, Any], None]]] = {
     "mqtt_url": _check_url,
-    "store": _check_text,
+    "store": _check_store,
     "scripts": _check_text,
     "topic_prefix": _check_prefix,
     "client_id": _check_text,
@@ -283,7 +317,7 @@ _VALIDATORS: Final[dict[str, Callable[[str, Any], None]]] = {
     "view_rows": _check_int,
     "view_max_bytes": _check_int,
     "session_expiry_seconds": _check_int,
-    "views_db": _check_optional_text,
+    "views_db": _check_views,
     "seal_every_events": _check_int,
     "seal_every_seconds": _check_number,
     "max_batch": _check_int,

@@ -13,13 +13,13 @@ reader that also applies the log.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable, Iterator
 from typing import Any, Final
 
 import orjson
 
 from att_jm.domain.limits import CELL_MAX_CHARS, cut_text
+from att_jm.log.backend import dialect_of
 from att_jm.vocabulary import TABLE_VIEWS, View
 from projections.rules import default_settings
 from projections.schema import ORDER, Row, connect, view_columns
@@ -130,9 +130,11 @@ class ViewReader:
     """The queries on a views file, through `db` (an autocommit connection); it keeps a cache
     of encoded rows for `payload_json`."""
 
-    def __init__(self, db: sqlite3.Connection, path: str) -> None:
+    def __init__(self, db: Any, path: str) -> None:
         self.path = path
         self._db = db
+        self._dialect = d = dialect_of(path)
+        self._q = d.q
         # view -> row version -> (the row as JSON, cells cut), pruned to the rows last read
         # (see `payload_json`)
         self._encoded: dict[str, dict[tuple[Any, ...], tuple[bytes, int]]] = {
@@ -142,7 +144,8 @@ class ViewReader:
         self._db.close()
 
     def settings(self) -> dict[str, Any]:
-        row = self._db.execute("SELECT value FROM settings WHERE key = 'settings'").fetchone()
+        row = self._db.execute(self._q("SELECT value FROM settings WHERE key = 'settings'")
+                               ).fetchone()
         return default_settings() if row is None else dict(orjson.loads(row[0]))
 
     def count(self, view: str) -> int:
@@ -156,7 +159,7 @@ class ViewReader:
     def _rows(self, view: str, limit: int, offset: int) -> Iterator[dict[str, Any]]:
         cols = view_columns(view)
         cursor = self._db.execute(
-            f"SELECT {', '.join(cols)} FROM {view} {ORDER[view]} LIMIT ? OFFSET ?",  # noqa: S608 -- fixed names
+            self._q(f"SELECT {', '.join(cols)} FROM {view} {ORDER[view]} LIMIT ? OFFSET ?"),  # noqa: S608 -- fixed names
             (limit, offset),
         )
         for found in cursor:
@@ -170,7 +173,7 @@ class ViewReader:
             raise ValueError(f"not a table view: {view!r}")
         cols = view_columns(view)
         found = self._db.execute(
-            f"SELECT {', '.join(cols)} FROM {view} WHERE {cols[0]} = ?", (row_id,)  # noqa: S608 -- fixed names
+            self._q(f"SELECT {', '.join(cols)} FROM {view} WHERE {cols[0]} = ?"), (row_id,)  # noqa: S608 -- fixed names
         ).fetchone()
         if found is None:
             return None
@@ -193,7 +196,7 @@ class ViewReader:
         versions = _VERSION_COLS[view]
         cols = view_columns(view)
         keys = [tuple(row) for row in self._db.execute(
-            f"SELECT {', '.join(versions)} FROM {view} {ORDER[view]} LIMIT ? OFFSET ?",  # noqa: S608 -- fixed names
+            self._q(f"SELECT {', '.join(versions)} FROM {view} {ORDER[view]} LIMIT ? OFFSET ?"),  # noqa: S608 -- fixed names
             (limit, offset or 0),
         )]
         position, total = self.view_position(view), self.count(view)
@@ -208,8 +211,8 @@ class ViewReader:
             missing = [key[0] for key in chunk if key not in cache]
             if missing:
                 for found in self._db.execute(
-                    f"SELECT {', '.join(versions)}, {', '.join(cols)} FROM {view} "  # noqa: S608 -- fixed names
-                    f"WHERE id IN ({','.join('?' * len(missing))})", missing,
+                    self._q(f"SELECT {', '.join(versions)}, {', '.join(cols)} FROM {view} "  # noqa: S608 -- fixed names
+                            f"WHERE id IN ({','.join('?' * len(missing))})"), missing,
                 ):
                     row = dict(zip(cols, found[len(versions):], strict=True))
                     cells = cut_row(row)
@@ -237,7 +240,7 @@ class ViewReader:
     def view_position(self, view: str) -> int:
         """The position of the last event that changed `view` (0: never changed)."""
         row = self._db.execute(
-            "SELECT position FROM view_positions WHERE view = ?", (view,)
+            self._q("SELECT position FROM view_positions WHERE view = ?"), (view,)
         ).fetchone()
         return int(row[0]) if row else 0
 
@@ -285,7 +288,7 @@ class ViewReader:
         """(view, its position, `payload_json`) of each view, all read in one transaction
         (one state of the views, even while their writer goes on: what a reader in another
         process publishes)."""
-        self._db.execute("BEGIN")
+        self._db.execute(self._dialect.begin_snapshot)
         try:
             return [(view, self.view_position(view),
                      self.payload_json(view, limit, max_bytes=max_bytes))

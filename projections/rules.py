@@ -11,7 +11,6 @@ used by `projections.rebuild`), and how live events and stored rows become rule 
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Final
 
@@ -24,6 +23,7 @@ from att_jm.domain.limits import clamp_timeout
 from att_jm.domain.retry import RetryPolicy
 from att_jm.domain.scheduler import DEFAULT_INTERVAL_SECONDS, clamp_interval
 from att_jm.domain.times import iso
+from att_jm.log.backend import SQLITE, Dialect
 from att_jm.log.records import stored_iso
 from att_jm.vocabulary import VIEWS, EntryState
 from projections.schema import COLUMNS, KEYS, Row
@@ -42,11 +42,43 @@ def default_settings() -> dict[str, Any]:
     }
 
 
-class Overlay:
-    """The rows one batch touched, over the SQLite tables (None = deleted)."""
+class Statements:
+    """The overlay's statements in one dialect, built once: per table its row's read,
+    delete and upsert; the settings' and the views' positions' upserts."""
 
-    def __init__(self, db: sqlite3.Connection) -> None:
+    def __init__(self, d: Dialect) -> None:
+        self.get: dict[str, str] = {}
+        self.delete: dict[str, str] = {}
+        self.put: dict[str, str] = {}
+        for table, cols in COLUMNS.items():
+            key = KEYS.get(table, "id")
+            self.get[table] = d.q(f"SELECT {', '.join(cols)} FROM {table} WHERE {key} = ?")  # noqa: S608 -- fixed names
+            self.delete[table] = d.q(f"DELETE FROM {table} WHERE {key} = ?")  # noqa: S608 -- fixed names
+            self.put[table] = d.upsert(table, cols, key)
+        self.settings = d.upsert("settings", ("key", "value"), "key",
+                                 source="VALUES ('settings', ?)")
+        self.positions = d.upsert("view_positions", ("view", "position"), "view")
+        self.tracking = d.upsert("tracking", ("name", "position"), "name",
+                                 source="VALUES ('views', ?)")
+
+
+_STATEMENTS: Final = {SQLITE.name: Statements(SQLITE)}
+
+
+def statements(d: Dialect) -> Statements:
+    """The overlay's statements in dialect `d`."""
+    found = _STATEMENTS.get(d.name)
+    if found is None:
+        found = _STATEMENTS[d.name] = Statements(d)
+    return found
+
+
+class Overlay:
+    """The rows one batch touched, over the tables of the views (None = deleted)."""
+
+    def __init__(self, db: Any, dialect: Dialect = SQLITE) -> None:
         self._db = db
+        self._sql = statements(dialect)
         self.tables: dict[str, dict[str, Row | None]] = {name: {} for name in COLUMNS}
         self.settings: dict[str, Any] | None = None
         self.positions: dict[str, int] = {}
@@ -55,39 +87,28 @@ class Overlay:
         rows = self.tables[table]
         if key in rows:
             return rows[key]
-        cols = COLUMNS[table]
-        found = self._db.execute(
-            f"SELECT {', '.join(cols)} FROM {table} WHERE {KEYS.get(table, 'id')} = ?",  # noqa: S608 -- fixed names
-            (key,),
-        ).fetchone()
-        row = None if found is None else dict(zip(cols, found, strict=True))
+        found = self._db.execute(self._sql.get[table], (key,)).fetchone()
+        row = None if found is None else dict(zip(COLUMNS[table], found, strict=True))
         rows[key] = row
         return row
 
     def put(self, table: str, key: str, row: Row | None) -> None:
         self.tables[table][key] = row
 
-    def flush(self, cursor: sqlite3.Cursor) -> None:
+    def flush(self, cursor: Any) -> None:
+        sql = self._sql
         for table, rows in self.tables.items():
             cols = COLUMNS[table]
-            key = KEYS.get(table, "id")
             gone = [(k,) for k, row in rows.items() if row is None]
             kept = [tuple(row[c] for c in cols) for row in rows.values() if row is not None]
             if gone:
-                cursor.executemany(f"DELETE FROM {table} WHERE {key} = ?", gone)  # noqa: S608 -- fixed names
+                cursor.executemany(sql.delete[table], gone)
             if kept:
-                cursor.executemany(
-                    f"INSERT OR REPLACE INTO {table} VALUES ({','.join('?' * len(cols))})",  # noqa: S608 -- fixed names
-                    kept,
-                )
+                cursor.executemany(sql.put[table], kept)
         if self.settings is not None:
-            cursor.execute(
-                "INSERT OR REPLACE INTO settings VALUES ('settings', ?)",
-                (orjson.dumps(self.settings).decode(),),
-            )
-        cursor.executemany(
-            "INSERT OR REPLACE INTO view_positions VALUES (?, ?)", list(self.positions.items())
-        )
+            cursor.execute(sql.settings, (orjson.dumps(self.settings).decode(),))
+        if self.positions:
+            cursor.executemany(sql.positions, list(self.positions.items()))
 
 
 # The rules: (overlay, position, aggregate id, event data with "at") -> the views changed ------

@@ -1,10 +1,13 @@
-"""The shape of the views file: its tables and columns, how a file is opened, and its migration.
+"""The shape of the views: their tables and columns, how they are opened, and their migration.
 
-One SQLite file (`<store>.views.db`) holds the Jobs, Queue, Executed, Failed and Settings read
-models, the log position they follow (`tracking`), each view's last changing position
-(`view_positions`) and the job aggregates' names (`job_ids`). A file of another
-SCHEMA_VERSION is emptied when opened for writing: the next catch-up rebuilds it from the
-log with today's rules (`projections.rules`).
+One SQLite file (`<store>.views.db`), or for a PostgreSQL store the schema `<schema>_views`
+of its database (`att_jm.log.backend`), holds the Jobs, Queue, Executed, Failed and Settings
+read models, the log position they follow (`tracking`), each view's last changing position
+(`view_positions`) and the job aggregates' names (`job_ids`). Views of another
+SCHEMA_VERSION are emptied when opened for writing: the next catch-up rebuilds them from the
+log with today's rules (`projections.rules`). PostgreSQL text cannot hold U+0000: a NUL in a
+cell (a script's Feedback, a notification id) is shown there as U+FFFD (the log keeps the
+exact text; the audit's replays show it).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any, Final
 
+from att_jm.log.backend import POSTGRES, is_postgres, parse_postgres
 from att_jm.vocabulary import EntryState, View
 
 #: The shape of the views file; a file of another version is emptied and rebuilt from the log.
@@ -84,10 +88,13 @@ def view_columns(view: str) -> tuple[str, ...]:
     return JOB_COLS if view == View.JOBS else QUEUE_COLS if view == View.QUEUE else DONE_COLS
 
 
-def connect(path: str, *, readonly: bool = False) -> sqlite3.Connection:
-    """The views file at `path` (":memory:": in memory), in autocommit mode (transactions are
-    explicit). Read-only: never created nor migrated. Otherwise created when missing, in WAL
-    mode, migrated and given today's tables."""
+def connect(path: str, *, readonly: bool = False) -> Any:
+    """The views at `path` (":memory:": in memory; a `postgresql://` URL: that schema), in
+    autocommit mode (transactions are explicit). Read-only: never created nor migrated.
+    Otherwise created when missing (an SQLite file in WAL mode), migrated and given today's
+    tables."""
+    if is_postgres(path):
+        return _connect_postgres(path, readonly=readonly)
     if readonly:
         db = sqlite3.connect(
             f"file:{path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False
@@ -115,3 +122,57 @@ def migrate(db: sqlite3.Connection) -> None:
     for table in tables:
         db.execute(f"DROP TABLE {table}")
     db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+
+# PostgreSQL ------------------------------------------------------------------------------
+
+
+def _connect_postgres(url: str, *, readonly: bool) -> Any:
+    """The views schema of a PostgreSQL store: a connection that reconnects when lost, its
+    text parameters NUL-safe; unless `readonly`, the schema created and migrated (one
+    process at a time: an advisory lock)."""
+    from att_jm.log.backend import LiveConnection  # noqa: PLC0415 -- psycopg on demand
+
+    location = parse_postgres(url)
+    db = LiveConnection(location, readonly=readonly, configure=_nul_safe)
+    if readonly:
+        return db
+    from psycopg import sql  # noqa: PLC0415 -- idem
+
+    from att_jm.store.postgres import lock_key  # noqa: PLC0415 -- idem
+
+    db.execute("BEGIN")
+    try:
+        db.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key("views", location.schema),))
+        db.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
+            sql.Identifier(location.schema)))
+        db.execute("CREATE TABLE IF NOT EXISTS views_meta (key TEXT PRIMARY KEY, "
+                   "value BIGINT NOT NULL)")
+        row = db.execute("SELECT value FROM views_meta WHERE key = 'version'").fetchone()
+        if row is None or int(row[0]) != SCHEMA_VERSION:
+            tables = [str(r[0]) for r in db.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = %s "
+                "AND tablename <> 'views_meta'", (location.schema,))]
+            for table in tables:
+                db.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(table)))
+            db.execute(POSTGRES.upsert("views_meta", ("key", "value"), "key",
+                                       source="VALUES ('version', ?)"), (SCHEMA_VERSION,))
+        for statement in POSTGRES.ddl(SCHEMA):
+            db.execute(statement)
+        db.execute("COMMIT")
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
+def _nul_safe(db: Any) -> None:
+    """Text parameters of `db` with U+0000 replaced by U+FFFD (PostgreSQL text cannot hold
+    it; see the module)."""
+    from psycopg.types.string import StrDumperUnknown  # noqa: PLC0415 -- psycopg on demand
+
+    class NulSafeStr(StrDumperUnknown):
+        def dump(self, obj: str) -> Any:
+            return super().dump(obj.replace("\x00", "\ufffd") if "\x00" in obj else obj)
+
+    db.adapters.register_dumper(str, NulSafeStr)

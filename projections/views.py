@@ -24,6 +24,7 @@ from projections.rules import (
     Overlay,
     event_fields,
     run_rules,
+    statements,
     stored_items,
 )
 from projections.schema import TABLES, connect
@@ -34,8 +35,9 @@ __all__ = ["TOPICS", "VIEWS", "VIEW_MAX_BYTES", "Views", "cut_cell", "cut_row"]
 
 
 class Views(ViewReader):
-    """The read models in the SQLite file at `path` (created when missing, unless read-only),
-    read (`ViewReader`) and written (the log applied).
+    """The read models at `path` (an SQLite file, or a PostgreSQL URL naming the views
+    schema; created when missing, unless read-only), read (`ViewReader`) and written (the
+    log applied).
 
     `path=":memory:"` keeps them in memory (replays that must not touch any file).
     """
@@ -45,13 +47,15 @@ class Views(ViewReader):
         # The writer's own tracked position, asked on every turn of its loop, kept until its
         # next write (a reader's file changes under it: no memo).
         self._memo: dict[str, Any] | None = None if readonly else {}
+        self._sql = statements(self._dialect)
+        self._track = self._q("SELECT position FROM tracking WHERE name = 'views'")
 
     @property
     def position(self) -> int:
         memo = self._memo
         if memo is not None and "position" in memo:
             return int(memo["position"])
-        row = self._db.execute("SELECT position FROM tracking WHERE name = 'views'").fetchone()
+        row = self._db.execute(self._track).fetchone()
         position = int(row[0]) if row else 0
         if memo is not None:
             memo["position"] = position
@@ -76,22 +80,28 @@ class Views(ViewReader):
     def apply_data(self, items: Iterable[tuple[int, str, str, dict[str, Any]]]) -> set[str]:
         """Apply (position, topic, aggregate id, data) in one transaction; the views changed."""
         start = self.position
-        overlay = Overlay(self._db)
+        overlay = Overlay(self._db, self._dialect)
         position = run_rules(overlay, items, start)
         if position == start:
             return set()
         cursor = self._db.cursor()
         self._written()
-        cursor.execute("BEGIN IMMEDIATE")
+        cursor.execute(self._dialect.begin_write)
         try:
             overlay.flush(cursor)
-            cursor.execute("INSERT OR REPLACE INTO tracking VALUES ('views', ?)", (position,))
+            cursor.execute(self._sql.tracking, (position,))
             cursor.execute("COMMIT")
         except BaseException:
-            if self._db.in_transaction:  # SQLite rolls back by itself on a full disk
-                cursor.execute("ROLLBACK")
+            self._rollback()
             raise
         return set(overlay.positions)
+
+    def _rollback(self) -> None:
+        """After a failed write: end its transaction (SQLite rolls back by itself on a full
+        disk; a lost PostgreSQL connection took it along)."""
+        db = self._db
+        if not getattr(db, "closed", False) and self._dialect.in_transaction(db):
+            db.execute("ROLLBACK")
 
     def apply_covering(
         self, pages: Iterable[Iterable[tuple[int, str, str, bytes]]], upto: int,
@@ -108,27 +118,25 @@ class Views(ViewReader):
         changed: dict[str, int] = {}
         cursor = self._db.cursor()
         self._written()
-        cursor.execute("BEGIN IMMEDIATE")
+        cursor.execute(self._dialect.begin_write)
         try:
             position = start
             for page in pages:
-                overlay = Overlay(self._db)
+                overlay = Overlay(self._db, self._dialect)
                 position = run_rules(overlay, stored_items(page), position)
                 overlay.flush(cursor)
                 changed.update(overlay.positions)
             final = {view: at for view, at in positions.items()
                      if view in VIEWS and start < at <= upto and at > changed.get(view, 0)}
-            cursor.executemany("INSERT OR REPLACE INTO view_positions VALUES (?, ?)",
-                               list(final.items()))
+            if final:
+                cursor.executemany(self._sql.positions, list(final.items()))
             changed.update(final)
             position = max(position, upto)
             if position > start:
-                cursor.execute("INSERT OR REPLACE INTO tracking VALUES ('views', ?)",
-                               (position,))
+                cursor.execute(self._sql.tracking, (position,))
             cursor.execute("COMMIT")
         except BaseException:
-            if self._db.in_transaction:
-                cursor.execute("ROLLBACK")
+            self._rollback()
             raise
         return set(changed)
 
@@ -136,13 +144,13 @@ class Views(ViewReader):
         """Record that the log up to `position` holds nothing more for these views."""
         if position > self.position:
             self._written()
-            self._db.execute("INSERT OR REPLACE INTO tracking VALUES ('views', ?)", (position,))
+            self._db.execute(self._sql.tracking, (position,))
 
     def reset(self) -> None:
         """Forget every row and the position: the next catch-up rebuilds from zero."""
         c = self._db.cursor()
         self._written()
-        c.execute("BEGIN IMMEDIATE")
+        c.execute(self._dialect.begin_write)
         for table in TABLES:
             c.execute(f"DELETE FROM {table}")  # noqa: S608 -- fixed table names
         c.execute("COMMIT")

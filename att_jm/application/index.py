@@ -25,16 +25,16 @@ tests/integration/test_write_index.py checks that both agree on random histories
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import orjson
 import structlog
 
 from att_jm.domain.executions import FRONT_BASE
 from att_jm.domain.times import iso, parse_iso
+from att_jm.log.backend import SQLITE, Dialect
 from att_jm.log.records import stored_iso
 
 log = structlog.get_logger("att_jm")
@@ -57,90 +57,92 @@ RECORD_EVERY: Final = 1000
 #: (position, topic, aggregate id, field getter): one event as the rules read it. The
 #: getter gives an event's field by name, and its time (ISO-8601, as `times.iso`) as `at`.
 Change = tuple[int, str, str, Callable[[str], Any]]
-Rule = Callable[[sqlite3.Cursor, int, str, Callable[[str], Any]], None]
+#: (cursor, position, aggregate id, field getter): a rule's statements, on the writer's cursor.
+Rule = Callable[[Any, int, str, Callable[[str], Any]], None]
+
+_QUEUE: Final = ("id", "state", "sort_key", "not_before")
+_FINISHED: Final = ("id", "tbl", "seq", "finished_at")
 
 
-def _finish(table: str) -> Rule:
-    def rule(c: sqlite3.Cursor, position: int, entry: str, get: Callable[[str], Any]) -> None:
-        c.execute("INSERT OR REPLACE INTO jm_finished SELECT ?, ?, ?, ? WHERE EXISTS "
-                  "(SELECT 1 FROM jm_queue WHERE id = ?)",
-                  (entry, table, position, get("at"), entry))
-        c.execute("DELETE FROM jm_queue WHERE id = ?", (entry,))
-    return rule
+def make_rules(d: Dialect) -> dict[str, Rule]:
+    """The index's rules (topic -> rule) with the statements of dialect `d`, built once."""
+    finish_row = d.upsert("jm_finished", _FINISHED, "id", source=(
+        "SELECT ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM jm_queue WHERE id = ?)"))
+    drop_queued = d.q("DELETE FROM jm_queue WHERE id = ?")
+    drop_finished = d.q("DELETE FROM jm_finished WHERE id = ? AND tbl = ?")
+    enqueue = d.upsert("jm_queue", _QUEUE, "id", source="VALUES (?, 'queued', ?, NULL)")
+    start = d.q("UPDATE jm_queue SET state = 'running' WHERE id = ?")
+    requeue = d.q("UPDATE jm_queue SET state = 'queued', sort_key = ?, not_before = ? "
+                  "WHERE id = ?")
+    to_front = d.q("UPDATE jm_queue SET sort_key = ?, not_before = NULL WHERE id = ?")
+    reexecute = d.upsert("jm_queue", _QUEUE, "id", source=(
+        "SELECT ?, 'queued', ?, NULL WHERE EXISTS "
+        "(SELECT 1 FROM jm_finished WHERE id = ? AND tbl = 'failed')"))
+    add_job = d.upsert("jm_jobs", ("id", "name", "live"), "id", source="VALUES (?, ?, 1)")
+    set_live = d.q("UPDATE jm_jobs SET live = ? WHERE id = ?")
+
+    def finish(table: str) -> Rule:
+        def rule(c: Any, position: int, entry: str, get: Callable[[str], Any]) -> None:
+            c.execute(finish_row, (entry, table, position, get("at"), entry))
+            c.execute(drop_queued, (entry,))
+        return rule
+
+    def remove_from(table: str) -> Rule:
+        def rule(c: Any, position: int, entry: str, get: Callable[[str], Any]) -> None:
+            c.execute(drop_finished, (entry, table))
+        return rule
+
+    def enqueued(c: Any, position: int, entry: str, get: Callable[[str], Any]) -> None:
+        c.execute(enqueue, (entry, position))
+
+    def started(c: Any, position: int, entry: str, get: Callable[[str], Any]) -> None:
+        c.execute(start, (entry,))
+
+    def attempt_failed(c: Any, position: int, entry: str, get: Callable[[str], Any]) -> None:
+        c.execute(requeue, (position, get("not_before"), entry))
+
+    def removed_from_queue(c: Any, position: int, entry: str,
+                           get: Callable[[str], Any]) -> None:
+        c.execute(drop_queued, (entry,))
+
+    def sent_to_front(c: Any, position: int, entry: str, get: Callable[[str], Any]) -> None:
+        c.execute(to_front, (FRONT_BASE + position, entry))
+
+    def reexecuted(c: Any, position: int, entry: str, get: Callable[[str], Any]) -> None:
+        c.execute(reexecute, (entry, FRONT_BASE + position, entry))
+        c.execute(drop_finished, (entry, "failed"))
+
+    def cleaned_up(c: Any, position: int, entry: str, get: Callable[[str], Any]) -> None:
+        c.execute(drop_finished, (entry, "executed" if get("table") == "executed" else "failed"))
+
+    def job_added(c: Any, position: int, job: str, get: Callable[[str], Any]) -> None:
+        c.execute(add_job, (job, str(get("name"))))
+
+    def job_live(live: int) -> Rule:
+        def rule(c: Any, position: int, job: str, get: Callable[[str], Any]) -> None:
+            c.execute(set_live, (live, job))
+        return rule
+
+    return {
+        "att_jm:Execution.Enqueued": enqueued,
+        "att_jm:Execution.Started": started,
+        "att_jm:Execution.Succeeded": finish("executed"),
+        "att_jm:Execution.Failed": finish("failed"),
+        "att_jm:Execution.AttemptFailed": attempt_failed,
+        "att_jm:Execution.RemovedFromQueue": removed_from_queue,
+        "att_jm:Execution.SentToFront": sent_to_front,
+        "att_jm:Execution.Reexecuted": reexecuted,
+        "att_jm:Execution.RemovedFromExecuted": remove_from("executed"),
+        "att_jm:Execution.DeletedFromFailed": remove_from("failed"),
+        "att_jm:Execution.CleanedUp": cleaned_up,
+        "att_jm:Job.Added": job_added,
+        "att_jm:Job.Readded": job_live(1),
+        "att_jm:Job.Removed": job_live(0),
+    }
 
 
-def _remove_from(table: str) -> Rule:
-    def rule(c: sqlite3.Cursor, position: int, entry: str, get: Callable[[str], Any]) -> None:
-        c.execute("DELETE FROM jm_finished WHERE id = ? AND tbl = ?", (entry, table))
-    return rule
-
-
-def _enqueued(c: sqlite3.Cursor, position: int, entry: str, get: Callable[[str], Any]) -> None:
-    c.execute("INSERT OR REPLACE INTO jm_queue VALUES (?, 'queued', ?, NULL)", (entry, position))
-
-
-def _started(c: sqlite3.Cursor, position: int, entry: str, get: Callable[[str], Any]) -> None:
-    c.execute("UPDATE jm_queue SET state = 'running' WHERE id = ?", (entry,))
-
-
-def _attempt_failed(
-    c: sqlite3.Cursor, position: int, entry: str, get: Callable[[str], Any]
-) -> None:
-    c.execute("UPDATE jm_queue SET state = 'queued', sort_key = ?, not_before = ? WHERE id = ?",
-              (position, get("not_before"), entry))
-
-
-def _removed_from_queue(
-    c: sqlite3.Cursor, position: int, entry: str, get: Callable[[str], Any]
-) -> None:
-    c.execute("DELETE FROM jm_queue WHERE id = ?", (entry,))
-
-
-def _sent_to_front(
-    c: sqlite3.Cursor, position: int, entry: str, get: Callable[[str], Any]
-) -> None:
-    c.execute("UPDATE jm_queue SET sort_key = ?, not_before = NULL WHERE id = ?",
-              (FRONT_BASE + position, entry))
-
-
-def _reexecuted(c: sqlite3.Cursor, position: int, entry: str, get: Callable[[str], Any]) -> None:
-    c.execute("INSERT OR REPLACE INTO jm_queue SELECT ?, 'queued', ?, NULL WHERE EXISTS "
-              "(SELECT 1 FROM jm_finished WHERE id = ? AND tbl = 'failed')",
-              (entry, FRONT_BASE + position, entry))
-    c.execute("DELETE FROM jm_finished WHERE id = ? AND tbl = 'failed'", (entry,))
-
-
-def _cleaned_up(c: sqlite3.Cursor, position: int, entry: str, get: Callable[[str], Any]) -> None:
-    table = "executed" if get("table") == "executed" else "failed"
-    c.execute("DELETE FROM jm_finished WHERE id = ? AND tbl = ?", (entry, table))
-
-
-def _job_added(c: sqlite3.Cursor, position: int, job: str, get: Callable[[str], Any]) -> None:
-    c.execute("INSERT OR REPLACE INTO jm_jobs VALUES (?, ?, 1)", (job, str(get("name"))))
-
-
-def _job_live(live: int) -> Rule:
-    def rule(c: sqlite3.Cursor, position: int, job: str, get: Callable[[str], Any]) -> None:
-        c.execute("UPDATE jm_jobs SET live = ? WHERE id = ?", (live, job))
-    return rule
-
-
-RULES: Final[dict[str, Rule]] = {
-    "att_jm:Execution.Enqueued": _enqueued,
-    "att_jm:Execution.Started": _started,
-    "att_jm:Execution.Succeeded": _finish("executed"),
-    "att_jm:Execution.Failed": _finish("failed"),
-    "att_jm:Execution.AttemptFailed": _attempt_failed,
-    "att_jm:Execution.RemovedFromQueue": _removed_from_queue,
-    "att_jm:Execution.SentToFront": _sent_to_front,
-    "att_jm:Execution.Reexecuted": _reexecuted,
-    "att_jm:Execution.RemovedFromExecuted": _remove_from("executed"),
-    "att_jm:Execution.DeletedFromFailed": _remove_from("failed"),
-    "att_jm:Execution.CleanedUp": _cleaned_up,
-    "att_jm:Job.Added": _job_added,
-    "att_jm:Job.Readded": _job_live(1),
-    "att_jm:Job.Removed": _job_live(0),
-}
+#: The rules with SQLite's statements (the topics they follow: `TOPICS`).
+RULES: Final[dict[str, Rule]] = make_rules(SQLITE)
 TOPICS: Final = tuple(sorted(RULES))
 
 
@@ -181,47 +183,66 @@ def _stored_getter(data: Mapping[str, Any], at: str) -> Callable[[str], Any]:
     return get
 
 
+class IndexStore(Protocol):
+    """Where the index lives: the writer's connection to the store (`att_jm.store.WriterLog`)."""
+
+    dialect: Dialect
+
+    @property
+    def connection(self) -> Any: ...
+
+    def create(self, script: str) -> None: ...
+
+
 class WriteIndex:
     """The index over the writer's own connection to the store (`att_jm.store.WriterLog`)."""
 
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self._db = db
-        db.executescript(SCHEMA)
+    def __init__(self, store: IndexStore) -> None:
+        self._store = store
+        d = self._dialect = store.dialect
+        store.create(SCHEMA)
+        self._rules = RULES if d is SQLITE else make_rules(d)
+        self._record_sql = d.upsert("jm_index", ("key", "value"), "key",
+                                    source="VALUES ('position', ?)")
+        self._sql = {name: d.q(text) for name, text in _READS.items()}
         self._memo: dict[str, Any] = {}
         #: The last position recorded in `jm_index`, and the last one applied.
         self._recorded = self.position
         self._seen = self._recorded
+
+    @property
+    def _db(self) -> Any:
+        return self._store.connection
 
     # Kept up to date -----------------------------------------------------------------------
 
     @property
     def position(self) -> int:
         """The recorded position: the index holds at least the log up to it."""
-        row = self._db.execute("SELECT value FROM jm_index WHERE key = 'position'").fetchone()
+        row = self._db.execute(self._sql["position"]).fetchone()
         return 0 if row is None else int(row[0])
 
-    def write(self, cursor: sqlite3.Cursor, changes: Sequence[Change], position: int, *,
+    def write(self, cursor: Any, changes: Sequence[Change], position: int, *,
               record: bool = False) -> None:
         """Apply `changes` (the log up to `position`), inside the caller's transaction; the
         position is recorded too when `record` is set or it is RECORD_EVERY past the last."""
         self._memo.clear()
+        rules = self._rules
         for change_position, topic, aggregate, get in changes:
             try:
-                RULES[topic](cursor, change_position, aggregate, get)
+                rules[topic](cursor, change_position, aggregate, get)
             except (LookupError, TypeError, ValueError) as error:  # a forged row's data
                 log.error("index.change_skipped", position=change_position, topic=topic,
                           error=repr(error))
         if record or position - self._recorded >= RECORD_EVERY:
-            cursor.execute("INSERT OR REPLACE INTO jm_index VALUES ('position', ?)",
-                           (position,))
+            cursor.execute(self._record_sql, (position,))
             self._recorded = position
         self._seen = max(self._seen, position)
 
     def record(self) -> None:
         """Record the last position applied (at a clean stop: the next start replays none)."""
         if self._seen > self._recorded:
-            self._db.execute("INSERT OR REPLACE INTO jm_index VALUES ('position', ?)",
-                             (self._seen,))
+            self._db.execute(self._record_sql, (self._seen,))
             self._recorded = self._seen
 
     def forget(self) -> None:
@@ -233,9 +254,10 @@ class WriteIndex:
         """Apply stored rows (pages of position, aggregate id, topic, state) after the index's
         position, up to the log's `end`, in one transaction; the rows applied."""
         applied = 0
-        cursor = self._db.cursor()
+        db = self._db
+        cursor = db.cursor()
         self._memo.clear()
-        cursor.execute("BEGIN IMMEDIATE")
+        cursor.execute(self._dialect.begin_write)
         try:
             for page in pages:
                 changes = list(stored_changes(page))
@@ -244,7 +266,7 @@ class WriteIndex:
             self.write(cursor, [], end, record=True)
             cursor.execute("COMMIT")
         except BaseException:
-            if self._db.in_transaction:
+            if not db.closed and self._dialect.in_transaction(db):
                 cursor.execute("ROLLBACK")
             self.forget()
             raise
@@ -254,7 +276,7 @@ class WriteIndex:
         """Forget everything: the next catch-up rebuilds the index from the first row."""
         self._memo.clear()
         cursor = self._db.cursor()
-        cursor.execute("BEGIN IMMEDIATE")
+        cursor.execute(self._dialect.begin_write)
         for table in TABLES:
             cursor.execute(f"DELETE FROM {table}")  # noqa: S608 -- fixed table names
         cursor.execute("COMMIT")
@@ -266,17 +288,11 @@ class WriteIndex:
         """The entry that runs next and whether it was sent to the front, or None; a retry
         whose `not_before` is after `now` waits."""
         if self._retries_wait():
-            row = self._db.execute(
-                "SELECT id, sort_key FROM jm_queue WHERE state = 'queued' AND "
-                "(not_before IS NULL OR not_before <= ?) ORDER BY sort_key LIMIT 1", (iso(now),),
-            ).fetchone()
+            row = self._db.execute(self._sql["next_due"], (iso(now),)).fetchone()
             return None if row is None else (str(row[0]), int(row[1]) < 0)
         memo = self._memo
         if "next" not in memo:
-            row = self._db.execute(
-                "SELECT id, sort_key FROM jm_queue WHERE state = 'queued' "
-                "ORDER BY sort_key LIMIT 1"
-            ).fetchone()
+            row = self._db.execute(self._sql["next"]).fetchone()
             memo["next"] = None if row is None else (str(row[0]), int(row[1]) < 0)
         found: tuple[str, bool] | None = memo["next"]
         return found
@@ -285,43 +301,50 @@ class WriteIndex:
         """The earliest `not_before` after `now` of a waiting retry (None: none waits)."""
         if not self._retries_wait():
             return None
-        row = self._db.execute(
-            "SELECT min(not_before) FROM jm_queue WHERE state = 'queued' AND not_before > ?",
-            (iso(now),),
-        ).fetchone()
+        row = self._db.execute(self._sql["retry_at"], (iso(now),)).fetchone()
         return None if row is None or row[0] is None else parse_iso(str(row[0]))
 
     def _retries_wait(self) -> bool:
         """Whether any queued entry is a retry with a `not_before` (memoised until a write)."""
         memo = self._memo
         if "waiting" not in memo:
-            memo["waiting"] = self._db.execute(
-                "SELECT 1 FROM jm_queue WHERE state = 'queued' AND not_before IS NOT NULL "
-                "LIMIT 1"
-            ).fetchone() is not None
+            memo["waiting"] = self._db.execute(self._sql["waiting"]).fetchone() is not None
         return bool(memo["waiting"])
 
     def running(self) -> list[str]:
         """The entries whose execution is running (one at most, but for a forged log)."""
-        cursor = self._db.execute("SELECT id FROM jm_queue WHERE state = 'running' ORDER BY id")
+        cursor = self._db.execute(self._sql["running"])
         return [str(row[0]) for row in cursor]
 
     def finished(self, table: str) -> list[tuple[str, datetime]]:
         """(id, finished_at) of the rows of executed or failed, newest first."""
-        cursor = self._db.execute(
-            "SELECT id, finished_at FROM jm_finished WHERE tbl = ? ORDER BY seq DESC", (table,)
-        )
+        cursor = self._db.execute(self._sql["finished"], (table,))
         return [(str(row[0]), parse_iso(row[1])) for row in cursor]
 
     def job_names(self) -> list[str]:
         """The names of the jobs that exist (added, not removed)."""
-        cursor = self._db.execute("SELECT name FROM jm_jobs WHERE live = 1 ORDER BY name")
+        cursor = self._db.execute(self._sql["jobs"])
         return [str(row[0]) for row in cursor]
 
     def queue(self) -> list[tuple[str, str, int, str | None]]:
         """Every queue entry (id, state, sort key, not_before), in the order they run."""
-        cursor = self._db.execute(
-            "SELECT id, state, sort_key, not_before FROM jm_queue "
-            "ORDER BY state != 'running', sort_key"
-        )
+        cursor = self._db.execute(self._sql["queue"])
         return [(str(r[0]), str(r[1]), int(r[2]), r[3]) for r in cursor]
+
+
+#: The index's queries, written for SQLite (`Dialect.q` adapts them).
+_READS: Final = {
+    "position": "SELECT value FROM jm_index WHERE key = 'position'",
+    "next_due": ("SELECT id, sort_key FROM jm_queue WHERE state = 'queued' AND "
+                 "(not_before IS NULL OR not_before <= ?) ORDER BY sort_key LIMIT 1"),
+    "next": "SELECT id, sort_key FROM jm_queue WHERE state = 'queued' ORDER BY sort_key LIMIT 1",
+    "retry_at": ("SELECT min(not_before) FROM jm_queue WHERE state = 'queued' "
+                 "AND not_before > ?"),
+    "waiting": ("SELECT 1 FROM jm_queue WHERE state = 'queued' AND not_before IS NOT NULL "
+                "LIMIT 1"),
+    "running": "SELECT id FROM jm_queue WHERE state = 'running' ORDER BY id",
+    "finished": "SELECT id, finished_at FROM jm_finished WHERE tbl = ? ORDER BY seq DESC",
+    "jobs": "SELECT name FROM jm_jobs WHERE live = 1 ORDER BY name",
+    "queue": ("SELECT id, state, sort_key, not_before FROM jm_queue "
+              "ORDER BY state != 'running', sort_key"),
+}

@@ -26,7 +26,7 @@ from att_jm.domain.jobs import Job
 from att_jm.domain.limits import shown
 from att_jm.domain.scheduler import Scheduler
 from att_jm.errors import EventTooLarge, NotFound
-from att_jm.store import JobManagerApp, WriterLog, log_position, read_rows
+from att_jm.store import JobManagerApp, log_position, open_writer_log, read_rows
 
 log = structlog.get_logger("att_jm")
 
@@ -40,8 +40,8 @@ class WriteModel:
 
     def __init__(self, app: JobManagerApp, clock: Callable[[], Any]) -> None:
         self.app = app
-        self.log = WriterLog(app)
-        self.index = WriteIndex(self.log.connection)
+        self.log = open_writer_log(app)
+        self.index = WriteIndex(self.log)
         self.jobs: dict[str, Job] = {}
         # Executions this writer loaded or changed lately (the running one, the next ones).
         self._executions: collections.OrderedDict[UUID, Execution] = collections.OrderedDict()

@@ -28,6 +28,7 @@ from att_jm.audit.transfer import export, import_log
 from att_jm.audit.verify import verify
 from att_jm.audit.witness import check_witness, load_witness
 from att_jm.domain.times import parse_iso
+from att_jm.log.backend import redact
 from att_jm.log.lineage import execution_key, trace
 from att_jm.log.messages import record_message
 from att_jm.log.records import Record, decode
@@ -255,9 +256,9 @@ def run_import(ns: argparse.Namespace, store: str, out: IO[str]) -> int:
             count = import_log(store, lines)
     output = Output(out)
     if ns.json:
-        output.json({"store": store, "events": count})
+        output.json({"store": redact(store), "events": count})
     else:
-        output.write(f"imported {plural(count, 'event')} into {store}\n")
+        output.write(f"imported {plural(count, 'event')} into {redact(store)}\n")
     return EXIT_OK
 
 

@@ -28,11 +28,12 @@ from typing import IO, Any, Final
 from uuid import UUID
 
 import orjson
-from eventsourcing.persistence import StoredEvent
+from eventsourcing.persistence import PersistenceError, StoredEvent
 
 from att_jm.domain.ids import SCHEDULER_ID
 from att_jm.domain.seals import LEDGER_ID
 from att_jm.domain.times import iso
+from att_jm.log.backend import dialect_of, redact
 from att_jm.log.records import dashed, stored_time, topic_type
 from att_jm.log.rows import AuditError, Row, StoreReader, insert_rows
 from att_jm.store import JobManagerApp, open_store
@@ -131,8 +132,14 @@ def _pages(lines: Iterable[bytes], app: JobManagerApp, progress: Progress | None
 
 
 def import_log(path: str, lines: Iterable[bytes], progress: Progress | None = None) -> int:
-    """Import exported lines into the empty store at `path` (created when missing); events."""
-    app = open_store(path)
+    """Import exported lines into the empty store at `path` (an SQLite file or a PostgreSQL
+    URL, created when missing); events."""
+    faults: tuple[type[BaseException], ...] = (PersistenceError, OSError,
+                                               *dialect_of(path).errors())
+    try:
+        app = open_store(path)
+    except faults as error:
+        raise AuditError(f"cannot open the store {redact(path)}: {error}") from None
     try:
         count = insert_rows(path, _pages(lines, app, progress))
         for aggregate in (SCHEDULER_ID, LEDGER_ID):  # load time only: never part of the log

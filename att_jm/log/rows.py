@@ -1,198 +1,135 @@
-"""Stored rows of the event log, read straight from the SQLite store, read-only and paged.
+"""Stored rows of the event log, read-only and paged: the one reader of the log.
 
-The one reader of the log: every read of stored rows goes through `StoreReader` (the relay,
-the audit tool, the sealer, and through `att_jm.store.read_rows` the catch-ups and replays),
-the writer's appends being `att_jm.store.WriterLog`'s. It knows the store's SQL
-(eventsourcing's `stored_events` table: a row's position is its `rowid`; its
-`stored_snapshots` table: one row per snapshot, keyed by aggregate id and version). It opens
-the file with `mode=ro` and reads in pages of short transactions: in WAL mode they never
-block the writer, and no read transaction stays open long enough to hold back the writer's
-checkpoints. A caller that needs several queries on one state of the log (a rebuild) opens a
-transaction on `connection` itself.
+Every read of stored rows goes through a `StoreReader` (the relay, the audit tool, the
+sealer, the service's traces, and through `att_jm.store.read_rows` the catch-ups and
+replays), the writer's appends being `att_jm.store.WriterLog`'s. `StoreReader(store)` opens
+the store `store` names and reads it with that engine's SQL: an SQLite file
+(`att_jm.log.sqlite_rows`: eventsourcing's `stored_events` table, a row's position is its
+`rowid`) or a PostgreSQL database (`att_jm.log.pg_rows`: `jobmanager_events`, a row's
+position is its `notification_id`). Both give the same rows: the originator id as 32 hex
+digits (SQLite's stored form), the state as bytes. A reader never writes (SQLite
+`mode=ro`; PostgreSQL read-only transactions) and reads in pages of short transactions: they
+never block the writer, and no read transaction stays open long enough to hold it back. A
+caller that needs several queries on one state of the log (a rebuild) uses `consistent()`.
 """
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
-from pathlib import Path
-from typing import Any, Final, NamedTuple
-from urllib.parse import quote
+from contextlib import AbstractContextManager
+from typing import Any
 
-from att_jm.errors import AttJmError
-
-TABLE: Final = "stored_events"
-SNAPSHOTS: Final = "stored_snapshots"
-PAGE: Final = 5000
-_COLUMNS: Final = "rowid, originator_id, originator_version, topic, state"
-#: A stored originator id (32 hex digits in SQLite) in the usual UUID text form, made by SQLite.
-DASHED_ID_SQL: Final = (
-    "CASE WHEN length(originator_id) = 32 THEN substr(originator_id, 1, 8) || '-' || "
-    "substr(originator_id, 9, 4) || '-' || substr(originator_id, 13, 4) || '-' || "
-    "substr(originator_id, 17, 4) || '-' || substr(originator_id, 21) ELSE originator_id END"
+from att_jm.log.backend import is_postgres
+from att_jm.log.sqlite_rows import SqliteRows, insert_sqlite_rows
+from att_jm.log.stored import (
+    DASHED_ID_SQL,
+    PAGE,
+    SNAPSHOTS,
+    TABLE,
+    AuditError,
+    KeyedRow,
+    RawRow,
+    Row,
+    Survey,
+    UndecodableText,
+    as_row,
+    readonly_uri,
 )
-#: What the view rules and the write index take of a row: (position, aggregate id in UUID
-#: text form, topic, state); see `StoreReader.keyed_pages`.
-_KEYED_COLUMNS: Final = f"rowid, {DASHED_ID_SQL}, topic, state"
 
-
-class AuditError(AttJmError):
-    """The audit cannot go on: no store, not a store, a bad argument, a broken file."""
-
-
-class Row(NamedTuple):
-    """One stored event as it is in the store: what a seal hashes and `export` writes."""
-
-    position: int
-    originator_id: str
-    originator_version: int
-    topic: str
-    state: bytes
-
-
-def readonly_uri(path: str) -> str:
-    """The SQLite URI that opens `path` read-only (never creates it)."""
-    return f"file:{quote(str(Path(path).resolve()))}?mode=ro"
-
-
-class UndecodableText:
-    """What a reader puts in place of a row's state when a text column of the row is not
-    UTF-8 (`column`: its name; see `StoreReader.next_rows`): no message is made of such a
-    row (`att_jm.log.messages.undecodable_message`)."""
-
-    __slots__ = ("column",)
-
-    def __init__(self, column: str) -> None:
-        self.column = column
-
-
-def _row(raw: tuple[Any, ...]) -> Row:
-    position, originator_id, version, topic, state = raw
-    if isinstance(state, str):  # a hand-edited row may hold TEXT instead of the BLOB
-        state = state.encode()
-    elif state is None:
-        state = b""
-    if not isinstance(version, int):  # idem: a version that is no integer reads as 0
-        try:
-            version = int(version)
-        except (TypeError, ValueError, OverflowError):
-            version = 0
-        if not -(2**63) <= version < 2**63:
-            version = 0
-    return Row(int(position), str(originator_id), version, str(topic), bytes(state))
+__all__ = ["DASHED_ID_SQL", "PAGE", "SNAPSHOTS", "TABLE", "AuditError", "KeyedRow", "RawRow",
+           "Row", "StoreReader", "Survey", "UndecodableText", "as_row", "insert_rows",
+           "readonly_uri"]
 
 
 class StoreReader:
-    """Read-only access to the rows of the store file at `path`."""
+    """Read-only access to the rows of the store `store`: an SQLite file's path, or a
+    PostgreSQL URL (AuditError when there is no readable event log there)."""
 
-    def __init__(self, path: str) -> None:
-        if not Path(path).is_file():
-            raise AuditError(f"no store file at {path}")
-        self.path = path
-        try:
-            self._db = _connect(path)
-            found = self._db.execute(
-                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (TABLE,)
-            ).fetchone()
-        except sqlite3.DatabaseError as error:
-            raise AuditError(f"{path} is not a readable SQLite store: {error}") from None
-        if found is None:
-            raise AuditError(f"{path} has no event log (table {TABLE} is missing)")
+    def __init__(self, store: str) -> None:
+        #: The store as given (a URL may hold a password: never shown as it is).
+        self.path = store
+        if is_postgres(store):
+            from att_jm.log.pg_rows import PgRows  # noqa: PLC0415 -- psycopg on demand
+
+            self._engine: SqliteRows | PgRows = PgRows(store)
+        else:
+            self._engine = SqliteRows(store)
 
     def close(self) -> None:
-        self._db.close()
+        self._engine.close()
 
     @property
-    def connection(self) -> sqlite3.Connection:
-        """The reader's own connection (autocommit), for a caller's queries on one state of
-        the log: `BEGIN` ... `COMMIT` around them."""
-        return self._db
+    def connection(self) -> Any:
+        """The reader's own connection (autocommit)."""
+        return self._engine.db
+
+    def consistent(self) -> AbstractContextManager[None]:
+        """Every query inside sees one state of the log (a read transaction)."""
+        return self._engine.consistent()
 
     def max_position(self) -> int:
         """The position of the last stored row (0 for an empty log)."""
-        row = self._db.execute(f"SELECT MAX(rowid) FROM {TABLE}").fetchone()  # noqa: S608 -- fixed name
-        return int(row[0] or 0)
+        return self._engine.max_position()
 
     def count(self, after: int | None = None, upto: int | None = None) -> int:
         """How many rows have a position in (after, upto]."""
-        where, params = _range(after, upto)
-        row = self._db.execute(f"SELECT count(*) FROM {TABLE} {where}", params).fetchone()  # noqa: S608 -- fixed name, placeholders
-        return int(row[0])
+        return self._engine.count(after, upto)
 
     def count_topics(self, after: int, topics: Sequence[str]) -> int:
         """How many rows after position `after` have one of `topics`."""
-        row = self._db.execute(
-            f"SELECT count(*) FROM {TABLE} WHERE rowid > ? "  # noqa: S608 -- fixed name
-            f"AND topic IN ({','.join('?' * len(topics))})", (after, *topics),
-        ).fetchone()
-        return int(row[0])
+        return self._engine.count_topics(after, topics)
 
     def row(self, position: int) -> Row | None:
-        raw = self._db.execute(
-            f"SELECT {_COLUMNS} FROM {TABLE} WHERE rowid = ?", (position,)  # noqa: S608 -- fixed names
-        ).fetchone()
-        return None if raw is None else _row(raw)
+        return self._engine.row(position)
 
     def aggregate(self, originator_id: str, upto: int | None = None) -> list[Row]:
         """The rows of one aggregate (stored id: 32 hex digits), by version, up to `upto`."""
-        raws = self._db.execute(
-            f"SELECT {_COLUMNS} FROM {TABLE} WHERE originator_id = ? "  # noqa: S608 -- fixed names
-            "ORDER BY originator_version", (originator_id,),
-        ).fetchall()
-        return [_row(raw) for raw in raws if upto is None or raw[0] <= upto]
+        return self._engine.aggregate(originator_id, upto)
 
     def last_event(self, originator_id: str, topic: str | None = None) -> Row | None:
         """The row of the highest version of one aggregate (of that `topic`, if given): one
         look-up in the (originator_id, originator_version) key, whatever the log's size."""
-        where = "" if topic is None else " AND topic = ?"
-        raw = self._db.execute(
-            f"SELECT {_COLUMNS} FROM {TABLE} WHERE originator_id = ?{where} "  # noqa: S608 -- fixed names, placeholders
-            "ORDER BY originator_version DESC LIMIT 1",
-            (originator_id,) if topic is None else (originator_id, topic),
-        ).fetchone()
-        return None if raw is None else _row(raw)
+        return self._engine.last_event(originator_id, topic)
 
     def tail(self, after: int) -> tuple[int, int | None, int | None]:
         """(how many, first, last position) of the rows after position `after`: reads only
         those rows' keys."""
-        raw = self._db.execute(
-            f"SELECT count(*), min(rowid), max(rowid) FROM {TABLE} WHERE rowid > ?",  # noqa: S608 -- fixed name
-            (after,),
-        ).fetchone()
-        return int(raw[0]), raw[1], raw[2]
+        return self._engine.tail(after)
 
     def snapshot_keys(self) -> list[tuple[str, int]]:
         """(aggregate id as stored, version) of every stored snapshot, in key order (none
         when the store has no snapshot table)."""
-        try:
-            raws = self._db.execute(
-                f"SELECT originator_id, originator_version FROM {SNAPSHOTS} "  # noqa: S608 -- fixed name
-                "ORDER BY originator_id, originator_version"
-            ).fetchall()
-        except sqlite3.OperationalError:  # no such table: a store from before snapshots
-            return []
-        return [(str(oid), int(version)) for oid, version in raws]
+        return self._engine.snapshot_keys()
 
     def snapshot(self, originator_id: str, version: int) -> tuple[str, bytes] | None:
         """(topic, state) of one stored snapshot."""
-        raw = self._db.execute(
-            f"SELECT topic, state FROM {SNAPSHOTS} "  # noqa: S608 -- fixed name
-            "WHERE originator_id = ? AND originator_version = ?", (originator_id, version),
-        ).fetchone()
-        if raw is None:
-            return None
-        state = raw[1]
-        state = state.encode() if isinstance(state, str) else bytes(state or b"")
-        return str(raw[0]), state
+        return self._engine.snapshot(originator_id, version)
 
     def window(self, first: int, last: int, topics: Sequence[str]) -> list[Row]:
         """The rows with a position in [first, last] and one of `topics`."""
-        raws = self._db.execute(
-            f"SELECT {_COLUMNS} FROM {TABLE} WHERE rowid BETWEEN ? AND ? "  # noqa: S608 -- fixed names, placeholders
-            f"AND topic IN ({','.join('?' * len(topics))}) ORDER BY rowid",
-            (first, last, *topics),
-        ).fetchall()
-        return [_row(raw) for raw in raws]
+        return self._engine.window(first, last, topics)
+
+    def raw_pages(
+        self, after: int | None, upto: int | None, topics: Sequence[str] = (), page: int = PAGE,
+    ) -> Iterator[list[RawRow]]:
+        """The rows with a position in (after, upto] (None: unbounded) and one of `topics`
+        (none: any), in pages, in log order, as tuples: each page one short read (a row
+        appended meanwhile shows up when `upto` allows)."""
+        return self._engine.raw_pages(after, upto, topics, page)
+
+    def keyed_pages(
+        self, after: int | None, upto: int | None, topics: Sequence[str] = (), page: int = PAGE,
+    ) -> Iterator[list[KeyedRow]]:
+        """Like `raw_pages`, each row as (position, aggregate id in UUID text form, topic,
+        state): what the view rules and the write index take (no version; the id made by
+        the database, no Python per row)."""
+        return self._engine.keyed_pages(after, upto, topics, page)
+
+    def next_rows(self, after: int, count: int) -> list[tuple[int, str, int, str, Any]]:
+        """The first `count` rows after position `after`, as `raw_pages` gives them; a row
+        holding text that is not UTF-8 (SQLite may hold such text) has an
+        `UndecodableText` as its state."""
+        return self._engine.next_rows(after, count)
 
     def pages(
         self, after: int | None = None, upto: int | None = None, topics: Sequence[str] = (),
@@ -203,7 +140,7 @@ class StoreReader:
         Each page is one short read; a row appended meanwhile shows up when `upto` allows.
         """
         for raws in self.raw_pages(after, upto, topics, page):
-            yield [_row(raw) for raw in raws]
+            yield [as_row(raw) for raw in raws]
 
     def rows(
         self, after: int | None = None, upto: int | None = None, topics: Sequence[str] = (),
@@ -213,121 +150,37 @@ class StoreReader:
         for rows in self.pages(after, upto, topics, page):
             yield from rows
 
-    def raw_pages(
-        self, after: int | None, upto: int | None, topics: Sequence[str] = (), page: int = PAGE,
-    ) -> Iterator[list[tuple[int, str, int, str, bytes]]]:
-        """Like `pages`, without building `Row`s: the tuples as SQLite returns them."""
-        return _pages(self._db, _COLUMNS, after, upto, topics, page)
+    # What a rebuild from empty views reads (projections.rebuild), inside `consistent()` -----
 
-    def keyed_pages(
-        self, after: int | None, upto: int | None, topics: Sequence[str] = (), page: int = PAGE,
-    ) -> Iterator[list[tuple[int, str, str, bytes]]]:
-        """Like `raw_pages`, each row as (position, aggregate id in UUID text form, topic,
-        state): what the view rules and the write index take (no version; the id made by
-        SQLite, no Python per row)."""
-        return _pages(self._db, _KEYED_COLUMNS, after, upto, topics, page)
+    def survey(self, upto: int, topics: Sequence[str], created: str, final: Sequence[str],
+               others: Sequence[str]) -> Survey:
+        """In one scan of the rows up to `upto` with one of `topics`: how many there are,
+        the executions created (a `created` row) whose last row up to `upto` is not one of
+        `final`, and the positions of the rows with one of `others` (in the engine's form)."""
+        return self._engine.survey(upto, topics, created, final, others)
 
-    def next_rows(self, after: int, count: int) -> list[tuple[int, str, int, str, Any]]:
-        """The first `count` rows after position `after`, as `raw_pages` gives them; a row
-        holding text that is not UTF-8 (SQLite cannot give it as `str`) has an
-        `UndecodableText` as its state."""
-        try:
-            return next(self.raw_pages(after, None, page=count), [])
-        except sqlite3.OperationalError as error:  # "Could not decode to UTF-8 column ..."
-            if "decode" not in str(error):
-                raise
-        db = _connect(self.path)
-        db.text_factory = bytes
-        try:
-            raws = next(_pages(db, _COLUMNS, after, None, (), count), [])
-        finally:
-            db.close()
-        rows: list[tuple[int, str, int, str, Any]] = []
-        for position, originator_id, version, topic, state in raws:
-            texts = {"originator_id": originator_id, "topic": topic}
-            bad = None
-            for column, value in texts.items():
-                if isinstance(value, bytes):
-                    try:
-                        texts[column] = value.decode()
-                    except UnicodeDecodeError:
-                        texts[column] = value.decode("utf-8", "replace")
-                        bad = bad or column
-            rows.append((position, texts["originator_id"], version, texts["topic"],
-                         state if bad is None else UndecodableText(bad)))
-        return rows
+    def survey_rows(self, survey: Survey, topics: Sequence[str], upto: int,
+                    page: int) -> Iterator[list[KeyedRow]]:
+        """Pages (keyed rows, in log order) of the survey's other rows and of its live
+        executions' rows with one of `topics` up to `upto`."""
+        return self._engine.survey_rows(survey, topics, upto, page)
+
+    def last_position(self, upto: int, topics: Sequence[str]) -> int:
+        """The position of the last row up to `upto` with one of `topics` (0: none)."""
+        return self._engine.last_position(upto, topics)
+
+    def backwards(self, upto: int, after: int, topic: str) -> Iterator[tuple[int, bytes]]:
+        """(position, state) of the rows in (after, upto] with `topic`, newest first."""
+        return self._engine.backwards(upto, after, topic)
 
 
-def _connect(path: str) -> sqlite3.Connection:
-    """A read-only connection to the store file at `path` (never creates it)."""
-    db = sqlite3.connect(readonly_uri(path), uri=True, isolation_level=None,
-                         check_same_thread=False)
-    db.execute("PRAGMA query_only = 1")
-    db.execute("PRAGMA busy_timeout = 10000")
-    return db
-
-
-def _pages(
-    db: sqlite3.Connection, columns: str, after: int | None, upto: int | None,
-    topics: Sequence[str], page: int,
-) -> Iterator[list[Any]]:
-    """`columns` of the rows with a position in (after, upto] and one of `topics` (none: any),
-    in log order, in pages of `page` rows: each page one short read (a row appended meanwhile
-    shows up when `upto` allows). The first column must be `rowid`."""
-    topic_filter = f" AND topic IN ({','.join('?' * len(topics))})" if topics else ""
-    while True:
-        where, params = _range(after, upto)
-        where = where or "WHERE 1"
-        raws = db.execute(
-            f"SELECT {columns} FROM {TABLE} {where}{topic_filter} ORDER BY rowid LIMIT ?",  # noqa: S608 -- fixed names, placeholders
-            (*params, *topics, page),
-        ).fetchall()
-        if not raws:
-            return
-        yield raws
-        if len(raws) < page:
-            return
-        after = raws[-1][0]
-
-
-def _range(after: int | None, upto: int | None) -> tuple[str, tuple[int, ...]]:
-    clauses: list[str] = []
-    params: list[int] = []
-    if after is not None:
-        clauses.append("rowid > ?")
-        params.append(after)
-    if upto is not None:
-        clauses.append("rowid <= ?")
-        params.append(upto)
-    return ("WHERE " + " AND ".join(clauses) if clauses else ""), tuple(params)
-
-
-def insert_rows(path: str, pages: Iterable[Sequence[Row]]) -> int:
-    """Insert `pages` of rows, at their positions, into the empty store at `path`.
+def insert_rows(store: str, pages: Iterable[Sequence[Row]]) -> int:
+    """Insert `pages` of rows, at their positions, into the empty store `store`.
 
     All or nothing: one transaction. AuditError when the store already holds events.
     """
-    db = sqlite3.connect(path, isolation_level=None)
-    try:
-        db.execute("PRAGMA busy_timeout = 10000")
-        db.execute("BEGIN IMMEDIATE")
-        if db.execute(f"SELECT 1 FROM {TABLE} LIMIT 1").fetchone() is not None:  # noqa: S608 -- fixed name
-            raise AuditError(f"{path} already holds events: import only into an empty store")
-        count = 0
-        for rows in pages:
-            db.executemany(
-                f"INSERT INTO {TABLE} (rowid, originator_id, originator_version, topic, state) "  # noqa: S608 -- fixed name
-                "VALUES (?, ?, ?, ?, ?)", rows,
-            )
-            count += len(rows)
-        db.execute("COMMIT")
-        return count
-    except sqlite3.IntegrityError as error:
-        db.execute("ROLLBACK")
-        raise AuditError(f"the rows do not fit in one log: {error}") from None
-    except BaseException:
-        if db.in_transaction:
-            db.execute("ROLLBACK")
-        raise
-    finally:
-        db.close()
+    if is_postgres(store):
+        from att_jm.log.pg_rows import insert_pg_rows  # noqa: PLC0415 -- psycopg on demand
+
+        return insert_pg_rows(store, pages)
+    return insert_sqlite_rows(store, pages)

@@ -14,6 +14,7 @@ from typing import IO, Final
 import structlog
 
 from att_jm.config import ENV_PREFIX, Settings, env_name
+from att_jm.log.backend import is_postgres
 from att_jm.relay.constants import RELAY_SETTINGS
 from att_jm.relay.window import position_path
 
@@ -34,7 +35,7 @@ def relay_environ(settings: Settings, environ: Mapping[str, str]) -> dict[str, s
     for name in RELAY_SETTINGS:
         value = settings.views_path() if name == "views_db" else getattr(settings, name)
         if value is not None:
-            path = name in ("store", "views_db")
+            path = name in ("store", "views_db") and not is_postgres(str(value))
             env[env_name(name)] = str(Path(value).resolve()) if path else str(value)
     return env
 
@@ -52,7 +53,9 @@ class EventsRelay:
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
-        self.position_file = position_path(str(Path(settings.store).resolve()))
+        #: The relay's position file (None: a PostgreSQL store keeps it in a table).
+        self.position_file = (None if is_postgres(settings.store)
+                              else position_path(str(Path(settings.store).resolve())))
         self._python = python
         self._environ = os.environ if environ is None else environ
         self._monotonic = monotonic

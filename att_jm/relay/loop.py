@@ -23,7 +23,7 @@ from att_jm.mqtt.publisher import PublishConnection
 from att_jm.relay.constants import DRAIN_SECONDS, LOG_POLL, PAGE, SAVE_EVERY, WINDOW
 from att_jm.relay.pipe import WriterPipe
 from att_jm.relay.views import ViewsPublisher
-from att_jm.relay.window import Window, position_path, read_position, write_position
+from att_jm.relay.window import PublishedPosition, Window
 from att_jm.topics import Topics
 
 log = structlog.get_logger("att_jm.relay")
@@ -38,9 +38,9 @@ class Relay:
     ) -> None:
         self.settings = settings
         self.prefix = Topics(settings.topic_prefix).events_root  # + an event's type
-        self.path = position_path(settings.store)
+        self.recorded = PublishedPosition(settings.store)
         self.reader = StoreReader(settings.store)
-        recorded = read_position(self.path)
+        recorded = self.recorded.read()
         end = self.reader.max_position()
         self.source = "--after" if recorded is None else "position file"
         start = min(after if recorded is None else recorded, end)
@@ -69,7 +69,7 @@ class Relay:
             max_bytes=settings.view_max_bytes,
             room=self.connection.payload_room,
         )
-        self.log = log.bind(store=settings.store)
+        self.log = log.bind(store=settings.store_shown)
         self.log.info("relay.started", position=start, source=self.source, log_end=end,
                       pid=os.getpid())
 
@@ -105,6 +105,7 @@ class Relay:
         self.connection.stop()
         self.reader.close()
         self.views.close()
+        self.recorded.close()
         self.log.info("relay.stopped", reason=self.stopping, position=self.window.confirmed,
                       sent=self.sent, unconfirmed=len(self.window), published=self.published,
                       refused=self.refused, seconds=round(self._monotonic() - started, 3))
@@ -222,8 +223,9 @@ class Relay:
         if confirmed == self.saved or (not force and now - self.saved_at < SAVE_EVERY):
             return
         try:
-            write_position(self.path, confirmed)
-        except OSError as error:  # a full disk: the position stays behind, nothing is lost
+            self.recorded.write(confirmed)
+        except self.recorded.errors as error:  # a full disk: the position stays behind,
+            # nothing is lost
             self.log.error("relay.position_write_failed", error=repr(error))
         else:
             self.saved = confirmed

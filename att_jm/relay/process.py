@@ -11,11 +11,12 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from types import FrameType
-from typing import IO
+from typing import Protocol
 
 import structlog
 
 from att_jm.config import ConfigError, load_settings
+from att_jm.log.backend import is_postgres
 from att_jm.log.rows import AuditError
 from att_jm.logs import configure
 from att_jm.relay.loop import Relay
@@ -27,9 +28,18 @@ log = structlog.get_logger("att_jm.relay")
 # The process -------------------------------------------------------------------------------
 
 
-def _lock(path: str, relay_stopping: Callable[[], bool]) -> IO[bytes] | None:
+class _Held(Protocol):
+    def close(self) -> None: ...
+
+
+def _lock(store: str, relay_stopping: Callable[[], bool]) -> _Held | None:
     """Take the store's relay lock, waiting for a previous relay to finish; None if stopped
-    meanwhile."""
+    meanwhile. An SQLite store's: a file lock next to its position file; a PostgreSQL
+    store's: an advisory lock of the database, held by a session of its own (a relay on
+    another machine counts too)."""
+    if is_postgres(store):
+        return _session_lock(store, relay_stopping)
+    path = position_path(store)
     handle = open(path + ".lock", "ab")  # noqa: SIM115 -- held for the process's life
     waited = False
     while True:
@@ -44,6 +54,22 @@ def _lock(path: str, relay_stopping: Callable[[], bool]) -> IO[bytes] | None:
                 handle.close()
                 return None
             time.sleep(0.05)
+
+
+def _session_lock(store: str, relay_stopping: Callable[[], bool]) -> _Held | None:
+    from att_jm.store.postgres import SessionLock  # noqa: PLC0415 -- psycopg on demand
+
+    lock = SessionLock(store, "relay")
+    waited = False
+    while not lock.try_acquire():
+        if not waited:
+            log.info("relay.waiting_for_previous", lock="advisory lock of the store")
+            waited = True
+        if relay_stopping():
+            lock.release()
+            return None
+        time.sleep(0.05)
+    return lock
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
@@ -83,7 +109,11 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     answers = out if stat.S_ISFIFO(os.fstat(out).st_mode) else None
     if answers is not None:
         os.set_blocking(answers, False)
-    lock = _lock(position_path(settings.store), lambda: bool(stop_requested))
+    try:
+        lock = _lock(settings.store, lambda: bool(stop_requested))
+    except Exception as error:  # noqa: BLE001 -- the database is not reachable: restarted later
+        log.error("relay.no_store", store=settings.store_shown, error=repr(error))
+        return 2
     if lock is None:
         return 0
     try:
@@ -93,10 +123,10 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             relay.stop(stop_requested[0])
         return relay.run()
     except AuditError as error:  # no store (yet), or not one
-        log.error("relay.no_store", store=settings.store, error=str(error))
+        log.error("relay.no_store", store=settings.store_shown, error=str(error))
         return 2
     except Exception:  # the writer restarts it; it resumes from its position file
-        log.exception("relay.failed", store=settings.store)
+        log.exception("relay.failed", store=settings.store_shown)
         return 1
     finally:
         lock.close()

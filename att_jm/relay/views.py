@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sqlite3
 from collections.abc import Callable
 
 import structlog
 
+from att_jm.log.backend import dialect_of, is_postgres, redact
 from att_jm.relay.constants import LOG_POLL, VIEW_PERIOD, VIEWS_RETRY
 from att_jm.topics import Topics
 from att_jm.vocabulary import VIEWS
@@ -25,6 +25,7 @@ class ViewsPublisher:
         *, max_bytes: int = VIEW_MAX_BYTES, room: Callable[[str], int] | None = None,
     ) -> None:
         self._path = path
+        self._errors: tuple[type[BaseException], ...] = (OSError, *dialect_of(path).errors())
         self._prefix = Topics(prefix).views_root  # + a view's name
         self._rows = rows
         self._publish = publish
@@ -83,20 +84,20 @@ class ViewsPublisher:
                 self._at[name] = now
                 self._force.discard(name)
             self._next_check = later
-        except (sqlite3.Error, OSError) as error:  # not created yet, or a broken disk: later
-            log.warning("relay.views_unreadable", views=self._path, error=repr(error))
+        except self._errors as error:  # not created yet, a broken disk or link: later
+            log.warning("relay.views_unreadable", views=redact(self._path), error=repr(error))
             self.close()
             self._next_check = now + VIEWS_RETRY
 
     def _open(self) -> ViewReader:
         if self._views is None:
-            if not os.path.exists(self._path):
+            if not is_postgres(self._path) and not os.path.exists(self._path):
                 raise FileNotFoundError(self._path)
             self._views = open_reader(self._path)
         return self._views
 
     def close(self) -> None:
         if self._views is not None:
-            with contextlib.suppress(sqlite3.Error):
+            with contextlib.suppress(*self._errors):
                 self._views.close()
             self._views = None

@@ -1,17 +1,21 @@
-"""What the relay published and the broker confirmed, and where it keeps that position."""
+"""What the relay published and the broker confirmed, and where it keeps that position:
+`<store>.events.pos` next to an SQLite store, the row `relay` of the table `jm_positions` in
+a PostgreSQL store (`PublishedPosition`)."""
 
 from __future__ import annotations
 
 import collections
 import os
 from pathlib import Path
+from typing import Any, Final
 
 import structlog
 
+from att_jm.log.backend import is_postgres, redact
 from att_jm.relay.constants import POSITION_SUFFIX
 
 log = structlog.get_logger("att_jm.relay")
-
+RELAY: Final = "relay"  # its row in a PostgreSQL store's jm_positions
 
 
 def position_path(store: str) -> str:
@@ -41,6 +45,57 @@ def write_position(path: str, position: int) -> None:
     with open(temp, "w", encoding="ascii") as handle:
         handle.write(f"{position}\n")
     os.replace(temp, path)
+
+
+class PublishedPosition:
+    """The relay's recorded position of the store `store` (see the module)."""
+
+    def __init__(self, store: str) -> None:
+        self.postgres = is_postgres(store)
+        self.path = None if self.postgres else position_path(store)
+        self.shown = f"{redact(store)} ({RELAY} in jm_positions)" if self.path is None \
+            else self.path
+        self._rows: Any = None
+        #: What a failed write raises (a full disk, the database gone): logged, tried again.
+        self.errors: tuple[type[BaseException], ...] = (OSError,)
+        if self.postgres:
+            import psycopg  # noqa: PLC0415 -- only for a PostgreSQL store
+
+            from att_jm.store.postgres import PgPositions  # noqa: PLC0415 -- idem
+
+            self._rows = PgPositions(store)
+            self.errors = (OSError, psycopg.Error)
+
+    def read(self) -> int | None:
+        """The recorded position; None when there is none (or it cannot be read)."""
+        if self.path is not None:
+            return read_position(self.path)
+        try:
+            found: int | None = self._rows.read(RELAY)
+        except self.errors as error:
+            log.warning("relay.position_unreadable", where=self.shown, error=repr(error))
+            return None
+        return found
+
+    def write(self, position: int) -> None:
+        """Record `position` (raises one of `errors` when it cannot)."""
+        if self.path is not None:
+            write_position(self.path, position)
+        else:
+            self._rows.write(RELAY, position)
+
+    def close(self) -> None:
+        if self._rows is not None:
+            self._rows.close()
+
+
+def published_position(store: str) -> int | None:
+    """The position the relay of the store `store` recorded (None: none yet)."""
+    recorded = PublishedPosition(store)
+    try:
+        return recorded.read()
+    finally:
+        recorded.close()
 
 
 class Window:

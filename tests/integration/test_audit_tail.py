@@ -361,7 +361,7 @@ def test_the_start_check_reads_only_the_end_of_the_log(tmp_path: Path) -> None:
     run.stop()
     reader = StoreReader(run.store)
     statements: list[str] = []
-    reader._db.set_trace_callback(statements.append)
+    reader.connection.set_trace_callback(statements.append)
     tail_check(reader)
     reader.close()
     assert len(statements) == 2  # the Ledger's last event (by key), the rows after it
