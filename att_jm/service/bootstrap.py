@@ -14,6 +14,7 @@ from att_jm.application.sealer import Sealer
 from att_jm.checkpoints import Checkpointer
 from att_jm.config import Settings
 from att_jm.domain.ratelimit import TokenBuckets
+from att_jm.log.backend import redact
 from att_jm.log.rows import AuditError, StoreReader
 from att_jm.log.tail import Tail
 from att_jm.metrics.shared import open_writer_stats
@@ -118,7 +119,7 @@ def bootstrap(
                       max_payload_bytes=settings.max_payload_bytes)
     seals = LogSeals(sealer=sealer, after=after, connection=connection, topics=topics,
                      status=status, clock=clock)
-    log.info("store.opened", store=settings.store, position=log_position(app),
+    log.info("store.opened", store=settings.store_shown, position=log_position(app),
              views_caught_up=caught)
     return Writer(Parts(
         manager=manager, views=views, inbox=inbox, stopping=stopping, connection=connection,
@@ -134,7 +135,7 @@ def open_reader(store: str) -> StoreReader | None:
     try:
         return StoreReader(store)
     except AuditError as error:
-        log.warning("trace.unavailable", store=store, error=str(error))
+        log.warning("trace.unavailable", store=redact(store), error=str(error))
         return None
 
 

@@ -5,6 +5,12 @@ with back-off while the connection is kept alive (messages keep arriving and wai
 other failure would repeat on a retry: PoisonBatch, and the caller splits the batch. A
 commit the lease's fence refused (another instance holds the lease: att_jm/service/lease.py)
 is neither: LeaseLost, which ends the writer's active phase.
+
+A StoreConflict (an aggregate's version was stored by another writer first: the unique
+(originator_id, originator_version) of the events table, the last line behind the lease) is
+not this unit's fault either: nothing of it was stored, nothing it would have started runs;
+the aggregates are loaded again and the unit is done again from them (a dispatch then finds
+the scheduler busy with the other writer's run), at most CONFLICT_RETRIES times in a row.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from att_jm.service.inbox import Inbox, Stopping
 from att_jm.service.scripts import ScriptSlot
 from att_jm.service.status import Status
 from att_jm.service.unit import WriterUnit
-from att_jm.store import is_transient
+from att_jm.store import StoreConflict, is_transient
 
 log = structlog.get_logger("att_jm")
 
@@ -35,6 +41,8 @@ RETRY_DELAYS = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 #: While the store refuses commits, messages keep arriving; past this many waiting in the inbox
 #: the service stops receiving (disconnects) until a commit succeeds again.
 INBOX_PAUSE = 1000
+#: How many conflicts in a row one unit of work is done again after (then: PoisonBatch).
+CONFLICT_RETRIES = 3
 #: After a timer's unit of work failed deterministically (a bug, data the store refuses):
 #: how long before that timer tries again (never a tight loop).
 TIMER_RETRY_SECONDS = 5.0
@@ -93,10 +101,12 @@ class Units:
         self.stats = stats
         #: Timer name -> time.monotonic() before which it is not tried again (see `timer`).
         self._timer_retry: dict[str, float] = {}
+        self._conflicts = 0  # of the unit of work being run
 
     def run(self, work: Callable[[WriterUnit], Any]) -> Any:
         """Run `work` in its own unit of work and commit it, retrying with back-off while the
         store has a fault; PoisonBatch when it fails in a way a retry would repeat."""
+        self._conflicts = 0
         for attempt in range(1_000_000):
             if attempt and self.stopping.requested.is_set():
                 raise StoppedDuringFault
@@ -146,6 +156,12 @@ class Units:
             stored = self.manager.commit(uow)
         except Exception as error:  # noqa: BLE001 -- a store fault: report, back off, retry
             _check_fence(error)
+            if isinstance(error, StoreConflict) and self._conflicts < CONFLICT_RETRIES:
+                self._conflicts += 1
+                log.warning("store.conflict", error=str(error), retry=self._conflicts,
+                            reason="another writer stored one of these aggregates first")
+                self._reload()
+                return False
             if not is_transient(error):
                 self._poisoned(error)
             self.store_fault(error, attempt)
