@@ -377,7 +377,7 @@ class Lease:
     def check(self) -> None:
         """Raise LeaseLost unless `valid()`."""
         if not self.valid():
-            self._lose(self._lost or "the lease was not renewed in time")
+            self.lose(self._lost or "the lease was not renewed in time")
             raise LeaseLost(self._lost or "not held")
 
     def install_fence(self, table: str | None = None) -> None:
@@ -417,7 +417,9 @@ class Lease:
         with self._lock:
             self.epoch = None
 
-    def _lose(self, reason: str) -> None:
+    def lose(self, reason: str) -> None:
+        """Mark the lease lost (once; `on_lost` is called): from its threads, or when the
+        store refused a commit (the fence)."""
         with self._lock:
             if self._lost is not None or self.epoch is None:
                 return
@@ -443,7 +445,7 @@ class Lease:
                 self._drop_connection()
                 continue
             if row is None:
-                self._lose("another instance took the lease")
+                self.lose("another instance took the lease")
                 return
             with self._lock:
                 if self._lost is None:
@@ -458,7 +460,7 @@ class Lease:
                     break
                 self._lock.wait(min(left, 0.5))
         if not self._stop.is_set():
-            self._lose("the lease was not renewed in time")
+            self.lose("the lease was not renewed in time")
 
     def _stop_threads(self) -> None:
         self._stop.set()

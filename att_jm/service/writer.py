@@ -211,6 +211,8 @@ class Writer:
         (DISCONNECT with its Will: `offline` unless a new leader connects within 5 s)."""
         log.error("service.fenced", reason=reason, instance=self.status.instance,
                   epoch=self.status.epoch)
+        if self.lease is not None:
+            self.lease.lose(reason)  # the store's fence may have told it first
         self.held.drop()
         self.slot.stop()
         with contextlib.suppress(Exception):
