@@ -9,7 +9,9 @@
 - `P/job-manager/views/{view}`: the views, retained (the relay publishes);
 - `P/job-manager/status`: the service's status, retained; `P/job-manager/seals`: seals, retained;
 - `P/job-manager/instances/{instance}/status`: each instance's own status, retained (several
-  instances on one PostgreSQL store: which one is active, docs/deployment.md).
+  instances on one PostgreSQL store: which one is active, docs/deployment.md);
+  `P/job-manager/instances/{instance}/commands/{actor}/{read}`: the read commands
+  (`views.get`, `trace.get`) an instance answers itself, standby or active.
 
 Filters: `+` stands for one level (what the service subscribes to), `#` for any number of
 levels (the broker's ACL, see `att_jm.site.users`).
@@ -110,6 +112,15 @@ class Topics:
         """The retained status of instance `instance` (standby, active, offline)."""
         return f"{self.instances_root}{instance}/status"
 
+    def instance_command(self, instance: str, actor: str, name: str) -> str:
+        """A read command sent to instance `instance` itself (`+`: to any instance, in the
+        ACL)."""
+        return f"{self.instances_root}{instance}/commands/{actor}/{name}"
+
+    def instance_commands_filter(self, instance: str) -> str:
+        """What instance `instance` subscribes to: its read commands, every actor's."""
+        return self.instance_command(instance, "+", "+")
+
     # Subscriptions -------------------------------------------------------------------------
 
     @property
@@ -170,6 +181,16 @@ class Topics:
         if len(rest) == 4 and rest[:2] == ["job-manager", "commands"]:
             return CommandTopic(rest[2], rest[3])
         return None
+
+    def parse_instance_command(self, topic: str) -> tuple[str, CommandTopic] | None:
+        """(instance, command) of a read command sent to an instance, else None."""
+        root = self.instances_root
+        if not topic.startswith(root):
+            return None
+        parts = topic[len(root):].split("/")
+        if len(parts) != 4 or parts[1] != "commands":
+            return None
+        return parts[0], CommandTopic(parts[2], parts[3])
 
     def is_notification(self, topic: bytes) -> bool:
         """Whether the raw topic `topic` lies under the notifications (a cheap test)."""

@@ -5,7 +5,8 @@ standby.py): its own status connection, and the service's session guarded by the
   of paho's own (it lives through the instance's standby and active phases, and the writer's
   loop drives only the service's session; it wakes once a second and sends a PINGREQ every 30
   s, nothing the writer notices). It publishes the instance's status, retained, with a Last
-  Will, and subscribes to nothing.
+  Will; with `requests`, it subscribes to them (QoS 1) and publishes what `answer` returns
+  for each on its ResponseTopic, with its CorrelationData.
 - `GuardedConnection`: the service's session (`ServiceConnection`, the shared client id) that
   connects only while `may_connect()` says so (the lease is held and trusted): a former
   leader that wakes up from a pause never takes the session back from the new one, not even
@@ -23,17 +24,26 @@ from typing import Any
 
 import orjson
 import structlog
-from paho.mqtt.client import Client, ConnectFlags, DisconnectFlags
+from paho.mqtt.client import Client, ConnectFlags, DisconnectFlags, MQTTMessage
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from att_jm.config import MqttEndpoint
 from att_jm.mqtt.adapter import WILL_DELAY_SECONDS, ServiceConnection
-from att_jm.mqtt.common import connect_properties, json_publish_properties, new_client
+from att_jm.mqtt.common import (
+    connect_properties,
+    json_publish_properties,
+    new_client,
+    reply_properties,
+)
 from att_jm.mqtt.driven import KEEPALIVE_SECONDS
 
 log = structlog.get_logger("att_jm.mqtt")
+
+#: (topic, payload, ResponseTopic, CorrelationData) -> the reply to publish (None: none).
+Answer = Callable[[str, bytes, str | None, bytes | None], dict[str, Any] | None]
 
 
 class InstanceConnection:
@@ -42,14 +52,18 @@ class InstanceConnection:
 
     def __init__(
         self, endpoint: MqttEndpoint, *, client_id: str, topic: str,
-        body: Callable[[], dict[str, Any]],
+        body: Callable[[], dict[str, Any]], requests: str | None = None,
+        answer: Answer | None = None,
     ) -> None:
         self.topic = topic
         self._body = body
         self._json = json_publish_properties()
+        self._requests = requests
+        self._answer = answer
         self.client = new_client(endpoint, client_id)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
+        self.client.on_message = self._on_message
         self.connected = threading.Event()
         self._endpoint = endpoint
 
@@ -89,7 +103,29 @@ class InstanceConnection:
             log.error("mqtt.instance_connect_refused", reason=str(reason))
             return
         self.connected.set()
+        if self._requests is not None:  # a retained request is never answered at subscribe
+            client.subscribe(self._requests, options=SubscribeOptions(
+                qos=1, retainHandling=SubscribeOptions.RETAIN_DO_NOT_SEND))
         self.publish()
+
+    def _on_message(self, client: Client, userdata: Any, message: MQTTMessage) -> None:
+        """A request: its answer on its ResponseTopic (never raises: paho's thread)."""
+        if self._answer is None:
+            return
+        try:
+            properties = message.properties
+            response = getattr(properties, "ResponseTopic", None)
+            correlation = getattr(properties, "CorrelationData", None)
+            reply = self._answer(message.topic, bytes(message.payload),
+                                 response if isinstance(response, str) else None,
+                                 None if correlation is None else bytes(correlation))
+            if reply is not None and isinstance(response, str):
+                client.publish(response, orjson.dumps(reply), qos=1,
+                               properties=reply_properties(
+                                   None if correlation is None else bytes(correlation),
+                                   packed=False))
+        except Exception:
+            log.exception("mqtt.instance_request_failed", topic=message.topic[:200])
 
     def _on_disconnect(
         self, client: Client, userdata: Any, flags: DisconnectFlags, reason: ReasonCode,

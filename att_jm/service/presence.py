@@ -11,7 +11,8 @@ to its stop:
 `state` is `standby` (waiting for the lease; `active` names the holder, null when none),
 `active` (this instance holds the lease, `epoch`), or `offline` (stopped; its Last Will says
 `"reason": "lost"`). The service's own status (`P/job-manager/status`) stays the active
-instance's, on the shared client id, with `instance` and `epoch` added.
+instance's, on the shared client id, with `instance` and `epoch` added. The same connection
+answers the read commands sent to the instance (att_jm/service/instance_reads.py).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from att_jm import __version__
 from att_jm.config import Settings
 from att_jm.domain.times import iso
 from att_jm.mqtt.instances import InstanceConnection
+from att_jm.service.instance_reads import InstanceReads
 from att_jm.topics import Topics
 
 log = structlog.get_logger("att_jm")
@@ -35,7 +37,8 @@ log = structlog.get_logger("att_jm")
 class Presence:
     """What this instance says of itself, and the connection that says it."""
 
-    def __init__(self, settings: Settings, instance: str, clock: Callable[[], datetime]) -> None:
+    def __init__(self, settings: Settings, instance: str, clock: Callable[[], datetime],
+                 reads: InstanceReads | None = None) -> None:
         self.instance = instance
         self.clock = clock
         self.takeover_seconds = settings.takeover_seconds
@@ -47,6 +50,8 @@ class Presence:
         self.connection = InstanceConnection(
             settings.mqtt, client_id=f"{settings.client_id}.{instance}",
             topic=Topics(settings.topic_prefix).instance_status(instance), body=self.body,
+            requests=None if reads is None else reads.requests,
+            answer=None if reads is None else reads.answer,
         )
 
     def body(self) -> dict[str, Any]:

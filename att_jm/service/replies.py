@@ -4,18 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
 import structlog
 
-from att_jm.application import error_reply
-from att_jm.domain import limits as lim
-from att_jm.domain.commands import ReadCommand, TraceGet, ViewsGet
-from att_jm.errors import AttJmError, NotFound, TooLarge
-from att_jm.log.lineage import trace
-from att_jm.log.rows import AuditError, StoreReader
+from att_jm.domain.commands import ReadCommand
+from att_jm.log.rows import StoreReader
 from att_jm.metrics.shared import WriterStats
 from att_jm.mqtt.adapter import Inbound, ServiceConnection
 from att_jm.service.inbox import Inbox
+from att_jm.service.reads import Reads
 from att_jm.topics import Topics
 from projections.views import Views
 
@@ -28,7 +24,7 @@ Reply = dict[str, Any]
 
 
 class Replies:
-    """Sends replies and acknowledgements; answers `views.get` from the views."""
+    """Sends replies and acknowledgements; answers the read commands (`Reads`)."""
 
     def __init__(
         self, *, connection: ServiceConnection, topics: Topics, inbox: Inbox, views: Views,
@@ -38,11 +34,8 @@ class Replies:
         self.connection = connection
         self.topics = topics
         self.inbox = inbox
-        self.views = views
-        self.view_rows = view_rows
-        self.view_max_bytes = view_max_bytes
-        #: The log, read-only, for `trace.get`.
-        self.log = log
+        self.reads = Reads(views=views, log=log, view_rows=view_rows,
+                           view_max_bytes=view_max_bytes)
         self.stats = stats
 
     def ack_and_reply(self, inbound: list[Inbound], replies: list[tuple[Inbound, Reply]]) -> None:
@@ -77,41 +70,5 @@ class Replies:
         return None
 
     def read(self, read: ReadCommand) -> Reply:
-        """The reply to a read command."""
-        if isinstance(read, TraceGet):
-            return self.trace(read)
-        return self.view(read)
-
-    def trace(self, get: TraceGet) -> Reply:
-        """The reply to `trace.get`: the execution's lineage from the log (`att-jm audit
-        trace`'s JSON), at most `view_max_bytes` long."""
-        if self.log is None:
-            return error_reply(AttJmError("this store cannot be read for traces"))
-        try:
-            found = trace(self.log, get.id)
-        except AuditError as error:
-            return error_reply(NotFound(lim.cut(str(error), lim.MAX_REASON_CHARS)))
-        body = orjson.dumps(found.to_json())
-        if len(body) > self.view_max_bytes:
-            return error_reply(TooLarge(
-                f"the trace of {lim.shown(get.id)} is {len(body)} bytes, over the "
-                f"{self.view_max_bytes} of a reply: `att-jm audit trace` shows it whole"))
-        return {"ok": True, "result": orjson.Fragment(body)}
-
-    def view(self, get: ViewsGet) -> Reply:
-        """The reply to `views.get`: the view message as published (from the views' cache of
-        encoded rows), a page of it, or one row in full."""
-        rows, max_bytes = self.view_rows, self.view_max_bytes
-        if get.id is not None:
-            row = self.views.row_json(get.view, get.id)
-            if row is None:
-                what = "job named" if get.view == "jobs" else f"{get.view} entry"
-                return error_reply(NotFound(f"no {what} {lim.shown(get.id)}"))
-            return {"ok": True, "result": orjson.Fragment(row)}
-        if get.offset is None and get.limit is None:
-            payload = self.views.payload_json(get.view, rows, max_bytes=max_bytes)
-        else:
-            limit = rows if get.limit is None else min(get.limit, rows)
-            payload = self.views.payload_json(get.view, limit, offset=get.offset or 0,
-                                              max_bytes=max_bytes)
-        return {"ok": True, "result": orjson.Fragment(payload)}
+        """The reply to a read command (`views.get`, `trace.get`)."""
+        return self.reads.read(read)

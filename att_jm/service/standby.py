@@ -39,6 +39,7 @@ from att_jm.log.backend import PG_EVENTS, parse_postgres
 from att_jm.service.bootstrap import bootstrap
 from att_jm.service.fence import LeaseLost
 from att_jm.service.inbox import utcnow
+from att_jm.service.instance_reads import InstanceReads
 from att_jm.service.lease import InstanceInUse, Lease, LeaseTimes, app_name, default_instance
 from att_jm.service.presence import Presence
 from att_jm.service.writer import LEASE_LOST, Writer
@@ -60,7 +61,8 @@ class Instance:
         location = parse_postgres(settings.store)
         self.lease = Lease(location.connect_kwargs(), instance=self.name, times=self.times,
                            app=self.app, schema=location.schema, events_table=PG_EVENTS)
-        self.presence = Presence(settings, self.name, utcnow)
+        self.reads = InstanceReads(settings, self.name)
+        self.presence = Presence(settings, self.name, utcnow, self.reads)
         self.writer: Writer | None = None
         self._stop = threading.Event()
         self._wake_read, self._wake_write = os.pipe()
@@ -94,6 +96,7 @@ class Instance:
         finally:
             self.lease.close()
             self.presence.stop()
+            self.reads.close()
             os.close(self._wake_read)
             os.close(self._wake_write)
         log.info("instance.stopped", instance=self.name)

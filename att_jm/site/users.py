@@ -8,7 +8,9 @@ Roles (enforced by the broker's ACL, and again by the service for commands):
   only;
 - `service`: the Job Manager itself (the writer and its relay): the only writer of views,
   events, status, seals and replies, and of each instance's status
-  (`P/job-manager/instances/{instance}/status`, which operators and auditors read too).
+  (`P/job-manager/instances/{instance}/status`, which operators and auditors read too);
+  operators and auditors may send `views.get` and `trace.get` to any instance
+  (`P/job-manager/instances/+/commands/{own name}/...`).
 
 A user name is `[A-Za-z0-9_-]{1,64}`: no `.`, because a client id is its user's name or the
 name, a `.` and anything (the broker's client-id rule, `att_jm/site/clientid.c`).
@@ -182,12 +184,15 @@ def _rights(t: Topics, role: str, user: str) -> list[str]:
     """The ACL lines of `user` with `role` (none for a role not known)."""
     readable = [f"topic read {t.views_all}", f"topic read {t.events_all}",
                 f"topic read {t.status}", f"topic read {t.seals}", f"topic read {t.instances_all}"]
+    # The read commands every instance answers itself (several instances on PostgreSQL).
+    instance_reads = [f"topic write {t.instance_command('+', user, name)}"
+                      for name in ("views.get", "trace.get")]
     rules: dict[str, list[str]] = {
         "channel-manager": [f"topic write {t.notifications_all}"],
-        "operator": [f"topic write {t.commands_all(user)}",
+        "operator": [f"topic write {t.commands_all(user)}", *instance_reads,
                      f"topic read {t.replies_all(user)}", *readable],
         "auditor": [f"topic write {t.command(user, 'views.get')}",
-                    f"topic write {t.command(user, 'trace.get')}",
+                    f"topic write {t.command(user, 'trace.get')}", *instance_reads,
                     f"topic read {t.replies_all(user)}", *readable],
         "service": [f"topic read {t.notifications_all}",
                     f"topic read {t.commands_all()}", f"topic write {t.replies_all()}",

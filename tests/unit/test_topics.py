@@ -22,6 +22,13 @@ def test_each_topic_is_the_prefix_and_the_contract_levels(prefix: str) -> None:
     assert t.status == f"{p}/job-manager/status"
     assert t.seals == f"{p}/job-manager/seals"
     assert t.instance_status("jm-a") == f"{p}/job-manager/instances/jm-a/status"
+    assert t.instance_command("jm-a", "bob", "views.get") == \
+        f"{p}/job-manager/instances/jm-a/commands/bob/views.get"
+    assert t.instance_commands_filter("jm-a") == f"{p}/job-manager/instances/jm-a/commands/+/+"
+    assert t.parse_instance_command(t.instance_command("jm-a", "bob", "views.get")) == (
+        "jm-a", CommandTopic("bob", "views.get"))
+    assert t.parse_instance_command(t.instance_status("jm-a")) is None
+    assert t.parse_instance_command(t.command("bob", "views.get")) is None
 
 
 def test_the_default_prefix_is_att() -> None:
@@ -106,6 +113,7 @@ def test_a_topic_with_the_wrong_number_of_levels_is_neither(topic: str) -> None:
     "att/job-manager/events/execution.enqueued/x",
     "att/job-manager/status",
     "att/job-manager/instances/jm-a/status",
+    "att/job-manager/instances/jm-a/commands/bob/views.get",
 ])
 def test_other_topics_of_the_contract_are_neither(topic: str) -> None:
     assert Topics("att").parse(topic) is None
