@@ -14,7 +14,10 @@ from typing import Any, TypeVar
 import orjson
 
 from att_jm.application import JobManager, UnitOfWork
+from att_jm.domain.commands import TraceGet, ViewsGet
 from att_jm.domain.runs import Outcome, Run
+from att_jm.log.rows import StoreReader
+from att_jm.service.reads import Reads
 from att_jm.store import open_store, read_log
 from att_jm.vocabulary import Result
 from helpers.clock import Clock
@@ -38,7 +41,8 @@ class Harness:
 
     def __init__(self, directory: Path, clock: Clock, max_payload_bytes: int) -> None:
         self.clock = clock
-        self.app = open_store(str(directory / "store.db"))
+        self.store = str(directory / "store.db")
+        self.app = open_store(self.store)
         self.views = Views(str(directory / "views.db"))
         catch_up(self.app, self.views)
         self.manager = JobManager(
@@ -89,6 +93,14 @@ class Harness:
         reply = self.unit(
             self.command_work(name, args, actor=actor, correlation=correlation, raw=raw)
         )
+        if isinstance(reply, ViewsGet | TraceGet):  # answered after the commit, as the writer
+            reads = Reads(views=self.views, log=StoreReader(self.store), view_rows=100,
+                          view_max_bytes=256 * 1024)
+            try:
+                reply = orjson.loads(orjson.dumps(reads.read(reply)))
+            finally:
+                assert reads.log is not None
+                reads.log.close()
         assert isinstance(reply, dict)
         return reply
 

@@ -22,6 +22,7 @@ KEYS: dict[str, tuple[str, ...]] = {
     "settings.set": ("interval_seconds", "executed_cleanup", "failed_cleanup"),
     "cleanup.run": ("table",),
     "views.get": ("view", "id", "offset", "limit"),
+    "trace.get": ("id",),
 }
 EXTREMES: list[Any] = [
     1e308, -1e308, 1e12, -0.0, 0.0, 5e-324, 2**63, -(2**63), 2**64 - 1, 0, 1, -1, True, False,

@@ -27,6 +27,7 @@ from hypothesis import strategies as st
 from att_jm.domain import limits as lim
 from att_jm.domain.notifications import Notification
 from att_jm.store import log_position
+from att_jm.store.sqlite import SqliteWriterLog
 from projections.rebuild import catch_up
 
 T0 = datetime(2026, 4, 1, 9, 0, tzinfo=UTC)
@@ -46,7 +47,9 @@ def harness() -> Iterator[tuple[Harness, Path, Clock]]:
 
 
 def _stored_sizes(jm: Harness) -> list[int]:
-    with jm.manager.log._db as db:  # the writer's own connection: committed rows
+    log = jm.manager.log
+    assert isinstance(log, SqliteWriterLog)
+    with log.connection as db:  # the writer's own connection: committed rows
         return [int(size) for (size,) in db.execute("SELECT length(state) FROM stored_events")]
 
 
