@@ -48,6 +48,7 @@ from helpers.service import Service, populate_scripts_dir  # noqa: E402 -- idem
 from helpers.site import SecureSite  # noqa: E402 -- idem
 
 from att_jm.domain.ids import execution_id  # noqa: E402 -- after the sys.path set-up, like the rest
+from att_jm.log.codec import loads_state  # noqa: E402 -- idem
 from att_jm.site.broker import BrokerSetupError  # noqa: E402 -- idem
 from att_jm.site.local import SERVICE_USER  # noqa: E402 -- idem
 
@@ -153,7 +154,7 @@ class Audit:
             )
             for position, originator, topic, state in rows:
                 audit.position = position
-                audit._apply(str(uuid.UUID(str(originator))), str(topic), orjson.loads(state))
+                audit._apply(str(uuid.UUID(str(originator))), str(topic), loads_state(state))
         return audit
 
     def _run(self, originator: str) -> Run:

@@ -34,6 +34,7 @@ from att_jm.domain.ids import SCHEDULER_ID
 from att_jm.domain.seals import LEDGER_ID
 from att_jm.domain.times import iso
 from att_jm.log.backend import dialect_of, redact
+from att_jm.log.codec import content_bytes, encode_state
 from att_jm.log.records import dashed, stored_time, topic_type
 from att_jm.log.rows import AuditError, Row, StoreReader, insert_rows
 from att_jm.store import JobManagerApp, open_store
@@ -49,15 +50,16 @@ def export_line(row: Row) -> bytes:
         "originator_version": row.originator_version, "topic": row.topic,
         "type": topic_type(row.topic), "at": None, "state": None,
     }
+    plain = content_bytes(row.state)  # the JSON, whatever the row's encoding
     try:
-        state = orjson.loads(row.state)
+        state = orjson.loads(plain)
     except orjson.JSONDecodeError:
         state = None
     if isinstance(state, dict):
         line["state"] = state
         with contextlib.suppress(KeyError, TypeError, ValueError):
             line["at"] = iso(stored_time(state["timestamp"]))
-    if state is None or orjson.dumps(state) != row.state:
+    if state is None or orjson.dumps(state) != plain:
         line["state_base64"] = base64.b64encode(row.state).decode()
     return orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE)
 
@@ -88,7 +90,7 @@ def parse_line(line: bytes, number: int) -> Row:
         if "state_base64" in item:
             state = base64.b64decode(item["state_base64"], validate=True)
         else:
-            state = orjson.dumps(item["state"])
+            state = encode_state(orjson.dumps(item["state"]))
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as error:
         raise AuditError(f"line {number}: not an exported event ({error!r})") from None
     checks = (

@@ -8,9 +8,10 @@ from uuid import UUID
 
 from eventsourcing.application import Application
 from eventsourcing.domain import DomainEventProtocol
-from eventsourcing.persistence import Transcoder
+from eventsourcing.persistence import Mapper, Transcoder
 
 from att_jm.domain.scheduler import Scheduler
+from att_jm.log.codec import StateCodec
 from att_jm.log.rows import KeyedRow, StoreReader
 from att_jm.log.transcoder import OrjsonTranscoder
 
@@ -26,6 +27,11 @@ class JobManagerApp(Application[UUID]):
 
     def construct_transcoder(self) -> Transcoder:
         return OrjsonTranscoder()
+
+    def construct_mapper(self) -> Mapper[UUID]:
+        """The library's mapper with the stored-state codec (`att_jm.log.codec`) as its
+        compressor: events and snapshots are stored encoded, and rows of either form load."""
+        return Mapper(transcoder=self.construct_transcoder(), compressor=StateCodec())
 
 
 def read_log(

@@ -6,7 +6,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-import orjson
+from att_jm.log.codec import loads_state
 
 
 def stored_states(store: Path, topic: str) -> list[dict[str, Any]]:
@@ -15,7 +15,7 @@ def stored_states(store: Path, topic: str) -> list[dict[str, Any]]:
     with sqlite3.connect(f"file:{store}?mode=ro", uri=True) as db:
         rows = db.execute("SELECT state FROM stored_events WHERE topic = ? ORDER BY rowid",
                           (topic,)).fetchall()
-    return [orjson.loads(state) for (state,) in rows]
+    return [loads_state(state) for (state,) in rows]
 
 
 def count_events(store: Path, topic: str) -> int:

@@ -1,0 +1,120 @@
+"""Train the stored-state codec's preset dictionary (issue 16.2; `att_jm/log/codec.py`).
+
+    python -m bench.codec_dict [--events 30000] [--seed 11] [--write]
+
+Builds a log of `--events` events with `bench.replay`'s generator (the real aggregates and
+application: jobs, notifications matching zero to two jobs, executions that start, succeed
+or fail, operators, rejections, settings, Auto Cleanup, seals), tokenizes every stored state
+as the codec does, and makes a DEFLATE preset dictionary of them: for each topic its
+median-length state (a seal's with its digests cut short), the rarest first, so that the
+commonest sit nearest the data (shorter distances, fewer bits), cut to what the codec's
+4 KiB window can reach. It prints the dictionary's size and what it does to the states of
+the log it was trained on; `--write` writes it to `att_jm/log/codec_dict.py` as the next
+dictionary. A shipped dictionary is never changed: stored rows name theirs by their first
+byte, so a new one gets a new constant and codec byte, and the old one stays.
+
+Dictionary 1 (`DICTIONARY_1`) was made by `python -m bench.codec_dict --events 30000 --seed 11
+--write` on 2026-12-03.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sqlite3
+import statistics
+import tempfile
+import zlib
+from collections import defaultdict
+from pathlib import Path
+
+from att_jm.log.codec import decode_state, tokenize
+from att_jm.log.rows import readonly_uri
+from bench.replay import generate
+
+#: The window the codec uses (2^12) less zlib's lookahead: the farthest a match reaches.
+REACH = (1 << 12) - 262
+TARGET = Path(__file__).resolve().parent.parent / "att_jm" / "log" / "codec_dict.py"
+
+
+def states(store: Path) -> dict[str, list[bytes]]:
+    """The tokenized states of the log at `store`, by topic."""
+    db = sqlite3.connect(readonly_uri(str(store)), uri=True)
+    out: dict[str, list[bytes]] = defaultdict(list)
+    try:
+        for topic, state in db.execute("SELECT topic, state FROM stored_events ORDER BY rowid"):
+            plain = decode_state(bytes(state))
+            if topic == "att_jm:Ledger.Sealed":  # keys and shape, not 1,000 random digests
+                head, _, tail = plain.partition(b'"digests":"')
+                plain = head + b'"digests":"' + tail[:16] + b'"}'
+            tokens = tokenize(plain)
+            if tokens is not None:
+                out[str(topic)].append(tokens)
+    finally:
+        db.close()
+    return out
+
+
+def train(by_topic: dict[str, list[bytes]]) -> bytes:
+    parts: list[bytes] = []
+    for topic in sorted(by_topic, key=lambda t: (len(by_topic[t]), t)):
+        samples = sorted(by_topic[topic], key=len)
+        parts.append(samples[len(samples) // 2])
+    return b"".join(parts)[-REACH:]
+
+
+def ratio(dictionary: bytes, by_topic: dict[str, list[bytes]]) -> dict[str, tuple[float, float]]:
+    """{topic: (average tokenized bytes, average compressed bytes)} with `dictionary`."""
+    base = zlib.compressobj(9, zlib.DEFLATED, -12, 1, zlib.Z_DEFAULT_STRATEGY, zdict=dictionary)
+    out = {}
+    for topic, samples in sorted(by_topic.items()):
+        sizes = []
+        for sample in samples:
+            c = base.copy()
+            sizes.append(1 + len(c.compress(sample) + c.flush()))
+        out[topic] = (statistics.fmean(map(len, samples)), statistics.fmean(sizes))
+    return out
+
+
+def literal(name: str, data: bytes, width: int = 88) -> str:
+    """`name = (b"..." b"...")`, lines of at most `width` characters."""
+    lines, line = [], ""
+    for byte in data:
+        char = chr(byte)
+        piece = (char if 0x20 <= byte < 0x7F and char not in '\\"' else
+                 "\\\\" if char == "\\" else '\\"' if char == '"' else f"\\x{byte:02x}")
+        if len(line) + len(piece) > width - 8:
+            lines.append(line)
+            line = ""
+        line += piece
+    lines.append(line)
+    body = "\n".join(f'    b"{text}"' for text in lines)
+    return f"{name}: Final = (\n{body}\n)\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--events", type=int, default=30000)
+    parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--write", action="store_true",
+                        help="write att_jm/log/codec_dict.py (a new dictionary only)")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="att-jm-dict-") as tmp:
+        store = Path(tmp) / "train.db"
+        generate(store, args.events, seed=args.seed)
+        by_topic = states(store)
+    dictionary = train(by_topic)
+    print(f"dictionary: {len(dictionary)} bytes from {sum(map(len, by_topic.values()))} states")
+    for topic, (plain, packed) in ratio(dictionary, by_topic).items():
+        print(f"  {topic:36} tokenized {plain:7.1f} B -> {packed:6.1f} B")
+    if args.write:
+        TARGET.write_text(
+            '"""The stored-state codec\'s preset dictionaries (`att_jm.log.codec`): never '
+            "changed once\nshipped (stored rows name theirs by their first byte). Made by "
+            '`python -m bench.codec_dict`."""\n\nfrom __future__ import annotations\n\n'
+            "from typing import Final\n\n" + literal("DICTIONARY_1", dictionary))
+        print(f"written: {TARGET}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
