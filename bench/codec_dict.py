@@ -1,6 +1,7 @@
 """Train the stored-state codec's preset dictionary (issue 16.2; `att_jm/log/codec.py`).
 
     python -m bench.codec_dict [--events 30000] [--seed 11] [--write]
+    python -m bench.codec_dict --cost STORE   # µs per encode / decode of STORE's states
 
 Builds a log of `--events` events with `bench.replay`'s generator (the real aggregates and
 application: jobs, notifications matching zero to two jobs, executions that start, succeed
@@ -20,14 +21,19 @@ Dictionary 1 (`DICTIONARY_1`) was made by `python -m bench.codec_dict --events 3
 from __future__ import annotations
 
 import argparse
+import functools
 import sqlite3
 import statistics
 import tempfile
+import timeit
 import zlib
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
-from att_jm.log.codec import decode_state, tokenize
+import orjson
+
+from att_jm.log.codec import decode_state, encode_state, tokenize
 from att_jm.log.rows import readonly_uri
 from bench.replay import generate
 
@@ -91,13 +97,44 @@ def literal(name: str, data: bytes, width: int = 88) -> str:
     return f"{name}: Final = (\n{body}\n)\n"
 
 
+def _each(work: Callable[[bytes], object], items: list[bytes]) -> None:
+    for item in items:
+        work(item)
+
+
+def cost(store: Path, rounds: int = 5) -> None:
+    """Microseconds per state to encode (JSON -> stored) and decode (stored -> JSON) with the
+    codec, and orjson.loads of the JSON for scale, over the states of `store` (the best of
+    `rounds` passes: the machine is shared)."""
+    db = sqlite3.connect(readonly_uri(str(store)), uri=True)
+    try:
+        plain = [decode_state(bytes(s)) for (s,) in db.execute(
+            "SELECT state FROM stored_events WHERE topic != 'att_jm:Ledger.Sealed'")]
+    finally:
+        db.close()
+    stored = [encode_state(p) for p in plain]
+    cases: tuple[tuple[str, Callable[[bytes], object], list[bytes]], ...] = (
+        ("encode", encode_state, plain), ("decode", decode_state, stored),
+        ("orjson.loads", orjson.loads, plain))
+    for label, work, items in cases:
+        best = min(timeit.timeit(functools.partial(_each, work, items), number=1)
+                   for _ in range(rounds))
+        print(f"  {label:13} {1e6 * best / len(items):6.2f} us per state ({len(items)} states)")
+    print(f"  bytes: {sum(map(len, plain)) / len(plain):.1f} -> "
+          f"{sum(map(len, stored)) / len(stored):.1f} per state")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--events", type=int, default=30000)
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--write", action="store_true",
                         help="write att_jm/log/codec_dict.py (a new dictionary only)")
+    parser.add_argument("--cost", type=Path, help="measure the codec on this store's states")
     args = parser.parse_args(argv)
+    if args.cost is not None:
+        cost(args.cost)
+        return 0
     with tempfile.TemporaryDirectory(prefix="att-jm-dict-") as tmp:
         store = Path(tmp) / "train.db"
         generate(store, args.events, seed=args.seed)
