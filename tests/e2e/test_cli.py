@@ -14,6 +14,8 @@ import orjson
 import pytest
 from helpers.service import Service
 
+from att_jm.log.codec import loads_state
+
 from .conftest import Operator
 
 
@@ -145,4 +147,4 @@ def test_the_actor_of_the_command_topic_is_recorded_on_the_change(operator: Oper
         (state,) = db.execute(
             "SELECT state FROM stored_events WHERE topic = 'att_jm:Job.Added'"
         ).fetchone()
-    assert orjson.loads(state)["actor"] == "alice"
+    assert loads_state(state)["actor"] == "alice"

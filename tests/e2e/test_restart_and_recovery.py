@@ -8,10 +8,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import orjson
 from helpers.mqtt import TestClient
 from helpers.processes import pids_with_env
 from helpers.waits import eventually
+
+from att_jm.log.codec import loads_state
 
 from .conftest import Operator
 
@@ -23,7 +24,7 @@ def _notification_ids_in_log(store: Path) -> list[str]:
         rows = db.execute(
             "SELECT state FROM stored_events WHERE topic = 'att_jm:Notification.Received'"
         ).fetchall()
-    return [orjson.loads(state)["notification_id"] for (state,) in rows]
+    return [loads_state(state)["notification_id"] for (state,) in rows]
 
 
 def _all_views(operator: Operator) -> dict[str, Any]:
