@@ -3,20 +3,23 @@ bad rows refused, and every event type through the application's mapper."""
 
 from __future__ import annotations
 
-import zlib
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 import orjson
 import pytest
+import zstandard
 from hypothesis import given
 from hypothesis import strategies as st
 
+from att_jm.log import codec
 from att_jm.log.codec import (
     UndecodableState,
     content_bytes,
     decode_state,
     detokenize,
     encode_state,
+    is_encoded,
     loads_state,
     tokenize,
 )
@@ -30,7 +33,7 @@ PLAIN = (b'{"timestamp":{"_type_":"datetime_iso","_data_":"2026-12-03T18:17:11.3
 
 def test_a_state_round_trips_and_shrinks() -> None:
     stored = encode_state(PLAIN)
-    assert stored[:1] == b"\x01"
+    assert stored[:1] == b"\x05"  # the timestamp left out, a small frame
     assert len(stored) < len(PLAIN) / 3
     assert decode_state(stored) == PLAIN
     assert loads_state(stored) == orjson.loads(PLAIN)
@@ -49,10 +52,32 @@ def test_plain_rows_read_as_they_are() -> None:
     "1969-12-31T23:59:59.999999+00:00",  # before 1970: left as text
     "2026-12-03T18:17:11.332098+01:00",
     "0001-01-01T00:00:00.000001+00:00",
+    "2026-12-03T24:00:00.000000+00:00",  # no such hour
+    "2026-12-03T23:60:00.000000+00:00",
+    "2026-12-03T23:59:60.000000+00:00",  # a leap second
+    "2026-02-30T10:00:00.000000+00:00",  # no such day
+    "2026-12-3T10:00:00.0000001+00:00",
+    "2026-12-03T10:00:00.00000a+00:00",
+    "4253-12-31T23:59:59.999999+00:00",  # beyond 7 bytes of microseconds: left as text
 ])
 def test_any_timestamp_text_comes_back(stamp: str) -> None:
     plain = b'{"timestamp":{"_type_":"datetime_iso","_data_":"%s"},"a":1}' % stamp.encode()
     assert decode_state(encode_state(plain)) == plain
+    assert decode_state(encode_state(plain)) == plain  # the caches give the same again
+
+
+@pytest.mark.parametrize(("size", "forms"), [
+    (30, b"\x02\x05"), (400, b"\x03\x06"), (100_000, b"\x04\x07"),
+    (0, b"\x04\x07"),  # too small to compress: zstd writes a raw block, kept whole
+])
+def test_every_form_round_trips(size: int, forms: bytes) -> None:
+    rest = orjson.dumps({"a": "x" * size, "b": ["3e5beb47-1074-5088-a36a-bcf3d07a71d9"]})
+    stamped = PLAIN[:PLAIN.index(b"},") + 2] + rest[1:]
+    for plain, form in ((rest, forms[:1]), (stamped, forms[1:])):
+        stored = encode_state(plain)
+        assert stored[:1] == form
+        assert is_encoded(stored)
+        assert decode_state(stored) == plain
 
 
 def test_uuid_like_text_comes_back_exactly() -> None:
@@ -86,19 +111,32 @@ def test_a_damaged_row_changes_what_is_hashed() -> None:
 
 
 def test_decoding_is_bounded() -> None:
-    bomb = zlib.compressobj(9, zlib.DEFLATED, -12)
-    data = b"\x01" + bomb.compress(b"{" + b" " * (300 * 1024 * 1024)) + bomb.flush()
+    frame = zstandard.ZstdCompressor().compress(b"{" + b" " * 100_000)
+    assert decode_state(b"\x04" + frame) == b"{" + b" " * 100_000
+    claims = bytearray(frame)  # the same frame claiming 300 MiB (4-byte size at 5)
+    assert claims[4] & 0xC0 == 0x80
+    claims[5:9] = (300 * 1024 * 1024).to_bytes(4, "little")
     with pytest.raises(UndecodableState):
-        decode_state(data)
+        decode_state(b"\x04" + bytes(claims))
+    unsized = zstandard.ZstdCompressor(write_content_size=False).compress(b"{}")
+    with pytest.raises(UndecodableState):
+        decode_state(b"\x04" + unsized)
+
+
+def test_the_unmerged_deflate_codec_does_not_decode() -> None:
+    assert is_encoded(b"\x01\x00")
+    with pytest.raises(UndecodableState):
+        decode_state(b"\x01\xab\x56\x02\x00")
 
 
 def test_misplaced_tokens_are_refused() -> None:
     with pytest.raises(ValueError):
-        detokenize(b"\x01\x00")
-    with pytest.raises(ValueError):
-        detokenize(b'{"a":\x02\x00}')
-    with pytest.raises(ValueError):
-        detokenize(b'{"a":\x01}')
+        detokenize(b'{"a":\x02\x00}')  # a truncated UUID
+    assert detokenize(b'{"a":\x02' + b"\x02" * 16 + b"}") == (
+        b'{"a":"02020202-0202-0202-0202-020202020202"}')  # a token's bytes are skipped whole
+    for truncated in (b"\x05\x00", b"\x05" + b"\x00" * 7, b"\x06\x00" * 4, b"\x02"):
+        with pytest.raises(UndecodableState):
+            decode_state(truncated)
 
 
 @given(st.recursive(
@@ -110,3 +148,15 @@ def test_misplaced_tokens_are_refused() -> None:
 def test_any_event_json_round_trips(value: object, at: datetime) -> None:
     plain = OrjsonTranscoder().encode({"timestamp": at, "value": value})
     assert decode_state(encode_state(plain)) == plain
+
+
+def test_threads_coding_at_once_each_get_their_own_contexts() -> None:
+    plains = [PLAIN.replace(b"scheduler", b"actor-%d" % n) for n in range(64)]
+
+    def work(offset: int) -> bool:
+        return all(decode_state(encode_state(plains[(offset + n) % 64])) == plains[
+            (offset + n) % 64] for n in range(500))
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        assert all(pool.map(work, range(8)))
+    assert len(codec._idle) >= 1
