@@ -31,9 +31,10 @@ Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
 class Exporter:
-    """`python -m att_jm.metrics` for one store, on a free loopback port."""
+    """`python -m att_jm.metrics` for one store (a file or a PostgreSQL URL), on a free
+    loopback port."""
 
-    def __init__(self, store: Path, log_path: Path) -> None:
+    def __init__(self, store: Path | str, log_path: Path) -> None:
         self.store = store
         self.port = free_port()
         self.log_path = log_path
