@@ -1,8 +1,9 @@
 """A PostgreSQL server for the tests, and a fresh store (a schema of its own) per test.
 
 `PostgresServer.find()` takes, in order: the server named by `ATT_JM_TEST_POSTGRES` (a URL
-of a role that may create databases, e.g. `postgresql://postgres@127.0.0.1:5432/postgres`),
-the one on 127.0.0.1:5432 (user postgres, trust), else a cluster of its own: `initdb` into a
+of a role that may create databases, e.g. `postgresql://postgres@127.0.0.1:5432/postgres`;
+the word `own`: a cluster of the tests' own even when another server answers), the one on
+127.0.0.1:5432 (user postgres, trust), else a cluster of its own: `initdb` into a
 temporary folder, `pg_ctl start` on a free loopback port (Debian's
 /usr/lib/postgresql/*/bin, installed by `./test.sh` when missing: tools/setup.sh
 `ensure_postgres`; as root the cluster runs as the `postgres` user), stopped and removed at
@@ -44,6 +45,7 @@ BACKENDS = (SQLITE, POSTGRESQL)
 BOTH_BACKENDS = pytest.mark.both_backends
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 ENV_URL = "ATT_JM_TEST_POSTGRES"
+OWN = "own"  # ATT_JM_TEST_POSTGRES=own: a cluster of the tests' own, whatever else answers
 
 
 class NoPostgres(Exception):
@@ -88,7 +90,17 @@ class Cluster:
         kwargs: dict[str, Any] = {}
         if self.user is not None:
             kwargs["user"] = self.user
-        subprocess.run(argv, check=True, capture_output=True, timeout=timeout, **kwargs)
+        # in the cluster's folder: a checkout under /root is no working directory for postgres
+        try:
+            subprocess.run(argv, check=True, capture_output=True, timeout=timeout,
+                           cwd=self.directory, **kwargs)
+        except subprocess.CalledProcessError as error:
+            log = self.directory / "server.log"
+            raise NoPostgres(
+                f"{Path(argv[0]).name} failed (exit {error.returncode}): "
+                f"{error.stderr.decode(errors='replace').strip()}"
+                + (f"; server log: {log.read_text(errors='replace')[-2000:]}"
+                   if log.exists() else "")) from None
 
     @classmethod
     def start(cls) -> Cluster:
@@ -108,13 +120,18 @@ class Cluster:
             os.chown(directory, account.pw_uid, account.pw_gid)
         cluster = cls(binaries, directory, _free_port(), user)
         data = directory / "data"
-        cluster._run(str(binaries / "initdb"), "-D", str(data), "-U", "postgres",
-                     "--auth=trust", "--encoding=UTF8", "--locale=C.UTF-8", "--no-sync")
         options = (f"-p {cluster.port} -k {directory} -c listen_addresses=127.0.0.1 "
                    "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
                    "-c max_connections=300")
-        cluster._run(str(binaries / "pg_ctl"), "-D", str(data), "-l",
-                     str(directory / "server.log"), "-o", options, "-w", "-t", "60", "start")
+        try:
+            cluster._run(str(binaries / "initdb"), "-D", str(data), "-U", "postgres",
+                         "--auth=trust", "--encoding=UTF8", "--locale=C.UTF-8", "--no-sync")
+            cluster._run(str(binaries / "pg_ctl"), "-D", str(data), "-l",
+                         str(directory / "server.log"), "-o", options, "-w", "-t", "60",
+                         "start")
+        except BaseException:
+            cluster.stop()
+            raise
         return cluster
 
     @property
@@ -122,7 +139,7 @@ class Cluster:
         return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
 
     def stop(self) -> None:
-        with contextlib.suppress(subprocess.SubprocessError, OSError):
+        with contextlib.suppress(subprocess.SubprocessError, OSError, NoPostgres):
             self._run(str(self.bin / "pg_ctl"), "-D", str(self.directory / "data"), "-m",
                       "immediate", "-w", "stop")
         shutil.rmtree(self.directory, ignore_errors=True)
@@ -140,11 +157,11 @@ class PostgresServer:
     @classmethod
     def find(cls) -> PostgresServer:
         named = os.environ.get(ENV_URL)
-        if named:
+        if named and named != OWN:
             if not _reachable(named):
                 raise NoPostgres(f"{ENV_URL} names a server that cannot be reached")
             server = cls(named)
-        elif _reachable(DEFAULT_URL):
+        elif named != OWN and _reachable(DEFAULT_URL):
             server = cls(DEFAULT_URL)
         else:
             cluster = Cluster.start()
