@@ -13,6 +13,17 @@
   helpers/postgres.py). A test marked `sqlite_only` (it works on the SQLite file itself) has
   no PostgreSQL variant.
 
+What runs on both engines: every store-level integration test (the JobManager over the store,
+retries, the write index, views and their payloads, rebuild, seals, replay, trace, backtest,
+...), and of the end-to-end scenarios the ones where the store matters: the service end to end
+(test_jobs_run: two jobs, a failure re-executed, execute-now and queue.remove), retries and
+the relay's events stream (test_retries_and_events), Auto Cleanup and idempotency
+(test_cleanup_and_idempotency), SIGKILL mid-burst, restart and rebuild
+(test_restart_and_recovery), every audit verb against the running service (test_audit), and
+trace.get (test_trace_get); views.get is in all of them. The other end-to-end tests (the
+broker, security, scripts, the console, the CLI, metrics) exercise what does not depend on the
+engine and run on SQLite only, which keeps the suite's time reasonable.
+
 Without mosquitto, tests that need it are skipped, except under CI=true where they fail; the
 same for PostgreSQL (the tests start a cluster of their own when none is reachable).
 """
