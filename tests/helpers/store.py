@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import io
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -11,9 +13,11 @@ import orjson
 import pytest
 from psycopg import sql as psql
 
+from att_jm.audit.transfer import export, import_log
 from att_jm.log.backend import PG_EVENTS, is_postgres, parse_postgres, pg_connect, views_location
 from att_jm.log.rows import StoreReader
-from helpers.postgres import POSTGRESQL, PostgresServer
+from att_jm.log.stored import Row
+from helpers.postgres import POSTGRESQL, SQLITE, PostgresServer
 
 
 def store_for(request: pytest.FixtureRequest, backend: str, directory: Path) -> str:
@@ -25,6 +29,11 @@ def store_for(request: pytest.FixtureRequest, backend: str, directory: Path) -> 
     url = server.new_store()
     request.addfinalizer(lambda: server.drop_store(url))
     return url
+
+
+def another_store(request: pytest.FixtureRequest, like: str, directory: Path) -> str:
+    """A new, empty store on the engine of the store `like` (see `store_for`)."""
+    return store_for(request, POSTGRESQL if is_postgres(like) else SQLITE, directory)
 
 
 def views_for(store: str, directory: Path) -> str:
@@ -54,6 +63,34 @@ def count_events(store: Path | str, topic: str) -> int:
         reader.close()
 
 
+def all_rows(store: Path | str) -> list[Row]:
+    """Every stored event as it is in the store, in log order (the same form on both
+    engines: what a seal hashes and an export writes)."""
+    reader = StoreReader(str(store))
+    try:
+        return list(reader.rows())
+    finally:
+        reader.close()
+
+
+def exported(store: Path | str) -> bytes:
+    """The log of `store` as `att-jm audit export` writes it (JSON Lines)."""
+    reader = StoreReader(str(store))
+    out = io.BytesIO()
+    try:
+        export(reader, out)
+    finally:
+        reader.close()
+    return out.getvalue()
+
+
+def copy_log(store: Path | str, copy: str) -> str:
+    """`store`'s log imported into the empty store `copy` (any engine): the same rows, byte
+    for byte; `copy`."""
+    import_log(copy, exported(store).splitlines())
+    return copy
+
+
 def rejections(store: Path | str) -> list[dict[str, Any]]:
     """Every recorded rejection, in log order."""
     return stored_states(store, "att_jm:Rejection.Rejected")
@@ -65,10 +102,10 @@ def notification_ids(store: Path | str) -> list[str]:
             for state in stored_states(store, "att_jm:Notification.Received")]
 
 
-def flip_a_bit(store: Path | str, position: int) -> None:
-    """What someone with write access to the store could do: one bit of the stored state of
-    the event at `position` flipped, in place (SQLite's rowid, PostgreSQL's
-    notification_id)."""
+def rewrite_state(store: Path | str, position: int, change: Callable[[bytes], bytes]) -> None:
+    """What someone with write access to the store could do: the stored state of the event
+    at `position` (SQLite's rowid, PostgreSQL's notification_id) replaced by `change(state)`,
+    in place."""
     location = str(store)
     if is_postgres(location):
         db: Any = pg_connect(parse_postgres(location))
@@ -79,11 +116,17 @@ def flip_a_bit(store: Path | str, position: int) -> None:
         select = "SELECT state FROM stored_events WHERE rowid = ?"
         update = "UPDATE stored_events SET state = ? WHERE rowid = ?"
     try:
-        state = bytearray(db.execute(select, (position,)).fetchone()[0])
-        state[-3] ^= 0x01
-        db.execute(update, (bytes(state), position))
+        state = bytes(db.execute(select, (position,)).fetchone()[0])
+        db.execute(update, (change(state), position))
     finally:
         db.close()
+
+
+def flip_a_bit(state: bytes) -> bytes:
+    """`state` with one bit of its third last byte flipped (for `rewrite_state`)."""
+    changed = bytearray(state)
+    changed[-3] ^= 0x01
+    return bytes(changed)
 
 
 class ViewsSql:
