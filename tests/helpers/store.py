@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import io
+import shutil
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -13,10 +14,18 @@ import orjson
 import pytest
 from psycopg import sql as psql
 
-from att_jm.audit.transfer import export, import_log
-from att_jm.log.backend import PG_EVENTS, is_postgres, parse_postgres, pg_connect, views_location
+from att_jm.audit.transfer import export
+from att_jm.log.backend import (
+    PG_EVENTS,
+    PG_SNAPSHOTS,
+    is_postgres,
+    parse_postgres,
+    pg_connect,
+    views_location,
+)
 from att_jm.log.rows import StoreReader
 from att_jm.log.stored import Row
+from att_jm.store import open_store
 from helpers.postgres import POSTGRESQL, SQLITE, PostgresServer
 
 
@@ -84,10 +93,22 @@ def exported(store: Path | str) -> bytes:
     return out.getvalue()
 
 
-def copy_log(store: Path | str, copy: str) -> str:
-    """`store`'s log imported into the empty store `copy` (any engine): the same rows, byte
-    for byte; `copy`."""
-    import_log(copy, exported(store).splitlines())
+def copy_store(store: str, copy: str) -> str:
+    """`store` as it is (its events and snapshots, row for row) copied into the new store
+    `copy` on the same engine: the file itself on SQLite; `copy`."""
+    if not is_postgres(store):
+        Path(copy).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(store, copy)
+        return copy
+    open_store(copy).close()  # its tables, indexes and triggers
+    source, target = parse_postgres(store), parse_postgres(copy)
+    db = pg_connect(target)
+    try:
+        for table in (PG_EVENTS, PG_SNAPSHOTS):
+            db.execute(psql.SQL("INSERT INTO {} SELECT * FROM {}").format(
+                psql.Identifier(target.schema, table), psql.Identifier(source.schema, table)))
+    finally:
+        db.close()
     return copy
 
 

@@ -10,7 +10,7 @@ import orjson
 import pytest
 from helpers.audit_run import ScriptedRun, typical_day
 from helpers.postgres import BACKENDS
-from helpers.store import another_store, copy_log, rewrite_state, store_for
+from helpers.store import another_store, copy_store, rewrite_state, store_for
 
 from att_jm import cli
 from att_jm.domain.ids import execution_id
@@ -104,7 +104,7 @@ def test_verify_exits_0_on_an_intact_log_and_1_on_a_damaged_one(
     code, out, _ = audit(capsys, store, "verify")
     assert code == 0
     assert out.startswith("verify: OK\n")
-    damaged = copy_log(store, another_store(request, store, tmp_path / "damaged"))
+    damaged = copy_store(store, another_store(request, store, tmp_path / "damaged"))
     rewrite_state(damaged, 12, lambda _: b"{not json")
     code, out, _ = audit(capsys, str(damaged), "verify", "--json")
     assert code == 1
