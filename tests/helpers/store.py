@@ -123,6 +123,16 @@ def notification_ids(store: Path | str) -> list[str]:
             for state in stored_states(store, "att_jm:Notification.Received")]
 
 
+def intruders_sql(store: str, statement: str) -> str:
+    """An SQLite statement on the store's tables as it reads on the engine of `store`: on
+    PostgreSQL its tables, notification_id for rowid, its placeholders."""
+    if not is_postgres(store):
+        return statement
+    return (statement.replace("stored_events", PG_EVENTS)
+            .replace("stored_snapshots", PG_SNAPSHOTS)
+            .replace("rowid", "notification_id").replace("?", "%s"))
+
+
 def rewrite_state(store: Path | str, position: int, change: Callable[[bytes], bytes]) -> None:
     """What someone with write access to the store could do: the stored state of the event
     at `position` (SQLite's rowid, PostgreSQL's notification_id) replaced by `change(state)`,

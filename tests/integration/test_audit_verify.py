@@ -17,13 +17,13 @@ import orjson
 import pytest
 from helpers.audit_run import ScriptedRun, typical_day
 from helpers.postgres import BACKENDS
-from helpers.store import another_store, copy_store, store_for
+from helpers.store import another_store, copy_store, intruders_sql, store_for
 
 from att_jm.application.sealer import Sealer
 from att_jm.audit.transfer import export_line, import_log
 from att_jm.audit.verify import Verification, verify
 from att_jm.audit.witness import check_witness, load_witness
-from att_jm.log.backend import PG_EVENTS, is_postgres, parse_postgres, pg_connect
+from att_jm.log.backend import is_postgres, parse_postgres, pg_connect
 from att_jm.log.chain import SEALED_TOPIC
 from att_jm.log.rows import StoreReader
 from att_jm.store import open_store
@@ -87,9 +87,7 @@ def tamper(path: str, *statements: tuple[str, tuple[object, ...]]) -> None:
     db: Any
     if is_postgres(path):
         db = pg_connect(parse_postgres(path), autocommit=False)
-        statements = tuple(
-            (sql.replace("stored_events", PG_EVENTS).replace("rowid", "notification_id")
-             .replace("?", "%s"), params) for sql, params in statements)
+        statements = tuple((intruders_sql(path, sql), params) for sql, params in statements)
     else:
         db = sqlite3.connect(path)
     try:
