@@ -13,16 +13,20 @@
   helpers/postgres.py). A test marked `sqlite_only` (it works on the SQLite file itself) has
   no PostgreSQL variant.
 
-What runs on both engines: every store-level integration test (the JobManager over the store,
-retries, the write index, views and their payloads, rebuild, seals, replay, trace, backtest,
-...), and of the end-to-end scenarios the ones where the store matters: the service end to end
-(test_jobs_run: two jobs, a failure re-executed, execute-now and queue.remove), retries and
-the relay's events stream (test_retries_and_events), Auto Cleanup and idempotency
-(test_cleanup_and_idempotency), SIGKILL mid-burst, restart and rebuild
-(test_restart_and_recovery), every audit verb against the running service (test_audit), and
-trace.get (test_trace_get); views.get is in all of them. The other end-to-end tests (the
-broker, security, scripts, the console, the CLI, metrics) exercise what does not depend on the
-engine and run on SQLite only, which keeps the suite's time reasonable.
+What runs on both engines: the store-level integration tests (the JobManager over the store,
+retries, the write index, the views and their payloads, rebuild, the writer's batches, the
+store's caps, seals, verify and its tampering, log, replay, trace, backtest, export/import and
+the audit verbs in-process; a module whose store is built once per module parametrizes that
+fixture with BACKENDS), the relay's main paths (test_relay), and of the end-to-end scenarios
+the ones where the store matters: the service end to end (test_jobs_run: two jobs, a failure
+re-executed, execute-now and queue.remove), retries and the relay's events stream
+(test_retries_and_events), Auto Cleanup and idempotency (test_cleanup_and_idempotency),
+SIGKILL mid-burst, restart and rebuild (test_restart_and_recovery), every audit verb against
+the running service (test_audit), and trace.get (test_trace_get); views.get is in all of them.
+The rest (the broker, security, scripts, the console, the CLI, metrics, hypothesis runs, the
+SQLite file's own checkpoints) does not depend on the engine, or works on the SQLite file
+itself, and runs on SQLite only, which keeps the suite's time reasonable. Fail-over and the
+forced race run on PostgreSQL only (they need the lease).
 
 Without mosquitto, tests that need it are skipped, except under CI=true where they fail; the
 same for PostgreSQL (the tests start a cluster of their own when none is reachable).
