@@ -128,6 +128,9 @@ ensure_build_tools() {
   local missing=()
   command -v cc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
   [ -f /usr/include/mosquitto_broker.h ] || missing+=(mosquitto-dev)
+  # the plugin includes <mosquitto.h> too, which Debian ships apart (mosquitto-dev does not
+  # depend on it)
+  [ -f /usr/include/mosquitto.h ] || missing+=(libmosquitto-dev)
   command -v openssl >/dev/null 2>&1 || missing+=(openssl)
   if [ ${#missing[@]} -gt 0 ]; then
     say "installing ${missing[*]} (apt): the broker's client-id plugin and TLS certificates"
