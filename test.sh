@@ -6,6 +6,9 @@
 #   2. mosquitto, its plugin headers, a C compiler and openssl (apt, needs root or sudo) when
 #      missing (the secure site of `att-jm setup` needs them); the tests start their own
 #      brokers on free loopback ports and never use a broker already running on 1883;
+#      PostgreSQL's binaries (Debian's postgresql, apt) when there is no initdb: the store's
+#      tests run on PostgreSQL too, on ATT_JM_TEST_POSTGRES or 127.0.0.1:5432 (user postgres,
+#      trust) when it answers, else on a cluster they start themselves (tests/helpers/postgres.py);
 #   3. the browser console's tests: Node.js and npm (apt) to build console/ (`npm ci`, pinned by
 #      its package-lock.json, then `npm run build`), and Debian's chromium (apt), which
 #      Playwright for Python (the test extra) drives;
@@ -25,6 +28,7 @@ die() { printf 'test.sh: error: %s\n' "$*" >&2; exit 1; }
 ensure_venv
 ensure_package test
 ensure_mosquitto
+ensure_postgres
 ensure_build_tools
 ensure_console
 ensure_chromium

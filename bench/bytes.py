@@ -24,8 +24,8 @@ import orjson
 from bench.harness import TestClient, broker_and_service
 
 
-def bytes_in_use(store: Path) -> dict[str, int]:
-    """Bytes of the pages in use by each table and index of the store file (after a
+def bytes_in_use(store: Path | str) -> dict[str, int]:
+    """Bytes of the pages in use by each table and index of the SQLite store file (after a
     checkpoint, so that the WAL's pages are in the file)."""
     db = sqlite3.connect(store, timeout=30)
     try:
@@ -36,7 +36,7 @@ def bytes_in_use(store: Path) -> dict[str, int]:
         db.close()
 
 
-def events_after(store: Path, position: int) -> tuple[int, dict[str, tuple[int, float]]]:
+def events_after(store: Path | str, position: int) -> tuple[int, dict[str, tuple[int, float]]]:
     """(the log's end, {topic: (count, average state bytes)}) of the rows after `position`."""
     db = sqlite3.connect(f"file:{store}?mode=ro", uri=True)
     try:

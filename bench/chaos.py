@@ -35,16 +35,27 @@ Scenarios (`--scenario` takes these names; default: all, in this order):
   scripts       scripts that hang, leave children behind, print megabytes, die by a signal.
   store         the store's disk full (a small tmpfs) and the store locked while messages
                 arrive; SIGTERM during the fault; recovery without loss.
+  failover      two instances on one PostgreSQL store (tests/helpers/postgres.py finds or
+                starts the server): the active one SIGKILLed 5 times (`--kills`) while
+                notifications arrive (the burst goes on until the last take-over), while its
+                script runs or at random, and started again as a standby; each take-over
+                (the SIGKILL to the new one's `online` status) within `takeover_seconds`
+                (10 s; 4 s with --quick), each execution whose script the kill cut short
+                Failed (interrupted), no script of a dead writer still running once another
+                one started. Its line gives takeover_median and takeover_max; the fail-over
+                figure: `python -m bench.chaos --scenario failover --kills 10`.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import math
 import os
 import random
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -90,16 +101,21 @@ from bench.chaos_rig import (
     NOT_AUTHORIZED,
     Audit,
     ChaosError,
+    FailoverRig,
     Figures,
     HelperFailure,
     Outgoing,
     Publisher,
     Rig,
     Run,
+    cut_short,
     log_events,
     memory_kib,
     notifications,
+    outlived,
     publish_raw,
+    read_records,
+    record_starts,
     retained_views_match,
     rig,
     say,
@@ -155,7 +171,8 @@ def _runs_job(nid: str, every: int) -> bool:
 
 
 def _final_checks(
-    r: Rig, figures: Figures, sent: list[str], every: int, *, quiet_broker_kill: bool = False
+    r: Rig, figures: Figures, sent: list[str], every: int, *, quiet_broker_kill: bool = False,
+    effects: Callable[[], Counter[tuple[str, int]]] | None = None,
 ) -> Audit:
     """Drain, stop cleanly, then audit the log, the scripts' own record and the views.
 
@@ -177,7 +194,8 @@ def _final_checks(
     r.stop_service()
     audit = Audit.read(r.store)
     audit.check_notifications(figures, sent, "chaos", lambda nid: _runs_job(nid, every))
-    audit.check_runs(figures, side_effects(r.scripts_dir))
+    ran = side_effects(r.scripts_dir) if effects is None else effects()
+    audit.check_runs(figures, ran)
     statuses = Counter(run.status for run in audit.runs.values())
     expected = {"queue": statuses["queued"] + statuses["running"],
                 "executed": statuses["executed"], "failed": statuses["failed"]}
@@ -192,8 +210,22 @@ def _final_checks(
     figures.extra["executed"] = statuses["executed"]
     figures.extra["failed"] = statuses["failed"]
     say(f"log: {sum(audit.notifications.values())} notifications, {len(audit.runs)} executions "
-        f"({dict(statuses)}), {len(side_effects(r.scripts_dir))} script runs recorded")
+        f"({dict(statuses)}), {sum(ran.values())} script runs recorded")
     return audit
+
+
+@contextlib.contextmanager
+def _sending(publisher: Publisher, figures: Figures) -> Iterator[None]:
+    """While `publisher` sends its burst: then wait until it is done (a problem after 300 s),
+    close it, and report its failure."""
+    try:
+        yield
+        if not publisher.wait_done(300):
+            figures.problem("the publisher did not finish in 300 s")
+    finally:
+        publisher.close()
+    if publisher.error is not None:
+        figures.problem(f"publisher failed: {publisher.error!r}")
 
 
 # --- 1. service SIGKILL -------------------------------------------------------------------
@@ -211,18 +243,12 @@ def service_kill(cfg: Config, rng: random.Random) -> Figures:
             f"{kills} service SIGKILLs")
         publisher = Publisher(r.url(CHANNEL_MANAGER), rate=cfg.size(400, 300)).start(messages)
         kinds = ("commit", "execution", "random")
-        try:
+        with _sending(publisher, figures):
             for number in range(kills):
                 time.sleep(rng.uniform(0.2, 1.0))
                 hit = r.kill_service(kinds[number % len(kinds)], rng, figures)
                 say(f"kill {number + 1}/{kills}: SIGKILL {hit}")
                 r.restart_service()
-            if not publisher.wait_done(300):
-                figures.problem("the publisher did not finish in 300 s")
-        finally:
-            publisher.close()
-        if publisher.error is not None:
-            figures.problem(f"publisher failed: {publisher.error!r}")
         figures.restarts = r.restarts
         _final_checks(r, figures, [m.id for m in messages], every)
     return figures
@@ -1239,6 +1265,120 @@ def store(cfg: Config, rng: random.Random) -> Figures:
     return figures
 
 
+# --- 8. fail-over between two instances on PostgreSQL -----------------------------------
+
+
+@contextlib.contextmanager
+def postgres_store(figures: Figures) -> Iterator[str | None]:
+    """A fresh PostgreSQL store (a schema of the tests' server, tests/helpers/postgres.py:
+    127.0.0.1:5432 or a cluster of its own), dropped afterwards; None, said, without one.
+
+    Its database is `att_jm_chaos_<pid>`, not the tests' `att_jm_tests_<pid>`: under pytest
+    (tests/e2e/test_chaos.py) the session's database of the same process is in use, and
+    `find()` drops and creates its database."""
+    from helpers.postgres import NoPostgres, PostgresServer  # noqa: PLC0415 -- psycopg, lazily
+
+    @dataclasses.dataclass
+    class ChaosServer(PostgresServer):
+        database: str = dataclasses.field(
+            default_factory=lambda: f"att_jm_chaos_{os.getpid()}")
+
+    try:
+        server = ChaosServer.find()
+    except NoPostgres as error:
+        if os.environ.get("CI") == "true":
+            figures.problem(f"no PostgreSQL: {error}")
+        else:
+            figures.extra["skipped"] = "no-postgresql"
+            say(f"skipped: {error}")
+        yield None
+        return
+    url = server.new_store()
+    try:
+        yield url
+    finally:
+        server.terminate_others()
+        server.drop_store(url)
+        server.close()
+
+
+def failover(cfg: Config, rng: random.Random) -> Figures:
+    figures = Figures("failover")
+    kills = cfg.kills or 5
+    takeover = 4.0 if cfg.quick else 10.0
+    rate = cfg.size(60, 30)
+    # The burst lasts until the last take-over (then it ends after its current window): at
+    # most `count` notifications, by default more than the kills can take at `rate`.
+    count = cfg.count or int(rate * kills * (takeover + 20))
+    every = 10
+    with postgres_store(figures) as url:
+        if url is None:
+            return figures
+        with failover_rig(cfg, url, takeover) as r:
+            r.ok("settings.set", {"interval_seconds": 0})
+            r.ok("job.add", {"name": "chaos", "script": "chaos-record", "trigger": "chaos",
+                             "match": {"run": True}, "command": f"{r.records} {{tenths}}",
+                             "timeout_seconds": 60})
+            topic = r.service.notification_topic("chaos")
+            messages = notifications(
+                "fo", topic, count,
+                lambda n: {"run": n % every == 0, "tenths": 3 if n % (every * 2) == 0 else 0},
+            )
+            say(f"sending notifications at {rate}/s (one in {every} runs the job) until "
+                f"{kills} SIGKILLs of the active instance are over (takeover_seconds "
+                f"{takeover:g})")
+            publisher = Publisher(r.url(CHANNEL_MANAGER), rate=rate, window=10).start(messages)
+            with _sending(publisher, figures):
+                for number in range(kills):
+                    time.sleep(rng.uniform(0.5, 1.5))
+                    if publisher.done.is_set():
+                        figures.problem(f"the burst ended before kill {number + 1} "
+                                        "(--count too small)")
+                    took = r.kill_active("execution" if number % 2 == 0 else "random", rng,
+                                         figures)
+                    if took > takeover:
+                        figures.problem(f"take-over {number + 1} took {took:.2f} s, over the "
+                                        f"bound of {takeover:g} s")
+                publisher.finish()
+            figures.restarts = r.restarts
+            times = sorted(r.takeovers)
+            figures.extra["takeover_median"] = f"{statistics.median(times):.2f}"
+            figures.extra["takeover_max"] = f"{times[-1]:.2f}"
+            audit = _final_checks(r, figures, publisher.sent, every,
+                                  effects=lambda: record_starts(read_records(r.records)))
+            records = read_records(r.records)
+            for problem in outlived(records, r.deaths):
+                figures.problem(problem)
+            for run in audit.runs.values():
+                if run.interrupted and run.status != "failed":
+                    figures.problem(f"{run.id} interrupted but {run.status}")
+            for entry, attempt in sorted(cut_short(records, r.deaths)):
+                cut = audit.runs.get(entry)
+                if cut is None or not cut.interrupted or cut.status != "failed":
+                    figures.problem(f"{entry} attempt {attempt}: its writer was killed while "
+                                    "its script ran, but it is not Failed (interrupted)")
+    return figures
+
+
+@contextlib.contextmanager
+def failover_rig(cfg: Config, url: str, takeover: float) -> Iterator[FailoverRig]:
+    """A started FailoverRig in a temporary directory (under `cfg.workdir`, kept, if given)."""
+    with contextlib.ExitStack() as stack:
+        if cfg.workdir is None:
+            root = Path(stack.enter_context(tempfile.TemporaryDirectory(
+                prefix="att-jm-failover-")))
+        else:
+            cfg.workdir.mkdir(parents=True, exist_ok=True)
+            root = Path(tempfile.mkdtemp(prefix="failover-", dir=cfg.workdir))
+            say(f"keeping {root}")
+        the_rig = FailoverRig(root, store_url=url, takeover_seconds=takeover)
+        try:
+            the_rig.start()
+            yield the_rig
+        finally:
+            the_rig.close()
+
+
 # --- main ----------------------------------------------------------------------------------
 
 
@@ -1250,6 +1390,7 @@ SCENARIOS: dict[str, Callable[[Config, random.Random], Figures]] = {
     "bad-input": bad_input,
     "scripts": scripts,
     "store": store,
+    "failover": failover,
 }
 
 

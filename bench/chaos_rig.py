@@ -35,6 +35,8 @@ from typing import Any
 
 import orjson
 import paho.mqtt.client as paho
+import psycopg
+import psycopg.sql
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 
@@ -44,10 +46,11 @@ sys.path.insert(0, str(REPO / "tests"))
 import pytest  # noqa: E402 -- the helpers report failures with pytest.fail
 from helpers.mqtt import TestClient, new_properties, parse_url  # noqa: E402 -- tests/ on sys.path
 from helpers.processes import pids_with_env  # noqa: E402 -- idem
-from helpers.service import Service, populate_scripts_dir  # noqa: E402 -- idem
+from helpers.service import Service, populate_scripts_dir, reachable  # noqa: E402 -- idem
 from helpers.site import SecureSite  # noqa: E402 -- idem
 
 from att_jm.domain.ids import execution_id  # noqa: E402 -- after the sys.path set-up, like the rest
+from att_jm.log.backend import PG_EVENTS  # noqa: E402 -- idem
 from att_jm.log.codec import loads_state  # noqa: E402 -- idem
 from att_jm.site.broker import BrokerSetupError  # noqa: E402 -- idem
 from att_jm.site.local import SERVICE_USER  # noqa: E402 -- idem
@@ -146,15 +149,18 @@ class Audit:
     position: int = 0
 
     @classmethod
-    def read(cls, store: Path) -> Audit:
+    def read(cls, store: Path | str) -> Audit:
+        """The log of `store`: an SQLite file, or a PostgreSQL store's URL (`?schema=`)."""
         audit = cls()
-        with contextlib.closing(sqlite3.connect(f"file:{store}?mode=ro", uri=True)) as db:
-            rows = db.execute(
-                "SELECT rowid, originator_id, topic, state FROM stored_events ORDER BY rowid"
-            )
-            for position, originator, topic, state in rows:
-                audit.position = position
-                audit._apply(str(uuid.UUID(str(originator))), str(topic), loads_state(state))
+        if isinstance(store, str) and "://" in store:
+            rows: list[tuple[Any, Any, Any, Any]] = pg_rows(store)
+        else:
+            with contextlib.closing(sqlite3.connect(f"file:{store}?mode=ro", uri=True)) as db:
+                rows = db.execute("SELECT rowid, originator_id, topic, state FROM "
+                                  "stored_events ORDER BY rowid").fetchall()
+        for position, originator, topic, state in rows:
+            audit.position = position
+            audit._apply(str(uuid.UUID(str(originator))), str(topic), loads_state(bytes(state)))
         return audit
 
     def _run(self, originator: str) -> Run:
@@ -254,6 +260,16 @@ class Audit:
         figures.lost += len(unenqueued)
         if unenqueued:
             figures.problem(f"{len(unenqueued)} notifications logged but not enqueued")
+
+
+def pg_rows(store: str) -> list[tuple[int, Any, str, bytes]]:
+    """(position, originator id, topic, state) of every row of a PostgreSQL store's log."""
+    base, _, schema = store.partition("?schema=")
+    with psycopg.connect(base, connect_timeout=10) as db:
+        return [(int(p), o, str(t), bytes(s)) for p, o, t, s in db.execute(
+            psycopg.sql.SQL("SELECT notification_id, originator_id, topic, state FROM {}.{} "
+                            "ORDER BY notification_id").format(
+                psycopg.sql.Identifier(schema), psycopg.sql.Identifier(PG_EVENTS)))]
 
 
 def side_effects(scripts_dir: Path) -> Counter[tuple[str, int]]:
@@ -578,6 +594,8 @@ class Publisher:
         self._client.loop_start()
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
+        self._finish = threading.Event()
+        self._messages: Sequence[Outgoing] = ()
         self.done = threading.Event()
         self.error: BaseException | None = None
 
@@ -624,6 +642,8 @@ class Publisher:
             for start in range(0, len(messages), self._window):
                 if self._stop.is_set():
                     return
+                if self._finish.is_set():
+                    break
                 self._send_window(messages[start : start + self._window])
                 if self._rate > 0:
                     due = started + (start + self._window) / self._rate
@@ -636,12 +656,23 @@ class Publisher:
             self.done.set()
 
     def start(self, messages: Sequence[Outgoing]) -> Publisher:
+        self._messages = messages
         self._thread = threading.Thread(target=self._loop, args=(messages,), daemon=True)
         self._thread.start()
         return self
 
     def wait_done(self, timeout: float) -> bool:
         return self.done.wait(timeout)
+
+    def finish(self) -> None:
+        """Send no window after the current one (whose messages are still sent until each
+        has its PUBACK): the burst ends there, `done` is set then."""
+        self._finish.set()
+
+    @property
+    def sent(self) -> list[str]:
+        """The ids published at least once (all of them unless `finish` ended it early)."""
+        return [message.id for message in self._messages if message.copies]
 
     def close(self) -> None:
         self._stop.set()
@@ -714,3 +745,247 @@ def log_events(log_text: str, event: str) -> list[dict[str, Any]]:
 
 def run_command(argv: Sequence[str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, capture_output=True, text=True, check=False, timeout=60)
+
+
+# --- several instances on one PostgreSQL store (bench/chaos.py `failover`, test_failover.py) --
+
+#: tests/scripts/chaos-record's lines: (kind, time, execution id, attempt, writer pid).
+Record = tuple[str, float, str, int, int]
+
+
+class InstanceProcess(Service):
+    """One `att-jm serve --instance NAME` on a PostgreSQL store, beside others. `start()`
+    returns once its own instance status (standby or active) is on the broker."""
+
+    def __init__(self, broker: Any, *, store_url: str, instance: str,
+                 takeover_seconds: float, **kwargs: Any) -> None:
+        super().__init__(broker, store=Path("unused"), **kwargs)
+        self.store_url = store_url
+        self.instance = instance
+        self.takeover_seconds = takeover_seconds
+
+    @property
+    def instance_topic(self) -> str:
+        return self.topic(f"job-manager/instances/{self.instance}/status")
+
+    def argv(self) -> list[str]:
+        argv = super().argv()
+        argv[argv.index("--store") + 1] = self.store_url
+        return [*argv, "--instance", self.instance,
+                "--takeover-seconds", str(self.takeover_seconds)]
+
+    @property
+    def ready_topic(self) -> str:
+        return self.instance_topic
+
+    def is_ready(self, payload: bytes, pid: int) -> bool:
+        """Its own instance status, standby or active."""
+        try:
+            body = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            return False
+        return isinstance(body, dict) and body.get("pid") == pid \
+            and body.get("state") in ("standby", "active")
+
+
+def read_records(path: Path) -> list[Record]:
+    """The lines tests/scripts/chaos-record wrote to `path`."""
+    records: list[Record] = []
+    if path.exists():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            parts = line.split()
+            if len(parts) == 5:
+                records.append((parts[0], float(parts[1]), parts[2], int(parts[3]),
+                                int(parts[4])))
+    return records
+
+
+def record_starts(records: Iterable[Record]) -> Counter[tuple[str, int]]:
+    """(execution id, attempt) -> how many times chaos-record really started."""
+    return Counter((entry, attempt) for kind, _, entry, attempt, _ in records
+                   if kind == "start")
+
+
+def outlived(records: Sequence[Record], deaths: Mapping[int, float]) -> list[str]:
+    """Scripts of a writer that was killed or fenced (pid -> when, wall clock) still running
+    after another writer started a script after that moment: each as a line of text."""
+    found = []
+    for pid, died in deaths.items():
+        later = [at for kind, at, _, _, writer in records
+                 if kind == "start" and writer != pid and at > died]
+        if not later:
+            continue
+        first = min(later)
+        for kind, at, entry, attempt, writer in records:
+            if writer == pid and kind in ("beat", "end") and at > first:
+                found.append(f"{entry} attempt {attempt} of writer {pid} still ran "
+                             f"{at - first:.3f} s after another writer started a script")
+                break
+    return found
+
+
+def cut_short(records: Iterable[Record], dead: Iterable[int]) -> set[tuple[str, int]]:
+    """(execution id, attempt) of the scripts a dead writer (a pid of `dead`) started and that
+    wrote no `end` line: the executions its SIGKILL interrupted."""
+    dead = set(dead)
+    started = {(entry, attempt) for kind, _, entry, attempt, writer in records
+               if kind == "start" and writer in dead}
+    ended = {(entry, attempt) for kind, _, entry, attempt, _ in records if kind == "end"}
+    return started - ended
+
+
+def shared_file(directory: Path, name: str) -> Path:
+    """An empty file every user may append to, in `directory` (scripts run as the
+    unprivileged script user when the harness runs as root, and may not write into the
+    scripts directory)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    reachable(directory)
+    path = directory / name
+    path.touch()
+    path.chmod(0o666)
+    return path
+
+
+class FailoverRig(Rig):
+    """A site, its broker and `count` instances of `att-jm serve` on one PostgreSQL store
+    (`store_url`). The first one started becomes active; the others are standbys."""
+
+    def __init__(self, root: Path, *, store_url: str, count: int = 2,
+                 takeover_seconds: float = 10.0, name: str = "failover",
+                 urls: Mapping[int, str] | None = None) -> None:
+        """`urls`: instance number -> the store URL it uses instead (e.g. through a proxy)."""
+        super().__init__(root, name=name)
+        self.store_url = store_url
+        self.store = store_url  # type: ignore[assignment]  # what Audit.read takes
+        self.takeover_seconds = takeover_seconds
+        self.records = shared_file(root / "records", "runs.log")
+        base = self.service
+        self.instances = [
+            InstanceProcess(
+                self.broker, store_url=(urls or {}).get(n, store_url),
+                instance=f"jm-{chr(ord('a') + n)}",
+                takeover_seconds=takeover_seconds, scripts_dir=self.scripts_dir,
+                log_path=root / f"att-jm-{chr(ord('a') + n)}.log", client_id=SERVICE_USER,
+                mqtt_url=base.mqtt_url, watch_url=base.watch_url,
+                extra_args=base.extra_args, env=base.env,
+            )
+            for n in range(count)
+        ]
+        self.service = self.instances[0]
+        #: Fail-over times measured by `kill_active` (seconds).
+        self.takeovers: list[float] = []
+        #: Writer pid -> when it was SIGKILLed (wall clock).
+        self.deaths: dict[int, float] = {}
+
+    def start(self) -> FailoverRig:
+        self.broker.start()
+        first, *others = self.instances
+        self._start(first)
+        self.wait_active(first, 60)
+        for instance in others:
+            self._start(instance)
+        return self
+
+    def _start(self, instance: InstanceProcess) -> None:
+        try:
+            instance.start(timeout=60)
+        except HelperFailure as error:
+            raise ChaosError(str(error)) from None
+
+    def status(self) -> dict[str, Any]:
+        """The service's retained status (the active instance's)."""
+        return dict(self.operator.retained(self.service.status_topic, timeout=10))
+
+    def wait_active(self, instance: InstanceProcess, timeout: float) -> None:
+        """Until the service's status is `online` from `instance` (retained or live)."""
+        with TestClient(self.url("auditor")) as watcher:
+            status = watcher.subscribe(self.service.status_topic)
+            try:
+                status.wait_for(lambda m: _online_of(m.payload, instance.pid), timeout)
+            except AssertionError:
+                raise ChaosError(f"{instance.instance} was not active within {timeout} s") \
+                    from None
+
+    def active(self) -> InstanceProcess:
+        status = self.status()
+        for instance in self.instances:
+            if instance.running and status.get("state") == "online" \
+                    and status.get("pid") == instance.pid:
+                self.service = instance
+                return instance
+        raise ChaosError(f"no running instance is active: {status}")
+
+    def kill_active(self, how: str, rng: random.Random, figures: Figures,
+                    timeout: float = 60.0) -> float:
+        """SIGKILL the active instance (`execution`: while its script runs; else at random),
+        wait until another one is active, restart the killed one as a standby; the fail-over
+        time (the SIGKILL to the new one's `online` status on the broker)."""
+        victim = self.active()
+        pid = victim.pid
+        assert pid is not None
+        hit = "random"
+        if how == "execution":
+            deadline = time.monotonic() + 5.0
+            while time.monotonic() < deadline:
+                if [child for child in children_of(pid) if child not in self._relays(pid)]:
+                    hit = "execution"
+                    break
+                time.sleep(0.005)
+        else:
+            time.sleep(rng.uniform(0.0, 0.5))
+        with TestClient(self.url("auditor")) as watcher:
+            status = watcher.subscribe(self.service.status_topic)
+            killed_at = time.monotonic()
+            self.deaths[pid] = time.time()
+            os.kill(pid, signal.SIGKILL)
+            victim.kill()  # reap
+            try:
+                message = status.wait_for(lambda m: _online_of(m.payload, pid, other=True),
+                                         timeout)
+            except AssertionError:
+                raise ChaosError(f"no instance took over within {timeout} s") from None
+            took = time.monotonic() - killed_at
+        new = orjson.loads(message.payload)
+        figures.extra[f"kills_{hit}"] = figures.extra.get(f"kills_{hit}", 0) + 1
+        self.takeovers.append(took)
+        say(f"SIGKILL {victim.instance} ({hit}): {new.get('instance')} active after "
+            f"{took:.2f} s (epoch {new.get('epoch')})")
+        self._start(victim)  # back as a standby
+        self.restarts += 1
+        return took
+
+    @staticmethod
+    def _relays(pid: int) -> set[int]:
+        """The relay of writer `pid` (a child that is not a script)."""
+        found = set()
+        for child in children_of(pid):
+            with contextlib.suppress(OSError):
+                if b"att_jm.relay" in Path(f"/proc/{child}/cmdline").read_bytes():
+                    found.add(child)
+        return found
+
+    def stop_service(self) -> int:
+        """SIGTERM the standbys, then the active instance (each must exit 0)."""
+        active = self.active()
+        try:
+            for instance in [i for i in self.instances if i is not active] + [active]:
+                if instance.running:
+                    instance.stop(timeout=30)
+        except HelperFailure as error:
+            raise ChaosError(str(error)) from None
+        return 0
+
+    def close(self) -> None:
+        for instance in self.instances:
+            instance.kill()
+        super().close()
+
+
+def _online_of(payload: bytes, pid: int | None, *, other: bool = False) -> bool:
+    """Whether `payload` is an `online` status of `pid` (of another pid, with `other`)."""
+    try:
+        status = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return False
+    return isinstance(status, dict) and status.get("state") == "online" \
+        and (status.get("pid") != pid if other else status.get("pid") == pid)

@@ -29,13 +29,16 @@ __all__ = [
 
 
 @contextmanager
-def broker_and_service(extra_args: Sequence[str] = ()) -> Iterator[tuple[Broker, Service]]:
-    """A fresh broker and a started service on a fresh store, both stopped afterwards."""
+def broker_and_service(
+    extra_args: Sequence[str] = (), store: str | None = None,
+) -> Iterator[tuple[Broker, Service]]:
+    """A fresh broker and a started service on a fresh store, both stopped afterwards
+    (`store`: a given empty one, e.g. a PostgreSQL URL; None: an SQLite file of the round)."""
     with tempfile.TemporaryDirectory(prefix="att-jm-bench-") as tmp:
         root = Path(tmp)
         broker = Broker(root / "broker").start()
         service = Service(
-            broker, store=root / "store" / "att-jm.db",
+            broker, store=store or root / "store" / "att-jm.db",
             scripts_dir=populate_scripts_dir(root / "scripts"), log_path=root / "att-jm.log",
             extra_args=extra_args,
             # The benchmarks send thousands of commands as one actor, back to back: the limiter

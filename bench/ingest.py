@@ -36,6 +36,7 @@ from paho.mqtt.client import Client, MQTTMessage, topic_matches_sub
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from att_jm.domain.ids import execution_id
+from att_jm.log.backend import is_postgres
 from bench.harness import Broker, broker_and_service
 
 POLL_SECONDS = 0.001
@@ -120,9 +121,24 @@ def wait_for_row(db_path: Path, sql: str, key: object, timeout: float = 600) -> 
     raise RuntimeError(f"no row for {key!r} in {db_path} within {timeout} s")
 
 
-def service_round(count: int) -> tuple[float, Watch]:
-    """Notifications per second into the service, and what it published on view topics."""
-    with broker_and_service() as (broker, service):
+def wait_for_enqueued(store: Path | str, execution: str) -> float:
+    """perf_counter once the `Execution.Enqueued` row (version 1) of `execution` is committed
+    in the store: an SQLite file, or a PostgreSQL store (bench/postgres.py)."""
+    if is_postgres(str(store)):
+        from bench.postgres import wait_for_pg_row  # noqa: PLC0415 -- psycopg for PostgreSQL only
+
+        return wait_for_pg_row(str(store), execution)
+    return wait_for_row(
+        Path(store),
+        "SELECT 1 FROM stored_events WHERE originator_id = ? AND originator_version = 1",
+        execution,
+    )
+
+
+def service_round(count: int, store: str | None = None) -> tuple[float, Watch]:
+    """Notifications per second into the service, and what it published on view topics
+    (`store`: a given empty store, e.g. a PostgreSQL URL; None: an SQLite file)."""
+    with broker_and_service(store=store) as (broker, service):
         views = Watch(10**12)
         client = publisher(broker.port, {service.topic("job-manager/views/#"): views})
         commands = service.topic("job-manager/commands/bench")
@@ -134,11 +150,7 @@ def service_round(count: int) -> tuple[float, Watch]:
         views.reset()
         last = execution_id(f"n-{count - 1}", "ingest").hex
         started = publish_burst(client, service.notification_topic("ingest"), count)
-        elapsed = wait_for_row(
-            service.store,
-            "SELECT 1 FROM stored_events WHERE originator_id = ? AND originator_version = 1",
-            last,
-        ) - started
+        elapsed = wait_for_enqueued(service.store, last) - started
         time.sleep(0.5)  # the last coalesced view messages
         views.seconds = time.perf_counter() - started
         client.loop_stop()

@@ -360,9 +360,11 @@ def commands(probe: Probe, service: Service, reply_topic: str, count: int, echo:
     return series
 
 
-def one_round(count: int, command_count: int) -> dict[str, list[float]]:
-    """Every series of one round on a fresh broker and service, in seconds."""
-    with broker_and_service() as (broker, service):
+def one_round(count: int, command_count: int,
+              store: str | None = None) -> dict[str, list[float]]:
+    """Every series of one round on a fresh broker and service, in seconds (`store`: a given
+    empty store, e.g. a PostgreSQL URL; None: an SQLite file)."""
+    with broker_and_service(store=store) as (broker, service):
         root = service.log_path.parent
         stamps = shared_file(root / "stamps.txt")
         reply_topic = service.topic(f"job-manager/replies/bench/{uuid.uuid4().hex}")

@@ -215,16 +215,17 @@ def rows(figures: Sequence[Figure]) -> list[tuple[str, ...]]:
     return table
 
 
-def render(figures: Sequence[Figure]) -> str:
-    """A Markdown table (readable in a terminal, pasteable into an issue)."""
-    table = [HEADER, *rows(figures)]
-    widths = [max(len(row[column]) for row in table) for column in range(len(HEADER))]
+def render(figures: Sequence[Figure], header: Sequence[str] = HEADER) -> str:
+    """A Markdown table (readable in a terminal, pasteable into an issue); `header`: other
+    names for its six columns (bench/postgres.py)."""
+    table = [tuple(header), *rows(figures)]
+    widths = [max(len(row[column]) for row in table) for column in range(len(header))]
 
     def line(row: Sequence[str]) -> str:
         return "| " + " | ".join(cell.ljust(width) for cell, width in zip(row, widths,
                                                                           strict=True)) + " |"
 
-    return "\n".join([line(HEADER), line(["-" * width for width in widths]),
+    return "\n".join([line(header), line(["-" * width for width in widths]),
                       *(line(row) for row in table[1:])])
 
 

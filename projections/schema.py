@@ -134,7 +134,7 @@ def _connect_postgres(url: str, *, readonly: bool) -> Any:
     from att_jm.log.backend import LiveConnection  # noqa: PLC0415 -- psycopg on demand
 
     location = parse_postgres(url)
-    db = LiveConnection(location, readonly=readonly, configure=_nul_safe)
+    db = LiveConnection(location, readonly=readonly, configure=_configure)
     if readonly:
         return db
     from psycopg import sql  # noqa: PLC0415 -- idem
@@ -166,9 +166,12 @@ def _connect_postgres(url: str, *, readonly: bool) -> Any:
     return db
 
 
-def _nul_safe(db: Any) -> None:
-    """Text parameters of `db` with U+0000 replaced by U+FFFD (PostgreSQL text cannot hold
-    it; see the module)."""
+def _configure(db: Any) -> None:
+    """A views connection: its commits do not wait for the disk (the views are rebuilt from
+    the log: SQLite's views file runs with synchronous=NORMAL for the same reason), its text
+    parameters with U+0000 replaced by U+FFFD (PostgreSQL text cannot hold it; see the
+    module)."""
+    db.execute("SET synchronous_commit = off")
     from psycopg.types.string import StrDumperUnknown  # noqa: PLC0415 -- psycopg on demand
 
     class NulSafeStr(StrDumperUnknown):

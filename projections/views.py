@@ -12,9 +12,11 @@ same rules. What it reads (rows, positions, the bounded view messages) is
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from att_jm.log.backend import POSTGRES
 from att_jm.vocabulary import VIEWS
 from projections.reader import VIEW_MAX_BYTES, ViewReader, cut_cell, cut_row
 from projections.rules import (
@@ -84,17 +86,30 @@ class Views(ViewReader):
         position = run_rules(overlay, items, start)
         if position == start:
             return set()
-        cursor = self._db.cursor()
         self._written()
-        cursor.execute(self._dialect.begin_write)
-        try:
-            overlay.flush(cursor)
-            cursor.execute(self._sql.tracking, (position,))
-            cursor.execute("COMMIT")
-        except BaseException:
-            self._rollback()
-            raise
+        self._commit(overlay, position)
         return set(overlay.positions)
+
+    def _commit(self, overlay: Overlay, position: int) -> None:
+        """The batch's transaction: its rows and the tracked position. On PostgreSQL in one
+        pipeline (one round trip, not one per statement), and after a failure the connection
+        is dropped (the next use opens another: nothing of an aborted pipeline survives in
+        it)."""
+        db = self._db
+        pipelined = self._dialect is POSTGRES
+        try:
+            with db.pipeline() if pipelined else contextlib.nullcontext():
+                cursor = db.cursor()
+                cursor.execute(self._dialect.begin_write)
+                overlay.flush(cursor)
+                cursor.execute(self._sql.tracking, (position,))
+                cursor.execute("COMMIT")
+        except BaseException:
+            if pipelined:
+                db.close()
+            else:
+                self._rollback()
+            raise
 
     def _rollback(self) -> None:
         """After a failed write: end its transaction (SQLite rolls back by itself on a full

@@ -6,9 +6,30 @@
 - `scripts_dir`: a temp copy of `scripts/` and `tests/scripts/`, executable.
 - `service_factory(prefix=..., client_id=..., store=..., extra_args=..., start=True)`: the real
   `python -m att_jm serve` on `broker`; every one still running is stopped at teardown, and a
-  non-zero exit code on that SIGTERM fails the test.
+  non-zero exit code on that SIGTERM fails the test. Its store is `store_location`.
+- The store's engine: `store_backend` ("sqlite" unless a test or module is parametrized with
+  `BOTH_BACKENDS` from helpers.postgres), `store_location` (an SQLite path in the test's
+  folder, or a fresh PostgreSQL schema's URL), `postgres` (the session's server:
+  helpers/postgres.py). A test marked `sqlite_only` (it works on the SQLite file itself) has
+  no PostgreSQL variant.
 
-Without mosquitto, tests that need it are skipped, except under CI=true where they fail.
+What runs on both engines: the store-level integration tests (the JobManager over the store,
+retries, the write index, the views and their payloads, rebuild, the writer's batches, the
+store's caps, seals, verify and its tampering, log, replay, trace, backtest, export/import and
+the audit verbs in-process; a module whose store is built once per module parametrizes that
+fixture with BACKENDS), the relay's main paths (test_relay), and of the end-to-end scenarios
+the ones where the store matters: the service end to end (test_jobs_run: two jobs, a failure
+re-executed, execute-now and queue.remove), retries and the relay's events stream
+(test_retries_and_events), Auto Cleanup and idempotency (test_cleanup_and_idempotency),
+SIGKILL mid-burst, restart and rebuild (test_restart_and_recovery), every audit verb against
+the running service (test_audit), and trace.get (test_trace_get); views.get is in all of them.
+The rest (the broker, security, scripts, the console, the CLI, metrics, hypothesis runs, the
+SQLite file's own checkpoints) does not depend on the engine, or works on the SQLite file
+itself, and runs on SQLite only, which keeps the suite's time reasonable. Fail-over and the
+forced race run on PostgreSQL only (they need the lease).
+
+Without mosquitto, tests that need it are skipped, except under CI=true where they fail; the
+same for PostgreSQL (the tests start a cluster of their own when none is reachable).
 """
 
 from __future__ import annotations
@@ -20,8 +41,10 @@ from pathlib import Path
 import pytest
 from helpers.broker import Broker, BrokerFactory
 from helpers.mqtt import TestClient
+from helpers.postgres import BACKENDS, POSTGRESQL, NoPostgres, PostgresServer
 from helpers.service import Service, ServiceFactory, populate_scripts_dir
 from helpers.site import SecureSite
+from helpers.store import store_for
 
 from att_jm import config
 from att_jm.config import Settings
@@ -48,12 +71,65 @@ def _no_site_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(config, "SITE_CONFIG", Path("var") / "no-site-settings-in-tests")
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests under tests/e2e/ carry the `e2e` marker (`pytest -m "not e2e"` for a quick run)."""
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "sqlite_only: works on the SQLite store file itself (no PostgreSQL variant)")
+    config.addinivalue_line(
+        "markers", "both_backends: runs on an SQLite and on a PostgreSQL store (when the test "
+        "uses the store: the store_backend fixture)")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A `both_backends` test that uses the store runs once per engine."""
+    if ("store_backend" in metafunc.fixturenames
+            and metafunc.definition.get_closest_marker("both_backends") is not None):
+        metafunc.parametrize("store_backend", BACKENDS, indirect=True)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests under tests/e2e/ carry the `e2e` marker (`pytest -m "not e2e"` for a quick run);
+    the PostgreSQL variant of a `sqlite_only` test is deselected."""
     e2e_dir = TESTS_DIR / "e2e"
+    kept: list[pytest.Item] = []
+    dropped: list[pytest.Item] = []
     for item in items:
         if e2e_dir in Path(str(item.path)).parents:
             item.add_marker(pytest.mark.e2e)
+        callspec = getattr(item, "callspec", None)
+        on_postgres = callspec is not None and POSTGRESQL in callspec.params.values()
+        if on_postgres and item.get_closest_marker("sqlite_only") is not None:
+            dropped.append(item)
+        else:
+            kept.append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """The session's PostgreSQL server (helpers/postgres.py); skipped without one, except
+    under CI=true."""
+    try:
+        server = PostgresServer.find()
+    except NoPostgres as error:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"PostgreSQL is required under CI=true: {error}")
+        pytest.skip(str(error))
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def store_backend(request: pytest.FixtureRequest) -> str:
+    """"sqlite", or what the test is parametrized with (`BOTH_BACKENDS`)."""
+    return str(getattr(request, "param", "sqlite"))
+
+
+@pytest.fixture
+def store_location(store_backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    """The test's store: `<tmp>/store/att-jm.db`, or a fresh PostgreSQL schema's URL."""
+    return store_for(request, store_backend, tmp_path / "store")
 
 
 @pytest.fixture
@@ -100,7 +176,8 @@ def scripts_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def service_factory(broker: Broker, scripts_dir: Path, tmp_path: Path) -> Iterator[ServiceFactory]:
+def service_factory(broker: Broker, scripts_dir: Path, tmp_path: Path,
+                    store_location: str) -> Iterator[ServiceFactory]:
     default_broker, default_scripts_dir = broker, scripts_dir
     services: list[Service] = []
 
@@ -109,7 +186,7 @@ def service_factory(broker: Broker, scripts_dir: Path, tmp_path: Path) -> Iterat
         broker: Broker | None = None,
         prefix: str = "att",
         client_id: str = "att-job-manager",
-        store: Path | None = None,
+        store: Path | str | None = None,
         scripts_dir: Path | None = None,
         extra_args: Sequence[str] = (),
         env: Mapping[str, str] | None = None,
@@ -121,7 +198,7 @@ def service_factory(broker: Broker, scripts_dir: Path, tmp_path: Path) -> Iterat
         directory.mkdir()
         service = Service(
             broker or default_broker,
-            store=store or tmp_path / "store" / "att-jm.db",
+            store=store or store_location,
             scripts_dir=scripts_dir or default_scripts_dir,
             log_path=directory / "att-jm.log",
             prefix=prefix,

@@ -4,6 +4,9 @@
 #   ensure_package EXTRAS       pip install -e ".EXTRAS" again whenever pyproject.toml changes
 #   find_mosquitto / ensure_mosquitto
 #                               the broker binary, installed with mosquitto-clients from apt
+#   find_initdb / ensure_postgres
+#                               PostgreSQL's initdb and pg_ctl (Debian's postgresql from apt) for
+#                               the tests' own cluster; the packaged service is not started
 
 # Run a command as root: directly, through sudo, or fail with a message.
 as_root() {
@@ -101,12 +104,33 @@ ensure_mosquitto() {
   find_mosquitto >/dev/null || die "mosquitto still not found after apt-get install"
 }
 
+# Debian's initdb (/usr/lib/postgresql/<version>/bin, not on PATH), else one on PATH.
+find_initdb() {
+  local candidate
+  candidate=$(ls -d /usr/lib/postgresql/*/bin/initdb 2>/dev/null | sort -V | tail -n 1)
+  first_executable "$candidate" "$(command -v initdb || true)"
+}
+
+# The PostgreSQL tests (tests/helpers/postgres.py) use ATT_JM_TEST_POSTGRES or a server on
+# 127.0.0.1:5432, else start a cluster of their own with initdb and pg_ctl (as the postgres
+# user when run as root): those binaries from apt when missing. apt_install keeps the packaged
+# cluster from starting, so nothing takes 5432 behind the tests' back.
+ensure_postgres() {
+  find_initdb >/dev/null && return 0
+  say "installing postgresql (apt): the tests start a PostgreSQL cluster of their own"
+  apt_install postgresql
+  find_initdb >/dev/null || die "initdb still not found after apt-get install postgresql"
+}
+
 # What `att-jm setup` needs to build the broker's client-id plugin and make the TLS
 # certificates: a C compiler, mosquitto's plugin headers, openssl (apt when missing).
 ensure_build_tools() {
   local missing=()
   command -v cc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
   [ -f /usr/include/mosquitto_broker.h ] || missing+=(mosquitto-dev)
+  # the plugin includes <mosquitto.h> too, which Debian ships apart (mosquitto-dev does not
+  # depend on it)
+  [ -f /usr/include/mosquitto.h ] || missing+=(libmosquitto-dev)
   command -v openssl >/dev/null 2>&1 || missing+=(openssl)
   if [ ${#missing[@]} -gt 0 ]; then
     say "installing ${missing[*]} (apt): the broker's client-id plugin and TLS certificates"

@@ -208,6 +208,9 @@ class LiveConnection:
     def cursor(self, name: str = "") -> Any:
         return self.live().cursor(name) if name else self.live().cursor()
 
+    def pipeline(self) -> Any:
+        return self.live().pipeline()
+
     @property
     def closed(self) -> bool:
         return self._db is None or bool(self._db.closed)

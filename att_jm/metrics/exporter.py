@@ -27,6 +27,7 @@ import orjson
 import structlog
 
 from att_jm.config import ConfigError, load_settings
+from att_jm.log.backend import is_postgres, redact
 from att_jm.logs import configure
 from att_jm.metrics.exposition import render
 from att_jm.metrics.health import DEFAULT_STALE_SECONDS, check
@@ -208,8 +209,8 @@ def serve(settings: ExporterSettings) -> int:
     thread.start()
     host, port = settings.host, int(server.server_address[1])
     shown = f"[{host}]" if ":" in host else host
-    log.info("metrics.listening", url=f"http://{shown}:{port}/metrics", store=settings.store,
-             stale_seconds=settings.stale_seconds)
+    log.info("metrics.listening", url=f"http://{shown}:{port}/metrics",
+             store=redact(settings.store), stale_seconds=settings.stale_seconds)
     try:
         server.serve_forever(poll_interval=0.2)
     finally:
@@ -266,6 +267,10 @@ def parse_args(argv: Sequence[str] | None, env: Mapping[str, str],
         store = load_settings({"store": ns.store}, env, ns.config).store
     except ConfigError as error:
         parser.error(str(error))
+    if is_postgres(store):
+        parser.error(f"{redact(store)}: the exporter reads an SQLite store and the writer's "
+                     "stats block beside it; on PostgreSQL watch each instance's retained "
+                     "status (docs/deployment.md, Monitoring)")
     return ExporterSettings(
         store=store, host=ns.host, port=ns.port, stale_seconds=ns.stale_seconds,
         allow_non_loopback=ns.allow_non_loopback, allowed_hosts=tuple(ns.allow_host),

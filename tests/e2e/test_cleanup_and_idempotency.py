@@ -1,12 +1,16 @@
-"""Auto Cleanup per table, and exactly one effect per notification id and per command."""
+"""Auto Cleanup per table, and exactly one effect per notification id and per command; on an
+SQLite and on a PostgreSQL store."""
 
 from __future__ import annotations
 
 import time
 
 from helpers.mqtt import TestClient
+from helpers.postgres import BOTH_BACKENDS
 
 from .conftest import Operator
+
+pytestmark = BOTH_BACKENDS
 
 
 def _run_notifications(operator: Operator, script: str, count: int, prefix: str) -> None:

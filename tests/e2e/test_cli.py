@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import sqlite3
 import subprocess
 import sys
 import time
@@ -13,8 +12,7 @@ import uuid
 import orjson
 import pytest
 from helpers.service import Service
-
-from att_jm.log.codec import loads_state
+from helpers.store import stored_states
 
 from .conftest import Operator
 
@@ -143,8 +141,5 @@ def test_an_execution_not_in_the_log_is_not_found_with_json(operator: Operator) 
 
 def test_the_actor_of_the_command_topic_is_recorded_on_the_change(operator: Operator) -> None:
     att_jm(operator.service, "job", "add", "x", "--script", "ipx-update", "--trigger", "t")
-    with sqlite3.connect(f"file:{operator.service.store}?mode=ro", uri=True) as db:
-        (state,) = db.execute(
-            "SELECT state FROM stored_events WHERE topic = 'att_jm:Job.Added'"
-        ).fetchone()
-    assert loads_state(state)["actor"] == "alice"
+    (added,) = stored_states(operator.service.store, "att_jm:Job.Added")
+    assert added["actor"] == "alice"

@@ -8,10 +8,12 @@ from datetime import datetime
 from pathlib import Path
 
 from helpers.mqtt import TestClient
+from helpers.postgres import BOTH_BACKENDS
 
 from .conftest import Operator, new_id
 
 
+@BOTH_BACKENDS
 def test_a_notification_matching_two_jobs_enqueues_both_and_both_run(operator: Operator) -> None:
     operator.ok("settings.set", {"interval_seconds": 0})
     operator.add_job("ipx-a", "ipx-update", "channel-up")
@@ -52,6 +54,7 @@ def test_a_match_condition_on_a_nested_field_filters(operator: Operator) -> None
     assert operator.view("executed")["total"] == 1
 
 
+@BOTH_BACKENDS
 def test_a_failing_script_lands_in_failed_with_its_feedback_and_can_run_again(
     operator: Operator,
 ) -> None:
@@ -113,6 +116,7 @@ def test_two_queued_entries_start_at_least_the_interval_apart(operator: Operator
     assert gap >= 1.5 - 0.002  # the rows carry millisecond timestamps
 
 
+@BOTH_BACKENDS
 def test_execute_now_skips_the_wait_and_queue_remove_refuses_a_running_entry(
     operator: Operator,
 ) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -31,9 +32,10 @@ Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
 class Exporter:
-    """`python -m att_jm.metrics` for one store, on a free loopback port."""
+    """`python -m att_jm.metrics` for one store (a file or a PostgreSQL URL), on a free
+    loopback port."""
 
-    def __init__(self, store: Path, log_path: Path) -> None:
+    def __init__(self, store: Path | str, log_path: Path) -> None:
         self.store = store
         self.port = free_port()
         self.log_path = log_path
@@ -224,10 +226,12 @@ def test_healthz_names_a_stopped_writer_and_recovers(exporter: tuple[Service, Ex
     assert service.pid is not None
     os.kill(service.pid, signal.SIGSTOP)
     try:
-        stopped_at = time.monotonic()
         body = wait_health(metrics, 503, STALE_SECONDS + 5)
-        assert time.monotonic() - stopped_at >= STALE_SECONDS - 0.5
-        assert any(reason.startswith("writer: no loop turn") for reason in body["reasons"]), body
+        # Unhealthy only once the last loop turn is older than the bound (the reason says how
+        # old: the turn may have come a little before the SIGSTOP on a busy machine).
+        ages = [float(match.group(1)) for reason in body["reasons"]
+                if (match := re.match(r"writer: no loop turn for ([0-9.]+) s", reason))]
+        assert ages and ages[0] >= STALE_SECONDS - 0.05, body
         assert value(metrics.samples(), "att_jm_writer_up") == 0
     finally:
         os.kill(service.pid, signal.SIGCONT)

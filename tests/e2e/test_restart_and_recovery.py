@@ -1,30 +1,23 @@
-"""Restarts: SIGKILL mid-burst loses nothing, views survive restarts, rebuild matches."""
+"""Restarts: SIGKILL mid-burst loses nothing, views survive restarts, rebuild matches; on an
+SQLite and on a PostgreSQL store (`BOTH_BACKENDS`)."""
 
 from __future__ import annotations
 
-import sqlite3
 import subprocess
 import sys
-from pathlib import Path
 from typing import Any
 
 from helpers.mqtt import TestClient
+from helpers.postgres import BOTH_BACKENDS
 from helpers.processes import pids_with_env
+from helpers.store import notification_ids
 from helpers.waits import eventually
-
-from att_jm.log.codec import loads_state
 
 from .conftest import Operator
 
+pytestmark = BOTH_BACKENDS
+
 VIEWS = ("jobs", "queue", "executed", "failed", "settings")
-
-
-def _notification_ids_in_log(store: Path) -> list[str]:
-    with sqlite3.connect(f"file:{store}?mode=ro", uri=True) as db:
-        rows = db.execute(
-            "SELECT state FROM stored_events WHERE topic = 'att_jm:Notification.Received'"
-        ).fetchall()
-    return [loads_state(state)["notification_id"] for (state,) in rows]
 
 
 def _all_views(operator: Operator) -> dict[str, Any]:
@@ -57,7 +50,7 @@ def test_sigkill_mid_burst_loses_nothing_and_the_running_execution_is_interrupte
     assert failed["rows"][0]["feedback"].startswith("interrupted")
     executed = operator.wait_view("executed", lambda v: v["total"] == len(sent) - 1, timeout=90)
     assert executed["total"] == len(sent) - 1
-    logged = _notification_ids_in_log(operator.service.store)
+    logged = notification_ids(operator.service.store)
     assert sorted(logged) == sorted(sent)  # each exactly once
 
 

@@ -6,11 +6,13 @@ import time
 
 from helpers.broker import Broker
 from helpers.mqtt import TestClient
+from helpers.postgres import BOTH_BACKENDS
 from helpers.service import ServiceFactory
 
 from .conftest import Operator, new_id
 
 
+@BOTH_BACKENDS
 def test_a_job_with_retries_fails_twice_then_succeeds_and_its_attempts_are_events(
     operator: Operator, mqtt: TestClient,
 ) -> None:
@@ -42,6 +44,7 @@ def test_the_last_failed_attempt_goes_to_failed(operator: Operator) -> None:
     assert failed["rows"][0]["attempt"] == 2
 
 
+@BOTH_BACKENDS
 def test_every_event_is_published_position_1_included(
     broker: Broker, service_factory: ServiceFactory, mqtt: TestClient,
 ) -> None:

@@ -13,6 +13,7 @@ import sys
 
 import pytest
 from helpers.mqtt import MqttTestError, TestClient
+from helpers.postgres import BOTH_BACKENDS
 from helpers.service import Service
 from helpers.site import SecureSite
 from helpers.store import count_events
@@ -24,6 +25,7 @@ from .conftest import Operator, new_id
 P = "att"
 
 
+@BOTH_BACKENDS
 def test_the_trace_of_a_failed_then_reexecuted_entry_is_the_audit_s(operator: Operator) -> None:
     operator.ok("settings.set", {"interval_seconds": 0})
     operator.add_job("flaky", "always-fail", "t", command="{channel}")

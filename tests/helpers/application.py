@@ -1,4 +1,5 @@
-"""The JobManager over a real SQLite store file and views file, driven like the writer.
+"""The JobManager over a real store and views (SQLite files, or a PostgreSQL schema), driven
+like the writer.
 
 Each unit of work is handled, collected, committed in one transaction and applied to the
 views, as `att_jm.service.Writer` does; time comes from a fake clock the tests advance.
@@ -21,6 +22,7 @@ from att_jm.service.reads import Reads
 from att_jm.store import open_store, read_log
 from att_jm.vocabulary import Result
 from helpers.clock import Clock
+from helpers.store import ViewsSql, views_for
 from projections.rebuild import catch_up
 from projections.views import Views
 
@@ -37,13 +39,17 @@ def check_script(name: str) -> str:
 
 
 class Harness:
-    """A store file, a views file and a JobManager over them, driven like the writer."""
+    """A store, its views and a JobManager over them, driven like the writer. The store is
+    `store` (a path or a PostgreSQL URL), else `<directory>/store.db`."""
 
-    def __init__(self, directory: Path, clock: Clock, max_payload_bytes: int) -> None:
+    def __init__(self, directory: Path, clock: Clock, max_payload_bytes: int,
+                 store: str | None = None) -> None:
         self.clock = clock
-        self.store = str(directory / "store.db")
+        self.store = store or str(directory / "store.db")
         self.app = open_store(self.store)
-        self.views = Views(str(directory / "views.db"))
+        self.views = Views(views_for(self.store, directory))
+        #: The views read with SQL of a test's own (not the views' code).
+        self.views_sql = ViewsSql(self.views.path)
         catch_up(self.app, self.views)
         self.manager = JobManager(
             self.app, check_script=check_script, clock=clock,
@@ -51,6 +57,8 @@ class Harness:
         )
 
     def close(self) -> None:
+        self.manager.log.close()  # as a stop without the index's record (a crash) leaves it
+        self.views_sql.close()
         self.views.close()
         self.app.close()
 

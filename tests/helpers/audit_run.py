@@ -1,4 +1,5 @@
-"""A scripted run of the Job Manager on real SQLite files, driven like the service's writer.
+"""A scripted run of the Job Manager on a real store (SQLite files, or a PostgreSQL schema),
+driven like the service's writer.
 
 Each unit of work is handled, committed in one transaction, applied to the views and sealed
 when due, as `att_jm.service.Writer` does; time comes from a clock the run advances. After
@@ -23,6 +24,7 @@ import orjson
 from att_jm.application import JobManager, UnitOfWork
 from att_jm.application.sealer import Sealer
 from att_jm.domain.runs import Outcome
+from att_jm.log.backend import is_postgres, views_location
 from att_jm.log.tail import Tail
 from att_jm.store import log_position, open_store
 from att_jm.vocabulary import Result
@@ -35,15 +37,19 @@ R = TypeVar("R")
 
 
 class ScriptedRun:
-    """A store, its views and sealer, and the JobManager, in `directory`."""
+    """A store, its views and sealer, and the JobManager: in `directory`, or on `store` (a
+    path or a PostgreSQL URL; its views where the service puts them)."""
 
-    def __init__(self, directory: Path, *, seal_every: int = 20, marks: bool = False) -> None:
+    def __init__(self, directory: Path, *, seal_every: int = 20, marks: bool = False,
+                 store: str | None = None) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self.directory = directory
         self.seal_every = seal_every
         self.marks = marks
         self.clock = Clock(T0)
-        self.store = str(directory / "att-jm.db")
+        self.store = store or str(directory / "att-jm.db")
+        self.views_path = (views_location(self.store) if is_postgres(self.store)
+                           else str(directory / "att-jm.views.db"))
         self.published: dict[int, dict[str, Any]] = {}
         self.seals: list[dict[str, Any]] = []  # what the service publishes on .../seals
         self.tails: list[Tail] = []  # what each start found (with `marks`)
@@ -55,7 +61,7 @@ class ScriptedRun:
                              every_seconds=3600.0)
         if self.marks:  # first, before anything else is written
             self.tails.append(self.sealer.open_log(self.clock()))
-        self.views = Views(str(self.directory / "att-jm.views.db"))
+        self.views = Views(self.views_path)
         catch_up(self.app, self.views)
         self.manager = JobManager(self.app, check_script=lambda name: name,
                                   clock=self.clock)

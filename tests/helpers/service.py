@@ -16,6 +16,7 @@ from typing import IO, Any, NoReturn, Protocol
 
 import pytest
 
+from att_jm.log.backend import is_postgres
 from helpers.broker import REPO_ROOT, Broker
 from helpers.mqtt import MqttTestError, TestClient
 
@@ -62,7 +63,7 @@ class Service:
         self,
         broker: Broker,
         *,
-        store: Path,
+        store: Path | str,
         scripts_dir: Path,
         log_path: Path,
         prefix: str = "att",
@@ -149,7 +150,8 @@ class Service:
         """Spawn the service; return when its own `online` status is on the broker."""
         if self.running:
             raise RuntimeError("service already running")
-        self.store.parent.mkdir(parents=True, exist_ok=True)
+        if not is_postgres(str(self.store)):
+            Path(self.store).parent.mkdir(parents=True, exist_ok=True)
         self.starts += 1
         self._close_log()
         log = self.log_path.open("ab")
@@ -157,7 +159,7 @@ class Service:
         log.flush()
         self._log = log
         with TestClient(self.watch_url) as watcher:
-            status = watcher.subscribe(self.status_topic)
+            status = watcher.subscribe(self.ready_topic)
             process = subprocess.Popen(
                 self.argv(),
                 stdin=subprocess.DEVNULL,
@@ -170,7 +172,7 @@ class Service:
             deadline = time.monotonic() + timeout
             while True:
                 try:
-                    status.wait_for(lambda m: _is_online_of(m.payload, process.pid), 0.1)
+                    status.wait_for(lambda m: self.is_ready(m.payload, process.pid), 0.1)
                     return self
                 except MqttTestError:
                     pass
@@ -179,6 +181,15 @@ class Service:
                 if time.monotonic() >= deadline:
                     self.kill()
                     self._fail(f"att-jm was not online (pid {process.pid}) within {timeout} s")
+
+    @property
+    def ready_topic(self) -> str:
+        """Where `start()` waits for the process to say it is ready: the retained status."""
+        return self.status_topic
+
+    def is_ready(self, payload: bytes, pid: int) -> bool:
+        """Whether `payload` (on `ready_topic`) says that process `pid` is ready: online."""
+        return _is_online_of(payload, pid)
 
     def stop(self, timeout: float = 15.0) -> int:
         """SIGTERM, wait, and require exit code 0 (a clean stop). Returns the exit code."""
@@ -240,7 +251,7 @@ class ServiceFactory(Protocol):
         broker: Broker | None = None,
         prefix: str = "att",
         client_id: str = "att-job-manager",
-        store: Path | None = None,
+        store: Path | str | None = None,
         scripts_dir: Path | None = None,
         extra_args: Sequence[str] = (),
         env: Mapping[str, str] | None = None,

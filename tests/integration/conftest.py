@@ -19,11 +19,13 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def open_harness(tmp_path: Path, clock: Clock) -> Iterator[Callable[..., Harness]]:
+def open_harness(tmp_path: Path, clock: Clock,
+                 store_location: str) -> Iterator[Callable[..., Harness]]:
+    """Opens the JobManager over the test's store (`store_location`), again and again."""
     opened: list[Harness] = []
 
     def make(max_payload_bytes: int = 256 * 1024) -> Harness:
-        harness = Harness(tmp_path, clock, max_payload_bytes)
+        harness = Harness(tmp_path, clock, max_payload_bytes, store_location)
         opened.append(harness)
         return harness
 

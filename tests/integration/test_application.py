@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from helpers.application import Harness
 from helpers.clock import Clock
+from helpers.postgres import BOTH_BACKENDS
 
 from att_jm.application import INTERRUPTED
 from att_jm.domain.commands import ViewsGet
@@ -28,6 +29,8 @@ from att_jm.store import log_position
 from att_jm.vocabulary import Result
 from projections.rebuild import catch_up
 from projections.views import Views
+
+pytestmark = BOTH_BACKENDS  # the store-level behaviour on SQLite and on PostgreSQL
 
 T0 = datetime(2026, 4, 1, 9, 0, tzinfo=UTC)
 

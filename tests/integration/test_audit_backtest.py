@@ -7,11 +7,15 @@ from pathlib import Path
 
 import pytest
 from helpers.audit_run import ScriptedRun
+from helpers.postgres import BOTH_BACKENDS
+from helpers.store import store_state
 
 from att_jm.audit.backtest import Backtest, Outcome, draft_job
 from att_jm.domain.times import parse_iso
 from att_jm.log.records import decode
 from att_jm.log.rows import AuditError, StoreReader
+
+pytestmark = BOTH_BACKENDS  # the store-level behaviour on SQLite and on PostgreSQL
 
 
 def backtest(store: str, args: dict[str, object], **options: object) -> tuple[
@@ -38,8 +42,8 @@ def enqueued_for(store: str, job: str) -> list[tuple[str, str]]:
 
 
 @pytest.fixture
-def run(tmp_path: Path) -> ScriptedRun:
-    scripted = ScriptedRun(tmp_path / "store")
+def run(tmp_path: Path, store_location: str) -> ScriptedRun:
+    scripted = ScriptedRun(tmp_path / "store", store=store_location)
     scripted.ok("job.add", {"name": "real", "script": "ipx-update", "trigger": "alarm",
                             "match": {"site": "paris", "level.major": True},
                             "command": "raise {channel} {level.code}"})
@@ -106,9 +110,9 @@ def decode_time(text: str) -> datetime:
 
 
 def test_a_backtest_has_no_side_effects_on_the_store(run: ScriptedRun) -> None:
-    before = Path(run.store).read_bytes()
+    before = store_state(run.store)
     backtest(run.store, {"trigger": "alarm", "command": "x {channel}"})
-    assert Path(run.store).read_bytes() == before
+    assert store_state(run.store) == before
 
 
 def test_an_invalid_draft_is_refused_like_job_add_would(run: ScriptedRun) -> None:

@@ -1,22 +1,27 @@
-"""`att-jm audit ...` in-process against a real store file: what the auditor reads, exit codes."""
+"""`att-jm audit ...` in-process against a real store: what the auditor reads, exit codes; on an
+SQLite and on a PostgreSQL store."""
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
 import pytest
 from helpers.audit_run import ScriptedRun, typical_day
+from helpers.postgres import BACKENDS
+from helpers.store import another_store, copy_store, rewrite_state, store_for
 
 from att_jm import cli
 from att_jm.domain.ids import execution_id
 
 
-@pytest.fixture(scope="module")
-def day(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[str, str]]]:
-    run = ScriptedRun(tmp_path_factory.mktemp("day"), seal_every=30)
+@pytest.fixture(scope="module", params=BACKENDS)
+def day(request: pytest.FixtureRequest,
+        tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[str, str]]]:
+    directory = tmp_path_factory.mktemp("day")
+    run = ScriptedRun(directory, seal_every=30,
+                      store=store_for(request, request.param, directory))
     ids = typical_day(run)
     run.seal()
     run.close()
@@ -92,18 +97,15 @@ def test_backtest_prints_what_it_would_run_and_the_counts(
 
 
 def test_verify_exits_0_on_an_intact_log_and_1_on_a_damaged_one(
-    day: tuple[str, dict[str, str]], capsys: pytest.CaptureFixture[str], tmp_path: Path
+    day: tuple[str, dict[str, str]], capsys: pytest.CaptureFixture[str], tmp_path: Path,
+    request: pytest.FixtureRequest,
 ) -> None:
     store, _ = day
     code, out, _ = audit(capsys, store, "verify")
     assert code == 0
     assert out.startswith("verify: OK\n")
-    damaged = tmp_path / "damaged.db"
-    damaged.write_bytes(Path(store).read_bytes())
-    db = sqlite3.connect(damaged)
-    db.execute("UPDATE stored_events SET state = CAST('{not json' AS BLOB) WHERE rowid = 12")
-    db.commit()
-    db.close()
+    damaged = copy_store(store, another_store(request, store, tmp_path / "damaged"))
+    rewrite_state(damaged, 12, lambda _: b"{not json")
     code, out, _ = audit(capsys, str(damaged), "verify", "--json")
     assert code == 1
     report = orjson.loads(out)
@@ -117,14 +119,15 @@ def test_verify_exits_0_on_an_intact_log_and_1_on_a_damaged_one(
 
 
 def test_export_and_import_round_trip_on_the_command_line(
-    day: tuple[str, dict[str, str]], capsys: pytest.CaptureFixture[str], tmp_path: Path
+    day: tuple[str, dict[str, str]], capsys: pytest.CaptureFixture[str], tmp_path: Path,
+    request: pytest.FixtureRequest,
 ) -> None:
     store, _ = day
     exported = tmp_path / "log.jsonl"
     code, _, err = audit(capsys, store, "export", "--output", str(exported))
     assert code == 0
     assert err.startswith("exported ")
-    copy = str(tmp_path / "copy.db")
+    copy = another_store(request, store, tmp_path / "copy")
     code, out, _ = audit(capsys, copy, "import", str(exported), "--json")
     assert code == 0
     assert orjson.loads(out)["events"] == len(exported.read_bytes().splitlines())

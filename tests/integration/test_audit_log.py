@@ -1,4 +1,5 @@
-"""`log`: the stored events in order, in their public form, filtered by what an auditor asks."""
+"""`log`: the stored events in order, in their public form, filtered by what an auditor asks;
+on an SQLite and on a PostgreSQL store."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from typing import Any
 
 import pytest
 from helpers.audit_run import ScriptedRun, typical_day
+from helpers.postgres import BACKENDS
+from helpers.store import store_for
 
 from att_jm.audit.filters import LogFilter
 from att_jm.log.messages import event_message, record_message
@@ -16,9 +19,11 @@ from att_jm.log.rows import AuditError, StoreReader
 from att_jm.store import open_store, read_log
 
 
-@pytest.fixture(scope="module")
-def day(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[str, str]]]:
-    run = ScriptedRun(tmp_path_factory.mktemp("day"))
+@pytest.fixture(scope="module", params=BACKENDS)
+def day(request: pytest.FixtureRequest,
+        tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[str, str]]]:
+    directory = tmp_path_factory.mktemp("day")
+    run = ScriptedRun(directory, store=store_for(request, request.param, directory))
     ids = typical_day(run)
     run.seal()
     run.close()

@@ -10,16 +10,20 @@ from pathlib import Path
 
 import pytest
 from helpers.audit_run import ScriptedRun, typical_day
+from helpers.postgres import BOTH_BACKENDS
+from helpers.store import store_state
 
 from att_jm.audit.replay import replay_views
 from att_jm.log.records import Record, decode
 from att_jm.log.rows import AuditError, StoreReader
 from projections.views import TOPICS, VIEWS
 
+pytestmark = BOTH_BACKENDS  # the store-level behaviour on SQLite and on PostgreSQL
+
 
 @pytest.fixture
-def run(tmp_path: Path) -> Iterator[ScriptedRun]:
-    scripted = ScriptedRun(tmp_path / "store")
+def run(tmp_path: Path, store_location: str) -> Iterator[ScriptedRun]:
+    scripted = ScriptedRun(tmp_path / "store", store=store_location)
     typical_day(scripted)
     yield scripted
     scripted.close()
@@ -88,14 +92,10 @@ def test_views_before_the_first_event_are_empty_with_default_settings(run: Scrip
 
 
 def test_a_replay_writes_no_file_and_leaves_the_store_untouched(run: ScriptedRun) -> None:
-    folder = Path(run.store).parent
-    before = {p.name: (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.iterdir()
-              if not p.name.endswith(("-wal", "-shm"))}
+    before = store_state(run.store)
     moment = replay_views(run.store, position=run.position // 2)
     moment.close()
-    after = {p.name: (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.iterdir()
-             if not p.name.endswith(("-wal", "-shm"))}
-    assert after == before
+    assert store_state(run.store) == before
 
 
 def test_a_position_beyond_the_log_gives_the_views_at_its_end(run: ScriptedRun) -> None:
@@ -111,8 +111,10 @@ def test_a_missing_store_is_an_audit_error(tmp_path: Path) -> None:
         replay_views(str(tmp_path / "none.db"))
 
 
-def test_readers_never_block_the_writer_while_it_appends(tmp_path: Path) -> None:
-    run = ScriptedRun(tmp_path / "store", seal_every=50)
+def test_readers_never_block_the_writer_while_it_appends(
+    tmp_path: Path, store_location: str,
+) -> None:
+    run = ScriptedRun(tmp_path / "store", seal_every=50, store=store_location)
     typical_day(run)
     stop = threading.Event()
     replays = 0

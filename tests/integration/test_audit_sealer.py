@@ -8,6 +8,8 @@ from pathlib import Path
 from uuid import UUID, uuid4
 
 import pytest
+from helpers.postgres import BOTH_BACKENDS
+from helpers.store import store_for
 
 from att_jm.application.sealer import Sealer
 from att_jm.audit.verify import verify
@@ -16,6 +18,8 @@ from att_jm.domain.seals import LEDGER_ID
 from att_jm.log.chain import SealHasher, row_digest
 from att_jm.log.rows import StoreReader
 from att_jm.store import JobManagerApp, open_store
+
+pytestmark = BOTH_BACKENDS  # the store-level behaviour on SQLite and on PostgreSQL
 
 AT = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 
@@ -39,9 +43,8 @@ def append(app: JobManagerApp, count: int) -> None:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> tuple[JobManagerApp, str, Ticks]:
-    path = str(tmp_path / "att-jm.db")
-    return open_store(path), path, Ticks()
+def store(store_location: str) -> tuple[JobManagerApp, str, Ticks]:
+    return open_store(store_location), store_location, Ticks()
 
 
 def test_a_seal_is_due_after_n_events_or_t_seconds_after_the_first_waiting_one(
@@ -109,11 +112,11 @@ def test_the_seal_hash_is_the_documented_chain_over_the_stored_rows(
 
 
 def test_rows_digested_ahead_by_prepare_give_the_same_seals_as_one_read_at_seal_time(
-    tmp_path: Path,
+    tmp_path: Path, store_backend: str, request: pytest.FixtureRequest,
 ) -> None:
     def run(directory: Path, prepared: bool) -> list[tuple[int, int, str, str]]:
         directory.mkdir()
-        path = str(directory / "att-jm.db")
+        path = store_for(request, store_backend, directory)
         app = open_store(path)
         sealer = Sealer(app, path, every_events=10, every_seconds=60.0, monotonic=Ticks())
         made = []

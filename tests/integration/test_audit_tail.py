@@ -1,8 +1,11 @@
 """`verify` beyond the seals: every row on its own (the unsealed tail too), the marks of a
 clean stop and a start, and the snapshots; what the writer learns at start (`open_log`).
 
-Real SQLite files, tampered with the way an intruder with the file would: sqlite3 on the
-store, while the service is stopped or between its seals.
+Real stores, tampered with the way an intruder with write access would: SQL on the store
+(sqlite3 on the file; on PostgreSQL the same statements with its tables, notification_id for
+rowid and its placeholders), while the service is stopped or between its seals. Every test
+runs on an SQLite and on a PostgreSQL store, but those that need SQLite's loose column types
+or its statement trace (`sqlite_only`).
 """
 
 from __future__ import annotations
@@ -14,15 +17,20 @@ from pathlib import Path
 import orjson
 import pytest
 from helpers.audit_run import ScriptedRun, typical_day
+from helpers.postgres import BOTH_BACKENDS
+from helpers.store import intruders_sql
 
 from att_jm import cli
 from att_jm.audit.verify import Verification, verify
 from att_jm.domain.ids import SCHEDULER_ID
 from att_jm.domain.seals import LEDGER_ID
+from att_jm.log.backend import PG_EVENTS, is_postgres, parse_postgres, pg_connect
 from att_jm.log.chain import CLOSED_TOPIC, OPENED_TOPIC, SEALED_TOPIC
 from att_jm.log.codec import decode_state, loads_state
 from att_jm.log.rows import Row, StoreReader
 from att_jm.log.tail import Tail, tail_check
+
+pytestmark = BOTH_BACKENDS
 
 EXECUTION_ENQUEUED = "att_jm:Execution.Enqueued"
 
@@ -49,6 +57,14 @@ def rows(path: str, topic: str | None = None) -> list[Row]:
 
 def execute(path: str, sql: str, *params: object) -> int:
     """Run one statement on the store as an intruder would; the new row's position."""
+    if is_postgres(path):
+        sql = intruders_sql(path, sql)
+        if sql.startswith(f"INSERT INTO {PG_EVENTS}"):
+            sql += " RETURNING notification_id"
+        with pg_connect(parse_postgres(path)) as pg:
+            done = pg.execute(sql, params)
+            row = done.fetchone() if done.description else None
+        return int(row[0]) if row is not None else 0
     db = sqlite3.connect(path)
     cursor = db.execute(sql, params)
     db.commit()
@@ -81,9 +97,9 @@ def next_of(path: str, of: Row, state: bytes | None = None) -> int:
 
 
 @pytest.fixture
-def day(tmp_path: Path) -> ScriptedRun:
+def day(tmp_path: Path, store_location: str) -> ScriptedRun:
     """A typical day, sealed every 20 events; the run still open, the tail not sealed."""
-    run = ScriptedRun(tmp_path, seal_every=20, marks=True)
+    run = ScriptedRun(tmp_path, seal_every=20, marks=True, store=store_location)
     typical_day(run)
     return run
 
@@ -99,8 +115,10 @@ def started(path: str) -> Row:
 # Every row on its own: the tail after the last seal too ------------------------------------
 
 
-def test_a_clean_log_with_starts_and_clean_stops_verifies(tmp_path: Path) -> None:
-    run = ScriptedRun(tmp_path, seal_every=20, marks=True)
+def test_a_clean_log_with_starts_and_clean_stops_verifies(
+    tmp_path: Path, store_location: str,
+) -> None:
+    run = ScriptedRun(tmp_path, seal_every=20, marks=True, store=store_location)
     typical_day(run)
     first = run.restart()
     run.notify("channel-up", {"id": "after-restart", "channel": "r"})
@@ -125,8 +143,10 @@ def test_a_clean_log_with_starts_and_clean_stops_verifies(tmp_path: Path) -> Non
     assert opened[2]["unsealed"] == 2
 
 
-def test_a_clean_stop_seals_everything_and_names_the_last_seal(tmp_path: Path) -> None:
-    run = ScriptedRun(tmp_path, seal_every=1000, marks=True)
+def test_a_clean_stop_seals_everything_and_names_the_last_seal(
+    tmp_path: Path, store_location: str,
+) -> None:
+    run = ScriptedRun(tmp_path, seal_every=1000, marks=True, store=store_location)
     typical_day(run)
     run.stop()
     log = rows(run.store)
@@ -241,6 +261,7 @@ def test_an_undecodable_row_is_found(day: ScriptedRun, state: bytes, why: str) -
     assert message.startswith(f"position {position}: ") and why in message, message
 
 
+@pytest.mark.sqlite_only  # SQLite's loose column types: an id and a version of any type
 def test_a_bad_aggregate_id_or_version_is_undecodable(day: ScriptedRun) -> None:
     day.close()
     victim = enqueued(day.store)
@@ -283,9 +304,9 @@ def test_times_within_the_tolerance_are_fine(day: ScriptedRun) -> None:
 
 
 def test_rows_appended_after_a_clean_stop_are_found_by_verify_and_by_the_next_start(
-    tmp_path: Path,
+    tmp_path: Path, store_location: str,
 ) -> None:
-    run = ScriptedRun(tmp_path, seal_every=20, marks=True)
+    run = ScriptedRun(tmp_path, seal_every=20, marks=True, store=store_location)
     typical_day(run)
     appended: list[int] = []
     offline: list[Verification] = []
@@ -328,9 +349,9 @@ def test_rows_appended_after_a_clean_stop_are_found_by_verify_and_by_the_next_st
 
 
 def test_a_row_appended_after_a_clean_stop_is_appended_even_if_it_is_a_forged_seal(
-    tmp_path: Path,
+    tmp_path: Path, store_location: str,
 ) -> None:
-    run = ScriptedRun(tmp_path, seal_every=20, marks=True)
+    run = ScriptedRun(tmp_path, seal_every=20, marks=True, store=store_location)
     typical_day(run)
     run.stop()
     seal = rows(run.store, SEALED_TOPIC)[-1]
@@ -343,8 +364,10 @@ def test_a_row_appended_after_a_clean_stop_is_appended_even_if_it_is_a_forged_se
     assert not tail.clean and tail.closed is None
 
 
-def test_a_close_mark_that_does_not_name_the_last_seal_is_found(tmp_path: Path) -> None:
-    run = ScriptedRun(tmp_path, seal_every=20, marks=True)
+def test_a_close_mark_that_does_not_name_the_last_seal_is_found(
+    tmp_path: Path, store_location: str,
+) -> None:
+    run = ScriptedRun(tmp_path, seal_every=20, marks=True, store=store_location)
     typical_day(run)
     run.stop()
     mark = rows(run.store)[-1]
@@ -357,8 +380,9 @@ def test_a_close_mark_that_does_not_name_the_last_seal_is_found(tmp_path: Path) 
     assert "says the log is sealed through position" in result.findings[0].message
 
 
-def test_the_start_check_reads_only_the_end_of_the_log(tmp_path: Path) -> None:
-    run = ScriptedRun(tmp_path, seal_every=20, marks=True)
+@pytest.mark.sqlite_only  # SQLite's statement trace
+def test_the_start_check_reads_only_the_end_of_the_log(tmp_path: Path, store_location: str) -> None:
+    run = ScriptedRun(tmp_path, seal_every=20, marks=True, store=store_location)
     typical_day(run)
     run.stop()
     reader = StoreReader(run.store)
@@ -383,9 +407,9 @@ def snapshot_state(path: str, aggregate: str, version: int) -> dict[str, object]
     return state
 
 
-def snapshotted(tmp_path: Path) -> ScriptedRun:
+def snapshotted(tmp_path: Path, store: str) -> ScriptedRun:
     """A day with Ledger snapshots (every 100 Ledger events) and Scheduler snapshots."""
-    run = ScriptedRun(tmp_path, seal_every=1, marks=True)  # one seal per event
+    run = ScriptedRun(tmp_path, seal_every=1, marks=True, store=store)  # one seal per event
     typical_day(run)
     run.app.take_snapshot(SCHEDULER_ID)  # as `import` does at the end
     run.ok("settings.set", {"interval_seconds": 7})
@@ -394,8 +418,10 @@ def snapshotted(tmp_path: Path) -> ScriptedRun:
     return run
 
 
-def test_a_log_with_snapshots_verifies_and_every_snapshot_is_compared(tmp_path: Path) -> None:
-    run = snapshotted(tmp_path)
+def test_a_log_with_snapshots_verifies_and_every_snapshot_is_compared(
+    tmp_path: Path, store_location: str,
+) -> None:
+    run = snapshotted(tmp_path, store_location)
     reader = StoreReader(run.store)
     keys = reader.snapshot_keys()
     reader.close()
@@ -407,8 +433,8 @@ def test_a_log_with_snapshots_verifies_and_every_snapshot_is_compared(tmp_path: 
 
 
 @pytest.mark.parametrize("aggregate", [SCHEDULER_ID.hex, LEDGER_ID.hex])
-def test_an_edited_snapshot_is_found(tmp_path: Path, aggregate: str) -> None:
-    run = snapshotted(tmp_path)
+def test_an_edited_snapshot_is_found(tmp_path: Path, store_location: str, aggregate: str) -> None:
+    run = snapshotted(tmp_path, store_location)
     reader = StoreReader(run.store)
     version = min(v for k, v in reader.snapshot_keys() if k == aggregate)
     reader.close()
@@ -430,8 +456,10 @@ def test_an_edited_snapshot_is_found(tmp_path: Path, aggregate: str) -> None:
     assert f"(in {field})" in message and "the snapshot was edited" in message
 
 
-def test_a_snapshot_without_a_field_the_replay_has_is_found(tmp_path: Path) -> None:
-    run = snapshotted(tmp_path)
+def test_a_snapshot_without_a_field_the_replay_has_is_found(
+    tmp_path: Path, store_location: str,
+) -> None:
+    run = snapshotted(tmp_path, store_location)
     reader = StoreReader(run.store)
     version = max(v for k, v in reader.snapshot_keys() if k == SCHEDULER_ID.hex)
     reader.close()
@@ -446,8 +474,10 @@ def test_a_snapshot_without_a_field_the_replay_has_is_found(tmp_path: Path) -> N
     assert "it lacks last_cleanup, which the replay" in result.findings[0].message
 
 
-def test_a_snapshot_beyond_the_log_or_of_no_aggregate_is_found(tmp_path: Path) -> None:
-    run = snapshotted(tmp_path)
+def test_a_snapshot_beyond_the_log_or_of_no_aggregate_is_found(
+    tmp_path: Path, store_location: str,
+) -> None:
+    run = snapshotted(tmp_path, store_location)
     reader = StoreReader(run.store)
     version = max(v for k, v in reader.snapshot_keys() if k == SCHEDULER_ID.hex)
     topic, state = reader.snapshot(SCHEDULER_ID.hex, version) or ("", b"")
@@ -462,8 +492,8 @@ def test_a_snapshot_beyond_the_log_or_of_no_aggregate_is_found(tmp_path: Path) -
     assert any("the log has no event for it" in m for m in messages)
 
 
-def test_a_snapshot_after_a_gap_is_reported_unchecked(tmp_path: Path) -> None:
-    run = snapshotted(tmp_path)
+def test_a_snapshot_after_a_gap_is_reported_unchecked(tmp_path: Path, store_location: str) -> None:
+    run = snapshotted(tmp_path, store_location)
     seal = rows(run.store, SEALED_TOPIC)[3]
     execute(run.store, "DELETE FROM stored_events WHERE rowid = ?", seal.position)
     result = check(run.store)
@@ -477,9 +507,9 @@ def test_a_snapshot_after_a_gap_is_reported_unchecked(tmp_path: Path) -> None:
 
 
 def test_verify_json_shows_the_new_findings_and_exits_1(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    tmp_path: Path, store_location: str, capsys: pytest.CaptureFixture[str],
 ) -> None:
-    run = ScriptedRun(tmp_path, seal_every=20, marks=True)
+    run = ScriptedRun(tmp_path, seal_every=20, marks=True, store=store_location)
     typical_day(run)
     run.stop()
     capsys.readouterr()  # what the run logged

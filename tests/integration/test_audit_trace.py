@@ -6,10 +6,13 @@ from pathlib import Path
 
 import pytest
 from helpers.audit_run import ScriptedRun
+from helpers.postgres import BOTH_BACKENDS
 
 from att_jm.domain.ids import execution_id
 from att_jm.log.lineage import Trace, trace
 from att_jm.log.rows import AuditError, StoreReader
+
+pytestmark = BOTH_BACKENDS  # the store-level behaviour on SQLite and on PostgreSQL
 
 
 def traced(run: ScriptedRun, entry: str) -> Trace:
@@ -21,8 +24,8 @@ def traced(run: ScriptedRun, entry: str) -> Trace:
 
 
 @pytest.fixture
-def run(tmp_path: Path) -> ScriptedRun:
-    scripted = ScriptedRun(tmp_path / "store")
+def run(tmp_path: Path, store_location: str) -> ScriptedRun:
+    scripted = ScriptedRun(tmp_path / "store", store=store_location)
     scripted.ok("settings.set", {"interval_seconds": 0})
     scripted.ok("job.add", {"name": "ipx", "script": "ipx-update", "trigger": "channel-up",
                             "match": {"site": "paris"}, "command": "channel={channel}"})

@@ -1,16 +1,18 @@
-"""`export` / `import`: the log as JSON Lines and back, byte for byte."""
+"""`export` / `import`: the log as JSON Lines and back, byte for byte; a log on SQLite and on
+PostgreSQL, each copied into a store on the same engine."""
 
 from __future__ import annotations
 
 import base64
 import io
-import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import orjson
 import pytest
 from helpers.audit_run import ScriptedRun, typical_day
+from helpers.postgres import BACKENDS
+from helpers.store import all_rows, another_store, exported, store_for, views_for
 
 from att_jm.audit.replay import replay_views
 from att_jm.audit.transfer import export, export_line, import_log
@@ -22,9 +24,12 @@ from projections.rebuild import catch_up
 from projections.views import Views
 
 
-@pytest.fixture(scope="module")
-def original(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    run = ScriptedRun(tmp_path_factory.mktemp("original"), seal_every=25)
+@pytest.fixture(scope="module", params=BACKENDS)
+def original(request: pytest.FixtureRequest,
+             tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    directory = tmp_path_factory.mktemp("original")
+    run = ScriptedRun(directory, seal_every=25,
+                      store=store_for(request, request.param, directory))
     typical_day(run)
     run.seal()
     run.notify("channel-up", {"id": "unsealed", "channel": "Z"})
@@ -32,37 +37,26 @@ def original(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     yield run.store
 
 
-def exported(store: str) -> bytes:
-    reader = StoreReader(store)
-    out = io.BytesIO()
-    try:
-        export(reader, out)
-    finally:
-        reader.close()
-    return out.getvalue()
-
-
-def all_rows(store: str) -> list[tuple[object, ...]]:
-    db = sqlite3.connect(store)
-    rows = db.execute("SELECT rowid, originator_id, originator_version, topic, state "
-                      "FROM stored_events ORDER BY rowid").fetchall()
-    db.close()
-    return rows
+@pytest.fixture
+def fresh(original: str, request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[str], str]:
+    """A new, empty store on the engine of `original` (in the folder `name` on SQLite)."""
+    return lambda name: another_store(request, original, tmp_path / name)
 
 
 def test_export_then_import_gives_the_same_rows_byte_for_byte(
-    original: str, tmp_path: Path
+    original: str, fresh: Callable[[str], str],
 ) -> None:
     text = exported(original)
-    count = import_log(str(tmp_path / "copy.db"), text.splitlines())
+    copy = fresh("copy")
+    count = import_log(copy, text.splitlines())
     assert count == len(all_rows(original)) == text.count(b"\n")
-    assert all_rows(str(tmp_path / "copy.db")) == all_rows(original)
+    assert all_rows(copy) == all_rows(original)
 
 
 def test_after_import_verify_passes_and_the_views_are_identical(
-    original: str, tmp_path: Path
+    original: str, fresh: Callable[[str], str], tmp_path: Path,
 ) -> None:
-    copy = str(tmp_path / "copy.db")
+    copy = fresh("copy")
     import_log(copy, exported(original).splitlines())
     reader = StoreReader(copy)
     result = verify(reader)
@@ -76,7 +70,7 @@ def test_after_import_verify_passes_and_the_views_are_identical(
     finally:
         here.close()
         there.close()
-    views = Views(str(tmp_path / "copy.views.db"))  # what the service builds on its start
+    views = Views(views_for(copy, tmp_path))  # what the service builds on its start
     app = open_store(copy)
     catch_up(app, views)
     moment = replay_views(original)
@@ -116,19 +110,19 @@ def test_import_refuses_a_store_that_already_holds_events(original: str) -> None
 
 
 def test_import_names_the_line_of_a_bad_event_and_stores_nothing(
-    original: str, tmp_path: Path
+    original: str, fresh: Callable[[str], str],
 ) -> None:
     lines = exported(original).splitlines()
-    bad = [*lines[:3], b'{"position": 4, "topic": "x"}', *lines[4:]]
+    bad = fresh("bad")
     with pytest.raises(AuditError, match="line 4"):
-        import_log(str(tmp_path / "bad.db"), bad)
+        import_log(bad, [*lines[:3], b'{"position": 4, "topic": "x"}', *lines[4:]])
     unknown = orjson.loads(lines[3])
     unknown["topic"] = "att_jm:Nothing.Such"
     with pytest.raises(AuditError, match="line 4: not an event of this service"):
-        import_log(str(tmp_path / "bad.db"), [*lines[:3], orjson.dumps(unknown), *lines[4:]])
+        import_log(bad, [*lines[:3], orjson.dumps(unknown), *lines[4:]])
     with pytest.raises(AuditError, match="line 3: position 2 does not follow 2"):
-        import_log(str(tmp_path / "bad.db"), [lines[0], lines[1], lines[1]])
-    assert all_rows(str(tmp_path / "bad.db")) == []
+        import_log(bad, [lines[0], lines[1], lines[1]])
+    assert all_rows(bad) == []
 
 
 def test_export_up_to_a_position_stops_there(original: str) -> None:

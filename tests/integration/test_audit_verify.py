@@ -1,48 +1,70 @@
 """`verify`: seals prove the log intact, and each kind of tampering is named with its position.
 
-The tampering is done the way an intruder with the file would do it: sqlite3 on the store.
+The tampering is done the way an intruder with write access would do it: SQL on the store
+(sqlite3 on the file; on PostgreSQL the same statements, its table and positions named as
+there). Every test runs on an SQLite and on a PostgreSQL store.
 """
 
 from __future__ import annotations
 
-import shutil
 import sqlite3
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import orjson
 import pytest
 from helpers.audit_run import ScriptedRun, typical_day
+from helpers.postgres import BACKENDS
+from helpers.store import another_store, copy_store, intruders_sql, store_for
 
 from att_jm.application.sealer import Sealer
 from att_jm.audit.transfer import export_line, import_log
 from att_jm.audit.verify import Verification, verify
 from att_jm.audit.witness import check_witness, load_witness
+from att_jm.log.backend import is_postgres, parse_postgres, pg_connect
 from att_jm.log.chain import SEALED_TOPIC
 from att_jm.log.codec import decode_state
 from att_jm.log.rows import StoreReader
 from att_jm.store import open_store
 
 
-@pytest.fixture(scope="module")
-def sealed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+class Sealed(NamedTuple):
+    store: str
+    witness: Path  # what a witness received: every seal, as JSON Lines
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def sealed(request: pytest.FixtureRequest,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sealed]:
     """A store with a typical day in it, sealed every 20 events and at the end."""
     directory = tmp_path_factory.mktemp("sealed")
-    run = ScriptedRun(directory, seal_every=20)
+    run = ScriptedRun(directory, seal_every=20,
+                      store=store_for(request, request.param, directory))
     typical_day(run)
     run.seal()
-    (directory / "witness.jsonl").write_bytes(
-        b"".join(orjson.dumps(seal) + b"\n" for seal in run.seals))
+    witness = directory / "witness.jsonl"
+    witness.write_bytes(b"".join(orjson.dumps(seal) + b"\n" for seal in run.seals))
     run.close()
-    yield directory
+    yield Sealed(run.store, witness)
 
 
 @pytest.fixture
-def store(sealed: Path, tmp_path: Path) -> str:
-    """A copy of the sealed store to tamper with."""
-    shutil.copy(sealed / "att-jm.db", tmp_path / "att-jm.db")
-    return str(tmp_path / "att-jm.db")
+def witness(sealed: Sealed) -> Path:
+    return sealed.witness
+
+
+@pytest.fixture
+def fresh(sealed: Sealed, request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A new, empty store on the engine of the sealed one."""
+    return another_store(request, sealed.store, tmp_path / "fresh")
+
+
+@pytest.fixture
+def store(sealed: Sealed, request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A copy of the sealed store to tamper with (the same rows, on the same engine)."""
+    return copy_store(sealed.store, another_store(request, sealed.store, tmp_path / "copy"))
 
 
 def check(path: str, witness: Path | None = None) -> Verification:
@@ -61,22 +83,34 @@ def kinds(result: Verification) -> list[tuple[str, int | None]]:
 
 
 def tamper(path: str, *statements: tuple[str, tuple[object, ...]]) -> None:
-    db = sqlite3.connect(path)
-    for sql, params in statements:
-        db.execute(sql, params)
-    db.commit()
-    db.close()
+    """Run SQLite statements on the store `path` in one transaction; on PostgreSQL with its
+    table, its positions (notification_id for rowid) and its placeholders."""
+    db: Any
+    if is_postgres(path):
+        db = pg_connect(parse_postgres(path), autocommit=False)
+        statements = tuple((intruders_sql(path, sql), params) for sql, params in statements)
+    else:
+        db = sqlite3.connect(path)
+    try:
+        for sql, params in statements:
+            db.execute(sql, params)
+        db.commit()
+    finally:
+        db.close()
 
 
 def state_of(path: str, position: int) -> bytes:
-    db = sqlite3.connect(path)
-    row = db.execute("SELECT state FROM stored_events WHERE rowid = ?", (position,)).fetchone()
-    db.close()
-    return decode_state(bytes(row[0]))  # the event's JSON (a tamper writes it plain)
+    reader = StoreReader(path)
+    try:
+        row = reader.row(position)
+    finally:
+        reader.close()
+    assert row is not None
+    return decode_state(row.state)  # the event's JSON (a tamper writes it plain)
 
 
-def test_an_intact_sealed_log_verifies_with_nothing_unsealed(store: str, sealed: Path) -> None:
-    result = check(store, sealed / "witness.jsonl")
+def test_an_intact_sealed_log_verifies_with_nothing_unsealed(store: str, witness: Path) -> None:
+    result = check(store, witness)
     assert result.ok, result.findings
     assert len(result.seals) >= 5
     assert result.unsealed == 0
@@ -92,8 +126,10 @@ def test_each_seal_covers_at_most_the_configured_rows_and_all_rows_once(store: s
     assert all(s.count <= 20 for s in result.seals)
 
 
-def test_events_after_the_last_seal_are_counted_as_not_yet_sealed(tmp_path: Path) -> None:
-    run = ScriptedRun(tmp_path, seal_every=1000)
+def test_events_after_the_last_seal_are_counted_as_not_yet_sealed(
+    tmp_path: Path, fresh: str,
+) -> None:
+    run = ScriptedRun(tmp_path, seal_every=1000, store=fresh)
     typical_day(run)
     run.seal()
     run.notify("channel-up", {"id": "after-1", "channel": "x"})
@@ -178,7 +214,7 @@ def test_altering_a_seal_is_found_by_the_next_seal_and_the_chain(store: str) -> 
     assert any(f.kind == "chain" for f in result.findings)
 
 
-def test_deleting_the_last_seal_is_caught_by_the_witness(store: str, sealed: Path) -> None:
+def test_deleting_the_last_seal_is_caught_by_the_witness(store: str, witness: Path) -> None:
     reader = StoreReader(store)
     last = list(reader.rows(topics=(SEALED_TOPIC,)))[-1]
     reader.close()
@@ -186,13 +222,13 @@ def test_deleting_the_last_seal_is_caught_by_the_witness(store: str, sealed: Pat
     alone = check(store)
     assert alone.ok  # without a witness, the log now merely ends with unsealed events
     assert alone.unsealed > 0
-    witnessed = check(store, sealed / "witness.jsonl")
+    witnessed = check(store, witness)
     assert [f.kind for f in witnessed.findings] == ["witness"]
     assert "does not have" in witnessed.findings[0].message
 
 
 def test_a_rewrite_of_the_whole_log_passes_alone_but_not_against_the_witness(
-    store: str, sealed: Path, tmp_path: Path
+    store: str, witness: Path, fresh: str,
 ) -> None:
     # The intruder alters one event and rebuilds a consistent log: no old seals, new ones.
     reader = StoreReader(store)
@@ -206,7 +242,7 @@ def test_a_rewrite_of_the_whole_log_passes_alone_but_not_against_the_witness(
         item = orjson.loads(line)
         item["position"] = position
         renumbered.append(orjson.dumps(item))
-    rewritten = str(tmp_path / "rewritten.db")
+    rewritten = fresh
     import_log(rewritten, renumbered)
     app = open_store(rewritten)
     sealer = Sealer(app, rewritten, every_events=20, every_seconds=60.0)
@@ -214,22 +250,22 @@ def test_a_rewrite_of_the_whole_log_passes_alone_but_not_against_the_witness(
     sealer.close()
     app.close()
     assert check(rewritten).ok
-    witnessed = check(rewritten, sealed / "witness.jsonl")
+    witnessed = check(rewritten, witness)
     assert not witnessed.ok
     assert {f.kind for f in witnessed.findings} == {"witness"}
     first = witnessed.findings[0]
     assert "rewritten" in first.message
     # The seals before the first change still match: the finding names where the logs part.
-    before = [s for s in load_witness(str(sealed / "witness.jsonl"))
+    before = [s for s in load_witness(str(witness))
               if s["position"] < (first.position or 0)]
     assert witnessed.witness is not None
     assert witnessed.witness["matched"] == len(before)
 
 
 def test_a_witness_file_may_hold_duplicates_and_be_a_json_array(
-    store: str, sealed: Path, tmp_path: Path
+    store: str, witness: Path, tmp_path: Path
 ) -> None:
-    seals = load_witness(str(sealed / "witness.jsonl"))
+    seals = load_witness(str(witness))
     array = tmp_path / "witness.json"
     array.write_bytes(orjson.dumps([*seals, seals[-1]]))
     result = check(store, array)

@@ -3,7 +3,9 @@
 Generated with hypothesis against the real JobManager over real SQLite files, driven like the
 writer, with a fake clock: every command gets a reply; no event is over the cap; the state
 loads again from the log; and after the clock moves on by years the scheduler and the cleanup
-timers still compute. Amplification (templates x fields) is cut at the Command's cap.
+timers still compute. Amplification (templates x fields) is cut at the Command's cap. The
+caps' own tests (a huge template, a NUL, an event over the cap, too many jobs) run on an
+SQLite and on a PostgreSQL store too.
 """
 
 from __future__ import annotations
@@ -21,13 +23,14 @@ import pytest
 from helpers.application import Harness
 from helpers.clock import Clock
 from helpers.hostile import JSON, SCALARS, commands
+from helpers.postgres import BOTH_BACKENDS
+from helpers.store import all_rows
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from att_jm.domain import limits as lim
 from att_jm.domain.notifications import Notification
 from att_jm.store import log_position
-from att_jm.store.sqlite import SqliteWriterLog
 from projections.rebuild import catch_up
 
 T0 = datetime(2026, 4, 1, 9, 0, tzinfo=UTC)
@@ -47,10 +50,8 @@ def harness() -> Iterator[tuple[Harness, Path, Clock]]:
 
 
 def _stored_sizes(jm: Harness) -> list[int]:
-    log = jm.manager.log
-    assert isinstance(log, SqliteWriterLog)
-    with log.connection as db:  # the writer's own connection: committed rows
-        return [int(size) for (size,) in db.execute("SELECT length(state) FROM stored_events")]
+    """The size of every stored state (committed rows, on either engine)."""
+    return [len(row.state) for row in all_rows(jm.store)]
 
 
 def _timers_compute(jm: Harness, clock: Clock) -> None:
@@ -160,6 +161,7 @@ def test_any_notification_against_any_job_is_recorded_or_rejected_within_the_cap
             assert len(command.encode()) <= lim.MAX_COMMAND_BYTES and "\x00" not in command
 
 
+@BOTH_BACKENDS
 def test_a_template_multiplying_a_huge_field_skips_the_job_with_the_reason_recorded(
     jm: Harness,
 ) -> None:
@@ -178,6 +180,7 @@ def test_a_template_multiplying_a_huge_field_skips_the_job_with_the_reason_recor
     assert max(_stored_sizes(jm)) < 400_000
 
 
+@BOTH_BACKENDS
 def test_a_command_with_a_nul_or_over_the_cap_without_a_template_is_skipped(jm: Harness) -> None:
     jm.add_job("whole-payload")  # no template: the payload as compact JSON
     jm.add_job("nul", command="{f}")
@@ -190,6 +193,7 @@ def test_a_command_with_a_nul_or_over_the_cap_without_a_template_is_skipped(jm: 
     assert "over 128000 bytes" in second.skipped[0]["reason"]
 
 
+@BOTH_BACKENDS
 def test_an_event_over_the_cap_is_refused_with_its_reason_not_retried(
     open_harness: Any,
 ) -> None:
@@ -201,6 +205,7 @@ def test_an_event_over_the_cap_is_refused_with_its_reason_not_retried(
         jm.notify("alarm", payload)
 
 
+@BOTH_BACKENDS
 def test_more_jobs_than_the_cap_are_refused(jm: Harness) -> None:
     jm.batch(*[jm.command_work("job.add", {"name": f"j-{n}", "script": "backup.sh",
                                            "trigger": "t"}) for n in range(lim.MAX_JOBS)])

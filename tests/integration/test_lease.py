@@ -5,42 +5,36 @@ clean stop."""
 
 from __future__ import annotations
 
-import os
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import psycopg
 import pytest
+from helpers.postgres import PostgresServer
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
 
+from att_jm.log.backend import parse_postgres
 from att_jm.service.fence import LeaseLost, fenced
 from att_jm.service.lease import InstanceInUse, Lease, LeaseTimes, app_name, connect
 
 FAST = LeaseTimes(takeover_seconds=1.0)  # lease 0.7 s, renewed every 0.14 s
 
 
-#: The PostgreSQL the lease tests use (trust auth on loopback, as CI sets it up).
-SERVER = os.environ.get("ATT_JM_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
-
-
 @pytest.fixture
-def url() -> Iterator[str]:
-    """A schema of its own on the test server (skipped when there is no server)."""
-    schema = f"lease_{uuid.uuid4().hex[:12]}"
+def url(postgres: PostgresServer) -> Iterator[str]:
+    """A fresh store's schema on the session's server, as a libpq connection string (the
+    store's search path in it)."""
+    store = postgres.new_store()
+    location = parse_postgres(store)
+    with postgres.connect() as db:
+        db.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(location.schema)))
     try:
-        admin = psycopg.connect(SERVER, autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as error:
-        if os.environ.get("CI") == "true":
-            raise
-        pytest.skip(f"no PostgreSQL at {SERVER}: {error}")
-    with admin:
-        admin.execute(f'CREATE SCHEMA "{schema}"')
-        try:
-            yield f"{SERVER}?options=-csearch_path%3D{schema}"
-        finally:
-            admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
+        yield make_conninfo(**location.connect_kwargs())
+    finally:
+        postgres.drop_store(store)
 
 
 @pytest.fixture

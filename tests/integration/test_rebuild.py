@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -10,6 +9,8 @@ from typing import Any
 import orjson
 import pytest
 from helpers.audit_run import ScriptedRun, typical_day
+from helpers.postgres import BOTH_BACKENDS
+from helpers.store import count_events, views_for
 
 from att_jm.log.rows import StoreReader
 from att_jm.store import open_store, read_rows
@@ -24,6 +25,8 @@ from projections.rules import (
     Overlay,
 )
 from projections.views import Views
+
+pytestmark = BOTH_BACKENDS  # the store-level behaviour on SQLite and on PostgreSQL
 
 TABLES = ("tracking", "view_positions", "jobs", "job_ids", "queue", "executed", "failed",
           "settings")
@@ -64,24 +67,16 @@ def busy_day(run: ScriptedRun) -> None:
 
 
 @pytest.fixture
-def run(tmp_path: Path) -> Iterator[ScriptedRun]:
-    scripted = ScriptedRun(tmp_path / "store")
+def run(tmp_path: Path, store_location: str) -> Iterator[ScriptedRun]:
+    scripted = ScriptedRun(tmp_path / "store", store=store_location)
     busy_day(scripted)
     yield scripted
     scripted.close()
 
 
-def db_count(run: ScriptedRun, where: str) -> int:
-    db = sqlite3.connect(run.store)
-    try:
-        return int(db.execute(f"SELECT count(*) FROM stored_events WHERE {where}").fetchone()[0])  # noqa: S608 -- the tests' own conditions
-    finally:
-        db.close()
-
-
 def dump(views: Views) -> dict[str, list[tuple[Any, ...]]]:
     """Every row of every table of the views file, in key order."""
-    db: sqlite3.Connection = views._db  # the whole file, not just what the API shows
+    db = views._db  # every table, not just what the API shows
     return {table: sorted(db.execute(f"SELECT * FROM {table}").fetchall(), key=repr)  # noqa: S608 -- fixed names
             for table in TABLES}
 
@@ -101,14 +96,14 @@ def one_by_one(run: ScriptedRun) -> Iterator[tuple[int, dict[str, list[tuple[Any
 
 
 def test_the_log_has_executions_gone_in_every_way_and_live_ones(run: ScriptedRun) -> None:
-    db = sqlite3.connect(run.store)
-    topics = {row[0] for row in db.execute("SELECT DISTINCT topic FROM stored_events")}
-    db.close()
+    reader = StoreReader(run.store)
+    topics = {row.topic for row in reader.rows()}
+    reader.close()
     assert set(EXECUTION_VIEWS) <= topics
     assert {"att_jm:Job.Readded", "att_jm:Job.Updated", "att_jm:Job.Removed"} <= topics
     assert all(run.views.count(view) > 0 for view in ("queue", "executed", "failed"))
     assert "running" in {row["state"] for row in run.views.rows("queue", 100)}
-    created = db_count(run, "topic = 'att_jm:Execution.Enqueued'")
+    created = count_events(run.store, CREATED)
     reader = StoreReader(run.store)
     with reader.consistent():
         survey = reader.survey(run.position, TOPICS, CREATED, FINAL, rebuild._OTHER_TOPICS)
@@ -156,9 +151,9 @@ def test_filling_views_that_are_not_empty_is_refused(run: ScriptedRun) -> None:
         rebuild.fill(run.app, run.views)
 
 
-def test_an_empty_log_gives_empty_views(tmp_path: Path) -> None:
-    app = open_store(str(tmp_path / "att-jm.db"))
-    views = Views(str(tmp_path / "att-jm.views.db"))
+def test_an_empty_log_gives_empty_views(tmp_path: Path, store_location: str) -> None:
+    app = open_store(store_location)
+    views = Views(views_for(store_location, tmp_path))
     try:
         assert rebuild.catch_up(app, views) == 0
         assert dump(views) == {table: [] for table in TABLES}

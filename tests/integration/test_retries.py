@@ -8,10 +8,13 @@ from typing import Any
 import pytest
 from helpers.application import Harness
 from helpers.clock import Clock
+from helpers.postgres import BOTH_BACKENDS
 
 from att_jm.application import INTERRUPTED
 from att_jm.domain.executions import Execution
 from att_jm.domain.times import iso
+
+pytestmark = BOTH_BACKENDS  # the store-level behaviour on SQLite and on PostgreSQL
 
 RETRY = {"max_attempts": 3, "delay_seconds": 10, "backoff": 2}
 

@@ -10,13 +10,17 @@ from typing import Any
 import orjson
 import pytest
 from helpers.audit_run import ScriptedRun, typical_day
+from helpers.postgres import BOTH_BACKENDS
+from helpers.store import views_for
 
 from projections.views import VIEW_MAX_BYTES, VIEWS, Views, cut_row
 
+pytestmark = BOTH_BACKENDS  # the store-level behaviour on SQLite and on PostgreSQL
+
 
 @pytest.fixture
-def run(tmp_path: Path) -> Iterator[ScriptedRun]:
-    scripted = ScriptedRun(tmp_path / "store")
+def run(tmp_path: Path, store_location: str) -> Iterator[ScriptedRun]:
+    scripted = ScriptedRun(tmp_path / "store", store=store_location)
     yield scripted
     scripted.close()
 
@@ -72,8 +76,8 @@ ORDER = ["view", "position", "total", "omitted", "cut", "rows"]
 
 
 @pytest.fixture
-def views(tmp_path: Path) -> Iterator[Views]:
-    opened = Views(str(tmp_path / "views.db"))
+def views(tmp_path: Path, store_location: str) -> Iterator[Views]:
+    opened = Views(views_for(store_location, tmp_path))
     yield opened
     opened.close()
 

@@ -11,7 +11,6 @@ by a commit that fails.
 from __future__ import annotations
 
 import random
-import sqlite3
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from typing import Any
 import pytest
 from helpers.application import Harness
 from helpers.clock import Clock
+from helpers.postgres import BOTH_BACKENDS
 
 from att_jm.application import UnitOfWork
 from att_jm.application.model import WriteModel
@@ -28,6 +28,8 @@ from att_jm.domain.runs import Outcome, Run
 from att_jm.domain.times import iso, parse_iso
 from att_jm.store import log_position
 from att_jm.vocabulary import Result
+
+pytestmark = BOTH_BACKENDS  # the store-level behaviour on SQLite and on PostgreSQL
 
 RETRY = {"max_attempts": 3, "delay_seconds": 5, "backoff": 2}
 
@@ -50,17 +52,14 @@ def views_state(jm: Harness) -> dict[str, Any]:
     """What the views' file says, read with SQL of the test's own (read-only): no code of the
     views decides any of it."""
     now = iso(jm.clock())
-    db = sqlite3.connect(f"file:{jm.views.path}?mode=ro", uri=True)
-    try:
-        queue = db.execute("SELECT id, state, sort_key, not_before FROM queue").fetchall()
-        finished = {
-            table: [(entry, parse_iso(at)) for entry, at in db.execute(
-                f"SELECT id, finished_at FROM {table} ORDER BY seq DESC")]  # noqa: S608 -- fixed names
-            for table in ("executed", "failed")
-        }
-        jobs = [name for (name,) in db.execute("SELECT name FROM jobs ORDER BY name")]
-    finally:
-        db.close()
+    sql = jm.views_sql
+    queue = sql.rows("SELECT id, state, sort_key, not_before FROM queue")
+    finished = {
+        table: [(entry, parse_iso(at)) for entry, at in sql.rows(
+            f"SELECT id, finished_at FROM {table} ORDER BY seq DESC")]  # noqa: S608 -- fixed names
+        for table in ("executed", "failed")
+    }
+    jobs = [name for (name,) in sql.rows("SELECT name FROM jobs ORDER BY name")]
     due = sorted((sort_key, entry) for entry, state, sort_key, not_before in queue
                  if state == "queued" and (not_before is None or not_before <= now))
     waits = [not_before for _, state, _, not_before in queue
@@ -191,23 +190,39 @@ def test_rows_the_index_missed_are_caught_up_at_start(jm: Harness, tmp_path: Pat
     model.close()
 
 
-def test_a_commit_that_fails_leaves_the_index_as_it_was(jm: Harness) -> None:
+#: A trigger that refuses every new queue row, and its removal: (create, drop) per engine.
+REFUSE = {
+    "sqlite": ["CREATE TEMP TRIGGER refuse BEFORE INSERT ON jm_queue "
+               "BEGIN SELECT RAISE(ABORT, 'refused'); END"],
+    "postgresql": ["CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                   "RAISE EXCEPTION 'refused' USING ERRCODE = 'integrity_constraint_violation'; "
+                   "END $$",
+                   "CREATE TRIGGER refuse BEFORE INSERT ON jm_queue FOR EACH ROW "
+                   "EXECUTE FUNCTION refuse()"],
+}
+ALLOW = {"sqlite": ["DROP TRIGGER refuse"],
+         "postgresql": ["DROP TRIGGER refuse ON jm_queue", "DROP FUNCTION refuse()"]}
+
+
+def test_a_commit_that_fails_leaves_the_index_as_it_was(jm: Harness, store_backend: str) -> None:
     jm.ok("settings.set", {"interval_seconds": 3600})
     jm.add_job("a", trigger="up")
     jm.notify("up", {"id": "n-1"})
     before = index_state(jm)
-    db = jm.manager.model.log.connection
-    db.execute("CREATE TEMP TRIGGER refuse BEFORE INSERT ON jm_queue "
-               "BEGIN SELECT RAISE(ABORT, 'refused'); END")
+    for statement in REFUSE[store_backend]:
+        jm.manager.model.log.connection.execute(statement)
     uow = UnitOfWork()
     jm.manager.receive_notification(uow, "up", "att/channel-manager/notifications/up",
                                     b'{"id": "n-2"}')
     uow.collect()
     position = log_position(jm.app)
-    with pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises(Exception, match="refused") as refused:
         jm.manager.commit(uow)
+    # the engine's own integrity error
+    assert "IntegrityError" in {kind.__name__ for kind in type(refused.value).__mro__}
     assert log_position(jm.app) == position  # neither the events nor the index changes
-    db.execute("DROP TRIGGER refuse")
+    for statement in ALLOW[store_backend]:
+        jm.manager.model.log.connection.execute(statement)
     jm.manager.reload()
     assert index_state(jm) == before
 
@@ -241,8 +256,9 @@ def test_rows_applied_again_after_a_crash_change_nothing(jm: Harness, start: int
     rules converge to the same index whatever suffix is applied again."""
     history(jm, 150)
     before = index_state(jm)
-    db = jm.manager.model.log.connection
-    db.execute("UPDATE jm_index SET value = ? WHERE key = 'position'", (start,))
+    log = jm.manager.model.log
+    log.connection.execute(log.dialect.q("UPDATE jm_index SET value = ? WHERE key = 'position'"),
+                           (start,))
     model = reopened(jm)  # applies every row after `start` again, on the index as it is
     jm.manager.model.index = model.index
     assert index_state(jm) == before == views_state(jm)

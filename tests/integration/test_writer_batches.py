@@ -1,4 +1,5 @@
-"""The writer's batches, driven directly (a real store, views and scripts; no broker)."""
+"""The writer's batches, driven directly (a real store, views and scripts; no broker); on an
+SQLite and on a PostgreSQL store."""
 
 from __future__ import annotations
 
@@ -7,11 +8,14 @@ from pathlib import Path
 
 import orjson
 import pytest
+from helpers.postgres import BOTH_BACKENDS
 from helpers.service import populate_scripts_dir
 
 from att_jm.config import Settings
 from att_jm.mqtt.adapter import Inbound
 from att_jm.service import Writer, bootstrap
+
+pytestmark = BOTH_BACKENDS
 
 
 def message(topic: str, body: dict[str, object], correlation: bytes | None = None) -> Inbound:
@@ -28,9 +32,9 @@ def notification(nid: str) -> Inbound:
 
 
 @pytest.fixture
-def writer(tmp_path: Path) -> Iterator[Writer]:
+def writer(tmp_path: Path, store_location: str) -> Iterator[Writer]:
     scripts = populate_scripts_dir(tmp_path / "scripts")
-    w = bootstrap(Settings(store=str(tmp_path / "store" / "att-jm.db"), scripts=str(scripts)))
+    w = bootstrap(Settings(store=store_location, scripts=str(scripts)))
     w.handle([command("settings.set", {"interval_seconds": 0}, 1),
                      command("job.add", {"name": "j", "script": "ok", "trigger": "up"}, 2)])
     yield w

@@ -423,3 +423,15 @@ def test_settings_from_flags_and_environment(tmp_path: Path) -> None:
         "other.db", 0, "::1", False)
     with pytest.raises(SystemExit):
         parse_args(["--stale-seconds", "0.1"], {"ATT_JM_CONFIG": "none"})
+
+
+def test_a_postgresql_store_is_refused_without_showing_its_password(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        parse_args(["--store", "postgresql://jm:s3cret@db.example:5432/jm"],
+                   {"ATT_JM_CONFIG": "none"})
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert "postgresql://jm:***@db.example:5432/jm" in err and "s3cret" not in err
+    assert "instance's retained status" in err
