@@ -238,10 +238,11 @@ class Generator:
             self._emit(self.scheduler)
 
 
-def generate(path: Path, events: int, seed: int = 7) -> float:
-    """Write a log of about `events` events to a new store at `path`; seconds it took."""
+def generate(path: Path, events: int, seed: int = 7, *, compact: bool = False) -> float:
+    """Write a log of about `events` events to a new store at `path` (states stored compact
+    when `compact`: the setting `compact_states`); seconds it took."""
     started = time.perf_counter()
-    app = open_store(str(path))
+    app = open_store(str(path), compact=compact)
     Generator(app, path, seed).run(events)
     app.close()
     return time.perf_counter() - started

@@ -38,6 +38,12 @@ EXECUTIONS_CACHED = 256
 SCHEDULER_SNAPSHOT_EVERY = 500
 
 
+def _too_large(event: object, size: int) -> EventTooLarge:
+    """The refusal of `event`, whose JSON is `size` bytes, over the cap."""
+    return EventTooLarge(f"its {type(event).__name__} event would be {size} bytes, over "
+                         f"the cap of {lim.MAX_EVENT_BYTES} bytes per event")
+
+
 class WriteModel:
     """The aggregates of the Job Manager, loaded from and stored to the event store."""
 
@@ -145,8 +151,22 @@ class WriteModel:
     def encode(self, uow: UnitOfWork) -> None:
         """Encode the events not encoded yet, as the commit will store them (raises what the
         commit would raise for an event that cannot be stored, and EventTooLarge for one
-        whose JSON is over `limits.MAX_EVENT_BYTES`: the cap is on the JSON, what is
-        published and exported, not on the stored bytes of `att_jm.log.codec`)."""
+        over `limits.MAX_EVENT_BYTES`). Stores with `compact_states` on: `_encode_compact`."""
+        if self.app.compact:
+            self._encode_compact(uow)
+            return
+        to_stored = self.app.mapper.to_stored_event
+        start = len(uow.encoded)
+        uow.encoded.extend(to_stored(event) for event in uow.events[start:])
+        for index in range(start, len(uow.encoded)):
+            size = len(uow.encoded[index].state)
+            if size > lim.MAX_EVENT_BYTES:
+                del uow.encoded[start:]
+                raise _too_large(uow.events[index], size)
+
+    def _encode_compact(self, uow: UnitOfWork) -> None:
+        """`encode` storing states compact (`att_jm.log.codec`): the cap is on the JSON,
+        what is published and exported, not on the stored bytes."""
         to_plain = self._plain.to_stored_event
         start = len(uow.encoded)
         for event in uow.events[start:]:
@@ -154,10 +174,7 @@ class WriteModel:
             size = len(plain.state)
             if size > lim.MAX_EVENT_BYTES:
                 del uow.encoded[start:]
-                raise EventTooLarge(
-                    f"its {type(event).__name__} event would be {size} bytes, over "
-                    f"the cap of {lim.MAX_EVENT_BYTES} bytes per event"
-                )
+                raise _too_large(event, size)
             uow.encoded.append(StoredEvent(plain.originator_id, plain.originator_version,
                                            plain.topic, encode_state(plain.state)))
 

@@ -79,8 +79,10 @@ def export(
     return written
 
 
-def parse_line(line: bytes, number: int) -> Row:
-    """The stored row a JSON Lines line describes; AuditError naming the line when bad."""
+def parse_line(line: bytes, number: int, *, compact: bool = False) -> Row:
+    """The stored row a JSON Lines line describes; AuditError naming the line when bad.
+    Its state as the line's JSON, or that JSON made compact when `compact` (a line's
+    `state_base64` is kept as it is, either way)."""
     try:
         item = orjson.loads(line)
         position = item["position"]
@@ -90,7 +92,9 @@ def parse_line(line: bytes, number: int) -> Row:
         if "state_base64" in item:
             state = base64.b64decode(item["state_base64"], validate=True)
         else:
-            state = encode_state(orjson.dumps(item["state"]))
+            state = orjson.dumps(item["state"])
+            if compact:
+                state = encode_state(state)
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as error:
         raise AuditError(f"line {number}: not an exported event ({error!r})") from None
     checks = (
@@ -113,7 +117,7 @@ def _pages(lines: Iterable[bytes], app: JobManagerApp, progress: Progress | None
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
-        row = parse_line(line, number)
+        row = parse_line(line, number, compact=app.compact)
         if last is not None and row.position <= last:
             raise AuditError(f"line {number}: position {row.position} does not follow {last}")
         last = row.position
@@ -133,13 +137,15 @@ def _pages(lines: Iterable[bytes], app: JobManagerApp, progress: Progress | None
         yield page
 
 
-def import_log(path: str, lines: Iterable[bytes], progress: Progress | None = None) -> int:
+def import_log(path: str, lines: Iterable[bytes], progress: Progress | None = None, *,
+               compact: bool = False) -> int:
     """Import exported lines into the empty store at `path` (an SQLite file or a PostgreSQL
-    URL, created when missing); events."""
+    URL, created when missing); events. States are written as their JSON, or compact when
+    `compact` (setting `compact_states`)."""
     faults: tuple[type[BaseException], ...] = (PersistenceError, OSError,
                                                *dialect_of(path).errors())
     try:
-        app = open_store(path)
+        app = open_store(path, compact=compact)
     except faults as error:
         raise AuditError(f"cannot open the store {redact(path)}: {error}") from None
     try:
