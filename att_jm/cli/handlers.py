@@ -146,8 +146,7 @@ def run_audit(ns: argparse.Namespace) -> int:
     from att_jm.audit import commands  # noqa: PLC0415 -- lazy: the CLI starts fast
 
     return commands.run(ns, settings.store, settings.view_rows, match,
-                        view_max_bytes=settings.view_max_bytes,
-                        compact=settings.compact_states)
+                        view_max_bytes=settings.view_max_bytes)
 
 
 def report(failure: Failure, as_json: bool) -> int:

@@ -23,9 +23,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from att_jm.domain.seals import LEDGER_ID
 from att_jm.log.chain import CLOSED_TOPIC, LEDGER_TOPICS, SEALED_TOPIC
-from att_jm.log.codec import loads_state
 from att_jm.log.rows import Row, StoreReader
 
 LEDGER_HEX = LEDGER_ID.hex
@@ -79,8 +80,8 @@ class Tail:
 
 def _state(row: Row) -> dict[str, Any] | None:
     try:
-        state = loads_state(row.state)
-    except ValueError:  # not JSON, or an encoding that does not decode
+        state = orjson.loads(row.state)
+    except orjson.JSONDecodeError:
         return None
     return state if isinstance(state, dict) else None
 

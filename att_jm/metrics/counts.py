@@ -15,7 +15,6 @@ from typing import Any, Final
 import orjson
 
 from att_jm.errors import REPLY_CODES
-from att_jm.log.codec import loads_state
 from att_jm.vocabulary import TABLES
 
 NOTIFICATION: Final = "att_jm:Notification.Received"
@@ -98,7 +97,7 @@ class LogCounts:
                 self.started += 1
             elif topic in TOPICS:
                 try:
-                    data = loads_state(row[4])
+                    data = orjson.loads(row[4])
                     if not isinstance(data, dict):
                         raise TypeError("not an object")  # counted as undecodable, below
                     self._decoded(topic, data)
