@@ -149,6 +149,10 @@ class Settings:
     instance: str | None = None
     #: PostgreSQL stores: the bound on a fail-over to a standby instance (the lease lasts 70%).
     takeover_seconds: float = 10.0
+    #: true: the writer stores event and snapshot states compact (`att_jm.log.codec`, about
+    #: half the bytes, for a few microseconds per event); false: plain JSON, as before. Every
+    #: reader reads both forms, so a store may be switched either way (ADR 0002).
+    compact_states: bool = False
 
     def __post_init__(self) -> None:
         for name in SETTING_NAMES:
@@ -334,6 +338,7 @@ _VALIDATORS: Final[dict[str, Callable[[str, Any], None]]] = {
     "mqtt_fast_paths": _check_bool,
     "instance": _check_instance,
     "takeover_seconds": _check_number,
+    "compact_states": _check_bool,
 }
 
 
@@ -343,7 +348,7 @@ _INTS: Final = frozenset({"max_payload_bytes", "view_rows", "view_max_bytes",
                           "session_expiry_seconds", "seal_every_events", "max_batch",
                           "command_burst"})
 _FLOATS: Final = frozenset({"seal_every_seconds", "command_rate", "takeover_seconds"})
-_BOOLS: Final = frozenset({"mqtt_fast_paths"})
+_BOOLS: Final = frozenset({"mqtt_fast_paths", "compact_states"})
 TRUE_WORDS: Final = frozenset({"1", "true", "yes", "on"})
 FALSE_WORDS: Final = frozenset({"0", "false", "no", "off"})
 _OPTIONAL: Final = frozenset({"log_format", "views_db", "mqtt_username", "mqtt_password_file",

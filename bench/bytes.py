@@ -1,14 +1,16 @@
 """The store's bytes per notification, measured on the real service (issue 16.2).
 
-    python -m bench.bytes [--count 2000]
+    python -m bench.bytes [--count 2000] [--compact]
 
 A fresh broker and `att-jm serve` on a fresh SQLite store (interval 0, Auto Cleanup as
-shipped, seals as shipped); `--count` notifications that match a job whose script succeeds
-(each runs to Executed), then `--count` that match no job. After each phase the store file is
-checkpointed and its bytes in use are counted (SQLite's `dbstat`: every table and index page
-in use, free pages left out), so a phase's growth divided by `--count` is its bytes per
-notification. Also printed: the events each phase wrote per notification, by type, with the
-average bytes of their stored state, and the share of each table and index.
+shipped, seals as shipped; states stored as plain JSON, the default, or with `--compact` the
+service started with the setting `compact_states` on: ADR 0002); `--count` notifications
+that match a job whose script succeeds (each runs to Executed), then `--count` that match
+no job. After each phase the store file is checkpointed and its bytes in use are counted
+(SQLite's `dbstat`: every table and index page in use, free pages left out), so a phase's
+growth divided by `--count` is its bytes per notification. Also printed: the events each
+phase wrote per notification, by type, with the average bytes of their stored state, and the
+share of each table and index.
 """
 
 from __future__ import annotations
@@ -57,9 +59,10 @@ def wait_for(check: Any, timeout: float, what: str) -> None:
         time.sleep(0.1)
 
 
-def measure(count: int) -> dict[str, Any]:
+def measure(count: int, *, compact: bool = False) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    with broker_and_service() as (broker, service), TestClient(broker.url) as client:
+    flags = ("--compact-states", "true") if compact else ()
+    with broker_and_service(flags) as (broker, service), TestClient(broker.url) as client:
         assert client.request(service.command_topic("settings.set"),
                               {"interval_seconds": 0})["ok"]
         assert client.request(service.command_topic("job.add"), {
@@ -97,11 +100,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--count", type=int, default=2000)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--compact", action="store_true",
+                        help="start the service with compact_states on (states stored compact)")
     args = parser.parse_args(argv)
-    result = measure(args.count)
+    result = measure(args.count, compact=args.compact)
     if args.json:
         print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
         return 0
+    print("states stored", "compact (compact_states on)" if args.compact else "as plain JSON")
     for phase, figures in result.items():
         print(f"{phase}: {figures['bytes_per_notification']:,.0f} bytes per notification")
         for name, size in figures["by_table"].items():

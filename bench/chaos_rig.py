@@ -51,6 +51,7 @@ from helpers.site import SecureSite  # noqa: E402 -- idem
 
 from att_jm.domain.ids import execution_id  # noqa: E402 -- after the sys.path set-up, like the rest
 from att_jm.log.backend import PG_EVENTS  # noqa: E402 -- idem
+from att_jm.log.codec import loads_state  # noqa: E402 -- idem
 from att_jm.site.broker import BrokerSetupError  # noqa: E402 -- idem
 from att_jm.site.local import SERVICE_USER  # noqa: E402 -- idem
 
@@ -159,7 +160,7 @@ class Audit:
                                   "stored_events ORDER BY rowid").fetchall()
         for position, originator, topic, state in rows:
             audit.position = position
-            audit._apply(str(uuid.UUID(str(originator))), str(topic), orjson.loads(state))
+            audit._apply(str(uuid.UUID(str(originator))), str(topic), loads_state(bytes(state)))
         return audit
 
     def _run(self, originator: str) -> Run:

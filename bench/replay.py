@@ -9,7 +9,8 @@ changes, hourly Auto Cleanup, command records, rejections) and the real applicat
 their events in big batches; the real sealer seals them every 1,000 events, as the service
 does. Then, each round, in the same process:
 
-- raw: `sqlite3` select of the rows + `orjson.loads` of each state (the floor for reads), over
+- raw: `sqlite3` select of the rows + the decoding of each state (`att_jm.log.codec.loads_state`:
+  orjson.loads of its JSON; the floor for reads), over
   the rows the replay reads (the view topics) and over the whole log;
 - replay: the audit's point-in-time views at the last position (every view rebuilt in memory).
 
@@ -32,8 +33,6 @@ from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
-import orjson
-
 from att_jm.application.sealer import Sealer
 from att_jm.audit.replay import replay_views
 from att_jm.domain.commands import JobSpec
@@ -44,6 +43,7 @@ from att_jm.domain.matching import fill_template, matches
 from att_jm.domain.notifications import CommandRecord, Notification, Rejection
 from att_jm.domain.scheduler import Scheduler
 from att_jm.errors import InvalidInput
+from att_jm.log.codec import loads_state
 from att_jm.log.rows import readonly_uri
 from att_jm.store import JobManagerApp, log_position, open_store
 from projections.views import TOPICS
@@ -238,21 +238,22 @@ class Generator:
             self._emit(self.scheduler)
 
 
-def generate(path: Path, events: int, seed: int = 7) -> float:
-    """Write a log of about `events` events to a new store at `path`; seconds it took."""
+def generate(path: Path, events: int, seed: int = 7, *, compact: bool = False) -> float:
+    """Write a log of about `events` events to a new store at `path` (states stored compact
+    when `compact`: the setting `compact_states`); seconds it took."""
     started = time.perf_counter()
-    app = open_store(str(path))
+    app = open_store(str(path), compact=compact)
     Generator(app, path, seed).run(events)
     app.close()
     return time.perf_counter() - started
 
 
 def raw_read(path: Path, topics: tuple[str, ...] = ()) -> int:
-    """sqlite3 select + orjson.loads of every state (of `topics` only, when given); rows read."""
+    """sqlite3 select + loads_state of every state (of `topics` only, when given); rows read."""
     db = sqlite3.connect(readonly_uri(str(path)), uri=True)
     where = f"WHERE topic IN ({','.join('?' * len(topics))})" if topics else ""
     count = 0
-    loads = orjson.loads
+    loads = loads_state
     for _, _, _, _, state in db.execute(
         f"SELECT rowid, originator_id, originator_version, topic, state FROM stored_events "  # noqa: S608 -- fixed names, placeholders
         f"{where} ORDER BY rowid", topics,

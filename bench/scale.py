@@ -25,20 +25,20 @@ import time
 from pathlib import Path
 from typing import Any
 
-import orjson
-
+from att_jm.log.codec import loads_state
 from bench.biglog import cached_log, copy_log
 from bench.harness import Broker, Service, TestClient, populate_scripts_dir
 from bench.suite import Figure
 
 
 def raw_read(store: Path) -> tuple[int, float]:
-    """(rows, seconds) of a plain select of every stored row + orjson.loads of each state."""
+    """(rows, seconds) of a plain select of every stored row + the decoding of each state
+    (`att_jm.log.codec.loads_state`: orjson.loads of its JSON)."""
     started = time.perf_counter()
     db = sqlite3.connect(f"file:{store}?mode=ro", uri=True)
     rows = 0
     for _, _, state in db.execute("SELECT rowid, topic, state FROM stored_events ORDER BY rowid"):
-        orjson.loads(state)
+        loads_state(state)
         rows += 1
     db.close()
     return rows, time.perf_counter() - started

@@ -24,8 +24,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-import orjson
-
+from att_jm.log.codec import loads_state
 from att_jm.log.rows import StoreReader
 from att_jm.store import JobManagerApp, log_position, open_log, read_rows
 from projections.rules import (
@@ -98,7 +97,7 @@ def _execution_positions(reader: StoreReader, upto: int) -> dict[str, int]:
         if not waiting:
             break
         try:
-            data: dict[str, Any] = orjson.loads(state)
+            data: dict[str, Any] = loads_state(state)
             view = cleaned_table(data)
         except (ValueError, TypeError, LookupError):  # not a row the service wrote: skipped
             continue

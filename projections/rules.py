@@ -24,6 +24,7 @@ from att_jm.domain.retry import RetryPolicy
 from att_jm.domain.scheduler import DEFAULT_INTERVAL_SECONDS, clamp_interval
 from att_jm.domain.times import iso
 from att_jm.log.backend import SQLITE, Dialect
+from att_jm.log.codec import loads_state
 from att_jm.log.records import stored_iso
 from att_jm.vocabulary import VIEWS, EntryState
 from projections.schema import COLUMNS, KEYS, Row
@@ -350,7 +351,7 @@ def event_fields(event: Any) -> tuple[str, str, dict[str, Any]]:
 
 def stored_fields(aggregate: str, state: bytes) -> dict[str, Any]:
     """The data of a stored event row (its state bytes), as the rules take them."""
-    data: dict[str, Any] = orjson.loads(state)
+    data: dict[str, Any] = loads_state(state)
     data["at"] = stored_iso(data.pop("timestamp"))
     return data
 

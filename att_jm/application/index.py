@@ -35,6 +35,7 @@ import structlog
 from att_jm.domain.executions import FRONT_BASE
 from att_jm.domain.times import iso, parse_iso
 from att_jm.log.backend import SQLITE, Dialect
+from att_jm.log.codec import loads_state
 from att_jm.log.records import stored_iso
 
 log = structlog.get_logger("att_jm")
@@ -169,7 +170,7 @@ def stored_changes(rows: Iterable[tuple[int, str, str, bytes]]) -> Iterable[Chan
         if topic not in RULES:
             continue
         try:
-            data: Mapping[str, Any] = orjson.loads(state)
+            data: Mapping[str, Any] = loads_state(state)
             at = stored_iso(data["timestamp"])
         except (orjson.JSONDecodeError, LookupError, TypeError, ValueError) as error:
             log.error("index.row_undecodable", position=position, topic=topic, error=repr(error))

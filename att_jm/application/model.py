@@ -9,6 +9,7 @@ stores a unit of work's events and the index's changes in one transaction.
 from __future__ import annotations
 
 import collections
+import functools
 import sqlite3
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -16,6 +17,7 @@ from uuid import UUID
 
 import structlog
 from eventsourcing.application import AggregateNotFoundError
+from eventsourcing.persistence import Mapper, StoredEvent
 
 from att_jm.application.index import TOPICS, WriteIndex, live_changes
 from att_jm.application.unit import UnitOfWork
@@ -26,6 +28,7 @@ from att_jm.domain.jobs import Job
 from att_jm.domain.limits import shown
 from att_jm.domain.scheduler import Scheduler
 from att_jm.errors import EventTooLarge, NotFound
+from att_jm.log.codec import encode_state
 from att_jm.store import JobManagerApp, log_position, open_writer_log, read_rows
 
 log = structlog.get_logger("att_jm")
@@ -33,6 +36,12 @@ log = structlog.get_logger("att_jm")
 EXECUTIONS_CACHED = 256
 #: The library snapshots the scheduler every this many versions (see `JobManagerApp`).
 SCHEDULER_SNAPSHOT_EVERY = 500
+
+
+def _too_large(event: object, size: int) -> EventTooLarge:
+    """The refusal of `event`, whose JSON is `size` bytes, over the cap."""
+    return EventTooLarge(f"its {type(event).__name__} event would be {size} bytes, over "
+                         f"the cap of {lim.MAX_EVENT_BYTES} bytes per event")
 
 
 class WriteModel:
@@ -142,7 +151,10 @@ class WriteModel:
     def encode(self, uow: UnitOfWork) -> None:
         """Encode the events not encoded yet, as the commit will store them (raises what the
         commit would raise for an event that cannot be stored, and EventTooLarge for one
-        over `limits.MAX_EVENT_BYTES`)."""
+        over `limits.MAX_EVENT_BYTES`). Stores with `compact_states` on: `_encode_compact`."""
+        if self.app.compact:
+            self._encode_compact(uow)
+            return
         to_stored = self.app.mapper.to_stored_event
         start = len(uow.encoded)
         uow.encoded.extend(to_stored(event) for event in uow.events[start:])
@@ -150,10 +162,26 @@ class WriteModel:
             size = len(uow.encoded[index].state)
             if size > lim.MAX_EVENT_BYTES:
                 del uow.encoded[start:]
-                raise EventTooLarge(
-                    f"its {type(uow.events[index]).__name__} event would be {size} bytes, over "
-                    f"the cap of {lim.MAX_EVENT_BYTES} bytes per event"
-                )
+                raise _too_large(uow.events[index], size)
+
+    def _encode_compact(self, uow: UnitOfWork) -> None:
+        """`encode` storing states compact (`att_jm.log.codec`): the cap is on the JSON,
+        what is published and exported, not on the stored bytes."""
+        to_plain = self._plain.to_stored_event
+        start = len(uow.encoded)
+        for event in uow.events[start:]:
+            plain = to_plain(event)
+            size = len(plain.state)
+            if size > lim.MAX_EVENT_BYTES:
+                del uow.encoded[start:]
+                raise _too_large(event, size)
+            uow.encoded.append(StoredEvent(plain.originator_id, plain.originator_version,
+                                           plain.topic, encode_state(plain.state)))
+
+    @functools.cached_property
+    def _plain(self) -> Mapper[UUID]:
+        """The application's mapper without the codec: an event's JSON."""
+        return Mapper(transcoder=self.app.mapper.transcoder)
 
     def commit(self, uow: UnitOfWork) -> list[tuple[int, Any]]:
         """Store the batch's events and the index's changes in one transaction (snapshotting

@@ -47,6 +47,7 @@ from eventsourcing.utils import get_topic
 
 from att_jm.audit.findings import Findings
 from att_jm.log.chain import CLOSED_TOPIC, LEDGER_TOPICS, OPENED_TOPIC, SEALED_TOPIC
+from att_jm.log.codec import StateCodec, UndecodableState, loads_state
 from att_jm.log.records import AGGREGATES, EVENT_TOPICS, dashed, topic_type
 from att_jm.log.rows import Row, StoreReader
 from att_jm.log.transcoder import OrjsonTranscoder
@@ -184,7 +185,9 @@ class RowChecks:
         """(state, time, None) when the row's state decodes; else what could be read, and
         why not."""
         try:
-            state = orjson.loads(row.state)
+            state = loads_state(row.state)
+        except UndecodableState as error:
+            return None, None, f"its state does not decode ({error})"
         except orjson.JSONDecodeError as error:
             return None, None, f"its state is not JSON ({error})"
         if type(state) is not dict:
@@ -334,7 +337,7 @@ class SnapshotChecks:
     def __init__(self, reader: StoreReader, findings: Findings) -> None:
         self.reader = reader
         self.findings = findings
-        self.mapper: Mapper[UUID] = Mapper(transcoder=OrjsonTranscoder())
+        self.mapper: Mapper[UUID] = Mapper(transcoder=OrjsonTranscoder(), compressor=StateCodec())
         self.checked = 0
         self.waiting: dict[str, list[int]] = {}  # aggregate id -> its snapshots' versions
         for stored_id, version in reader.snapshot_keys():
@@ -377,15 +380,15 @@ class SnapshotChecks:
             return
         topic, state = stored
         try:
-            found = orjson.loads(state)
-        except orjson.JSONDecodeError:
+            found = loads_state(state)
+        except ValueError:  # not JSON, or an encoding that does not decode
             found = None
         if topic != SNAPSHOT_TOPIC or not isinstance(found, dict):
             self.findings.add("snapshot", None, f"{name}: not a snapshot this service reads "
                                                 f"(topic {topic[:80]!r})")
             return
         take = type(aggregate).Snapshot.take(aggregate)
-        expected = orjson.loads(self.mapper.to_stored_event(take).state)
+        expected = loads_state(self.mapper.to_stored_event(take).state)
         if found.get("topic") != expected["topic"]:
             self.findings.add("snapshot", None, (
                 f"{name}: it is of aggregate class {str(found.get('topic'))[:80]!r}, "

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -244,16 +245,18 @@ def _binary(out: IO[str]) -> IO[bytes]:
     return buffer  # type: ignore[no-any-return]  # a text stream's underlying binary buffer
 
 
-def run_import(ns: argparse.Namespace, store: str, out: IO[str]) -> int:
+def run_import(ns: argparse.Namespace, store: str, out: IO[str], *, compact: bool = False
+               ) -> int:
+    """`audit import`: states written plain, or compact when `compact` (compact_states)."""
     source = ns.file
     if source == "-":
-        count = import_log(store, sys.stdin.buffer)
+        count = import_log(store, sys.stdin.buffer, compact=compact)
     else:
         path = Path(source)
         if not path.is_file():
             raise AuditError(f"no file {source}")
         with path.open("rb") as lines:
-            count = import_log(store, lines)
+            count = import_log(store, lines, compact=compact)
     output = Output(out)
     if ns.json:
         output.json({"store": redact(store), "events": count})
@@ -278,8 +281,9 @@ def _failed(ns: argparse.Namespace, out: IO[str], code: str, message: str, exit_
 
 def run(ns: argparse.Namespace, store: str, view_rows: int,
         match: dict[str, object] | None, out: IO[str] | None = None,
-        view_max_bytes: int = VIEW_MAX_BYTES) -> int:
-    """Run the audit verb `ns.audit_verb` against `store`; the exit code."""
+        view_max_bytes: int = VIEW_MAX_BYTES, *, compact: bool = False) -> int:
+    """Run the audit verb `ns.audit_verb` against `store`; the exit code. `compact`: the
+    setting `compact_states`, for `import`, the only verb that writes."""
     verb = ns.audit_verb
     out = sys.stdout if out is None else out
     try:
@@ -289,7 +293,7 @@ def run(ns: argparse.Namespace, store: str, view_rows: int,
             return run_backtest(ns, store, out, match)
         handlers: dict[str, Handler] = {
             "log": run_log, "trace": run_trace, "verify": run_verify, "export": run_export,
-            "import": run_import,
+            "import": functools.partial(run_import, compact=compact),
         }
         return handlers[verb](ns, store, out)
     except NotInLog as error:

@@ -34,6 +34,7 @@ from att_jm.domain.ids import SCHEDULER_ID
 from att_jm.domain.seals import LEDGER_ID
 from att_jm.domain.times import iso
 from att_jm.log.backend import dialect_of, redact
+from att_jm.log.codec import content_bytes, encode_state
 from att_jm.log.records import dashed, stored_time, topic_type
 from att_jm.log.rows import AuditError, Row, StoreReader, insert_rows
 from att_jm.store import JobManagerApp, open_store
@@ -49,15 +50,16 @@ def export_line(row: Row) -> bytes:
         "originator_version": row.originator_version, "topic": row.topic,
         "type": topic_type(row.topic), "at": None, "state": None,
     }
+    plain = content_bytes(row.state)  # the JSON, whatever the row's encoding
     try:
-        state = orjson.loads(row.state)
+        state = orjson.loads(plain)
     except orjson.JSONDecodeError:
         state = None
     if isinstance(state, dict):
         line["state"] = state
         with contextlib.suppress(KeyError, TypeError, ValueError):
             line["at"] = iso(stored_time(state["timestamp"]))
-    if state is None or orjson.dumps(state) != row.state:
+    if state is None or orjson.dumps(state) != plain:
         line["state_base64"] = base64.b64encode(row.state).decode()
     return orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE)
 
@@ -77,8 +79,10 @@ def export(
     return written
 
 
-def parse_line(line: bytes, number: int) -> Row:
-    """The stored row a JSON Lines line describes; AuditError naming the line when bad."""
+def parse_line(line: bytes, number: int, *, compact: bool = False) -> Row:
+    """The stored row a JSON Lines line describes; AuditError naming the line when bad.
+    Its state as the line's JSON, or that JSON made compact when `compact` (a line's
+    `state_base64` is kept as it is, either way)."""
     try:
         item = orjson.loads(line)
         position = item["position"]
@@ -89,6 +93,8 @@ def parse_line(line: bytes, number: int) -> Row:
             state = base64.b64decode(item["state_base64"], validate=True)
         else:
             state = orjson.dumps(item["state"])
+            if compact:
+                state = encode_state(state)
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as error:
         raise AuditError(f"line {number}: not an exported event ({error!r})") from None
     checks = (
@@ -111,7 +117,7 @@ def _pages(lines: Iterable[bytes], app: JobManagerApp, progress: Progress | None
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
-        row = parse_line(line, number)
+        row = parse_line(line, number, compact=app.compact)
         if last is not None and row.position <= last:
             raise AuditError(f"line {number}: position {row.position} does not follow {last}")
         last = row.position
@@ -131,13 +137,15 @@ def _pages(lines: Iterable[bytes], app: JobManagerApp, progress: Progress | None
         yield page
 
 
-def import_log(path: str, lines: Iterable[bytes], progress: Progress | None = None) -> int:
+def import_log(path: str, lines: Iterable[bytes], progress: Progress | None = None, *,
+               compact: bool = False) -> int:
     """Import exported lines into the empty store at `path` (an SQLite file or a PostgreSQL
-    URL, created when missing); events."""
+    URL, created when missing); events. States are written as their JSON, or compact when
+    `compact` (setting `compact_states`)."""
     faults: tuple[type[BaseException], ...] = (PersistenceError, OSError,
                                                *dialect_of(path).errors())
     try:
-        app = open_store(path)
+        app = open_store(path, compact=compact)
     except faults as error:
         raise AuditError(f"cannot open the store {redact(path)}: {error}") from None
     try:

@@ -146,7 +146,8 @@ def run_audit(ns: argparse.Namespace) -> int:
     from att_jm.audit import commands  # noqa: PLC0415 -- lazy: the CLI starts fast
 
     return commands.run(ns, settings.store, settings.view_rows, match,
-                        view_max_bytes=settings.view_max_bytes)
+                        view_max_bytes=settings.view_max_bytes,
+                        compact=settings.compact_states)
 
 
 def report(failure: Failure, as_json: bool) -> int:

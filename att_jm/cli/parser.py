@@ -357,7 +357,9 @@ def add_audit_commands(subparsers: Any) -> None:
     out.add_argument("--upto", type=non_negative_int, metavar="POSITION",
                      help="only the events up to this position")
     into = verb("import", "read an export into a NEW store given with --store (it must not "
-                "exist yet, or hold no events): the only audit verb that writes")
+                "exist yet, or hold no events): the only audit verb that writes; states are "
+                "written as plain JSON unless ATT_JM_COMPACT_STATES (or the config file's "
+                "compact_states) is true")
     into.add_argument("file", metavar="FILE", help="the JSON Lines file, or - for stdin")
 
 

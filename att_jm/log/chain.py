@@ -28,6 +28,7 @@ from typing import Any, Final
 import orjson
 
 from att_jm.domain.times import iso
+from att_jm.log.codec import content_bytes, loads_state
 from att_jm.log.rows import Row
 
 SEALED_TOPIC: Final = "att_jm:Ledger.Sealed"
@@ -55,7 +56,10 @@ def content_digest(originator_id: str, version: int, topic: str, state: bytes) -
 
 
 def row_digest(row: Row) -> bytes:
-    return content_digest(row.originator_id, row.originator_version, row.topic, row.state)
+    """The content digest of a stored row: of its state's JSON whatever its encoding
+    (`att_jm.log.codec.content_bytes`)."""
+    return content_digest(row.originator_id, row.originator_version, row.topic,
+                          content_bytes(row.state))
 
 
 @dataclass
@@ -126,7 +130,7 @@ def split_digests(digests: str) -> list[str]:
 def read_seal(row: Row, number: int) -> Seal:
     """The seal stored in `row` (an `att_jm:Ledger.Sealed` event); ValueError when malformed."""
     try:
-        state = orjson.loads(row.state)
+        state = loads_state(row.state)
         at = state["timestamp"]["_data_"]
         seal = Seal(
             number=number, event_position=row.position, position=int(state["position"]),
@@ -144,4 +148,4 @@ def read_seal(row: Row, number: int) -> Seal:
 
 def seal_digests(row: Row) -> list[str]:
     """The short content digests a seal row lists, one per covered row."""
-    return split_digests(str(orjson.loads(row.state)["digests"]))
+    return split_digests(str(loads_state(row.state)["digests"]))

@@ -26,6 +26,7 @@ import orjson
 
 from att_jm.domain.limits import CELL_MAX_CHARS, cut_text
 from att_jm.domain.times import iso
+from att_jm.log.codec import UndecodableState, loads_state
 from att_jm.log.records import EVENT_TOPICS, Record, dashed, stored_iso, topic_type
 from att_jm.log.rows import UndecodableText
 
@@ -108,7 +109,7 @@ def row_message(row: StoredRow) -> dict[str, Any]:
     after dropping the timestamp (-> `at`, from its stored text) and `originator_topic` it
     is the event's own fields."""
     position, originator_id, version, topic, state = row
-    data: dict[str, Any] = orjson.loads(state)
+    data: dict[str, Any] = loads_state(state)
     at = stored_iso(data.pop("timestamp"))
     data.pop("originator_topic", None)
     return public_message(position, row_type(topic), at, data, dashed(originator_id), version)
@@ -120,7 +121,9 @@ def undecodable_reason(row: tuple[Any, ...], error: BaseException) -> str:
     if isinstance(state, UndecodableText):
         return f"{state.column} is not UTF-8 text"
     try:
-        data = orjson.loads(state)
+        data = loads_state(state)
+    except UndecodableState:
+        return "state does not decode"
     except (orjson.JSONDecodeError, TypeError):
         return "state is not JSON"
     problem = _state_problem(data)

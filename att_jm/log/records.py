@@ -21,6 +21,7 @@ from att_jm.domain.notifications import CommandRecord, Notification, Rejection
 from att_jm.domain.scheduler import Scheduler
 from att_jm.domain.seals import Ledger
 from att_jm.domain.times import iso
+from att_jm.log.codec import loads_state
 from att_jm.log.rows import Row
 
 _CAMEL: Final = re.compile(r"(?<!^)(?=[A-Z])")
@@ -95,7 +96,7 @@ class Record:
 def decode(row: Row) -> Record:
     """The Record of a stored row; ValueError when its state is not an event's JSON."""
     try:
-        state = orjson.loads(row.state)
+        state = loads_state(row.state)
         at = stored_time(state["timestamp"])
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as error:
         raise ValueError(f"position {row.position}: unreadable event state ({error})") from None

@@ -23,10 +23,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
 from att_jm.domain.seals import LEDGER_ID
 from att_jm.log.chain import CLOSED_TOPIC, LEDGER_TOPICS, SEALED_TOPIC
+from att_jm.log.codec import loads_state
 from att_jm.log.rows import Row, StoreReader
 
 LEDGER_HEX = LEDGER_ID.hex
@@ -80,8 +79,8 @@ class Tail:
 
 def _state(row: Row) -> dict[str, Any] | None:
     try:
-        state = orjson.loads(row.state)
-    except orjson.JSONDecodeError:
+        state = loads_state(row.state)
+    except ValueError:  # not JSON, or an encoding that does not decode
         return None
     return state if isinstance(state, dict) else None
 

@@ -15,6 +15,7 @@ from typing import Any, Final
 import orjson
 
 from att_jm.errors import REPLY_CODES
+from att_jm.log.codec import loads_state
 from att_jm.vocabulary import TABLES
 
 NOTIFICATION: Final = "att_jm:Notification.Received"
@@ -97,7 +98,7 @@ class LogCounts:
                 self.started += 1
             elif topic in TOPICS:
                 try:
-                    data = orjson.loads(row[4])
+                    data = loads_state(row[4])
                     if not isinstance(data, dict):
                         raise TypeError("not an object")  # counted as undecodable, below
                     self._decoded(topic, data)

@@ -57,7 +57,7 @@ def bootstrap(
     topics = Topics(settings.topic_prefix)
     inbox = Inbox()
     stopping = Stopping()
-    app = open_store(settings.store)
+    app = open_store(settings.store, compact=settings.compact_states)
     if lease is not None:  # before the first write: only this instance's sessions append
         lease.install_fence()
     stats = open_writer_stats(settings.store)  # `<store>.stats`, read by att_jm.metrics

@@ -23,18 +23,20 @@ from att_jm.store.faults import StoreConflict, is_transient
 from att_jm.store.writer import WriterLog
 
 
-def open_store(store: str, *, readonly: bool = False) -> JobManagerApp:
+def open_store(store: str, *, readonly: bool = False, compact: bool = False) -> JobManagerApp:
     """The application over the store `store`: an SQLite file's path (created with its folder
     when missing, unless `readonly`) or a PostgreSQL URL (its schema and tables created when
-    missing, unless `readonly`)."""
+    missing, unless `readonly`). `compact`: events and snapshots it stores are stored compact
+    (setting `compact_states`, `att_jm.log.codec`), else as their JSON; either way it reads
+    rows of both forms."""
     if is_postgres(store):
         from att_jm.store.postgres import open_postgres  # noqa: PLC0415 -- psycopg on demand
 
-        app = open_postgres(store, readonly=readonly)
+        app = open_postgres(store, readonly=readonly, compact=compact)
     else:
         from att_jm.store.sqlite import sqlite_env  # noqa: PLC0415 -- small
 
-        app = JobManagerApp(env=sqlite_env(store, readonly=readonly))
+        app = JobManagerApp(env=sqlite_env(store, readonly=readonly), compact=compact)
     app.location = store
     app.readonly = readonly
     return app

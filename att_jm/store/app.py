@@ -8,9 +8,16 @@ from uuid import UUID
 
 from eventsourcing.application import Application
 from eventsourcing.domain import DomainEventProtocol
-from eventsourcing.persistence import Transcoder
+from eventsourcing.persistence import (
+    Mapper,
+    MapperDeserialisationError,
+    StoredEvent,
+    Transcoder,
+)
+from eventsourcing.utils import EnvType
 
 from att_jm.domain.scheduler import Scheduler
+from att_jm.log.codec import StateCodec, UndecodableState, decode_state, is_encoded
 from att_jm.log.rows import KeyedRow, StoreReader
 from att_jm.log.transcoder import OrjsonTranscoder
 
@@ -24,8 +31,43 @@ class JobManagerApp(Application[UUID]):
     location: str = ""
     readonly: bool = False
 
+    #: Whether events and snapshots are stored compact (setting `compact_states`).
+    compact: bool = False
+
+    def __init__(self, env: EnvType | None = None, *, compact: bool = False) -> None:
+        self.compact = compact  # before the library's __init__, which calls construct_mapper
+        super().__init__(env)
+
     def construct_transcoder(self) -> Transcoder:
         return OrjsonTranscoder()
+
+    def construct_mapper(self) -> Mapper[UUID]:
+        """Compact: the library's mapper with the stored-state codec (`att_jm.log.codec`) as
+        its compressor. Plain: the library's mapper as it is for writing (states stored as
+        their JSON), reading rows of either form (`PlainWritingMapper`)."""
+        if self.compact:
+            return Mapper(transcoder=self.construct_transcoder(), compressor=StateCodec())
+        return PlainWritingMapper(transcoder=self.construct_transcoder())
+
+
+class PlainWritingMapper(Mapper[UUID]):
+    """The library's mapper without a compressor (events stored as their JSON, nothing more
+    on the writer's path) that still loads compact rows: a store switched from compact to
+    plain, or a mixed log, replays (a first-byte check per loaded row)."""
+
+    def to_domain_event(self, stored_event: StoredEvent) -> DomainEventProtocol[UUID]:
+        state = stored_event.state
+        if is_encoded(state):
+            try:
+                state = decode_state(state)
+            except UndecodableState as error:  # as the library reports a state it cannot read
+                raise MapperDeserialisationError(
+                    f"Failed to deserialise state of stored event with topic "
+                    f"'{stored_event.topic}', originator_id '{stored_event.originator_id}' and "
+                    f"originator_version {stored_event.originator_version}: {error}") from error
+            stored_event = StoredEvent(stored_event.originator_id,
+                                       stored_event.originator_version, stored_event.topic, state)
+        return super().to_domain_event(stored_event)
 
 
 def read_log(

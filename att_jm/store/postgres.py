@@ -77,13 +77,13 @@ def postgres_env(location: PgLocation, *, readonly: bool = False) -> dict[str, s
     }
 
 
-def open_postgres(url: str, *, readonly: bool = False) -> JobManagerApp:
+def open_postgres(url: str, *, readonly: bool = False, compact: bool = False) -> JobManagerApp:
     """The application over the PostgreSQL store at `url`; unless `readonly`, its schema and
-    tables are created when missing, one instance at a time."""
+    tables are created when missing, one instance at a time. `compact`: as `open_store`'s."""
     location = parse_postgres(url)
     env = postgres_env(location, readonly=readonly)
     if readonly:
-        return JobManagerApp(env=env)
+        return JobManagerApp(env=env, compact=compact)
     with pg_connect(location) as db:
         key = lock_key("ddl", location.schema)
         db.execute("SELECT pg_advisory_lock(%s)", (key,))
@@ -92,7 +92,7 @@ def open_postgres(url: str, *, readonly: bool = False) -> JobManagerApp:
                           (location.schema,)).fetchone() is None:
                 db.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
                     sql.Identifier(location.schema)))
-            app = JobManagerApp(env=env)
+            app = JobManagerApp(env=env, compact=compact)
             _gap_free_positions(db, location.schema)
             db.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} (name TEXT PRIMARY KEY, "
                                "position BIGINT NOT NULL)").format(sql.Identifier(POSITIONS)))

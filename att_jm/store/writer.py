@@ -6,10 +6,10 @@ from collections.abc import Callable, Collection, Sequence
 from typing import Any
 from uuid import UUID
 
-import orjson
 from eventsourcing.persistence import StoredEvent
 
 from att_jm.log.backend import Dialect
+from att_jm.log.codec import loads_state
 
 #: Runs inside an append's transaction, given a cursor and the appended rows' positions.
 BeforeCommit = Callable[[Any, list[int]], None]
@@ -67,9 +67,9 @@ class WriterLog:
         if state is None:
             return None
         try:
-            data = orjson.loads(state)
+            data = loads_state(state)
             return str(data["trigger"]), data["payload"]
-        except (orjson.JSONDecodeError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError):
             return None
 
     def close(self) -> None:

@@ -32,7 +32,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 from helpers.broker import REPO_ROOT, require_mosquitto
 from helpers.postgres import POSTGRESQL
@@ -41,6 +40,7 @@ from helpers.waits import eventually
 sys.path.insert(0, str(REPO_ROOT))  # bench/ lives at the repository root, beside tests/
 
 from att_jm.log.backend import PG_EVENTS, parse_postgres, pg_connect
+from att_jm.log.codec import loads_state
 from bench.chaos_rig import (
     FailoverRig,
     InstanceProcess,
@@ -98,7 +98,8 @@ def states(rig: FailoverRig) -> dict[str, int]:
     for originator, topic, state in rows:
         if str(topic).endswith("Execution.Started"):
             started[str(originator)] = started.get(str(originator), 0) + 1
-        elif str(topic).endswith("Execution.Failed") and orjson.loads(state).get("interrupted"):
+        elif (str(topic).endswith("Execution.Failed")
+              and loads_state(bytes(state)).get("interrupted")):
             started[f"{originator} interrupted"] = 1
     return started
 
@@ -246,7 +247,7 @@ def _drained(rig: FailoverRig, sent: list[str]) -> dict[str, int] | None:
                           "WHERE topic LIKE '%Notification.Received'").fetchall()
     counts: dict[str, int] = {}
     for (state,) in rows:
-        nid = orjson.loads(state)["notification_id"]
+        nid = loads_state(bytes(state))["notification_id"]
         counts[nid] = counts.get(nid, 0) + 1
     done = {nid: n for nid, n in counts.items() if nid in sent}
     return done if len(done) == len(sent) else None

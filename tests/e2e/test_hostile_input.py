@@ -26,7 +26,7 @@ from paho.mqtt.packettypes import PacketTypes
 
 from att_jm.domain import limits as lim
 from att_jm.domain.commands import JobSpec
-from att_jm.domain.ids import SCHEDULER_ID
+from att_jm.domain.ids import SCHEDULER_ID, notification_id
 from att_jm.domain.jobs import Job
 from att_jm.domain.scheduler import Scheduler
 from att_jm.store import open_store
@@ -235,7 +235,8 @@ def test_a_message_the_store_refuses_is_isolated_recorded_and_the_rest_of_its_ba
     with sqlite3.connect(store) as db:
         db.execute(
             "CREATE TRIGGER poison BEFORE INSERT ON stored_events "
-            "WHEN NEW.topic = 'att_jm:Notification.Received' AND instr(NEW.state, 'POISON') "
+            "WHEN NEW.topic = 'att_jm:Notification.Received' AND NEW.originator_id = "
+            f"'{notification_id('POISON').hex}' "  # by its id: the state is stored encoded
             "BEGIN SELECT RAISE(ABORT, 'the store refuses this row'); END"
         )
     service = service_factory(store=store)

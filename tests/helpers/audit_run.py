@@ -38,14 +38,16 @@ R = TypeVar("R")
 
 class ScriptedRun:
     """A store, its views and sealer, and the JobManager: in `directory`, or on `store` (a
-    path or a PostgreSQL URL; its views where the service puts them)."""
+    path or a PostgreSQL URL; its views where the service puts them); `compact`: the
+    service's setting `compact_states`."""
 
     def __init__(self, directory: Path, *, seal_every: int = 20, marks: bool = False,
-                 store: str | None = None) -> None:
+                 store: str | None = None, compact: bool = False) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self.directory = directory
         self.seal_every = seal_every
         self.marks = marks
+        self.compact = compact  # states stored compact (compact_states); may change at restart
         self.clock = Clock(T0)
         self.store = store or str(directory / "att-jm.db")
         self.views_path = (views_location(self.store) if is_postgres(self.store)
@@ -56,7 +58,7 @@ class ScriptedRun:
         self._start()
 
     def _start(self) -> None:
-        self.app = open_store(self.store)
+        self.app = open_store(self.store, compact=self.compact)
         self.sealer = Sealer(self.app, self.store, every_events=self.seal_every,
                              every_seconds=3600.0)
         if self.marks:  # first, before anything else is written

@@ -10,7 +10,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 from psycopg import sql as psql
 
@@ -23,6 +22,7 @@ from att_jm.log.backend import (
     pg_connect,
     views_location,
 )
+from att_jm.log.codec import loads_state
 from att_jm.log.rows import StoreReader
 from att_jm.log.stored import Row
 from att_jm.store import open_store
@@ -58,7 +58,7 @@ def stored_states(store: Path | str, topic: str) -> list[dict[str, Any]]:
     log order."""
     reader = StoreReader(str(store))
     try:
-        return [orjson.loads(row.state) for row in reader.rows(topics=[topic])]
+        return [loads_state(row.state) for row in reader.rows(topics=[topic])]
     finally:
         reader.close()
 

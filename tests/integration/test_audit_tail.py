@@ -26,6 +26,7 @@ from att_jm.domain.ids import SCHEDULER_ID
 from att_jm.domain.seals import LEDGER_ID
 from att_jm.log.backend import PG_EVENTS, is_postgres, parse_postgres, pg_connect
 from att_jm.log.chain import CLOSED_TOPIC, OPENED_TOPIC, SEALED_TOPIC
+from att_jm.log.codec import decode_state, loads_state
 from att_jm.log.rows import Row, StoreReader
 from att_jm.log.tail import Tail, tail_check
 
@@ -73,8 +74,8 @@ def execute(path: str, sql: str, *params: object) -> int:
 
 def now(path: str, of: Row) -> bytes:
     """`of`'s state with the time of the last row of the log: a forger's fresh event."""
-    state = orjson.loads(of.state)
-    state["timestamp"] = orjson.loads(rows(path)[-1].state)["timestamp"]
+    state = loads_state(of.state)
+    state["timestamp"] = loads_state(rows(path)[-1].state)["timestamp"]
     return orjson.dumps(state)
 
 
@@ -136,7 +137,7 @@ def test_a_clean_log_with_starts_and_clean_stops_verifies(
     assert result.closed == rows(run.store, CLOSED_TOPIC)[-1].position
     assert result.closed == rows(run.store)[-1].position
     assert result.unsealed == 0
-    opened = [orjson.loads(r.state) for r in rows(run.store, OPENED_TOPIC)]
+    opened = [loads_state(r.state) for r in rows(run.store, OPENED_TOPIC)]
     assert [(o["closed"], o["appended"]) for o in opened] == [
         (None, 0), (first.closed, 0), (None, 0)]
     assert opened[2]["unsealed"] == 2
@@ -149,8 +150,8 @@ def test_a_clean_stop_seals_everything_and_names_the_last_seal(
     typical_day(run)
     run.stop()
     log = rows(run.store)
-    closed = orjson.loads(log[-1].state)
-    seal = orjson.loads(log[-2].state)
+    closed = loads_state(log[-1].state)
+    seal = loads_state(log[-2].state)
     assert log[-1].topic == CLOSED_TOPIC and log[-2].topic == SEALED_TOPIC
     assert (closed["position"], closed["hash"]) == (seal["position"], seal["hash"])
     assert closed["position"] == log[-3].position  # everything before the seal is sealed
@@ -224,7 +225,8 @@ def test_an_unknown_topic_is_found(day: ScriptedRun) -> None:
     unknown = append_copy(day.store, victim, topic="att_jm:Execution.Hacked", version=50,
                           originator_id="ab" * 16)
     origin = append_copy(day.store, victim, originator_id="cd" * 16, version=1,
-                         state=victim.state.replace(b'"att_jm:Execution"', b'"os:system"'))
+                         state=decode_state(victim.state).replace(b'"att_jm:Execution"',
+                                                                  b'"os:system"'))
     other = next_of(day.store, rows(day.store, "att_jm:Job.Added")[0])
     execute(day.store, "UPDATE stored_events SET topic = ? WHERE rowid = ?",
             "att_jm:Scheduler.Released", other)
@@ -277,7 +279,7 @@ def test_a_bad_aggregate_id_or_version_is_undecodable(day: ScriptedRun) -> None:
 def test_an_event_whose_time_goes_backwards_is_found(day: ScriptedRun) -> None:
     day.close()
     event = started(day.store)
-    state = orjson.loads(event.state)
+    state = loads_state(event.state)
     state["timestamp"]["_data_"] = "2026-03-01T08:00:00+00:00"  # the day before
     position = next_of(day.store, event, state=orjson.dumps(state))
     result = check(day.store)
@@ -289,9 +291,9 @@ def test_an_event_whose_time_goes_backwards_is_found(day: ScriptedRun) -> None:
 def test_times_within_the_tolerance_are_fine(day: ScriptedRun) -> None:
     day.close()
     last = rows(day.store)[-1]
-    at = datetime.fromisoformat(orjson.loads(last.state)["timestamp"]["_data_"])
+    at = datetime.fromisoformat(loads_state(last.state)["timestamp"]["_data_"])
     event = started(day.store)
-    state = orjson.loads(event.state)
+    state = loads_state(event.state)
     state["timestamp"]["_data_"] = (at - timedelta(seconds=0.9)).isoformat()
     next_of(day.store, event, state=orjson.dumps(state))
     result = check(day.store)
@@ -335,7 +337,7 @@ def test_rows_appended_after_a_clean_stop_are_found_by_verify_and_by_the_next_st
         f"position {closed} (positions {appended[0]}-{appended[1]})")
     opened = rows(run.store, OPENED_TOPIC)[-1]
     assert opened.position == appended[1] + 1
-    state = orjson.loads(opened.state)
+    state = loads_state(opened.state)
     assert (state["closed"], state["appended"], state["first"], state["last"]) == (
         closed, 2, appended[0], appended[1])
     run.notify("channel-up", {"id": "later", "channel": "l"})
@@ -369,7 +371,7 @@ def test_a_close_mark_that_does_not_name_the_last_seal_is_found(
     typical_day(run)
     run.stop()
     mark = rows(run.store)[-1]
-    state = orjson.loads(mark.state)
+    state = loads_state(mark.state)
     state["position"] -= 5
     execute(run.store, "UPDATE stored_events SET state = ? WHERE rowid = ?",
             orjson.dumps(state), mark.position)
@@ -401,7 +403,7 @@ def snapshot_state(path: str, aggregate: str, version: int) -> dict[str, object]
     stored = reader.snapshot(aggregate, version)
     reader.close()
     assert stored is not None
-    state: dict[str, object] = orjson.loads(stored[1])
+    state: dict[str, object] = loads_state(stored[1])
     return state
 
 

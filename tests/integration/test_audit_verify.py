@@ -25,6 +25,7 @@ from att_jm.audit.verify import Verification, verify
 from att_jm.audit.witness import check_witness, load_witness
 from att_jm.log.backend import is_postgres, parse_postgres, pg_connect
 from att_jm.log.chain import SEALED_TOPIC
+from att_jm.log.codec import decode_state
 from att_jm.log.rows import StoreReader
 from att_jm.store import open_store
 
@@ -105,7 +106,7 @@ def state_of(path: str, position: int) -> bytes:
     finally:
         reader.close()
     assert row is not None
-    return row.state
+    return decode_state(row.state)  # the event's JSON (a tamper writes it plain)
 
 
 def test_an_intact_sealed_log_verifies_with_nothing_unsealed(store: str, witness: Path) -> None:
@@ -205,7 +206,7 @@ def test_altering_a_seal_is_found_by_the_next_seal_and_the_chain(store: str) -> 
     seal_rows = list(reader.rows(topics=(SEALED_TOPIC,)))
     reader.close()
     second = seal_rows[1]
-    altered = second.state.replace(b'"hash":"', b'"hash":"00', 1)
+    altered = decode_state(second.state).replace(b'"hash":"', b'"hash":"00', 1)
     tamper(store, ("UPDATE stored_events SET state = ? WHERE rowid = ?",
                    (altered, second.position)))
     result = check(store)

@@ -203,7 +203,7 @@ def test_every_setting_has_an_environment_variable() -> None:
         "seal_every_events", "seal_every_seconds", "max_batch", "mqtt_username",
         "mqtt_password_file", "secrets_dir", "tls_ca_file", "tls_cert_file", "tls_key_file",
         "users_file", "script_user", "command_rate", "command_burst", "mqtt_fast_paths",
-        "instance", "takeover_seconds",
+        "instance", "takeover_seconds", "compact_states",
     }
 
 
@@ -228,6 +228,18 @@ def test_instance_and_takeover_seconds() -> None:
 def test_the_fast_paths_switch_reads_the_usual_words(text: str, value: bool) -> None:
     settings = load_settings({}, {"ATT_JM_MQTT_FAST_PATHS": text}, None)
     assert settings.mqtt_fast_paths is value
+
+
+def test_compact_states_is_off_unless_asked_for(tmp_path: Path) -> None:
+    assert Settings().compact_states is False
+    assert load_settings({}, {"ATT_JM_COMPACT_STATES": "on"}, None).compact_states is True
+    assert load_settings({"compact_states": "false"}, {"ATT_JM_COMPACT_STATES": "true"},
+                         None).compact_states is False
+    config = tmp_path / "att-jm.toml"
+    config.write_text("compact_states = true\n", encoding="utf-8")
+    assert load_settings({}, {}, str(config)).compact_states is True
+    with pytest.raises(ConfigError, match="compact_states must be true or false"):
+        load_settings({}, {"ATT_JM_COMPACT_STATES": "zstd"}, None)
 
 
 @pytest.mark.parametrize("text", ["maybe", "2", "ja"])
