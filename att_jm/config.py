@@ -50,6 +50,7 @@ RANGES: Final[dict[str, tuple[float, float]]] = {
     "command_rate": (0.1, 100_000),
     "command_burst": (1, 1_000_000),
     "takeover_seconds": (2, 3600),
+    "relay_nice": (0, 19),
 }
 
 
@@ -153,6 +154,10 @@ class Settings:
     #: half the bytes, for a few microseconds per event); false: plain JSON, as before. Every
     #: reader reads both forms, so a store may be switched either way (ADR 0002).
     compact_states: bool = False
+    #: The relay's niceness (nice(2): 0 = the writer's priority, 19 = the lowest). When the
+    #: cores are all busy, the writer (commit, then acknowledge) goes first and the events and
+    #: views it stored are published once a core is free: still all of them, in order.
+    relay_nice: int = 10
 
     def __post_init__(self) -> None:
         for name in SETTING_NAMES:
@@ -339,6 +344,7 @@ _VALIDATORS: Final[dict[str, Callable[[str, Any], None]]] = {
     "instance": _check_instance,
     "takeover_seconds": _check_number,
     "compact_states": _check_bool,
+    "relay_nice": _check_int,
 }
 
 
@@ -346,7 +352,7 @@ _VALIDATORS: Final[dict[str, Callable[[str, Any], None]]] = {
 
 _INTS: Final = frozenset({"max_payload_bytes", "view_rows", "view_max_bytes",
                           "session_expiry_seconds", "seal_every_events", "max_batch",
-                          "command_burst"})
+                          "command_burst", "relay_nice"})
 _FLOATS: Final = frozenset({"seal_every_seconds", "command_rate", "takeover_seconds"})
 _BOOLS: Final = frozenset({"mqtt_fast_paths", "compact_states"})
 TRUE_WORDS: Final = frozenset({"1", "true", "yes", "on"})

@@ -37,7 +37,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from att_jm.domain.ids import execution_id
 from att_jm.log.backend import is_postgres
-from bench.harness import Broker, broker_and_service
+from bench.harness import Broker, Service, broker_and_service
 
 POLL_SECONDS = 0.001
 
@@ -135,18 +135,25 @@ def wait_for_enqueued(store: Path | str, execution: str) -> float:
     )
 
 
+def prepared(broker: Broker, service: Service, views: Watch) -> Client:
+    """A publisher that counts into `views` what the service publishes on its view topics,
+    once the service queues every notification on `ingest` (one job, interval 3600 s)."""
+    client = publisher(broker.port, {service.topic("job-manager/views/#"): views})
+    commands = service.topic("job-manager/commands/bench")
+    for name, args in (("settings.set", {"interval_seconds": 3600}),
+                       ("job.add", {"name": "ingest", "script": "ipx-update",
+                                    "trigger": "ingest"})):
+        client.publish(f"{commands}/{name}", orjson.dumps(args), qos=1).wait_for_publish(10)
+    time.sleep(0.5)
+    return client
+
+
 def service_round(count: int, store: str | None = None) -> tuple[float, Watch]:
     """Notifications per second into the service, and what it published on view topics
     (`store`: a given empty store, e.g. a PostgreSQL URL; None: an SQLite file)."""
     with broker_and_service(store=store) as (broker, service):
         views = Watch(10**12)
-        client = publisher(broker.port, {service.topic("job-manager/views/#"): views})
-        commands = service.topic("job-manager/commands/bench")
-        for name, args in (("settings.set", {"interval_seconds": 3600}),
-                           ("job.add", {"name": "ingest", "script": "ipx-update",
-                                        "trigger": "ingest"})):
-            client.publish(f"{commands}/{name}", orjson.dumps(args), qos=1).wait_for_publish(10)
-        time.sleep(0.5)
+        client = prepared(broker, service, views)
         views.reset()
         last = execution_id(f"n-{count - 1}", "ingest").hex
         started = publish_burst(client, service.notification_topic("ingest"), count)

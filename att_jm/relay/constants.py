@@ -17,5 +17,5 @@ DRAIN_SECONDS: Final = 5.0  # at a stop: how long to wait for the last PUBACKs
 RELAY_SETTINGS: Final = (
     "mqtt_url", "store", "topic_prefix", "client_id", "log_format", "views_db", "view_rows",
     "view_max_bytes", "mqtt_username", "mqtt_password_file", "secrets_dir", "tls_ca_file",
-    "tls_cert_file", "tls_key_file", "mqtt_fast_paths",
+    "tls_cert_file", "tls_key_file", "mqtt_fast_paths", "relay_nice",
 )

@@ -10,6 +10,7 @@ file, forged rows) or on the broker, and runs on SQLite.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import sqlite3
@@ -852,3 +853,26 @@ def test_queued_publishes_over_a_restarted_brokers_smaller_limit_are_read_again_
     if big in got:  # the watcher subscribed before the relay was back: it saw the cut copy
         assert got[big]["cut"] is True
         assert sorted(got) == list(range(min(got), end + 1))
+
+
+def niceness(pid: int) -> int:
+    """The nice value of process `pid` (field 19 of /proc/PID/stat)."""
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
+
+
+@pytest.mark.parametrize("nice", [0, 10, 19])
+def test_the_relay_runs_at_the_niceness_of_its_setting_and_still_publishes(
+    broker: Broker, store_log: Log, mqtt: TestClient, nice: int,
+) -> None:
+    events = mqtt.subscribe(EVENTS)
+    relay = EventsRelay(dataclasses.replace(settings_for(broker, store_log.store),
+                                            relay_nice=nice))
+    try:
+        relay.start(after=0)
+        store_log.ok("job.add", {"name": "backup", "script": "b.sh", "trigger": "alarm"})
+        relay.notify(log_position(store_log.app))
+        wait_for_position(events, log_position(store_log.app), timeout=10)
+        assert relay.pid is not None
+        assert niceness(relay.pid) == max(nice, niceness(os.getpid()))
+    finally:
+        relay.stop(timeout=10)

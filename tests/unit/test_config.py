@@ -203,8 +203,20 @@ def test_every_setting_has_an_environment_variable() -> None:
         "seal_every_events", "seal_every_seconds", "max_batch", "mqtt_username",
         "mqtt_password_file", "secrets_dir", "tls_ca_file", "tls_cert_file", "tls_key_file",
         "users_file", "script_user", "command_rate", "command_burst", "mqtt_fast_paths",
-        "instance", "takeover_seconds", "compact_states",
+        "instance", "takeover_seconds", "compact_states", "relay_nice",
     }
+
+
+@pytest.mark.parametrize(("text", "nice"), [("0", 0), ("19", 19), (None, 10)])
+def test_the_relay_niceness_is_a_setting(text: str | None, nice: int) -> None:
+    environ = {} if text is None else {"ATT_JM_RELAY_NICE": text}
+    assert load_settings({}, environ, None).relay_nice == nice
+
+
+@pytest.mark.parametrize("text", ["-1", "20", "1.5", "x"])
+def test_a_relay_niceness_outside_0_to_19_is_refused(text: str) -> None:
+    with pytest.raises(ConfigError, match="relay_nice"):
+        load_settings({}, {"ATT_JM_RELAY_NICE": text}, None)
 
 
 @pytest.mark.parametrize("value", ["", "a/b", "a+", "#", "x" * 65, "é"])
