@@ -1,6 +1,6 @@
 """Where each core's time goes during the ingest: CPU seconds per process, service and baseline.
 
-Usage: python -m bench.cores [--count 20000] [--rounds 3]
+Usage: python -m bench.cores [--count 20000] [--rounds 3] [--serve "FLAGS"]
 
 The ingest of `bench.ingest` (N QoS 1 notifications published at once into a fresh broker
 and `att-jm serve`, one job matching every one, the entries queued), and its baseline (the
@@ -31,7 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -76,10 +76,11 @@ def spent(before: Mapping[str, float], after: Mapping[str, float]) -> dict[str, 
     return {name: after[name] - before[name] for name in before}
 
 
-def service_round(count: int) -> dict[str, Any]:
-    """One ingest into the service: wall seconds to the log and to the queue view, and the
-    CPU seconds of each process until the log held the N-th entry."""
-    with broker_and_service() as (broker, service):
+def service_round(count: int, serve_args: Sequence[str] = ()) -> dict[str, Any]:
+    """One ingest into the service (`att-jm serve` given `serve_args` too): wall seconds to
+    the log, to the queue view and to the last event published, and the CPU seconds of each
+    process until the log held the N-th entry."""
+    with broker_and_service(extra_args=serve_args) as (broker, service):
         client = prepared(broker, service, Watch(10**12))
         writer = service.pid
         if writer is None or broker.pid is None:
@@ -179,12 +180,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--count", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--serve", default="", metavar="FLAGS",
+                        help="more flags for att-jm serve, e.g. '--compact-states true'")
     args = parser.parse_args()
     service: list[dict[str, Any]] = []
     baseline: list[dict[str, Any]] = []
     for _ in range(args.rounds):
         baseline.append(baseline_round(args.count))
-        service.append(service_round(args.count))
+        service.append(service_round(args.count, args.serve.split()))
     print("\n".join(table("service", service, args.count)))
     print("\n".join(table("baseline", baseline, args.count)))
 
