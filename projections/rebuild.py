@@ -24,9 +24,11 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+from att_jm.log.anchor import Anchor, archived_message
 from att_jm.log.codec import loads_state
-from att_jm.log.rows import StoreReader
+from att_jm.log.rows import AuditError, StoreReader
 from att_jm.store import JobManagerApp, log_position, open_log, read_rows
+from projections.anchor import anchor_of, start_from_anchor
 from projections.rules import (
     CLEANED_UP,
     CREATED,
@@ -45,8 +47,14 @@ _OTHER_TOPICS: Final = tuple(topic for topic in TOPICS if topic not in EXECUTION
 def catch_up(app: JobManagerApp, views: Views) -> int:
     """Apply every event the views have not seen; the events covered (view events read).
 
-    From empty views (position 0) through `fill`; otherwise page by page, every event.
+    From empty views (position 0) through `fill`; otherwise page by page, every event. On
+    an archived store, views behind its anchor start from the anchor's views.
     """
+    reader = open_log(app)
+    try:
+        start_from_anchor(views, anchor_of(reader))
+    finally:
+        reader.close()
     if views.position == 0:
         return fill(app, views)
     applied = 0
@@ -62,12 +70,16 @@ def fill(app: JobManagerApp, views: Views, upto: int | None = None) -> int:
     """Empty `views` made those of the log up to `upto` (default: its end); view events covered.
 
     The views must be at position 0 (new, or `reset()`), as the skipped executions' rows
-    are never deleted; the tracked position becomes `upto` (at most the log's end).
+    are never deleted; the tracked position becomes `upto` (at most the log's end). On an
+    archived store they start from its anchor's views (AuditError for an `upto` before it).
     """
     if views.position != 0:
         raise ValueError(f"the views are at position {views.position}, not empty")
     reader = open_log(app)
     try:
+        anchor = anchor_of(reader)
+        if anchor is not None:
+            return _from_anchor(reader, views, anchor, upto)
         with reader.consistent():  # one snapshot of the log for every query below
             end = reader.max_position()
             upto = end if upto is None else max(0, min(upto, end))
@@ -78,6 +90,20 @@ def fill(app: JobManagerApp, views: Views, upto: int | None = None) -> int:
             return survey.covered
     finally:
         reader.close()
+
+
+def _from_anchor(reader: StoreReader, views: Views, anchor: Anchor, upto: int | None) -> int:
+    """`fill` on an archived store: the anchor's views, then every view event after it."""
+    if upto is not None and upto < anchor.position:
+        raise AuditError(archived_message(anchor, f"position {upto}"))
+    start_from_anchor(views, anchor)
+    end = reader.max_position() if upto is None else min(upto, reader.max_position())
+    covered = 0
+    for rows in reader.keyed_pages(anchor.position, end, TOPICS, PAGE):
+        views.apply_rows(rows)
+        covered += len(rows)
+    views.advance(end)
+    return covered
 
 
 def _execution_positions(reader: StoreReader, upto: int) -> dict[str, int]:

@@ -21,7 +21,9 @@ from typing import IO, Any, Final
 import orjson
 
 from att_jm.audit import render
+from att_jm.audit.archiving import archive
 from att_jm.audit.backtest import Backtest, draft_job
+from att_jm.audit.cutoff import NothingToArchive
 from att_jm.audit.filters import LogFilter
 from att_jm.audit.progress import Progress
 from att_jm.audit.replay import replay_views
@@ -29,7 +31,7 @@ from att_jm.audit.transfer import export, import_log
 from att_jm.audit.verify import verify
 from att_jm.audit.witness import check_witness, load_witness
 from att_jm.domain.times import parse_iso
-from att_jm.log.backend import redact
+from att_jm.log.backend import redact, views_location
 from att_jm.log.lineage import execution_key, trace
 from att_jm.log.messages import record_message
 from att_jm.log.records import Record, decode
@@ -265,6 +267,20 @@ def run_import(ns: argparse.Namespace, store: str, out: IO[str], *, compact: boo
     return EXIT_OK
 
 
+def run_archive(ns: argparse.Namespace, store: str, out: IO[str], *, views_path: str,
+                compact: bool = False) -> int:
+    """`audit archive`: the store's oldest sealed rows to an archive file, an anchor left."""
+    before = None if ns.before is None else parse_time(ns.before)
+    result = archive(store, ns.output, upto=ns.upto, before=before, views_path=views_path,
+                     compact=compact)
+    output = Output(out)
+    if ns.json:
+        output.json(result.to_json())
+    else:
+        output.write(render.render_archived(result) + "\n")
+    return EXIT_OK
+
+
 Handler = Callable[..., int]
 
 
@@ -281,9 +297,12 @@ def _failed(ns: argparse.Namespace, out: IO[str], code: str, message: str, exit_
 
 def run(ns: argparse.Namespace, store: str, view_rows: int,
         match: dict[str, object] | None, out: IO[str] | None = None,
-        view_max_bytes: int = VIEW_MAX_BYTES, *, compact: bool = False) -> int:
+        view_max_bytes: int = VIEW_MAX_BYTES, *, compact: bool = False,
+        views_path: str | None = None) -> int:
     """Run the audit verb `ns.audit_verb` against `store`; the exit code. `compact`: the
-    setting `compact_states`, for `import`, the only verb that writes."""
+    setting `compact_states`, for the verbs that write (`import`, `archive`); `views_path`:
+    the service's views, which `archive` must not cut ahead of (default: next to the
+    store)."""
     verb = ns.audit_verb
     out = sys.stdout if out is None else out
     try:
@@ -294,10 +313,13 @@ def run(ns: argparse.Namespace, store: str, view_rows: int,
         handlers: dict[str, Handler] = {
             "log": run_log, "trace": run_trace, "verify": run_verify, "export": run_export,
             "import": functools.partial(run_import, compact=compact),
+            "archive": functools.partial(run_archive, compact=compact,
+                                         views_path=views_path or views_location(store)),
         }
         return handlers[verb](ns, store, out)
-    except NotInLog as error:
-        return _failed(ns, out, "not_found", str(error), EXIT_FOUND_PROBLEM,
+    except (NotInLog, NothingToArchive) as error:
+        code = "nothing_to_archive" if isinstance(error, NothingToArchive) else "not_found"
+        return _failed(ns, out, code, str(error), EXIT_FOUND_PROBLEM,
                        f"att-jm audit {verb}: {error}")
     except (AuditError, ValueError) as error:  # ValueError: an event the store holds is unreadable
         return _failed(ns, out, "usage", str(error), EXIT_USAGE,

@@ -8,6 +8,7 @@ from typing import Any, Final
 
 import orjson
 
+from att_jm.audit.archiving import Archived
 from att_jm.audit.backtest import Counts, Outcome
 from att_jm.audit.verify import Verification
 from att_jm.domain.times import iso
@@ -188,4 +189,16 @@ def render_verification(v: Verification) -> str:
         lines.append(f"witness {w['file']}: {plural(w['seals'], 'seal')}, {w['matched']:,} "
                      f"matching the log (newest up to position {w['newest']:,}); "
                      f"{plural(w['newer_in_log'], 'newer seal')} checked against the log only")
+    return "\n".join(lines)
+
+
+def render_archived(a: Archived) -> str:
+    lines = []
+    if a.finished:
+        lines.append(f"finished an interrupted archival: {plural(a.finished, 'row')} deleted")
+    lines.append(f"archived positions up to {a.position:,} to {a.archive}: "
+                 f"{plural(a.rows, 'row')}, {plural(a.seals, 'seal')}, {a.size:,} bytes "
+                 f"(sha256 {a.sha256[:16]})")
+    lines.append(f"{plural(a.snapshots, 'snapshot')} taken; {plural(a.deleted, 'row')} "
+                 "removed from the store (its freed pages are reused by new rows)")
     return "\n".join(lines)

@@ -267,7 +267,8 @@ def add_settings_commands(subparsers: Any, common: argparse.ArgumentParser) -> N
                      help="the table to clean up (default: all)")
 
 
-AUDIT_VERBS: Final = ("log", "views", "trace", "backtest", "verify", "export", "import")
+AUDIT_VERBS: Final = ("log", "views", "trace", "backtest", "verify", "export", "import",
+                      "archive")
 VIEW_NAMES: Final = VIEWS
 
 
@@ -291,6 +292,12 @@ def _audit_options(store_help: str) -> argparse.ArgumentParser:
     return common
 
 
+def _archives_option(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--archive", action="append", metavar="FILE", default=None,
+                        help=f"an archive of the store (`audit archive`), repeatable, oldest "
+                        f"first: {what}")
+
+
 def _range_options(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument("--since", metavar="TIME", help=f"{what} at or after TIME (ISO-8601)")
     parser.add_argument("--until", metavar="TIME", help=f"{what} before TIME (ISO-8601)")
@@ -312,9 +319,11 @@ def add_audit_commands(subparsers: Any) -> None:
                              "./var/att-jm.db); opened read-only")
     writing = _audit_options("the NEW store to write (required): a file that does not exist "
                              "yet or an empty store; the only store an audit verb writes")
+    archiving = _audit_options("the event store to archive (default: ATT_JM_STORE, config "
+                               "file, ./var/att-jm.db); may be in use by the service")
 
     def verb(name: str, help_text: str) -> argparse.ArgumentParser:
-        common = writing if name == "import" else reading
+        common = {"import": writing, "archive": archiving}.get(name, reading)
         parser: argparse.ArgumentParser = verbs.add_parser(
             name, parents=[common], help=help_text, description=help_text)
         parser.set_defaults(handler="audit")
@@ -352,6 +361,7 @@ def add_audit_commands(subparsers: Any) -> None:
     check = verb("verify", "check the seal chain: name any event altered before the last seal")
     check.add_argument("--witness", metavar="FILE",
                        help="seals a witness kept (JSON Lines of P/job-manager/seals messages)")
+    _archives_option(check, "check them and the store as one chain from position 1")
     out = verb("export", "the log as JSON Lines, one event per line")
     out.add_argument("--output", "-o", metavar="FILE", help="write to FILE (default: stdout)")
     out.add_argument("--upto", type=non_negative_int, metavar="POSITION",
@@ -361,6 +371,26 @@ def add_audit_commands(subparsers: Any) -> None:
                 "written as plain JSON unless ATT_JM_COMPACT_STATES (or the config file's "
                 "compact_states) is true")
     into.add_argument("file", metavar="FILE", help="the JSON Lines file, or - for stdin")
+    _archive_verb(verb)
+
+
+def _archive_verb(verb: Any) -> None:
+    text = ("move the oldest sealed rows to a compressed, self-verifying archive FILE and "
+            "remove them from the store, leaving an anchor (works while the service runs). "
+            "The cut is the end of a seal, before every execution still queued, running or "
+            "in Executed/Failed, and not past what the views and the relay have read. Keep "
+            "the archives: `verify --archive` and `log`/`trace`/`views`/`backtest --archive` "
+            "read them. Notification ids older than the cut are no longer known to the "
+            "service: a notification re-sent with such an id is taken as new (the "
+            "de-duplication horizon is the archive's age)")
+    archive = verb("archive", text)
+    until = archive.add_mutually_exclusive_group(required=True)
+    until.add_argument("--before", metavar="TIME",
+                       help="archive the seals made before TIME (ISO-8601)")
+    until.add_argument("--upto", type=non_negative_int, metavar="POSITION",
+                       help="archive up to this log position at most")
+    archive.add_argument("--output", "-o", required=True, metavar="FILE",
+                         help="the archive file to write (never overwritten)")
 
 
 def build_parser() -> argparse.ArgumentParser:
