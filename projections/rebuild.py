@@ -67,6 +67,15 @@ def catch_up(app: JobManagerApp, views: Views) -> int:
 
 
 def fill(app: JobManagerApp, views: Views, upto: int | None = None) -> int:
+    """`fill_from` the log of `app`'s store."""
+    reader = open_log(app)
+    try:
+        return fill_from(reader, views, upto)
+    finally:
+        reader.close()
+
+
+def fill_from(reader: StoreReader, views: Views, upto: int | None = None) -> int:
     """Empty `views` made those of the log up to `upto` (default: its end); view events covered.
 
     The views must be at position 0 (new, or `reset()`), as the skipped executions' rows
@@ -75,21 +84,17 @@ def fill(app: JobManagerApp, views: Views, upto: int | None = None) -> int:
     """
     if views.position != 0:
         raise ValueError(f"the views are at position {views.position}, not empty")
-    reader = open_log(app)
-    try:
-        anchor = anchor_of(reader)
-        if anchor is not None:
-            return _from_anchor(reader, views, anchor, upto)
-        with reader.consistent():  # one snapshot of the log for every query below
-            end = reader.max_position()
-            upto = end if upto is None else max(0, min(upto, end))
-            survey = reader.survey(upto, TOPICS, CREATED, FINAL, _OTHER_TOPICS)
-            positions = _execution_positions(reader, upto)
-            views.apply_covering(reader.survey_rows(survey, EXECUTION_TOPICS, upto, PAGE),
-                                 upto, positions)
-            return survey.covered
-    finally:
-        reader.close()
+    anchor = anchor_of(reader)
+    if anchor is not None:
+        return _from_anchor(reader, views, anchor, upto)
+    with reader.consistent():  # one snapshot of the log for every query below
+        end = reader.max_position()
+        upto = end if upto is None else max(0, min(upto, end))
+        survey = reader.survey(upto, TOPICS, CREATED, FINAL, _OTHER_TOPICS)
+        positions = _execution_positions(reader, upto)
+        views.apply_covering(reader.survey_rows(survey, EXECUTION_TOPICS, upto, PAGE),
+                             upto, positions)
+        return survey.covered
 
 
 def _from_anchor(reader: StoreReader, views: Views, anchor: Anchor, upto: int | None) -> int:

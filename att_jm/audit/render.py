@@ -182,6 +182,21 @@ def render_verification(v: Verification) -> str:
     elif v.starts:
         lines.append("the log is open: the service runs, or its last stop did not close it "
                      "(the events after the last seal are counted, not proven)")
+    if v.archived is not None:
+        a = v.archived
+        anchor = a["anchor"]
+        names = ", ".join(a["archives"])
+        lines.append(
+            f"archived up to position {anchor['position']:,} (anchor: seal #"
+            f"{anchor['seal']['number']}, archive {anchor['archive']['name']}); "
+            + (f"checked with the archives {names} as one chain from position 1" if names
+               else "the chain checked from the anchor (`--archive` checks the archives too); "
+               f"{plural(a['snapshots_from_anchor'], 'snapshot')} taken at the archival "
+               "stand in for the archived events"))
+        if a["leftover"]:
+            lines.append(f"info: {plural(a['leftover'], 'row')} at or before the anchor are "
+                         "still stored (an interrupted archival; `audit archive` again "
+                         "deletes them): ignored")
     for finding in v.findings:
         lines.append(f"  {finding.kind}: {finding.message}")
     if v.witness is not None:

@@ -292,6 +292,9 @@ def _audit_options(store_help: str) -> argparse.ArgumentParser:
     return common
 
 
+READ_ARCHIVES: Final = "their rows, then the store's after its anchor, read as one log"
+
+
 def _archives_option(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument("--archive", action="append", metavar="FILE", default=None,
                         help=f"an archive of the store (`audit archive`), repeatable, oldest "
@@ -338,6 +341,7 @@ def add_audit_commands(subparsers: Any) -> None:
     log.add_argument("--notification", metavar="ID",
                      help="one notification and the executions it enqueued")
     log.add_argument("--actor", metavar="NAME", help="events recorded with this actor")
+    _archives_option(log, READ_ARCHIVES)
     views = verb("views", "the views as they were at a past moment, rebuilt by replay")
     when = views.add_mutually_exclusive_group()
     when.add_argument("--at", metavar="TIME", help="as they were at TIME (ISO-8601)")
@@ -347,8 +351,10 @@ def add_audit_commands(subparsers: Any) -> None:
                        help="only this view; repeatable")
     views.add_argument("--limit", type=positive_int, metavar="ROWS",
                        help="rows per view (default: ATT_JM_VIEW_ROWS, 1000, as published)")
+    _archives_option(views, READ_ARCHIVES)
     trace = verb("trace", "the lineage of one execution: notification, job, attempts, actions")
     trace.add_argument("id", help="the execution id (a UUID)")
+    _archives_option(trace, READ_ARCHIVES)
     backtest = verb("backtest", "a draft job against stored notifications: what it would run")
     backtest.add_argument("--trigger", required=True, help="notification trigger")
     _match_options(backtest)
@@ -358,6 +364,7 @@ def add_audit_commands(subparsers: Any) -> None:
     backtest.add_argument("--timeout-seconds", type=positive_int, metavar="N",
                           help="the draft's timeout (shown only; never run)")
     _range_options(backtest, "notifications received")
+    _archives_option(backtest, READ_ARCHIVES)
     check = verb("verify", "check the seal chain: name any event altered before the last seal")
     check.add_argument("--witness", metavar="FILE",
                        help="seals a witness kept (JSON Lines of P/job-manager/seals messages)")
