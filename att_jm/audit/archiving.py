@@ -27,7 +27,7 @@ from uuid import UUID
 
 from att_jm.application.index import TOPICS as INDEX_TOPICS
 from att_jm.application.index import MemoryIndexStore, WriteIndex
-from att_jm.audit.cutoff import Cutoff, choose
+from att_jm.audit.cutoff import Cutoff, NothingToArchive, choose
 from att_jm.domain.ids import SCHEDULER_ID
 from att_jm.domain.seals import LEDGER_ID
 from att_jm.domain.times import iso
@@ -111,7 +111,13 @@ def archive(
         anchor = anchor_of(reader)
         finish_interrupted(store, anchor, result)
         views, relay = consumers(store, views_path)
-        cut = choose(reader, anchor, upto=upto, before=before, views=views, relay=relay)
+        try:
+            cut = choose(reader, anchor, upto=upto, before=before, views=views, relay=relay)
+        except NothingToArchive:
+            if not result.finished or anchor is None:
+                raise
+            result.position, result.archive = anchor.position, anchor.archive
+            return result  # the interrupted archival is finished: that was the job
         result.limits = cut.limits
         _check_output(output, anchor)
         _write(reader, cut, anchor, output, store, now, result)  # a

@@ -1,0 +1,49 @@
+"""Archival in tests: a busy history to archive, the audit verbs in-process."""
+
+from __future__ import annotations
+
+import io
+
+from att_jm.audit import commands
+from att_jm.cli.parser import parse_argv
+from att_jm.cli.requests import combine_match
+from att_jm.log.rows import StoreReader
+from helpers.audit_run import ScriptedRun
+
+
+def audit(store: str, *argv: str, views_path: str | None = None) -> tuple[int, str]:
+    """`att-jm audit ARGV --store STORE` in-process; (exit code, stdout)."""
+    ns = parse_argv(["audit", *argv, "--store", store, "--no-progress"])
+    match = combine_match(ns.match, ns.match_json) if ns.audit_verb == "backtest" else None
+    out = io.StringIO()
+    code = commands.run(ns, store, 1000, match, out, views_path=views_path)
+    return code, out.getvalue()
+
+
+def busy_history(run: ScriptedRun, notifications: int = 60) -> None:
+    """Jobs, notifications that run (some fail), Auto Cleanup keeping 3 executed rows."""
+    run.ok("settings.set", {"interval_seconds": 0, "executed_cleanup": {"max_rows": 3}})
+    run.ok("job.add", {"name": "ipx", "script": "ipx-update", "trigger": "channel-up",
+                       "command": "channel={channel}"})
+    run.ok("job.add", {"name": "paris", "script": "p", "trigger": "channel-up",
+                       "match": {"site": "paris"}}, actor="bob")
+    for n in range(notifications):
+        run.notify("channel-up", {"id": f"n{n}", "channel": f"C{n}",
+                                  "site": "paris" if n % 7 == 0 else "lyon"})
+        while run.run_next() is not None:
+            pass
+        if n % 10 == 9:
+            run.cleanup("executed")
+        if n == notifications // 3:
+            failed = run.views.rows("failed", 100)
+            for row in failed:
+                run.ok("failed.delete", {"id": row["id"]}, actor="carol")
+            run.ok("job.update", {"name": "ipx", "command": "ch={channel}"})
+
+
+def stored_rows(store: str) -> int:
+    reader = StoreReader(store)
+    try:
+        return reader.count()
+    finally:
+        reader.close()
