@@ -95,10 +95,14 @@ class History(StoreReader):
         self._chain()
 
     def _chain(self) -> None:
-        """The archives as one chain from position 1 to the anchor."""
+        """The archives as one chain from position 1 to the anchor. When they are not one
+        (an archive missing, out of order, truncated, not this store's), their rows are
+        not used: the store is read from its anchor, the problems reported."""
         last, digest = 0, ""
+        broken = False
         for check in self.checks:
             self.problems.extend(check.problems)
+            broken = broken or any(kind == "archive" for kind, _, _ in check.problems)
             header = check.header
             if header is None:
                 continue
@@ -123,6 +127,10 @@ class History(StoreReader):
                 f"the archives end at position {last} (seal hash {digest[:16] or '(none)'}), "
                 f"but the store's anchor is at position {anchor.position} (seal hash "
                 f"{anchor.seal_hash[:16]}, archive {anchor.archive})")))
+        if (broken or len(self.problems) > sum(len(c.problems) for c in self.checks)
+                ) and self.past is not None:
+            self.past.close()
+            self.past = None
 
     # What is where -----------------------------------------------------------------------
 
