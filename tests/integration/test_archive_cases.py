@@ -4,6 +4,7 @@ archived store. On SQLite, and on PostgreSQL where the store matters."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import orjson
@@ -27,7 +28,7 @@ class Crash(Exception):
     pass
 
 
-def crash_after(step: str):  # type: ignore[no-untyped-def]
+def crash_after(step: str) -> Callable[[str], None]:
     def hook(at: str) -> None:
         if at == step:
             raise Crash(step)
