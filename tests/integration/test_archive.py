@@ -101,6 +101,7 @@ def archived(request: pytest.FixtureRequest,
         "views": {p: audit(store, "views", "--json", "--position", str(p))
                   for p in (end // 5, end // 3, end // 2 + 7, end)},
         "views_at": audit(store, "views", "--json", "--at", "2026-03-02T08:20:00Z"),
+        "views_early": audit(store, "views", "--json", "--at", "2026-03-02T08:05:00Z"),
         "trace": {key: audit(store, "trace", key, "--json") for key, _ in ids},
         "backtest": audit(store, "backtest", "--trigger", "channel-up", "--match", "site=paris",
                           "--json"),
@@ -152,6 +153,8 @@ def test_every_verb_answers_with_the_archive_as_before(archived: Archived) -> No
                      "--archive", arc) == answer
     assert audit(store, "views", "--json", "--at", "2026-03-02T08:20:00Z",
                  "--archive", arc) == before["views_at"]
+    assert audit(store, "views", "--json", "--at", "2026-03-02T08:05:00Z",
+                 "--archive", arc) == before["views_early"]
     assert audit(store, "backtest", "--trigger", "channel-up", "--match", "site=paris",
                  "--json", "--archive", arc) == before["backtest"]
     straddling = 0
@@ -178,6 +181,8 @@ def test_without_the_archive_questions_after_the_anchor_are_answered_from_it(
     message = orjson.loads(out)["error"]["message"]
     assert f"after position {archived.position} only" in message
     assert "--archive" in message
+    assert audit(store, "views", "--json", "--at", "2026-03-02T08:20:00Z") == before["views_at"]
+    assert audit(store, "views", "--json", "--at", "2026-03-02T08:05:00Z")[0] == 2
     code, out = audit(store, "log", "--json", "--after", str(archived.position))
     assert code == 0
     shown = [orjson.loads(line)["position"] for line in out.splitlines()]
