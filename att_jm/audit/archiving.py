@@ -73,6 +73,7 @@ def consumers(store: str, views_path: str) -> tuple[int | None, int | None]:
     """(views' tracked position, relay's published position), None where there is none."""
     views: int | None = None
     if is_postgres(views_path) or Path(views_path).is_file():
+        reader: Views | None
         try:
             reader = Views(views_path, readonly=True)
         except Exception:  # noqa: BLE001 -- no views schema yet: no consumer there
