@@ -221,8 +221,8 @@ def _snapshots(app: JobManagerApp, reader: StoreReader, position: int,
         if stored.get(oid, 0) >= version:
             kept.append((oid, stored[oid]))
             continue
-        aggregate = app.repository.get(UUID(oid), version=version)
-        snapshot_class = getattr(type(aggregate), "Snapshot", type(app).snapshot_class)
+        aggregate: Any = app.repository.get(UUID(oid), version=version)
+        snapshot_class: Any = getattr(type(aggregate), "Snapshot", type(app).snapshot_class)
         assert app.snapshots is not None  # noqa: S101 -- snapshotting is on (store settings)
         app.snapshots.put([snapshot_class.take(aggregate)])
         result.snapshots += 1

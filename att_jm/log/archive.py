@@ -116,7 +116,7 @@ class ArchiveWriter:
         trailer = {"rows": self.rows, "seals": self.seals, "sha256": self._digest.hexdigest()}
         self._zstd.write(_END + orjson.dumps(trailer) + b"\n")
         self._zstd.flush(zstandard.FLUSH_FRAME)
-        self._zstd.close()
+        self._zstd.close()  # type: ignore[no-untyped-call]  # zstandard's stub
         self._file.flush()
         os.fsync(self._file.fileno())
         self._file.close()
@@ -131,7 +131,7 @@ class ArchiveWriter:
     def abort(self) -> None:
         """Drop the temporary file."""
         with contextlib.suppress(OSError, ValueError, zstandard.ZstdError):
-            self._zstd.close()
+            self._zstd.close()  # type: ignore[no-untyped-call]  # zstandard's stub
         self._file.close()
         Path(self.temp).unlink(missing_ok=True)
 
@@ -222,7 +222,7 @@ class ArchiveReader:
         except OSError as error:
             raise ArchiveError(f"cannot read the archive {path}: {error}") from None
         raw = zstandard.ZstdDecompressor().stream_reader(self._file, read_across_frames=False)
-        self._stream = _Stream(io.BufferedReader(raw, 1 << 16), self.name)  # type: ignore[arg-type]  # a raw stream
+        self._stream = _Stream(io.BufferedReader(raw, 1 << 16), self.name)
         self.trailer: dict[str, Any] | None = None
         self._kind = b""  # the record read ahead (the first that is not a seal)
         try:

@@ -88,7 +88,7 @@ class Pruner:
             cursor.execute(self.dialect.begin_write)
             try:
                 cursor.execute(delete, (position, batch))
-                count = cursor.rowcount
+                count = int(cursor.rowcount)
                 cursor.execute("COMMIT")
             except BaseException:
                 if self.dialect.in_transaction(self.db):

@@ -52,9 +52,12 @@ def test_archived_while_notifications_arrive_then_restarted_and_rebuilt(
     operator.wait_view("queue", lambda v: v["total"] == 0, timeout=30)
     time.sleep(1.5)  # a seal after the last of them, and the relay past it
 
-    sending = threading.Thread(target=lambda: [
-        (operator.notify("channel-up", {"id": f"new-{n}", "channel": f"N{n}"}),
-         time.sleep(0.05)) for n in range(20)])
+    def send() -> None:
+        for n in range(20):
+            operator.notify("channel-up", {"id": f"new-{n}", "channel": f"N{n}"})
+            time.sleep(0.05)
+
+    sending = threading.Thread(target=send)
     sending.start()
     archive = tmp_path / "old.arc"
     done = att_jm("audit", "archive", "--store", str(service.store), "--upto", "1000000",
