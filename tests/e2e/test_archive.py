@@ -69,13 +69,14 @@ def test_archived_while_notifications_arrive_then_restarted_and_rebuilt(
     operator.wait_view("executed", lambda v: v["rows"][0]["command"] == "channel=N19",
                        timeout=60)
     operator.wait_view("queue", lambda v: v["total"] == 0, timeout=30)
+    operator.wait_view("executed", lambda v: v["total"] == 3, timeout=30)  # Auto Cleanup ran
     before = rows(operator)
 
     service.restart()
     assert rows(operator) == before  # views and relay already past the anchor
     operator.notify("channel-up", {"id": "after-restart", "channel": "R"})
-    operator.wait_view("executed", lambda v: v["rows"][0]["command"] == "channel=R",
-                       timeout=30)
+    operator.wait_view("executed", lambda v: v["rows"][0]["command"] == "channel=R"
+                       and v["total"] == 3, timeout=30)
     after = rows(operator)
     service.stop()
     store = str(service.store)
