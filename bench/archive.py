@@ -24,6 +24,7 @@ from pathlib import Path
 from att_jm.application.model import WriteModel
 from att_jm.audit.archiving import archive
 from att_jm.audit.verify import verify
+from att_jm.log.archive import ArchiveReader
 from att_jm.log.history import History
 from att_jm.store import open_store
 from bench.replay import generate
@@ -42,18 +43,6 @@ def _pages(path: Path) -> tuple[int, int]:
     return path.stat().st_size, int(used) * int(size)
 
 
-def _row_bytes(path: Path, upto: int) -> tuple[int, int]:
-    """(rows, bytes of id + topic + state) of the rows up to `upto`."""
-    db = sqlite3.connect(path)
-    try:
-        rows, total = db.execute(
-            "SELECT count(*), sum(length(originator_id) + length(topic) + length(state)) "
-            "FROM stored_events WHERE rowid <= ?", (upto,)).fetchone()
-    finally:
-        db.close()
-    return int(rows), int(total or 0)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=200_000)
@@ -70,19 +59,21 @@ def main() -> None:
     end = history.max_position()
     history.close()
     output = directory / "half.arc"
-    rows, row_bytes = _row_bytes(store, end // 2)
     file_before, used_before = _pages(store)
     started = time.perf_counter()
     result = archive(str(store), str(output), upto=end // 2,
                      views_path=str(directory / "none.views.db"))
     took = time.perf_counter() - started
+    with ArchiveReader(str(output)) as archived:  # the rows removed, as they were stored
+        row_bytes = sum(len(r.originator_id) + len(r.topic) + len(r.state)
+                        for r in archived.rows())
     file_after, used_after = _pages(store)
     print(f"archived positions 1-{result.position:,} of {end:,} ({result.rows:,} rows, "
           f"{result.seals} seals, {result.snapshots} snapshots) in {took:.2f} s "
           f"({result.rows / took:,.0f} rows/s)")
     print(f"archive file: {result.size:,} bytes ({result.size / result.rows:.1f} B/row); "
-          f"the rows up to position {end // 2:,} held {row_bytes:,} bytes of id, topic and "
-          f"state ({row_bytes / max(rows, 1):.0f} B/row)")
+          f"the rows removed held {row_bytes:,} bytes of id, topic and state "
+          f"({row_bytes / result.rows:.0f} B/row)")
     print(f"store file: {file_before:,} -> {file_after:,} bytes; used pages: "
           f"{used_before:,} -> {used_after:,} bytes (freed {used_before - used_after:,}, "
           f"{(used_before - used_after) / result.rows:.0f} B/row)")

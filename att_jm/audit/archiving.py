@@ -6,11 +6,12 @@ a. the rows of positions (anchor, P] and the seals covering them are written to 
    store changes at all;
 b. snapshots, so that every aggregate that can still be loaded loads without those rows:
    each aggregate with rows on both sides of P, every Job, the Scheduler and the Ledger,
-   at its last version up to P (unless one at or above it is stored);
+   at its last version up to P (unless one at that version is stored; a later one does not
+   stand in for it: `verify` from the anchor replays from it);
 c. the anchor (`jm_anchor`): P, the last archived seal, the archive's name, size and
    SHA-256, and the views and the write index at P;
 d. the rows up to P deleted in short transactions (`att_jm.store.prune`), then the
-   snapshots older than the ones kept.
+   snapshots older than the ones of step b.
 A re-run first finishes a deletion a crash interrupted. The cut-off is chosen by
 `att_jm.audit.cutoff`.
 """
@@ -213,20 +214,19 @@ def _snapshots(app: JobManagerApp, reader: StoreReader, position: int,
         last = reader.last_event(oid)
         if last is not None and last.position <= position:
             wanted[oid] = last.originator_version
-    stored: dict[str, int] = {}
-    for oid, version in reader.snapshot_keys():
-        stored[oid] = max(version, stored.get(oid, 0))
+    # Exactly at that version, even when a later one is stored: `verify` without the
+    # archives replays each aggregate from it (a later snapshot is then checked too).
+    stored = set(reader.snapshot_keys())
     kept: list[tuple[str, int]] = []
     for oid, version in sorted(wanted.items()):
-        if stored.get(oid, 0) >= version:
-            kept.append((oid, stored[oid]))
+        kept.append((oid, version))
+        if (oid, version) in stored:
             continue
         aggregate: Any = app.repository.get(UUID(oid), version=version)
         snapshot_class: Any = getattr(type(aggregate), "Snapshot", type(app).snapshot_class)
         assert app.snapshots is not None  # noqa: S101 -- snapshotting is on (store settings)
         app.snapshots.put([snapshot_class.take(aggregate)])
         result.snapshots += 1
-        kept.append((oid, version))
     return kept
 
 

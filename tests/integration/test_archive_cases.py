@@ -18,6 +18,7 @@ from helpers.store import store_for
 from att_jm.audit.archiving import archive
 from att_jm.audit.cutoff import NothingToArchive
 from att_jm.audit.replay import replay_views
+from att_jm.domain.seals import LEDGER_ID
 from att_jm.log.rows import AuditError
 from att_jm.relay.window import position_path, write_position
 from projections.views import VIEWS
@@ -245,3 +246,18 @@ def test_the_application_goes_on_and_starts_again_on_an_archived_store(
     assert findings(run.store) == (0, [])
     assert findings(run.store, str(tmp_path / "live.arc")) == (0, [])
     assert stored_rows(run.store) == last - result.position
+
+
+def test_a_later_snapshot_does_not_stand_in_for_the_one_at_the_cut(
+        tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    run = new_run(tmp_path, request)
+    end = run.position
+    run.app.take_snapshot(LEDGER_ID)  # newer than the cut (the sealer takes one every 100)
+    run.close()
+    result = archive(run.store, str(tmp_path / "a.arc"), upto=end // 2,
+                     views_path=run.views_path)
+    code, out = audit(run.store, "verify", "--json")
+    report = orjson.loads(out)
+    assert code == 0, report["findings"]
+    assert report["snapshots"] >= 1  # the later one, replayed from the one at the cut
+    assert report["archived"]["snapshots_from_anchor"] == result.snapshots
