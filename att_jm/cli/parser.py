@@ -312,11 +312,11 @@ def _range_options(parser: argparse.ArgumentParser, what: str) -> None:
 
 def add_audit_commands(subparsers: Any) -> None:
     """`att-jm audit VERB`: read the event log (read-only, while the service runs)."""
-    text = ("replay, trace, backtest, verify and export the event log (read-only), or import "
-            "an export into a new store")
+    text = ("replay, trace, backtest, verify and export the event log (read-only), import "
+            "an export into a new store, or archive its oldest sealed rows")
     audit = subparsers.add_parser("audit", help=text, description=text,
-                                  epilog="exit codes: 0 ok, 1 verify found a problem or not in "
-                                  "the log, 2 usage or no store")
+                                  epilog="exit codes: 0 ok, 1 verify found a problem, not in "
+                                  "the log, or nothing to archive, 2 usage or no store")
     verbs = _sub_verbs(audit, "audit_verb", AUDIT_VERBS, required=True)
     reading = _audit_options("the event store (default: ATT_JM_STORE, config file, "
                              "./var/att-jm.db); opened read-only")
