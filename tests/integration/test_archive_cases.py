@@ -19,7 +19,12 @@ from att_jm.audit.archiving import archive
 from att_jm.audit.cutoff import NothingToArchive
 from att_jm.audit.replay import replay_views
 from att_jm.domain.seals import LEDGER_ID
-from att_jm.log.rows import AuditError
+from att_jm.domain.times import iso
+from att_jm.log.archive import ArchiveReader
+from att_jm.log.chain import read_seal
+from att_jm.log.codec import loads_state
+from att_jm.log.records import stored_time
+from att_jm.log.rows import AuditError, StoreReader
 from att_jm.relay.window import position_path, write_position
 from projections.views import VIEWS
 
@@ -261,3 +266,38 @@ def test_a_later_snapshot_does_not_stand_in_for_the_one_at_the_cut(
     assert code == 0, report["findings"]
     assert report["snapshots"] >= 1  # the later one, replayed from the one at the cut
     assert report["archived"]["snapshots_from_anchor"] == result.snapshots
+
+
+def test_before_a_time_archives_only_seals_made_before_it(
+        tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    run = new_run(tmp_path, request)
+    end = run.position
+    run.close()
+    reader = StoreReader(run.store)
+    try:
+        middle = reader.row(end // 2)
+        assert middle is not None
+        cut = stored_time(loads_state(middle.state)["timestamp"])
+    finally:
+        reader.close()
+    result = archive(run.store, str(tmp_path / "a.arc"), before=cut,
+                     views_path=run.views_path)
+    assert 0 < result.position < end // 2
+    with ArchiveReader(str(tmp_path / "a.arc")) as archived:
+        times = [stored_time(loads_state(row.state)["timestamp"]) for row in archived.rows()]
+        seals = [read_seal(row, 0) for row in archived.seal_rows]
+    assert max(times) < cut
+    assert seals[-1].position == result.position and seals[-1].at < iso(cut)
+
+
+def test_the_de_duplication_horizon_is_the_anchor(tmp_path: Path,
+                                                  request: pytest.FixtureRequest) -> None:
+    run = new_run(tmp_path, request)
+    resent = {"id": "n1", "channel": "C1", "site": "lyon"}  # n1: early, archived below
+    assert run.notify("channel-up", resent) == "duplicate"  # known: a silent no-op
+    archive(run.store, str(tmp_path / "a.arc"), upto=run.position // 2,
+            views_path=run.views_path)
+    # its id is no longer in the store: taken as a new notification
+    assert run.notify("channel-up", resent) != "duplicate"
+    assert run.views.rows("queue", 10)[0]["command"] == "ch=C1"
+    run.close()
