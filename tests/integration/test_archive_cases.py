@@ -301,3 +301,26 @@ def test_the_de_duplication_horizon_is_the_anchor(tmp_path: Path,
     assert run.notify("channel-up", resent) != "duplicate"
     assert run.views.rows("queue", 10)[0]["command"] == "ch=C1"
     run.close()
+
+
+def test_a_witness_still_checks_an_archived_store(tmp_path: Path,
+                                                  request: pytest.FixtureRequest) -> None:
+    run = new_run(tmp_path, request)
+    end = run.position
+    run.close()
+    witness = tmp_path / "witness.jsonl"
+    witness.write_bytes(b"".join(orjson.dumps(seal) + b"\n" for seal in run.seals))
+    output = str(tmp_path / "a.arc")
+    archive(run.store, output, upto=end // 2, views_path=run.views_path)
+    for extra in ([], ["--archive", output]):
+        code, out = audit(run.store, "verify", "--json", "--witness", str(witness), *extra)
+        report = orjson.loads(out)
+        assert code == 0, report["findings"]
+        assert report["witness"]["matched"] + report["witness"]["archived"] == len(run.seals)
+    first = run.seals[0]  # archived: the witness disagrees with it
+    witness.write_bytes(b"".join(orjson.dumps(dict(seal, hash="00" * 32) if seal is first
+                                              else seal) + b"\n" for seal in run.seals))
+    code, out = audit(run.store, "verify", "--json", "--witness", str(witness),
+                      "--archive", output)
+    assert code == 1
+    assert [f["position"] for f in orjson.loads(out)["findings"]] == [first["position"]]
