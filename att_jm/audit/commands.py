@@ -254,6 +254,7 @@ def run_verify(ns: argparse.Namespace, store: str, out: IO[str]) -> int:
 
 def run_export(ns: argparse.Namespace, store: str, out: IO[str]) -> int:
     with _reader(store, ns) as reader:
+        _archived(reader, None, ns.upto)
         progress = _progress(reader.max_position() if ns.upto is None else ns.upto,
                              "export", ns)
         if ns.output in (None, "-"):

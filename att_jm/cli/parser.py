@@ -373,6 +373,8 @@ def add_audit_commands(subparsers: Any) -> None:
     out.add_argument("--output", "-o", metavar="FILE", help="write to FILE (default: stdout)")
     out.add_argument("--upto", type=non_negative_int, metavar="POSITION",
                      help="only the events up to this position")
+    _archives_option(out, "the whole log, from position 1 (an import of it is the store as "
+                     "it was before the archival)")
     into = verb("import", "read an export into a NEW store given with --store (it must not "
                 "exist yet, or hold no events): the only audit verb that writes; states are "
                 "written as plain JSON unless ATT_JM_COMPACT_STATES (or the config file's "

@@ -13,6 +13,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -21,7 +22,7 @@ import pytest
 from helpers.archive import audit, busy_history, stored_rows
 from helpers.audit_run import ScriptedRun
 from helpers.postgres import BACKENDS
-from helpers.store import store_for
+from helpers.store import another_store, store_for
 
 from att_jm.application.index import TOPICS as INDEX_TOPICS
 from att_jm.application.index import MemoryIndexStore, WriteIndex
@@ -233,3 +234,21 @@ def test_a_rebuild_and_the_write_index_start_from_the_anchor(archived: Archived)
     finally:
         memory.close()
         reader.close()
+
+
+def test_an_export_with_the_archive_imports_into_the_store_as_it_was(
+        archived: Archived, request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    exported = tmp_path / "log.jsonl"
+    code, _ = audit(archived.store, "export", "--output", str(exported),
+                    "--archive", archived.archive)
+    assert code == 0
+    lines = exported.read_bytes().splitlines()
+    assert [orjson.loads(line)["position"] for line in lines] == list(
+        range(1, archived.end + 1))
+    copy = another_store(request, archived.store, tmp_path / "copy")
+    assert audit(copy, "import", str(exported))[0] == 0
+    code, out = audit(copy, "verify", "--json")
+    assert code == 0, out
+    assert orjson.loads(out)["archived"] is None  # a whole log again, from position 1
+    assert audit(copy, "views", "--json", "--position", str(archived.end // 5)) == (
+        archived.before["views"][archived.end // 5])
