@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import io
+from typing import Any
 
+from att_jm.application.index import TOPICS as INDEX_TOPICS
+from att_jm.application.index import MemoryIndexStore, WriteIndex
 from att_jm.audit import commands
 from att_jm.cli.parser import parse_argv
 from att_jm.cli.requests import combine_match
+from att_jm.log.backend import dialect_of
 from att_jm.log.rows import StoreReader
 from helpers.audit_run import ScriptedRun
+from projections.anchor import anchor_of
 
 
 def audit(store: str, *argv: str, views_path: str | None = None) -> tuple[int, str]:
@@ -46,4 +51,33 @@ def stored_rows(store: str) -> int:
     try:
         return reader.count()
     finally:
+        reader.close()
+
+
+class _ReadOnlyIndex:
+    """The store's own write index, read through the reader's connection."""
+
+    def __init__(self, reader: StoreReader) -> None:
+        self.dialect = dialect_of(reader.path)
+        self.connection = reader.connection
+
+    def create(self, script: str) -> None:
+        pass
+
+
+def index_from_anchor(store: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the write index built from the store's anchor and the rows after it, the store's
+    own write index): their rows."""
+    reader = StoreReader(store)
+    memory = MemoryIndexStore()
+    try:
+        anchor = anchor_of(reader)
+        assert anchor is not None
+        rebuilt = WriteIndex(memory)
+        rebuilt.load(anchor.state()["index"], anchor.position)
+        rebuilt.catch_up(reader.keyed_pages(anchor.position, None, INDEX_TOPICS),
+                         reader.max_position())
+        return rebuilt.state(), WriteIndex(_ReadOnlyIndex(reader)).state()
+    finally:
+        memory.close()
         reader.close()

@@ -19,21 +19,18 @@ from uuid import UUID
 
 import orjson
 import pytest
-from helpers.archive import audit, busy_history, stored_rows
+from helpers.archive import audit, busy_history, index_from_anchor, stored_rows
 from helpers.audit_run import ScriptedRun
 from helpers.postgres import BACKENDS
 from helpers.store import another_store, store_for
 
-from att_jm.application.index import TOPICS as INDEX_TOPICS
-from att_jm.application.index import MemoryIndexStore, WriteIndex
 from att_jm.audit.archiving import archive
 from att_jm.domain.ids import SCHEDULER_ID, job_id
 from att_jm.domain.seals import LEDGER_ID
 from att_jm.log.archive import ArchiveReader
-from att_jm.log.backend import dialect_of, is_postgres
+from att_jm.log.backend import is_postgres
 from att_jm.log.rows import StoreReader
 from att_jm.store import open_store
-from projections.anchor import anchor_of
 from projections.rebuild import catch_up
 from projections.views import VIEWS, Views
 
@@ -200,17 +197,6 @@ def test_aggregates_load_from_the_anchor_snapshots_as_before(archived: Archived)
         assert after[key] == attributes, key
 
 
-class _ReadOnlyIndex:
-    """The store's own write index, read through the reader's connection."""
-
-    def __init__(self, reader: StoreReader) -> None:
-        self.dialect = dialect_of(reader.path)
-        self.connection = reader.connection
-
-    def create(self, script: str) -> None:
-        pass
-
-
 def test_a_rebuild_and_the_write_index_start_from_the_anchor(archived: Archived) -> None:
     app = open_store(archived.store)
     try:
@@ -220,20 +206,9 @@ def test_a_rebuild_and_the_write_index_start_from_the_anchor(archived: Archived)
         views.close()
     finally:
         app.close()
-    reader = StoreReader(archived.store)
-    memory = MemoryIndexStore()
-    try:
-        anchor = anchor_of(reader)
-        assert anchor is not None
-        rebuilt = WriteIndex(memory)
-        rebuilt.load(anchor.state()["index"], anchor.position)
-        rebuilt.catch_up(reader.keyed_pages(anchor.position, None, INDEX_TOPICS), archived.end)
-        live = WriteIndex(_ReadOnlyIndex(reader))
-        assert rebuilt.state() == live.state()
-        assert live.state()["jm_finished"]  # not trivially equal
-    finally:
-        memory.close()
-        reader.close()
+    rebuilt, live = index_from_anchor(archived.store)
+    assert rebuilt == live
+    assert live["jm_finished"]  # not trivially equal
 
 
 def test_an_export_with_the_archive_imports_into_the_store_as_it_was(

@@ -10,7 +10,7 @@ from pathlib import Path
 import orjson
 import pytest
 import zstandard
-from helpers.archive import audit, busy_history, stored_rows
+from helpers.archive import audit, busy_history, index_from_anchor, stored_rows
 from helpers.audit_run import ScriptedRun
 from helpers.postgres import BOTH_BACKENDS
 from helpers.store import store_for
@@ -64,10 +64,15 @@ def findings(store: str, *archives: str) -> tuple[int, list[dict[str, object]]]:
 def two_archives(tmp_path: Path, request: pytest.FixtureRequest) -> tuple[str, str, str]:
     run = new_run(tmp_path, request, notifications=60)
     end = run.position
+    published = {name: run.views.payload(name, 1000) for name in VIEWS}
     run.close()
     first, second = str(tmp_path / "1.arc"), str(tmp_path / "2.arc")
     archive(run.store, first, upto=end // 3, views_path=run.views_path)
     archive(run.store, second, upto=end // 2, views_path=run.views_path)
+    # the second anchor's views: the first anchor's, then the rows between the two
+    assert replay_views(run.store).payloads() == published
+    rebuilt, live = index_from_anchor(run.store)  # and its write index likewise
+    assert rebuilt == live
     return run.store, first, second
 
 
