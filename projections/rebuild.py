@@ -27,7 +27,7 @@ from typing import Any, Final
 from att_jm.log.anchor import Anchor, archived_message
 from att_jm.log.codec import loads_state
 from att_jm.log.rows import AuditError, StoreReader
-from att_jm.store import JobManagerApp, log_position, open_log, read_rows
+from att_jm.store import JobManagerApp, open_log
 from projections.anchor import anchor_of, start_from_anchor
 from projections.rules import (
     CLEANED_UP,
@@ -50,20 +50,20 @@ def catch_up(app: JobManagerApp, views: Views) -> int:
     From empty views (position 0) through `fill`; otherwise page by page, every event. On
     an archived store, views behind its anchor start from the anchor's views.
     """
-    reader = open_log(app)
+    reader = open_log(app)  # one reader for all of it (a connection, on PostgreSQL)
     try:
         start_from_anchor(views, anchor_of(reader))
+        if views.position == 0:
+            return fill_from(reader, views)
+        applied = 0
+        # Big pages: rows created and removed within one page never reach the views file.
+        for rows in reader.keyed_pages(views.position, None, TOPICS, PAGE):
+            views.apply_rows(rows)
+            applied += len(rows)
+        views.advance(reader.max_position())
+        return applied
     finally:
         reader.close()
-    if views.position == 0:
-        return fill(app, views)
-    applied = 0
-    # Big pages: rows created and removed within one page never reach the views file.
-    for rows in read_rows(app, views.position, TOPICS, page=PAGE):
-        views.apply_rows(rows)
-        applied += len(rows)
-    views.advance(log_position(app))
-    return applied
 
 
 def fill(app: JobManagerApp, views: Views, upto: int | None = None) -> int:

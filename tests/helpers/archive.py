@@ -26,7 +26,8 @@ def audit(store: str, *argv: str, views_path: str | None = None) -> tuple[int, s
 
 
 def busy_history(run: ScriptedRun, notifications: int = 60) -> None:
-    """Jobs, notifications that run (some fail), Auto Cleanup keeping 3 executed rows."""
+    """Jobs, notifications that run (one job matching a few of them), an operator's job
+    update, Auto Cleanup keeping 3 executed rows: the oldest executions are gone."""
     run.ok("settings.set", {"interval_seconds": 0, "executed_cleanup": {"max_rows": 3}})
     run.ok("job.add", {"name": "ipx", "script": "ipx-update", "trigger": "channel-up",
                        "command": "channel={channel}"})
