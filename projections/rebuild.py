@@ -24,9 +24,11 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+from att_jm.log.anchor import Anchor, archived_message
 from att_jm.log.codec import loads_state
-from att_jm.log.rows import StoreReader
-from att_jm.store import JobManagerApp, log_position, open_log, read_rows
+from att_jm.log.rows import AuditError, StoreReader
+from att_jm.store import JobManagerApp, open_log
+from projections.anchor import anchor_of, start_from_anchor
 from projections.rules import (
     CLEANED_UP,
     CREATED,
@@ -45,39 +47,68 @@ _OTHER_TOPICS: Final = tuple(topic for topic in TOPICS if topic not in EXECUTION
 def catch_up(app: JobManagerApp, views: Views) -> int:
     """Apply every event the views have not seen; the events covered (view events read).
 
-    From empty views (position 0) through `fill`; otherwise page by page, every event.
+    From empty views (position 0) through `fill`; otherwise page by page, every event. On
+    an archived store, views behind its anchor start from the anchor's views.
     """
-    if views.position == 0:
-        return fill(app, views)
-    applied = 0
-    # Big pages: rows created and removed within one page never reach the views file.
-    for rows in read_rows(app, views.position, TOPICS, page=PAGE):
-        views.apply_rows(rows)
-        applied += len(rows)
-    views.advance(log_position(app))
-    return applied
+    reader = open_log(app)  # one reader for all of it (a connection, on PostgreSQL)
+    try:
+        start_from_anchor(views, anchor_of(reader))
+        if views.position == 0:
+            return fill_from(reader, views)
+        applied = 0
+        # Big pages: rows created and removed within one page never reach the views file.
+        for rows in reader.keyed_pages(views.position, None, TOPICS, PAGE):
+            views.apply_rows(rows)
+            applied += len(rows)
+        views.advance(reader.max_position())
+        return applied
+    finally:
+        reader.close()
 
 
 def fill(app: JobManagerApp, views: Views, upto: int | None = None) -> int:
+    """`fill_from` the log of `app`'s store."""
+    reader = open_log(app)
+    try:
+        return fill_from(reader, views, upto)
+    finally:
+        reader.close()
+
+
+def fill_from(reader: StoreReader, views: Views, upto: int | None = None) -> int:
     """Empty `views` made those of the log up to `upto` (default: its end); view events covered.
 
     The views must be at position 0 (new, or `reset()`), as the skipped executions' rows
-    are never deleted; the tracked position becomes `upto` (at most the log's end).
+    are never deleted; the tracked position becomes `upto` (at most the log's end). On an
+    archived store they start from its anchor's views (AuditError for an `upto` before it).
     """
     if views.position != 0:
         raise ValueError(f"the views are at position {views.position}, not empty")
-    reader = open_log(app)
-    try:
-        with reader.consistent():  # one snapshot of the log for every query below
-            end = reader.max_position()
-            upto = end if upto is None else max(0, min(upto, end))
-            survey = reader.survey(upto, TOPICS, CREATED, FINAL, _OTHER_TOPICS)
-            positions = _execution_positions(reader, upto)
-            views.apply_covering(reader.survey_rows(survey, EXECUTION_TOPICS, upto, PAGE),
-                                 upto, positions)
-            return survey.covered
-    finally:
-        reader.close()
+    anchor = anchor_of(reader)
+    if anchor is not None:
+        return _from_anchor(reader, views, anchor, upto)
+    with reader.consistent():  # one snapshot of the log for every query below
+        end = reader.max_position()
+        upto = end if upto is None else max(0, min(upto, end))
+        survey = reader.survey(upto, TOPICS, CREATED, FINAL, _OTHER_TOPICS)
+        positions = _execution_positions(reader, upto)
+        views.apply_covering(reader.survey_rows(survey, EXECUTION_TOPICS, upto, PAGE),
+                             upto, positions)
+        return survey.covered
+
+
+def _from_anchor(reader: StoreReader, views: Views, anchor: Anchor, upto: int | None) -> int:
+    """`fill` on an archived store: the anchor's views, then every view event after it."""
+    if upto is not None and upto < anchor.position:
+        raise AuditError(archived_message(anchor, f"position {upto}"))
+    start_from_anchor(views, anchor)
+    end = reader.max_position() if upto is None else min(upto, reader.max_position())
+    covered = 0
+    for rows in reader.keyed_pages(anchor.position, end, TOPICS, PAGE):
+        views.apply_rows(rows)
+        covered += len(rows)
+    views.advance(end)
+    return covered
 
 
 def _execution_positions(reader: StoreReader, upto: int) -> dict[str, int]:

@@ -25,6 +25,7 @@ tests/integration/test_write_index.py checks that both agree on random histories
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Final, Protocol
@@ -40,6 +41,8 @@ from att_jm.log.records import stored_iso
 
 log = structlog.get_logger("att_jm")
 
+_QUEUE_COLUMNS: Final = ("id", "state", "sort_key", "not_before")
+_FINISHED_COLUMNS: Final = ("id", "tbl", "seq", "finished_at")
 SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS jm_index (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS jm_queue (id TEXT PRIMARY KEY, state TEXT NOT NULL,
@@ -52,6 +55,9 @@ CREATE TABLE IF NOT EXISTS jm_jobs (id TEXT PRIMARY KEY, name TEXT NOT NULL,
     live INTEGER NOT NULL) WITHOUT ROWID;
 """
 TABLES: Final = ("jm_index", "jm_queue", "jm_finished", "jm_jobs")
+#: What an archival anchor keeps of the index (`state`, `load`).
+STATE_TABLES: Final = {"jm_queue": _QUEUE_COLUMNS, "jm_finished": _FINISHED_COLUMNS,
+                       "jm_jobs": ("id", "name", "live")}
 #: The recorded position is written with a commit once the log moved this far past it.
 RECORD_EVERY: Final = 1000
 
@@ -61,8 +67,8 @@ Change = tuple[int, str, str, Callable[[str], Any]]
 #: (cursor, position, aggregate id, field getter): a rule's statements, on the writer's cursor.
 Rule = Callable[[Any, int, str, Callable[[str], Any]], None]
 
-_QUEUE: Final = ("id", "state", "sort_key", "not_before")
-_FINISHED: Final = ("id", "tbl", "seq", "finished_at")
+_QUEUE: Final = _QUEUE_COLUMNS
+_FINISHED: Final = _FINISHED_COLUMNS
 
 
 def make_rules(d: Dialect) -> dict[str, Rule]:
@@ -283,6 +289,37 @@ class WriteIndex:
         cursor.execute("COMMIT")
         self._recorded = self._seen = 0
 
+    def state(self) -> dict[str, list[list[Any]]]:
+        """Every row of the index's tables (an archival anchor keeps them: `load`)."""
+        return {table: [list(row) for row in self._db.execute(
+            f"SELECT {', '.join(columns)} FROM {table} ORDER BY id")]  # noqa: S608 -- fixed names
+            for table, columns in STATE_TABLES.items()}
+
+    def load(self, state: dict[str, list[list[Any]]], position: int) -> None:
+        """Make the index the one of `state` at log `position` (an archival anchor's: the
+        rows before it are no longer in the store), in one transaction."""
+        self._memo.clear()
+        d = self._dialect
+        cursor = self._db.cursor()
+        cursor.execute(d.begin_write)
+        try:
+            for table in TABLES:
+                cursor.execute(f"DELETE FROM {table}")  # noqa: S608 -- fixed table names
+            for table, columns in STATE_TABLES.items():
+                rows = [tuple(row) for row in state.get(table, ())]
+                if rows:
+                    cursor.executemany(d.q(
+                        f"INSERT INTO {table} ({', '.join(columns)}) "  # noqa: S608 -- fixed names
+                        f"VALUES ({', '.join('?' * len(columns))})"), rows)
+            cursor.execute(self._record_sql, (position,))
+            cursor.execute("COMMIT")
+        except BaseException:
+            if d.in_transaction(self._db):
+                cursor.execute("ROLLBACK")
+            self.forget()
+            raise
+        self._recorded = self._seen = position
+
     # Read ----------------------------------------------------------------------------------
 
     def next_queued(self, now: datetime) -> tuple[str, bool] | None:
@@ -349,3 +386,22 @@ _READS: Final = {
     "queue": ("SELECT id, state, sort_key, not_before FROM jm_queue "
               "ORDER BY state != 'running', sort_key"),
 }
+
+
+class MemoryIndexStore:
+    """An index kept in memory (SQLite): the index at a past position, for an archival."""
+
+    dialect: Dialect = SQLITE
+
+    def __init__(self) -> None:
+        self._db = sqlite3.connect(":memory:", isolation_level=None)
+
+    @property
+    def connection(self) -> Any:
+        return self._db
+
+    def create(self, script: str) -> None:
+        self._db.executescript(script)
+
+    def close(self) -> None:
+        self._db.close()

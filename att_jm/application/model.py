@@ -28,6 +28,7 @@ from att_jm.domain.jobs import Job
 from att_jm.domain.limits import shown
 from att_jm.domain.scheduler import Scheduler
 from att_jm.errors import EventTooLarge, NotFound
+from att_jm.log.anchor import read_anchor
 from att_jm.log.codec import encode_state
 from att_jm.store import JobManagerApp, log_position, open_writer_log, read_rows
 
@@ -74,6 +75,12 @@ class WriteModel:
         if self.index.position > end:
             log.warning("index.ahead_of_log", index=self.index.position, log=end)
             self.index.reset()
+        anchor = read_anchor(self.log.connection, self.log.dialect)
+        if anchor is not None and self.index.position < anchor.position:
+            # An archived store: the rows before the anchor are gone, its state is the index
+            # at its position (exact: the rows after it then apply as they would have).
+            self.index.load(anchor.state()["index"], anchor.position)
+            log.info("index.from_anchor", position=anchor.position)
         if self.index.position == end:
             return 0
         applied = self.index.catch_up(read_rows(self.app, self.index.position, TOPICS), end)

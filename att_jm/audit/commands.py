@@ -21,7 +21,9 @@ from typing import IO, Any, Final
 import orjson
 
 from att_jm.audit import render
+from att_jm.audit.archiving import archive
 from att_jm.audit.backtest import Backtest, draft_job
+from att_jm.audit.cutoff import NothingToArchive
 from att_jm.audit.filters import LogFilter
 from att_jm.audit.progress import Progress
 from att_jm.audit.replay import replay_views
@@ -29,11 +31,13 @@ from att_jm.audit.transfer import export, import_log
 from att_jm.audit.verify import verify
 from att_jm.audit.witness import check_witness, load_witness
 from att_jm.domain.times import parse_iso
-from att_jm.log.backend import redact
+from att_jm.log.anchor import archived_message
+from att_jm.log.backend import redact, views_location
+from att_jm.log.history import History
 from att_jm.log.lineage import execution_key, trace
 from att_jm.log.messages import record_message
 from att_jm.log.records import Record, decode
-from att_jm.log.rows import AuditError, Row, StoreReader
+from att_jm.log.rows import AuditError, Row
 from att_jm.output import error_json, plural
 from att_jm.vocabulary import VIEWS
 from projections.reader import VIEW_MAX_BYTES
@@ -79,12 +83,31 @@ def _times(ns: argparse.Namespace) -> tuple[datetime | None, datetime | None]:
 
 
 @contextlib.contextmanager
-def _reader(store: str) -> Iterator[StoreReader]:
-    reader = StoreReader(store)
+def _reader(store: str, ns: argparse.Namespace) -> Iterator[History]:
+    """The log of `store` with the archives of `--archive` (an archive chain that does not
+    verify: AuditError, `verify --archive` names the problems)."""
+    archives = getattr(ns, "archive", None) or ()
+    reader = History(store, archives)
     try:
+        if reader.problems and ns.audit_verb != "verify":
+            raise AuditError("the archives do not verify (`att-jm audit verify --archive` "
+                             f"tells more): {reader.problems[0][2]}")
         yield reader
     finally:
         reader.close()
+
+
+def _archived(reader: History, after: int | None, upto: int | None) -> None:
+    """For a question about (after, upto] on a store whose rows up to its anchor are
+    archived, none given: AuditError when all of it is archived, else a note on stderr
+    (the rows after the anchor are shown)."""
+    anchor = reader.anchor
+    if anchor is None or reader.past is not None or (after or 0) >= anchor.position:
+        return
+    if upto is not None and upto <= anchor.position:
+        raise AuditError(archived_message(anchor, f"position {upto}"))
+    what = f"the log up to position {anchor.position:,}"
+    sys.stderr.write(f"note: {archived_message(anchor, what)}; shown: the rows after it\n")
 
 
 def _progress(total: int, label: str, ns: argparse.Namespace) -> Progress:
@@ -102,7 +125,8 @@ def run_log(ns: argparse.Namespace, store: str, out: IO[str]) -> int:
         notification=ns.notification, actor=ns.actor, after=ns.after, upto=ns.upto,
     )
     topics = chosen.topics
-    with _reader(store) as reader:
+    with _reader(store, ns) as reader:
+        _archived(reader, ns.after, ns.upto)
         upto = reader.max_position() if ns.upto is None else ns.upto
         progress = _progress(upto, "log", ns)
         output = Output(out, progress)
@@ -138,10 +162,10 @@ def run_views(
     ns: argparse.Namespace, store: str, out: IO[str], view_rows: int, view_max_bytes: int,
 ) -> int:
     at = None if ns.at is None else parse_time(ns.at)
-    with _reader(store) as reader:
+    with _reader(store, ns) as reader:
         total = reader.max_position() if ns.position is None else ns.position
-    progress = _progress(total, "replay", ns)
-    moment = replay_views(store, position=ns.position, at=at, progress=progress)
+        progress = _progress(total, "replay", ns)
+        moment = replay_views(reader, position=ns.position, at=at, progress=progress)
     progress.clear()
     try:
         names = tuple(ns.view) if ns.view else VIEWS
@@ -158,10 +182,14 @@ def run_views(
 
 def run_trace(ns: argparse.Namespace, store: str, out: IO[str]) -> int:
     key = execution_key(ns.id)  # a malformed id: AuditError, a usage error
-    with _reader(store) as reader:
+    with _reader(store, ns) as reader:
         try:
             result = trace(reader, key)
         except AuditError:
+            if reader.anchor is not None and reader.past is None:
+                raise NotInLog(archived_message(
+                    reader.anchor, f"execution {key} (not in the store, or its first "
+                    "events)")) from None
             raise NotInLog(f"no execution {key} in the log") from None
     output = Output(out)
     if ns.json:
@@ -188,7 +216,8 @@ def run_backtest(
     since, until = _times(ns)
     test = Backtest(draft_job(draft_args(ns, match)), since=since, until=until,
                     after=ns.after, upto=ns.upto)
-    with _reader(store) as reader:
+    with _reader(store, ns) as reader:
+        _archived(reader, ns.after, ns.upto)
         progress = _progress(reader.max_position(), "backtest", ns)
         outcomes = []
         for outcome in test.run(reader):
@@ -209,7 +238,7 @@ def run_backtest(
 
 def run_verify(ns: argparse.Namespace, store: str, out: IO[str]) -> int:
     witness = None if ns.witness is None else load_witness(ns.witness)
-    with _reader(store) as reader:
+    with _reader(store, ns) as reader:
         progress = _progress(reader.max_position(), "verify", ns)
         result = verify(reader, progress)
         progress.clear()
@@ -224,7 +253,8 @@ def run_verify(ns: argparse.Namespace, store: str, out: IO[str]) -> int:
 
 
 def run_export(ns: argparse.Namespace, store: str, out: IO[str]) -> int:
-    with _reader(store) as reader:
+    with _reader(store, ns) as reader:
+        _archived(reader, None, ns.upto)
         progress = _progress(reader.max_position() if ns.upto is None else ns.upto,
                              "export", ns)
         if ns.output in (None, "-"):
@@ -265,6 +295,20 @@ def run_import(ns: argparse.Namespace, store: str, out: IO[str], *, compact: boo
     return EXIT_OK
 
 
+def run_archive(ns: argparse.Namespace, store: str, out: IO[str], *, views_path: str,
+                compact: bool = False) -> int:
+    """`audit archive`: the store's oldest sealed rows to an archive file, an anchor left."""
+    before = None if ns.before is None else parse_time(ns.before)
+    result = archive(store, ns.output, upto=ns.upto, before=before, views_path=views_path,
+                     compact=compact)
+    output = Output(out)
+    if ns.json:
+        output.json(result.to_json())
+    else:
+        output.write(render.render_archived(result) + "\n")
+    return EXIT_OK
+
+
 Handler = Callable[..., int]
 
 
@@ -281,9 +325,12 @@ def _failed(ns: argparse.Namespace, out: IO[str], code: str, message: str, exit_
 
 def run(ns: argparse.Namespace, store: str, view_rows: int,
         match: dict[str, object] | None, out: IO[str] | None = None,
-        view_max_bytes: int = VIEW_MAX_BYTES, *, compact: bool = False) -> int:
+        view_max_bytes: int = VIEW_MAX_BYTES, *, compact: bool = False,
+        views_path: str | None = None) -> int:
     """Run the audit verb `ns.audit_verb` against `store`; the exit code. `compact`: the
-    setting `compact_states`, for `import`, the only verb that writes."""
+    setting `compact_states`, for the verbs that write (`import`, `archive`); `views_path`:
+    the service's views, which `archive` must not cut ahead of (default: next to the
+    store)."""
     verb = ns.audit_verb
     out = sys.stdout if out is None else out
     try:
@@ -294,10 +341,13 @@ def run(ns: argparse.Namespace, store: str, view_rows: int,
         handlers: dict[str, Handler] = {
             "log": run_log, "trace": run_trace, "verify": run_verify, "export": run_export,
             "import": functools.partial(run_import, compact=compact),
+            "archive": functools.partial(run_archive, compact=compact,
+                                         views_path=views_path or views_location(store)),
         }
         return handlers[verb](ns, store, out)
-    except NotInLog as error:
-        return _failed(ns, out, "not_found", str(error), EXIT_FOUND_PROBLEM,
+    except (NotInLog, NothingToArchive) as error:
+        code = "nothing_to_archive" if isinstance(error, NothingToArchive) else "not_found"
+        return _failed(ns, out, code, str(error), EXIT_FOUND_PROBLEM,
                        f"att-jm audit {verb}: {error}")
     except (AuditError, ValueError) as error:  # ValueError: an event the store holds is unreadable
         return _failed(ns, out, "usage", str(error), EXIT_USAGE,

@@ -8,6 +8,7 @@ from typing import Any, Final
 
 import orjson
 
+from att_jm.audit.archiving import Archived
 from att_jm.audit.backtest import Counts, Outcome
 from att_jm.audit.verify import Verification
 from att_jm.domain.times import iso
@@ -181,6 +182,21 @@ def render_verification(v: Verification) -> str:
     elif v.starts:
         lines.append("the log is open: the service runs, or its last stop did not close it "
                      "(the events after the last seal are counted, not proven)")
+    if v.archived is not None:
+        a = v.archived
+        anchor = a["anchor"]
+        names = ", ".join(a["archives"])
+        lines.append(
+            f"archived up to position {anchor['position']:,} (anchor: seal #"
+            f"{anchor['seal']['number']}, archive {anchor['archive']['name']}); "
+            + (f"checked with the archives {names} as one chain from position 1" if names
+               else "the chain checked from the anchor (`--archive` checks the archives too); "
+               f"{plural(a['snapshots_from_anchor'], 'snapshot')} taken at the archival "
+               "stand in for the archived events"))
+        if a["leftover"]:
+            lines.append(f"info: {plural(a['leftover'], 'row')} at or before the anchor are "
+                         "still stored (an interrupted archival; `audit archive` again "
+                         "deletes them): ignored")
     for finding in v.findings:
         lines.append(f"  {finding.kind}: {finding.message}")
     if v.witness is not None:
@@ -188,4 +204,16 @@ def render_verification(v: Verification) -> str:
         lines.append(f"witness {w['file']}: {plural(w['seals'], 'seal')}, {w['matched']:,} "
                      f"matching the log (newest up to position {w['newest']:,}); "
                      f"{plural(w['newer_in_log'], 'newer seal')} checked against the log only")
+    return "\n".join(lines)
+
+
+def render_archived(a: Archived) -> str:
+    lines = []
+    if a.finished:
+        lines.append(f"finished an interrupted archival: {plural(a.finished, 'row')} deleted")
+    lines.append(f"archived positions up to {a.position:,} to {a.archive}: "
+                 f"{plural(a.rows, 'row')}, {plural(a.seals, 'seal')}, {a.size:,} bytes "
+                 f"(sha256 {a.sha256[:16]})")
+    lines.append(f"{plural(a.snapshots, 'snapshot')} taken; {plural(a.deleted, 'row')} "
+                 "removed from the store (its freed pages are reused by new rows)")
     return "\n".join(lines)

@@ -17,11 +17,13 @@ from datetime import datetime
 from typing import Any, Final
 
 from att_jm.domain.times import iso
-from att_jm.log.rows import AuditError, StoreReader
-from att_jm.store import open_store, read_rows
+from att_jm.log.anchor import archived_message
+from att_jm.log.history import History
+from att_jm.log.rows import AuditError
 from att_jm.vocabulary import VIEWS
+from projections.anchor import start_from_anchor
 from projections.reader import VIEW_MAX_BYTES
-from projections.rebuild import fill
+from projections.rebuild import fill_from
 from projections.rules import TOPICS, stored_fields
 from projections.views import Views
 
@@ -65,17 +67,18 @@ def _apply_until(
 
 
 def replay_views(
-    store: str, *, position: int | None = None, at: datetime | None = None,
+    store: str | History, *, position: int | None = None, at: datetime | None = None,
     progress: Progress | None = None,
 ) -> PointInTime:
     """The views at log `position` (default: the end), or as they were at time `at`.
 
     With `at`, the replay stops before the first view event recorded after `at`; the result's
     position is the one just before that event, and views are the same at every position
-    between the last event applied and it.
+    between the last event applied and it. `store`: a store, or its `History` (with its
+    archives): on an archived store, a moment after the anchor starts from the anchor's
+    views; one before it needs the archives.
     """
-    reader = StoreReader(store)
-    app = open_store(store, readonly=True)
+    reader = History(store) if isinstance(store, str) else store
     try:
         end = reader.max_position()
         if position is not None:
@@ -84,12 +87,13 @@ def replay_views(
             end = min(position, end)
         views = Views(":memory:")
         if at is None:  # every event up to `end`: only those that leave a trace are read
-            fill(app, views, upto=end)
+            _fill(reader, views, end)
             if progress is not None:
                 progress(end)
             return PointInTime(end, views)
         cut_at = iso(at)
-        for page in read_rows(app, 0, TOPICS, page=PAGE):
+        start = _start(reader, views, cut_at)
+        for page in reader.keyed_pages(start, None, TOPICS, page=PAGE):
             rows = page if page[-1][0] <= end else [row for row in page if row[0] <= end]
             cut, end = _apply_until(views, rows, cut_at, end)
             if progress is not None and rows:
@@ -99,5 +103,32 @@ def replay_views(
         views.advance(end)
         return PointInTime(end, views)
     finally:
-        app.close()
-        reader.close()
+        if isinstance(store, str):
+            reader.close()
+
+
+def _fill(reader: History, views: Views, end: int) -> None:
+    """The views at `end`: from the archives' log when `end` is before the anchor."""
+    anchor = reader.anchor
+    if anchor is not None and end < anchor.position:
+        if reader.past is None:
+            raise AuditError(archived_message(anchor, f"position {end}"))
+        fill_from(reader.past, views, end)
+        return
+    fill_from(reader, views, end)
+
+
+def _start(reader: History, views: Views, cut_at: str) -> int:
+    """Where a replay to the time `cut_at` reads from: the anchor (its views loaded) when
+    the first row after it is not later than `cut_at`, else the first row (archives
+    needed)."""
+    anchor = reader.anchor
+    if anchor is None:
+        return 0
+    first = next(reader.rows(after=anchor.position, page=1), None)
+    if first is not None and stored_fields("", first.state)["at"] <= cut_at:
+        start_from_anchor(views, anchor)
+        return anchor.position
+    if reader.past is None:
+        raise AuditError(archived_message(anchor, f"the log at {cut_at}"))
+    return 0

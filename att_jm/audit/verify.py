@@ -14,6 +14,7 @@ A witness's copy of the published seals catches a rewrite of the whole log (`wit
 
 from __future__ import annotations
 
+import os
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ from att_jm.log.chain import (
     row_digest,
     seal_digests,
 )
+from att_jm.log.history import History
 from att_jm.log.rows import StoreReader
 
 __all__ = ["TIME_TOLERANCE", "Finding", "Progress", "Verification", "read_seals", "verify"]
@@ -53,6 +55,8 @@ class Verification:
     snapshots: int = 0  # stored snapshots compared with a replay
     starts: int = 0  # `Ledger.Opened` marks: the service's starts recorded in the log
     closed: int | None = None  # the log ends with a clean stop's mark, at this position
+    #: An archived store: its anchor, the archives checked, what was not checked.
+    archived: dict[str, Any] | None = None
 
     @property
     def ok(self) -> bool:
@@ -73,7 +77,7 @@ class Verification:
             "aggregates": self.aggregates, "snapshots": self.snapshots, "starts": self.starts,
             "closed": self.closed,
             "findings": [f.to_json() for f in self.findings],
-            "witness": self.witness,
+            "witness": self.witness, "archived": self.archived,
         }
 
 
@@ -103,17 +107,33 @@ class _Ahead:
         return self.buffer.popleft()
 
 
-def read_seals(reader: StoreReader, findings: list[Finding]) -> list[Seal]:
-    """The seals of the log that form a chain, in order; problems go to `findings`."""
+class Start(NamedTuple):
+    """Where the chain starts: the log's first row, or an anchor (the last archived seal)."""
+
+    position: int = 0
+    hash: str = ""
+    seals: int = 0
+
+
+def read_seals(reader: StoreReader, findings: list[Finding], start: Start | None = None
+               ) -> list[Seal]:
+    """The seals of the log that form a chain, in order; problems go to `findings`. From an
+    anchor (`start`), the seals of the rows after it, the first continuing its hash."""
+    start = start or Start()
     seals: list[Seal] = []
-    for number, row in enumerate(reader.rows(topics=(SEALED_TOPIC,)), start=1):
+    number = start.seals
+    for row in reader.rows(topics=(SEALED_TOPIC,)):
+        number += 1
         try:
             seal = read_seal(row, number)
         except ValueError as error:
             findings.append(Finding("seal", row.position, str(error)))
             continue
+        if seal.position <= start.position:  # archived: its rows are not in the store
+            number -= 1
+            continue
         previous = seals[-1] if seals else None
-        expected = "" if previous is None else previous.hash
+        expected = start.hash if previous is None else previous.hash
         if previous is not None and seal.position <= previous.position:
             findings.append(Finding("chain", row.position, (
                 f"seal #{number} at position {row.position} covers up to {seal.position}, "
@@ -122,7 +142,9 @@ def read_seals(reader: StoreReader, findings: list[Finding]) -> list[Seal]:
         if seal.previous != expected:
             findings.append(Finding("chain", row.position, (
                 f"seal #{number} at position {row.position} does not follow "
-                + ("the start of the log" if previous is None else f"seal #{previous.number}")
+                + (("the start of the log" if not start.position else
+                    f"the anchor at position {start.position}") if previous is None
+                   else f"seal #{previous.number}")
                 + f": it names previous hash {seal.previous[:16] or '(none)'}, "
                 f"expected {expected[:16] or '(none)'} (a seal is missing or altered)")))
         if seal.event_position <= seal.position:
@@ -141,13 +163,24 @@ class _Verifier:
         self.result = Verification()
         self.raw: list[Finding] = []
         self.found = Findings()
-        self.rows = RowChecks(self.found, tolerance)
-        self.snapshots = SnapshotChecks(reader, self.found)
+        history = reader if isinstance(reader, History) else None
+        anchor = None if history is None else history.anchor
+        self.start = Start()
+        if anchor is not None and history is not None and history.past is None:
+            self.start = Start(anchor.position, anchor.seal_hash, anchor.seals)
+        self.snapshots = SnapshotChecks(reader, self.found, anchored=bool(self.start.position))
+        self.rows = RowChecks(self.found, tolerance, start=(self.start.position,
+                                                            self.start.hash),
+                              bases=self.snapshots.bases() if self.start.position else None)
+        self.history = history
 
     def run(self) -> Verification:
         result = self.result
         checks: list[Finding] = []
-        result.seals = read_seals(self.reader, checks)
+        if self.history is not None:
+            checks.extend(Finding(kind, position, text)
+                          for kind, position, text in self.history.problems)
+        result.seals = read_seals(self.reader, checks, self.start)
         seals = result.seals
         self._seal = 0
         self._hasher = SealHasher(seals[0].previous) if seals else None
@@ -163,8 +196,15 @@ class _Verifier:
         result.snapshots = self.snapshots.checked
         result.starts = self.rows.starts
         result.closed = self.rows.closed
-        result.findings = [*_merge(self.raw), *_broken_seals(self._broken, seals), *checks,
-                           *self.found.all()]
+        result.findings = [*_merge(self.raw), *_broken_seals(self._broken, seals, self.start),
+                           *checks, *self.found.all()]
+        history = self.history
+        if history is not None and history.anchor is not None:
+            result.archived = {
+                "anchor": history.anchor.to_json(),
+                "archives": [os.path.basename(c.path) for c in history.checks],
+                "leftover": history.leftover(), "snapshots_from_anchor": self.snapshots.based,
+            }
         return result
 
     # The seals' view of the log, and the log itself -------------------------------------
@@ -303,9 +343,10 @@ def _sentence(kind: str, first: int, last: int, other: int) -> Finding:
     return Finding(kind, first, text, last=other if kind == "reordered" else last)
 
 
-def _broken_seals(broken: list[Seal], seals: list[Seal]) -> list[Finding]:
+def _broken_seals(broken: list[Seal], seals: list[Seal], start: Start) -> list[Finding]:
     """Seals whose rows no longer hash to them, consecutive ones as one finding."""
-    starts = {s.number: (seals[i - 1].position + 1 if i else 1) for i, s in enumerate(seals)}
+    starts = {s.number: (seals[i - 1].position + 1 if i else start.position + 1)
+              for i, s in enumerate(seals)}
     runs: list[list[Seal]] = []
     for seal in broken:
         if runs and runs[-1][-1].number == seal.number - 1:

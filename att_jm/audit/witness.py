@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 
 from att_jm.audit.verify import Finding, Verification
+from att_jm.log.chain import Seal
 from att_jm.log.rows import AuditError
 
 
@@ -45,8 +46,21 @@ def check_witness(result: Verification, witness: list[dict[str, Any]], path: str
     for item in witness:
         seen.setdefault(item["position"], item)
     matched = 0
+    archived = result.archived
+    floor, anchored = 0, 0
+    if archived is not None and not archived["archives"]:  # verified from the anchor only
+        anchor = archived["anchor"]
+        floor = int(anchor["position"])
+        ours.setdefault(floor, Seal(anchor["seal"]["number"], 0, floor, "",
+                                    anchor["seal"]["hash"], 0, (), ""))
     for position, item in sorted(seen.items()):
         seal = ours.get(position)
+        if position < floor:  # in the archives, not given: `verify --archive` compares it
+            anchored += 1
+            continue
+        if seal is not None and position == floor and seal.hash == item["hash"]:
+            matched += 1
+            continue
         if seal is None:
             result.findings.append(Finding("witness", position, (
                 f"the witness holds a seal up to position {position} (hash "
@@ -62,4 +76,5 @@ def check_witness(result: Verification, witness: list[dict[str, Any]], path: str
     result.witness = {
         "file": path, "seals": len(seen), "matched": matched, "newest": newest,
         "newer_in_log": sum(1 for s in result.seals if s.position > newest),
+        "archived": anchored,
     }

@@ -147,7 +147,7 @@ def run_audit(ns: argparse.Namespace) -> int:
 
     return commands.run(ns, settings.store, settings.view_rows, match,
                         view_max_bytes=settings.view_max_bytes,
-                        compact=settings.compact_states)
+                        compact=settings.compact_states, views_path=settings.views_path())
 
 
 def report(failure: Failure, as_json: bool) -> int:

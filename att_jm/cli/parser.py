@@ -267,7 +267,8 @@ def add_settings_commands(subparsers: Any, common: argparse.ArgumentParser) -> N
                      help="the table to clean up (default: all)")
 
 
-AUDIT_VERBS: Final = ("log", "views", "trace", "backtest", "verify", "export", "import")
+AUDIT_VERBS: Final = ("log", "views", "trace", "backtest", "verify", "export", "import",
+                      "archive")
 VIEW_NAMES: Final = VIEWS
 
 
@@ -291,6 +292,15 @@ def _audit_options(store_help: str) -> argparse.ArgumentParser:
     return common
 
 
+READ_ARCHIVES: Final = "their rows, then the store's after its anchor, read as one log"
+
+
+def _archives_option(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--archive", action="append", metavar="FILE", default=None,
+                        help=f"an archive of the store (`audit archive`), repeatable, oldest "
+                        f"first: {what}")
+
+
 def _range_options(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument("--since", metavar="TIME", help=f"{what} at or after TIME (ISO-8601)")
     parser.add_argument("--until", metavar="TIME", help=f"{what} before TIME (ISO-8601)")
@@ -302,19 +312,21 @@ def _range_options(parser: argparse.ArgumentParser, what: str) -> None:
 
 def add_audit_commands(subparsers: Any) -> None:
     """`att-jm audit VERB`: read the event log (read-only, while the service runs)."""
-    text = ("replay, trace, backtest, verify and export the event log (read-only), or import "
-            "an export into a new store")
+    text = ("replay, trace, backtest, verify and export the event log (read-only), import "
+            "an export into a new store, or archive its oldest sealed rows")
     audit = subparsers.add_parser("audit", help=text, description=text,
-                                  epilog="exit codes: 0 ok, 1 verify found a problem or not in "
-                                  "the log, 2 usage or no store")
+                                  epilog="exit codes: 0 ok, 1 verify found a problem, not in "
+                                  "the log, or nothing to archive, 2 usage or no store")
     verbs = _sub_verbs(audit, "audit_verb", AUDIT_VERBS, required=True)
     reading = _audit_options("the event store (default: ATT_JM_STORE, config file, "
                              "./var/att-jm.db); opened read-only")
     writing = _audit_options("the NEW store to write (required): a file that does not exist "
                              "yet or an empty store; the only store an audit verb writes")
+    archiving = _audit_options("the event store to archive (default: ATT_JM_STORE, config "
+                               "file, ./var/att-jm.db); may be in use by the service")
 
     def verb(name: str, help_text: str) -> argparse.ArgumentParser:
-        common = writing if name == "import" else reading
+        common = {"import": writing, "archive": archiving}.get(name, reading)
         parser: argparse.ArgumentParser = verbs.add_parser(
             name, parents=[common], help=help_text, description=help_text)
         parser.set_defaults(handler="audit")
@@ -329,6 +341,7 @@ def add_audit_commands(subparsers: Any) -> None:
     log.add_argument("--notification", metavar="ID",
                      help="one notification and the executions it enqueued")
     log.add_argument("--actor", metavar="NAME", help="events recorded with this actor")
+    _archives_option(log, READ_ARCHIVES)
     views = verb("views", "the views as they were at a past moment, rebuilt by replay")
     when = views.add_mutually_exclusive_group()
     when.add_argument("--at", metavar="TIME", help="as they were at TIME (ISO-8601)")
@@ -338,8 +351,10 @@ def add_audit_commands(subparsers: Any) -> None:
                        help="only this view; repeatable")
     views.add_argument("--limit", type=positive_int, metavar="ROWS",
                        help="rows per view (default: ATT_JM_VIEW_ROWS, 1000, as published)")
+    _archives_option(views, READ_ARCHIVES)
     trace = verb("trace", "the lineage of one execution: notification, job, attempts, actions")
     trace.add_argument("id", help="the execution id (a UUID)")
+    _archives_option(trace, READ_ARCHIVES)
     backtest = verb("backtest", "a draft job against stored notifications: what it would run")
     backtest.add_argument("--trigger", required=True, help="notification trigger")
     _match_options(backtest)
@@ -349,18 +364,42 @@ def add_audit_commands(subparsers: Any) -> None:
     backtest.add_argument("--timeout-seconds", type=positive_int, metavar="N",
                           help="the draft's timeout (shown only; never run)")
     _range_options(backtest, "notifications received")
+    _archives_option(backtest, READ_ARCHIVES)
     check = verb("verify", "check the seal chain: name any event altered before the last seal")
     check.add_argument("--witness", metavar="FILE",
                        help="seals a witness kept (JSON Lines of P/job-manager/seals messages)")
+    _archives_option(check, "check them and the store as one chain from position 1")
     out = verb("export", "the log as JSON Lines, one event per line")
     out.add_argument("--output", "-o", metavar="FILE", help="write to FILE (default: stdout)")
     out.add_argument("--upto", type=non_negative_int, metavar="POSITION",
                      help="only the events up to this position")
+    _archives_option(out, "the whole log, from position 1 (an import of it is the store as "
+                     "it was before the archival)")
     into = verb("import", "read an export into a NEW store given with --store (it must not "
                 "exist yet, or hold no events): the only audit verb that writes; states are "
                 "written as plain JSON unless ATT_JM_COMPACT_STATES (or the config file's "
                 "compact_states) is true")
     into.add_argument("file", metavar="FILE", help="the JSON Lines file, or - for stdin")
+    _archive_verb(verb)
+
+
+def _archive_verb(verb: Any) -> None:
+    text = ("move the oldest sealed rows to a compressed, self-verifying archive FILE and "
+            "remove them from the store, leaving an anchor (works while the service runs). "
+            "The cut is the end of a seal, before every execution still queued, running or "
+            "in Executed/Failed, and not past what the views and the relay have read. Keep "
+            "the archives: `verify --archive` and `log`/`trace`/`views`/`backtest --archive` "
+            "read them. Notification ids older than the cut are no longer known to the "
+            "service: a notification re-sent with such an id is taken as new (the "
+            "de-duplication horizon is the archive's age)")
+    archive = verb("archive", text)
+    until = archive.add_mutually_exclusive_group(required=True)
+    until.add_argument("--before", metavar="TIME",
+                       help="archive the seals made before TIME (ISO-8601)")
+    until.add_argument("--upto", type=non_negative_int, metavar="POSITION",
+                       help="archive up to this log position at most")
+    archive.add_argument("--output", "-o", required=True, metavar="FILE",
+                         help="the archive file to write (never overwritten)")
 
 
 def build_parser() -> argparse.ArgumentParser:

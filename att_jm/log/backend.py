@@ -229,6 +229,7 @@ class LiveConnection:
 
 _DDL_TYPES: Final = ((re.compile(r"\bINTEGER\b"), "BIGINT"),
                      (re.compile(r"\bREAL\b"), "DOUBLE PRECISION"),
+                     (re.compile(r"\bBLOB\b"), "BYTEA"),
                      (re.compile(r"\s*\bWITHOUT ROWID\b"), ""))
 
 

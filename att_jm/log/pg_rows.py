@@ -137,6 +137,13 @@ class PgRows:
                         f"FROM {PG_EVENTS} WHERE notification_id > %s", (after,))
         return int(raw[0]), raw[1], raw[2]
 
+    def straddling(self, after: int) -> list[tuple[str, int]]:
+        raws = self.db.execute(
+            f"SELECT {_HEX_ID}, min(originator_version) FROM {PG_EVENTS} "  # noqa: S608 -- fixed names
+            "WHERE notification_id > %s GROUP BY originator_id "
+            "HAVING min(originator_version) > 1", (after,)).fetchall()
+        return [(str(oid), int(version)) for oid, version in raws]
+
     def snapshot_keys(self) -> list[tuple[str, int]]:
         if not self._snapshots:
             return []

@@ -96,6 +96,12 @@ class StoreReader:
         those rows' keys."""
         return self._engine.tail(after)
 
+    def straddling(self, after: int) -> list[tuple[str, int]]:
+        """(aggregate id as stored, first version) of the aggregates whose rows after
+        position `after` begin at a version above 1 (their earlier versions are at or
+        before it, or archived)."""
+        return self._engine.straddling(after)
+
     def snapshot_keys(self) -> list[tuple[str, int]]:
         """(aggregate id as stored, version) of every stored snapshot, in key order (none
         when the store has no snapshot table)."""

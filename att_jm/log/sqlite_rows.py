@@ -114,6 +114,12 @@ class SqliteRows:
         ).fetchone()
         return int(raw[0]), raw[1], raw[2]
 
+    def straddling(self, after: int) -> list[tuple[str, int]]:
+        raws = self.db.execute(
+            f"SELECT originator_id, min(originator_version) FROM {TABLE} WHERE rowid > ? "  # noqa: S608 -- fixed name
+            "GROUP BY originator_id HAVING min(originator_version) > 1", (after,)).fetchall()
+        return [(str(oid), int(version)) for oid, version in raws]
+
     def snapshot_keys(self) -> list[tuple[str, int]]:
         try:
             raws = self.db.execute(

@@ -1,0 +1,331 @@
+"""Archival's other cases: tampered archives are named, a crash between steps is finished
+by a re-run, the cases that refuse, and the application going on (and starting again) on an
+archived store. On SQLite, and on PostgreSQL where the store matters."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import orjson
+import pytest
+import zstandard
+from helpers.archive import audit, busy_history, index_from_anchor, stored_rows
+from helpers.audit_run import ScriptedRun
+from helpers.postgres import BOTH_BACKENDS
+from helpers.store import store_for
+
+from att_jm.audit.archiving import archive
+from att_jm.audit.cutoff import NothingToArchive
+from att_jm.audit.replay import replay_views
+from att_jm.domain.seals import LEDGER_ID
+from att_jm.domain.times import iso
+from att_jm.log.archive import ArchiveReader
+from att_jm.log.chain import read_seal
+from att_jm.log.codec import loads_state
+from att_jm.log.records import stored_time
+from att_jm.log.rows import AuditError, StoreReader
+from att_jm.relay.window import position_path, write_position
+from projections.views import VIEWS
+
+
+class Crash(Exception):
+    pass
+
+
+def crash_after(step: str) -> Callable[[str], None]:
+    def hook(at: str) -> None:
+        if at == step:
+            raise Crash(step)
+    return hook
+
+
+def new_run(tmp_path: Path, request: pytest.FixtureRequest, backend: str = "sqlite",
+            notifications: int = 40) -> ScriptedRun:
+    run = ScriptedRun(tmp_path, seal_every=20, store=store_for(request, backend, tmp_path),
+                      marks=True)
+    busy_history(run, notifications)
+    run.seal()
+    return run
+
+
+def findings(store: str, *archives: str) -> tuple[int, list[dict[str, object]]]:
+    argv = ["verify", "--json"]
+    for path in archives:
+        argv += ["--archive", path]
+    code, out = audit(store, *argv)
+    return code, orjson.loads(out)["findings"]
+
+
+# Tampered archives ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def two_archives(tmp_path: Path, request: pytest.FixtureRequest) -> tuple[str, str, str]:
+    run = new_run(tmp_path, request, notifications=60)
+    end = run.position
+    published = {name: run.views.payload(name, 1000) for name in VIEWS}
+    run.close()
+    first, second = str(tmp_path / "1.arc"), str(tmp_path / "2.arc")
+    archive(run.store, first, upto=end // 3, views_path=run.views_path)
+    archive(run.store, second, upto=end // 2, views_path=run.views_path)
+    # the second anchor's views: the first anchor's, then the rows between the two
+    assert replay_views(run.store).payloads() == published
+    rebuilt, live = index_from_anchor(run.store)  # and its write index likewise
+    assert rebuilt == live
+    return run.store, first, second
+
+
+def test_two_archives_and_the_store_verify_as_one_chain(two_archives: tuple[str, str, str]
+                                                        ) -> None:
+    store, first, second = two_archives
+    assert findings(store, first, second) == (0, [])
+    assert findings(store)[0] == 0
+
+
+def test_archives_out_of_order_missing_or_swapped_are_named(
+        two_archives: tuple[str, str, str]) -> None:
+    store, first, second = two_archives
+    code, found = findings(store, second, first)
+    assert code == 1
+    assert any("2.arc" in str(f["message"]) and "oldest first" in str(f["message"])
+               for f in found), found
+    code, found = findings(store, first)  # the newer one missing
+    assert code == 1
+    assert any("anchor is at position" in str(f["message"]) for f in found), found
+    code, found = findings(store, second)  # the older one missing
+    assert code == 1
+    assert any("must start at position 1" in str(f["message"]) for f in found), found
+
+
+def _rewrite(path: str, change: bytes, to: bytes) -> None:
+    """The archive's content changed (`change` -> `to`, once), compressed again."""
+    data = zstandard.ZstdDecompressor().stream_reader(open(path, "rb")).read()  # noqa: SIM115
+    assert change in data
+    Path(path).write_bytes(zstandard.ZstdCompressor().compress(data.replace(change, to, 1)))
+
+
+def test_a_changed_byte_in_an_archived_row_is_named_by_its_position(
+        two_archives: tuple[str, str, str]) -> None:
+    store, first, second = two_archives
+    _rewrite(first, b'"channel":"C5"', b'"channel":"C6"')
+    code, found = findings(store, first, second)
+    assert code == 1
+    modified = [f for f in found if f["kind"] == "modified"]
+    assert modified and "1.arc" in str(modified[0]["message"]), found
+    assert f"position {modified[0]['position']}" in str(modified[0]["message"])
+    assert any("SHA-256" in str(f["message"]) for f in found), found
+    # the other verbs refuse an archive that does not verify
+    assert audit(store, "log", "--archive", first, "--archive", second)[0] == 2
+
+
+def test_a_truncated_or_damaged_archive_file_is_named(two_archives: tuple[str, str, str]
+                                                      ) -> None:
+    store, first, second = two_archives
+    data = Path(second).read_bytes()
+    Path(second).write_bytes(data[: len(data) // 2])
+    code, found = findings(store, first, second)
+    assert code == 1
+    assert any("2.arc" in str(f["message"]) for f in found), found
+    damaged = bytearray(Path(first).read_bytes())
+    damaged[len(damaged) // 2] ^= 0xFF
+    Path(first).write_bytes(bytes(damaged))
+    code, found = findings(store, first)
+    assert code == 1
+    assert any("1.arc" in str(f["message"]) for f in found), found
+
+
+# Crashes and re-runs ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("step", ["a", "b", "c"])
+def test_a_crash_between_steps_is_finished_by_a_re_run(step: str, tmp_path: Path,
+                                                       request: pytest.FixtureRequest) -> None:
+    run = new_run(tmp_path, request)
+    end = run.position
+    run.close()
+    before = replay_views(run.store).payloads()
+    rows = stored_rows(run.store)
+    output = str(tmp_path / "crashed.arc")
+    with pytest.raises(Crash):
+        archive(run.store, output, upto=end // 2, views_path=run.views_path,
+                crash=crash_after(step))
+    assert stored_rows(run.store) == rows  # nothing deleted yet
+    code, out = audit(run.store, "verify", "--json")
+    assert code == 0, out
+    if step == "c":  # anchored, rows left: ignored by verify, reported
+        assert orjson.loads(out)["archived"]["leftover"] > 0
+    result = archive(run.store, output, upto=end // 2, views_path=run.views_path)
+    assert result.position > 0
+    if step == "c":
+        assert result.finished > 0
+    assert stored_rows(run.store) == rows - result.position
+    assert findings(run.store) == (0, [])
+    assert findings(run.store, output) == (0, [])
+    assert replay_views(run.store).payloads() == before
+
+
+# Refusals ---------------------------------------------------------------------------------
+
+
+def test_nothing_to_archive_is_refused_with_a_reason_and_changes_nothing(
+        tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    run = new_run(tmp_path, request, notifications=10)
+    run.close()
+    rows = stored_rows(run.store)
+    output = tmp_path / "none.arc"
+    with pytest.raises(NothingToArchive, match="asked for"):
+        archive(run.store, str(output), upto=3, views_path=run.views_path)
+    assert stored_rows(run.store) == rows
+    assert not output.exists()
+    code, out = audit(run.store, "archive", "--upto", "3", "--output", str(output), "--json",
+                      views_path=run.views_path)
+    assert code == 1
+    assert orjson.loads(out)["error"]["code"] == "nothing_to_archive"
+
+
+def test_the_cut_stays_before_a_live_execution_and_the_relay(tmp_path: Path,
+                                                             request: pytest.FixtureRequest
+                                                             ) -> None:
+    run = ScriptedRun(tmp_path, seal_every=20)
+    run.ok("job.add", {"name": "ipx", "script": "s", "trigger": "up"})
+    for n in range(30):
+        run.notify("nothing", {"id": f"early-{n}"})
+    run.notify("up", {"id": "waiting"})  # stays queued: the runner is never asked
+    live = run.views.rows("queue", 10)[0]
+    for n in range(40):
+        run.notify("nothing", {"id": f"x{n}"})
+    run.seal()
+    end = run.position
+    run.close()
+    result = archive(run.store, str(tmp_path / "a.arc"), upto=end,
+                     views_path=run.views_path)
+    assert result.position < result.limits["live"]
+    assert result.limits["live"] is not None
+    assert str(live["id"])  # still queued, still loadable: its events are after the cut
+    code, out = audit(run.store, "trace", str(live["id"]), "--json")
+    assert code == 0, out
+    # the relay's published position limits the next cut
+    write_position(position_path(run.store), result.position + 1)
+    with pytest.raises(NothingToArchive, match="relay"):
+        archive(run.store, str(tmp_path / "b.arc"), upto=end, views_path=run.views_path)
+
+
+def test_an_existing_file_is_never_overwritten(tmp_path: Path,
+                                               request: pytest.FixtureRequest) -> None:
+    run = new_run(tmp_path, request, notifications=20)
+    end = run.position
+    run.close()
+    output = tmp_path / "taken.arc"
+    output.write_bytes(b"precious")
+    with pytest.raises(AuditError, match="exists"):
+        archive(run.store, str(output), upto=end, views_path=run.views_path)
+    assert output.read_bytes() == b"precious"
+
+
+# The application on an archived store -----------------------------------------------------
+
+
+@BOTH_BACKENDS
+def test_the_application_goes_on_and_starts_again_on_an_archived_store(
+        store_backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    run = new_run(tmp_path, request, store_backend, notifications=40)
+    end = run.position
+    # archived while it runs (its connections open, its aggregates in memory)
+    result = archive(run.store, str(tmp_path / "live.arc"), upto=end // 2,
+                     views_path=run.views_path)
+    assert result.position > 0
+    for n in range(8):
+        run.notify("channel-up", {"id": f"after-{n}", "channel": f"A{n}", "site": "paris"})
+        run.run_next()
+    run.restart()  # a clean stop, a start from the anchor's snapshots
+    run.notify("channel-up", {"id": "again", "channel": "Z", "site": "lyon"})
+    run.ok("job.update", {"name": "paris", "command": "p={channel}"})
+    while run.run_next() is not None:
+        pass
+    run.seal()
+    published = {name: run.views.payload(name, 1000) for name in VIEWS}
+    model = run.manager.model
+    index_before = model.index.state()
+    model.index.reset()  # the write index rebuilt: from the anchor's state
+    model.catch_up()
+    assert model.index.state() == index_before
+    last = run.position
+    run.close()
+    assert replay_views(run.store).payloads() == published
+    assert findings(run.store) == (0, [])
+    assert findings(run.store, str(tmp_path / "live.arc")) == (0, [])
+    assert stored_rows(run.store) == last - result.position
+
+
+def test_a_later_snapshot_does_not_stand_in_for_the_one_at_the_cut(
+        tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    run = new_run(tmp_path, request)
+    end = run.position
+    run.app.take_snapshot(LEDGER_ID)  # newer than the cut (the sealer takes one every 100)
+    run.close()
+    result = archive(run.store, str(tmp_path / "a.arc"), upto=end // 2,
+                     views_path=run.views_path)
+    code, out = audit(run.store, "verify", "--json")
+    report = orjson.loads(out)
+    assert code == 0, report["findings"]
+    assert report["snapshots"] >= 1  # the later one, replayed from the one at the cut
+    assert report["archived"]["snapshots_from_anchor"] == result.snapshots
+
+
+def test_before_a_time_archives_only_seals_made_before_it(
+        tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    run = new_run(tmp_path, request)
+    end = run.position
+    run.close()
+    reader = StoreReader(run.store)
+    try:
+        middle = reader.row(end // 2)
+        assert middle is not None
+        cut = stored_time(loads_state(middle.state)["timestamp"])
+    finally:
+        reader.close()
+    result = archive(run.store, str(tmp_path / "a.arc"), before=cut,
+                     views_path=run.views_path)
+    assert 0 < result.position < end // 2
+    with ArchiveReader(str(tmp_path / "a.arc")) as archived:
+        times = [stored_time(loads_state(row.state)["timestamp"]) for row in archived.rows()]
+        seals = [read_seal(row, 0) for row in archived.seal_rows]
+    assert max(times) < cut
+    assert seals[-1].position == result.position and seals[-1].at < iso(cut)
+
+
+def test_the_de_duplication_horizon_is_the_anchor(tmp_path: Path,
+                                                  request: pytest.FixtureRequest) -> None:
+    run = new_run(tmp_path, request)
+    resent = {"id": "n1", "channel": "C1", "site": "lyon"}  # n1: early, archived below
+    assert run.notify("channel-up", resent) == "duplicate"  # known: a silent no-op
+    archive(run.store, str(tmp_path / "a.arc"), upto=run.position // 2,
+            views_path=run.views_path)
+    # its id is no longer in the store: taken as a new notification
+    assert run.notify("channel-up", resent) != "duplicate"
+    assert run.views.rows("queue", 10)[0]["command"] == "ch=C1"
+    run.close()
+
+
+def test_a_witness_still_checks_an_archived_store(tmp_path: Path,
+                                                  request: pytest.FixtureRequest) -> None:
+    run = new_run(tmp_path, request)
+    end = run.position
+    run.close()
+    witness = tmp_path / "witness.jsonl"
+    witness.write_bytes(b"".join(orjson.dumps(seal) + b"\n" for seal in run.seals))
+    output = str(tmp_path / "a.arc")
+    archive(run.store, output, upto=end // 2, views_path=run.views_path)
+    for extra in ([], ["--archive", output]):
+        code, out = audit(run.store, "verify", "--json", "--witness", str(witness), *extra)
+        report = orjson.loads(out)
+        assert code == 0, report["findings"]
+        assert report["witness"]["matched"] + report["witness"]["archived"] == len(run.seals)
+    first = run.seals[0]  # archived: the witness disagrees with it
+    witness.write_bytes(b"".join(orjson.dumps(dict(seal, hash="00" * 32) if seal is first
+                                              else seal) + b"\n" for seal in run.seals))
+    code, out = audit(run.store, "verify", "--json", "--witness", str(witness),
+                      "--archive", output)
+    assert code == 1
+    assert [f["position"] for f in orjson.loads(out)["findings"]] == [first["position"]]
