@@ -36,7 +36,7 @@ from paho.mqtt.client import Client, MQTTMessage, topic_matches_sub
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from att_jm.domain.ids import execution_id
-from att_jm.log.backend import is_postgres
+from att_jm.log.backend import is_postgres, views_location
 from bench.harness import Broker, Service, broker_and_service
 
 POLL_SECONDS = 0.001
@@ -151,18 +151,30 @@ def prepared(broker: Broker, service: Service, views: Watch) -> Client:
 def service_round(count: int, store: str | None = None) -> tuple[float, Watch]:
     """Notifications per second into the service, and what it published on view topics
     (`store`: a given empty store, e.g. a PostgreSQL URL; None: an SQLite file)."""
+    rate, _, views = service_rounds(count, store)
+    return rate, views
+
+
+def service_rounds(count: int, store: str | None = None) -> tuple[float, float | None, Watch]:
+    """Notifications per second into the service with the clock stopped when the last is
+    in the log, and (SQLite views) when it is visible in the queue view `views.get` reads
+    (what an operator sees; None on PostgreSQL); what it published on view topics."""
     with broker_and_service(store=store) as (broker, service):
         views = Watch(10**12)
         client = prepared(broker, service, views)
         views.reset()
-        last = execution_id(f"n-{count - 1}", "ingest").hex
+        entry = execution_id(f"n-{count - 1}", "ingest")
         started = publish_burst(client, service.notification_topic("ingest"), count)
-        elapsed = wait_for_enqueued(service.store, last) - started
+        elapsed = wait_for_enqueued(service.store, entry.hex) - started
+        visible = None
+        if not is_postgres(str(service.store)):
+            visible = wait_for_row(Path(views_location(str(service.store))),
+                                   "SELECT 1 FROM queue WHERE id = ?", str(entry)) - started
         time.sleep(0.5)  # the last coalesced view messages
         views.seconds = time.perf_counter() - started
         client.loop_stop()
         client.disconnect()
-        return count / elapsed, views
+        return count / elapsed, None if visible is None else count / visible, views
 
 
 def baseline_round(count: int) -> float:
@@ -197,14 +209,17 @@ def baseline_round(count: int) -> float:
 
 def measure(count: int, rounds: int) -> dict[str, Any]:
     service: list[float] = []
+    visible: list[float] = []
     baseline: list[float] = []
     views: list[Watch] = []
     for _ in range(rounds):
         baseline.append(baseline_round(count))
-        rate, watch = service_round(count)
+        rate, in_view, watch = service_rounds(count)
         service.append(rate)
+        if in_view is not None:
+            visible.append(in_view)
         views.append(watch)
-    return {"service": service, "baseline": baseline, "views": views}
+    return {"service": service, "visible": visible, "baseline": baseline, "views": views}
 
 
 def main() -> None:

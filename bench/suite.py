@@ -46,14 +46,18 @@ class Figure:
     target_text: str = "-"
     note: str = ""  # replaces the numbers: "not run", "error: ...", or a row of its own
     passed: bool | None = None  # the verdict of a row given as a note
+    #: Issue 16's raised target for this figure (same form as `target`), and its text.
+    raised: tuple[str, float] | None = None
+    raised_text: str = "-"
 
-    def compared(self) -> tuple[str, bool | None]:
-        """(the ratio or bound column, whether the target holds; None without target)."""
+    def compared(self, target: tuple[str, float] | None = None) -> tuple[str, bool | None]:
+        """(the ratio or bound column, whether the target holds; None without target);
+        `target`: another one than the figure's (its `raised`)."""
         if not self.service or not self.baseline:
             return "-", None
         service = statistics.median(self.service)
         baseline = statistics.median(self.baseline)
-        kind, value = self.target or ("ratio", 0.0)
+        kind, value = target or self.target or ("ratio", 0.0)
         if kind == "plus<=":
             bound = baseline + value
             return f"bound {fmt(bound, self.unit)}", service <= bound
@@ -108,8 +112,13 @@ def ingest_figures(sizes: Sizes, rounds: int) -> list[Figure]:
     from bench import ingest  # noqa: PLC0415 -- each figure's module loads only when it runs
 
     result = ingest.measure(sizes.ingest, rounds)
+    bare = "bare paho + SQLite batch"
     return [Figure(f"ingest of {sizes.ingest:,} notifications", "msg/s", result["service"],
-                   result["baseline"], ("ratio>=", 0.8), ">= 0.8x bare paho + SQLite batch"),
+                   result["baseline"], ("ratio>=", 0.8), f">= 0.8x {bare}",
+                   raised=("ratio>=", 0.9), raised_text=f">= 0.9x {bare}"),
+            Figure(f"ingest of {sizes.ingest:,}, to the queue view", "msg/s",
+                   result["visible"], result["baseline"], target_text=f"- (vs {bare})",
+                   raised=("ratio>=", 0.9), raised_text=f">= 0.9x {bare}"),
             view_publishing(result["views"])]
 
 
@@ -145,7 +154,7 @@ def latency_figures(sizes: Sizes, rounds: int) -> list[Figure]:
         Figure("latency: enqueue p50", "ms", r["enqueue_p50"], r["rtt_p50"],
                target_text=f"- (vs {rtt} p50)"),
         Figure("latency: enqueue p99", "ms", r["enqueue_p99"], r["rtt_p99"], ("ratio<=", 3.0),
-               f"<= 3x {rtt} p99"),
+               f"<= 3x {rtt} p99", raised=("ratio<=", 2.0), raised_text=f"<= 2x {rtt} p99"),
         Figure("latency: started event p99", "ms", r["started_event_p99"], r["rtt_p99"],
                target_text=f"- (vs {rtt} p99)"),
         Figure("latency: script start p50", "ms", r["start_p50"], plus("rtt_p50", "spawn_p50"),
@@ -155,11 +164,13 @@ def latency_figures(sizes: Sizes, rounds: int) -> list[Figure]:
         Figure("command: views.get p50", "ms", r["views_get_p50"], r["rtt_p50"],
                target_text=f"- (vs {rtt} p50)"),
         Figure("command: views.get p99", "ms", r["views_get_p99"], r["rtt_p99"],
-               ("ratio<=", 2.0), f"<= 2x {rtt} p99"),
+               ("ratio<=", 2.0), f"<= 2x {rtt} p99", raised=("ratio<=", 1.5),
+               raised_text=f"<= 1.5x {rtt} p99"),
         Figure("command: settings.set p50", "ms", r["settings_set_p50"], r["rtt_p50"],
                target_text=f"- (vs {rtt} p50)"),
         Figure("command: settings.set p99", "ms", r["settings_set_p99"], r["rtt_p99"],
-               ("ratio<=", 2.0), f"<= 2x {rtt} p99"),
+               ("ratio<=", 2.0), f"<= 2x {rtt} p99", raised=("ratio<=", 1.5),
+               raised_text=f"<= 1.5x {rtt} p99"),
         Figure("latency: spawn p50 (baseline part)", "ms", baseline=r["spawn_p50"]),
         Figure("latency: spawn p99 (baseline part)", "ms", baseline=r["spawn_p99"]),
         Figure("round trip p99, back to back (info)", "ms", baseline=r["rtt_burst_p99"]),
@@ -172,7 +183,8 @@ def execution_figures(sizes: Sizes, rounds: int) -> list[Figure]:
     result = executions.measure(sizes.executions, rounds)
     return [Figure(f"executions: {sizes.executions:,} queued, interval 0", "exec/s",
                    result["service"], result["baseline"], ("ratio>=", 0.8),
-                   ">= 0.8x bare subprocess.run loop")]
+                   ">= 0.8x bare subprocess.run loop", raised=("ratio>=", 0.9),
+                   raised_text=">= 0.9x bare subprocess.run loop")]
 
 
 # The slots of figures measured by other modules ------------------------------------------
@@ -215,10 +227,27 @@ def rows(figures: Sequence[Figure]) -> list[tuple[str, ...]]:
     return table
 
 
+def raised_rows(figures: Sequence[Figure]) -> list[tuple[str, ...]]:
+    """(figure, ratio, raised target, verdict) of each figure that has a raised target."""
+    table: list[tuple[str, ...]] = []
+    for figure in figures:
+        if figure.raised is None or figure.note:
+            continue
+        compared, passed = figure.compared(figure.raised)
+        verdict = "-" if passed is None else ("PASS" if passed else "FAIL")
+        table.append((figure.name, compared, figure.raised_text, verdict))
+    return table
+
+
 def render(figures: Sequence[Figure], header: Sequence[str] = HEADER) -> str:
     """A Markdown table (readable in a terminal, pasteable into an issue); `header`: other
     names for its six columns (bench/postgres.py)."""
-    table = [tuple(header), *rows(figures)]
+    return render_rows(header, rows(figures))
+
+
+def render_rows(header: Sequence[str], body: Sequence[Sequence[str]]) -> str:
+    """A Markdown table of `header` and the rows of `body`."""
+    table = [tuple(header), *body]
     widths = [max(len(row[column]) for row in table) for column in range(len(header))]
 
     def line(row: Sequence[str]) -> str:
@@ -275,6 +304,10 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"(ingest {sizes.ingest:,}, latency {sizes.latency:,}, commands {sizes.commands:,}, "
           f"executions {sizes.executions:,}); median (min-max) of the rounds")
     print(render(figures))
+    raised = raised_rows(figures)
+    if raised:
+        print("\nIssue 16's raised targets, the same figures:")
+        print(render_rows(("figure", "ratio or bound", "raised target", "verdict"), raised))
     print(f"took {time.monotonic() - started:.0f} s")
     return 0 if complete else 1
 
