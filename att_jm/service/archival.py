@@ -61,8 +61,10 @@ class AutoArchive:
     """The archival child of the writer: at most one at a time."""
 
     def __init__(self, *, policy: Callable[[], ArchivePolicy], directory: str | None,
-                 env: dict[str, str], clock: Callable[[], datetime]) -> None:
+                 env: dict[str, str], clock: Callable[[], datetime],
+                 counted: Callable[[str], None] = lambda outcome: None) -> None:
         self._policy = policy
+        self._counted = counted
         self.directory = directory
         self._env = env
         self._clock = clock
@@ -132,6 +134,7 @@ class AutoArchive:
         except OSError as error:
             self._close_files()
             self._process = None
+            self._counted("failed")
             log.warning("archive.failed", error=str(error), output=self._output)
             return
         log.info("archive.started", before=before.isoformat(), output=self._output,
@@ -160,14 +163,17 @@ class AutoArchive:
             with contextlib.suppress(ValueError):
                 result = orjson.loads(text)
             if code == 0 and isinstance(result, dict):
+                self._counted("done")
                 log.info("archive.done", output=self._output,
                          **{k: result.get(k) for k in ("position", "rows", "seals", "size",
                                                        "deleted", "finished_interrupted")})
             elif code == EXIT_NOTHING and isinstance(result, dict) and isinstance(
                     result.get("error"), dict) and result["error"].get("code") == \
                     "nothing_to_archive":
+                self._counted("nothing")
                 log.info("archive.nothing", reason=result["error"].get("message"))
             else:
+                self._counted("failed")
                 log.warning("archive.failed", exit_code=code, output=self._output,
                             stderr=_tail(err), stdout=text[-STDERR_TAIL_BYTES:].decode(
                                 "utf-8", "replace"))

@@ -133,7 +133,7 @@ def bootstrap(
             directory=settings.archive_directory(),
             env=child_environment(settings.store, settings.views_path(),
                                   settings.compact_states),
-            clock=clock,
+            clock=clock, counted=stats.archived,
         ),
     ))
 

@@ -14,6 +14,7 @@ from helpers.mqtt import TestClient
 from helpers.service import ServiceFactory
 
 from att_jm.log.rows import StoreReader
+from att_jm.metrics.shared import StatsReader
 from projections.anchor import anchor_of
 
 from .conftest import Operator
@@ -70,6 +71,10 @@ def test_the_service_archives_by_itself_when_the_setting_is_on(
     position = anchor_position(str(service.store))
     assert position is not None and position > 20
     assert "archive.failed" not in service.log_text()
+    reader = StatsReader(str(service.store) + ".stats")  # what the metrics exporter reads
+    stats = reader.read()
+    reader.close()
+    assert stats is not None and stats.archives["done"] >= 1 and stats.archives["failed"] == 0
 
     # The service keeps running jobs (and archiving) meanwhile.
     run_jobs(operator, "new", 5)

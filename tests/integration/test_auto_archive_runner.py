@@ -25,12 +25,13 @@ class Clock:
 
 
 def runner(tmp_path: Path, policy: ArchivePolicy, clock: Clock,
-           directory: str | None = "archives") -> AutoArchive:
+           directory: str | None = "archives", counted: list[str] | None = None
+           ) -> AutoArchive:
     store = str(tmp_path / "missing.db")  # no store: the verb fails (exit 2)
     return AutoArchive(policy=lambda: policy,
                        directory=None if directory is None else str(tmp_path / directory),
                        env=child_environment(store, store + ".views.db", compact=False),
-                       clock=clock)
+                       clock=clock, counted=(counted if counted is not None else []).append)
 
 
 def wait_done(archive: AutoArchive) -> None:
@@ -53,7 +54,9 @@ def test_off_by_default_nothing_runs(tmp_path: Path) -> None:
 
 def test_a_failure_is_logged_and_retried_at_the_next_period(tmp_path: Path) -> None:
     clock = Clock()
-    archive = runner(tmp_path, ArchivePolicy(max_age_days=1.0, every_seconds=60), clock)
+    counted: list[str] = []
+    archive = runner(tmp_path, ArchivePolicy(max_age_days=1.0, every_seconds=60), clock,
+                     counted=counted)
     with structlog.testing.capture_logs() as logs:
         archive.step()
         assert archive.running
@@ -68,6 +71,7 @@ def test_a_failure_is_logged_and_retried_at_the_next_period(tmp_path: Path) -> N
         wait_done(archive)
     failed = [e for e in logs if e["event"] == "archive.failed"]
     assert len(failed) == 2
+    assert counted == ["failed", "failed"]
     assert failed[0]["exit_code"] == 2
     assert "missing.db" in failed[0]["stderr"] or "missing.db" in failed[0]["stdout"]
     assert len(failed[0]["stderr"]) <= 2000
