@@ -74,7 +74,10 @@ class Scheduler(Aggregate):
                 "executed": CleanupPolicy.from_json(self.executed_cleanup).to_json(),
                 "failed": CleanupPolicy.from_json(self.failed_cleanup).to_json(),
             }
-            aggregate.archive = ArchivePolicy.from_json(getattr(self, "archive", None)).to_json()
+            archive = getattr(self, "archive", None)
+            if archive is not None:  # an older event leaves the state as it was (no field):
+                # its replay then equals the snapshots an older version took
+                aggregate.archive = ArchivePolicy.from_json(archive).to_json()
 
     class Dispatched(Aggregate.Event):
         TOPIC = "att_jm:Scheduler.Dispatched"
@@ -116,7 +119,8 @@ class Scheduler(Aggregate):
         self.running: str | None = None
         self.last_finished_at: datetime | None = None
         self.last_cleanup: dict[str, str] = {}
-        self.archive: dict[str, Any] = ArchivePolicy().to_json()
+        # `archive` (automatic archival) is set by the first SettingsChanged that holds it:
+        # until then the state, and its snapshots, are those of the versions before it (off).
 
     def policy(self, table: str) -> CleanupPolicy:
         return CleanupPolicy.from_json(self.cleanup.get(table, {}))

@@ -270,3 +270,13 @@ def test_automatic_archival_is_off_by_default_and_set_and_cleared_by_merging() -
 ])
 def test_a_stored_bad_archive_setting_loads_clamped(stored: Any, policy: ArchivePolicy) -> None:
     assert ArchivePolicy.from_json(stored) == policy
+
+
+def test_the_state_holds_archive_only_once_a_settings_change_carried_it() -> None:
+    # A snapshot taken by a version before automatic archival lacks it; the replay of that
+    # version's events must lack it too, or `audit verify` would call the snapshot edited.
+    scheduler = new_scheduler()
+    assert "archive" not in vars(scheduler)
+    assert scheduler.archive_policy() == ArchivePolicy()
+    scheduler.change_settings(2.0, None, None, "alice", at(1))
+    assert vars(scheduler)["archive"] == {"max_age_days": None, "every_seconds": 3600.0}
