@@ -10,9 +10,12 @@ import time
 from pathlib import Path
 
 import orjson
+import pytest
 from helpers.mqtt import TestClient
+from helpers.postgres import BOTH_BACKENDS
 from helpers.service import ServiceFactory
 
+from att_jm.log.backend import is_postgres
 from att_jm.log.rows import StoreReader
 from att_jm.metrics.shared import StatsReader
 from projections.anchor import anchor_of
@@ -44,6 +47,7 @@ def run_jobs(operator: Operator, prefix: str, count: int) -> None:
     operator.wait_view("queue", lambda v: v["total"] == 0, timeout=30)
 
 
+@BOTH_BACKENDS
 def test_the_service_archives_by_itself_when_the_setting_is_on(
     service_factory: ServiceFactory, mqtt: TestClient, tmp_path: Path,
 ) -> None:
@@ -71,22 +75,30 @@ def test_the_service_archives_by_itself_when_the_setting_is_on(
     position = anchor_position(str(service.store))
     assert position is not None and position > 20
     assert "archive.failed" not in service.log_text()
-    reader = StatsReader(str(service.store) + ".stats")  # what the metrics exporter reads
-    stats = reader.read()
-    reader.close()
-    assert stats is not None and stats.archives["done"] >= 1 and stats.archives["failed"] == 0
+    if not is_postgres(str(service.store)):  # a stats block lives next to an SQLite store
+        reader = StatsReader(str(service.store) + ".stats")  # what the metrics exporter reads
+        stats = reader.read()
+        reader.close()
+        assert stats is not None and stats.archives["done"] >= 1
+        assert stats.archives["failed"] == 0
 
     # The service keeps running jobs (and archiving) meanwhile.
     run_jobs(operator, "new", 5)
     assert service.running
 
-    done = [f for f in sorted(archives.glob("*.arc"))]
+    operator.ok("settings.set", {"archive": {"max_age_days": None}})  # off again
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # the last run (if one was under way) has ended
+        text = service.log_text()
+        if text.count('"archive.started"') == sum(
+                text.count(f'"archive.{end}"') for end in ("done", "nothing", "failed")):
+            break
+        time.sleep(0.2)
+    done = sorted(archives.glob("*.arc"))  # by name: by time, oldest first
     checked = att_jm("audit", "verify", "--store", str(service.store), "--json",
                      *[arg for f in done for arg in ("--archive", str(f))])
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert orjson.loads(checked.stdout)["ok"] is True
-
-    operator.ok("settings.set", {"archive": {"max_age_days": None}})  # off again
     assert service.stop() == 0
 
 
@@ -105,3 +117,20 @@ def test_no_archive_appears_with_the_setting_off(
     assert not archives.exists() or not list(archives.iterdir())
     assert anchor_position(str(service.store)) is None
     assert "archive." not in service.log_text()
+
+
+@BOTH_BACKENDS
+def test_a_postgres_store_without_archive_dir_refuses_automatic_archival(
+    service_factory: ServiceFactory, mqtt: TestClient, store_location: str,
+) -> None:
+    if not is_postgres(store_location):
+        pytest.skip("an SQLite store has a default archive_dir")
+    service = service_factory(extra_args=FAST_SEALS)
+    operator = Operator(service, mqtt)
+    operator.ok("settings.set", {"archive": {"max_age_days": 1, "every_seconds": 1}})
+    deadline = time.monotonic() + 20
+    while "archive.refused" not in service.log_text() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert "archive.refused" in service.log_text()
+    assert "archive.started" not in service.log_text()
+    assert operator.view("settings")["settings"]["archive"]["max_age_days"] == 1.0
