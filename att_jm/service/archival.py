@@ -15,6 +15,7 @@ a PostgreSQL URL may hold a password), with the service's views and `compact_sta
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import subprocess
 import sys
@@ -42,6 +43,9 @@ STDERR_TAIL_BYTES: Final = 2000
 STOP_SECONDS: Final = 5.0
 #: How often a running child's exit is polled.
 POLL_SECONDS: Final = 0.5
+#: The lock file in the archive directory: held (flock) by the running child alone, so a
+#: child left by a service that was killed keeps the next one from starting a second.
+LOCK_NAME: Final = ".att-jm-archive.lock"
 
 
 def _lower_priority(pid: int) -> None:
@@ -72,7 +76,9 @@ class AutoArchive:
         self._out: IO[bytes] | None = None
         self._err: IO[bytes] | None = None
         self._output = ""
-        self._last: datetime | None = None  # the last start (None: due now, when on)
+        # The last start: the first run is one period after the service's start (a child
+        # left by a killed predecessor has that long to finish; the lock covers the rest).
+        self._last: datetime | None = clock()
         self._refused = False
 
     @property
@@ -119,8 +125,17 @@ class AutoArchive:
         if policy.max_age_days is None:
             return
         before = now - timedelta(days=policy.max_age_days)
+        lock = -1
         try:
             Path(self.directory or ".").mkdir(parents=True, exist_ok=True)
+            lock = os.open(Path(self.directory or ".") / LOCK_NAME,
+                           os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                log.warning("archive.busy", directory=self.directory,
+                            reason="another archival holds the lock; the next period retries")
+                return
             self._output = self._name(now)
             self._out = tempfile.TemporaryFile()  # noqa: SIM115 -- closed in _finished
             self._err = tempfile.TemporaryFile()  # noqa: SIM115 -- closed in _finished
@@ -128,7 +143,7 @@ class AutoArchive:
                 [sys.executable, "-m", "att_jm", "audit", "archive", "--json", "--no-progress",
                  "--before", before.astimezone(UTC).isoformat(), "--output", self._output],
                 stdin=subprocess.DEVNULL, stdout=self._out, stderr=self._err,
-                env=self._env, start_new_session=True,
+                env=self._env, start_new_session=True, pass_fds=(lock,),
             )
             _lower_priority(self._process.pid)
         except OSError as error:
@@ -137,6 +152,9 @@ class AutoArchive:
             self._counted("failed")
             log.warning("archive.failed", error=str(error), output=self._output)
             return
+        finally:
+            if lock >= 0:
+                os.close(lock)  # the child's copy keeps the lock until it exits
         log.info("archive.started", before=before.isoformat(), output=self._output,
                  pid=self._process.pid)
 

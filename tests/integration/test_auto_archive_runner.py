@@ -4,6 +4,8 @@ that terminates it, the refusal without an archive directory, and nothing when o
 
 from __future__ import annotations
 
+import fcntl
+import os
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -11,7 +13,7 @@ from pathlib import Path
 import structlog
 
 from att_jm.domain.cleanup import ArchivePolicy
-from att_jm.service.archival import AutoArchive, child_environment
+from att_jm.service.archival import LOCK_NAME, AutoArchive, child_environment
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 
@@ -59,6 +61,10 @@ def test_a_failure_is_logged_and_retried_at_the_next_period(tmp_path: Path) -> N
                      counted=counted)
     with structlog.testing.capture_logs() as logs:
         archive.step()
+        assert not archive.running  # the first run is one period after the start
+        assert archive.wait_seconds() == 60.0
+        clock.now += timedelta(seconds=60)
+        archive.step()
         assert archive.running
         archive.step()  # still one at most
         wait_done(archive)
@@ -76,13 +82,14 @@ def test_a_failure_is_logged_and_retried_at_the_next_period(tmp_path: Path) -> N
     assert "missing.db" in failed[0]["stderr"] or "missing.db" in failed[0]["stdout"]
     assert len(failed[0]["stderr"]) <= 2000
     started = [e for e in logs if e["event"] == "archive.started"]
-    assert started[0]["before"] == (T0 - timedelta(days=1)).isoformat()
+    assert started[0]["before"] == (T0 + timedelta(seconds=60) - timedelta(days=1)).isoformat()
     assert started[0]["output"] != started[1]["output"]
 
 
 def test_a_stop_terminates_the_running_child(tmp_path: Path) -> None:
     clock = Clock()
     archive = runner(tmp_path, ArchivePolicy(max_age_days=1.0, every_seconds=60), clock)
+    clock.now += timedelta(seconds=60)
     archive.step()
     assert archive.running
     with structlog.testing.capture_logs() as logs:
@@ -103,3 +110,23 @@ def test_without_a_directory_it_is_refused_once(tmp_path: Path) -> None:
     assert not archive.running
     assert [e["event"] for e in logs] == ["archive.refused"]
     assert logs[0]["log_level"] == "warning"
+
+
+def test_a_second_archival_waits_while_another_holds_the_lock(tmp_path: Path) -> None:
+    # e.g. the child of a service that was killed, still running when the next one is due
+    clock = Clock()
+    archive = runner(tmp_path, ArchivePolicy(max_age_days=1.0, every_seconds=60), clock)
+    (tmp_path / "archives").mkdir()
+    held = os.open(tmp_path / "archives" / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(held, fcntl.LOCK_EX)
+    with structlog.testing.capture_logs() as logs:
+        clock.now += timedelta(seconds=60)
+        archive.step()
+        assert not archive.running
+        os.close(held)
+        clock.now += timedelta(seconds=60)
+        archive.step()  # the next period
+        assert archive.running
+        wait_done(archive)
+    events = [e["event"] for e in logs]
+    assert events == ["archive.busy", "archive.started", "archive.failed"]
