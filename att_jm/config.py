@@ -158,6 +158,10 @@ class Settings:
     #: cores are all busy, the writer (commit, then acknowledge) goes first and the events and
     #: views it stored are published once a core is free: still all of them, in order.
     relay_nice: int = 10
+    #: Where automatic archival (the `archive` setting, set over MQTT) writes its archive
+    #: files; None: `archives/` next to an SQLite store file. Never settable over MQTT. A
+    #: PostgreSQL store needs it set, else automatic archival is refused (a warning).
+    archive_dir: str | None = None
 
     def __post_init__(self) -> None:
         for name in SETTING_NAMES:
@@ -205,6 +209,15 @@ class Settings:
         if self.views_db is not None:
             return self.views_db
         return views_location(self.store)
+
+    def archive_directory(self) -> str | None:
+        """Where automatic archival writes: `archive_dir`, else `archives/` next to an SQLite
+        store file; None on a PostgreSQL store without `archive_dir` (refused)."""
+        if self.archive_dir is not None:
+            return self.archive_dir
+        if self.postgres:
+            return None
+        return str(Path(self.store).parent / "archives")
 
     @property
     def store_shown(self) -> str:
@@ -345,6 +358,7 @@ _VALIDATORS: Final[dict[str, Callable[[str, Any], None]]] = {
     "takeover_seconds": _check_number,
     "compact_states": _check_bool,
     "relay_nice": _check_int,
+    "archive_dir": _check_optional_text,
 }
 
 
@@ -359,7 +373,7 @@ TRUE_WORDS: Final = frozenset({"1", "true", "yes", "on"})
 FALSE_WORDS: Final = frozenset({"0", "false", "no", "off"})
 _OPTIONAL: Final = frozenset({"log_format", "views_db", "mqtt_username", "mqtt_password_file",
                               "secrets_dir", "tls_ca_file", "tls_cert_file", "tls_key_file",
-                              "users_file", "instance"})
+                              "users_file", "instance", "archive_dir"})
 
 
 def convert_text(name: str, text: str) -> object:

@@ -145,6 +145,10 @@ def render_settings(settings: Mapping[str, object]) -> str:
         if isinstance(policy, Mapping):
             fields = ", ".join(f"{f} {cell(policy.get(f))}" for f in CLEANUP_FIELDS)
             lines.append(f"{table + '_cleanup':<17} {fields}")
+    archive = settings.get("archive")
+    if isinstance(archive, Mapping):
+        fields = ", ".join(f"{f} {cell(archive.get(f))}" for f in ("max_age_days", "every_seconds"))
+        lines.append(f"{'archive':<17} {fields}")
     return "\n".join(lines)
 
 

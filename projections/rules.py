@@ -17,7 +17,7 @@ from typing import Any, Final
 import orjson
 import structlog
 
-from att_jm.domain.cleanup import CleanupPolicy
+from att_jm.domain.cleanup import ArchivePolicy, CleanupPolicy
 from att_jm.domain.executions import FRONT_BASE
 from att_jm.domain.limits import clamp_timeout
 from att_jm.domain.retry import RetryPolicy
@@ -40,6 +40,7 @@ def default_settings() -> dict[str, Any]:
         "interval_seconds": DEFAULT_INTERVAL_SECONDS,
         "executed_cleanup": CleanupPolicy().to_json(),
         "failed_cleanup": CleanupPolicy().to_json(),
+        "archive": ArchivePolicy().to_json(),
     }
 
 
@@ -277,6 +278,7 @@ def _settings_changed(
         "interval_seconds": clamp_interval(e["interval_seconds"]),
         "executed_cleanup": CleanupPolicy.from_json(e["executed_cleanup"]).to_json(),
         "failed_cleanup": CleanupPolicy.from_json(e["failed_cleanup"]).to_json(),
+        "archive": ArchivePolicy.from_json(e.get("archive")).to_json(),
     }
     return ("settings",)
 

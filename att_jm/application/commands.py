@@ -231,7 +231,7 @@ class Commands:
     ) -> Any:
         scheduler = self.model.scheduler
         scheduler.change_settings(command.interval_seconds, command.executed_cleanup,
-                                  command.failed_cleanup, actor, now)
+                                  command.failed_cleanup, actor, now, command.archive)
         uow.touch(scheduler)
         return scheduler.settings_json()
 

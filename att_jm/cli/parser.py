@@ -258,6 +258,11 @@ def add_settings_commands(subparsers: Any, common: argparse.ArgumentParser) -> N
                             default=unset, help=f"remove {table} rows older than D days")
         change.add_argument(f"--{table}-every-seconds", type=positive_number, metavar="S",
                             default=unset, help=f"run the {table} cleanup every S seconds")
+    change.add_argument("--archive-max-age-days", type=optional_positive, metavar="D|none",
+                        default=unset, help="automatic archival: archive the sealed rows older "
+                        "than D days (none: off, the default)")
+    change.add_argument("--archive-every-seconds", type=positive_number, metavar="S",
+                        default=unset, help="automatic archival: look every S seconds")
     text = "run Auto Cleanup now"
     cleanup = subparsers.add_parser("cleanup", help=text, description=text)
     cleanup_verbs = _sub_verbs(cleanup, "cleanup_verb", ("run",), required=True)

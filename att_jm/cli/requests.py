@@ -87,6 +87,10 @@ def settings_changes(ns: argparse.Namespace) -> dict[str, object]:
                  if hasattr(ns, f"{table}_{f}")}
         if given:
             changes[f"{table}_cleanup"] = given
+    archive = {f: getattr(ns, f"archive_{f}") for f in ("max_age_days", "every_seconds")
+               if hasattr(ns, f"archive_{f}")}
+    if archive:
+        changes["archive"] = archive
     if not changes:
         raise UsageError("settings set needs at least one setting, e.g. --interval-seconds 10")
     return changes

@@ -43,6 +43,32 @@ class CleanupPolicy:
         return cls(max_rows=max_rows, max_age_days=max_age, every_seconds=every)
 
 
+@dataclass(frozen=True)
+class ArchivePolicy:
+    """Automatic archival: the sealed rows older than `max_age_days` moved to an archive file
+    every `every_seconds` (`att-jm audit archive`); off (None) by default."""
+
+    max_age_days: float | None = None
+    every_seconds: float = 3600.0
+
+    def to_json(self) -> dict[str, float | None]:
+        return {"max_age_days": self.max_age_days, "every_seconds": self.every_seconds}
+
+    @classmethod
+    def from_json(cls, data: Any) -> ArchivePolicy:
+        """A policy from stored JSON (absent in logs written before it: off), every field
+        clamped into its range, so that a stored bad value never breaks a start."""
+        if not isinstance(data, Mapping):
+            return cls()
+        default = cls()
+        age = data.get("max_age_days")
+        max_age = None if age is None else lim.clamp(
+            age, lim.MIN_MAX_AGE_DAYS, lim.MAX_MAX_AGE_DAYS, lim.MAX_MAX_AGE_DAYS)
+        every = lim.clamp(data.get("every_seconds"), lim.MIN_EVERY_SECONDS,
+                          lim.MAX_EVERY_SECONDS, default.every_seconds)
+        return cls(max_age_days=max_age, every_seconds=every)
+
+
 def select_for_cleanup(
     rows_newest_first: Sequence[tuple[str, datetime]],
     policy: CleanupPolicy,

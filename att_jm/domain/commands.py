@@ -22,6 +22,7 @@ CLEANUP_TABLES: Final = (*TABLES, "all")
 JOB_FIELDS: Final = ("script", "trigger", "match", "command", "timeout_seconds", "enabled",
                       "retry")
 CLEANUP_FIELDS: Final = ("max_rows", "max_age_days", "every_seconds")
+ARCHIVE_FIELDS: Final = ("max_age_days", "every_seconds")
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,7 @@ class SettingsSet:
     interval_seconds: float | None
     executed_cleanup: dict[str, Any] | None
     failed_cleanup: dict[str, Any] | None
+    archive: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -261,11 +263,20 @@ def parse_cleanup_policy(value: Any, what: str) -> dict[str, Any]:
     return out
 
 
+def parse_archive_policy(value: Any) -> dict[str, Any]:
+    """The given fields of the `archive` object, validated one by one (merged later)."""
+    if not isinstance(value, dict):
+        raise InvalidInput(f"archive must be an object with {', '.join(ARCHIVE_FIELDS)}")
+    _only(value, ARCHIVE_FIELDS)
+    return parse_cleanup_policy(value, "archive")  # max_age_days null: off
+
+
 def parse_settings_set(args: Mapping[str, Any]) -> SettingsSet:
-    _only(args, ("interval_seconds", "executed_cleanup", "failed_cleanup"))
+    _only(args, ("interval_seconds", "executed_cleanup", "failed_cleanup", "archive"))
     if not args:
         raise InvalidInput(
-            "settings.set needs at least one of interval_seconds, executed_cleanup, failed_cleanup"
+            "settings.set needs at least one of interval_seconds, executed_cleanup, "
+            "failed_cleanup, archive"
         )
     interval = None
     if "interval_seconds" in args:
@@ -279,6 +290,7 @@ def parse_settings_set(args: Mapping[str, Any]) -> SettingsSet:
         failed_cleanup=parse_cleanup_policy(args["failed_cleanup"], "failed_cleanup")
         if "failed_cleanup" in args
         else None,
+        archive=parse_archive_policy(args["archive"]) if "archive" in args else None,
     )
 
 

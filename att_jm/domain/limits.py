@@ -73,10 +73,13 @@ TIME_MAX: Final = datetime.max.replace(tzinfo=UTC)
 
 
 def is_number(value: Any) -> bool:
-    """A JSON number (not a boolean), finite."""
-    return (
-        not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
-    )
+    """A JSON number (not a boolean), finite (an integer too large for a float is not)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int beyond 1e308
+        return False
 
 
 def clamp(value: Any, low: float, high: float, default: float) -> float:

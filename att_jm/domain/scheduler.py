@@ -9,7 +9,7 @@ from typing import Any
 from eventsourcing.domain import Aggregate
 
 from att_jm.domain import limits as lim
-from att_jm.domain.cleanup import CleanupPolicy
+from att_jm.domain.cleanup import ArchivePolicy, CleanupPolicy
 from att_jm.domain.ids import SCHEDULER_ID
 from att_jm.domain.times import parse_iso
 from att_jm.errors import InvalidInput
@@ -64,6 +64,8 @@ class Scheduler(Aggregate):
         executed_cleanup: dict[str, Any]
         failed_cleanup: dict[str, Any]
         actor: str
+        #: Automatic archival (absent from the events written before it existed: off).
+        archive: dict[str, Any] | None = None
 
         def apply(self, aggregate: Any) -> None:
             # Clamped on read: a log written before the ranges existed must still load.
@@ -72,6 +74,10 @@ class Scheduler(Aggregate):
                 "executed": CleanupPolicy.from_json(self.executed_cleanup).to_json(),
                 "failed": CleanupPolicy.from_json(self.failed_cleanup).to_json(),
             }
+            archive = getattr(self, "archive", None)
+            if archive is not None:  # an older event leaves the state as it was (no field):
+                # its replay then equals the snapshots an older version took
+                aggregate.archive = ArchivePolicy.from_json(archive).to_json()
 
     class Dispatched(Aggregate.Event):
         TOPIC = "att_jm:Scheduler.Dispatched"
@@ -113,9 +119,15 @@ class Scheduler(Aggregate):
         self.running: str | None = None
         self.last_finished_at: datetime | None = None
         self.last_cleanup: dict[str, str] = {}
+        # `archive` (automatic archival) is set by the first SettingsChanged that holds it:
+        # until then the state, and its snapshots, are those of the versions before it (off).
 
     def policy(self, table: str) -> CleanupPolicy:
         return CleanupPolicy.from_json(self.cleanup.get(table, {}))
+
+    def archive_policy(self) -> ArchivePolicy:
+        """Automatic archival (a snapshot taken before it existed has none: off)."""
+        return ArchivePolicy.from_json(getattr(self, "archive", None))
 
     @classmethod
     def create(cls, at: datetime) -> Scheduler:
@@ -126,6 +138,7 @@ class Scheduler(Aggregate):
             "interval_seconds": clamp_interval(self.interval_seconds),
             "executed_cleanup": self.policy("executed").to_json(),
             "failed_cleanup": self.policy("failed").to_json(),
+            "archive": self.archive_policy().to_json(),
         }
 
     def change_settings(
@@ -135,6 +148,7 @@ class Scheduler(Aggregate):
         failed_cleanup: dict[str, Any] | None,
         actor: str,
         at: datetime,
+        archive: dict[str, Any] | None = None,
     ) -> bool:
         """Merge the given values into the settings; False (no event) when nothing changes."""
         policies = {}
@@ -148,12 +162,14 @@ class Scheduler(Aggregate):
         current = clamp_interval(self.interval_seconds)
         interval = current if interval_seconds is None else interval_seconds
         unchanged = all(policies[t].to_json() == self.cleanup.get(t) for t in TABLES)
-        if interval == current and unchanged:
+        archival = replace(self.archive_policy(), **(archive or {})).to_json()
+        if interval == current and unchanged and archival == self.archive_policy().to_json():
             return False
         self.trigger_event(
             self.SettingsChanged, interval_seconds=interval,
             executed_cleanup=policies["executed"].to_json(),
             failed_cleanup=policies["failed"].to_json(), actor=actor, timestamp=at,
+            archive=archival,
         )
         return True
 

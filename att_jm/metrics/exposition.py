@@ -114,6 +114,11 @@ def _stats(obs: Observation, stats: StatsSnapshot) -> Iterator[Metric]:
                             "Replies the writer sent to commands, by code (ok or the error "
                             "code)", labels=["code"]),
         (((code,), count) for code, count in stats.replies.items()))
+    yield _labelled(
+        CounterMetricFamily(PREFIX + "archive_runs",
+                            "Automatic archival runs since the writer started, by outcome "
+                            "(done, nothing to archive, failed)", labels=["outcome"]),
+        (((outcome,), count) for outcome, count in stats.archives.items()))
 
 
 def _store(obs: Observation) -> Iterator[Metric]:

@@ -41,7 +41,7 @@ import time
 import zlib
 from bisect import bisect_left
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from time import monotonic
 from typing import Any, Final
 
@@ -64,6 +64,8 @@ COMMIT_BOUNDS: Final = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2
 REPLY_LABELS: Final = ("ok", *sorted(REPLY_CODES))
 #: Fault kinds of the retained status (`att_jm.service.status`); `other` for any other.
 FAULT_KINDS: Final = ("store", "views", "other")
+#: Outcomes of an automatic archival run (`att_jm.service.archival`).
+ARCHIVE_OUTCOMES: Final = ("done", "nothing", "failed")
 
 # Slots ------------------------------------------------------------------------------------
 TURNS: Final = 0  # loop turns since the start
@@ -74,7 +76,8 @@ COMMIT_BUCKETS: Final = FAULTS + len(FAULT_KINDS)  # commits per bucket (not cum
 REPLIES: Final = COMMIT_BUCKETS + len(COMMIT_BOUNDS) + 1  # replies, one slot per REPLY_LABELS
 HEARTBEAT: Final = REPLIES + len(REPLY_LABELS)  # f64: CLOCK_MONOTONIC at the last loop turn
 COMMIT_SUM: Final = HEARTBEAT + 1  # f64: seconds spent in commits
-SLOTS: Final = COMMIT_SUM + 1
+ARCHIVES: Final = COMMIT_SUM + 1  # automatic archival runs, one slot per ARCHIVE_OUTCOMES
+SLOTS: Final = ARCHIVES + len(ARCHIVE_OUTCOMES)
 FLOAT_SLOTS: Final = frozenset({HEARTBEAT, COMMIT_SUM})
 SIZE: Final = HEADER_BYTES + 8 * SLOTS
 
@@ -87,7 +90,8 @@ def _fingerprint() -> int:
     layout = (
         f"turns={TURNS};connected={CONNECTED};fault={FAULT};faults={FAULTS}:{FAULT_KINDS};"
         f"commit_buckets={COMMIT_BUCKETS}:{COMMIT_BOUNDS};replies={REPLIES}:{REPLY_LABELS};"
-        f"heartbeat={HEARTBEAT};commit_sum={COMMIT_SUM};slots={SLOTS};floats={sorted(FLOAT_SLOTS)}"
+        f"heartbeat={HEARTBEAT};commit_sum={COMMIT_SUM};archives={ARCHIVES}:{ARCHIVE_OUTCOMES};"
+        f"slots={SLOTS};floats={sorted(FLOAT_SLOTS)}"
     )
     return zlib.crc32(layout.encode())
 
@@ -135,6 +139,11 @@ class WriterStats:
         ints[TURNS] += 1
         ints[CONNECTED] = connected
         self._floats[HEARTBEAT] = monotonic()
+
+    def archived(self, outcome: str) -> None:
+        """An automatic archival run ended with `outcome` (one of ARCHIVE_OUTCOMES)."""
+        if outcome in ARCHIVE_OUTCOMES:
+            self._ints[ARCHIVES + ARCHIVE_OUTCOMES.index(outcome)] += 1
 
     def committed(self, seconds: float) -> None:
         """A commit that took `seconds`."""
@@ -232,6 +241,7 @@ class StatsSnapshot:
     commit_buckets: tuple[int, ...]  # per bucket of COMMIT_BOUNDS, +Inf last (not cumulative)
     commit_sum: float
     replies: dict[str, int]
+    archives: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ARCHIVE_OUTCOMES, 0))
 
     @property
     def commit_count(self) -> int:
@@ -273,6 +283,7 @@ def decode(data: bytes) -> StatsSnapshot:
         commit_buckets=ints[COMMIT_BUCKETS:COMMIT_BUCKETS + len(COMMIT_BOUNDS) + 1],
         commit_sum=floats[COMMIT_SUM],
         replies={label: ints[slot] for label, slot in _REPLY_SLOTS.items()},
+        archives={o: ints[ARCHIVES + i] for i, o in enumerate(ARCHIVE_OUTCOMES)},
     )
 
 

@@ -24,6 +24,7 @@ from att_jm.mqtt.instances import GuardedConnection
 from att_jm.relay.handle import EventsRelay
 from att_jm.runner import resolve_script
 from att_jm.service.aftercommit import AfterCommit
+from att_jm.service.archival import AutoArchive, child_environment
 from att_jm.service.batches import Batches
 from att_jm.service.dispatch import Dispatcher
 from att_jm.service.held import HeldStart
@@ -127,6 +128,13 @@ def bootstrap(
         dispatcher=dispatcher, seals=seals, clock=clock, max_batch=settings.max_batch,
         first_unpublished=first_unpublished, closers=tuple(closers),
         position=partial(log_position, app), stats=stats, lease=lease,
+        archival=AutoArchive(
+            policy=lambda: manager.scheduler.archive_policy(),  # noqa: PLW0108 -- read now
+            directory=settings.archive_directory(),
+            env=child_environment(settings.store, settings.views_path(),
+                                  settings.compact_states),
+            clock=clock, counted=stats.archived,
+        ),
     ))
 
 

@@ -34,6 +34,7 @@ from att_jm.mqtt.instances import GuardedConnection
 from att_jm.relay.handle import EventsRelay
 from att_jm.runner import kill_leftovers
 from att_jm.service.aftercommit import AfterCommit
+from att_jm.service.archival import AutoArchive
 from att_jm.service.batches import Batches
 from att_jm.service.dispatch import Dispatcher
 from att_jm.service.fence import LeaseLost
@@ -86,6 +87,8 @@ class Parts:
     stats: WriterStats
     #: On a PostgreSQL store: the lease this writer runs under (None: the only writer).
     lease: Lease | None = None
+    #: Automatic archival (the setting `archive`): its child process, followed from the timers.
+    archival: AutoArchive | None = None
 
 
 class Writer:
@@ -185,6 +188,8 @@ class Writer:
             if removed:
                 log.info("cleanup.ran", table=table, removed=removed)
         self.units.timer("dispatch", self.parts.dispatcher.start_next)
+        if self.parts.archival is not None:
+            self.parts.archival.step()
         if self.manager.scheduler.running is not None and self.inbox.empty():
             self.manager.preload_next()
         if not self.held.pending:  # a seal (milliseconds) never delays a start
@@ -198,6 +203,7 @@ class Writer:
         of the close find the lease gone (the caller then `abandon`s)."""
         self.held.drop()
         self.slot.stop()
+        self._stop_archival()
         self.parts.seals.close()  # a clean stop's last write: the whole log sealed, and closed
         self.manager.close()
         self.relay.stop()  # it publishes what is left of the events and the views, then exits
@@ -215,6 +221,7 @@ class Writer:
             self.lease.lose(reason)  # the store's fence may have told it first
         self.held.drop()
         self.slot.stop()
+        self._stop_archival()
         with contextlib.suppress(Exception):
             self.parts.seals.sealer.close()
         with contextlib.suppress(Exception):
@@ -224,6 +231,13 @@ class Writer:
             self.connection.abandon()
         self._close_parts()
         log.info("service.left_after_lease_lost")
+
+    def _stop_archival(self) -> None:
+        if self.parts.archival is not None:
+            try:
+                self.parts.archival.stop()
+            except Exception as error:  # noqa: BLE001 -- never keeps the service from stopping
+                log.warning("archive.stop_failed", error=repr(error))
 
     def _close_parts(self) -> None:
         for close in self.parts.closers:
@@ -242,8 +256,9 @@ class Writer:
         wait = min((wake - now).total_seconds() for wake in wakes)
         wait = min(wait, LOOK_AROUND_SECONDS)
         lease = None if self.lease is None else self.lease.seconds_left()
+        archival = None if self.parts.archival is None else self.parts.archival.wait_seconds()
         for other in (self.parts.seals.wait_seconds(), self.slot.wait_seconds(),
-                      self.held.wait_seconds(), lease):
+                      self.held.wait_seconds(), lease, archival):
             if other is not None:
                 wait = min(wait, other)
         return max(0.0, min(wait, 60.0))

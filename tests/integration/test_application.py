@@ -767,6 +767,7 @@ def test_settings_set_persists_across_a_new_job_manager(
         "interval_seconds": 12.5,
         "executed_cleanup": {"max_rows": 1000, "max_age_days": 7.0, "every_seconds": 3600.0},
         "failed_cleanup": {"max_rows": None, "max_age_days": 7.0, "every_seconds": 30.0},
+        "archive": {"max_age_days": None, "every_seconds": 3600.0},
     }
     assert result == expected
     assert jm.views.settings() == expected

@@ -22,7 +22,7 @@ COMMANDS = {
     "executed.remove": {"id"},
     "failed.execute": {"id"},
     "failed.delete": {"id"},
-    "settings.set": {"interval_seconds", "executed_cleanup", "failed_cleanup"},
+    "settings.set": {"interval_seconds", "executed_cleanup", "failed_cleanup", "archive"},
     "cleanup.run": {"table"},
     "views.get": {"view", "offset", "limit", "id"},
     "trace.get": {"id"},

@@ -96,6 +96,17 @@ E1, E2, E3, E4, E5, E8, E9 = (f"0b9f1c8e-5a4d-4e7b-9a51-3f3d2f7f9c1{n}" for n in
             {"executed_cleanup": {"max_rows": None},
              "failed_cleanup": {"max_age_days": 30, "every_seconds": 600.5}},
         ),
+        (
+            ["settings", "set", "--archive-max-age-days", "90", "--archive-every-seconds",
+             "86400"],
+            "settings.set",
+            {"archive": {"max_age_days": 90, "every_seconds": 86400}},
+        ),
+        (
+            ["settings", "set", "--archive-max-age-days", "none"],
+            "settings.set",
+            {"archive": {"max_age_days": None}},
+        ),
     ],
 )
 def test_command_lines_become_service_requests(
@@ -234,6 +245,7 @@ CURRENT = {
     "executed_cleanup": {"max_rows": 1000, "max_age_days": 7.0, "every_seconds": 3600.0},
     "failed_cleanup": {"max_rows": 1000, "max_age_days": 7.0, "every_seconds": 3600.0,
                        "last_run_at": "2024-01-01T00:00:00Z"},
+    "archive": {"max_age_days": None, "every_seconds": 3600.0},
 }
 
 
@@ -249,6 +261,10 @@ CURRENT = {
             {"failed_cleanup": {"every_seconds": 60}, "interval_seconds": 0},
             {"failed_cleanup": {"max_rows": 1000, "max_age_days": 7.0, "every_seconds": 60},
              "interval_seconds": 0},
+        ),
+        (
+            {"archive": {"max_age_days": 30}},
+            {"archive": {"max_age_days": 30, "every_seconds": 3600.0}},
         ),
     ],
 )
@@ -364,6 +380,7 @@ def test_the_settings_view_lists_each_setting() -> None:
     text = render_view(view)
     assert "interval_seconds  5" in text
     assert "executed_cleanup  max_rows 1000, max_age_days 7, every_seconds 3600" in text
+    assert "archive           max_age_days -, every_seconds 3600" in text  # off
     assert text.endswith("(position 9)")
 
 

@@ -132,6 +132,15 @@ def test_every_error_carries_the_contract_code(
         ("views.get", {"view": "jobs", "id": "backup"}, ViewsGet("jobs", "backup")),
         ("settings.set", {"interval_seconds": -0.0}, SettingsSet(0.0, None, None)),
         ("settings.set", {"interval_seconds": 86400}, SettingsSet(86400.0, None, None)),
+        ("settings.set", {"archive": {"max_age_days": 30}},
+         SettingsSet(None, None, None, {"max_age_days": 30.0})),
+        ("settings.set", {"archive": {"max_age_days": None}},
+         SettingsSet(None, None, None, {"max_age_days": None})),
+        ("settings.set", {"archive": {"max_age_days": 0.00001, "every_seconds": 1}},
+         SettingsSet(None, None, None, {"max_age_days": 0.00001, "every_seconds": 1.0})),
+        ("settings.set", {"archive": {"max_age_days": 3650, "every_seconds": 2592000}},
+         SettingsSet(None, None, None, {"max_age_days": 3650.0, "every_seconds": 2592000.0})),
+        ("settings.set", {"archive": {}}, SettingsSet(None, None, None, {})),
     ],
 )
 def test_valid_arguments_parse_into_typed_commands(
@@ -197,6 +206,13 @@ WRONG_TYPE = [
      "every_seconds must be a number"),
     ("cleanup.run", {"table": 1}, "table must be one of"),
     ("views.get", {"view": None}, "view must be one of"),
+    ("settings.set", {"archive": None}, "archive must be an object with max_age_days, "
+     "every_seconds"),
+    ("settings.set", {"archive": [30]}, "archive must be an object"),
+    ("settings.set", {"archive": {"max_rows": 10}}, "unknown argument(s) max_rows"),
+    ("settings.set", {"archive": {"max_age_days": "7"}}, "archive.max_age_days must be a number"),
+    ("settings.set", {"archive": {"max_age_days": True}}, "archive.max_age_days must be a number"),
+    ("settings.set", {"archive": {"every_seconds": None}}, "archive.every_seconds must be a num"),
 ]
 
 OUT_OF_RANGE = [
@@ -250,6 +266,16 @@ OUT_OF_RANGE = [
     ("settings.set", {"failed_cleanup": {"every_seconds": 0}}, "every_seconds must be a number "
      "from 1 to 2592000 (seconds)"),
     ("settings.set", {"failed_cleanup": {"every_seconds": -5}}, "every_seconds must be a number"),
+    ("settings.set", {"archive": {"max_age_days": 0}}, "archive.max_age_days must be a number "
+     "from 0.00001 to 3650 (days), or null"),
+    ("settings.set", {"archive": {"max_age_days": -1}}, "archive.max_age_days must be a number"),
+    ("settings.set", {"archive": {"max_age_days": 3651}}, "from 0.00001 to 3650"),
+    ("settings.set", {"archive": {"max_age_days": 1e308}}, "from 0.00001 to 3650"),
+    ("settings.set", {"archive": {"max_age_days": 10**400}}, "from 0.00001 to 3650"),
+    ("settings.set", {"archive": {"every_seconds": 0.5}}, "archive.every_seconds must be a "
+     "number from 1 to 2592000 (seconds)"),
+    ("settings.set", {"archive": {"every_seconds": 1e12}}, "from 1 to 2592000"),
+    ("settings.set", {"archive": {"every_seconds": -1}}, "archive.every_seconds must be a num"),
     ("cleanup.run", {"table": "queue"}, "table must be one of executed, failed, all"),
     ("cleanup.run", {"table": "Executed"}, "table must be one of"),
     ("views.get", {"view": "rejections"}, "view must be one of"),

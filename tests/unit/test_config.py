@@ -204,7 +204,27 @@ def test_every_setting_has_an_environment_variable() -> None:
         "mqtt_password_file", "secrets_dir", "tls_ca_file", "tls_cert_file", "tls_key_file",
         "users_file", "script_user", "command_rate", "command_burst", "mqtt_fast_paths",
         "instance", "takeover_seconds", "compact_states", "relay_nice",
+        "archive_dir",
     }
+
+
+def test_the_archive_dir_defaults_next_to_an_sqlite_store() -> None:
+    settings = load_settings({"store": "/srv/att/var/jm.db"}, {}, None)
+    assert settings.archive_directory() == "/srv/att/var/archives"
+    given = load_settings({}, {"ATT_JM_ARCHIVE_DIR": "/backup/att"}, None)
+    assert given.archive_directory() == "/backup/att"
+
+
+def test_a_postgres_store_has_no_default_archive_dir() -> None:
+    url = "postgresql://jm@db/att"
+    assert load_settings({"store": url}, {}, None).archive_directory() is None
+    assert load_settings({"store": url, "archive_dir": "/a"}, {}, None).archive_directory() == "/a"
+
+
+@pytest.mark.parametrize("value", ["", "x\x00y", "a" * 4097])
+def test_a_bad_archive_dir_is_refused(value: str) -> None:
+    with pytest.raises(ConfigError, match="archive_dir"):
+        load_settings({"archive_dir": value}, {}, None)
 
 
 @pytest.mark.parametrize(("text", "nice"), [("0", 0), ("19", 19), (None, 10)])

@@ -270,7 +270,8 @@ def full_observation() -> Observation:
     buckets = (1, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1)
     stats = snapshot(commit_buckets=buckets, commit_sum=5.5, fault="store",
                      faults={"store": 2, "views": 0, "other": 0},
-                     replies=dict.fromkeys(REPLY_LABELS, 0) | {"ok": 7, "invalid": 1})
+                     replies=dict.fromkeys(REPLY_LABELS, 0) | {"ok": 7, "invalid": 1},
+                     archives={"done": 2, "nothing": 5, "failed": 1})
     return replace(observation(stats=stats, log_end=12, relay_confirmed=9, relay_stalled=1.5),
                    queue={"queued": 4, "running": 1, "retries_waiting": 2},
                    tables={"executed": 30, "failed": 3}, counts=counts, started_at=1.8e9)
@@ -300,6 +301,8 @@ def test_the_text_format_parses_and_says_what_was_observed() -> None:
     assert got[("att_jm_faults_total", (("kind", "store"),))] == 2
     assert got[("att_jm_command_replies_total", (("code", "ok"),))] == 7
     assert got[("att_jm_command_replies_total", (("code", "invalid"),))] == 1
+    assert got[("att_jm_archive_runs_total", (("outcome", "nothing"),))] == 5
+    assert got[("att_jm_archive_runs_total", (("outcome", "failed"),))] == 1
     assert got[("att_jm_commit_duration_seconds_bucket", (("le", "0.0005"),))] == 1
     assert got[("att_jm_commit_duration_seconds_bucket", (("le", "0.001"),))] == 3  # cumulative
     assert got[("att_jm_commit_duration_seconds_bucket", (("le", "+Inf"),))] == 4

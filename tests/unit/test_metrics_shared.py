@@ -46,6 +46,10 @@ def test_what_the_writer_stores_a_reader_reads_back(tmp_path: Path) -> None:
     stats.replied({"ok": False, "error": {"code": "made-up"}})  # not a reply code: internal
     stats.replied({"ok": False})
     stats.fault("views")
+    stats.archived("done")
+    stats.archived("nothing")
+    stats.archived("nothing")
+    stats.archived("made-up")  # not an outcome: not counted
     read = reader.read()
     assert read is not None
     assert read.turns == 2 and read.connected is False
@@ -60,6 +64,7 @@ def test_what_the_writer_stores_a_reader_reads_back(tmp_path: Path) -> None:
     assert read.replies == {"ok": 1, "not_found": 1, "internal": 2} | {
         code: 0 for code in REPLY_CODES - {"not_found", "internal"}}
     assert read.fault == "views" and read.faults["views"] == 1
+    assert read.archives == {"done": 1, "nothing": 2, "failed": 0}
     stats.close()
     reader.close()
 

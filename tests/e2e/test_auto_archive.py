@@ -1,0 +1,136 @@
+"""Automatic archival (the setting `archive`) against the real `att-jm serve` and mosquitto:
+the service starts `att-jm audit archive` by itself when due, the archive verifies, and the
+service keeps running jobs; off (the default), no archive appears."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+from helpers.mqtt import TestClient
+from helpers.postgres import BOTH_BACKENDS
+from helpers.service import ServiceFactory
+
+from att_jm.log.backend import is_postgres
+from att_jm.log.rows import StoreReader
+from att_jm.metrics.shared import StatsReader
+from projections.anchor import anchor_of
+
+from .conftest import Operator
+
+FAST_SEALS = ("--seal-every-events", "5", "--seal-every-seconds", "0.3")
+
+
+def att_jm(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "att_jm", *args], capture_output=True,
+                          text=True, check=False, timeout=120)
+
+
+def anchor_position(store: str) -> int | None:
+    reader = StoreReader(store)
+    try:
+        anchor = anchor_of(reader)
+    finally:
+        reader.close()
+    return None if anchor is None else anchor.position
+
+
+def run_jobs(operator: Operator, prefix: str, count: int) -> None:
+    for n in range(count):
+        operator.notify("channel-up", {"id": f"{prefix}-{n}", "channel": f"{prefix}{n}"})
+    operator.wait_view("executed", lambda v: bool(v["rows"]) and v["rows"][0]["command"]
+                       == f"channel={prefix}{count - 1}", timeout=60)
+    operator.wait_view("queue", lambda v: v["total"] == 0, timeout=30)
+
+
+@BOTH_BACKENDS
+def test_the_service_archives_by_itself_when_the_setting_is_on(
+    service_factory: ServiceFactory, mqtt: TestClient, tmp_path: Path,
+) -> None:
+    archives = tmp_path / "archives"
+    service = service_factory(extra_args=(*FAST_SEALS, "--archive-dir", str(archives)))
+    operator = Operator(service, mqtt)
+    operator.ok("settings.set", {"interval_seconds": 0,
+                                 "executed_cleanup": {"max_rows": 2, "every_seconds": 1}})
+    operator.add_job("ipx", "ipx-update", "channel-up", command="channel={channel}")
+    run_jobs(operator, "old", 20)
+    settings = operator.ok("settings.set", {"archive": {"max_age_days": 2 / 86400,
+                                                        "every_seconds": 1}})
+    assert settings["archive"] == {"max_age_days": 2 / 86400, "every_seconds": 1.0}
+    assert operator.view("settings")["settings"]["archive"] == settings["archive"]
+
+    deadline = time.monotonic() + 60
+    files: list[Path] = []
+    while time.monotonic() < deadline:
+        files = sorted(archives.glob("*.arc")) if archives.exists() else []
+        if files and anchor_position(str(service.store)) is not None \
+                and "archive.done" in service.log_text():
+            break
+        time.sleep(0.5)
+    assert files, service.log_text()[-4000:]
+    position = anchor_position(str(service.store))
+    assert position is not None and position > 20
+    assert "archive.failed" not in service.log_text()
+    if not is_postgres(str(service.store)):  # a stats block lives next to an SQLite store
+        reader = StatsReader(str(service.store) + ".stats")  # what the metrics exporter reads
+        stats = reader.read()
+        reader.close()
+        assert stats is not None and stats.archives["done"] >= 1
+        assert stats.archives["failed"] == 0
+
+    # The service keeps running jobs (and archiving) meanwhile.
+    run_jobs(operator, "new", 5)
+    assert service.running
+
+    operator.ok("settings.set", {"archive": {"max_age_days": None}})  # off again
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # the last run (if one was under way) has ended
+        text = service.log_text()
+        if text.count('"archive.started"') == sum(
+                text.count(f'"archive.{end}"') for end in ("done", "nothing", "failed")):
+            break
+        time.sleep(0.2)
+    done = sorted(archives.glob("*.arc"))  # by name: by time, oldest first
+    checked = att_jm("audit", "verify", "--store", str(service.store), "--json",
+                     *[arg for f in done for arg in ("--archive", str(f))])
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert orjson.loads(checked.stdout)["ok"] is True
+    assert service.stop() == 0
+
+
+def test_no_archive_appears_with_the_setting_off(
+    service_factory: ServiceFactory, mqtt: TestClient, tmp_path: Path,
+) -> None:
+    service = service_factory(extra_args=FAST_SEALS)
+    operator = Operator(service, mqtt)
+    assert operator.view("settings")["settings"]["archive"] == {"max_age_days": None,
+                                                                "every_seconds": 3600.0}
+    operator.ok("settings.set", {"interval_seconds": 0})
+    operator.add_job("ipx", "ipx-update", "channel-up", command="channel={channel}")
+    run_jobs(operator, "n", 10)
+    time.sleep(3)
+    archives = Path(service.store).parent / "archives"
+    assert not archives.exists() or not list(archives.iterdir())
+    assert anchor_position(str(service.store)) is None
+    assert "archive." not in service.log_text()
+
+
+@BOTH_BACKENDS
+def test_a_postgres_store_without_archive_dir_refuses_automatic_archival(
+    service_factory: ServiceFactory, mqtt: TestClient, store_location: str,
+) -> None:
+    if not is_postgres(store_location):
+        pytest.skip("an SQLite store has a default archive_dir")
+    service = service_factory(extra_args=FAST_SEALS)
+    operator = Operator(service, mqtt)
+    operator.ok("settings.set", {"archive": {"max_age_days": 1, "every_seconds": 1}})
+    deadline = time.monotonic() + 20
+    while "archive.refused" not in service.log_text() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert "archive.refused" in service.log_text()
+    assert "archive.started" not in service.log_text()
+    assert operator.view("settings")["settings"]["archive"]["max_age_days"] == 1.0
