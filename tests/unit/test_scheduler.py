@@ -256,7 +256,8 @@ def test_automatic_archival_is_off_by_default_and_set_and_cleared_by_merging() -
                                      {"max_age_days": None}) is True
     assert scheduler.settings_json()["archive"] == {"max_age_days": None, "every_seconds": 60}
     events = scheduler.collect_events()
-    assert [e.archive for e in events][-1] == {"max_age_days": None, "every_seconds": 60}
+    assert [getattr(e, "archive", None) for e in events][-1] == {"max_age_days": None,
+                                                                  "every_seconds": 60}
 
 
 @pytest.mark.parametrize(("stored", "policy"), [
