@@ -12,7 +12,7 @@ from pathlib import Path
 import orjson
 import pytest
 from helpers.mqtt import TestClient
-from helpers.postgres import BOTH_BACKENDS
+from helpers.postgres import BOTH_BACKENDS, POSTGRESQL
 from helpers.service import ServiceFactory
 
 from att_jm.log.backend import is_postgres
@@ -119,12 +119,11 @@ def test_no_archive_appears_with_the_setting_off(
     assert "archive." not in service.log_text()
 
 
-@BOTH_BACKENDS
+@pytest.mark.parametrize("store_backend", [POSTGRESQL], indirect=True)
 def test_a_postgres_store_without_archive_dir_refuses_automatic_archival(
     service_factory: ServiceFactory, mqtt: TestClient, store_location: str,
 ) -> None:
-    if not is_postgres(store_location):
-        pytest.skip("an SQLite store has a default archive_dir")
+    assert is_postgres(store_location)  # an SQLite store has a default archive_dir
     service = service_factory(extra_args=FAST_SEALS)
     operator = Operator(service, mqtt)
     operator.ok("settings.set", {"archive": {"max_age_days": 1, "every_seconds": 1}})
