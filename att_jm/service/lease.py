@@ -165,6 +165,13 @@ class LeaseTimes:
         return min(0.5, self.takeover_seconds / 20)
 
     @property
+    def step_back_seconds(self) -> float:
+        """How long an instance that lost the lease leaves it to the others before it tries
+        again: an operator who revoked it (or a fence that refused a commit) means the others
+        first; standbys look every `poll_seconds`, ten looks at least within it."""
+        return self.takeover_seconds / 2
+
+    @property
     def statement_seconds(self) -> float:
         """The longest a statement of the lease may wait (a lock, a slow server)."""
         return max(0.2, self.renew_seconds / 2)

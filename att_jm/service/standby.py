@@ -13,7 +13,10 @@
   runs: it records the execution its predecessor left running as Failed (interrupted),
   connects with the service's shared client id (the broker's persistent session brings the
   messages its predecessor did not acknowledge), starts its relay, and carries on.
-- **Lost**: the writer leaves without writing (`Writer.abandon`) and the instance waits again.
+- **Lost**: the writer leaves without writing (`Writer.abandon`) and the instance waits again,
+  stepping back first: for `step_back_seconds` (half the take-over bound) it only looks at
+  the lease, so that another standby takes it (a revoked lease goes to another instance, not
+  back to the one it was taken from); alone, it takes the lease again after that.
 - **Stop** (SIGTERM, SIGINT): the active writer stops cleanly (seals and closes the log),
   then the lease is released so that a standby takes over at once; a standby just leaves.
 
@@ -29,6 +32,7 @@ import os
 import select
 import signal
 import threading
+import time
 from types import FrameType
 
 import psycopg
@@ -65,6 +69,7 @@ class Instance:
         self.presence = Presence(settings, self.name, utcnow, self.reads)
         self.writer: Writer | None = None
         self._stop = threading.Event()
+        self._step_back_until = 0.0  # monotonic: no try to take the lease before it
         self._wake_read, self._wake_write = os.pipe()
         os.set_blocking(self._wake_read, False)
         os.set_blocking(self._wake_write, False)
@@ -105,8 +110,9 @@ class Instance:
     def _wait_for_lease(self) -> bool:
         """Wait as a standby until this instance holds the lease; False when stopped."""
         while not self._stop.is_set():
+            stepping_back = time.monotonic() < self._step_back_until
             try:
-                seen = self.lease.try_acquire()
+                seen = self.lease.read() if stepping_back else self.lease.try_acquire()
             except psycopg.Error as error:
                 log.warning("lease.unreachable", error=repr(error))
                 self.presence.set("standby", active=None, epoch=None)
@@ -117,6 +123,8 @@ class Instance:
             self.presence.set("standby", active=None if seen is None else seen.holder,
                               epoch=None if seen is None else seen.epoch)
             left = self.times.poll_seconds if seen is None else seen.seconds_left
+            if stepping_back:
+                left = max(left, self._step_back_until - time.monotonic())
             self._sleep(min(self.times.poll_seconds, max(0.005, left)))
         return False
 
@@ -129,6 +137,7 @@ class Instance:
         except LeaseLost as lost:
             log.error("instance.lost_lease_while_starting", reason=str(lost))
             lease.forget()
+            self._step_back()
             return LEASE_LOST
         except BaseException:
             lease.release()
@@ -141,10 +150,17 @@ class Instance:
         self.writer = None
         if code == LEASE_LOST:
             lease.forget()
-            self.presence.set("standby", active=None, epoch=None)
+            self._step_back()
             return code
         lease.release()
         return code
+
+    def _step_back(self) -> None:
+        """After a lost lease: standby, leaving the lease to the others for a while."""
+        self._step_back_until = time.monotonic() + self.times.step_back_seconds
+        log.info("lease.stepping_back", instance=self.name,
+                 seconds=round(self.times.step_back_seconds, 3))
+        self.presence.set("standby", active=None, epoch=None)
 
     def _sleep(self, seconds: float) -> None:
         """Sleep `seconds`, or until a stop."""

@@ -12,7 +12,8 @@ scenario (five kills mid-burst) is bench/chaos.py's `failover`, run by test_chao
   lease expires and a standby starts anything;
 - a leader that still trusts its lease by its own clock when the lease is moved to another
   instance (an operator's UPDATE): its commits are refused by the fence, nothing of them is
-  stored, nothing is lost or done twice;
+  stored, nothing is lost or done twice; the fenced one steps back, so the lease goes to
+  the standby (alone, it takes the lease again after half the take-over bound);
 - a clean stop of the active one hands over at once (the lease released), and
   `att-jm rebuild` refuses while an instance holds the lease.
 """
@@ -241,6 +242,36 @@ def test_a_leader_that_still_trusts_its_lease_cannot_commit_after_a_take_over(
                             timeout=60)
         assert stored == {nid: 1 for nid in sent}
         assert set(states(rig).values()) <= {1}  # no execution started twice
+        rig.stop_service()
+
+
+def test_a_lone_leader_whose_lease_is_revoked_steps_back_then_takes_it_again(
+        tmp_path: Path, store: str) -> None:
+    """The fenced instance leaves the lease to the others for half the take-over bound (the
+    test above: the standby gets it, not the instance it was taken from); with no other
+    instance it takes the lease again after that, under a new epoch, and what was sent
+    meanwhile is stored once (the broker's session kept it)."""
+    with started(tmp_path, store, count=1) as rig:
+        a = rig.active()
+        notify(rig, "before", 0)
+        eventually(lambda: _drained(rig, ["before"]), "the first notification stored")
+        revoked = time.monotonic()
+        with pg_connect(parse_postgres(store)) as db:
+            db.execute("UPDATE att_jm_lease SET holder_app = 'revoked', expires_at = now()")
+        sent = [f"r-{n}" for n in range(20)]
+        for nid in sent:  # the first commit is fenced; the rest waits in the session
+            notify(rig, nid, 0)
+        stepped = eventually(lambda: log_events(a.log_text(), "lease.stepping_back"),
+                             "the fenced instance steps back", timeout=20)
+        assert stepped[0]["seconds"] == TAKEOVER / 2
+        acquired = eventually(
+            lambda: [e for e in log_events(a.log_text(), "lease.acquired") if e["epoch"] == 2],
+            "the lease taken again", timeout=10 * TAKEOVER)
+        assert time.monotonic() - revoked >= TAKEOVER / 2
+        assert acquired[0]["instance"] == a.instance
+        stored = eventually(lambda: _drained(rig, sent), "every notification stored",
+                            timeout=60)
+        assert stored == {nid: 1 for nid in sent}
         rig.stop_service()
 
 
