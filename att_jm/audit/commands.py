@@ -191,11 +191,7 @@ def run_trace(ns: argparse.Namespace, store: str, out: IO[str]) -> int:
                     reader.anchor, f"execution {key} (not in the store, or its first "
                     "events)")) from None
             raise NotInLog(f"no execution {key} in the log") from None
-    output = Output(out)
-    if ns.json:
-        output.json(result.to_json())
-    else:
-        output.write(render.render_trace(result) + "\n")
+    _emit(ns, out, result.to_json, lambda: render.render_trace(result))
     return EXIT_OK
 
 
@@ -244,11 +240,7 @@ def run_verify(ns: argparse.Namespace, store: str, out: IO[str]) -> int:
         progress.clear()
     if witness is not None:
         check_witness(result, witness, ns.witness)
-    output = Output(out)
-    if ns.json:
-        output.json(result.to_json())
-    else:
-        output.write(render.render_verification(result) + "\n")
+    _emit(ns, out, result.to_json, lambda: render.render_verification(result))
     return EXIT_OK if result.ok else EXIT_FOUND_PROBLEM
 
 
@@ -301,12 +293,18 @@ def run_archive(ns: argparse.Namespace, store: str, out: IO[str], *, views_path:
     before = None if ns.before is None else parse_time(ns.before)
     result = archive(store, ns.output, upto=ns.upto, before=before, views_path=views_path,
                      compact=compact)
+    _emit(ns, out, result.to_json, lambda: render.render_archived(result))
+    return EXIT_OK
+
+
+def _emit(ns: argparse.Namespace, out: IO[str], as_json: Callable[[], object],
+          as_text: Callable[[], str]) -> None:
+    """A verb's result: one JSON document with `--json`, else its rendered text."""
     output = Output(out)
     if ns.json:
-        output.json(result.to_json())
+        output.json(as_json())
     else:
-        output.write(render.render_archived(result) + "\n")
-    return EXIT_OK
+        output.write(as_text() + "\n")
 
 
 Handler = Callable[..., int]
