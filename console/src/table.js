@@ -110,12 +110,17 @@ export class Table {
     this.total = Number.isInteger(message.total) ? message.total : rows.length;
     this.retainedCount = rows.length;
     if (this.total > rows.length && rows.length > 0) this.limitCap ??= rows.length;
+    // Rows fetched past the retained ones: still right when the view did not change; when it
+    // did, fetched again for the new position (sorting and filtering keep covering them).
+    let extent = 0;
+    for (const offset of this.held.keys()) extent = Math.max(extent, offset + 1);
+    const kept = changed ? [] : [...this.held].filter(([offset]) => offset >= rows.length);
     this.held = new Map(rows.map((row, i) => [i, row]));
+    for (const [offset, row] of kept) this.held.set(offset, row);
     this.omitted = message.omitted ?? 0;
     this.render();
-    if (changed && this.wantAll && this.total > this.held.size) {
-      this.fill(0, Math.min(this.total, MAX_HELD));
-    }
+    const wanted = Math.min(this.total, this.wantAll ? MAX_HELD : extent);
+    if (changed && wanted > this.held.size) this.fill(0, wanted);
   }
 
   value(column, row) {
@@ -171,7 +176,9 @@ export class Table {
         if (first >= end) break;
         const wanted = end - first;
         const limit = Math.max(1, Math.min(wanted, this.limitCap ?? wanted));
+        const asked = this.position;
         const reply = await this.fetchRows(first, limit);
+        if (this.position !== asked) continue; // the view moved meanwhile: its rows shifted
         const cap = /limit must be an integer from 1 to (\d+)/.exec(reply.error?.message ?? '');
         if (!reply.ok && cap && Number(cap[1]) < limit) {
           this.limitCap = Number(cap[1]); // views.get takes at most the view's row cap
