@@ -43,7 +43,9 @@ def broker_and_service(
             extra_args=extra_args,
             # The benchmarks send thousands of commands as one actor, back to back: the limiter
             # still runs (its cost is measured), it never refuses.
-            env={"ATT_JM_COMMAND_RATE": "100000", "ATT_JM_COMMAND_BURST": "1000000"},
+            env={"ATT_JM_COMMAND_RATE": "100000", "ATT_JM_COMMAND_BURST": "1000000",
+                 # bench/timeline.py: the writer's and the relay's marks (att_jm/timeline.py)
+                 **{k: v for k, v in os.environ.items() if k == "ATT_JM_TIMELINE"}},
         )
         try:
             service.start(timeout=60)

@@ -17,6 +17,7 @@ from att_jm.config import ENV_PREFIX, Settings, env_name
 from att_jm.log.backend import is_postgres
 from att_jm.relay.constants import RELAY_SETTINGS
 from att_jm.relay.window import position_path
+from att_jm.timeline import TIMELINE_ENV
 
 log = structlog.get_logger("att_jm.relay")
 
@@ -30,7 +31,8 @@ CHECK_EVERY: Final = 0.1  # `check()` looks at the child at most this often
 
 def relay_environ(settings: Settings, environ: Mapping[str, str]) -> dict[str, str]:
     """`environ` without any ATT_JM_* variable, plus the relay's settings from `settings`."""
-    env = {key: value for key, value in environ.items() if not key.startswith(ENV_PREFIX)}
+    env = {key: value for key, value in environ.items() if not key.startswith(ENV_PREFIX)
+           or key == TIMELINE_ENV}  # the marks of bench/timeline.py: both processes or none
     env["ATT_JM_CONFIG"] = "none"  # exactly the writer's settings, no file of its own
     for name in RELAY_SETTINGS:
         value = settings.views_path() if name == "views_db" else getattr(settings, name)

@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 import structlog
 
+from att_jm import timeline
 from att_jm.config import Settings
 from att_jm.log.messages import (
     EVENT_MESSAGE_MAX_BYTES,
@@ -79,6 +80,7 @@ class Relay:
         started = self._monotonic()
         while True:
             self._read_pipe()
+            timeline.mark("turn", self.pipe.hint)
             self.pipe.answer(self.window.confirmed, self.connection.connected)
             now = self._monotonic()
             if self.stopping is not None and deadline == float("inf"):
@@ -126,7 +128,10 @@ class Relay:
         limit, dumps = self.event_limit, orjson.dumps
         while (room := WINDOW - len(window)) > 0 and self.connection.connected:
             count = min(PAGE, room)
+            asked = timeline.now() if timeline.ON else 0
             rows = self._page(count)
+            if rows:
+                timeline.mark("read", rows[0][0], len(rows), asked)
             for row in rows:
                 try:
                     message = row_message(row)
@@ -142,6 +147,7 @@ class Relay:
                     payload = cut
                 window.add(publish(prefix + message["type"], payload), row[0])
             if rows:
+                timeline.mark("published", rows[0][0], rows[-1][0])
                 self.sent = rows[-1][0]
                 self.published += len(rows)
             if len(rows) < count:

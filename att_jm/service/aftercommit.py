@@ -7,6 +7,7 @@ from typing import Any
 
 import structlog
 
+from att_jm import timeline
 from att_jm.application import JobManager
 from att_jm.application.sealer import Sealer
 from att_jm.mqtt.adapter import ServiceConnection
@@ -56,6 +57,7 @@ class AfterCommit:
             start = None
         if stored:
             position = stored[-1][0]
+            timeline.mark("wake", position)
             if start is not None and self.held.hold(start, position):
                 start = None
             else:

@@ -21,6 +21,7 @@ from typing import Any
 
 import structlog
 
+from att_jm import timeline
 from att_jm.application import JobManager
 from att_jm.domain import limits as lim
 from att_jm.errors import AttJmError
@@ -152,6 +153,7 @@ class Units:
     def _commit(self, uow: WriterUnit, attempt: int) -> bool:
         """Commit `uow` and run what follows; False after a store fault."""
         started = time.perf_counter()
+        begun = timeline.now() if timeline.ON else 0
         try:
             stored = self.manager.commit(uow)
         except Exception as error:  # noqa: BLE001 -- a store fault: report, back off, retry
@@ -168,6 +170,7 @@ class Units:
             return False
         if stored:  # the latency of commits that stored events (not of empty units)
             self.stats.committed(time.perf_counter() - started)
+            timeline.mark("commit", stored[0][0], stored[-1][0], begun)
         self.after.committed(uow, stored)
         return True
 

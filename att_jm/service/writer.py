@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from att_jm import timeline
 from att_jm.application import JobManager
 from att_jm.metrics.shared import WriterStats
 from att_jm.mqtt.adapter import ServiceConnection
@@ -150,6 +151,7 @@ class Writer:
             self.slot.step(ready)
             items = self.inbox.drain(self.parts.max_batch)
             if items:
+                timeline.mark("drain", len(items))
                 self.handle(items)
             self.tick()
 

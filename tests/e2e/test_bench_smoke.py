@@ -41,3 +41,25 @@ def test_the_quick_suite_prints_one_row_per_figure_and_exits_0() -> None:
         assert row is not None, f"no row for {figure!r}\n{output}"
         cells = [cell.strip() for cell in row.strip("|").split("|")]
         assert cells[-1] in {"PASS", "FAIL", "info"}, f"{figure!r} was not measured\n{output}"
+
+
+def test_the_timeline_cuts_each_notification_batch_into_its_steps() -> None:
+    """`python -m bench.timeline`: the real service with its marks on (att_jm/timeline.py);
+    every notification's batch (4 rows in bench.latency) is found in the marks of both
+    processes, each step measured and none negative."""
+    require_mosquitto()
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.timeline", "--count", "20"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=False,
+    )
+    output = f"--- stdout\n{done.stdout}\n--- stderr\n{done.stderr[-4000:]}"
+    assert done.returncode == 0, output
+    lines = done.stdout.splitlines()
+    start = lines.index(next(line for line in lines if line.startswith("batches of 4 rows")))
+    assert int(lines[start].split(": ")[1].replace(",", "")) >= 20, output  # warm-up included
+    steps = {line[:28].strip(): [float(v) for v in line[28:].split()]
+             for line in lines[start + 2:start + 9]}
+    assert set(steps) == {"handle", "commit", "to relay", "relay turn", "read", "publish",
+                          "drain -> first published"}, output
+    assert all(v >= 0 for values in steps.values() for v in values), output
+    assert steps["drain -> first published"][0] >= steps["commit"][0], output

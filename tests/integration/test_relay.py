@@ -507,6 +507,9 @@ def test_the_relay_environment_holds_only_its_settings_and_no_other_att_jm_varia
     env = relay_environ(secure, {})
     assert (env["ATT_JM_MQTT_USERNAME"], env["ATT_JM_SECRETS_DIR"], env["ATT_JM_TLS_CA_FILE"]) \
         == ("att-job-manager", "/site/secrets", "/site/tls/ca.crt")
+    # bench/timeline.py's marks (att_jm/timeline.py) are taken in both processes or none.
+    marked = relay_environ(settings, {"ATT_JM_TIMELINE": "/tmp/marks", "ATT_JM_SCRIPTS": "/s"})
+    assert marked["ATT_JM_TIMELINE"] == "/tmp/marks" and "ATT_JM_SCRIPTS" not in marked
 
 
 # The views --------------------------------------------------------------------------------
