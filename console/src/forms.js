@@ -233,3 +233,47 @@ export function openCleanup(session, table, policy) {
     busyButton('Save', save, { class: 'primary', 'data-testid': 'cleanup-save' }))),
   { testid: 'cleanup-dialog' });
 }
+
+
+/** The `archive` setting `{max_age_days, every_seconds}` in words. */
+export function archiveText(policy) {
+  if (!policy) return 'not known yet';
+  if (policy.max_age_days === null || policy.max_age_days === undefined) return 'off';
+  return `archives the sealed events older than ${policy.max_age_days} days, every ${every(policy.every_seconds)}`;
+}
+
+/** The pop-up of automatic archival (settings.set `archive`; an empty age turns it off). */
+export function openArchive(session, policy) {
+  const current = policy ?? { max_age_days: null, every_seconds: 3600 };
+  const on = current.max_age_days !== null && current.max_age_days !== undefined;
+  const inputs = {
+    max_age_days: input(on ? shown(current.max_age_days) : '', { inputmode: 'decimal', placeholder: 'off' }),
+    every_seconds: input(shown(current.every_seconds ?? 3600), { inputmode: 'decimal' }),
+  };
+  const form = fieldForm([
+    { name: 'max_age_days', label: 'Archive events older than (days)', input: inputs.max_age_days,
+      hint: 'empty: off. The archive files (the service\'s archive directory) become the only copy of those events.' },
+    { name: 'every_seconds', label: 'Every (s)', input: inputs.every_seconds, hint: '86400: daily' },
+  ], { max_age_days: ['max_age_days'], every_seconds: ['every_seconds'] }, { testid: 'archive-form' });
+  const save = async () => {
+    form.clearErrors();
+    const args = {
+      max_age_days: inputs.max_age_days.value.trim() === '' ? null : (typedNumber(inputs.max_age_days.value) ?? ''),
+      every_seconds: typedNumber(inputs.every_seconds.value) ?? '',
+    };
+    const reply = await session.command('settings.set', { archive: args });
+    if (!reply.ok) {
+      form.showError(reply);
+      return;
+    }
+    toast(`Automatic archival: ${archiveText(reply.result?.archive)}`);
+    dialog.close();
+  };
+  const dialog = modal('Automatic archival of the event log', h('form', {
+    class: 'archive-form', novalidate: true, onsubmit: (e) => e.preventDefault(),
+  }, form.element, h('div', { class: 'buttons' },
+    h('span', { class: 'spacer' }),
+    h('button', { type: 'button', class: 'quiet', onclick: () => dialog.close() }, 'Close'),
+    busyButton('Save', save, { class: 'primary', 'data-testid': 'archive-save' }))),
+  { testid: 'archive-dialog' });
+}

@@ -3,7 +3,7 @@
 // Table, and, for a user who may send commands, the actions of the contract.
 import { capped, clear, duration, every, h, pretty, shown, toast, when } from './dom.js';
 import { busyButton, confirmAction, modal } from './dialogs.js';
-import { cleanupText, intervalEditor, openCleanup, openJobForm } from './forms.js';
+import { archiveText, cleanupText, intervalEditor, openArchive, openCleanup, openJobForm } from './forms.js';
 import { Table } from './table.js';
 import { openTrace, uuid5 } from './trace.js';
 
@@ -116,10 +116,19 @@ export class QueuePage {
       actions: ctx.mayCommand ? (r) => this.actions(r) : null,
       onOpen: (r) => openTrace(ctx.session, ctx.lineage, 'queue', r, ctx.views.jobs),
     });
+    this.archive = h('span', { class: 'hint', 'data-testid': 'archive-summary' });
     this.element = h('section', { class: 'page', 'data-testid': 'page-queue' },
-      head('Queue', 'Entries run one at a time, oldest first; the running entry is highlighted. Click a row for its trace.', this.interval),
+      head('Queue', 'Entries run one at a time, oldest first; the running entry is highlighted. Click a row for its trace.', this.interval,
+        h('div', { class: 'cleanup-line' }, h('span', {}, 'Automatic archival of the log — '), this.archive),
+        ctx.mayCommand ? h('button', { type: 'button', class: 'quiet', 'data-testid': 'archive-open',
+          onclick: () => openArchive(ctx.session, ctx.views.settings?.settings?.archive) }, 'Archival…') : null),
       this.table.element);
     this.renderInterval();
+    this.renderArchive();
+  }
+
+  renderArchive() {
+    this.archive.textContent = archiveText(this.ctx.views.settings?.settings?.archive);
   }
 
   waiting(r) {
@@ -178,6 +187,7 @@ export class QueuePage {
   update(name, message) {
     if (name === 'queue') this.table.update(message);
     if (name === 'settings' && !this.editing) this.renderInterval();
+    if (name === 'settings') this.renderArchive();
   }
 
   tick() {

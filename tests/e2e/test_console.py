@@ -389,6 +389,40 @@ def test_executed_rows_are_removed_and_auto_cleanup_is_set_and_run_through_the_p
     dialog.locator(".close").click()
 
 
+def test_automatic_archival_is_set_and_turned_off_through_the_page(
+    console: Console, operator: Operator,
+) -> None:
+    """The `archive` setting (issue 16: configured like Auto Cleanup) from the Queue page:
+    off by default, a refused value shown next to its field, then on, then off again; each
+    effect checked in the service's settings view."""
+    console.open("queue")
+    expect(console.test_id("archive-summary")).to_have_text("off")
+    console.test_id("archive-open").click()
+    dialog = console.test_id("archive-dialog")
+    expect(dialog.get_by_test_id("field-max_age_days")).to_have_value("")
+    dialog.get_by_test_id("field-max_age_days").fill("0")
+    dialog.get_by_test_id("archive-save").click()
+    expect(dialog.get_by_test_id("error-max_age_days")).to_contain_text("archive.max_age_days")
+    assert operator.view("settings")["settings"]["archive"]["max_age_days"] is None
+    dialog.get_by_test_id("field-max_age_days").fill("90")
+    dialog.get_by_test_id("field-every_seconds").fill("86400")
+    dialog.get_by_test_id("archive-save").click()
+    expect(dialog).to_have_count(0)
+    assert operator.view("settings")["settings"]["archive"] == {"max_age_days": 90,
+                                                                 "every_seconds": 86400}
+    expect(console.test_id("archive-summary")).to_have_text(
+        "archives the sealed events older than 90 days, every 1 d")
+    console.screenshot("archive")
+    console.test_id("archive-open").click()
+    dialog = console.test_id("archive-dialog")
+    expect(dialog.get_by_test_id("field-max_age_days")).to_have_value("90")
+    dialog.get_by_test_id("field-max_age_days").fill("")
+    dialog.get_by_test_id("archive-save").click()
+    expect(dialog).to_have_count(0)
+    assert operator.view("settings")["settings"]["archive"]["max_age_days"] is None
+    expect(console.test_id("archive-summary")).to_have_text("off")
+
+
 def test_tables_page_past_the_row_cap_sort_and_filter(
     console: Console, operator: Operator, channel_manager: TestClient,
 ) -> None:
