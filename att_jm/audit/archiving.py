@@ -1,6 +1,7 @@
 """`att-jm audit archive`: move a sealed range of old rows to an archive file.
 
-In this order, each step safe to crash after (a re-run finishes the job):
+One archival of a store at a time (`att_jm.audit.archive_lock`), in this order, each step
+safe to crash after (a re-run finishes the job):
 a. the rows of positions (anchor, P] and the seals covering them are written to FILE.tmp,
    fsynced and renamed to FILE, then read back and checked (`check_archive`) before the
    store changes at all;
@@ -28,6 +29,7 @@ from uuid import UUID
 
 from att_jm.application.index import TOPICS as INDEX_TOPICS
 from att_jm.application.index import MemoryIndexStore, WriteIndex
+from att_jm.audit.archive_lock import archival_lock
 from att_jm.audit.cutoff import Cutoff, NothingToArchive, choose
 from att_jm.domain.ids import SCHEDULER_ID
 from att_jm.domain.seals import LEDGER_ID
@@ -106,7 +108,17 @@ def archive(
     views_path: str, compact: bool = False, crash: CrashHook | None = None,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> Archived:
-    """Archive what `upto`/`before` allow of the store `store` into the file `output`."""
+    """Archive what `upto`/`before` allow of the store `store` into the file `output`
+    (ArchivalBusy while another archival of the store runs)."""
+    with archival_lock(store):
+        return _archive(store, output, upto=upto, before=before, views_path=views_path,
+                        compact=compact, crash=crash, now=now)
+
+
+def _archive(
+    store: str, output: str, *, upto: int | None, before: datetime | None, views_path: str,
+    compact: bool, crash: CrashHook | None, now: Callable[[], datetime],
+) -> Archived:
     result = Archived()
     reader = StoreReader(store)
     try:

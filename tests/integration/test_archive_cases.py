@@ -329,3 +329,34 @@ def test_a_witness_still_checks_an_archived_store(tmp_path: Path,
                       "--archive", output)
     assert code == 1
     assert [f["position"] for f in orjson.loads(out)["findings"]] == [first["position"]]
+
+
+# One archival at a time -------------------------------------------------------------------
+
+
+@BOTH_BACKENDS
+def test_a_second_archival_of_the_same_store_is_refused_while_one_runs(
+        store_backend: str, tmp_path: Path, request: pytest.FixtureRequest,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """The store-level lock (an advisory lock on PostgreSQL: it holds across hosts; a flock
+    beside an SQLite file): a second archival is refused at once and changes nothing; once the
+    first ended, the next one runs."""
+    from att_jm.audit.archive_lock import ArchivalBusy, archival_lock  # noqa: PLC0415
+
+    run = new_run(tmp_path, request, store_backend, notifications=40)
+    end = run.position
+    run.close()
+    before = stored_rows(run.store)
+    with archival_lock(run.store):  # another archival, e.g. on another host, in its run
+        with pytest.raises(ArchivalBusy, match="another archival"):
+            archive(run.store, str(tmp_path / "second.arc"), upto=end // 2,
+                    views_path=run.views_path)
+        assert stored_rows(run.store) == before
+        assert not (tmp_path / "second.arc").exists()
+        code, _ = audit(run.store, "archive", "--upto", str(end // 2), "--output",
+                        str(tmp_path / "cli.arc"))
+        refused = capsys.readouterr().err
+        assert code == 2 and "another archival" in refused, refused
+    result = archive(run.store, str(tmp_path / "after.arc"), upto=end // 2,
+                     views_path=run.views_path)
+    assert result.position > 0 and stored_rows(run.store) < before
