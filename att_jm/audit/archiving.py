@@ -63,13 +63,15 @@ class Archived:
     snapshots: int = 0
     deleted: int = 0
     finished: int = 0  # rows an interrupted archival had left, deleted now
+    swept: int = 0  # snapshots an interrupted archival had left, deleted now
     limits: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {"position": self.position, "archive": self.archive, "rows": self.rows,
                 "seals": self.seals, "size": self.size, "sha256": self.sha256,
                 "snapshots": self.snapshots, "deleted": self.deleted,
-                "finished_interrupted": self.finished, "limits": self.limits}
+                "finished_interrupted": self.finished, "snapshots_swept": self.swept,
+                "limits": self.limits}
 
 
 def consumers(store: str, views_path: str) -> tuple[int | None, int | None]:
@@ -92,13 +94,16 @@ def consumers(store: str, views_path: str) -> tuple[int | None, int | None]:
 
 
 def finish_interrupted(store: str, anchor: Anchor | None, result: Archived) -> None:
-    """Delete the rows an interrupted archival left at or before the anchor."""
+    """Delete the rows an interrupted archival left at or before the anchor, then the
+    snapshots it had still to delete (step d)."""
     if anchor is None:
         return
     pruner = Pruner(store)
     try:
         if pruner.leftover(anchor.position):
             result.finished = pruner.delete_through(anchor.position)
+        if not pruner.leftover(anchor.position):
+            result.swept = pruner.sweep_snapshots()
     finally:
         pruner.close()
 
@@ -128,7 +133,7 @@ def _archive(
         try:
             cut = choose(reader, anchor, upto=upto, before=before, views=views, relay=relay)
         except NothingToArchive:
-            if not result.finished or anchor is None:
+            if not (result.finished or result.swept) or anchor is None:
                 raise
             result.position, result.archive = anchor.position, anchor.archive
             return result  # the interrupted archival is finished: that was the job
@@ -156,6 +161,8 @@ def _archive(
             if crash is not None:
                 crash("c")
             result.deleted = pruner.delete_through(cut.position)  # d
+            if crash is not None:
+                crash("d")
             pruner.delete_snapshots(kept)
         finally:
             pruner.close()

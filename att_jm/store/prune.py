@@ -11,8 +11,9 @@ renumber SQLite's rowids, the positions; the freed pages are reused by later row
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any, Final
 from uuid import UUID
 
@@ -53,10 +54,16 @@ class Pruner:
     def record(self, anchor: Anchor) -> None:
         """Record `anchor` in `jm_anchor` (created when missing), in one transaction."""
         create_table(self.db, self.dialect)
+        with self._transaction() as cursor:
+            insert_anchor(cursor, self.dialect, anchor)
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[Any]:
+        """A cursor in a write transaction, committed at the end (rolled back on error)."""
         cursor = self.db.cursor()
         cursor.execute(self.dialect.begin_write)
         try:
-            insert_anchor(cursor, self.dialect, anchor)
+            yield cursor
             cursor.execute("COMMIT")
         except BaseException:
             if self.dialect.in_transaction(self.db):
@@ -84,19 +91,27 @@ class Pruner:
             f"ORDER BY {self._key} LIMIT ?)")
         deleted = 0
         while True:
-            cursor = self.db.cursor()
-            cursor.execute(self.dialect.begin_write)
-            try:
+            with self._transaction() as cursor:
                 cursor.execute(delete, (position, batch))
                 count = int(cursor.rowcount)
-                cursor.execute("COMMIT")
-            except BaseException:
-                if self.dialect.in_transaction(self.db):
-                    cursor.execute("ROLLBACK")
-                raise
             deleted += max(0, count)
             if count < batch:
                 return deleted
+
+    def sweep_snapshots(self) -> int:
+        """Delete the snapshots no load can use once the archived rows are gone (what an
+        archival interrupted after its deletion left): each aggregate keeps those at or after
+        the version just before its first stored event, or, with no stored event left, its
+        newest; how many were deleted, in one transaction."""
+        s, e = self._snapshots, self._events
+        with self._transaction() as cursor:
+            cursor.execute(
+                f"DELETE FROM {s} WHERE originator_version < COALESCE("  # noqa: S608 -- fixed names
+                f"(SELECT min(e.originator_version) - 1 FROM {e} e "
+                f"WHERE e.originator_id = {s}.originator_id), "
+                f"(SELECT max(k.originator_version) FROM {s} k "
+                f"WHERE k.originator_id = {s}.originator_id))")
+            return max(0, int(cursor.rowcount))
 
     def delete_snapshots(self, kept: Iterable[tuple[str, int]]) -> int:
         """Delete each aggregate's snapshots older than the one kept for it ((stored id as
@@ -107,16 +122,9 @@ class Pruner:
             return 0
         delete = self.dialect.q(f"DELETE FROM {self._snapshots} "  # noqa: S608 -- fixed names
                                 "WHERE originator_id = ? AND originator_version < ?")
-        cursor = self.db.cursor()
-        cursor.execute(self.dialect.begin_write)
         deleted = 0
-        try:
+        with self._transaction() as cursor:
             for key, version in ids:
                 cursor.execute(delete, (key, version))
                 deleted += max(0, cursor.rowcount)
-            cursor.execute("COMMIT")
-        except BaseException:
-            if self.dialect.in_transaction(self.db):
-                cursor.execute("ROLLBACK")
-            raise
         return deleted

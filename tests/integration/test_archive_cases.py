@@ -4,6 +4,8 @@ archived store. On SQLite, and on PostgreSQL where the store matters."""
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,6 +27,7 @@ from att_jm.log.chain import read_seal
 from att_jm.log.codec import loads_state
 from att_jm.log.records import stored_time
 from att_jm.log.rows import AuditError, StoreReader
+from att_jm.log.stored import SNAPSHOTS
 from att_jm.relay.window import position_path, write_position
 from projections.views import VIEWS
 
@@ -163,6 +166,55 @@ def test_a_crash_between_steps_is_finished_by_a_re_run(step: str, tmp_path: Path
     assert findings(run.store) == (0, [])
     assert findings(run.store, output) == (0, [])
     assert replay_views(run.store).payloads() == before
+
+
+def snapshot_versions(store: str) -> dict[str, list[int]]:
+    """Each aggregate's snapshot versions in the SQLite store (ascending)."""
+    with contextlib.closing(sqlite3.connect(store)) as db:
+        rows = db.execute(f"SELECT originator_id, originator_version FROM {SNAPSHOTS} "  # noqa: S608 -- a constant
+                          "ORDER BY originator_id, originator_version").fetchall()
+    versions: dict[str, list[int]] = {}
+    for oid, version in rows:
+        versions.setdefault(str(oid), []).append(int(version))
+    return versions
+
+
+def test_a_crash_after_the_deletion_leaves_old_snapshots_that_a_re_run_sweeps(
+        tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Step d (the rows deleted, the older snapshots not yet): the next run, which has
+    nothing more to archive, deletes those snapshots, as the interrupted run would have; a
+    clean archival of the same range leaves the same snapshots."""
+    # The scheduler snapshotted every 10 versions (500 in service): older snapshots exist.
+    monkeypatch.setattr("att_jm.application.model.SCHEDULER_SNAPSHOT_EVERY", 10)
+    runs, ends = [], []
+    for name in ("crashed", "clean"):
+        (tmp_path / name).mkdir()
+        run = new_run(tmp_path / name, request)
+        ends.append(run.position)
+        run.close()
+        runs.append(run)
+    crashed, clean = runs
+    end = ends[0]
+    with pytest.raises(Crash):
+        archive(crashed.store, str(tmp_path / "crashed.arc"), upto=end // 2,
+                views_path=crashed.views_path, crash=crash_after("d"))
+    left = snapshot_versions(crashed.store)
+    assert any(len(versions) > 1 for versions in left.values())  # older ones left behind
+    before = replay_views(crashed.store).payloads()
+    again = archive(crashed.store, str(tmp_path / "crashed.arc"), upto=end // 2,
+                    views_path=crashed.views_path)
+    assert again.finished == 0 and again.swept > 0
+    archive(clean.store, str(tmp_path / "clean.arc"), upto=ends[1] // 2,
+            views_path=clean.views_path)
+    swept, reference = snapshot_versions(crashed.store), snapshot_versions(clean.store)
+    assert sorted(map(len, swept.values())) == sorted(map(len, reference.values()))
+    assert sum(map(len, swept.values())) < sum(map(len, left.values()))
+    assert findings(crashed.store) == (0, [])
+    assert findings(crashed.store, str(tmp_path / "crashed.arc")) == (0, [])
+    assert replay_views(crashed.store).payloads() == before
+    with pytest.raises(NothingToArchive):  # nothing left to sweep: the usual refusal
+        archive(crashed.store, str(tmp_path / "crashed.arc"), upto=end // 2,
+                views_path=crashed.views_path)
 
 
 # Refusals ---------------------------------------------------------------------------------
