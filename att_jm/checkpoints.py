@@ -25,6 +25,7 @@ from typing import Final
 
 import structlog
 
+from att_jm import timeline
 from att_jm.log.backend import is_postgres
 
 log = structlog.get_logger("att_jm")
@@ -41,6 +42,8 @@ class Checkpointer:
         self.checkpoints = 0
         self.failures = 0
         self._stop = threading.Event()
+        #: In the timeline's marks: 1 for a views file, 0 for the store.
+        self._label = 1 if path.endswith(".views.db") else 0
         self.active = not is_postgres(path)
         if not self.active:  # the server checkpoints its own WAL
             return
@@ -57,9 +60,11 @@ class Checkpointer:
         """One PASSIVE checkpoint (failures are logged: the next period tries again)."""
         if not self.active:
             return
+        begun = timeline.now() if timeline.ON else 0
         try:
-            self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            _, frames, copied = self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
             self.checkpoints += 1
+            timeline.mark("checkpoint", self._label, frames, copied, begun)
         except sqlite3.Error as error:
             self.failures += 1
             log.warning("views.checkpoint_failed", views=self.path, error=repr(error))

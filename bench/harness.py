@@ -28,6 +28,11 @@ __all__ = [
 ]
 
 
+#: Settings the service of a benchmark takes from the benchmark's environment: the writer's and
+#: the relay's marks (bench/timeline.py, att_jm/timeline.py), the relay's niceness (A/B runs).
+PASSED_ON = ("ATT_JM_TIMELINE", "ATT_JM_RELAY_NICE")
+
+
 @contextmanager
 def broker_and_service(
     extra_args: Sequence[str] = (), store: str | None = None,
@@ -44,8 +49,7 @@ def broker_and_service(
             # The benchmarks send thousands of commands as one actor, back to back: the limiter
             # still runs (its cost is measured), it never refuses.
             env={"ATT_JM_COMMAND_RATE": "100000", "ATT_JM_COMMAND_BURST": "1000000",
-                 # bench/timeline.py: the writer's and the relay's marks (att_jm/timeline.py)
-                 **{k: v for k, v in os.environ.items() if k == "ATT_JM_TIMELINE"}},
+                 **{k: v for k, v in os.environ.items() if k in PASSED_ON}},
         )
         try:
             service.start(timeout=60)

@@ -15,6 +15,11 @@ Steps of one batch (milliseconds; CLOCK_MONOTONIC, one clock for both processes)
 - publish: from the rows read to every one of them handed to the socket (the public
   messages built and published at QoS 1);
 - drain -> first published: the whole of the above for the batch's first event.
+Then every commit that stored events, grouped by what ran beside it (a WAL checkpoint of the
+store or of the views file, on their threads; the first commit after a store checkpoint,
+which starts the WAL over and syncs its header; nothing), and an SQLite store's transaction
+in two parts: its SQL (the inserts, the write index) and its COMMIT (the WAL frames written
+and `fdatasync`ed).
 The run's own `bench.latency` table is printed first: its series add the broker's two hops
 (the notification in, the event out) to these steps. Batches are grouped by the rows they
 stored: in `bench.latency` a notification stores 4 (received, enqueued, dispatched,
@@ -119,6 +124,47 @@ def table(found: dict[int, dict[str, list[float]]], top: int = 2) -> Iterable[st
                    f" {percentile(values, 0.99):7.3f} {max(values):8.3f}")
 
 
+def commits(marks: Marks) -> dict[str, list[float]]:
+    """The milliseconds of every commit that stored events, by what ran beside it: a WAL
+    checkpoint of the store or of the views file (the checkpoint threads' marks), the
+    first commit after a store checkpoint (the WAL starts over: its header is synced), or
+    nothing; and the store's transaction in two parts, its SQL and its COMMIT."""
+    spans = {label: sorted((m[-2], m[-1]) for m in marks.of("checkpoint") if m[0] == label)
+             for label in (0, 1)}
+    groups: dict[str, list[float]] = defaultdict(list)
+    after = 0  # the end of the last store checkpoint a commit followed
+    for _, _, begun, ended in sorted(marks.of("commit"), key=lambda m: m[2]):
+        name = "no checkpoint running"
+        last = bisect.bisect_left(spans[0], (begun, 0)) - 1
+        if last >= 0 and after < spans[0][last][1] < begun:
+            after = spans[0][last][1]
+            name = "first after a store one"
+        for label, what in ((0, "a store checkpoint running"), (1, "a views checkpoint running")):
+            ends = spans[label]
+            i = bisect.bisect_left(ends, (begun, 0)) - 1
+            if name == "no checkpoint running" and any(
+                b < ended and e > begun for b, e in ends[max(0, i):i + 3]
+            ):
+                name = what
+                break
+        groups[name].append((ended - begun) / 1e6)
+    for begun, before_commit, ended in marks.of("append"):
+        groups["part: the SQL"].append((before_commit - begun) / 1e6)
+        groups["part: the COMMIT"].append((ended - before_commit) / 1e6)
+    return dict(groups)
+
+
+def commits_table(marks: Marks) -> Iterable[str]:
+    found = commits(marks)
+    stores = sum(1 for m in marks.of("checkpoint") if m[0] == 0)
+    yield (f"commits and WAL checkpoints ({stores} of the store, "
+           f"{len(marks.of('checkpoint')) - stores} of the views file), ms:")
+    yield f"  {'commits':<28} {'count':>6} {'p50':>7} {'p99':>7} {'max':>8}"
+    for name, values in sorted(found.items()):
+        yield (f"  {name:<28} {len(values):6,} {percentile(values, 0.5):7.3f}"
+               f" {percentile(values, 0.99):7.3f} {max(values):8.3f}")
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--count", type=int, default=1000)
@@ -126,7 +172,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="read the marks left in this directory; run nothing")
     options = parser.parse_args(sys.argv[1:] if argv is None else argv)
     if options.marks is not None:
-        print("\n".join(table(steps(Marks.read(options.marks)))))
+        marks = Marks.read(options.marks)
+        print("\n".join([*table(steps(marks)), *commits_table(marks)]))
         return
     with tempfile.TemporaryDirectory(prefix="att-jm-timeline-") as directory:
         os.environ["ATT_JM_TIMELINE"] = directory
@@ -135,7 +182,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         finally:
             del os.environ["ATT_JM_TIMELINE"]
         print(f"\ninside the service, ms (python -m bench.timeline --count {options.count}):")
-        print("\n".join(table(steps(Marks.read(Path(directory))))))
+        marks = Marks.read(Path(directory))
+        print("\n".join([*table(steps(marks)), *commits_table(marks)]))
 
 
 if __name__ == "__main__":

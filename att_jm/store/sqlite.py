@@ -10,6 +10,7 @@ from uuid import UUID
 
 from eventsourcing.persistence import StoredEvent
 
+from att_jm import timeline
 from att_jm.log.backend import SQLITE
 from att_jm.store.faults import StoreConflict
 from att_jm.store.writer import BeforeCommit, WriterLog
@@ -81,6 +82,7 @@ class SqliteWriterLog(WriterLog):
             for s in stored
         ]
         db = self._db
+        t0 = timeline.now() if timeline.ON else 0
         db.execute("BEGIN IMMEDIATE")
         try:
             db.executemany(self._insert, rows)
@@ -88,7 +90,9 @@ class SqliteWriterLog(WriterLog):
             positions = list(range(last - len(rows) + 1, last + 1))
             if before_commit is not None:
                 before_commit(db.cursor(), positions)
+            t1 = timeline.now() if timeline.ON else 0
             db.execute("COMMIT")
+            timeline.mark("append", t0, t1)
         except BaseException as error:
             if db.in_transaction:  # SQLite may have rolled back by itself (a full disk)
                 db.execute("ROLLBACK")
