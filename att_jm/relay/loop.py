@@ -23,6 +23,7 @@ from att_jm.log.rows import StoreReader
 from att_jm.mqtt.publisher import PublishConnection
 from att_jm.relay.constants import DRAIN_SECONDS, LOG_POLL, PAGE, SAVE_EVERY, WINDOW
 from att_jm.relay.pipe import WriterPipe
+from att_jm.relay.priority import Priority
 from att_jm.relay.views import ViewsPublisher
 from att_jm.relay.window import PublishedPosition, Window
 from att_jm.topics import Topics
@@ -36,6 +37,7 @@ class Relay:
     def __init__(
         self, settings: Settings, after: int, *, wake_fd: int | None, stop_fd: int | None = None,
         answer_fd: int | None = None, monotonic: Callable[[], float] = time.monotonic,
+        priority: Priority | None = None,
     ) -> None:
         self.settings = settings
         self.prefix = Topics(settings.topic_prefix).events_root  # + an event's type
@@ -58,6 +60,7 @@ class Relay:
         # EVENT_MESSAGE_MAX_BYTES or over what the broker takes on its topic (`_on_connect`).
         self.event_limit = EVENT_MESSAGE_MAX_BYTES
         self.pipe = WriterPipe(wake_fd, stop_fd, answer_fd)
+        self.priority = priority
         self._monotonic = monotonic
         self.connection = PublishConnection(
             settings.mqtt, client_id=f"{settings.client_id}.events", on_acked=self._acked,
@@ -88,8 +91,13 @@ class Relay:
                 self.caught_up = False  # read up to the log's end once more
                 self.log.info("relay.stopping", reason=self.stopping, sent=self.sent,
                               position=self.window.confirmed)
+            backlog = self.pipe.hint - self.sent
+            if self.priority is not None:  # before the reads: how they will be scheduled
+                self.priority.follow(backlog, self.caught_up)
             if self._read_due(now):
                 self._publish_more(now)
+            if self.priority is not None:
+                self.priority.follow(backlog, self.caught_up)
             if self.connection.connected:
                 self.views.check(now)
             self._save(now)

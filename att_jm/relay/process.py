@@ -20,6 +20,7 @@ from att_jm.log.backend import is_postgres
 from att_jm.log.rows import AuditError
 from att_jm.logs import configure
 from att_jm.relay.loop import Relay
+from att_jm.relay.priority import Priority
 from att_jm.relay.window import position_path
 
 log = structlog.get_logger("att_jm.relay")
@@ -72,16 +73,6 @@ def _session_lock(store: str, relay_stopping: Callable[[], bool]) -> _Held | Non
     return lock
 
 
-def _lower_priority(nice: int) -> None:
-    """Run at niceness `nice` (setting `relay_nice`): on busy cores the writer goes first."""
-    try:
-        current = os.getpriority(os.PRIO_PROCESS, 0)
-        if nice > current:
-            os.setpriority(os.PRIO_PROCESS, 0, nice)
-    except OSError as error:  # a sandbox that refuses it: the relay runs as it is
-        log.warning("relay.priority_unchanged", nice=nice, error=str(error))
-
-
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m att_jm.relay",
@@ -97,7 +88,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         return 2
     configure(settings.log_format)
     structlog.contextvars.bind_contextvars(process="relay")
-    _lower_priority(settings.relay_nice)
+    priority = Priority(settings.relay_nice)
     stop_r, stop_w = os.pipe()
     for fd in (stop_r, stop_w):
         os.set_blocking(fd, False)
@@ -129,7 +120,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         return 0
     try:
         relay = Relay(settings, max(0, args.after), wake_fd=stdin, stop_fd=stop_r,
-                      answer_fd=answers)
+                      answer_fd=answers, priority=priority)
         if stop_requested:
             relay.stop(stop_requested[0])
         return relay.run()
