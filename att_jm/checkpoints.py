@@ -36,14 +36,14 @@ PERIOD_SECONDS: Final = 0.5
 class Checkpointer:
     """Checkpoints the WAL database at `path` every `period` s, until `close()`."""
 
-    def __init__(self, path: str, period: float = PERIOD_SECONDS) -> None:
+    def __init__(self, path: str, period: float = PERIOD_SECONDS, *, views: bool = False) -> None:
         self.path = path
         self.period = period
         self.checkpoints = 0
         self.failures = 0
         self._stop = threading.Event()
         #: In the timeline's marks: 1 for a views file, 0 for the store.
-        self._label = 1 if path.endswith(".views.db") else 0
+        self._label = 1 if views else 0
         self.active = not is_postgres(path)
         if not self.active:  # the server checkpoints its own WAL
             return

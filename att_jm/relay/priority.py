@@ -1,12 +1,13 @@
-"""The relay's priority: the writer's while the relay keeps up, lower while it is behind.
+"""The relay's priority: the writer's while the relay keeps up, lower during a burst.
 
-While the relay has more than BEHIND_ROWS rows of the log still to publish it runs at the
-niceness of the setting `relay_nice` (10 by default): on busy cores (a burst of notifications
-on a small machine) the writer, which commits and acknowledges, goes first, and the events
-follow once a core is free. Once it has published everything the writer told it of, it
-returns to the niceness it was started with (the writer's): a notification that meets a
-quiet service then has its events published without waiting for the scheduler to give a
-low-priority process a core (bench/README.md: the relay's turn and the enqueue latency).
+When the relay wakes to more than BEHIND_ROWS rows of the log to publish (the writer
+batches: a burst) it runs at the niceness of the setting `relay_nice` (10 by default): on busy
+cores the writer, which commits and acknowledges, goes first, and the events follow once a
+core is free. Once it has published everything and no such backlog came for CALM_SECONDS, it
+returns to the niceness it was started with (the writer's): a notification that meets a quiet
+service then has its events published without waiting for the scheduler to give a
+low-priority process a core (bench/README.md: the relay's turn and the enqueue latency). The
+calm period keeps a burst from flipping it back and forth between two of its batches.
 
 Returning to a lower niceness needs the right to raise a priority (CAP_SYS_NICE, or
 RLIMIT_NICE: systemd's `LimitNICE=`, set in deploy/att-jm.service). Without it the first
@@ -52,7 +53,6 @@ class Priority:
         self.idle = get()
         self.busy = max(busy, self.idle)
         self.current = self.idle
-        self.changes = 0
         #: Whether the niceness follows the backlog (False: `relay_nice` is the writer's, or
         #: the system refused to return to the writer's).
         self.adaptive = self.busy > self.idle
@@ -85,4 +85,3 @@ class Priority:
                 log.warning("relay.priority_unchanged", nice=nice, error=str(error))
             return
         self.current = nice
-        self.changes += 1

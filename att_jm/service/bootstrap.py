@@ -71,7 +71,7 @@ def bootstrap(
     views = Views(settings.views_path())
     closers: list[Callable[[], object]] = []
     if settings.views_path() != ":memory:":
-        closers.append(Checkpointer(settings.views_path()).close)
+        closers.append(Checkpointer(settings.views_path(), views=True).close)
     views_behind = False
     try:
         caught = catch_up(app, views)
