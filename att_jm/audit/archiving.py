@@ -37,7 +37,9 @@ from att_jm.domain.times import iso
 from att_jm.log.anchor import Anchor, pack_state
 from att_jm.log.archive import ArchiveReader, ArchiveWriter, Header
 from att_jm.log.archive_check import check_archive
+from att_jm.log.archive_names import SUFFIX, is_directory_target, range_name
 from att_jm.log.backend import is_postgres, redact
+from att_jm.log.records import decode
 from att_jm.log.rows import AuditError, StoreReader
 from att_jm.relay.window import published_position
 from att_jm.store import JobManagerApp, open_store
@@ -65,13 +67,15 @@ class Archived:
     finished: int = 0  # rows an interrupted archival had left, deleted now
     swept: int = 0  # snapshots an interrupted archival had left, deleted now
     limits: dict[str, Any] = field(default_factory=dict)
+    #: Archives of an interrupted run renamed `.interrupted` (`_set_aside_interrupted`).
+    set_aside: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {"position": self.position, "archive": self.archive, "rows": self.rows,
                 "seals": self.seals, "size": self.size, "sha256": self.sha256,
                 "snapshots": self.snapshots, "deleted": self.deleted,
                 "finished_interrupted": self.finished, "snapshots_swept": self.swept,
-                "limits": self.limits}
+                "limits": self.limits, "set_aside": self.set_aside}
 
 
 def consumers(store: str, views_path: str) -> tuple[int | None, int | None]:
@@ -113,7 +117,8 @@ def archive(
     views_path: str, compact: bool = False, crash: CrashHook | None = None,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> Archived:
-    """Archive what `upto`/`before` allow of the store `store` into the file `output`
+    """Archive what `upto`/`before` allow of the store `store` into the file `output`, or
+    into a directory `output` under the range's name (`archive_names.range_name`)
     (ArchivalBusy while another archival of the store runs)."""
     with archival_lock(store):
         return _archive(store, output, upto=upto, before=before, views_path=views_path,
@@ -138,8 +143,12 @@ def _archive(
             result.position, result.archive = anchor.position, anchor.archive
             return result  # the interrupted archival is finished: that was the job
         result.limits = cut.limits
+        named = is_directory_target(output)
+        output = _resolve_output(output, reader, anchor, cut)
         _check_output(output, anchor)
         _write(reader, cut, anchor, output, store, now, result)  # a
+        if named:
+            result.set_aside = _set_aside_interrupted(output, anchor)
         if crash is not None:
             crash("a")
         app = open_store(store, compact=compact)
@@ -171,18 +180,54 @@ def _archive(
     return result
 
 
+def _resolve_output(output: str, reader: StoreReader, anchor: Anchor | None,
+                    cut: Cutoff) -> str:
+    """`output`, or for a directory the file in it named by the range (`range_name`)."""
+    if not is_directory_target(output):
+        return output
+    after = 0 if anchor is None else anchor.position
+    first = next(reader.rows(after, cut.position, page=1), None)
+    last = reader.row(cut.position)
+    if first is None or last is None:
+        raise AuditError(f"the rows of positions {after + 1}-{cut.position} are gone from "
+                         "the store")
+    Path(output).mkdir(parents=True, exist_ok=True)
+    name = range_name(after + 1, cut.position, decode(first).at, decode(last).at)
+    return str(Path(output) / name)
+
+
+def _same_start(path: Path, anchor: Anchor | None) -> bool:
+    """Whether the archive at `path` starts right after `anchor` (as the next one must)."""
+    first = 1 if anchor is None else anchor.position + 1
+    try:
+        with ArchiveReader(str(path)) as found:
+            return found.header.first == first and found.header.previous == (
+                "" if anchor is None else anchor.seal_hash)
+    except AuditError:
+        return False
+
+
+def _set_aside_interrupted(output: str, anchor: Anchor | None) -> list[str]:
+    """In a directory of archives named by their range: rename `.interrupted` every other
+    archive that starts where `output` starts. Such a file was written by a run that
+    stopped before its anchor (its range then differed: the cut-off moved on); no anchor
+    names it and its rows are in `output` or still in the store, but left as `*.arc` it
+    would break the chain that `--archive DIR` reads. Kept, not deleted; their new names."""
+    kept, renamed = Path(output), []
+    for other in sorted(kept.parent.glob(f"att-jm-*{SUFFIX}")):
+        if other == kept or not _same_start(other, anchor):
+            continue
+        aside = other.with_name(other.name + ".interrupted")
+        other.rename(aside)
+        renamed.append(str(aside))
+    return renamed
+
+
 def _check_output(output: str, anchor: Anchor | None) -> None:
     """Refuse to overwrite a file, unless an interrupted archival of the same range left it."""
     if not Path(output).exists():
         return
-    first = 1 if anchor is None else anchor.position + 1
-    try:
-        with ArchiveReader(output) as found:
-            same = found.header.first == first and found.header.previous == (
-                "" if anchor is None else anchor.seal_hash)
-    except AuditError:
-        same = False
-    if not same:
+    if not _same_start(Path(output), anchor):
         raise AuditError(f"{output} exists: give another file (an archive is never "
                          "overwritten)")
 

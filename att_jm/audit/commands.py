@@ -32,6 +32,7 @@ from att_jm.audit.verify import verify
 from att_jm.audit.witness import check_witness, load_witness
 from att_jm.domain.times import parse_iso
 from att_jm.log.anchor import archived_message
+from att_jm.log.archive_names import expand
 from att_jm.log.backend import redact, views_location
 from att_jm.log.history import History
 from att_jm.log.lineage import execution_key, trace
@@ -86,7 +87,7 @@ def _times(ns: argparse.Namespace) -> tuple[datetime | None, datetime | None]:
 def _reader(store: str, ns: argparse.Namespace) -> Iterator[History]:
     """The log of `store` with the archives of `--archive` (an archive chain that does not
     verify: AuditError, `verify --archive` names the problems)."""
-    archives = getattr(ns, "archive", None) or ()
+    archives = expand(getattr(ns, "archive", None) or ())
     reader = History(store, archives)
     try:
         if reader.problems and ns.audit_verb != "verify":

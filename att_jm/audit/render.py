@@ -216,4 +216,6 @@ def render_archived(a: Archived) -> str:
                  f"(sha256 {a.sha256[:16]})")
     lines.append(f"{plural(a.snapshots, 'snapshot')} taken; {plural(a.deleted, 'row')} "
                  "removed from the store (its freed pages are reused by new rows)")
+    lines.extend(f"set aside (an interrupted archival's, not in the chain): {path}"
+                 for path in a.set_aside)
     return "\n".join(lines)

@@ -301,9 +301,9 @@ READ_ARCHIVES: Final = "their rows, then the store's after its anchor, read as o
 
 
 def _archives_option(parser: argparse.ArgumentParser, what: str) -> None:
-    parser.add_argument("--archive", action="append", metavar="FILE", default=None,
+    parser.add_argument("--archive", action="append", metavar="FILE|DIR", default=None,
                         help=f"an archive of the store (`audit archive`), repeatable, oldest "
-                        f"first: {what}")
+                        f"first; a directory: its *.arc files in name order: {what}")
 
 
 def _range_options(parser: argparse.ArgumentParser, what: str) -> None:
@@ -403,8 +403,10 @@ def _archive_verb(verb: Any) -> None:
                        help="archive the seals made before TIME (ISO-8601)")
     until.add_argument("--upto", type=non_negative_int, metavar="POSITION",
                        help="archive up to this log position at most")
-    archive.add_argument("--output", "-o", required=True, metavar="FILE",
-                         help="the archive file to write (never overwritten)")
+    archive.add_argument("--output", "-o", required=True, metavar="FILE|DIR/",
+                         help="the archive file to write (never overwritten); a directory "
+                         "(existing, or ending in /): the file in it named by the range, "
+                         "att-jm-FIRST-LAST_FROM_TO.arc")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -75,7 +76,6 @@ class AutoArchive:
         self._process: subprocess.Popen[bytes] | None = None
         self._out: IO[bytes] | None = None
         self._err: IO[bytes] | None = None
-        self._output = ""
         # The last start: the first run is one period after the service's start (a child
         # left by a killed predecessor has that long to finish; the lock covers the rest).
         self._last: datetime | None = clock()
@@ -84,6 +84,11 @@ class AutoArchive:
     @property
     def running(self) -> bool:
         return self._process is not None
+
+    @property
+    def pid(self) -> int | None:
+        """The running child's process id."""
+        return None if self._process is None else self._process.pid
 
     def due(self, now: datetime) -> datetime | None:
         """When the next run is due (None: off)."""
@@ -136,12 +141,12 @@ class AutoArchive:
                 log.warning("archive.busy", directory=self.directory,
                             reason="another archival holds the lock; the next period retries")
                 return
-            self._output = self._name(now)
             self._out = tempfile.TemporaryFile()  # noqa: SIM115 -- closed in _finished
             self._err = tempfile.TemporaryFile()  # noqa: SIM115 -- closed in _finished
             self._process = subprocess.Popen(
                 [sys.executable, "-m", "att_jm", "audit", "archive", "--json", "--no-progress",
-                 "--before", before.astimezone(UTC).isoformat(), "--output", self._output],
+                 "--before", before.astimezone(UTC).isoformat(),
+                 "--output", os.path.join(self.directory or ".", "")],
                 stdin=subprocess.DEVNULL, stdout=self._out, stderr=self._err,
                 env=self._env, start_new_session=True, pass_fds=(lock,),
             )
@@ -150,23 +155,13 @@ class AutoArchive:
             self._close_files()
             self._process = None
             self._counted("failed")
-            log.warning("archive.failed", error=str(error), output=self._output)
+            log.warning("archive.failed", error=str(error), directory=self.directory)
             return
         finally:
             if lock >= 0:
                 os.close(lock)  # the child's copy keeps the lock until it exits
-        log.info("archive.started", before=before.isoformat(), output=self._output,
+        log.info("archive.started", before=before.isoformat(), directory=self.directory,
                  pid=self._process.pid)
-
-    def _name(self, now: datetime) -> str:
-        """A new file in the directory, named by the time of the run (never an existing one)."""
-        stamp = now.astimezone(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
-        base = Path(self.directory or ".") / f"att-jm-{stamp}"
-        path, n = base.with_name(base.name + ".arc"), 1
-        while path.exists():
-            n += 1
-            path = base.with_name(f"{base.name}-{n}.arc")
-        return str(path)
 
     def _finished(self) -> None:
         process, out, err = self._process, self._out, self._err
@@ -182,9 +177,10 @@ class AutoArchive:
                 result = orjson.loads(text)
             if code == 0 and isinstance(result, dict):
                 self._counted("done")
-                log.info("archive.done", output=self._output,
+                log.info("archive.done", output=result.get("archive"),
                          **{k: result.get(k) for k in ("position", "rows", "seals", "size",
-                                                       "deleted", "finished_interrupted")})
+                                                       "deleted", "finished_interrupted",
+                                                       "set_aside")})
             elif code == EXIT_NOTHING and isinstance(result, dict) and isinstance(
                     result.get("error"), dict) and result["error"].get("code") == \
                     "nothing_to_archive":
@@ -192,7 +188,7 @@ class AutoArchive:
                 log.info("archive.nothing", reason=result["error"].get("message"))
             else:
                 self._counted("failed")
-                log.warning("archive.failed", exit_code=code, output=self._output,
+                log.warning("archive.failed", exit_code=code, directory=self.directory,
                             stderr=_tail(err), stdout=text[-STDERR_TAIL_BYTES:].decode(
                                 "utf-8", "replace"))
         finally:
@@ -211,13 +207,14 @@ class AutoArchive:
             return
         with contextlib.suppress(ProcessLookupError):
             process.terminate()
+            process.send_signal(signal.SIGCONT)  # a stopped (paused) child ends now too
         try:
             process.wait(STOP_SECONDS)
         except subprocess.TimeoutExpired:
             with contextlib.suppress(ProcessLookupError):
                 process.kill()
             process.wait()
-        log.info("archive.stopped", output=self._output, exit_code=process.returncode,
+        log.info("archive.stopped", directory=self.directory, exit_code=process.returncode,
                  note="crash-safe: the next run finishes it")
         self._process = None
         self._close_files()

@@ -4,6 +4,8 @@ service keeps running jobs; off (the default), no archive appears."""
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -13,7 +15,7 @@ import orjson
 import pytest
 from helpers.mqtt import TestClient
 from helpers.postgres import BOTH_BACKENDS, POSTGRESQL
-from helpers.service import ServiceFactory
+from helpers.service import Service, ServiceFactory
 
 from att_jm.log.backend import is_postgres
 from att_jm.log.rows import StoreReader
@@ -47,16 +49,24 @@ def run_jobs(operator: Operator, prefix: str, count: int) -> None:
     operator.wait_view("queue", lambda v: v["total"] == 0, timeout=30)
 
 
-@BOTH_BACKENDS
-def test_the_service_archives_by_itself_when_the_setting_is_on(
-    service_factory: ServiceFactory, mqtt: TestClient, tmp_path: Path,
-) -> None:
-    archives = tmp_path / "archives"
+def archiving_service(service_factory: ServiceFactory, mqtt: TestClient, archives: Path
+                      ) -> tuple[Service, Operator]:
+    """A service archiving into `archives` (not yet on), seals every 0.3 s, no interval,
+    Executed cleaned to 2 rows every second, and a job that runs for `run_jobs`."""
     service = service_factory(extra_args=(*FAST_SEALS, "--archive-dir", str(archives)))
     operator = Operator(service, mqtt)
     operator.ok("settings.set", {"interval_seconds": 0,
                                  "executed_cleanup": {"max_rows": 2, "every_seconds": 1}})
     operator.add_job("ipx", "ipx-update", "channel-up", command="channel={channel}")
+    return service, operator
+
+
+@BOTH_BACKENDS
+def test_the_service_archives_by_itself_when_the_setting_is_on(
+    service_factory: ServiceFactory, mqtt: TestClient, tmp_path: Path,
+) -> None:
+    archives = tmp_path / "archives"
+    service, operator = archiving_service(service_factory, mqtt, archives)
     run_jobs(operator, "old", 20)
     settings = operator.ok("settings.set", {"archive": {"max_age_days": 2 / 86400,
                                                         "every_seconds": 1}})
@@ -65,9 +75,10 @@ def test_the_service_archives_by_itself_when_the_setting_is_on(
 
     deadline = time.monotonic() + 60
     files: list[Path] = []
+    # Until a run archived the 20 jobs' rows (a first run may come before they are 2 s old).
     while time.monotonic() < deadline:
         files = sorted(archives.glob("*.arc")) if archives.exists() else []
-        if files and anchor_position(str(service.store)) is not None \
+        if files and (anchor_position(str(service.store)) or 0) > 20 \
                 and "archive.done" in service.log_text():
             break
         time.sleep(0.5)
@@ -99,6 +110,85 @@ def test_the_service_archives_by_itself_when_the_setting_is_on(
                      *[arg for f in done for arg in ("--archive", str(f))])
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert orjson.loads(checked.stdout)["ok"] is True
+    assert service.stop() == 0
+
+
+def archival_pids(text: str) -> list[int]:
+    """The pids of the archival children the service's log says it started, in order."""
+    pids = []
+    for line in text.splitlines():
+        if '"archive.started"' in line:
+            pids.append(int(orjson.loads(line[line.index("{"):])["pid"]))
+    return pids
+
+
+def process_state(pid: int) -> str | None:
+    """The state letter of process `pid` (`T` stopped, `Z` exited, not reaped), None if gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return None
+    return stat[stat.rindex(")") + 2]
+
+
+def test_a_stop_in_the_middle_of_an_archival_is_finished_after_the_restart(
+    service_factory: ServiceFactory, mqtt: TestClient, tmp_path: Path,
+) -> None:
+    """The service is stopped while its archival child is between writing the archive and
+    its last deletion (the child paused right after the file is in place, so that it cannot
+    finish first): the stop is clean and ends the child; after the restart the next run
+    finishes the job, and the archives plus the store verify as one chain with the views
+    as they were."""
+    archives = tmp_path / "archives"
+    service, operator = archiving_service(service_factory, mqtt, archives)
+    paused = None
+    for attempt in range(5):  # until a run is caught in its middle (it may finish first)
+        run_jobs(operator, f"r{attempt}", 60)
+        known = set(archives.glob("*.arc")) if archives.exists() else set()
+        started = len(archival_pids(service.log_text()))
+        if attempt == 0:
+            operator.ok("settings.set", {"archive": {"max_age_days": 2 / 86400,
+                                                     "every_seconds": 1}})
+        deadline = time.monotonic() + 30
+        while len(archival_pids(service.log_text())) <= started:
+            assert time.monotonic() < deadline, service.log_text()[-4000:]
+            time.sleep(0.01)
+        pid = archival_pids(service.log_text())[started]
+        while process_state(pid) not in (None, "Z"):  # step a done: the file is in place
+            if archives.exists() and set(archives.glob("*.arc")) - known:
+                os.kill(pid, signal.SIGSTOP)
+                deadline = time.monotonic() + 5
+                while process_state(pid) not in (None, "Z", "T"):  # the stop takes a moment
+                    assert time.monotonic() < deadline
+                    time.sleep(0.001)
+                break
+            time.sleep(0.001)
+        if process_state(pid) == "T":
+            paused = pid
+            break
+    assert paused is not None, "no archival was caught before its end in 5 runs"
+    executed = operator.wait_view("executed", lambda v: v["total"] <= 2)["rows"]  # cleaned up
+    jobs = operator.view("jobs")["rows"]
+    assert service.stop(timeout=40) == 0  # clean, however long the paused child holds on
+    assert '"archive.stopped"' in service.log_text()
+    assert process_state(paused) is None  # ended and reaped by the service
+    assert att_jm("audit", "verify", "--store", str(service.store)).returncode == 0
+
+    done = service.log_text().count('"archive.done"')
+    service.start()
+    deadline = time.monotonic() + 60
+    while service.log_text().count('"archive.done"') == done:
+        assert time.monotonic() < deadline, service.log_text()[-4000:]
+        time.sleep(0.2)
+    assert anchor_position(str(service.store)) is not None
+    checked = att_jm("audit", "verify", "--store", str(service.store), "--json",
+                     "--archive", str(archives))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert orjson.loads(checked.stdout)["ok"] is True
+    assert not list(archives.glob("*.tmp"))
+    assert operator.view("executed")["rows"] == executed
+    assert operator.view("jobs")["rows"] == jobs
+    run_jobs(operator, "after", 3)  # and it goes on
     assert service.stop() == 0
 
 

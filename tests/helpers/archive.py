@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from typing import Any
 
 from att_jm.application.index import TOPICS as INDEX_TOPICS
@@ -82,3 +83,15 @@ def index_from_anchor(store: str) -> tuple[dict[str, Any], dict[str, Any]]:
     finally:
         memory.close()
         reader.close()
+
+
+class Crash(Exception):
+    """Raised by `crash_after`'s hook: an archival that stops between two steps."""
+
+
+def crash_after(step: str) -> Callable[[str], None]:
+    """An archival crash hook that raises Crash after `step` ("a", "b", "c" or "d")."""
+    def hook(at: str) -> None:
+        if at == step:
+            raise Crash(step)
+    return hook

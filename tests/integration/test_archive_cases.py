@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import Callable
 from pathlib import Path
 
 import orjson
 import pytest
 import zstandard
-from helpers.archive import audit, busy_history, index_from_anchor, stored_rows
+from helpers.archive import Crash, audit, busy_history, crash_after, index_from_anchor, stored_rows
 from helpers.audit_run import ScriptedRun
 from helpers.postgres import BOTH_BACKENDS
 from helpers.store import store_for
@@ -30,17 +29,6 @@ from att_jm.log.rows import AuditError, StoreReader
 from att_jm.log.stored import SNAPSHOTS
 from att_jm.relay.window import position_path, write_position
 from projections.views import VIEWS
-
-
-class Crash(Exception):
-    pass
-
-
-def crash_after(step: str) -> Callable[[str], None]:
-    def hook(at: str) -> None:
-        if at == step:
-            raise Crash(step)
-    return hook
 
 
 def new_run(tmp_path: Path, request: pytest.FixtureRequest, backend: str = "sqlite",

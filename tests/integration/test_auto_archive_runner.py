@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import signal
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,7 +14,7 @@ from pathlib import Path
 import structlog
 
 from att_jm.domain.cleanup import ArchivePolicy
-from att_jm.service.archival import LOCK_NAME, AutoArchive, child_environment
+from att_jm.service.archival import LOCK_NAME, STOP_SECONDS, AutoArchive, child_environment
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 
@@ -83,20 +84,37 @@ def test_a_failure_is_logged_and_retried_at_the_next_period(tmp_path: Path) -> N
     assert len(failed[0]["stderr"]) <= 2000
     started = [e for e in logs if e["event"] == "archive.started"]
     assert started[0]["before"] == (T0 + timedelta(seconds=60) - timedelta(days=1)).isoformat()
-    assert started[0]["output"] != started[1]["output"]
+    assert started[0]["directory"] == started[1]["directory"] == str(tmp_path / "archives")
 
 
-def test_a_stop_terminates_the_running_child(tmp_path: Path) -> None:
+def running(tmp_path: Path) -> AutoArchive:
+    """A runner whose child was started (due one period after its start)."""
     clock = Clock()
     archive = runner(tmp_path, ArchivePolicy(max_age_days=1.0, every_seconds=60), clock)
     clock.now += timedelta(seconds=60)
     archive.step()
     assert archive.running
+    return archive
+
+
+def test_a_stop_terminates_the_running_child(tmp_path: Path) -> None:
+    archive = running(tmp_path)
     with structlog.testing.capture_logs() as logs:
         archive.stop()
     assert not archive.running
     assert [e["event"] for e in logs] == ["archive.stopped"]
     archive.stop()  # nothing left to stop
+
+
+def test_a_stop_ends_a_paused_child_at_once(tmp_path: Path) -> None:
+    archive = running(tmp_path)
+    assert archive.pid is not None
+    os.kill(archive.pid, signal.SIGSTOP)
+    began = time.monotonic()
+    with structlog.testing.capture_logs() as logs:
+        archive.stop()
+    assert time.monotonic() - began < STOP_SECONDS  # continued to end, not killed late
+    assert [(e["event"], e["exit_code"]) for e in logs] == [("archive.stopped", -signal.SIGTERM)]
 
 
 def test_without_a_directory_it_is_refused_once(tmp_path: Path) -> None:
