@@ -218,7 +218,11 @@ def _set_aside_interrupted(output: str, anchor: Anchor | None) -> list[str]:
         if other == kept or not _same_start(other, anchor):
             continue
         aside = other.with_name(other.name + ".interrupted")
-        other.rename(aside)
+        try:
+            other.rename(aside)
+        except OSError as error:  # nothing of the store changed yet: the next run retries
+            raise AuditError(f"cannot set aside {other} (an interrupted archival's file, "
+                             f"which would break the chain): {error.strerror}") from None
         renamed.append(str(aside))
     return renamed
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from helpers.archive import Crash, audit, busy_history, crash_after
+from helpers.archive import Crash, audit, busy_history, crash_after, stored_rows
 from helpers.audit_run import ScriptedRun
 from helpers.store import store_for
 
@@ -127,3 +127,22 @@ def test_a_directory_without_archives_is_refused(tmp_path: Path) -> None:
     with pytest.raises(AuditError, match="holds no archive"):
         expand([str(tmp_path / "empty")])
     assert expand([str(tmp_path / "x.arc")]) == [str(tmp_path / "x.arc")]
+
+
+def test_an_interrupted_file_that_cannot_be_set_aside_stops_the_run_before_the_store(
+        run: Log, tmp_path: Path) -> None:
+    directory = tmp_path / "archives"
+    left = interrupted(run, directory, upto=run.end // 3)
+    blocker = left.with_name(left.name + ".interrupted")  # a directory there: no rename
+    blocker.mkdir()
+    (blocker / "kept").write_text("an operator's")
+    rows = stored_rows(run.store)
+    with pytest.raises(AuditError, match="cannot set aside"):
+        archive(run.store, f"{directory}/", upto=run.end // 2, views_path=run.views_path)
+    assert stored_rows(run.store) == rows  # nothing of the store changed
+    assert left.is_file()
+    (blocker / "kept").unlink()
+    blocker.rmdir()
+    result = archive(run.store, f"{directory}/", upto=run.end // 2, views_path=run.views_path)
+    assert result.set_aside == [str(blocker)]  # the next run sets it aside and goes on
+    assert verify_dir(run.store, directory)[0] == 0
