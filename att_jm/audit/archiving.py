@@ -41,6 +41,7 @@ from att_jm.log.archive_names import SUFFIX, is_directory_target, range_name
 from att_jm.log.backend import is_postgres, redact
 from att_jm.log.records import decode
 from att_jm.log.rows import AuditError, StoreReader
+from att_jm.log.stored import Row
 from att_jm.relay.window import published_position
 from att_jm.store import JobManagerApp, open_store
 from att_jm.store.prune import Pruner
@@ -196,13 +197,15 @@ def _resolve_output(output: str, reader: StoreReader, anchor: Anchor | None,
     return str(Path(output) / name)
 
 
-def _same_start(path: Path, anchor: Anchor | None) -> bool:
-    """Whether the archive at `path` starts right after `anchor` (as the next one must)."""
+def _same_start(path: Path, anchor: Anchor | None, first_seal: Row | None = None) -> bool:
+    """Whether the archive at `path` starts right after `anchor` (as the next one must) and,
+    if `first_seal` is given, holds that first seal (the same log, not another store's)."""
     first = 1 if anchor is None else anchor.position + 1
     try:
         with ArchiveReader(str(path)) as found:
             return found.header.first == first and found.header.previous == (
-                "" if anchor is None else anchor.seal_hash)
+                "" if anchor is None else anchor.seal_hash) and (
+                first_seal is None or found.seal_rows[:1] == [first_seal])
     except AuditError:
         return False
 
@@ -214,9 +217,11 @@ def _set_aside_interrupted(output: str, anchor: Anchor | None) -> list[str]:
     names it and its rows are in `output` or still in the store, but left as `*.arc` it
     would break the chain that `--archive DIR` reads. Kept, not deleted; their new names."""
     kept, renamed = Path(output), []
+    with ArchiveReader(output) as written:
+        first_seal = written.seal_rows[0] if written.seal_rows else None
     for other in sorted(kept.parent.glob(f"att-jm-*{SUFFIX}")):
-        if other == kept or not _same_start(other, anchor):
-            continue
+        if other == kept or first_seal is None or not _same_start(other, anchor, first_seal):
+            continue  # (an archive of another store's log is left as it is)
         aside = other.with_name(other.name + ".interrupted")
         try:
             other.rename(aside)

@@ -146,3 +146,18 @@ def test_an_interrupted_file_that_cannot_be_set_aside_stops_the_run_before_the_s
     result = archive(run.store, f"{directory}/", upto=run.end // 2, views_path=run.views_path)
     assert result.set_aside == [str(blocker)]  # the next run sets it aside and goes on
     assert verify_dir(run.store, directory)[0] == 0
+
+
+def test_an_archive_of_another_store_in_the_directory_is_left_as_it_is(
+        run: Log, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    directory = tmp_path / "archives"
+    other = ScriptedRun(tmp_path / "other", seal_every=20,
+                        store=store_for(request, "sqlite", tmp_path / "other"), marks=True)
+    busy_history(other, 20)
+    other.seal()
+    end = other.position
+    other.close()
+    foreign = archive(other.store, f"{directory}/", upto=end, views_path=other.views_path)
+    result = archive(run.store, f"{directory}/", upto=run.end // 3, views_path=run.views_path)
+    assert result.set_aside == []  # it also starts at position 1, but holds another log
+    assert Path(foreign.archive).is_file()
