@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 from att_jm.domain import limits as lim
@@ -28,19 +29,30 @@ class CleanupPolicy:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> CleanupPolicy:
         """A policy from stored JSON, every field clamped into its range (a log written by an
-        older version may hold any number: it must load, and never break time arithmetic)."""
+        older version may hold any number: it must load, and never break time arithmetic).
+
+        The scheduler keeps its policies as JSON (its snapshots store them) and reads them
+        on every turn of the writer's loop and several times per `settings.set`: the same
+        three values give the same policy, so it is parsed once (`_cleanup_policy`)."""
+        rows = data.get("max_rows", cls.max_rows)  # the class attributes: the defaults
+        age = data.get("max_age_days", cls.max_age_days)
+        every = data.get("every_seconds")
+        try:
+            return _cleanup_policy(rows, age, every)
+        except TypeError:  # an unhashable stored value (a list, a dict): parsed each time
+            return cls._parse(rows, age, every)
+
+    @classmethod
+    def _parse(cls, rows: Any, age: Any, every: Any) -> CleanupPolicy:
         default = cls()
-        rows = data.get("max_rows", default.max_rows)
-        age = data.get("max_age_days", default.max_age_days)
         max_rows = None if rows is None else lim.clamp_int(
             rows, lim.MIN_MAX_ROWS, lim.MAX_MAX_ROWS, default.max_rows or lim.MAX_MAX_ROWS)
         max_age = None if age is None else lim.clamp(
             age, lim.MIN_MAX_AGE_DAYS, lim.MAX_MAX_AGE_DAYS, default.max_age_days or 7.0)
         if max_rows is None and max_age is None:  # a table must not grow without bound
             max_rows = default.max_rows
-        every = lim.clamp(data.get("every_seconds"), lim.MIN_EVERY_SECONDS,
-                          lim.MAX_EVERY_SECONDS, default.every_seconds)
-        return cls(max_rows=max_rows, max_age_days=max_age, every_seconds=every)
+        return cls(max_rows=max_rows, max_age_days=max_age, every_seconds=lim.clamp(
+            every, lim.MIN_EVERY_SECONDS, lim.MAX_EVERY_SECONDS, default.every_seconds))
 
 
 @dataclass(frozen=True)
@@ -60,13 +72,31 @@ class ArchivePolicy:
         clamped into its range, so that a stored bad value never breaks a start."""
         if not isinstance(data, Mapping):
             return cls()
-        default = cls()
-        age = data.get("max_age_days")
+        age, every = data.get("max_age_days"), data.get("every_seconds")
+        try:
+            return _archive_policy(age, every)
+        except TypeError:  # an unhashable stored value: parsed each time
+            return cls._parse(age, every)
+
+    @classmethod
+    def _parse(cls, age: Any, every: Any) -> ArchivePolicy:
         max_age = None if age is None else lim.clamp(
             age, lim.MIN_MAX_AGE_DAYS, lim.MAX_MAX_AGE_DAYS, lim.MAX_MAX_AGE_DAYS)
-        every = lim.clamp(data.get("every_seconds"), lim.MIN_EVERY_SECONDS,
-                          lim.MAX_EVERY_SECONDS, default.every_seconds)
-        return cls(max_age_days=max_age, every_seconds=every)
+        return cls(max_age_days=max_age, every_seconds=lim.clamp(
+            every, lim.MIN_EVERY_SECONDS, lim.MAX_EVERY_SECONDS, cls().every_seconds))
+
+
+# The policies parsed once per distinct stored values. `typed`: 1, 1.0 and True are equal
+# keys but not the same stored value (a bool is not a number here). A few entries suffice:
+# the scheduler holds one policy per table at a time.
+@lru_cache(maxsize=16, typed=True)
+def _cleanup_policy(rows: Any, age: Any, every: Any) -> CleanupPolicy:
+    return CleanupPolicy._parse(rows, age, every)
+
+
+@lru_cache(maxsize=8, typed=True)
+def _archive_policy(age: Any, every: Any) -> ArchivePolicy:
+    return ArchivePolicy._parse(age, every)
 
 
 def select_for_cleanup(

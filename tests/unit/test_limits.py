@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from att_jm.domain import limits as lim
-from att_jm.domain.cleanup import CleanupPolicy, select_for_cleanup
+from att_jm.domain.cleanup import ArchivePolicy, CleanupPolicy, select_for_cleanup
 from att_jm.domain.scheduler import DEFAULT_INTERVAL_SECONDS, Scheduler, next_start
 
 T0 = datetime(2026, 5, 4, 10, 0, tzinfo=UTC)
@@ -78,6 +78,20 @@ def test_a_stored_cleanup_policy_of_any_value_loads_clamped_and_keeps_a_limit(
     rows_newest_first = [("a", lim.TIME_MAX), ("b", T0), ("c", lim.TIME_MIN)]
     for now in (T0, lim.TIME_MAX, lim.TIME_MIN):
         select_for_cleanup(rows_newest_first, policy, now)
+
+
+@given(st.lists(st.tuples(ANY_JSON_NUMBER, ANY_JSON_NUMBER, ANY_JSON_NUMBER), max_size=6))
+def test_a_policy_parsed_once_is_the_policy_parsed_every_time(
+    stored: list[tuple[Any, Any, Any]],
+) -> None:
+    """The policies are kept parsed per distinct stored values: in any order of reads, even
+    of equal but different values (1, 1.0, True) or unhashable ones ([], {}), each read gives
+    what parsing it afresh gives."""
+    stored = [*stored, (1, 1, 1), (1.0, 1.0, 1.0), (True, True, True), ([], {}, [])]
+    for rows, age, every in stored:
+        data = {"max_rows": rows, "max_age_days": age, "every_seconds": every}
+        assert CleanupPolicy.from_json(data) == CleanupPolicy._parse(rows, age, every)
+        assert ArchivePolicy.from_json(data) == ArchivePolicy._parse(age, every)
 
 
 def _replayed(events: Sequence[Any]) -> Scheduler:
