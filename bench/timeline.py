@@ -8,8 +8,8 @@ Steps of one batch (milliseconds; CLOCK_MONOTONIC, one clock for both processes)
 - handle: from the writer draining the batch from its inbox to the start of its commit
   (parsing, the domain, encoding the events, the write index);
 - commit: the store's transaction (its SQL and the COMMIT: `fdatasync` of the WAL);
-- to relay: from the commit's end to the writer waking the relay (the acknowledgements and
-  replies go first);
+- to relay: from the commit's end to the writer waking the relay (a batch's replies and
+  their acknowledgements go first; a batch without replies is acknowledged after the wake);
 - relay turn: from the wake to the relay's loop seeing it (a process switch on a busy core);
 - read: the relay reading the batch's rows from the log;
 - publish: from the rows read to every one of them handed to the socket (the public

@@ -45,7 +45,7 @@ class AfterCommit:
 
     def committed(self, uow: WriterUnit, stored: Stored) -> None:
         """Everything that follows the commit of `uow`, which stored `stored`."""
-        for hook in uow.after_store:  # acks and replies first: requesters wait for them
+        for hook in uow.after_store:  # replies (and their batch's acks): requesters wait
             hook()
         # Then the script it started and the relay (which reads the events on the other
         # core): after a script's end the next script first (the queue drains at the speed
@@ -62,6 +62,8 @@ class AfterCommit:
                 start = None
             else:
                 self.relay.notify(position)
+        for hook in uow.after_wake:  # the acks of a batch without replies
+            hook()
         if start is not None:
             start()
         if self.status.fault_kind == "store":

@@ -90,7 +90,10 @@ class Batches:
             if chain and not self.stopping.seen:
                 uow.handover = any(isinstance(item, RunFinished) for item in items)
                 self.dispatcher.start_next(uow, chained=True)
-            uow.after_store.append(partial(self.replies.ack_and_reply, inbound, replies))
+            # The replies go first (their requesters wait); a batch without any (notifications,
+            # a script's end) wakes the relay for its events before it acknowledges.
+            hooks = uow.after_store if replies else uow.after_wake
+            hooks.append(partial(self.replies.ack_and_reply, inbound, replies))
 
         self.units.run(work)
         for message, read in reads:  # answered from views (and a log) that include this batch

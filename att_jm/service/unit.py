@@ -13,8 +13,11 @@ from att_jm.application import UnitOfWork
 class WriterUnit(UnitOfWork):
     """A unit of work with what the writer does once it is stored."""
 
-    #: Run once stored, in order (the acknowledgements and replies).
+    #: Run once stored, in order (the replies, with the acknowledgements of their batch).
     after_store: list[Callable[[], object]] = field(default_factory=list)
+    #: Run once the relay is woken for the events stored (the acknowledgements of a batch
+    #: without replies: nobody waits for those, the subscribers wait for the events).
+    after_wake: list[Callable[[], object]] = field(default_factory=list)
     #: Starts the script dispatched, once stored.
     start: Callable[[], object] | None = None
     #: The batch ended a script: the next one starts before all else.

@@ -65,3 +65,45 @@ def test_one_entry_runs_at_a_time_however_many_notifications_arrive(writer: Writ
     writer.handle([notification("n-1")])
     writer.handle([notification("n-2")])
     assert states(writer) == [("n-1", "running"), ("n-2", "queued")]
+
+
+def spied_order(writer: Writer, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """What the writer does after a commit, in order: the relay woken (`wake`), the batch
+    acknowledged (`ack`), a reply sent (`reply`); the real methods still run."""
+    calls: list[str] = []
+
+    def spy(obj: object, name: str, label: str) -> None:
+        real = getattr(obj, name)
+
+        def recorded(*args: object, **kwargs: object) -> object:
+            calls.append(label)
+            return real(*args, **kwargs)
+        monkeypatch.setattr(obj, name, recorded)
+
+    spy(writer.relay, "notify", "wake")
+    spy(writer.relay, "ask", "wake")
+    spy(writer.connection, "ack_all", "ack")
+    spy(writer.connection, "reply", "reply")
+    return calls
+
+
+def test_a_batch_without_replies_wakes_the_relay_before_it_is_acknowledged(
+    writer: Writer, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls = spied_order(writer, monkeypatch)
+    writer.handle([notification("n-1"), notification("n-2")])
+    # Subscribers wait for the events, nobody for the acknowledgements.
+    assert calls.index("wake") < calls.index("ack")
+
+
+def test_a_batch_with_a_reply_sends_it_and_acknowledges_before_the_relay_is_woken(
+    writer: Writer, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls = spied_order(writer, monkeypatch)
+    reply_to = Inbound(mid=2, qos=1, generation=0,
+                       topic=b"att/job-manager/commands/tester/settings.set",
+                       payload=orjson.dumps({"interval_seconds": 7}),
+                       response_topic="att/job-manager/replies/tester", correlation=b"c-9")
+    writer.handle([reply_to, notification("n-1")])
+    # The requester waits for its reply.
+    assert calls.index("reply") < calls.index("ack") < calls.index("wake")
