@@ -154,10 +154,11 @@ class Settings:
     #: half the bytes, for a few microseconds per event); false: plain JSON, as before. Every
     #: reader reads both forms, so a store may be switched either way (ADR 0002).
     compact_states: bool = False
-    #: The relay's niceness (nice(2): 0 = the writer's priority, 19 = the lowest). When the
-    #: cores are all busy, the writer (commit, then acknowledge) goes first and the events and
-    #: views it stored are published once a core is free: still all of them, in order.
-    relay_nice: int = 10
+    #: The relay's niceness during a burst (nice(2): 0 = the writer's priority, 19 = the
+    #: lowest). When the cores are all busy, the writer (commit, then acknowledge) goes first
+    #: and the events and views it stored are published once a core is free: still all of
+    #: them, in order (19 rather than 10: bench/README.md, session 7).
+    relay_nice: int = 19
     #: Where automatic archival (the `archive` setting, set over MQTT) writes its archive
     #: files; None: `archives/` next to an SQLite store file. Never settable over MQTT. A
     #: PostgreSQL store needs it set, else automatic archival is refused (a warning).

@@ -1,7 +1,7 @@
 """The relay's priority: the writer's while the relay keeps up, lower during a burst.
 
 When the relay wakes to more than BEHIND_ROWS rows of the log to publish (the writer
-batches: a burst) it runs at the niceness of the setting `relay_nice` (10 by default): on busy
+batches: a burst) it runs at the niceness of the setting `relay_nice` (19 by default): on busy
 cores the writer, which commits and acknowledges, goes first, and the events follow once a
 core is free. Once it has published everything and no such backlog came for CALM_SECONDS, it
 returns to the niceness it was started with (the writer's): a notification that meets a quiet

@@ -499,7 +499,7 @@ def test_the_relay_environment_holds_only_its_settings_and_no_other_att_jm_varia
         "ATT_JM_CLIENT_ID": "jm-1", "ATT_JM_VIEWS_DB": str(Path("rel/att-jm.views.db").resolve()),
         "ATT_JM_VIEW_ROWS": "1000", "ATT_JM_VIEW_MAX_BYTES": "1048576",
         "ATT_JM_MQTT_FAST_PATHS": "True",  # the writer's switch (att_jm.mqtt.fast_paths)
-        "ATT_JM_RELAY_NICE": "10",  # its own priority (the relay sets it at its start)
+        "ATT_JM_RELAY_NICE": "19",  # its own priority (the relay sets it at its start)
         "ATT_JM_CONFIG": "none",  # no settings file of its own: exactly the writer's
     }
     secure = Settings(mqtt_username="att-job-manager", secrets_dir="/site/secrets",

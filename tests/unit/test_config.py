@@ -227,7 +227,7 @@ def test_a_bad_archive_dir_is_refused(value: str) -> None:
         load_settings({"archive_dir": value}, {}, None)
 
 
-@pytest.mark.parametrize(("text", "nice"), [("0", 0), ("19", 19), (None, 10)])
+@pytest.mark.parametrize(("text", "nice"), [("0", 0), ("10", 10), (None, 19)])
 def test_the_relay_niceness_is_a_setting(text: str | None, nice: int) -> None:
     environ = {} if text is None else {"ATT_JM_RELAY_NICE": text}
     assert load_settings({}, environ, None).relay_nice == nice
