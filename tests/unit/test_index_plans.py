@@ -1,0 +1,56 @@
+"""The write index's reads search an index, whatever the queue's length.
+
+`next_queued` and `next_retry_at` ask first whether any queued entry is a retry with a
+`not_before` (once per write, i.e. once per execution). Answered from the queue-order index
+alone, SQLite walked every queued entry to find none: 0.5 ms with 3,000 queued, 22 ms with
+100,000, at each execution. The index on (state, not_before) answers it in one step.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from att_jm.application.index import _READS, SCHEMA
+
+NOW = "2026-12-04T12:00:00.000000+00:00"
+
+
+@pytest.fixture
+def queue() -> sqlite3.Connection:
+    db = sqlite3.connect(":memory:")
+    db.executescript(SCHEMA)
+    db.executemany("INSERT INTO jm_queue VALUES (?, 'queued', ?, NULL)",
+                   [(f"e{n:06d}", n) for n in range(5000)])
+    db.executemany("INSERT INTO jm_queue VALUES (?, 'done', ?, ?)",
+                   [(f"d{n:06d}", n, NOW) for n in range(100)])
+    return db
+
+
+@pytest.mark.parametrize("read", ["waiting", "retry_at"])
+def test_the_retry_reads_search_by_state_and_not_before(
+    queue: sqlite3.Connection, read: str,
+) -> None:
+    sql = _READS[read]
+    args = (NOW,) if "?" in sql else ()
+    plan = " ".join(str(row[-1]) for row in queue.execute("EXPLAIN QUERY PLAN " + sql, args))
+    assert "jm_queue_retry" in plan and "not_before" in plan, plan
+
+
+def test_the_retry_reads_answer_as_a_scan_would(queue: sqlite3.Connection) -> None:
+    queue.execute("UPDATE jm_queue SET not_before = '2026-12-04T13:00:00.000000+00:00' "
+                  "WHERE id IN ('e004000', 'e000007')")
+    queue.execute("UPDATE jm_queue SET not_before = '2026-12-04T11:00:00.000000+00:00' "
+                  "WHERE id = 'e000003'")
+
+    def read(name: str) -> list[tuple[object, ...]]:
+        sql = _READS[name]
+        return queue.execute(sql, (NOW,) if "?" in sql else ()).fetchall()
+
+    indexed = {name: read(name) for name in ("waiting", "retry_at", "next_due")}
+    queue.execute("DROP INDEX jm_queue_retry")
+    queue.execute("DROP INDEX jm_queue_order")
+    assert {name: read(name) for name in indexed} == indexed
+    assert indexed == {"waiting": [(1,)], "retry_at": [("2026-12-04T13:00:00.000000+00:00",)],
+                       "next_due": [("e000000", 0)]}
