@@ -9,15 +9,15 @@ is set to 3600 s and `count` notifications are published and enqueued (their `co
 interval_seconds=0` arrives and stops at the `count`-th `execution.succeeded` event (any
 `execution.failed` aborts the round). Executions per second = count / that time.
 Baseline, same run: the same script run `count` times in a bare Python loop with
-`subprocess.run`, with the runner's options (argv [script, Command], stdin empty, stdout and
-stderr captured, cwd the scripts directory, the runner's environment, a new session).
+`subprocess.run`, in a fresh interpreter (`bench.spawnloop`), with the runner's options
+(argv [script, Command], stdin empty, stdout and stderr captured, cwd the scripts directory,
+the runner's environment, a new session).
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
 import tempfile
 import threading
 import time
@@ -30,6 +30,7 @@ from paho.mqtt.client import Client, MQTTMessage
 
 from bench.harness import Service, broker_and_service, populate_scripts_dir, script_spawn_options
 from bench.latency import TIMEOUT, Probe, command, new_client, script_environment
+from bench.spawnloop import run_loop
 
 SCRIPT = "ok"
 FINISH_TIMEOUT = 600.0
@@ -113,17 +114,15 @@ def service_round(count: int) -> float:
 
 
 def baseline_round(count: int, scripts_dir: Path) -> float:
-    """Executions per second of the same script in a bare `subprocess.run` loop."""
-    script = str(scripts_dir / SCRIPT)
-    options = script_spawn_options()  # as root: as the script user, like the service
-    started = time.perf_counter()
-    for n in range(count):
-        subprocess.run([script, orjson.dumps({"id": f"x-{n}"}).decode()],
-                       stdin=subprocess.DEVNULL, capture_output=True, cwd=scripts_dir,
-                       env=script_environment(scripts_dir, str(uuid.uuid4())),
-                       start_new_session=True, close_fds=True, check=True, timeout=TIMEOUT,
-                       **options)
-    return count / (time.perf_counter() - started)
+    """Executions per second of the same script in a bare `subprocess.run` loop, run in a
+    fresh interpreter (`bench.spawnloop`: the loop's cost must not depend on what the
+    benchmark's own process measured before)."""
+    answer = run_loop(
+        mode="rate", script=scripts_dir / SCRIPT, args=['{"id": "x-{n}"}'], count=count,
+        cwd=scripts_dir, env=script_environment(scripts_dir, ""),
+        options=script_spawn_options(),  # as root: as the script user, like the service
+    )
+    return float(answer["rate"])
 
 
 def measure(count: int, rounds: int) -> dict[str, list[float]]:

@@ -58,6 +58,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from att_jm.mqtt.common import set_tcp_nodelay  # the same TCP_NODELAY hook as the service
 from bench.harness import Service, broker_and_service, script_spawn_options, shared_file
+from bench.spawnloop import run_loop
 
 ECHO_REQUESTS = "bench/echo/request"
 ECHO_LIFETIME_SECONDS = 900  # the echo process stops by itself even if nobody stops it
@@ -268,18 +269,16 @@ def read_stamps(path: Path) -> dict[str, int]:
 
 
 def spawn(scripts_dir: Path, stamps: Path, count: int) -> list[float]:
-    """Seconds from `subprocess.run` of the script to its own start stamp, `count` times."""
-    script = scripts_dir / SCRIPT
+    """Seconds from `subprocess.run` of the script to its own start stamp, `count` times, run
+    in a fresh interpreter (`bench.spawnloop`: the loop's cost must not depend on what the
+    benchmark's own process measured before)."""
     shared_file(stamps)
-    options = script_spawn_options()
-    started: dict[str, int] = {}
-    for n in range(WARMUP + count):
-        execution_id = f"spawn-{n}"
-        started[execution_id] = time.time_ns()
-        subprocess.run([str(script), str(stamps)], stdin=subprocess.DEVNULL, capture_output=True,
-                       cwd=scripts_dir, env=script_environment(scripts_dir, execution_id),
-                       start_new_session=True, close_fds=True, check=True, timeout=TIMEOUT,
-                       **options)
+    answer = run_loop(
+        mode="stamps", script=scripts_dir / SCRIPT, args=[str(stamps)], count=WARMUP + count,
+        cwd=scripts_dir, env=script_environment(scripts_dir, ""),
+        options=script_spawn_options(), prefix="spawn-",
+    )
+    started: dict[str, int] = answer["started"]
     stamped = read_stamps(stamps)
     return [(stamped[key] - started[key]) / 1e9 for key in list(started)[WARMUP:]]
 
