@@ -2,6 +2,10 @@
 // the first rows (at most the service's row cap, 1000 by default) of `total`; pages past them
 // are asked of the service with `views.get` {view, offset, limit}, in the view's own order.
 // Sorting and filtering work on the rows the console holds; "Load all" fetches the rest.
+// Every row held is tagged with the view position it was read at: the retained message lags the
+// service a little (the relay publishes views a few times a second) and the view may change
+// between two `views.get` pages, so a page is shown from rows of one position only (the newest
+// read), never a mixture in which a row shows twice or not at all.
 import { capped, clear, h, shown } from './dom.js';
 
 const PAGE_SIZES = [10, 25, 50, 100, 200];
@@ -28,6 +32,8 @@ export class Table {
       actions: null, onOpen: null, rowClass: null, pageSize: 50, empty: 'No rows.',
     }, options);
     this.held = new Map(); // offset in the view's order -> row
+    this.at = new Map(); // offset -> the view position that row was read at
+    this.latest = null; // the position the rows shown are read at (the newest read)
     this.total = 0;
     this.position = null;
     this.retainedCount = 0;
@@ -106,17 +112,28 @@ export class Table {
   update(message) {
     const rows = Array.isArray(message.rows) ? message.rows : [];
     const changed = message.position !== this.position || rows.length !== this.retainedCount;
+    // The same message again while pages read later show a newer position: its total is older.
+    const behind = !changed && this.latest !== null && this.latest !== message.position;
     this.position = message.position;
-    this.total = Number.isInteger(message.total) ? message.total : rows.length;
+    if (!behind) this.total = Number.isInteger(message.total) ? message.total : rows.length;
     this.retainedCount = rows.length;
     if (this.total > rows.length && rows.length > 0) this.limitCap ??= rows.length;
     // Rows fetched past the retained ones: still right when the view did not change; when it
     // did, fetched again for the new position (sorting and filtering keep covering them).
     let extent = 0;
     for (const offset of this.held.keys()) extent = Math.max(extent, offset + 1);
-    const kept = changed ? [] : [...this.held].filter(([offset]) => offset >= rows.length);
-    this.held = new Map(rows.map((row, i) => [i, row]));
-    for (const [offset, row] of kept) this.held.set(offset, row);
+    if (changed || this.latest === null) {
+      this.held = new Map(rows.map((row, i) => [i, row]));
+      this.at = new Map(rows.map((row, i) => [i, message.position]));
+      this.latest = message.position;
+    } else {
+      // The same message again: it fills what is not held at the position shown.
+      rows.forEach((row, i) => {
+        if (this.current(i)) return;
+        this.held.set(i, row);
+        this.at.set(i, message.position);
+      });
+    }
     this.omitted = message.omitted ?? 0;
     this.render();
     const wanted = Math.min(this.total, this.wantAll ? MAX_HELD : extent);
@@ -125,6 +142,25 @@ export class Table {
 
   value(column, row) {
     return column.value ? column.value(row) : row[column.key];
+  }
+
+  /** Whether the row at `offset` is held and read at the position shown. */
+  current(offset) {
+    return this.held.has(offset) && this.at.get(offset) === this.latest;
+  }
+
+  /** The rows held in the view's order: those read at the position shown, then (sorting and
+   * filtering cover every row held) the others whose key none of those has. */
+  heldRows() {
+    const entries = [...this.held.entries()].sort((a, b) => a[0] - b[0]);
+    const rows = entries.filter(([offset]) => this.at.get(offset) === this.latest).map((e) => e[1]);
+    const keys = new Set(rows.map((row) => this.rowKey(row)));
+    for (const [offset, row] of entries) {
+      if (this.at.get(offset) === this.latest || keys.has(this.rowKey(row))) continue;
+      keys.add(this.rowKey(row));
+      rows.push(row);
+    }
+    return rows;
   }
 
   text(row) {
@@ -142,14 +178,13 @@ export class Table {
       const rows = [];
       let missing = false;
       for (let offset = start; offset < end; offset += 1) {
-        const row = this.held.get(offset);
-        if (row) rows.push(row);
+        if (this.current(offset)) rows.push(this.held.get(offset));
         else missing = true;
       }
       if (missing) this.fill(start, end);
       return { rows, pages, shown: this.total, missing };
     }
-    let rows = [...this.held.entries()].sort((a, b) => a[0] - b[0]).map((entry) => entry[1]);
+    let rows = this.heldRows();
     if (this.filter) rows = rows.filter((row) => this.text(row).includes(this.filter));
     if (this.sort.key) {
       const column = this.columns.find((c) => c.key === this.sort.key);
@@ -172,7 +207,7 @@ export class Table {
     try {
       for (let i = 0; i < MAX_FETCHES; i += 1) {
         let first = start;
-        while (first < end && this.held.has(first)) first += 1;
+        while (first < end && this.current(first)) first += 1;
         if (first >= end) break;
         const wanted = end - first;
         const limit = Math.max(1, Math.min(wanted, this.limitCap ?? wanted));
@@ -193,7 +228,15 @@ export class Table {
         if (Number.isInteger(result.total)) this.total = result.total;
         if (rows.length === 0) break;
         const base = Number.isInteger(result.offset) ? result.offset : first;
-        rows.forEach((row, k) => this.held.set(base + k, row));
+        // A page read at another position than the rows shown (the view moved, or the
+        // retained message lags the service): it becomes the position shown, and the rows
+        // read at the other one are read again.
+        const at = Number.isInteger(result.position) ? result.position : this.latest;
+        if (at !== this.latest) this.latest = at;
+        rows.forEach((row, k) => {
+          this.held.set(base + k, row);
+          this.at.set(base + k, at);
+        });
         end = Math.min(end, this.total);
         this.note = '';
       }
