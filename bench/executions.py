@@ -1,6 +1,6 @@
 """Executions: how many queued entries of a trivial script the service runs per second.
 
-Usage: python -m bench.executions [--count 2000] [--rounds 3]
+Usage: python -m bench.executions [--count 2000] [--rounds 3] [--cores]
 
 Service: a fresh broker and `att-jm serve`, one job running `tests/scripts/ok` (`exit 0`).
 One warm-up execution runs first (the scheduler then has a last end time), then the interval
@@ -12,11 +12,17 @@ Baseline, same run: the same script run `count` times in a bare Python loop with
 `subprocess.run`, in a fresh interpreter (`bench.spawnloop`), with the runner's options
 (argv [script, Command], stdin empty, stdout and stderr captured, cwd the scripts directory,
 the runner's environment, a new session).
+
+`--cores` also prints where each core's time goes while the clock runs (CPU seconds, user +
+system, from /proc/PID/stat, median of the rounds, per execution): the writer itself, the
+scripts it ran (reaped by the writer: its children's time), its relay, the broker, and this
+process (the event counter); for the baseline the loop and its scripts.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import threading
@@ -28,6 +34,7 @@ from typing import Any
 import orjson
 from paho.mqtt.client import Client, MQTTMessage
 
+from bench.cores import TICKS, children, sample, spent
 from bench.harness import Service, broker_and_service, populate_scripts_dir, script_spawn_options
 from bench.latency import TIMEOUT, Probe, command, new_client, script_environment
 from bench.spawnloop import run_loop
@@ -83,8 +90,15 @@ class Counter:
         self.client.loop_stop()
 
 
-def service_round(count: int) -> float:
-    """Executions per second of the service, draining `count` queued entries at interval 0."""
+def reaped_seconds(pid: int) -> float:
+    """CPU seconds (user + system) of the children `pid` has waited for, so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[13]) + int(fields[14])) / TICKS  # cutime, cstime (fields 16, 17)
+
+
+def service_round(count: int, cpu: dict[str, float] | None = None) -> float:
+    """Executions per second of the service, draining `count` queued entries at interval 0;
+    with `cpu`, the CPU seconds per process while the clock ran go into it."""
     with broker_and_service() as (broker, service):
         reply_topic = service.topic(f"job-manager/replies/bench/{uuid.uuid4().hex}")
         probe = Probe(broker.port, [reply_topic])
@@ -102,18 +116,36 @@ def service_round(count: int) -> float:
                 probe.publish(topic, orjson.dumps({"id": f"x-{n}"}))
             counter.wait("execution.enqueued", count, FINISH_TIMEOUT)
             time.sleep(0.5)  # let the coalesced view publications of the burst pass
+            pids = processes(service, broker.pid)
+            before = (sample(pids), reaped_seconds(pids["writer"]))
             _, reply = probe.request(service.command_topic("settings.set", "bench"),
                                      b'{"interval_seconds": 0}', reply_topic)
             if reply.json().get("ok") is not True:
                 raise RuntimeError(f"settings.set failed: {reply.json()}")
             finished = counter.wait("execution.succeeded", count, FINISH_TIMEOUT)
+            if cpu is not None:
+                used = spent(before[0], sample(pids))
+                cpu.update(writer=used["writer"],
+                           scripts=reaped_seconds(pids["writer"]) - before[1],
+                           relay=used["relay"], broker=used["broker"], counter=used["counter"])
             return count / (finished - reply.at)
         finally:
             counter.close()
             probe.close()
 
 
-def baseline_round(count: int, scripts_dir: Path) -> float:
+def processes(service: Service, broker: int | None) -> dict[str, int]:
+    """The pids whose CPU time `--cores` reads."""
+    writer = service.pid
+    if writer is None or broker is None:
+        raise RuntimeError("the service or the broker is not running")
+    relays = children(writer)
+    if len(relays) != 1:
+        raise RuntimeError(f"expected one child (the relay) of the writer, found {relays}")
+    return {"writer": writer, "relay": relays[0], "broker": broker, "counter": os.getpid()}
+
+
+def baseline_round(count: int, scripts_dir: Path, cpu: dict[str, float] | None = None) -> float:
     """Executions per second of the same script in a bare `subprocess.run` loop, run in a
     fresh interpreter (`bench.spawnloop`: the loop's cost must not depend on what the
     benchmark's own process measured before)."""
@@ -122,27 +154,55 @@ def baseline_round(count: int, scripts_dir: Path) -> float:
         cwd=scripts_dir, env=script_environment(scripts_dir, ""),
         options=script_spawn_options(),  # as root: as the script user, like the service
     )
+    if cpu is not None:
+        cpu.update(answer["cpu"])
     return float(answer["rate"])
 
 
-def measure(count: int, rounds: int) -> dict[str, list[float]]:
-    """Executions per second per round: `service` and `baseline`."""
+def measure(count: int, rounds: int,
+            cores: dict[str, list[dict[str, float]]] | None = None) -> dict[str, list[float]]:
+    """Executions per second per round: `service` and `baseline`; with `cores`, each round's
+    CPU seconds per process go into its `service` and `baseline` lists."""
     service: list[float] = []
     baseline: list[float] = []
     with tempfile.TemporaryDirectory(prefix="att-jm-bench-") as tmp:
         scripts_dir = populate_scripts_dir(Path(tmp) / "scripts")
         for _ in range(rounds):
-            baseline.append(baseline_round(count, scripts_dir))
-            service.append(service_round(count))
+            used: dict[str, dict[str, float]] = {"service": {}, "baseline": {}}
+            baseline.append(baseline_round(count, scripts_dir, used["baseline"]))
+            service.append(service_round(count, used["service"]))
+            if cores is not None:
+                for side, seconds in used.items():
+                    cores.setdefault(side, []).append(seconds)
     return {"service": service, "baseline": baseline}
+
+
+def cores_table(label: str, rate: float, rounds: list[dict[str, float]], count: int) -> list[str]:
+    """Per process: CPU seconds, share of one core while the clock ran, us per execution."""
+    wall = count / rate
+    lines = [f"  {label}: {rate:,.0f} exec/s ({wall:.2f} s for {count:,}, "
+             f"{wall / count * 1e6:,.0f} us each)",
+             f"    {'process':<9} {'cpu s':>7} {'cores':>6} {'us/exec':>8}"]
+    total = 0.0
+    for process in rounds[0]:
+        seconds = statistics.median(r[process] for r in rounds)
+        total += seconds
+        lines.append(f"    {process:<9} {seconds:7.2f} {seconds / wall:6.2f} "
+                     f"{seconds / count * 1e6:8.0f}")
+    lines.append(f"    {'all':<9} {total:7.2f} {total / wall:6.2f} {total / count * 1e6:8.0f}"
+                 f"   (of {os.cpu_count()} cores)")
+    return lines
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--count", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--cores", action="store_true",
+                        help="also where each core's time goes (CPU per process)")
     args = parser.parse_args()
-    result = measure(args.count, args.rounds)
+    cores: dict[str, list[dict[str, float]]] = {}
+    result = measure(args.count, args.rounds, cores if args.cores else None)
     print(f"executions of {args.count:,} queued entries of `{SCRIPT}`, {args.rounds} rounds: "
           "median (min-max) executions/s")
     for label, values in (("att-jm serve, interval 0", result["service"]),
@@ -151,6 +211,11 @@ def main() -> None:
               f"({min(values):,.0f}-{max(values):,.0f})")
     ratio = statistics.median(result["service"]) / statistics.median(result["baseline"])
     print(f"  ratio {ratio:.2f}x (target >= 0.8x)")
+    if args.cores:
+        print("where each core's time goes while the clock runs (median of the rounds):")
+        for side in ("service", "baseline"):
+            print("\n".join(cores_table(side, statistics.median(result[side]), cores[side],
+                                         args.count)))
 
 
 if __name__ == "__main__":

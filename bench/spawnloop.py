@@ -15,6 +15,7 @@ Usage (by `run_loop`): python -m bench.spawnloop '<JSON request>' -> one JSON li
 from __future__ import annotations
 
 import json
+import resource
 import subprocess
 import sys
 import time
@@ -25,11 +26,14 @@ TIMEOUT = 60.0
 
 
 def _loop(request: dict[str, Any]) -> dict[str, Any]:
-    """Start `script` `count` times; `mode` "rate": starts per second; "stamps": the
-    time_ns just before each start, by execution id (`prefix` + n)."""
+    """Start `script` `count` times; `mode` "rate": starts per second, and the CPU seconds
+    of the loop itself and of the scripts (user + system); "stamps": the time_ns just
+    before each start, by execution id (`prefix` + n)."""
     script, argv, count = request["script"], request["args"], request["count"]
     env_base, options = request["env"], request["options"]
     started: dict[str, int] = {}
+    own, scripts = (resource.getrusage(who) for who in (resource.RUSAGE_SELF,
+                                                       resource.RUSAGE_CHILDREN))
     begun = time.perf_counter()
     for n in range(count):
         execution_id = f"{request['prefix']}{n}"
@@ -41,8 +45,16 @@ def _loop(request: dict[str, Any]) -> dict[str, Any]:
                        check=True, timeout=TIMEOUT, **options)
     seconds = time.perf_counter() - begun
     if request["mode"] == "rate":
-        return {"rate": count / seconds}
+        return {"rate": count / seconds, "seconds": seconds,
+                "cpu": {"loop": _cpu(resource.RUSAGE_SELF) - own.ru_utime - own.ru_stime,
+                        "scripts": _cpu(resource.RUSAGE_CHILDREN) - scripts.ru_utime
+                        - scripts.ru_stime}}
     return {"started": started}
+
+
+def _cpu(who: int) -> float:
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
 
 
 def run_loop(*, mode: str, script: Path, args: list[str], count: int, cwd: Path,

@@ -63,3 +63,31 @@ def test_the_timeline_cuts_each_notification_batch_into_its_steps() -> None:
                           "drain -> first published"}, output
     assert all(v >= 0 for values in steps.values() for v in values), output
     assert steps["drain -> first published"][0] >= steps["commit"][0], output
+
+
+def test_the_executions_say_where_each_core_s_time_goes() -> None:
+    """`python -m bench.executions --cores`: the real service drains its queue and the bare loop
+    runs; each side's table has a row per process with its CPU time, and the scripts' time
+    (the service's reaped children, the loop's children) was counted on both sides."""
+    require_mosquitto()
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.executions", "--count", "20", "--rounds", "1", "--cores"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=False,
+    )
+    output = f"--- stdout\n{done.stdout}\n--- stderr\n{done.stderr[-4000:]}"
+    assert done.returncode == 0, output
+    lines = done.stdout.splitlines()
+    tables: dict[str, dict[str, float]] = {}
+    side = ""
+    for line in lines[lines.index(next(x for x in lines if x.startswith("where each core"))):]:
+        if line.startswith("  ") and not line.startswith("    "):
+            side = line.split(":")[0].strip()
+            tables[side] = {}
+        elif line.startswith("    ") and line.split()[0] != "process":
+            name, cpu, _cores, _per = line.split()[:4]
+            tables[side][name] = float(cpu)
+    assert set(tables) == {"service", "baseline"}, output
+    assert set(tables["service"]) == {"writer", "scripts", "relay", "broker", "counter", "all"}
+    assert set(tables["baseline"]) == {"loop", "scripts", "all"}, output
+    assert tables["service"]["scripts"] > 0 and tables["baseline"]["scripts"] > 0, output
+    assert tables["service"]["writer"] > 0 and tables["baseline"]["loop"] > 0, output
