@@ -27,7 +27,7 @@ from helpers.processes import pids_with_env
 from helpers.runs import run_script
 
 from att_jm import runner as runner_module
-from att_jm.domain.runs import Run
+from att_jm.domain.runs import Outcome, Run
 from att_jm.runner import (
     ScriptRunner,
     ScriptUser,
@@ -174,6 +174,95 @@ def test_as_root_a_script_runs_as_the_script_user_without_other_groups(
         f"uid={script_user.uid} user={script_user.name} gid={script_user.gid} "
         f"groups={script_user.gid} umask=0077"
     ))
+
+
+@needs_root
+@pytest.mark.parametrize("use_setpriv", [True, False], ids=["setpriv", "popen"])
+def test_both_user_switches_give_the_script_the_same_credentials(
+    scripts: pathlib.Path, script_user: ScriptUser, use_setpriv: bool,
+) -> None:
+    """Through setpriv (vfork, the default) and through Popen itself (fork, without setpriv):
+    real, effective, saved and file uid and gid the user's, no supplementary group, no
+    capability, umask 077; the script's own process (setpriv exec'd it in place)."""
+    (scripts / "status").write_text(
+        "#!/bin/sh\necho pid=$$ umask=$(umask)\n"
+        "grep -E '^(Uid|Gid|Groups|CapInh|CapPrm|CapEff|CapAmb):' /proc/$$/status\n")
+    (scripts / "status").chmod(0o755)
+    runner = ScriptRunner(scripts, run_as=script_user.name, use_setpriv=use_setpriv)
+    assert (runner.setpriv is not None) is use_setpriv  # Debian's util-linux has it
+    started = runner.begin(Run("exec-st", "job", "t", 1, "status", "", 10))
+    assert not isinstance(started, Outcome)
+    outcome = runner.watch(started)
+    result = None
+    while result is None:
+        result = outcome.step(outcome.fds())
+    lines = dict(line.split(":", 1) for line in result.stdout_tail.splitlines()[1:])
+    first = result.stdout_tail.splitlines()[0]
+    assert first == f"pid={started.proc.pid} umask=0077"
+    ids = (script_user.uid,) * 4, (script_user.gid,) * 4
+    assert tuple(int(v) for v in lines["Uid"].split()) == ids[0]
+    assert tuple(int(v) for v in lines["Gid"].split()) == ids[1]
+    assert lines["Groups"].split() == []
+    assert {lines[cap].strip() for cap in ("CapInh", "CapPrm", "CapEff", "CapAmb")} == {
+        "0000000000000000"}
+
+
+@needs_root
+@pytest.mark.parametrize(
+    ("content", "error"),
+    [("#!/no/such/interpreter\n", "[Errno 2] No such file or directory"),
+     ("echo run by sh\n", "[Errno 8] Exec format error")],
+    ids=["missing-interpreter", "no-shebang"],
+)
+def test_a_script_that_cannot_be_executed_fails_alike_through_either_switch(
+    scripts: pathlib.Path, script_user: ScriptUser, content: str, error: str,
+) -> None:
+    """setpriv reports an exec failure on stderr (and would run a file without `#!` with
+    /bin/sh): the outcome is the one Popen gives when it cannot execute the script."""
+    (scripts / "broken").write_text(content)
+    (scripts / "broken").chmod(0o755)
+    outcomes = [run_script(ScriptRunner(scripts, run_as=script_user.name, use_setpriv=use),
+                           Run("exec-b", "job", "t", 1, "broken", "", 10))
+                for use in (True, False)]
+    expected = f"could not start script: {error}: {str(scripts / 'broken')!r}"
+    for outcome in outcomes:
+        assert (outcome.result, outcome.feedback, outcome.exit_code) == (2, expected, None)
+        assert outcome.stdout_tail == outcome.stderr_tail == ""
+
+
+@needs_root
+def test_a_script_that_prints_what_setpriv_would_still_ran(
+    scripts: pathlib.Path, script_user: ScriptUser,
+) -> None:
+    """Only setpriv's message alone, with its exit code, for this very path, means it did not
+    run; the same words from a script that then exits 0, or with more output, are its own."""
+    path = scripts / "liar"
+    for code, extra, ran in ((0, "", True), (127, "echo more >&2\n", True),
+                             (127, "", False)):
+        path.write_text(f"#!/bin/sh\necho 'setpriv: failed to execute {path}: "
+                        f"No such file or directory' >&2\n{extra}exit {code}\n")
+        path.chmod(0o755)
+        outcome = run_script(ScriptRunner(scripts, run_as=script_user.name),
+                             Run("exec-l", "job", "t", 1, "liar", "", 10))
+        assert (outcome.exit_code is not None) is ran, outcome
+
+
+def test_setpriv_is_taken_only_as_a_root_owned_file_nobody_else_can_write(
+    tmp_path: pathlib.Path,
+) -> None:
+    tool = tmp_path / "setpriv"
+    shutil.copy("/bin/true", tool)
+    tool.chmod(0o755)
+    if not IS_ROOT:
+        assert runner_module.find_setpriv([str(tool)]) is None  # the test user's own file
+        return
+    assert runner_module.find_setpriv([str(tmp_path / "none"), str(tool)]) == str(tool)
+    tool.chmod(0o775)
+    assert runner_module.find_setpriv([str(tool)]) is None
+    tool.chmod(0o755)
+    os.chown(tool, UID, -1)
+    assert runner_module.find_setpriv([str(tool)]) is None
+    assert runner_module.find_setpriv([str(tmp_path)]) is None  # a directory
 
 
 @needs_root
