@@ -866,9 +866,15 @@ _EXECUTABLE_MAGIC = (b"#!", b"\x7fELF")
 
 def _check_executable_format(path: pathlib.Path) -> None:
     """OSError ENOEXEC, as `execve` gives, for a file that is neither a `#!` script nor an
-    ELF binary: setpriv execs with `execvp`, which would run such a file with /bin/sh."""
-    with open(path, "rb") as file:
-        head = file.read(4)
+    ELF binary: setpriv execs with `execvp`, which would run such a file with /bin/sh. A file
+    the service may execute but not read (a binary of mode 0711 owned by another user,
+    under the unit's capabilities, which leave root no CAP_DAC_OVERRIDE) is not looked at:
+    the kernel executes it or refuses it as it would without setpriv."""
+    try:
+        with open(path, "rb") as file:
+            head = file.read(4)
+    except PermissionError:
+        return
     if not head.startswith(_EXECUTABLE_MAGIC):
         raise OSError(errno.ENOEXEC, os.strerror(errno.ENOEXEC), str(path))
 

@@ -231,6 +231,32 @@ def test_a_script_that_cannot_be_executed_fails_alike_through_either_switch(
 
 
 @needs_root
+def test_a_binary_the_service_may_run_but_not_read_still_runs_through_setpriv(
+    scripts: pathlib.Path, script_user: ScriptUser,
+) -> None:
+    """Under the systemd unit's capabilities root has no CAP_DAC_OVERRIDE: a binary of mode
+    0711 owned by another user cannot be read for the `#!`/ELF check, and runs as it would
+    without setpriv (the service here: a Python with those capabilities out of its bounding
+    set)."""
+    shutil.copy("/bin/true", scripts / "sealed")
+    os.chown(scripts / "sealed", UID, -1)
+    (scripts / "sealed").chmod(0o711)
+    code = ("import json, sys; from att_jm.runner import ScriptRunner; "
+            "from att_jm.domain.runs import Run; "
+            "sys.path.insert(0, 'tests'); from helpers.runs import run_script; "
+            f"o = run_script(ScriptRunner({str(scripts)!r}, run_as={script_user.name!r}), "
+            "Run('exec-s', 'job', 't', 1, 'sealed', '', 10)); "
+            "print(json.dumps([o.result, o.feedback, o.exit_code]))")
+    done = subprocess.run(
+        ["/usr/bin/setpriv", "--bounding-set=-dac_override,-dac_read_search", "--",
+         sys.executable, "-c", code],
+        capture_output=True, text=True, check=False, timeout=60, cwd=REPO,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.splitlines()[-1]) == [3, None, 0]
+
+
+@needs_root
 def test_a_script_that_prints_what_setpriv_would_still_ran(
     scripts: pathlib.Path, script_user: ScriptUser,
 ) -> None:
