@@ -22,6 +22,7 @@ import structlog
 
 from att_jm.domain.runs import Outcome, Run
 from att_jm.errors import AttJmError
+from att_jm.spawner import SpawnedScript, Spawner, SpawnerGone
 from att_jm.vocabulary import Result
 
 SUCCEEDED = Result.SUCCEEDED
@@ -48,6 +49,8 @@ SWEEP_SECONDS = 2.0
 #: util-linux's `setpriv` (Debian: essential), tried in this order; never looked up on PATH.
 SETPRIV_PATHS = ("/usr/bin/setpriv", "/bin/setpriv")
 _PR_SET_CHILD_SUBREAPER = 36
+#: A started script: a Popen, or a script the spawner started (att_jm/spawner.py).
+ScriptProcess = subprocess.Popen[bytes] | SpawnedScript
 _PR_GET_CHILD_SUBREAPER = 37
 _TICK_NS = 1_000_000_000 // os.sysconf("SC_CLK_TCK")
 #: At most this many problems are listed by `check_scripts_dir` (then a count of the rest).
@@ -682,7 +685,7 @@ class _Supervisor:
     """
 
     def __init__(
-        self, proc: subprocess.Popen[bytes], *, output_cap: int, kill_grace: float, deadline: float
+        self, proc: ScriptProcess, *, output_cap: int, kill_grace: float, deadline: float
     ) -> None:
         self.stdout = OutputTail(output_cap)
         self.stderr = OutputTail(output_cap)
@@ -694,7 +697,10 @@ class _Supervisor:
         self._kill_at: float | None = None
         self._drain_until: float | None = None
         self._proc = proc
-        self._pidfd = _open_pidfd(proc.pid)
+        #: Readable once the script exited: the spawner's socket (not ours to close), or a
+        #: pidfd of our own.
+        self._own_pidfd = not isinstance(proc, SpawnedScript)
+        self._pidfd = proc.exit_fd() if isinstance(proc, SpawnedScript) else _open_pidfd(proc.pid)
         self._tails: dict[int, OutputTail] = {}
         for pipe, tail in ((proc.stdout, self.stdout), (proc.stderr, self.stderr)):
             if pipe is not None:
@@ -742,7 +748,8 @@ class _Supervisor:
         self._closed = True
         self.results.close()
         if self._pidfd is not None:
-            os.close(self._pidfd)
+            if self._own_pidfd:
+                os.close(self._pidfd)
             self._pidfd = None
 
     def _leader_exited(self) -> None:
@@ -826,7 +833,7 @@ class StartedScript:
     """A script `ScriptRunner.begin` started, for `ScriptRunner.watch`."""
 
     request: Run
-    proc: subprocess.Popen[bytes]
+    proc: ScriptProcess
     started: float  # time.monotonic() before it was started
     since: int  # boot_ticks() before it was started: its descendants started since
     #: The script's path when setpriv switched to the script user (and would report an
@@ -920,7 +927,9 @@ class ScriptRunner:
     `run_as`: when this process runs as root (euid 0), scripts run as that user (its uid and
     primary group, no supplementary groups, umask 077); it must exist (`ensure_script_user`).
     Ignored, with one log line, when this process is not root: scripts run as its own user.
-    The switch is made by util-linux's `setpriv` (`find_setpriv`), exec'd in the script's
+    The switch is made by the spawner (att_jm/spawner.py: a small process whose child, forked
+    ahead, switches and execs the script at once); where the spawner cannot start (or
+    `use_spawner=False`), by util-linux's `setpriv` (`find_setpriv`), exec'd in the script's
     process right before the script, so that Python can start it with `vfork`; without
     setpriv (or `use_setpriv=False`) by `Popen` itself, which needs a `fork`.
     """
@@ -935,6 +944,7 @@ class ScriptRunner:
         run_as: str | None = None,
         spare: Callable[[], Iterable[int]] | None = None,
         use_setpriv: bool = True,
+        use_spawner: bool = True,
     ) -> None:
         self._scripts_dir = scripts_dir
         self.output_cap = output_cap
@@ -942,7 +952,7 @@ class ScriptRunner:
         self.kill_grace = kill_grace_seconds
         self._spare = spare
         self._lock = threading.Lock()
-        self._running: subprocess.Popen[bytes] | None = None
+        self._running: ScriptProcess | None = None
         self._interrupted = False
         #: Who scripts run as; None: this process's own user.
         self.user: ScriptUser | None = None
@@ -957,6 +967,22 @@ class ScriptRunner:
         if self.user is not None and use_setpriv and self.setpriv is None:
             log.warning("runner.setpriv_missing", paths=list(SETPRIV_PATHS),
                         consequence="scripts start with fork, slower as the service grows")
+        #: The spawner that starts scripts as the script user (started at the first start).
+        self.spawner = None if self.user is None or not use_spawner else Spawner(
+            self.user.uid, self.user.gid, SCRIPT_UMASK)
+
+    def close(self) -> None:
+        """Stop the spawner, if one runs (a later start starts it again)."""
+        if self.spawner is not None:
+            self.spawner.close()
+
+    def spared(self) -> list[int]:
+        """The processes (with their descendants) the sweep after a script leaves alone: the
+        spawner and what the caller's `spare` names (the relay)."""
+        pids = [] if self._spare is None else list(self._spare())
+        if self.spawner is not None and self.spawner.pid is not None:
+            pids.append(self.spawner.pid)
+        return pids
 
     def begin(self, request: Run) -> StartedScript | Outcome:
         """Start the script; a Failed outcome if it cannot start. The caller follows it with
@@ -985,10 +1011,22 @@ class ScriptRunner:
                 self._interrupted = True
                 _signal_group(self._running.pid, signal.SIGKILL)
 
-    def _start(self, path: pathlib.Path, request: Run) -> subprocess.Popen[bytes]:
+    def _start(self, path: pathlib.Path, request: Run) -> ScriptProcess:
         cwd = pathlib.Path(self._scripts_dir).resolve()
         user = self.user
         argv = [str(path), request.command]
+        if self.spawner is not None:
+            with self._lock:
+                try:
+                    spawned = self.spawner.spawn(argv, script_environment(cwd, request),
+                                                 str(cwd))
+                except SpawnerGone as error:  # this start goes the other way; the next retries
+                    log.error("runner.spawner_failed", error=str(error))
+                    self.spawner.close()
+                else:
+                    self._running = spawned
+                    self._interrupted = False
+                    return spawned
         switch = user is not None and self.setpriv is None  # Popen switches (fork)
         if user is not None and self.setpriv is not None:
             _check_executable_format(path)
@@ -1032,7 +1070,7 @@ class ScriptRunner:
             self._running = None
             _signal_group(proc.pid, signal.SIGKILL)
         kill_descendants(
-            script.since, spare=() if self._spare is None else self._spare(),
+            script.since, spare=self.spared(),
             marker=f"ATT_JM_EXECUTION_ID={script.request.execution_id}", leader=proc.pid,
         )
         for pipe in (proc.stdout, proc.stderr):

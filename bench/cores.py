@@ -68,6 +68,19 @@ def children(pid: int) -> list[int]:
     return found
 
 
+def service_children(writer: int) -> dict[str, int]:
+    """The writer's relay and, once a script ran as the script user, its spawner, by name."""
+    found: dict[str, int] = {}
+    for child in children(writer):
+        argv = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+        for name in ("relay", "spawner"):
+            if f"att_jm.{name}".encode() in argv:
+                found[name] = child
+    if "relay" not in found:
+        raise RuntimeError(f"no relay among the writer's children {children(writer)}")
+    return found
+
+
 def sample(pids: Mapping[str, int]) -> dict[str, float]:
     return {name: cpu_seconds(pid) for name, pid in pids.items()}
 
@@ -85,11 +98,8 @@ def service_round(count: int, serve_args: Sequence[str] = ()) -> dict[str, Any]:
         writer = service.pid
         if writer is None or broker.pid is None:
             raise RuntimeError("the service or the broker is not running")
-        relays = children(writer)
-        if len(relays) != 1:
-            raise RuntimeError(f"expected one child (the relay) of the writer, found {relays}")
-        pids = {"writer": writer, "relay": relays[0], "broker": broker.pid,
-                "publisher": os.getpid()}
+        pids = {"writer": writer, "relay": service_children(writer)["relay"],
+                "broker": broker.pid, "publisher": os.getpid()}
         entry = execution_id(f"n-{count - 1}", "ingest")
         before = sample(pids)
         started = publish_burst(client, service.notification_topic("ingest"), count)

@@ -15,8 +15,9 @@ the runner's environment, a new session).
 
 `--cores` also prints where each core's time goes while the clock runs (CPU seconds, user +
 system, from /proc/PID/stat, median of the rounds, per execution): the writer itself, the
-scripts it ran (reaped by the writer: its children's time), its relay, the broker, and this
-process (the event counter); for the baseline the loop and its scripts.
+scripts it ran (their time as children of the writer or of its spawner), the spawner, its
+relay, the broker, and this process (the event counter); for the baseline the loop and its
+scripts.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from typing import Any
 import orjson
 from paho.mqtt.client import Client, MQTTMessage
 
-from bench.cores import TICKS, children, sample, spent
+from bench.cores import TICKS, sample, service_children, spent
 from bench.harness import Service, broker_and_service, populate_scripts_dir, script_spawn_options
 from bench.latency import TIMEOUT, Probe, command, new_client, script_environment
 from bench.spawnloop import run_loop
@@ -117,7 +118,8 @@ def service_round(count: int, cpu: dict[str, float] | None = None) -> float:
             counter.wait("execution.enqueued", count, FINISH_TIMEOUT)
             time.sleep(0.5)  # let the coalesced view publications of the burst pass
             pids = processes(service, broker.pid)
-            before = (sample(pids), reaped_seconds(pids["writer"]))
+            reapers = [pids[name] for name in ("writer", "spawner") if name in pids]
+            before = (sample(pids), sum(map(reaped_seconds, reapers)))
             _, reply = probe.request(service.command_topic("settings.set", "bench"),
                                      b'{"interval_seconds": 0}', reply_topic)
             if reply.json().get("ok") is not True:
@@ -126,7 +128,8 @@ def service_round(count: int, cpu: dict[str, float] | None = None) -> float:
             if cpu is not None:
                 used = spent(before[0], sample(pids))
                 cpu.update(writer=used["writer"],
-                           scripts=reaped_seconds(pids["writer"]) - before[1],
+                           scripts=sum(map(reaped_seconds, reapers)) - before[1],
+                           spawner=used.get("spawner", 0.0),
                            relay=used["relay"], broker=used["broker"], counter=used["counter"])
             return count / (finished - reply.at)
         finally:
@@ -135,14 +138,14 @@ def service_round(count: int, cpu: dict[str, float] | None = None) -> float:
 
 
 def processes(service: Service, broker: int | None) -> dict[str, int]:
-    """The pids whose CPU time `--cores` reads."""
+    """The pids whose CPU time `--cores` reads: the writer, its relay and its script
+    spawner (as root with a script user; the scripts are then its children), the broker,
+    this process."""
     writer = service.pid
     if writer is None or broker is None:
         raise RuntimeError("the service or the broker is not running")
-    relays = children(writer)
-    if len(relays) != 1:
-        raise RuntimeError(f"expected one child (the relay) of the writer, found {relays}")
-    return {"writer": writer, "relay": relays[0], "broker": broker, "counter": os.getpid()}
+    return {"writer": writer, "broker": broker, "counter": os.getpid(),
+            **service_children(writer)}
 
 
 def baseline_round(count: int, scripts_dir: Path, cpu: dict[str, float] | None = None) -> float:

@@ -101,3 +101,4 @@ class ScriptSlot:
             with contextlib.suppress(Exception):
                 self._running[1].finish()
             self._running = None
+        self.scripts.close()

@@ -12,7 +12,9 @@ import contextlib
 import json
 import os
 import pathlib
+import select
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -38,6 +40,9 @@ from att_jm.runner import (
     kill_descendants,
     lookup_script_user,
 )
+from att_jm.service.inbox import Item, RunFinished
+from att_jm.service.scripts import ScriptSlot
+from att_jm.spawner import SpawnedScript
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 HELPERS = REPO / "tests" / "scripts"
@@ -176,22 +181,36 @@ def test_as_root_a_script_runs_as_the_script_user_without_other_groups(
     ))
 
 
+#: The three ways a script switches to the script user: the spawner (the default), setpriv
+#: (where the spawner cannot start), Popen itself (without setpriv either).
+SWITCHES = ("spawner", "setpriv", "popen")
+
+
+def switched_runner(scripts: pathlib.Path, user: ScriptUser, switch: str) -> ScriptRunner:
+    runner = ScriptRunner(scripts, run_as=user.name, use_spawner=switch == "spawner",
+                          use_setpriv=switch != "popen")
+    assert (runner.spawner is not None) is (switch == "spawner")
+    assert (runner.setpriv is not None) is (switch != "popen")  # Debian's util-linux has it
+    return runner
+
+
 @needs_root
-@pytest.mark.parametrize("use_setpriv", [True, False], ids=["setpriv", "popen"])
-def test_both_user_switches_give_the_script_the_same_credentials(
-    scripts: pathlib.Path, script_user: ScriptUser, use_setpriv: bool,
+@pytest.mark.parametrize("switch", SWITCHES)
+def test_every_user_switch_gives_the_script_the_same_credentials(
+    scripts: pathlib.Path, script_user: ScriptUser, switch: str,
 ) -> None:
-    """Through setpriv (vfork, the default) and through Popen itself (fork, without setpriv):
-    real, effective, saved and file uid and gid the user's, no supplementary group, no
-    capability, umask 077; the script's own process (setpriv exec'd it in place)."""
+    """Through the spawner, setpriv (vfork) and Popen itself (fork): real, effective, saved
+    and file uid and gid the user's, no supplementary group, no capability, umask 077; the
+    script's own process (the one the runner follows)."""
     (scripts / "status").write_text(
         "#!/bin/sh\necho pid=$$ umask=$(umask)\n"
-        "grep -E '^(Uid|Gid|Groups|CapInh|CapPrm|CapEff|CapAmb):' /proc/$$/status\n")
+        "grep -E '^(Uid|Gid|Groups|CapInh|CapPrm|CapEff|CapAmb|SigIgn):' "
+        "/proc/$$/status\n")
     (scripts / "status").chmod(0o755)
-    runner = ScriptRunner(scripts, run_as=script_user.name, use_setpriv=use_setpriv)
-    assert (runner.setpriv is not None) is use_setpriv  # Debian's util-linux has it
+    runner = switched_runner(scripts, script_user, switch)
     started = runner.begin(Run("exec-st", "job", "t", 1, "status", "", 10))
     assert not isinstance(started, Outcome)
+    assert isinstance(started.proc, SpawnedScript) is (switch == "spawner")
     outcome = runner.watch(started)
     result = None
     while result is None:
@@ -205,6 +224,71 @@ def test_both_user_switches_give_the_script_the_same_credentials(
     assert lines["Groups"].split() == []
     assert {lines[cap].strip() for cap in ("CapInh", "CapPrm", "CapEff", "CapAmb")} == {
         "0000000000000000"}
+    assert lines["SigIgn"].strip() == "0000000000000000"  # (dash blocks all while it waits)
+    runner.close()
+
+
+def process_report(runner: ScriptRunner, command: str) -> dict[str, Any]:
+    """What the `process` script reports of its own process, pid-dependent parts replaced."""
+    started = runner.begin(Run("exec-p", "job", "t", 1, "process", command, 10))
+    assert not isinstance(started, Outcome)
+    outcome = runner.watch(started)
+    result = None
+    while result is None:
+        result = outcome.step(outcome.fds())
+    assert result.result == 3, result
+    report: dict[str, Any] = json.loads(result.stdout_tail)
+    assert report.pop("pid") == started.proc.pid
+    return report
+
+
+@needs_root
+def test_every_user_switch_starts_the_same_process(
+    scripts: pathlib.Path, script_user: ScriptUser,
+) -> None:
+    """The spawner's script is the one Popen would start: the same credentials, session and
+    group of its own, signals (none blocked; Python ignores two itself), limits, environment,
+    working directory, open descriptors (0-2 only: stdin /dev/null, two pipes), no new
+    privileges, and the Command as its argument."""
+    (scripts / "process").write_text(PROCESS_REPORT)
+    (scripts / "process").chmod(0o755)
+    reports = {switch: process_report(switched_runner(scripts, script_user, switch),
+                                      "a b\n$(id) -- 'c'")
+               for switch in SWITCHES}
+    assert reports["spawner"] == reports["popen"] == reports["setpriv"]
+    spawned = reports["spawner"]
+    assert spawned["argv"] == [str(scripts / "process"), "a b\n$(id) -- 'c'"]
+    assert spawned["session_leader"] is True and spawned["group_leader"] is True
+    assert spawned["fds"] == {"0": "/dev/null", "1": "pipe", "2": "pipe"}
+    assert spawned["status"]["SigBlk"] == "0000000000000000"
+    assert spawned["cwd"] == str(scripts)
+
+
+#: The Debian Python a script user can run (the venv's lies under /root, mode 0700).
+SYSTEM_PYTHON = "/usr/bin/python3"
+#: A Python script printing what its process is (stdlib only, run by the system Python).
+PROCESS_REPORT = f"""#!{SYSTEM_PYTHON}
+import json, os, resource, sys
+pid = os.getpid()
+status = dict(line.split(":", 1) for line in open(f"/proc/{{pid}}/status"))
+keep = ("Uid", "Gid", "Groups", "CapInh", "CapPrm", "CapEff", "CapAmb", "CapBnd", "SigIgn",
+        "SigBlk", "SigCgt", "NoNewPrivs", "Seccomp")
+fds = {{}}
+for fd in os.listdir("/proc/self/fd"):
+    try:
+        target = os.readlink(f"/proc/self/fd/{{fd}}")
+    except OSError:  # the directory listing's own descriptor, closed since
+        continue
+    fds[fd] = "pipe" if target.startswith("pipe:") else target
+limits = {{name: resource.getrlimit(getattr(resource, name))
+          for name in dir(resource) if name.startswith("RLIMIT_")}}
+print(json.dumps({{
+    "pid": pid, "argv": sys.argv, "status": {{k: status[k].strip() for k in keep}},
+    "session_leader": os.getsid(0) == pid, "group_leader": os.getpgid(0) == pid,
+    "umask": oct(os.umask(0o077)), "cwd": os.getcwd(), "env": dict(os.environ),
+    "fds": fds, "limits": limits, "nice": os.nice(0),
+}}))
+"""
 
 
 @needs_root
@@ -221,13 +305,93 @@ def test_a_script_that_cannot_be_executed_fails_alike_through_either_switch(
     /bin/sh): the outcome is the one Popen gives when it cannot execute the script."""
     (scripts / "broken").write_text(content)
     (scripts / "broken").chmod(0o755)
-    outcomes = [run_script(ScriptRunner(scripts, run_as=script_user.name, use_setpriv=use),
+    outcomes = [run_script(switched_runner(scripts, script_user, switch),
                            Run("exec-b", "job", "t", 1, "broken", "", 10))
-                for use in (True, False)]
+                for switch in SWITCHES]
     expected = f"could not start script: {error}: {str(scripts / 'broken')!r}"
     for outcome in outcomes:
         assert (outcome.result, outcome.feedback, outcome.exit_code) == (2, expected, None)
         assert outcome.stdout_tail == outcome.stderr_tail == ""
+
+
+@needs_root
+@pytest.mark.parametrize(
+    ("command", "feedback"),
+    [("a\0b", "could not start script: embedded null byte"),
+     ("x" * 200 * 1024, "could not start script: [Errno 7] Argument list too long: {path!r}")],
+    ids=["nul-byte", "too-long"],
+)
+def test_a_command_exec_refuses_fails_alike_through_every_switch(
+    scripts: pathlib.Path, script_user: ScriptUser, command: str, feedback: str,
+) -> None:
+    for switch in SWITCHES:
+        outcome = run_script(switched_runner(scripts, script_user, switch),
+                             Run("exec-c", "job", "t", 1, "ok", command, 10))
+        expected = feedback.format(path=str(scripts / "ok"))
+        assert (outcome.result, outcome.feedback, outcome.exit_code) == (2, expected, None), switch
+
+
+def status_of(pid: int) -> dict[str, str]:
+    lines = pathlib.Path(f"/proc/{pid}/status").read_text().splitlines()
+    return {key: value.strip() for key, _, value in (line.partition(":") for line in lines)}
+
+
+@needs_root
+def test_the_spawner_is_root_s_and_holds_nothing_of_the_service_but_its_socket(
+    scripts: pathlib.Path, script_user: ScriptUser,
+) -> None:
+    """Between scripts the spawner has no child; it runs as root (no script, which runs as
+    the script user, may signal or trace it), in a process group of its own, and holds
+    nothing of the service but its socket (beside the standard streams); close() stops it."""
+    runner = switched_runner(scripts, script_user, "spawner")
+    assert run_script(runner, Run("exec-w", "job", "t", 1, "ok", "", 10)).result == 3
+    assert runner.spawner is not None
+    spawner = runner.spawner.pid
+    assert spawner is not None
+    assert children_of(spawner) == []
+    assert status_of(spawner)["Uid"].split() == ["0"] * 4
+    assert os.getpgid(spawner) == spawner
+    fds = {fd.name: os.readlink(fd) for fd in pathlib.Path(f"/proc/{spawner}/fd").iterdir()}
+    assert fds["0"] == "/dev/null"
+    others = [target for fd, target in fds.items() if fd not in ("0", "1", "2")]
+    assert len(others) == 1 and others[0].startswith("socket:"), fds
+    runner.close()
+    assert not alive(spawner)
+
+
+@needs_root
+def test_a_spawner_that_dies_under_a_script_fails_that_execution_only(
+    scripts: pathlib.Path, script_user: ScriptUser,
+) -> None:
+    """As the writer runs it (ScriptSlot): the script is killed, its execution fails with a
+    runner error naming the spawner, no process of it is left, and the next start runs with
+    a new spawner."""
+    finished: list[Item] = []
+    slot = ScriptSlot(str(scripts), finished.append, run_as=script_user.name)
+    slot.start(Run("exec-d", "job", "t", 1, "sleep-then-ok", "30", 60))
+    runner = slot.scripts
+    assert runner.spawner is not None and runner.spawner.pid is not None
+    first = runner.spawner.pid
+    script = children_of(first)
+    os.kill(first, signal.SIGKILL)
+    deadline = time.monotonic() + 20
+    while not finished:
+        assert time.monotonic() < deadline, "the execution never ended"
+        ready, _, _ = select.select(slot.fds(), [], [], slot.wait_seconds())
+        slot.step(ready)
+    [ended] = finished
+    assert isinstance(ended, RunFinished) and ended.execution_id == "exec-d"
+    assert ended.outcome.result == 2
+    assert ended.outcome.feedback is not None and "spawner" in ended.outcome.feedback
+    assert script and not any(alive(pid) for pid in script)
+    slot.start(Run("exec-n", "job", "t", 1, "ok", "", 10))
+    while len(finished) < 2:
+        assert time.monotonic() < deadline, "the next execution never ended"
+        ready, _, _ = select.select(slot.fds(), [], [], slot.wait_seconds())
+        slot.step(ready)
+    assert isinstance(finished[1], RunFinished) and finished[1].outcome.result == 3
+    assert runner.spawner.pid not in (None, first)
+    slot.stop()
 
 
 @needs_root
