@@ -927,8 +927,8 @@ class ScriptRunner:
     `run_as`: when this process runs as root (euid 0), scripts run as that user (its uid and
     primary group, no supplementary groups, umask 077); it must exist (`ensure_script_user`).
     Ignored, with one log line, when this process is not root: scripts run as its own user.
-    The switch is made by the spawner (att_jm/spawner.py: a small process whose child, forked
-    ahead, switches and execs the script at once); where the spawner cannot start (or
+    The switch is made by the spawner (att_jm/spawner.py: a small process that starts the
+    script with this very Popen call, a fork of itself); where the spawner cannot start (or
     `use_spawner=False`), by util-linux's `setpriv` (`find_setpriv`), exec'd in the script's
     process right before the script, so that Python can start it with `vfork`; without
     setpriv (or `use_setpriv=False`) by `Popen` itself, which needs a `fork`.
@@ -970,6 +970,15 @@ class ScriptRunner:
         #: The spawner that starts scripts as the script user (started at the first start).
         self.spawner = None if self.user is None or not use_spawner else Spawner(
             self.user.uid, self.user.gid, SCRIPT_UMASK)
+
+    def prepare(self) -> None:
+        """Start the spawner now, if there is one (else the first script's start would wait
+        for a Python interpreter to start); a failure is logged, and retried at that start."""
+        if self.spawner is not None and self.spawner.pid is None:
+            try:
+                self.spawner.start()
+            except OSError as error:
+                log.error("runner.spawner_failed", error=str(error))
 
     def close(self) -> None:
         """Stop the spawner, if one runs (a later start starts it again)."""

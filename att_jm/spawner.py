@@ -222,6 +222,7 @@ class Spawner:
         return self._sock.fileno()
 
     def start(self) -> None:
+        """Start the spawner process (OSError when it cannot be)."""
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             self._process = subprocess.Popen(
@@ -245,7 +246,10 @@ class Spawner:
                 raise ValueError("embedded null byte")
         if self._sock is None or self._process is None or self._process.poll() is not None:
             self.close()
-            self.start()
+            try:
+                self.start()
+            except OSError as error:
+                raise SpawnerGone(f"the script spawner could not start: {error}") from error
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         try:

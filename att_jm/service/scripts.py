@@ -57,6 +57,10 @@ class ScriptSlot:
         log.info("execution.started", execution=run.execution_id, job=run.job,
                  attempt=run.attempt)
 
+    def prepare(self) -> None:
+        """Ready to start scripts at once (the script spawner started)."""
+        self.scripts.prepare()
+
     @property
     def busy(self) -> bool:
         return self._running is not None

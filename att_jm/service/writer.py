@@ -119,6 +119,7 @@ class Writer:
         try:
             self._check_lease()
             self.relay.start(after=self.parts.first_unpublished)
+            self.slot.prepare()
             interrupted = self.units.timer("executions.interrupt",
                                            self.manager.interrupt_running)
             if interrupted:
