@@ -8,6 +8,7 @@ import errno
 import os
 import pathlib
 import pwd
+import select
 import shutil
 import signal
 import stat
@@ -545,33 +546,38 @@ def _children(pid: int) -> list[int]:
     return found
 
 
-def _descendants(root: int, spare: Collection[int], since: int) -> dict[int, _Proc]:
+def _descendants(root: int, spare: Collection[int], since: int,
+                 through: Collection[int] = ()) -> dict[int, _Proc]:
     """Every descendant of `root` started at or after `since` (boot ticks), except those in
-    `spare` and theirs: the processes a script started since and left behind."""
+    `spare` and theirs: the processes a script started since and left behind. The processes
+    of `through` are walked through, never found themselves (the spawner: its children are
+    scripts)."""
     global _CHILDREN_FILES  # noqa: PLW0603 -- probed once
     if _CHILDREN_FILES is None:
         _CHILDREN_FILES = _has_children_files()
-    found: dict[int, _Proc] = {}
     if _CHILDREN_FILES:
-        stack = [root]
-        while stack:
-            for child in _children(stack.pop()):
-                if child in spare or child in found:
-                    continue
-                info = _read_stat(child)
-                if info is not None and info.starttime >= since:
-                    found[child] = info
-                    stack.append(child)
-        return found
-    table: dict[int, list[tuple[int, _Proc]]] = {}
-    with os.scandir("/proc") as entries:
-        for entry in entries:
-            if entry.name.isdigit() and (info := _read_stat(entry.name)) is not None:
-                table.setdefault(info.ppid, []).append((int(entry.name), info))
+        def children(pid: int) -> Iterator[tuple[int, _Proc | None]]:
+            return ((child, None) for child in _children(pid))
+    else:
+        table: dict[int, list[tuple[int, _Proc | None]]] = {}
+        with os.scandir("/proc") as entries:
+            for entry in entries:
+                if entry.name.isdigit() and (info := _read_stat(entry.name)) is not None:
+                    table.setdefault(info.ppid, []).append((int(entry.name), info))
+
+        def children(pid: int) -> Iterator[tuple[int, _Proc | None]]:
+            return iter(table.get(pid, ()))
+    found: dict[int, _Proc] = {}
     stack = [root]
     while stack:
-        for child, info in table.get(stack.pop(), ()):
-            if child not in spare and child not in found and info.starttime >= since:
+        for child, known in children(stack.pop()):
+            if child in spare or child in found:
+                continue
+            if child in through:
+                stack.append(child)
+                continue
+            info = known if known is not None else _read_stat(child)
+            if info is not None and info.starttime >= since:
                 found[child] = info
                 stack.append(child)
     return found
@@ -598,6 +604,7 @@ def kill_descendants(
     since: int,
     *,
     spare: Iterable[int] = (),
+    through: Iterable[int] = (),
     marker: str | None = None,
     leader: int | None = None,
     give_up_after: float = SWEEP_SECONDS,
@@ -606,21 +613,24 @@ def kill_descendants(
 
     Targets: every descendant of this process started at or after `since` (`boot_ticks()`
     taken before the script started), except the processes of `spare` and their descendants
-    (the relay), plus, when this process is not a child subreaper, every process whose
-    environment holds `marker` (`ATT_JM_EXECUTION_ID=...`). Rounds repeat until a round finds
-    none alive (they may fork while being killed) and every process killed is dead, for at
-    most `give_up_after` seconds. Dead targets that are this process's children are reaped by
-    pid, never with waitpid(-1), which would take the exit status of another child (the
-    relay) from its Popen; `leader`, the script itself, is left for its Popen to reap.
+    (the relay), walking through those of `through` (the spawner: its children are the
+    scripts) without killing them, plus, when this process is not a child subreaper, every
+    process whose environment holds `marker` (`ATT_JM_EXECUTION_ID=...`). Rounds repeat until
+    a round finds none alive (they may fork while being killed) and every process killed is
+    dead, for at most `give_up_after` seconds. Dead targets that are this process's children
+    are reaped by pid, never with waitpid(-1), which would take the exit status of another
+    child (the relay) from its Popen; `leader`, the script itself, is left for whoever
+    started it to reap (its Popen, or the spawner).
     """
     root = os.getpid()
     spared = frozenset(spare)
+    walked = frozenset(through)
     wanted = None if marker is None or is_subreaper() else marker.encode()
     deadline = time.monotonic() + give_up_after
     killed: dict[int, None] = {}
     pause = 0.0005
     while True:
-        targets = _targets(root, spared, since, killed, wanted)
+        targets = _targets(root, spared, since, killed, wanted, walked)
         alive = [pid for pid, info in targets.items() if info.state not in (b"Z", b"X")]
         for pid, info in targets.items():
             if info.state == b"Z" and info.ppid == root and pid != leader:
@@ -643,16 +653,16 @@ def kill_descendants(
 
 
 def _targets(root: int, spared: frozenset[int], since: int, killed: Collection[int],
-             wanted: bytes | None) -> dict[int, _Proc]:
+             wanted: bytes | None, through: frozenset[int] = frozenset()) -> dict[int, _Proc]:
     """One round of `kill_descendants`: what it must kill (alive) or reap (zombies)."""
-    targets = _descendants(root, spared, since)
+    targets = _descendants(root, spared, since, through)
     for pid in killed:  # re-parented away (no subreaper) but maybe not dead yet
         if pid not in targets and (info := _read_stat(pid)) is not None \
                 and info.starttime >= since:
             targets[pid] = info
     if wanted is not None:
         for pid, info in _marked(wanted).items():
-            if pid not in spared and pid != root:
+            if pid not in spared and pid not in through and pid != root:
                 targets.setdefault(pid, info)
     return targets
 
@@ -668,6 +678,22 @@ def _open_pidfd(pid: int) -> int | None:
         return os.pidfd_open(pid)
     except (AttributeError, OSError):
         return None
+
+
+def _await_exit(pid: int, timeout: float) -> None:
+    """Wait until process `pid` (a child or not) has exited, without reaping it, for at most
+    `timeout` seconds."""
+    pidfd = _open_pidfd(pid)
+    if pidfd is not None:
+        try:
+            select.select([pidfd], [], [], timeout)
+        finally:
+            os.close(pidfd)
+        return
+    deadline = time.monotonic() + timeout
+    while (info := _read_stat(pid)) is not None and info.state not in (b"Z", b"X") \
+            and time.monotonic() < deadline:
+        time.sleep(0.001)
 
 
 def _leader_has_exited(pid: int) -> bool:
@@ -714,6 +740,11 @@ class _Supervisor:
         if self._pidfd is not None and self._drain_until is None:
             fds.append(self._pidfd)
         return fds
+
+    @property
+    def leader_exited(self) -> bool:
+        """Whether the script's own process was seen to exit."""
+        return self._drain_until is not None
 
     def over(self) -> bool:
         if self._drain_until is None:
@@ -816,8 +847,9 @@ class RunningScript:
 
     def finish(self) -> Outcome:
         """End it now (its group killed), whatever it was doing; the outcome."""
+        exited = self._supervisor.leader_exited
         self._supervisor.close()
-        exit_code = self._runner.finish(self._script)
+        exit_code = self._runner.finish(self._script, leader_exited=exited)
         supervisor, script = self._supervisor, self._script
         if script.through_setpriv is not None and not supervisor.timed_out \
                 and not supervisor.stderr.cut:
@@ -985,13 +1017,11 @@ class ScriptRunner:
         if self.spawner is not None:
             self.spawner.close()
 
-    def spared(self) -> list[int]:
-        """The processes (with their descendants) the sweep after a script leaves alone: the
-        spawner and what the caller's `spare` names (the relay)."""
-        pids = [] if self._spare is None else list(self._spare())
-        if self.spawner is not None and self.spawner.pid is not None:
-            pids.append(self.spawner.pid)
-        return pids
+    def spawners(self) -> list[int]:
+        """The spawner's pid, if it runs: the sweep after a script walks through it (its
+        children are scripts) and never kills it."""
+        pid = None if self.spawner is None else self.spawner.pid
+        return [] if pid is None else [pid]
 
     def begin(self, request: Run) -> StartedScript | Outcome:
         """Start the script; a Failed outcome if it cannot start. The caller follows it with
@@ -1071,15 +1101,23 @@ class ScriptRunner:
             umask=umask,
         )
 
-    def finish(self, script: StartedScript) -> int:
+    def finish(self, script: StartedScript, *, leader_exited: bool = False) -> int:
         """Kill leftovers of the group (its leader is not reaped yet) and every other process
-        the script left (`kill_descendants`), close the pipes, reap; the exit code."""
+        the script left (`kill_descendants`), close the pipes, reap; the exit code.
+
+        Unless `leader_exited`, the script's own process is waited for first (for at most
+        the kill grace): while it lives, a child it started in another session is its child,
+        and is re-parented to this subreaper as it dies, possibly between two reads of the
+        sweep, which would then miss it."""
         proc = script.proc
         with self._lock:
             self._running = None
             _signal_group(proc.pid, signal.SIGKILL)
+        if not leader_exited:
+            _await_exit(proc.pid, self.kill_grace)
         kill_descendants(
-            script.since, spare=self.spared(),
+            script.since, spare=() if self._spare is None else self._spare(),
+            through=self.spawners(),
             marker=f"ATT_JM_EXECUTION_ID={script.request.execution_id}", leader=proc.pid,
         )
         for pipe in (proc.stdout, proc.stderr):

@@ -16,7 +16,9 @@ JSON object; file descriptors ride on a message's first byte.
 - service -> spawner: `{"op": "spawn", "argv": [...], "env": {...}, "cwd": "..."}` with the
   write ends of the script's stdout and stderr pipes; `{"op": "reap", "pid": N}`.
 - spawner -> service, for each spawn: `{"pid": N}` once the script is exec'd, or `{"error":
-  [errno, strerror, filename]}` when Popen raised (the script could not be executed); then
+  [errno, strerror, filename]}` when Popen raised an OSError (the script could not be
+  executed), `{"refused": message}` when it raised a ValueError (an argument no process can
+  be given); then
   `{"pid": N, "status": S}` once it exited (S as `Popen.returncode`: the exit code, or minus
   the signal). The script is left a zombie until its `reap`, so that its process group id
   cannot be reused while the service still kills what is left of it.
@@ -133,6 +135,9 @@ def serve(conn: socket.socket, uid: int, gid: int, umask: int) -> None:
             except OSError as error:  # as Popen raises it in the service: errno and file
                 send(conn, {"error": [error.errno or 0, error.strerror or str(error),
                                       error.filename]})
+                continue
+            except ValueError as error:  # what Popen refuses before it starts anything
+                send(conn, {"refused": str(error)})
                 continue
             finally:
                 for fd in fds:
@@ -263,6 +268,8 @@ class Spawner:
             if "error" in answer:  # raised as Popen raises it
                 code, strerror, filename = answer["error"]
                 raise OSError(code or None, strerror, filename)
+            if "refused" in answer:
+                raise ValueError(answer["refused"])
             return SpawnedScript(self, int(answer["pid"]), out_r, err_r)
         except BaseException:
             os.close(out_r)

@@ -14,6 +14,7 @@ import os
 import selectors
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -57,10 +58,17 @@ def zombie_children(skip: int) -> list[int]:
     return found
 
 
-def follow(scripts: ScriptRunner, request: Run, sibling_argv: list[str]) -> tuple[
-        Outcome, subprocess.Popen[bytes] | None]:
+def follow(scripts: ScriptRunner, request: Run, sibling_argv: list[str],
+           stop_at: str | None = None) -> tuple[Outcome, subprocess.Popen[bytes] | None]:
     begun = scripts.begin(request)
     assert not isinstance(begun, Outcome), begun
+    if stop_at is not None:  # a stop while the script runs, as ScriptSlot.stop does it
+        deadline = time.monotonic() + 20
+        while not os.path.exists(stop_at):
+            assert time.monotonic() < deadline, f"{stop_at} never appeared"
+            time.sleep(0.01)
+        scripts.kill_running()
+        return scripts.watch(begun).finish(), None
     sibling = None
     if sibling_argv:  # started after the script: its start time alone does not spare it
         sibling = subprocess.Popen(sibling_argv, process_group=0)
@@ -85,16 +93,19 @@ spared: list[int] = []
 def main(spec: dict[str, Any]) -> dict[str, Any]:
     """spec: scripts, script, command, timeout, execution_id; run_as (a user or null);
     subreaper (bool); children_files (false: read all of /proc as without CONFIG_PROC_CHILDREN);
-    sibling (an argv, or empty for none)."""
+    sibling (an argv, or empty for none); switch (spawner, setpriv or popen: how the script
+    user is switched to); stop_at (a path: stop the script once it exists)."""
     if spec.get("subreaper", True):
         assert runner.become_subreaper()
     if spec.get("children_files") is False:
         runner._CHILDREN_FILES = False  # the fallback, as without CONFIG_PROC_CHILDREN
+    switch = spec.get("switch", "spawner")
     scripts = ScriptRunner(spec["scripts"], kill_grace_seconds=0.2, run_as=spec.get("run_as"),
-                           spare=lambda: spared)
+                           spare=lambda: spared, use_spawner=switch == "spawner",
+                           use_setpriv=switch != "popen")
     request = Run(spec["execution_id"], "job", "trigger", 1, spec["script"],
                          spec.get("command", ""), spec.get("timeout", 10.0))
-    outcome, sibling = follow(scripts, request, spec.get("sibling", []))
+    outcome, sibling = follow(scripts, request, spec.get("sibling", []), spec.get("stop_at"))
     report: dict[str, Any] = {
         "result": outcome.result, "feedback": outcome.feedback, "exit_code": outcome.exit_code,
         "timed_out": outcome.timed_out, "duration": outcome.duration_seconds,

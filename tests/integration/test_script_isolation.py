@@ -363,6 +363,28 @@ def test_the_spawner_is_root_s_and_holds_nothing_of_the_service_but_its_socket(
 
 
 @needs_root
+def test_what_popen_refuses_in_the_spawner_is_refused_alike_and_the_spawner_goes_on(
+    scripts: pathlib.Path, script_user: ScriptUser,
+) -> None:
+    """An argument Popen cannot encode (a lone surrogate: no Command from the broker or the
+    log carries one, orjson refuses them) is a ValueError in the service, as without the
+    spawner, and the same spawner starts the next script."""
+    spawner = Spawner(script_user.uid, script_user.gid, 0o077)
+    spawner.start()
+    pid = spawner.pid
+    with pytest.raises(ValueError, match="surrogate"):
+        spawner.spawn([str(scripts / "ok"), "\ud800"], {"PATH": "/usr/bin:/bin"}, str(scripts))
+    with pytest.raises(FileNotFoundError, match="No such file or directory"):
+        spawner.spawn([str(scripts / "none")], {}, str(scripts))
+    spawned = spawner.spawn([str(scripts / "ok"), "x"], {}, str(scripts))
+    assert spawned.wait() == 0 and spawner.pid == pid
+    spawned.stdout.close()
+    spawned.stderr.close()
+    spawner.close()
+    assert not alive(pid)
+
+
+@needs_root
 def test_a_spawner_that_cannot_start_leaves_the_start_to_setpriv(
     scripts: pathlib.Path, script_user: ScriptUser,
 ) -> None:
@@ -380,6 +402,33 @@ def test_a_spawner_that_cannot_start_leaves_the_start_to_setpriv(
         assert outcome.feedback.startswith(f"uid={script_user.uid} user={script_user.name} ")
     assert [line["event"] for line in logs] == ["runner.spawner_failed"] * 3
     assert "/nonexistent/python3" in logs[1]["error"]
+
+
+@needs_root
+@pytest.mark.parametrize("switch", SWITCHES)
+def test_a_stop_kills_what_a_running_script_started_in_another_session(
+    scripts: pathlib.Path, script_user: ScriptUser, open_dir: pathlib.Path, switch: str,
+) -> None:
+    """At a stop the script is killed while it still runs: a child it started in a session
+    of its own (out of its group's reach, still its child, so not yet re-parented to the
+    subreaper) is found through the script, whoever started it (the spawner too)."""
+    ready = open_dir / "child.pid"
+    (scripts / "session-child").write_text(f"""#!{SYSTEM_PYTHON}
+import os, time
+if os.fork() == 0:
+    os.setsid()
+    with open({str(ready)!r} + ".tmp", "w") as out:
+        out.write(str(os.getpid()))
+    os.rename({str(ready)!r} + ".tmp", {str(ready)!r})
+    time.sleep(60)
+time.sleep(60)
+""")
+    (scripts / "session-child").chmod(0o755)
+    open_dir.chmod(0o777)
+    report = drive(scripts, script="session-child", run_as=script_user.name, switch=switch,
+                   stop_at=str(ready), timeout=60)
+    assert report["marked"] == [], report  # nothing of it is left, at once
+    assert not alive(int(ready.read_text()))
 
 
 @needs_root
