@@ -372,6 +372,7 @@ def test_what_popen_refuses_in_the_spawner_is_refused_alike_and_the_spawner_goes
     spawner = Spawner(script_user.uid, script_user.gid, 0o077)
     spawner.start()
     pid = spawner.pid
+    assert pid is not None
     with pytest.raises(ValueError, match="surrogate"):
         spawner.spawn([str(scripts / "ok"), "\ud800"], {"PATH": "/usr/bin:/bin"}, str(scripts))
     with pytest.raises(FileNotFoundError, match="No such file or directory"):
