@@ -723,10 +723,12 @@ class _Supervisor:
         self._kill_at: float | None = None
         self._drain_until: float | None = None
         self._proc = proc
-        #: Readable once the script exited: the spawner's socket (not ours to close), or a
-        #: pidfd of our own.
-        self._own_pidfd = not isinstance(proc, SpawnedScript)
-        self._pidfd = proc.exit_fd() if isinstance(proc, SpawnedScript) else _open_pidfd(proc.pid)
+        #: Readable once the script exited: a pidfd (the spawner's scripts too: it need not
+        #: be our child), else None.
+        self._pidfd = _open_pidfd(proc.pid)
+        #: The spawner's socket (not ours to close) for its scripts: readable once it
+        #: reports the exit, or is gone (then the script is ended at once).
+        self._spawner_fd = proc.exit_fd() if isinstance(proc, SpawnedScript) else None
         self._tails: dict[int, OutputTail] = {}
         for pipe, tail in ((proc.stdout, self.stdout), (proc.stderr, self.stderr)):
             if pipe is not None:
@@ -737,8 +739,8 @@ class _Supervisor:
     def fds(self) -> list[int]:
         """The open pipes and, where the kernel offers one, a pidfd telling the script exited."""
         fds = list(self._tails)
-        if self._pidfd is not None and self._drain_until is None:
-            fds.append(self._pidfd)
+        if self._drain_until is None:
+            fds.extend(fd for fd in (self._pidfd, self._spawner_fd) if fd is not None)
         return fds
 
     @property
@@ -758,7 +760,9 @@ class _Supervisor:
                 self._read(fd)
         if self._drain_until is None and (
             (self._pidfd is not None and self._pidfd in ready)
-            or (self._pidfd is None and _leader_has_exited(self._pid))
+            or (self._spawner_fd is not None and self._spawner_fd in ready)
+            or (self._pidfd is None and self._spawner_fd is None
+                and _leader_has_exited(self._pid))
         ):
             self._leader_exited()
         self._enforce_deadlines()
@@ -768,7 +772,7 @@ class _Supervisor:
         if not self.timed_out and self._drain_until is None:
             moments.append(self._deadline)
         wait = [moment - time.monotonic() for moment in moments if moment is not None]
-        if self._pidfd is None and self._drain_until is None:
+        if self._pidfd is None and self._spawner_fd is None and self._drain_until is None:
             wait.append(_EXIT_POLL_SECONDS)
         return max(0.0, min(wait)) if wait else None
 
@@ -779,9 +783,9 @@ class _Supervisor:
         self._closed = True
         self.results.close()
         if self._pidfd is not None:
-            if self._own_pidfd:
-                os.close(self._pidfd)
+            os.close(self._pidfd)
             self._pidfd = None
+        self._spawner_fd = None
 
     def _leader_exited(self) -> None:
         self._drain_until = time.monotonic() + _DRAIN_AFTER_EXIT_SECONDS
@@ -959,8 +963,8 @@ class ScriptRunner:
     `run_as`: when this process runs as root (euid 0), scripts run as that user (its uid and
     primary group, no supplementary groups, umask 077); it must exist (`ensure_script_user`).
     Ignored, with one log line, when this process is not root: scripts run as its own user.
-    The switch is made by the spawner (att_jm/spawner.py: a small process that starts the
-    script with this very Popen call, a fork of itself); where the spawner cannot start (or
+    The switch is made by the spawner (att_jm/spawner.py: a small process, the script user's
+    from its start, that starts the script with Popen's `vfork`); where the spawner cannot start (or
     `use_spawner=False`), by util-linux's `setpriv` (`find_setpriv`), exec'd in the script's
     process right before the script, so that Python can start it with `vfork`; without
     setpriv (or `use_setpriv=False`) by `Popen` itself, which needs a `fork`.

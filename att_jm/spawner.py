@@ -1,14 +1,28 @@
 """The script spawner: a small process that starts the scripts as the script user.
 
 As root, a script must start as the script user. Python's `subprocess` can switch the user
-itself only with a `fork` (it rules `vfork` out), and a fork of the service copies its page
-tables, slower as the service grows; util-linux's `setpriv` keeps `vfork` but costs a second
-`exec` per script, on these machines the largest part of a trivial script's start
-(bench/README.md). Here a process that imports only the standard library (`python -m
-att_jm.spawner`, started by the service as root, stopped with it, killed if it dies) starts
-each script with the very `Popen` call the service would make, user switch included: a fork
-of a small process. The service still follows the script's pipes and kills what it leaves;
-only the start and the exit status travel over the socket.
+itself only with a `fork` (it rules `vfork` out whenever it changes the user), and a fork
+copies the caller's page tables, slower as the caller grows; util-linux's `setpriv` keeps
+`vfork` but costs a second `exec` per script, on these machines the largest part of a
+trivial script's start (bench/README.md). Here a process that imports only the standard
+library (`python -m att_jm.spawner`, started by the service as root, stopped with it,
+killed if it dies) becomes the script user itself as it starts (real, effective and saved
+ids, no other group, no capability) and starts each script with the `Popen` call the
+service would make without the switch: a `vfork`, the script exec'd with the credentials
+it would have been given. The service still follows the script's pipes, sees its exit
+through a pidfd and kills what it leaves; only the start and the exit status travel over
+the socket.
+
+What the script user's processes (the scripts) can do to it: not trace it, read its memory
+or open its descriptors (it is not dumpable, so its /proc entries are root's); signal it,
+or change its limits, priority, CPU affinity, scheduling policy or I/O priority (the calls
+a process of the same user may make on another), which its children would inherit. So
+before each start the spawner compares those with what they were when it started, and a
+changed spawner answers `{"tampered": what}` and exits: that start goes through the
+service's other switch and the next one gets a new spawner. A spawner that is killed fails
+the execution that ran (as a spawner dying of anything else); one that is stopped, at most
+that execution, after `ANSWER_SECONDS` (it is then killed). A script never starts from a
+changed spawner.
 
 Protocol, over a Unix stream socket pair: every message is a 4-byte big-endian length and a
 JSON object; file descriptors ride on a message's first byte.
@@ -18,7 +32,7 @@ JSON object; file descriptors ride on a message's first byte.
 - spawner -> service, for each spawn: `{"pid": N}` once the script is exec'd, or `{"error":
   [errno, strerror, filename]}` when Popen raised an OSError (the script could not be
   executed), `{"refused": message}` when it raised a ValueError (an argument no process can
-  be given); then
+  be given), `{"tampered": message}` (see above); then
   `{"pid": N, "status": S}` once it exited (S as `Popen.returncode`: the exit code, or minus
   the signal). The script is left a zombie until its `reap`, so that its process group id
   cannot be reused while the service still kills what is left of it.
@@ -32,6 +46,7 @@ import contextlib
 import ctypes
 import json
 import os
+import resource
 import select
 import signal
 import socket
@@ -47,6 +62,13 @@ _HEADER = struct.Struct(">I")
 #: cannot pass the kernel's ARG_MAX of a few MiB).
 MAX_MESSAGE = 64 * 1024 * 1024
 _PR_SET_PDEATHSIG = 1
+_PR_SET_DUMPABLE = 4
+#: ioprio_get(2) by machine (no Python binding); elsewhere the I/O priority is not compared.
+_IOPRIO_GET = {"x86_64": 252, "aarch64": 31}
+_IOPRIO_WHO_PROCESS = 1
+#: Every resource limit this Python knows.
+_RLIMITS = tuple(sorted(getattr(resource, name) for name in dir(resource)
+                        if name.startswith("RLIMIT_")))
 #: How long the service waits for an answer of the spawner before it gives up on it.
 ANSWER_SECONDS = 10.0
 
@@ -96,15 +118,52 @@ def _returncode(info: os.waitid_result) -> int:
     return -info.si_status
 
 
-def _start(message: dict[str, Any], fds: list[int], uid: int, gid: int,
-           umask: int) -> subprocess.Popen[bytes]:
-    """The script, as the runner's Popen path starts it, with the user switch (a fork of
-    this small process: its cost does not grow with the service)."""
+def _start(message: dict[str, Any], fds: list[int], umask: int) -> subprocess.Popen[bytes]:
+    """The script, as the runner's Popen path starts it; this process already runs as the
+    script user, so Popen switches no user and uses `vfork`."""
     return subprocess.Popen(
         message["argv"], stdin=subprocess.DEVNULL, stdout=fds[0], stderr=fds[1],
         cwd=message["cwd"], env=message["env"], start_new_session=True, close_fds=True,
-        user=uid, group=gid, extra_groups=[], umask=umask,
+        umask=umask,
     )
+
+
+def _become(uid: int, gid: int) -> None:
+    """Switch to the script user for good: no other group, real, effective and saved ids
+    (so no way back to root, and no capability left), and not dumpable (no process of that
+    user may trace this one or open its /proc entries)."""
+    if os.geteuid() == 0:
+        os.setgroups([])
+        os.setresgid(gid, gid, gid)
+        os.setresuid(uid, uid, uid)
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_DUMPABLE, 0)")
+
+
+def _ioprio() -> int | None:
+    number = _IOPRIO_GET.get(os.uname().machine)
+    if number is None:
+        return None
+    libc = ctypes.CDLL(None, use_errno=True)
+    return int(libc.syscall(number, _IOPRIO_WHO_PROCESS, 0))
+
+
+def inherited() -> dict[str, Any]:
+    """What a script inherits from this process that another process of the same user may
+    change: resource limits, nice value, CPU affinity, scheduling policy, I/O priority."""
+    return {
+        "limits": [resource.getrlimit(limit) for limit in _RLIMITS],
+        "nice": os.getpriority(os.PRIO_PROCESS, 0),
+        "affinity": sorted(os.sched_getaffinity(0)),
+        "policy": os.sched_getscheduler(0),
+        "ioprio": _ioprio(),
+    }
+
+
+def changed(before: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """The names of what differs between two `inherited()`."""
+    return [name for name in before if before[name] != now[name]]
 
 
 def _die_with_parent(parent: int) -> None:
@@ -115,8 +174,30 @@ def _die_with_parent(parent: int) -> None:
         os._exit(0)
 
 
-def serve(conn: socket.socket, uid: int, gid: int, umask: int) -> None:
-    """Answer the service's requests until its end of the socket closes."""
+def _spawn(conn: socket.socket, message: dict[str, Any], fds: list[int],
+           umask: int) -> subprocess.Popen[bytes] | None:
+    """Start one script and answer its pid, or answer why it did not start (None)."""
+    try:
+        if len(fds) != 2:
+            raise ValueError(f"{len(fds)} descriptors with a spawn")
+        process = _start(message, fds, umask)
+    except OSError as error:  # as Popen raises it in the service: errno and file
+        send(conn, {"error": [error.errno or 0, error.strerror or str(error), error.filename]})
+        return None
+    except ValueError as error:  # what Popen refuses before it starts anything
+        send(conn, {"refused": str(error)})
+        return None
+    finally:
+        for fd in fds:
+            os.close(fd)
+    send(conn, {"pid": process.pid})
+    return process
+
+
+def serve(conn: socket.socket, umask: int) -> None:
+    """Answer the service's requests until its end of the socket closes, or until another
+    process changed what a script would inherit from this one (then it answers `tampered`)."""
+    before = inherited()
     exited: dict[int, subprocess.Popen[bytes]] = {}  # reported, not reaped yet
     try:
         while True:
@@ -128,21 +209,15 @@ def serve(conn: socket.socket, uid: int, gid: int, umask: int) -> None:
                 if process is not None:
                     process.wait()
                 continue
-            try:
-                if len(fds) != 2:
-                    raise ValueError(f"{len(fds)} descriptors with a spawn")
-                process = _start(message, fds, uid, gid, umask)
-            except OSError as error:  # as Popen raises it in the service: errno and file
-                send(conn, {"error": [error.errno or 0, error.strerror or str(error),
-                                      error.filename]})
-                continue
-            except ValueError as error:  # what Popen refuses before it starts anything
-                send(conn, {"refused": str(error)})
-                continue
-            finally:
+            differs = changed(before, inherited())
+            if differs:
                 for fd in fds:
                     os.close(fd)
-            send(conn, {"pid": process.pid})
+                send(conn, {"tampered": "changed by another process: " + ", ".join(differs)})
+                return
+            process = _spawn(conn, message, fds, umask)
+            if process is None:
+                continue
             info = os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOWAIT)
             exited[process.pid] = process
             status = -signal.SIGKILL if info is None else _returncode(info)
@@ -160,9 +235,10 @@ def main(argv: list[str]) -> None:
         except OSError:
             os.dup2(os.open(os.devnull, os.O_RDWR), standard)
     parent = int(argv[5]) if len(argv) > 5 else os.getppid()
-    _die_with_parent(parent)
+    _become(uid, gid)
+    _die_with_parent(parent)  # after the switch, which clears the parent-death signal
     with socket.socket(fileno=fd) as conn:
-        serve(conn, uid, gid, umask)
+        serve(conn, umask)
 
 
 # --- the service's side ----------------------------------------------------------------
@@ -179,7 +255,8 @@ class SpawnedScript:
         self.returncode: int | None = None
 
     def exit_fd(self) -> int:
-        """Readable once the spawner reports the script's exit."""
+        """Readable once the spawner reports the script's exit, or is gone (the service
+        also sees the exit itself, through a pidfd, sooner)."""
         return self._spawner.fileno()
 
     def wait(self) -> int:
@@ -270,6 +347,9 @@ class Spawner:
                 raise OSError(code or None, strerror, filename)
             if "refused" in answer:
                 raise ValueError(answer["refused"])
+            if "tampered" in answer:  # it exits: this start goes the other way
+                self.close()
+                raise SpawnerGone(f"the script spawner was {answer['tampered']}")
             return SpawnedScript(self, int(answer["pid"]), out_r, err_r)
         except BaseException:
             os.close(out_r)
@@ -297,7 +377,8 @@ class Spawner:
     def _answer(self) -> dict[str, Any]:
         sock = self._socket()
         readable, _, _ = select.select([sock], [], [], ANSWER_SECONDS)
-        if not readable:
+        if not readable:  # stopped, or stuck: it is killed
+            self.close(timeout=0.0)
             raise SpawnerGone(f"the script spawner did not answer within {ANSWER_SECONDS} s")
         try:
             message, fds = receive(sock)
@@ -319,7 +400,7 @@ class Spawner:
             try:
                 process.wait(timeout)
             except subprocess.TimeoutExpired:
-                process.kill()
+                process.kill()  # as root; SIGKILL ends a stopped process too
                 process.wait()
 
 

@@ -29,6 +29,7 @@ from helpers.processes import pids_with_env
 from helpers.runs import run_script
 
 from att_jm import runner as runner_module
+from att_jm import spawner as spawner_module
 from att_jm.domain.runs import Outcome, Run
 from att_jm.runner import (
     ScriptRunner,
@@ -179,6 +180,14 @@ def test_as_root_a_script_runs_as_the_script_user_without_other_groups(
         f"uid={script_user.uid} user={script_user.name} gid={script_user.gid} "
         f"groups={script_user.gid} umask=0077"
     ))
+
+
+def step_until(slot: ScriptSlot, finished: list[Item], count: int, deadline: float) -> None:
+    """Drive `slot` as the writer's loop does until `count` executions have ended."""
+    while len(finished) < count:
+        assert time.monotonic() < deadline, f"execution {count} never ended"
+        ready, _, _ = select.select(slot.fds(), [], [], slot.wait_seconds())
+        slot.step(ready)
 
 
 #: The three ways a script switches to the script user: the spawner (the default), setpriv
@@ -337,12 +346,14 @@ def status_of(pid: int) -> dict[str, str]:
 
 
 @needs_root
-def test_the_spawner_is_root_s_and_holds_nothing_of_the_service_but_its_socket(
+def test_the_spawner_is_the_script_user_s_untraceable_and_holds_only_its_socket(
     scripts: pathlib.Path, script_user: ScriptUser,
 ) -> None:
-    """Between scripts the spawner has no child; it runs as root (no script, which runs as
-    the script user, may signal or trace it), in a process group of its own, and holds
-    nothing of the service but its socket (beside the standard streams); close() stops it."""
+    """Between scripts the spawner has no child; it runs as the script user (real, effective,
+    saved and file ids, no other group, no capability: no way back to root), is not
+    dumpable (a process of that user cannot open its /proc entries, so cannot read its
+    memory, environment or descriptors), in a process group of its own, and holds nothing of
+    the service but its socket (beside the standard streams); close() stops it."""
     runner = switched_runner(scripts, script_user, "spawner")
     assert run_script(runner, Run("exec-w", "job", "t", 1, "ok", "", 10)).result == 3
     assert runner.spawner is not None
@@ -352,7 +363,28 @@ def test_the_spawner_is_root_s_and_holds_nothing_of_the_service_but_its_socket(
     while children_of(spawner):
         assert time.monotonic() < deadline, children_of(spawner)
         time.sleep(0.01)
-    assert status_of(spawner)["Uid"].split() == ["0"] * 4
+    status = status_of(spawner)
+    assert status["Uid"].split() == [str(script_user.uid)] * 4
+    assert status["Gid"].split() == [str(script_user.gid)] * 4
+    assert status["Groups"] == ""
+    assert int(status["CapPrm"], 16) == int(status["CapEff"], 16) == 0
+    assert os.stat(f"/proc/{spawner}/environ").st_uid == 0  # not dumpable
+    probe = subprocess.run(
+        [SYSTEM_PYTHON, "-c", f"""
+import os
+for path in ("/proc/{spawner}/environ", "/proc/{spawner}/mem"):
+    try:
+        open(path, "rb").read(1)
+        print("read", path)
+    except PermissionError:
+        pass
+try:
+    print("listed", os.listdir("/proc/{spawner}/fd"))
+except PermissionError:
+    pass
+"""], user=script_user.uid, group=script_user.gid, extra_groups=[], capture_output=True,
+        text=True, check=True, timeout=30)
+    assert probe.stdout == "", probe.stdout
     assert os.getpgid(spawner) == spawner
     fds = {fd.name: os.readlink(fd) for fd in pathlib.Path(f"/proc/{spawner}/fd").iterdir()}
     assert fds["0"] == "/dev/null"
@@ -360,6 +392,101 @@ def test_the_spawner_is_root_s_and_holds_nothing_of_the_service_but_its_socket(
     assert len(others) == 1 and others[0].startswith("socket:"), fds
     runner.close()
     assert not alive(spawner)
+
+
+#: What a script inherits from its spawner that a process of the script user may change in
+#: it (the script's parent), as the changing script changes it, and as a script reports it.
+INHERITED_REPORT = f"""#!{SYSTEM_PYTHON}
+import ctypes, json, os, resource
+number = {{"x86_64": 252, "aarch64": 31}}.get(os.uname().machine)
+libc = ctypes.CDLL(None, use_errno=True)
+print(json.dumps({{
+    "limits": [resource.getrlimit(getattr(resource, name)) for name in sorted(dir(resource))
+               if name.startswith("RLIMIT_")],
+    "nice": os.getpriority(os.PRIO_PROCESS, 0),
+    "affinity": sorted(os.sched_getaffinity(0)),
+    "policy": os.sched_getscheduler(0),
+    "ioprio": None if number is None else libc.syscall(number, 1, 0),
+}}))
+"""
+CHANGES = {
+    "limits": "resource.prlimit(parent, resource.RLIMIT_NOFILE, (16, 16))",
+    "nice": "os.setpriority(os.PRIO_PROCESS, parent, 10)",
+    "affinity": "os.sched_setaffinity(parent, {min(os.sched_getaffinity(parent))})",
+    "policy": "os.sched_setscheduler(parent, os.SCHED_IDLE, os.sched_param(0))",
+    "ioprio": "libc.syscall({'x86_64': 251, 'aarch64': 30}[os.uname().machine], 1, parent,"
+              " 3 << 13)",  # ioprio_set(IOPRIO_WHO_PROCESS, parent, IOPRIO_CLASS_IDLE)
+}
+
+
+@needs_root
+@pytest.mark.parametrize("change", sorted(CHANGES))
+def test_a_script_that_changes_its_spawner_changes_no_later_script(
+    scripts: pathlib.Path, script_user: ScriptUser, change: str,
+) -> None:
+    """A script may change what its parent, the spawner (the script user's), would pass on
+    to later scripts; the spawner sees it before the next start and answers `tampered`: that
+    start goes through setpriv, the one after through a new spawner, and every script
+    inherits what the first one did."""
+    if change == "affinity" and len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("one CPU: no affinity to change")
+    (scripts / "report").write_text(INHERITED_REPORT)
+    (scripts / "report").chmod(0o755)
+    (scripts / "change").write_text(f"""#!{SYSTEM_PYTHON}
+import ctypes, os, resource
+libc = ctypes.CDLL(None, use_errno=True)
+parent = os.getppid()
+{CHANGES[change]}
+""")
+    (scripts / "change").chmod(0o755)
+    runner = switched_runner(scripts, script_user, "spawner")
+    assert runner.spawner is not None
+    with structlog.testing.capture_logs() as logs:
+        first = run_script(runner, Run("exec-1", "job", "t", 1, "report", "", 10))
+        spawner = runner.spawner.pid
+        changed = run_script(runner, Run("exec-2", "job", "t", 1, "change", "", 10))
+        assert changed.result == 3, changed.feedback
+        after = run_script(runner, Run("exec-3", "job", "t", 1, "report", "", 10))
+        fresh = run_script(runner, Run("exec-4", "job", "t", 1, "report", "", 10))
+    assert first.result == after.result == fresh.result == 3
+    assert json.loads(after.stdout_tail) == json.loads(first.stdout_tail)
+    assert json.loads(fresh.stdout_tail) == json.loads(first.stdout_tail)
+    [failed] = [line for line in logs if line["event"] == "runner.spawner_failed"]
+    assert f"changed by another process: {change}" in failed["error"]
+    assert runner.spawner.pid not in (None, spawner)
+    assert spawner is not None and not alive(spawner)
+    runner.close()
+
+
+@needs_root
+def test_a_script_that_stops_its_spawner_fails_only_its_own_execution(
+    scripts: pathlib.Path, script_user: ScriptUser, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """SIGSTOP to the spawner from the script: its exit status never comes, so after the
+    spawner's answer time that execution fails naming the spawner, which is killed; the
+    next script runs with a new spawner."""
+    monkeypatch.setattr(spawner_module, "ANSWER_SECONDS", 1.0)
+    (scripts / "stop-parent").write_text(
+        "#!/bin/sh\nkill -STOP $PPID\necho '{\"Result\": 3, \"Feedback\": \"stopped\"}'\n")
+    (scripts / "stop-parent").chmod(0o755)
+    finished: list[Item] = []
+    slot = ScriptSlot(str(scripts), finished.append, run_as=script_user.name)
+    runner = slot.scripts
+    assert runner.spawner is not None
+    slot.start(Run("exec-s", "job", "t", 1, "stop-parent", "", 60))
+    first = runner.spawner.pid
+    assert first is not None
+    deadline = time.monotonic() + 20
+    step_until(slot, finished, 1, deadline)
+    [ended] = finished
+    assert isinstance(ended, RunFinished) and ended.outcome.result == 2
+    assert ended.outcome.feedback is not None and "spawner" in ended.outcome.feedback
+    assert not alive(first)
+    slot.start(Run("exec-n", "job", "t", 1, "ok", "", 10))
+    step_until(slot, finished, 2, deadline)
+    assert isinstance(finished[1], RunFinished) and finished[1].outcome.result == 3
+    assert runner.spawner.pid not in (None, first)
+    slot.stop()
 
 
 @needs_root
@@ -448,20 +575,14 @@ def test_a_spawner_that_dies_under_a_script_fails_that_execution_only(
     script = children_of(first)
     os.kill(first, signal.SIGKILL)
     deadline = time.monotonic() + 20
-    while not finished:
-        assert time.monotonic() < deadline, "the execution never ended"
-        ready, _, _ = select.select(slot.fds(), [], [], slot.wait_seconds())
-        slot.step(ready)
+    step_until(slot, finished, 1, deadline)
     [ended] = finished
     assert isinstance(ended, RunFinished) and ended.execution_id == "exec-d"
     assert ended.outcome.result == 2
     assert ended.outcome.feedback is not None and "spawner" in ended.outcome.feedback
     assert script and not any(alive(pid) for pid in script)
     slot.start(Run("exec-n", "job", "t", 1, "ok", "", 10))
-    while len(finished) < 2:
-        assert time.monotonic() < deadline, "the next execution never ended"
-        ready, _, _ = select.select(slot.fds(), [], [], slot.wait_seconds())
-        slot.step(ready)
+    step_until(slot, finished, 2, deadline)
     assert isinstance(finished[1], RunFinished) and finished[1].outcome.result == 3
     assert runner.spawner.pid not in (None, first)
     slot.stop()
