@@ -17,13 +17,14 @@ import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
+from typing import Literal, overload
 
 import orjson
 import structlog
 
 from att_jm.domain.runs import Outcome, Run
 from att_jm.errors import AttJmError
-from att_jm.spawner import SpawnedScript, Spawner, SpawnerGone
+from att_jm.spawner import PendingSpawn, SpawnedScript, Spawner, SpawnerGone, SpawnerLost
 from att_jm.vocabulary import Result
 
 SUCCEEDED = Result.SUCCEEDED
@@ -70,20 +71,23 @@ def resolve_script(scripts_dir: str | os.PathLike[str], name: str) -> pathlib.Pa
         raise ScriptRefused("the script name contains a NUL character")
     if os.path.isabs(name):
         raise ScriptRefused(f"{name!r} is an absolute path; name a file in the scripts directory")
-    base = pathlib.Path(scripts_dir).resolve()
-    try:
-        path = (base / name).resolve()
-    except (OSError, RuntimeError) as exc:  # RuntimeError: symlink loop on Python 3.11/3.12
-        raise ScriptRefused(f"{name!r} cannot be resolved: {exc}") from None
-    if path == base or not path.is_relative_to(base):
+    # os.path rather than pathlib: the same resolution at a quarter of the cost (it runs
+    # before every start, on the queue's critical path).
+    base = os.path.realpath(scripts_dir)
+    path = os.path.realpath(os.path.join(base, name))
+    if path == base or not path.startswith(base.rstrip("/") + "/"):
         raise ScriptRefused(f"{name!r} resolves outside the scripts directory")
-    if not path.exists():
-        raise ScriptRefused(f"no script named {name!r} in the scripts directory")
-    if not path.is_file():
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise ScriptRefused(f"no script named {name!r} in the scripts directory") from None
+    except OSError as exc:  # ELOOP (a symlink loop realpath left unresolved), EACCES
+        raise ScriptRefused(f"{name!r} cannot be resolved: {exc}") from None
+    if not stat.S_ISREG(mode):
         raise ScriptRefused(f"{name!r} is not a regular file")
     if not os.access(path, os.X_OK):
         raise ScriptRefused(f"{name!r} is not executable")
-    return path
+    return pathlib.Path(path)
 
 
 @dataclass(frozen=True)
@@ -509,11 +513,23 @@ class _Proc:
     starttime: int
 
 
-def _read_stat(pid: int | str) -> _Proc | None:
+def _read_proc(path: str) -> bytes | None:
+    """A small /proc file's content (one read: the kernel builds it whole), or None."""
     try:
-        with open(f"/proc/{pid}/stat", "rb") as file:
-            data = file.read()
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
+        return None
+    try:
+        return os.read(fd, 65536)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def _read_stat(pid: int | str) -> _Proc | None:
+    data = _read_proc(f"/proc/{pid}/stat")
+    if data is None:
         return None
     fields = data[data.rfind(b")") + 2 :].split()
     try:
@@ -530,19 +546,22 @@ def _has_children_files() -> bool:
 _CHILDREN_FILES: bool | None = None
 
 
-def _children(pid: int) -> list[int]:
-    """The children of `pid`, from /proc/PID/task/*/children (Linux with CONFIG_PROC_CHILDREN)."""
+def _children(pid: int, *, every_thread: bool = True) -> list[int]:
+    """The children of `pid`, from /proc/PID/task/*/children (Linux with CONFIG_PROC_CHILDREN);
+    without `every_thread`, those of its main thread only (enough for a process that is no
+    subreaper and starts its children from that thread: the spawner)."""
     found: list[int] = []
-    try:
-        tids = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return found
-    for tid in tids:  # an orphan is re-parented to one of the subreaper's threads
+    if every_thread:
         try:
-            with open(f"/proc/{pid}/task/{tid}/children", "rb") as file:
-                found.extend(int(child) for child in file.read().split())
+            tids = os.listdir(f"/proc/{pid}/task")
         except OSError:
-            continue
+            return found
+    else:
+        tids = [str(pid)]
+    for tid in tids:  # an orphan is re-parented to one of the subreaper's threads
+        data = _read_proc(f"/proc/{pid}/task/{tid}/children")
+        if data is not None:
+            found.extend(int(child) for child in data.split())
     return found
 
 
@@ -557,7 +576,7 @@ def _descendants(root: int, spare: Collection[int], since: int,
         _CHILDREN_FILES = _has_children_files()
     if _CHILDREN_FILES:
         def children(pid: int) -> Iterator[tuple[int, _Proc | None]]:
-            return ((child, None) for child in _children(pid))
+            return ((child, None) for child in _children(pid, every_thread=pid not in through))
     else:
         table: dict[int, list[tuple[int, _Proc | None]]] = {}
         with os.scandir("/proc") as entries:
@@ -864,6 +883,18 @@ class RunningScript:
         return self._runner.outcome(script.request, supervisor, exit_code, script.started)
 
 
+@dataclass
+class PendingStart:
+    """A start `ScriptRunner.begin(defer=True)` asked of the spawner, for `complete`."""
+
+    request: Run
+    path: pathlib.Path
+    started: float  # time.monotonic() before it was asked
+    since: int  # boot_ticks() before it was asked
+    spawn: PendingSpawn | None = None
+    killed: bool = False  # kill_running came while it was starting
+
+
 @dataclass(frozen=True)
 class StartedScript:
     """A script `ScriptRunner.begin` started, for `ScriptRunner.watch`."""
@@ -989,6 +1020,8 @@ class ScriptRunner:
         self._spare = spare
         self._lock = threading.Lock()
         self._running: ScriptProcess | None = None
+        #: A deferred start whose answer was not read yet (`begin(defer=True)`).
+        self._pending: PendingStart | None = None
         self._interrupted = False
         #: Who scripts run as; None: this process's own user.
         self.user: ScriptUser | None = None
@@ -1027,49 +1060,129 @@ class ScriptRunner:
         pid = None if self.spawner is None else self.spawner.pid
         return [] if pid is None else [pid]
 
-    def begin(self, request: Run) -> StartedScript | Outcome:
+    @overload
+    def begin(self, request: Run, *, defer: Literal[False] = False) -> StartedScript | Outcome: ...
+
+    @overload
+    def begin(self, request: Run, *, defer: bool) -> StartedScript | PendingStart | Outcome: ...
+
+    def begin(self, request: Run, *, defer: bool = False) -> StartedScript | PendingStart | Outcome:
         """Start the script; a Failed outcome if it cannot start. The caller follows it with
-        `watch` from its own loop (the writer: right after the Started event is stored)."""
+        `watch` from its own loop (the writer: right after the Started event is stored).
+
+        With `defer`, a start through the spawner returns at once a PendingStart (the
+        spawner forks and execs meanwhile, on the other core), which `complete` turns into
+        the StartedScript (or outcome) later: the writer does the rest of its after-commit
+        work (the relay's wake, the views) in between."""
         started = time.monotonic()
         try:
             path = resolve_script(self._scripts_dir, request.script)
         except ScriptRefused as exc:
             return _not_started(f"script refused: {exc}", started)
         since = boot_ticks()
+        pending = PendingStart(request, path, started, since)
         try:
-            proc = self._start(path, request)
+            if self.spawner is not None:
+                pending.spawn = self._request_spawn(self.spawner, path, request)
+                if pending.spawn is not None:
+                    if defer:
+                        with self._lock:
+                            self._pending = pending
+                        return pending
+                    return self.complete(pending)
+            proc, through_setpriv = self._start(path, request)
         except (OSError, ValueError) as exc:  # ValueError: NUL byte in the Command
             return _not_started(f"could not start script: {exc}", started)
         return StartedScript(request, proc, started, since,
-                             None if self.setpriv is None else str(path))
+                             str(path) if through_setpriv else None)
+
+    def complete(self, pending: PendingStart) -> StartedScript | Outcome:
+        """The started script of a deferred `begin` (the spawner's answer; where the spawner
+        turned out gone, the start goes the other way now)."""
+        path, request, started = pending.path, pending.request, pending.started
+        try:
+            proc: ScriptProcess | None = None
+            if pending.spawn is not None:
+                with self._lock:
+                    try:
+                        proc = pending.spawn.result()
+                    except SpawnerLost as error:  # the script may run: never start it again
+                        return self._lost_start(pending, error)
+                    except SpawnerGone as error:  # it started nothing: this start goes the
+                        self._spawner_failed(error)  # other way
+                    else:
+                        self._running = proc
+                        self._interrupted = False
+                        if pending.killed:  # kill_running while it was starting
+                            self._interrupted = True
+                            _signal_group(proc.pid, signal.SIGKILL)
+            through_setpriv = False
+            if proc is None:
+                proc, through_setpriv = self._start(path, request)
+        except (OSError, ValueError) as exc:
+            return _not_started(f"could not start script: {exc}", started)
+        finally:
+            with self._lock:
+                if self._pending is pending:
+                    self._pending = None
+        return StartedScript(request, proc, started, pending.since,
+                             str(path) if through_setpriv else None)
 
     def watch(self, script: StartedScript) -> RunningScript:
         """Follow a started script from the caller's own loop (see `RunningScript`)."""
         return RunningScript(self, script)
 
     def kill_running(self) -> None:
-        """Kill the running script's whole process group with SIGKILL, if a script is running."""
+        """Kill the running script's whole process group with SIGKILL, if a script is running
+        (one still starting is killed the moment its start completes)."""
         with self._lock:
+            if self._pending is not None:
+                self._pending.killed = True
             if self._running is not None:
                 self._interrupted = True
                 _signal_group(self._running.pid, signal.SIGKILL)
 
-    def _start(self, path: pathlib.Path, request: Run) -> ScriptProcess:
-        cwd = pathlib.Path(self._scripts_dir).resolve()
+    def _script_dir(self) -> str:
+        return os.path.realpath(self._scripts_dir)
+
+    def _request_spawn(self, spawner: Spawner, path: pathlib.Path,
+                       request: Run) -> PendingSpawn | None:
+        """Ask the spawner to start the script; None when it is gone (the start then goes
+        the other way)."""
+        cwd = self._script_dir()
+        try:
+            spawn = spawner.request([str(path), request.command],
+                                         script_environment(pathlib.Path(cwd), request), cwd)
+        except SpawnerGone as error:
+            self._spawner_failed(error)
+            return None
+        return spawn
+
+    def _lost_start(self, pending: PendingStart, error: SpawnerLost) -> Outcome:
+        """The spawner was lost before it said whether the script started: whatever it
+        started is killed (re-parented to this subreaper, or marked), and the execution
+        fails; it is not started again, which could run it twice."""
+        self._spawner_failed(error)
+        kill_descendants(
+            pending.since, spare=() if self._spare is None else self._spare(),
+            marker=f"ATT_JM_EXECUTION_ID={pending.request.execution_id}",
+        )
+        return Outcome.failed(f"runner error: {error}; whatever it started was killed",
+                              duration_seconds=time.monotonic() - pending.started)
+
+    def _spawner_failed(self, error: SpawnerGone) -> None:
+        """This start goes the other way; the next one starts a new spawner."""
+        log.error("runner.spawner_failed", error=str(error))
+        if self.spawner is not None:
+            self.spawner.close()
+
+    def _start(self, path: pathlib.Path, request: Run) -> tuple[ScriptProcess, bool]:
+        """Start the script without the spawner: through setpriv, else Popen switching the
+        user itself (as root), else as this process's user; the process, and whether it
+        went through setpriv."""
+        cwd = pathlib.Path(self._script_dir())
         user = self.user
         argv = [str(path), request.command]
-        if self.spawner is not None:
-            with self._lock:
-                try:
-                    spawned = self.spawner.spawn(argv, script_environment(cwd, request),
-                                                 str(cwd))
-                except SpawnerGone as error:  # this start goes the other way; the next retries
-                    log.error("runner.spawner_failed", error=str(error))
-                    self.spawner.close()
-                else:
-                    self._running = spawned
-                    self._interrupted = False
-                    return spawned
         switch = user is not None and self.setpriv is None  # Popen switches (fork)
         if user is not None and self.setpriv is not None:
             _check_executable_format(path)
@@ -1084,7 +1197,7 @@ class ScriptRunner:
                 raise OSError(error.errno, error.strerror, str(path)) from None
             self._running = proc
             self._interrupted = False
-        return proc
+        return proc, argv[0] != str(path)
 
     @staticmethod
     def _popen(argv: list[str], cwd: pathlib.Path, request: Run, user: ScriptUser | None,

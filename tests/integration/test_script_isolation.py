@@ -489,6 +489,63 @@ def test_a_script_that_stops_its_spawner_fails_only_its_own_execution(
     slot.stop()
 
 
+#: A spawner that answers a start's pid only after 0.5 s (its `send` delayed): what a busy
+#: machine may do, made certain. Used as the spawner's "python": `-m att_jm.spawner ARGS`.
+SLOW_SPAWNER = f"""#!/bin/sh
+shift 2
+exec {sys.executable} -c '
+import sys, time
+from att_jm import spawner
+send = spawner.send
+def slow(conn, message, fds=()):
+    if "pid" in message and "status" not in message:
+        time.sleep(0.5)
+    send(conn, message, fds)
+spawner.send = slow
+spawner.main(["spawner", *sys.argv[1:]])
+' "$@"
+"""
+
+
+@needs_root
+def test_a_script_that_kills_its_spawner_before_it_answers_runs_once(
+    scripts: pathlib.Path, script_user: ScriptUser, open_dir: pathlib.Path,
+) -> None:
+    """The spawner may die before it says the script started (here the script kills it
+    while it waits to answer): the start is then not made again another way, which would run
+    the script twice; whatever it started is killed, the execution fails naming the
+    spawner, and the next start runs with a new spawner."""
+    runs = open_dir / "runs"
+    runs.touch()
+    runs.chmod(0o666)
+    (scripts / "kill-parent").write_text(
+        f"#!/bin/sh\necho run >> {runs}\nkill -KILL $PPID\nsleep 30\n")
+    (scripts / "kill-parent").chmod(0o755)
+    wrapper = open_dir / "slow-spawner"
+    wrapper.write_text(SLOW_SPAWNER)
+    wrapper.chmod(0o755)
+    finished: list[Item] = []
+    slot = ScriptSlot(str(scripts), finished.append, run_as=script_user.name)
+    runner = slot.scripts
+    runner.spawner = Spawner(script_user.uid, script_user.gid, 0o077, python=str(wrapper))
+    deadline = time.monotonic() + 30
+    with structlog.testing.capture_logs() as logs:
+        slot.start(Run("exec-k", "job", "t", 1, "kill-parent", "", 60))
+        step_until(slot, finished, 1, deadline)
+    [ended] = finished
+    assert isinstance(ended, RunFinished) and ended.outcome.result == 2
+    assert ended.outcome.feedback is not None and "spawner" in ended.outcome.feedback
+    assert "whatever it started was killed" in ended.outcome.feedback
+    assert pids_with_env("ATT_JM_EXECUTION_ID=exec-k") == []
+    assert runs.read_text() == "run\n"  # once: not started again through setpriv
+    assert [line["event"] for line in logs if line["event"].startswith("runner.")] == [
+        "runner.spawner_failed"]
+    slot.start(Run("exec-n", "job", "t", 1, "ok", "", 10))
+    step_until(slot, finished, 2, deadline)
+    assert isinstance(finished[1], RunFinished) and finished[1].outcome.result == 3
+    slot.stop()
+
+
 @needs_root
 def test_what_popen_refuses_in_the_spawner_is_refused_alike_and_the_spawner_goes_on(
     scripts: pathlib.Path, script_user: ScriptUser,
@@ -569,6 +626,7 @@ def test_a_spawner_that_dies_under_a_script_fails_that_execution_only(
     finished: list[Item] = []
     slot = ScriptSlot(str(scripts), finished.append, run_as=script_user.name)
     slot.start(Run("exec-d", "job", "t", 1, "sleep-then-ok", "30", 60))
+    slot.settle()  # as the writer does once the commit's work is done
     runner = slot.scripts
     assert runner.spawner is not None and runner.spawner.pid is not None
     first = runner.spawner.pid
@@ -618,17 +676,20 @@ def test_a_binary_the_service_may_run_but_not_read_still_runs_through_setpriv(
 def test_a_script_that_prints_what_setpriv_would_still_ran(
     scripts: pathlib.Path, script_user: ScriptUser,
 ) -> None:
-    """Only setpriv's message alone, with its exit code, for this very path, means it did not
-    run; the same words from a script that then exits 0, or with more output, are its own."""
+    """Through setpriv, only setpriv's message alone, with its exit code, for this very path,
+    means it did not run; the same words from a script that then exits 0, or with more
+    output, are its own. Through the spawner (no setpriv involved) they always are."""
     path = scripts / "liar"
-    for code, extra, ran in ((0, "", True), (127, "echo more >&2\n", True),
-                             (127, "", False)):
+    for switch, code, extra, ran in (
+            ("setpriv", 0, "", True), ("setpriv", 127, "echo more >&2\n", True),
+            ("setpriv", 127, "", False), ("spawner", 127, "", True)):
         path.write_text(f"#!/bin/sh\necho 'setpriv: failed to execute {path}: "
                         f"No such file or directory' >&2\n{extra}exit {code}\n")
         path.chmod(0o755)
-        outcome = run_script(ScriptRunner(scripts, run_as=script_user.name),
-                             Run("exec-l", "job", "t", 1, "liar", "", 10))
-        assert (outcome.exit_code is not None) is ran, outcome
+        runner = switched_runner(scripts, script_user, switch)
+        outcome = run_script(runner, Run("exec-l", "job", "t", 1, "liar", "", 10))
+        runner.close()
+        assert (outcome.exit_code is not None) is ran, (switch, outcome)
 
 
 def test_setpriv_is_taken_only_as_a_root_owned_file_nobody_else_can_write(
