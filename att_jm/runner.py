@@ -17,14 +17,13 @@ import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Literal, overload
 
 import orjson
 import structlog
 
 from att_jm.domain.runs import Outcome, Run
 from att_jm.errors import AttJmError
-from att_jm.spawner import PendingSpawn, SpawnedScript, Spawner, SpawnerGone, SpawnerLost
+from att_jm.spawner import SpawnedScript, Spawner, SpawnerGone, SpawnerLost
 from att_jm.vocabulary import Result
 
 SUCCEEDED = Result.SUCCEEDED
@@ -883,18 +882,6 @@ class RunningScript:
         return self._runner.outcome(script.request, supervisor, exit_code, script.started)
 
 
-@dataclass
-class PendingStart:
-    """A start `ScriptRunner.begin(defer=True)` asked of the spawner, for `complete`."""
-
-    request: Run
-    path: pathlib.Path
-    started: float  # time.monotonic() before it was asked
-    since: int  # boot_ticks() before it was asked
-    spawn: PendingSpawn | None = None
-    killed: bool = False  # kill_running came while it was starting
-
-
 @dataclass(frozen=True)
 class StartedScript:
     """A script `ScriptRunner.begin` started, for `ScriptRunner.watch`."""
@@ -1020,8 +1007,6 @@ class ScriptRunner:
         self._spare = spare
         self._lock = threading.Lock()
         self._running: ScriptProcess | None = None
-        #: A deferred start whose answer was not read yet (`begin(defer=True)`).
-        self._pending: PendingStart | None = None
         self._interrupted = False
         #: Who scripts run as; None: this process's own user.
         self.user: ScriptUser | None = None
@@ -1060,72 +1045,22 @@ class ScriptRunner:
         pid = None if self.spawner is None else self.spawner.pid
         return [] if pid is None else [pid]
 
-    @overload
-    def begin(self, request: Run, *, defer: Literal[False] = False) -> StartedScript | Outcome: ...
-
-    @overload
-    def begin(self, request: Run, *, defer: bool) -> StartedScript | PendingStart | Outcome: ...
-
-    def begin(self, request: Run, *, defer: bool = False) -> StartedScript | PendingStart | Outcome:
+    def begin(self, request: Run) -> StartedScript | Outcome:
         """Start the script; a Failed outcome if it cannot start. The caller follows it with
-        `watch` from its own loop (the writer: right after the Started event is stored).
-
-        With `defer`, a start through the spawner returns at once a PendingStart (the
-        spawner forks and execs meanwhile, on the other core), which `complete` turns into
-        the StartedScript (or outcome) later: the writer does the rest of its after-commit
-        work (the relay's wake, the views) in between."""
+        `watch` from its own loop (the writer: right after the Started event is stored)."""
         started = time.monotonic()
         try:
             path = resolve_script(self._scripts_dir, request.script)
         except ScriptRefused as exc:
             return _not_started(f"script refused: {exc}", started)
         since = boot_ticks()
-        pending = PendingStart(request, path, started, since)
         try:
-            if self.spawner is not None:
-                pending.spawn = self._request_spawn(self.spawner, path, request)
-                if pending.spawn is not None:
-                    if defer:
-                        with self._lock:
-                            self._pending = pending
-                        return pending
-                    return self.complete(pending)
             proc, through_setpriv = self._start(path, request)
+        except SpawnerLost as error:  # the script may run: never start it again
+            return self._lost_start(request, since, started, error)
         except (OSError, ValueError) as exc:  # ValueError: NUL byte in the Command
             return _not_started(f"could not start script: {exc}", started)
         return StartedScript(request, proc, started, since,
-                             str(path) if through_setpriv else None)
-
-    def complete(self, pending: PendingStart) -> StartedScript | Outcome:
-        """The started script of a deferred `begin` (the spawner's answer; where the spawner
-        turned out gone, the start goes the other way now)."""
-        path, request, started = pending.path, pending.request, pending.started
-        try:
-            proc: ScriptProcess | None = None
-            if pending.spawn is not None:
-                with self._lock:
-                    try:
-                        proc = pending.spawn.result()
-                    except SpawnerLost as error:  # the script may run: never start it again
-                        return self._lost_start(pending, error)
-                    except SpawnerGone as error:  # it started nothing: this start goes the
-                        self._spawner_failed(error)  # other way
-                    else:
-                        self._running = proc
-                        self._interrupted = False
-                        if pending.killed:  # kill_running while it was starting
-                            self._interrupted = True
-                            _signal_group(proc.pid, signal.SIGKILL)
-            through_setpriv = False
-            if proc is None:
-                proc, through_setpriv = self._start(path, request)
-        except (OSError, ValueError) as exc:
-            return _not_started(f"could not start script: {exc}", started)
-        finally:
-            with self._lock:
-                if self._pending is pending:
-                    self._pending = None
-        return StartedScript(request, proc, started, pending.since,
                              str(path) if through_setpriv else None)
 
     def watch(self, script: StartedScript) -> RunningScript:
@@ -1133,42 +1068,24 @@ class ScriptRunner:
         return RunningScript(self, script)
 
     def kill_running(self) -> None:
-        """Kill the running script's whole process group with SIGKILL, if a script is running
-        (one still starting is killed the moment its start completes)."""
+        """Kill the running script's whole process group with SIGKILL, if a script is running."""
         with self._lock:
-            if self._pending is not None:
-                self._pending.killed = True
             if self._running is not None:
                 self._interrupted = True
                 _signal_group(self._running.pid, signal.SIGKILL)
 
-    def _script_dir(self) -> str:
-        return os.path.realpath(self._scripts_dir)
-
-    def _request_spawn(self, spawner: Spawner, path: pathlib.Path,
-                       request: Run) -> PendingSpawn | None:
-        """Ask the spawner to start the script; None when it is gone (the start then goes
-        the other way)."""
-        cwd = self._script_dir()
-        try:
-            spawn = spawner.request([str(path), request.command],
-                                         script_environment(pathlib.Path(cwd), request), cwd)
-        except SpawnerGone as error:
-            self._spawner_failed(error)
-            return None
-        return spawn
-
-    def _lost_start(self, pending: PendingStart, error: SpawnerLost) -> Outcome:
-        """The spawner was lost before it said whether the script started: whatever it
-        started is killed (re-parented to this subreaper, or marked), and the execution
-        fails; it is not started again, which could run it twice."""
-        self._spawner_failed(error)
+    def _lost_start(self, request: Run, since: int, started: float,
+                    error: SpawnerLost) -> Outcome:
+        """The spawner was lost before it said whether the script started (it was stopped
+        by then, and reaped): whatever it started is killed (re-parented to this subreaper,
+        or marked), and the execution fails; it is not started again, which could run it
+        twice."""
         kill_descendants(
-            pending.since, spare=() if self._spare is None else self._spare(),
-            marker=f"ATT_JM_EXECUTION_ID={pending.request.execution_id}",
+            since, spare=() if self._spare is None else self._spare(),
+            marker=f"ATT_JM_EXECUTION_ID={request.execution_id}",
         )
         return Outcome.failed(f"runner error: {error}; whatever it started was killed",
-                              duration_seconds=time.monotonic() - pending.started)
+                              duration_seconds=time.monotonic() - started)
 
     def _spawner_failed(self, error: SpawnerGone) -> None:
         """This start goes the other way; the next one starts a new spawner."""
@@ -1177,12 +1094,26 @@ class ScriptRunner:
             self.spawner.close()
 
     def _start(self, path: pathlib.Path, request: Run) -> tuple[ScriptProcess, bool]:
-        """Start the script without the spawner: through setpriv, else Popen switching the
-        user itself (as root), else as this process's user; the process, and whether it
-        went through setpriv."""
-        cwd = pathlib.Path(self._script_dir())
+        """Start the script: through the spawner, else through setpriv, else Popen switching
+        the user itself (as root), else as this process's user; the process, and whether it
+        went through setpriv. SpawnerLost when the spawner was lost after it was asked."""
+        cwd = pathlib.Path(os.path.realpath(self._scripts_dir))
         user = self.user
         argv = [str(path), request.command]
+        if self.spawner is not None:
+            with self._lock:
+                try:
+                    spawned = self.spawner.spawn(argv, script_environment(cwd, request),
+                                                 str(cwd))
+                except SpawnerLost as error:
+                    self._spawner_failed(error)
+                    raise
+                except SpawnerGone as error:  # it started nothing: this start goes the
+                    self._spawner_failed(error)  # other way; the next one tries it again
+                else:
+                    self._running = spawned
+                    self._interrupted = False
+                    return spawned, False
         switch = user is not None and self.setpriv is None  # Popen switches (fork)
         if user is not None and self.setpriv is not None:
             _check_executable_format(path)

@@ -289,38 +289,6 @@ class SpawnedScript:
             time.sleep(0.001)
 
 
-class PendingSpawn:
-    """A start asked of the spawner whose answer was not read yet (`Spawner.request`)."""
-
-    def __init__(self, spawner: Spawner, stdout: int, stderr: int) -> None:
-        self._spawner = spawner
-        self._pipes: tuple[int, int] | None = (stdout, stderr)
-
-    def result(self) -> SpawnedScript:
-        """The started script (as `Spawner.spawn` returns it, or raises); once."""
-        if self._pipes is None:
-            raise RuntimeError("the answer of this start was read already")
-        (out_r, err_r), self._pipes = self._pipes, None
-        try:
-            try:
-                answer = self._spawner.answer()
-            except SpawnerGone as error:
-                raise SpawnerLost(str(error)) from error
-            if "error" in answer:  # raised as Popen raises it
-                code, strerror, filename = answer["error"]
-                raise OSError(code or None, strerror, filename)
-            if "refused" in answer:
-                raise ValueError(answer["refused"])
-            if "tampered" in answer:  # it exits: this start goes the other way
-                self._spawner.close()
-                raise SpawnerGone(f"the script spawner was {answer['tampered']}")
-            return SpawnedScript(self._spawner, int(answer["pid"]), out_r, err_r)
-        except BaseException:
-            os.close(out_r)
-            os.close(err_r)
-            raise
-
-
 class Spawner:
     """The service's handle on its spawner process (started at the first spawn, again after
     it exited)."""
@@ -359,13 +327,9 @@ class Spawner:
     def spawn(self, argv: list[str], env: dict[str, str], cwd: str) -> SpawnedScript:
         """Start `argv` (argv[0] a path) with exactly `env`, in `cwd`, as the script user, in
         a session of its own, stdin /dev/null; OSError as Popen raises it when the script
-        cannot be executed, SpawnerGone (an OSError too) when the spawner is gone."""
-        return self.request(argv, env, cwd).result()
-
-    def request(self, argv: list[str], env: dict[str, str], cwd: str) -> PendingSpawn:
-        """Ask for the start of `argv` (see `spawn`) without waiting for it: the spawner
-        forks and execs while the caller goes on; `result()` then waits for its answer.
-        Every request must get its `result()` before the next (the answers come in order)."""
+        cannot be executed, SpawnerGone (an OSError too) when the spawner is gone and
+        started nothing, SpawnerLost when it was lost after it was asked (the script may
+        run)."""
         for text in (*argv, *env, *env.values(), cwd):
             if "\0" in text:
                 raise ValueError("embedded null byte")
@@ -378,16 +342,32 @@ class Spawner:
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         try:
-            send(self._socket(), {"op": "spawn", "argv": argv, "env": env, "cwd": cwd},
-                 (out_w, err_w))
+            try:
+                send(self._socket(), {"op": "spawn", "argv": argv, "env": env, "cwd": cwd},
+                     (out_w, err_w))
+            except OSError as error:  # it is gone: the request never reached it whole
+                self.close(timeout=0.0)
+                raise SpawnerGone(f"the script spawner could not be asked: {error!r}") from error
+            finally:
+                os.close(out_w)
+                os.close(err_w)
+            try:
+                answer = self.answer()
+            except SpawnerGone as error:
+                raise SpawnerLost(str(error)) from error
+            if "error" in answer:  # raised as Popen raises it
+                code, strerror, filename = answer["error"]
+                raise OSError(code or None, strerror, filename)
+            if "refused" in answer:
+                raise ValueError(answer["refused"])
+            if "tampered" in answer:  # it exits, having started nothing: this start goes
+                self.close()          # the other way
+                raise SpawnerGone(f"the script spawner was {answer['tampered']}")
+            return SpawnedScript(self, int(answer["pid"]), out_r, err_r)
         except BaseException:
             os.close(out_r)
             os.close(err_r)
             raise
-        finally:
-            os.close(out_w)
-            os.close(err_w)
-        return PendingSpawn(self, out_r, err_r)
 
     def report(self, pid: int) -> dict[str, Any]:
         """The exit report of script `pid` (blocking); the script is reaped after it."""

@@ -8,7 +8,7 @@ from collections.abc import Callable, Collection, Iterable
 import structlog
 
 from att_jm.domain.runs import Outcome, Run
-from att_jm.runner import PendingStart, RunningScript, ScriptRunner, StartedScript
+from att_jm.runner import RunningScript, ScriptRunner
 from att_jm.service.inbox import Item, RunFinished, utcnow
 
 log = structlog.get_logger("att_jm")
@@ -33,8 +33,6 @@ class ScriptSlot:
         self.scripts = ScriptRunner(scripts, run_as=run_as, spare=spare)
         self._report = report
         self._running: tuple[Run, RunningScript] | None = None
-        #: A start the spawner is making (its fork and exec) while the writer goes on.
-        self._pending: tuple[Run, PendingStart] | None = None
         #: Asked right before each start (the lease, on PostgreSQL: att_jm/service/lease.py).
         self._may_start = may_start
 
@@ -49,34 +47,15 @@ class ScriptSlot:
                       reason="this instance no longer holds the lease")
             return
         try:
-            begun = self.scripts.begin(run, defer=True)
-            if isinstance(begun, PendingStart):
-                self._pending = (run, begun)
+            begun = self.scripts.begin(run)
+            if isinstance(begun, Outcome):
+                self._finished(run, begun)
             else:
-                self._follow(run, begun)
+                self._running = (run, self.scripts.watch(begun))
         except Exception as error:  # noqa: BLE001 -- a runner bug must not leave it running; _failed logs it
             self._failed(run, error)
         log.info("execution.started", execution=run.execution_id, job=run.job,
                  attempt=run.attempt)
-
-    def settle(self) -> None:
-        """Complete a start the spawner was making: from here the script is followed (or
-        its start failed, reported as any outcome). The writer calls it once the rest of
-        the commit's work is done, and at the top of its loop."""
-        if self._pending is None:
-            return
-        run, pending = self._pending
-        self._pending = None
-        try:
-            self._follow(run, self.scripts.complete(pending))
-        except Exception as error:  # noqa: BLE001 -- idem
-            self._failed(run, error)
-
-    def _follow(self, run: Run, begun: StartedScript | Outcome) -> None:
-        if isinstance(begun, Outcome):
-            self._finished(run, begun)
-        else:
-            self._running = (run, self.scripts.watch(begun))
 
     def prepare(self) -> None:
         """Ready to start scripts at once (the script spawner started)."""
@@ -84,19 +63,16 @@ class ScriptSlot:
 
     @property
     def busy(self) -> bool:
-        return self._running is not None or self._pending is not None
+        return self._running is not None
 
     def fds(self) -> list[int]:
         return [] if self._running is None else self._running[1].fds()
 
     def wait_seconds(self) -> float | None:
-        if self._pending is not None:  # no wait: `step` completes it
-            return 0.0
         return None if self._running is None else self._running[1].wait_seconds()
 
     def step(self, ready: Collection[int]) -> None:
         """Follow the running script (what of `fds()` is readable); report it once over."""
-        self.settle()
         if self._running is None:
             return
         run, running = self._running
@@ -125,7 +101,6 @@ class ScriptSlot:
         """Kill a running script's group and reap it (its execution stays running in the
         log: the next start records it interrupted)."""
         self.scripts.kill_running()
-        self.settle()  # a start being made is killed as it completes
         if self._running is not None:
             with contextlib.suppress(Exception):
                 self._running[1].finish()

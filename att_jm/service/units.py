@@ -172,7 +172,6 @@ class Units:
             self.stats.committed(time.perf_counter() - started)
             timeline.mark("commit", stored[0][0], stored[-1][0], begun)
         self.after.committed(uow, stored)
-        self.slot.settle()  # a script the commit started: followed from here
         return True
 
     def _poisoned(self, error: BaseException) -> None:
@@ -197,7 +196,6 @@ class Units:
             left = deadline - time.monotonic()
             if left <= 0:
                 return
-            self.slot.settle()
             ready = self.connection.poll(left, self.inbox.fileno(), *self.slot.fds(),
                                          *self.held.fds())
             self.held.release()

@@ -142,7 +142,6 @@ class Writer:
     def _loop(self) -> None:
         while not self._stopping.seen:
             self._check_lease()
-            self.slot.settle()  # before the wait: a failed start is an item of the inbox
             # Once something waits, only take what else has arrived (a bigger batch).
             wait = self._wait_seconds() if self.inbox.empty() else 0.0
             ready = self.connection.poll(wait, self.inbox.fileno(), *self.slot.fds(),

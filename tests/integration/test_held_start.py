@@ -115,7 +115,6 @@ def test_a_start_on_an_idle_queue_is_held_until_the_relay_confirms_its_events(
     assert answered(writer.relay, position, 10)
     writer.held.release()
     assert not writer.held.pending
-    writer.slot.settle()  # as the loop's next step does
     assert writer.slot.fds()  # the script runs
     deadline = time.monotonic() + 10
     while not started.messages():
@@ -140,7 +139,6 @@ def test_a_held_start_goes_ahead_after_its_deadline_when_the_relay_does_not_answ
             time.sleep(0.001)
             writer.held.release()
         assert time.monotonic() - began >= HOLD_START_SECONDS
-        writer.slot.settle()
         assert writer.slot.fds()
     finally:
         os.kill(pid, signal.SIGCONT)
@@ -162,7 +160,6 @@ def test_a_held_start_goes_first_when_something_else_arrives(
         writer.inbox.put_local(notification("n-2"))
         writer.held.release()
         assert not writer.held.pending
-        writer.slot.settle()
         assert writer.slot.fds()
     finally:
         os.kill(pid, signal.SIGCONT)

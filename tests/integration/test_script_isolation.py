@@ -626,7 +626,6 @@ def test_a_spawner_that_dies_under_a_script_fails_that_execution_only(
     finished: list[Item] = []
     slot = ScriptSlot(str(scripts), finished.append, run_as=script_user.name)
     slot.start(Run("exec-d", "job", "t", 1, "sleep-then-ok", "30", 60))
-    slot.settle()  # as the writer does once the commit's work is done
     runner = slot.scripts
     assert runner.spawner is not None and runner.spawner.pid is not None
     first = runner.spawner.pid
