@@ -96,3 +96,18 @@ def test_the_executions_say_where_each_core_s_time_goes() -> None:
     assert set(tables["baseline"]) == {"loop", "scripts", "all"}, output
     assert tables["service"]["scripts"] > 0 and tables["baseline"]["scripts"] > 0, output
     assert tables["service"]["writer"] > 0 and tables["baseline"]["loop"] > 0, output
+
+
+def test_the_start_cost_loops_each_print_a_rate() -> None:
+    """`python -m bench.startcost`: four bare loops (fork or vfork, with or without a durable
+    commit per start) each start the script and print a positive rate and its ratio."""
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.startcost", "--count", "20", "--rounds", "1"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=False,
+    )
+    output = f"--- stdout\n{done.stdout}\n--- stderr\n{done.stderr[-4000:]}"
+    assert done.returncode == 0, output
+    rows = {line[:18].strip(): line[18:].split() for line in done.stdout.splitlines()[1:]}
+    assert set(rows) == {"fork", "fork + commit", "vfork", "vfork + commit"}, output
+    assert all(float(values[0].replace(",", "")) > 0 for values in rows.values()), output
+    assert rows["fork"][-1] == "1.00x", output
