@@ -740,6 +740,9 @@ class _Supervisor:
         self._kill_grace = kill_grace
         self._kill_at: float | None = None
         self._drain_until: float | None = None
+        #: The script's own exit was seen (its pidfd, or waitid), not only told by the
+        #: spawner's socket, which also wakes when the spawner is gone.
+        self._exit_seen = False
         self._proc = proc
         #: Readable once the script exited: a pidfd (the spawner's scripts too: it need not
         #: be our child), else None.
@@ -764,7 +767,7 @@ class _Supervisor:
     @property
     def leader_exited(self) -> bool:
         """Whether the script's own process was seen to exit."""
-        return self._drain_until is not None
+        return self._exit_seen
 
     def over(self) -> bool:
         if self._drain_until is None:
@@ -776,13 +779,14 @@ class _Supervisor:
         for fd in list(self._tails):
             if fd in ready:
                 self._read(fd)
-        if self._drain_until is None and (
-            (self._pidfd is not None and self._pidfd in ready)
-            or (self._spawner_fd is not None and self._spawner_fd in ready)
-            or (self._pidfd is None and self._spawner_fd is None
-                and _leader_has_exited(self._pid))
-        ):
-            self._leader_exited()
+        if self._drain_until is None:
+            if (self._pidfd is not None and self._pidfd in ready) or (
+                    self._pidfd is None and self._spawner_fd is None
+                    and _leader_has_exited(self._pid)):
+                self._exit_seen = True
+                self._leader_exited()
+            elif self._spawner_fd is not None and self._spawner_fd in ready:
+                self._leader_exited()  # its report, or the spawner's end: finish waits for it
         self._enforce_deadlines()
 
     def wait_seconds(self) -> float | None:

@@ -489,6 +489,42 @@ def test_a_script_that_stops_its_spawner_fails_only_its_own_execution(
     slot.stop()
 
 
+@needs_root
+def test_a_script_that_kills_its_spawner_while_it_runs_leaves_nothing(
+    scripts: pathlib.Path, script_user: ScriptUser, open_dir: pathlib.Path,
+) -> None:
+    """Its spawner's end ends the execution (failed, naming the spawner); the script, and a
+    child it started in a session of its own, are killed: the sweep first waits for the
+    script to exit, whose end the spawner's socket did not tell."""
+    ready = open_dir / "child.pid"
+    (scripts / "kill-parent-late").write_text(f"""#!{SYSTEM_PYTHON}
+import os, signal, time
+if os.fork() == 0:
+    os.setsid()
+    with open({str(ready)!r} + ".tmp", "w") as out:
+        out.write(str(os.getpid()))
+    os.rename({str(ready)!r} + ".tmp", {str(ready)!r})
+    time.sleep(60)
+    os._exit(0)
+while not os.path.exists({str(ready)!r}):
+    time.sleep(0.01)
+os.kill(os.getppid(), signal.SIGKILL)
+time.sleep(60)
+""")
+    (scripts / "kill-parent-late").chmod(0o755)
+    open_dir.chmod(0o777)
+    finished: list[Item] = []
+    slot = ScriptSlot(str(scripts), finished.append, run_as=script_user.name)
+    slot.start(Run("exec-l", "job", "t", 1, "kill-parent-late", "", 60))
+    step_until(slot, finished, 1, time.monotonic() + 30)
+    [ended] = finished
+    assert isinstance(ended, RunFinished) and ended.outcome.result == 2
+    assert ended.outcome.feedback is not None and "spawner" in ended.outcome.feedback
+    assert pids_with_env("ATT_JM_EXECUTION_ID=exec-l") == []
+    assert not alive(int(ready.read_text()))
+    slot.stop()
+
+
 #: A spawner that answers a start's pid only after 0.5 s (its `send` delayed): what a busy
 #: machine may do, made certain. Used as the spawner's "python": `-m att_jm.spawner ARGS`.
 SLOW_SPAWNER = f"""#!/bin/sh
