@@ -497,21 +497,12 @@ def test_a_script_that_kills_its_spawner_while_it_runs_leaves_nothing(
     child it started in a session of its own, are killed: the sweep first waits for the
     script to exit, whose end the spawner's socket did not tell."""
     ready = open_dir / "child.pid"
-    (scripts / "kill-parent-late").write_text(f"""#!{SYSTEM_PYTHON}
-import os, signal, time
-if os.fork() == 0:
-    os.setsid()
-    with open({str(ready)!r} + ".tmp", "w") as out:
-        out.write(str(os.getpid()))
-    os.rename({str(ready)!r} + ".tmp", {str(ready)!r})
-    time.sleep(60)
-    os._exit(0)
+    write_session_child(scripts / "kill-parent-late", ready, f"""
 while not os.path.exists({str(ready)!r}):
     time.sleep(0.01)
 os.kill(os.getppid(), signal.SIGKILL)
 time.sleep(60)
 """)
-    (scripts / "kill-parent-late").chmod(0o755)
     open_dir.chmod(0o777)
     finished: list[Item] = []
     slot = ScriptSlot(str(scripts), finished.append, run_as=script_user.name)
@@ -625,6 +616,22 @@ def test_a_spawner_that_cannot_start_leaves_the_start_to_setpriv(
     assert "/nonexistent/python3" in logs[1]["error"]
 
 
+def write_session_child(path: pathlib.Path, ready: pathlib.Path, then: str) -> None:
+    """A script that forks a child into a session of its own (which writes its pid to
+    `ready` and sleeps a minute), then runs `then` (Python)."""
+    path.write_text(f"""#!{SYSTEM_PYTHON}
+import os, signal, time
+if os.fork() == 0:
+    os.setsid()
+    with open({str(ready)!r} + ".tmp", "w") as out:
+        out.write(str(os.getpid()))
+    os.rename({str(ready)!r} + ".tmp", {str(ready)!r})
+    time.sleep(60)
+    os._exit(0)
+{then}""")
+    path.chmod(0o755)
+
+
 @needs_root
 @pytest.mark.parametrize("switch", SWITCHES)
 def test_a_stop_kills_what_a_running_script_started_in_another_session(
@@ -634,17 +641,7 @@ def test_a_stop_kills_what_a_running_script_started_in_another_session(
     of its own (out of its group's reach, still its child, so not yet re-parented to the
     subreaper) is found through the script, whoever started it (the spawner too)."""
     ready = open_dir / "child.pid"
-    (scripts / "session-child").write_text(f"""#!{SYSTEM_PYTHON}
-import os, time
-if os.fork() == 0:
-    os.setsid()
-    with open({str(ready)!r} + ".tmp", "w") as out:
-        out.write(str(os.getpid()))
-    os.rename({str(ready)!r} + ".tmp", {str(ready)!r})
-    time.sleep(60)
-time.sleep(60)
-""")
-    (scripts / "session-child").chmod(0o755)
+    write_session_child(scripts / "session-child", ready, "time.sleep(60)\n")
     open_dir.chmod(0o777)
     report = drive(scripts, script="session-child", run_as=script_user.name, switch=switch,
                    stop_at=str(ready), timeout=60)
