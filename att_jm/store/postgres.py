@@ -235,6 +235,16 @@ class PgWriterLog(WriterLog):
             "AND originator_version = 1", (aggregate_id,)).fetchone()
         return None if row is None else bytes(row[0])
 
+    def events_of(self, aggregate_id: UUID, kind: str) -> list[StoredEvent]:
+        rows = self.connection.execute(
+            f"SELECT originator_version, topic, state FROM {PG_EVENTS} "  # noqa: S608 -- fixed names
+            "WHERE originator_id = %s AND EXISTS (SELECT 1 FROM "
+            f"{PG_EVENTS} WHERE originator_id = %s AND originator_version = 1 "
+            "AND substr(topic, 1, %s) = %s) ORDER BY originator_version",
+            (aggregate_id, aggregate_id, len(kind), kind)).fetchall()
+        return [StoredEvent(aggregate_id, int(version), str(topic), bytes(state))
+                for version, topic, state in rows]
+
     def close(self) -> None:
         self._drop()
 

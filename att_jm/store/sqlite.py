@@ -62,6 +62,12 @@ class SqliteWriterLog(WriterLog):
             f"SELECT originator_id FROM {table} WHERE originator_version = 1 "  # noqa: S608 -- idem
             "AND originator_id IN "
         )
+        self._events_of = (
+            f"SELECT originator_version, topic, state FROM {table} "  # noqa: S608 -- idem
+            "WHERE originator_id = ? AND EXISTS (SELECT 1 FROM "
+            f"{table} WHERE originator_id = ? AND originator_version = 1 "
+            "AND substr(topic, 1, ?) = ?) ORDER BY originator_version"
+        )
         self._first = (
             f"SELECT state FROM {table} WHERE originator_id = ? "  # noqa: S608 -- idem
             "AND originator_version = 1"
@@ -119,6 +125,13 @@ class SqliteWriterLog(WriterLog):
             return None
         state = row[0]
         return state if isinstance(state, bytes) else str(state).encode()
+
+    def events_of(self, aggregate_id: UUID, kind: str) -> list[StoredEvent]:
+        key = aggregate_id.hex
+        rows = self._db.execute(self._events_of, (key, key, len(kind), kind)).fetchall()
+        return [StoredEvent(aggregate_id, int(version), str(topic),
+                            state if isinstance(state, bytes) else str(state).encode())
+                for version, topic, state in rows]
 
     def close(self) -> None:
         self._db.close()

@@ -60,6 +60,13 @@ class WriterLog:
         """The stored state of version 1 of aggregate `aggregate_id` (None: none)."""
         raise NotImplementedError
 
+    def events_of(self, aggregate_id: UUID, kind: str) -> list[StoredEvent]:
+        """Every stored event of aggregate `aggregate_id`, by version, when its version 1 is
+        stored with a topic that starts with `kind` (else none: an aggregate of another kind
+        is not read whole, however long its history). One query, without the snapshot
+        lookup and the pooled connection of the library's repository."""
+        raise NotImplementedError
+
     def received(self, notification: UUID) -> tuple[str, Any] | None:
         """(trigger, payload) of the stored notification aggregate `notification`; None when
         there is none (or its first event is not a notification's)."""

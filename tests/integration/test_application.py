@@ -11,13 +11,14 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any
+from uuid import UUID, uuid4
 
 import pytest
 from helpers.application import Harness
 from helpers.clock import Clock
 from helpers.postgres import BOTH_BACKENDS
 
-from att_jm.application import INTERRUPTED
+from att_jm.application import INTERRUPTED, UnitOfWork
 from att_jm.domain.commands import ViewsGet
 from att_jm.domain.executions import Execution
 from att_jm.domain.ids import SCHEDULER_ID, execution_id, job_id
@@ -25,6 +26,7 @@ from att_jm.domain.jobs import Job
 from att_jm.domain.notifications import CommandRecord, Notification, Rejection
 from att_jm.domain.runs import Outcome, Run
 from att_jm.domain.scheduler import Scheduler
+from att_jm.errors import NotFound
 from att_jm.store import log_position
 from att_jm.vocabulary import Result
 from projections.rebuild import catch_up
@@ -893,3 +895,47 @@ def test_empty_correlation_data_identifies_nothing_so_each_command_runs(jm: Harn
     assert reply["ok"] is True
     assert [row["name"] for row in jm.rows("jobs")] == ["a", "b"]
     assert jm.events(CommandRecord.Handled) == []
+
+
+def test_an_execution_out_of_the_cache_is_replayed_from_its_own_events(
+    jm: Harness, open_harness: Callable[..., Harness]
+) -> None:
+    jm.add_job("backup")
+    jm.notify("alarm", {"id": "n-1"})
+    jm.run_next(result=2, feedback="broke")
+    entry = eid("n-1", "backup")
+    jm.ok("failed.execute", {"id": entry})
+    jm.notify("alarm", {"id": "n-2"})
+    model = open_harness().manager.model  # a new writer: nothing cached
+    loaded = model.execution(UnitOfWork(), entry)
+    library: Any = jm.app.repository.get(UUID(entry))
+    assert loaded.version == library.version > 3
+    assert vars(loaded) == vars(library)
+    assert loaded.status == library.status
+    queued = model.execution(UnitOfWork(), eid("n-2", "backup"))
+    assert vars(queued) == vars(jm.app.repository.get(UUID(eid("n-2", "backup"))))
+    # Another kind of aggregate is no entry, and its history is not read.
+    assert model.log.events_of(SCHEDULER_ID, "att_jm:Execution.") == []
+    assert len(model.log.events_of(UUID(entry), "att_jm:Execution.")) == library.version
+    for other in (str(SCHEDULER_ID), str(job_id("backup")), str(uuid4())):
+        with pytest.raises(NotFound, match="no entry"):
+            model.execution(UnitOfWork(), other)
+
+
+def test_an_execution_whose_first_events_are_archived_comes_from_its_snapshot(
+    jm: Harness, open_harness: Callable[..., Harness]
+) -> None:
+    jm.add_job("backup")
+    jm.notify("alarm", {"id": "n-1"})
+    entry = UUID(eid("n-1", "backup"))
+    jm.app.take_snapshot(entry)
+    expected: Any = jm.app.repository.get(entry)
+    log = jm.manager.model.log
+    table = jm.app.recorder.events_table_name  # type: ignore[attr-defined]
+    key: Any = entry.hex if log.dialect.name == "sqlite" else entry
+    log.connection.execute(log.dialect.q(
+        f"DELETE FROM {table} WHERE originator_id = ? AND originator_version = 1"),  # noqa: S608
+        (key,))
+    model = open_harness().manager.model
+    assert model.log.events_of(entry, "att_jm:Execution.") == []
+    assert vars(model.execution(UnitOfWork(), str(entry))) == vars(expected)
