@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import json
 import os
 import resource
@@ -66,6 +67,7 @@ _PR_SET_DUMPABLE = 4
 #: ioprio_get(2) by machine (no Python binding); elsewhere the I/O priority is not compared.
 _IOPRIO_GET = {"x86_64": 252, "aarch64": 31}
 _IOPRIO_WHO_PROCESS = 1
+_MACHINE = os.uname().machine
 #: Every resource limit this Python knows.
 _RLIMITS = tuple(sorted(getattr(resource, name) for name in dir(resource)
                         if name.startswith("RLIMIT_")))
@@ -146,12 +148,16 @@ def _become(uid: int, gid: int) -> None:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_DUMPABLE, 0)")
 
 
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(None, use_errno=True)
+
+
 def _ioprio() -> int | None:
-    number = _IOPRIO_GET.get(os.uname().machine)
+    number = _IOPRIO_GET.get(_MACHINE)
     if number is None:
         return None
-    libc = ctypes.CDLL(None, use_errno=True)
-    return int(libc.syscall(number, _IOPRIO_WHO_PROCESS, 0))
+    return int(_libc().syscall(number, _IOPRIO_WHO_PROCESS, 0))
 
 
 def inherited() -> dict[str, Any]:

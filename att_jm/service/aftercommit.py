@@ -3,7 +3,9 @@ started, the relay, the end of a store fault, the views."""
 
 from __future__ import annotations
 
-from typing import Any
+import time
+from collections.abc import Callable
+from typing import Any, Final
 
 import structlog
 
@@ -23,6 +25,13 @@ log = structlog.get_logger("att_jm")
 
 Stored = list[tuple[int, Any]]
 
+#: While a script runs, the views take a batch's events at most this long after it was
+#: committed (seconds), and this many events at most: applied together, every few dozen
+#: executions of a draining queue, not after each (bench/README.md). The relay publishes a
+#: changed view at most every 0.25 s; a `views.get` sees every committed batch.
+VIEWS_DEFER_SECONDS: Final = 0.05
+VIEWS_DEFER_EVENTS: Final = 2000
+
 
 class AfterCommit:
     """Runs what follows each commit; keeps the views up to the log."""
@@ -30,7 +39,7 @@ class AfterCommit:
     def __init__(
         self, *, app: JobManagerApp, manager: JobManager, views: Views, relay: EventsRelay,
         held: HeldStart, sealer: Sealer, status: Status, connection: ServiceConnection,
-        views_behind: bool = False,
+        views_behind: bool = False, defer_views: Callable[[], bool] = lambda: False,
     ) -> None:
         self.app = app
         self.manager = manager
@@ -42,6 +51,11 @@ class AfterCommit:
         self.connection = connection
         #: The views lag the log (a views fault): caught up from the writer's timers.
         self.views_behind = views_behind
+        #: Whether the views may wait (a script runs: VIEWS_DEFER_SECONDS).
+        self._defer_views = defer_views
+        #: Committed events the views have not taken yet, and since when (time.monotonic()).
+        self._pending: Stored = []
+        self._pending_since = 0.0
 
     def committed(self, uow: WriterUnit, stored: Stored) -> None:
         """Everything that follows the commit of `uow`, which stored `stored`."""
@@ -76,12 +90,36 @@ class AfterCommit:
 
     def stored(self, stored: Stored) -> None:
         """Wake the relay for the events (first: subscribers wait for them), then update the
-        views (the relay publishes those that changed)."""
+        views (the relay publishes those that changed), or leave that for later while a
+        script runs (`views_due`)."""
         if not stored:
             return
         self.relay.notify(stored[-1][0])
         self.sealer.note(stored[-1][0])
-        self.apply_views(stored)
+        if not self._pending:
+            self._pending_since = time.monotonic()
+        self._pending.extend(stored)
+        if self.views_due():
+            self.flush_views()
+
+    def views_due(self) -> bool:
+        """Whether events wait for the views and may not wait longer."""
+        return bool(self._pending) and (
+            not self._defer_views() or len(self._pending) >= VIEWS_DEFER_EVENTS
+            or time.monotonic() - self._pending_since >= VIEWS_DEFER_SECONDS)
+
+    def views_wait_seconds(self) -> float | None:
+        """How long the views may still wait (None: nothing waits)."""
+        if not self._pending:
+            return None
+        return max(0.0, self._pending_since + VIEWS_DEFER_SECONDS - time.monotonic())
+
+    def flush_views(self) -> None:
+        """Bring the views up to every committed event now (before a read, at a stop), or
+        catch them up from the log after a views fault."""
+        pending, self._pending = self._pending, []
+        if pending or self.views_behind:
+            self.apply_views(pending)
 
     def apply_views(self, stored: Stored) -> None:
         """Bring the views up to the log (the batch just stored, or everything missed).

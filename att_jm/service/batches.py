@@ -96,6 +96,8 @@ class Batches:
             hooks.append(partial(self.replies.ack_and_reply, inbound, replies))
 
         self.units.run(work)
+        if reads:
+            self.units.after.flush_views()
         for message, read in reads:  # answered from views (and a log) that include this batch
             self.replies.send(message, self.replies.read(read))
         self.router.log_handled()

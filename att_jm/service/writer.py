@@ -181,8 +181,9 @@ class Writer:
         self.relay.check()
         if self._stopping.seen:
             return
-        if self.parts.after.views_behind:  # the views only: the write side does not wait
-            self.parts.after.apply_views([])
+        after = self.parts.after
+        if after.views_behind or after.views_due():  # the write side does not wait for them
+            after.flush_views()
         now = self.clock()
         for table in self.manager.cleanup_due(now):
             removed = self.units.timer(
@@ -206,6 +207,7 @@ class Writer:
         of the close find the lease gone (the caller then `abandon`s)."""
         self.held.drop()
         self.slot.stop()
+        self.parts.after.flush_views()
         self._stop_archival()
         self.parts.seals.close()  # a clean stop's last write: the whole log sealed, and closed
         self.manager.close()
@@ -261,7 +263,8 @@ class Writer:
         lease = None if self.lease is None else self.lease.seconds_left()
         archival = None if self.parts.archival is None else self.parts.archival.wait_seconds()
         for other in (self.parts.seals.wait_seconds(), self.slot.wait_seconds(),
-                      self.held.wait_seconds(), lease, archival):
+                      self.held.wait_seconds(), lease, archival,
+                      self.parts.after.views_wait_seconds()):
             if other is not None:
                 wait = min(wait, other)
         return max(0.0, min(wait, 60.0))

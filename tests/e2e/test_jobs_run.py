@@ -140,3 +140,37 @@ def test_execute_now_skips_the_wait_and_queue_remove_refuses_a_running_entry(
 
 def _seconds(stamp: str) -> float:
     return datetime.fromisoformat(stamp).timestamp()
+
+
+def test_the_views_follow_the_log_while_a_script_runs(
+    operator: Operator, mqtt: TestClient
+) -> None:
+    """While a script runs the views take the log's events a little later (in one go every
+    few dozen executions of a draining queue), but the published views do not wait for the
+    script's end, and a views.get sees every committed batch."""
+    operator.ok("settings.set", {"interval_seconds": 0})
+    operator.add_job("long", "sleep-then-ok", "slow", command="{seconds}")
+    operator.add_job("quick", "ok", "fast")
+    events = mqtt.subscribe(operator.service.topic("job-manager/events/#"))
+    queue = mqtt.subscribe(operator.service.view_topic("queue"))
+    operator.notify("slow", {"id": "n-long", "seconds": "6"})
+    events.wait_for(lambda m: m.json()["type"] == "execution.started")
+    begun = time.monotonic()
+    # Nothing asks for the views: the retained one shows the entry anyway, long before the
+    # script ends.
+    operator.notify("fast", {"id": "n-1"})
+    queue.wait_for(
+        lambda m: [row["notification_id"] for row in m.json()["rows"]] == ["n-long", "n-1"],
+        timeout=2.0)
+    # (~0.25 s: the relay publishes a view at most every 0.25 s; ~1 s if the writer slept
+    # until its next look around instead of waking for the views)
+    assert time.monotonic() - begun < 0.75
+    # Asked right after its commit (its event seen): the reply includes it.
+    operator.notify("fast", {"id": "n-2"})
+    events.wait_for(lambda m: m.json()["type"] == "execution.enqueued"
+                    and m.json()["data"]["notification_id"] == "n-2")
+    rows = operator.view("queue")["rows"]
+    assert [(row["notification_id"], row["state"]) for row in rows] == [
+        ("n-long", "running"), ("n-1", "queued"), ("n-2", "queued")]
+    assert operator.view("executed")["total"] == 0  # the script still runs
+    operator.wait_view("executed", lambda v: v["total"] == 3)
