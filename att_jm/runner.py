@@ -1043,6 +1043,12 @@ class ScriptRunner:
         if self.spawner is not None:
             self.spawner.close()
 
+    def settle(self) -> None:
+        """No start follows now: the scripts that ended are reaped (the next start's request
+        carries them otherwise)."""
+        if self.spawner is not None:
+            self.spawner.reap_now()
+
     def spawners(self) -> list[int]:
         """The spawner's pid, if it runs: the sweep after a script walks through it (its
         children are scripts) and never kills it."""

@@ -27,8 +27,10 @@ changed spawner.
 Protocol, over a Unix stream socket pair: every message is a 4-byte big-endian length and a
 JSON object; file descriptors ride on a message's first byte.
 
-- service -> spawner: `{"op": "spawn", "argv": [...], "env": {...}, "cwd": "..."}` with the
-  write ends of the script's stdout and stderr pipes; `{"op": "reap", "pid": N}`.
+- service -> spawner: `{"op": "spawn", "argv": [...], "env": {...}, "cwd": "...", "reap":
+  [N, ...]}` with the write ends of the script's stdout and stderr pipes (`reap`: scripts
+  reported before, reaped once this start is answered, off the service's way to the start);
+  `{"op": "reap", "pids": [N, ...]}` (when no start follows).
 - spawner -> service, for each spawn: `{"pid": N}` once the script is exec'd, or `{"error":
   [errno, strerror, filename]}` when Popen raised an OSError (the script could not be
   executed), `{"refused": message}` when it raised a ValueError (an argument no process can
@@ -216,9 +218,7 @@ def serve(conn: socket.socket, umask: int) -> None:
             if message is None:
                 return
             if message.get("op") == "reap":
-                process = exited.pop(int(message["pid"]), None)
-                if process is not None:
-                    process.wait()
+                _reap(exited, message.get("pids"))
                 continue
             differs = changed(before, inherited())
             if differs:
@@ -227,6 +227,7 @@ def serve(conn: socket.socket, umask: int) -> None:
                 send(conn, {"tampered": "changed by another process: " + ", ".join(differs)})
                 return
             process = _spawn(conn, message, fds, umask)
+            _reap(exited, message.get("reap"))  # answered first: the service goes on
             if process is None:
                 continue
             info = os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOWAIT)
@@ -235,6 +236,14 @@ def serve(conn: socket.socket, umask: int) -> None:
             send(conn, {"pid": process.pid, "status": status})
     finally:
         for process in exited.values():
+            process.wait()
+
+
+def _reap(exited: dict[int, subprocess.Popen[bytes]], pids: object) -> None:
+    """Reap the reported scripts among `pids` (a list from the service)."""
+    for pid in pids if isinstance(pids, list) else ():
+        process = exited.pop(pid, None) if isinstance(pid, int) else None
+        if process is not None:
             process.wait()
 
 
@@ -304,6 +313,8 @@ class Spawner:
         self._python = python
         self._process: subprocess.Popen[bytes] | None = None
         self._sock: socket.socket | None = None
+        #: Scripts reported and swept, not reaped yet: with the next spawn, or `reap_now`.
+        self._unreaped: list[int] = []
 
     @property
     def pid(self) -> int | None:
@@ -349,14 +360,15 @@ class Spawner:
         err_r, err_w = os.pipe()
         try:
             try:
-                send(self._socket(), {"op": "spawn", "argv": argv, "env": env, "cwd": cwd},
-                     (out_w, err_w))
+                send(self._socket(), {"op": "spawn", "argv": argv, "env": env, "cwd": cwd,
+                                      "reap": self._unreaped}, (out_w, err_w))
             except OSError as error:  # it is gone: the request never reached it whole
                 self.close(timeout=0.0)
                 raise SpawnerGone(f"the script spawner could not be asked: {error!r}") from error
             finally:
                 os.close(out_w)
                 os.close(err_w)
+            self._unreaped = []  # the spawner reaps them (or, gone, its end did)
             try:
                 answer = self.answer()
             except SpawnerGone as error:
@@ -385,8 +397,19 @@ class Spawner:
         if answer.get("pid") != pid or "status" not in answer:
             self.close()
             raise SpawnerGone(f"the script spawner answered {answer!r}")
-        send(self._socket(), {"op": "reap", "pid": pid})
+        # Reaped once the next start is answered (a message and a wake-up of the spawner less
+        # on the way to that start; its pid stays taken meanwhile), or by `reap_now`.
+        self._unreaped.append(pid)
         return answer
+
+    def reap_now(self) -> None:
+        """Have the spawner reap the scripts it reported (when no start follows)."""
+        if self._unreaped and self._sock is not None:
+            pids, self._unreaped = self._unreaped, []
+            try:
+                send(self._sock, {"op": "reap", "pids": pids})
+            except OSError:  # gone: its end reaped them
+                self.close(timeout=0.0)
 
     def _socket(self) -> socket.socket:
         if self._sock is None:
@@ -411,7 +434,8 @@ class Spawner:
         return message
 
     def close(self, timeout: float = 5.0) -> None:
-        """Stop the spawner (the end of its socket), and reap it."""
+        """Stop the spawner (the end of its socket), and reap it (it reaps its scripts)."""
+        self._unreaped = []
         if self._sock is not None:
             self._sock.close()
             self._sock = None

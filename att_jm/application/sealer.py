@@ -87,14 +87,15 @@ class Sealer:
         `pending()` needs no query, asked on every turn of its loop)."""
         self._end = position if self._end is None else max(self._end, position)
 
-    def prepare(self, limit: int = PREPARE_ROWS) -> int:
+    def prepare(self, limit: int = PREPARE_ROWS, *, least: int = 1) -> int:
         """Read and digest up to `limit` rows not sealed yet (the writer calls it when idle),
         so that the seal, when due, reads and hashes only what is left: a seal of 1,000 rows
-        took ~5 ms in one go. The number of rows digested."""
+        took ~5 ms in one go. Nothing while fewer than `least` rows are known to wait (one
+        read for many rows). The number of rows digested."""
         if not self._digested:
             self._digested_after = self.sealed_position
         start = self._digested[-1][0] if self._digested else self._digested_after
-        if self._end is not None and start >= self._end:
+        if self._end is not None and self._end - start < max(1, least):
             return 0
         rows = next(self.reader.pages(after=start, page=limit), [])
         self._digested.extend((row.position, row_digest(row)) for row in rows)

@@ -65,6 +65,11 @@ class ScriptSlot:
     def busy(self) -> bool:
         return self._running is not None
 
+    def settle(self) -> None:
+        """When nothing runs: what ended is reaped (see `ScriptRunner.settle`)."""
+        if self._running is None:
+            self.scripts.settle()
+
     def fds(self) -> list[int]:
         return [] if self._running is None else self._running[1].fds()
 

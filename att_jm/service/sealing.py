@@ -48,10 +48,10 @@ class LogSeals:
             return
         self._publish(stored, seals)
 
-    def prepare(self) -> None:
-        """While idle: digest rows for the next seal, a few at a time."""
+    def prepare(self, least: int = 1) -> None:
+        """While idle: digest rows for the next seal, a few at a time, once `least` wait."""
         with contextlib.suppress(Exception):  # a read fault: the seal reads them
-            self.sealer.prepare()
+            self.sealer.prepare(least=least)
 
     def close(self) -> None:
         """At a clean stop: seal everything and record `Ledger.Closed` (a row found after it

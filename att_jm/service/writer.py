@@ -54,6 +54,8 @@ log = structlog.get_logger("att_jm")
 
 #: The longest the loop sleeps without looking at the relay and a views catch-up.
 LOOK_AROUND_SECONDS = 1.0
+#: While a script runs, the rows for the next seal are digested once this many wait.
+PREPARE_LEAST = 64
 #: What `Writer.run` returns when its instance lost the lease (it goes back to standby).
 LEASE_LOST = 75
 
@@ -191,15 +193,17 @@ class Writer:
             )
             if removed:
                 log.info("cleanup.ran", table=table, removed=removed)
-        self.units.timer("dispatch", self.parts.dispatcher.start_next)
+        if self.manager.scheduler.running is None:  # else none may start (one at a time)
+            self.units.timer("dispatch", self.parts.dispatcher.start_next)
+        self.slot.settle()
         if self.parts.archival is not None:
             self.parts.archival.step()
         if self.manager.scheduler.running is not None and self.inbox.empty():
             self.manager.preload_next()
         if not self.held.pending:  # a seal (milliseconds) never delays a start
             self.parts.seals.seal()
-            if self.inbox.empty():
-                self.parts.seals.prepare()
+            if self.inbox.empty():  # while a script runs, in chunks (not a read per batch)
+                self.parts.seals.prepare(least=PREPARE_LEAST if self.slot.busy else 1)
 
     def close(self) -> None:
         """Stop: the running script killed, the log sealed and closed, the relay drained,

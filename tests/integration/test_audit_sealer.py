@@ -17,7 +17,7 @@ from att_jm.domain.notifications import Rejection
 from att_jm.domain.seals import LEDGER_ID
 from att_jm.log.chain import SealHasher, row_digest
 from att_jm.log.rows import StoreReader
-from att_jm.store import JobManagerApp, open_store
+from att_jm.store import JobManagerApp, log_position, open_store
 
 pytestmark = BOTH_BACKENDS  # the store-level behaviour on SQLite and on PostgreSQL
 
@@ -293,3 +293,22 @@ def test_open_log_reports_rows_appended_after_a_clean_stop(
     assert (tail.closed, tail.appended, tail.first, tail.last) == (6, 3, 7, 9)
     assert again.pending() == 3  # they are sealed like any row
     again.close()
+
+
+def test_prepare_asked_for_chunks_reads_nothing_until_that_many_rows_wait(
+    store: tuple[JobManagerApp, str, Ticks],
+) -> None:
+    app, path, ticks = store
+    sealer = Sealer(app, path, every_events=1000, every_seconds=60.0, monotonic=ticks)
+    append(app, 10)
+    sealer.note(log_position(app))
+    assert sealer.prepare(least=64) == 0  # the writer, while a script runs
+    assert sealer.prepare() == 10  # the writer, idle
+    append(app, 60)
+    sealer.note(log_position(app))
+    assert sealer.prepare(least=64) == 0
+    append(app, 4)
+    sealer.note(log_position(app))
+    assert sealer.prepare(least=64) == 64
+    assert sealer.prepare(least=64) == 0
+    sealer.close()

@@ -359,6 +359,10 @@ def test_the_spawner_is_the_script_user_s_untraceable_and_holds_only_its_socket(
     assert runner.spawner is not None
     spawner = runner.spawner.pid
     assert spawner is not None
+    # The ended script stays the spawner's zombie (its pid taken) until a start carries its
+    # reap, or the service's loop, starting nothing, settles.
+    assert len(children_of(spawner)) == 1
+    runner.settle()
     deadline = time.monotonic() + 10  # the script reaped once the spawner read the `reap`
     while children_of(spawner):
         assert time.monotonic() < deadline, children_of(spawner)
@@ -392,6 +396,30 @@ except PermissionError:
     assert len(others) == 1 and others[0].startswith("socket:"), fds
     runner.close()
     assert not alive(spawner)
+
+
+@needs_root
+def test_each_start_has_the_spawner_reap_the_script_before_it_so_no_zombie_piles_up(
+    scripts: pathlib.Path, script_user: ScriptUser,
+) -> None:
+    runner = switched_runner(scripts, script_user, "spawner")
+    seen: list[list[int]] = []
+    for n in range(4):
+        assert run_script(runner, Run(f"reap-{n}", "job", "t", 1, "ok", "", 10)).result == 3
+        assert runner.spawner is not None
+        spawner = runner.spawner.pid
+        assert spawner is not None
+        seen.append(children_of(spawner))
+    # Only the last one waits (a zombie: its pid taken until it is reaped), each time another.
+    assert [len(children) for children in seen] == [1, 1, 1, 1]
+    assert len({children[0] for children in seen}) == 4
+    assert spawner is not None
+    runner.settle()
+    deadline = time.monotonic() + 10
+    while children_of(spawner):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    runner.close()
 
 
 #: What a script inherits from its spawner that a process of the script user may change in
