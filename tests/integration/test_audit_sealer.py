@@ -300,15 +300,17 @@ def test_prepare_asked_for_chunks_reads_nothing_until_that_many_rows_wait(
 ) -> None:
     app, path, ticks = store
     sealer = Sealer(app, path, every_events=1000, every_seconds=60.0, monotonic=ticks)
-    append(app, 10)
-    sealer.note(log_position(app))
+
+    def stored(count: int) -> None:  # as the writer tells its sealer after each commit
+        append(app, count)
+        sealer.note(log_position(app))
+
+    stored(10)
     assert sealer.prepare(least=64) == 0  # the writer, while a script runs
     assert sealer.prepare() == 10  # the writer, idle
-    append(app, 60)
-    sealer.note(log_position(app))
+    stored(60)
     assert sealer.prepare(least=64) == 0
-    append(app, 4)
-    sealer.note(log_position(app))
+    stored(4)
     assert sealer.prepare(least=64) == 64
     assert sealer.prepare(least=64) == 0
     sealer.close()
