@@ -7,8 +7,11 @@ it): a notification that enqueues one execution, committed alone (the idle-queue
 commit per notification), then its execution started and finished (two more commits), for
 `--commits` notifications; once with the index's changes in each transaction (as the
 service runs) and once without (the index's `write` replaced by nothing), A and B
-interleaved round by round. Prints the median microseconds per commit of each kind and the
-difference (docs/adr/0001-write-side-queue.md quotes it).
+interleaved round by round. Then, with the index, the queue drained as the writer drains it:
+`--commits` notifications enqueued first, then one commit per execution that records the
+end of one and the start of the next (`handover`), and the WAL frames (pages) such a commit
+writes (its `fdatasync` grows with them). Prints the median microseconds per commit of each
+kind and the difference (docs/adr/0001-write-side-queue.md quotes it).
 """
 
 from __future__ import annotations
@@ -25,6 +28,9 @@ from att_jm.application import JobManager, UnitOfWork
 from att_jm.domain.runs import Outcome
 from att_jm.store import open_store
 from att_jm.vocabulary import Result
+
+#: The drain checkpoints the WAL every this many commits (the service: every 0.5 s).
+CHECKPOINT_EVERY = 20
 
 
 class Clock:
@@ -73,6 +79,46 @@ def one_round(directory: Path, commits: int, *, index: bool) -> dict[str, list[f
     return spent
 
 
+def drain_round(directory: Path, commits: int) -> tuple[list[float], float]:
+    """Per-commit seconds of `commits` handovers (a queue of `commits` drained), and the WAL
+    frames per handover commit."""
+    clock = Clock()
+    manager = JobManager(open_store(str(directory / "store.db")), check_script=lambda name: name,
+                         clock=clock)
+    uow = UnitOfWork()
+    manager.handle_command(uow, "bench", "settings.set", "t", b'{"interval_seconds": 0}', None)
+    manager.handle_command(uow, "bench", "job.add", "t",
+                           b'{"name": "j", "script": "s", "trigger": "up"}', None)
+    uow.collect()
+    manager.commit(uow)
+    topic = "att/channel-manager/notifications/up"
+    for n in range(commits + 1):
+        uow = UnitOfWork()
+        manager.receive_notification(uow, "up", topic, b'{"id": "q-%d"}' % n)
+        uow.collect()
+        manager.commit(uow)
+    uow = UnitOfWork()
+    run = manager.dispatch(uow)
+    uow.collect()
+    manager.commit(uow)
+    db = manager.model.log.connection
+    spent: list[float] = []
+    frames: list[float] = []
+    for n in range(commits):
+        if n % CHECKPOINT_EVERY == 0:  # as the service's checkpoint thread: the WAL then
+            _, written, _ = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()  # starts
+            if n:                                                     # over, file kept
+                frames.append(written / CHECKPOINT_EVERY)
+        assert run is not None
+        uow = UnitOfWork()
+        manager.finish(uow, run.execution_id, Outcome(Result.SUCCEEDED, "ok", 0, 0.01), clock())
+        run = manager.dispatch(uow, chained=True)
+        uow.collect()
+        spent.append(_timed(manager, uow))
+    manager.close()
+    return spent, statistics.median(frames)
+
+
 def _skip(*_: Any, **__: Any) -> None:
     return None
 
@@ -96,11 +142,21 @@ def main(argv: list[str] | None = None) -> int:
                 spent = one_round(Path(directory), args.commits, index=index)
             for kind, seconds in spent.items():
                 medians.setdefault((index, kind), []).append(statistics.median(seconds))
+    handovers: list[float] = []
+    frames: list[float] = []
+    for _ in range(args.rounds):
+        with tempfile.TemporaryDirectory() as directory:
+            drained, per_commit = drain_round(Path(directory), args.commits)
+        handovers.append(statistics.median(drained))
+        frames.append(per_commit)
     print(f"{'commit':8} {'with index µs':>14} {'without µs':>11} {'difference µs':>14}")
     for kind in ("notify", "start", "finish"):
         with_index = statistics.median(medians[(True, kind)]) * 1e6
         without = statistics.median(medians[(False, kind)]) * 1e6
         print(f"{kind:8} {with_index:14.1f} {without:11.1f} {with_index - without:14.1f}")
+    print(f"handover {statistics.median(handovers) * 1e6:14.1f}  (a queue of {args.commits} "
+          f"drained: one execution's end and the next one's start; "
+          f"{statistics.median(frames):.1f} WAL pages a commit)")
     return 0
 
 

@@ -47,8 +47,11 @@ SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS jm_index (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS jm_queue (id TEXT PRIMARY KEY, state TEXT NOT NULL,
     sort_key INTEGER NOT NULL, not_before TEXT) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS jm_queue_order ON jm_queue (state, sort_key);
-CREATE INDEX IF NOT EXISTS jm_queue_retry ON jm_queue (state, not_before);
+DROP INDEX IF EXISTS jm_queue_order;
+DROP INDEX IF EXISTS jm_queue_retry;
+CREATE INDEX IF NOT EXISTS jm_queue_next ON jm_queue (sort_key) WHERE state = 'queued';
+CREATE INDEX IF NOT EXISTS jm_queue_retries ON jm_queue (not_before)
+    WHERE state = 'queued' AND not_before IS NOT NULL;
 CREATE TABLE IF NOT EXISTS jm_finished (id TEXT PRIMARY KEY, tbl TEXT NOT NULL,
     seq INTEGER NOT NULL, finished_at TEXT NOT NULL) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS jm_finished_order ON jm_finished (tbl, seq);
