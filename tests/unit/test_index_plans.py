@@ -31,24 +31,27 @@ def queue() -> sqlite3.Connection:
     return db
 
 
+def plan(queue: sqlite3.Connection, read: str) -> str:
+    """SQLite's plan of the index's read `read`."""
+    sql = _READS[read]
+    args = (NOW,) if "?" in sql else ()
+    return " ".join(str(row[-1]) for row in queue.execute("EXPLAIN QUERY PLAN " + sql, args))
+
+
 @pytest.mark.parametrize("read", ["waiting", "retry_at"])
 def test_the_retry_reads_search_by_state_and_not_before(
     queue: sqlite3.Connection, read: str,
 ) -> None:
-    sql = _READS[read]
-    args = (NOW,) if "?" in sql else ()
-    plan = " ".join(str(row[-1]) for row in queue.execute("EXPLAIN QUERY PLAN " + sql, args))
-    assert "jm_queue_retries" in plan and "not_before" in plan, plan
+    found = plan(queue, read)
+    assert "jm_queue_retries" in found and "not_before" in found, found
 
 
 @pytest.mark.parametrize("read", ["next", "next_due"])
 def test_the_next_entry_is_read_from_the_queued_entries_by_sort_key(
     queue: sqlite3.Connection, read: str,
 ) -> None:
-    sql = _READS[read]
-    args = (NOW,) if "?" in sql else ()
-    plan = " ".join(str(row[-1]) for row in queue.execute("EXPLAIN QUERY PLAN " + sql, args))
-    assert "jm_queue_next" in plan and "TEMP B-TREE" not in plan, plan
+    found = plan(queue, read)
+    assert "jm_queue_next" in found and "TEMP B-TREE" not in found, found
 
 
 def test_an_index_of_an_earlier_version_is_replaced_by_the_partial_ones() -> None:
