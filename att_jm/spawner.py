@@ -434,8 +434,10 @@ class Spawner:
         return message
 
     def close(self, timeout: float = 5.0) -> None:
-        """Stop the spawner (the end of its socket), and reap it (it reaps its scripts)."""
-        self._unreaped = []
+        """Stop the spawner (the end of its socket), and reap it (it reaps its scripts as it
+        exits; a spawner killed did not, and those it had not reaped yet, re-parented to the
+        service, a child subreaper, are reaped here)."""
+        unreaped, self._unreaped = self._unreaped, []
         if self._sock is not None:
             self._sock.close()
             self._sock = None
@@ -446,6 +448,10 @@ class Spawner:
             except subprocess.TimeoutExpired:
                 process.kill()  # as root; SIGKILL ends a stopped process too
                 process.wait()
+            if process.returncode != 0:  # killed (or failed): its zombies are ours now
+                for pid in unreaped:
+                    with contextlib.suppress(ChildProcessError):
+                        os.waitpid(pid, os.WNOHANG)
 
 
 if __name__ == "__main__":

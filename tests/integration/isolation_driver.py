@@ -94,7 +94,8 @@ def main(spec: dict[str, Any]) -> dict[str, Any]:
     """spec: scripts, script, command, timeout, execution_id; run_as (a user or null);
     subreaper (bool); children_files (false: read all of /proc as without CONFIG_PROC_CHILDREN);
     sibling (an argv, or empty for none); switch (spawner, setpriv or popen: how the script
-    user is switched to); stop_at (a path: stop the script once it exists)."""
+    user is switched to); stop_at (a path: stop the script once it exists); kill_spawner
+    (SIGKILL the spawner once the outcome came back, then close the runner)."""
     if spec.get("subreaper", True):
         assert runner.become_subreaper()
     if spec.get("children_files") is False:
@@ -106,6 +107,10 @@ def main(spec: dict[str, Any]) -> dict[str, Any]:
     request = Run(spec["execution_id"], "job", "trigger", 1, spec["script"],
                          spec.get("command", ""), spec.get("timeout", 10.0))
     outcome, sibling = follow(scripts, request, spec.get("sibling", []), spec.get("stop_at"))
+    if spec.get("kill_spawner"):  # between two scripts, the last one not reaped yet
+        assert scripts.spawner is not None and scripts.spawner.pid is not None
+        os.kill(scripts.spawner.pid, 9)
+        scripts.close()
     report: dict[str, Any] = {
         "result": outcome.result, "feedback": outcome.feedback, "exit_code": outcome.exit_code,
         "timed_out": outcome.timed_out, "duration": outcome.duration_seconds,

@@ -422,6 +422,17 @@ def test_each_start_has_the_spawner_reap_the_script_before_it_so_no_zombie_piles
     runner.close()
 
 
+@needs_root
+def test_a_spawner_killed_between_two_scripts_leaves_no_zombie_in_the_service(
+    scripts: pathlib.Path, script_user: ScriptUser,
+) -> None:
+    """The last script is reaped with the next start; a spawner killed before that leaves it
+    to the service (its subreaper), which reaps it as it closes the spawner."""
+    report = drive(scripts, script="ok", run_as=script_user.name, kill_spawner=True)
+    assert report["result"] == 3
+    assert report["zombies"] == []
+
+
 #: What a script inherits from its spawner that a process of the script user may change in
 #: it (the script's parent), as the changing script changes it, and as a script reports it.
 INHERITED_REPORT = f"""#!{SYSTEM_PYTHON}
