@@ -14,7 +14,8 @@ Baseline, same run: the same script run `count` times in a bare Python loop with
 the runner's environment, a new session).
 
 `--cores` also prints where each core's time goes while the clock runs (CPU seconds, user +
-system, from /proc/PID/stat, median of the rounds, per execution): the writer itself, the
+system, median of the rounds, per execution; each process's own time from its CPU clock,
+to the nanosecond, the scripts' from /proc/PID/stat in clock ticks): the writer itself, the
 scripts it ran (their time as children of the writer or of its spawner), the spawner, its
 relay, the broker, and this process (the event counter); for the baseline the loop and its
 scripts.
