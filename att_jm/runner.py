@@ -1003,8 +1003,11 @@ class ScriptRunner:
         spare: Callable[[], Iterable[int]] | None = None,
         use_setpriv: bool = True,
         use_spawner: bool = True,
+        meanwhile: Callable[[], None] | None = None,
     ) -> None:
         self._scripts_dir = scripts_dir
+        #: The caller's own work done while the spawner starts a script (see `_meanwhile`).
+        self._meanwhile_work = meanwhile
         self.output_cap = output_cap
         self._feedback_stderr_cap = feedback_stderr_cap
         self.kill_grace = kill_grace_seconds
@@ -1084,6 +1087,18 @@ class ScriptRunner:
                 self._interrupted = True
                 _signal_group(self._running.pid, signal.SIGKILL)
 
+    def _meanwhile(self) -> None:
+        """The caller's `meanwhile` work, while the spawner starts the script (its vfork and
+        exec, then its answer): the writer's time that would otherwise go to waiting for
+        the answer. A failure is logged; the start goes on."""
+        work = self._meanwhile_work
+        if work is None:
+            return
+        try:
+            work()
+        except Exception as error:  # noqa: BLE001 -- the start is under way: log, go on
+            log.warning("runner.meanwhile_failed", error=repr(error))
+
     def _lost_start(self, request: Run, since: int, started: float,
                     error: SpawnerLost) -> Outcome:
         """The spawner was lost before it said whether the script started (it was stopped
@@ -1113,8 +1128,9 @@ class ScriptRunner:
         if self.spawner is not None:
             with self._lock:
                 try:
-                    spawned = self.spawner.spawn(argv, script_environment(cwd, request),
-                                                 str(cwd))
+                    spawned = self.spawner.spawn(
+                        argv, script_environment(cwd, request), str(cwd),
+                        meanwhile=None if self._meanwhile_work is None else self._meanwhile)
                 except SpawnerLost as error:
                     self._spawner_failed(error)
                     raise

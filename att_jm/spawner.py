@@ -57,7 +57,7 @@ import struct
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 _HEADER = struct.Struct(">I")
@@ -341,12 +341,15 @@ class Spawner:
             theirs.close()
         self._sock = mine
 
-    def spawn(self, argv: list[str], env: dict[str, str], cwd: str) -> SpawnedScript:
+    def spawn(self, argv: list[str], env: dict[str, str], cwd: str,
+              meanwhile: Callable[[], None] | None = None) -> SpawnedScript:
         """Start `argv` (argv[0] a path) with exactly `env`, in `cwd`, as the script user, in
         a session of its own, stdin /dev/null; OSError as Popen raises it when the script
         cannot be executed, SpawnerGone (an OSError too) when the spawner is gone and
         started nothing, SpawnerLost when it was lost after it was asked (the script may
-        run)."""
+        run). `meanwhile` runs once the request is sent, before the answer is read: work
+        of the caller's that fills the spawner's start instead of following it (what it
+        raises is dropped; it must not start anything)."""
         for text in (*argv, *env, *env.values(), cwd):
             if "\0" in text:
                 raise ValueError("embedded null byte")
@@ -369,6 +372,9 @@ class Spawner:
                 os.close(out_w)
                 os.close(err_w)
             self._unreaped = []  # the spawner reaps them (or, gone, its end did)
+            if meanwhile is not None:
+                with contextlib.suppress(Exception):  # the start is under way whatever it does
+                    meanwhile()
             try:
                 answer = self.answer()
             except SpawnerGone as error:

@@ -94,10 +94,14 @@ def bootstrap(
     )
     relay = EventsRelay(settings)
     # Scripts run as settings.script_user when the service is root; when one ends, all it
-    # left behind is killed (the service is their subreaper), the relay spared.
+    # left behind is killed (the service is their subreaper), the relay spared. While the
+    # spawner starts one, the writer loads the entry that runs next (else it would wait for
+    # the answer, then load it while the script runs, and meet the script's end late);
+    # not under a lease, whose thread may need the runner while a start is under way.
     slot = ScriptSlot(settings.scripts, inbox.put_local, run_as=settings.script_user,
                       spare=lambda: () if relay.pid is None else (relay.pid,),
-                      may_start=None if lease is None else lease.valid)
+                      may_start=None if lease is None else lease.valid,
+                      meanwhile=manager.preload_next if lease is None else None)
     status = Status(connection, client_id=settings.client_id, clock=clock, tail=tail,
                     stats=stats, instance=None if lease is None else lease.instance,
                     epoch=None if lease is None else lease.epoch)

@@ -29,8 +29,9 @@ class ScriptSlot:
         self, scripts: str, report: Callable[[Item], None], *, run_as: str | None = None,
         spare: Callable[[], Iterable[int]] | None = None,
         may_start: Callable[[], bool] | None = None,
+        meanwhile: Callable[[], None] | None = None,
     ) -> None:
-        self.scripts = ScriptRunner(scripts, run_as=run_as, spare=spare)
+        self.scripts = ScriptRunner(scripts, run_as=run_as, spare=spare, meanwhile=meanwhile)
         self._report = report
         self._running: tuple[Run, RunningScript] | None = None
         #: Asked right before each start (the lease, on PostgreSQL: att_jm/service/lease.py).

@@ -70,6 +70,8 @@ def test_scripts_run_as_the_script_user_and_leave_nothing_behind(
     )
     assert rows["daemon"]["feedback"] == "left a daemon"
     assert pids_with_env(f"ATT_JM_EXECUTION_ID={rows['daemon']['id']}") == []
+    # The first start loaded the second entry while the spawner started the script.
+    assert "runner.meanwhile_failed" not in service.log_text()
     service.stop()  # the relay was spared: it stops cleanly (a non-zero exit would fail here)
 
 

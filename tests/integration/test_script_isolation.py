@@ -636,6 +636,64 @@ def test_what_popen_refuses_in_the_spawner_is_refused_alike_and_the_spawner_goes
 
 
 @needs_root
+def test_the_writer_s_meanwhile_work_runs_while_the_spawner_starts_the_script(
+    scripts: pathlib.Path, script_user: ScriptUser,
+) -> None:
+    """`meanwhile` runs once, after the request reached the spawner and before its answer
+    is read (here it waits until that answer is on the socket: the script was exec'd
+    while it ran); what it raises does not stop the start."""
+    spawner = Spawner(script_user.uid, script_user.gid, 0o077)
+    spawner.start()
+    seen: list[bool] = []
+
+    def work() -> None:
+        answered, _, _ = select.select([spawner.fileno()], [], [], 10.0)
+        seen.append(bool(answered))
+
+    spawned = spawner.spawn([str(scripts / "ok"), "x"], {}, str(scripts), meanwhile=work)
+    assert seen == [True]
+    assert spawned.wait() == 0
+
+    def broken() -> None:
+        raise RuntimeError("the store is away")
+
+    again = spawner.spawn([str(scripts / "ok"), "y"], {}, str(scripts), meanwhile=broken)
+    assert again.wait() == 0 and again.pid != spawned.pid
+    for script in (spawned, again):
+        script.stdout.close()
+        script.stderr.close()
+    spawner.close()
+
+
+@needs_root
+def test_a_runner_s_failing_meanwhile_work_is_logged_and_the_script_still_runs(
+    scripts: pathlib.Path, script_user: ScriptUser,
+) -> None:
+    """The writer's work during a start (loading the next entry) failing is one log line;
+    the script it overlapped runs and succeeds, and the next start calls it again."""
+    calls: list[int] = []
+
+    def preload() -> None:
+        calls.append(1)
+        raise OSError("disk I/O error")
+
+    finished: list[Item] = []
+    slot = ScriptSlot(str(scripts), finished.append, run_as=script_user.name,
+                      meanwhile=preload)
+    deadline = time.monotonic() + 30
+    with structlog.testing.capture_logs() as logs:
+        slot.start(Run("exec-m1", "job", "t", 1, "ok", "", 10))
+        step_until(slot, finished, 1, deadline)
+        slot.start(Run("exec-m2", "job", "t", 1, "ok", "", 10))
+        step_until(slot, finished, 2, deadline)
+    assert [item.outcome.result for item in finished if isinstance(item, RunFinished)] == [3, 3]
+    assert calls == [1, 1]
+    failures = [line for line in logs if line["event"] == "runner.meanwhile_failed"]
+    assert len(failures) == 2 and "disk I/O error" in failures[0]["error"]
+    slot.stop()
+
+
+@needs_root
 def test_a_spawner_that_cannot_start_leaves_the_start_to_setpriv(
     scripts: pathlib.Path, script_user: ScriptUser,
 ) -> None:
