@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import json
 import os
 import pathlib
 import pwd
@@ -17,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 import structlog
@@ -24,6 +26,7 @@ import structlog
 from att_jm.domain.runs import Outcome, Run
 from att_jm.errors import AttJmError
 from att_jm.spawner import SpawnedScript, Spawner, SpawnerGone, SpawnerLost
+from att_jm.spawner import encode as spawner_encode
 from att_jm.vocabulary import Result
 
 SUCCEEDED = Result.SUCCEEDED
@@ -64,6 +67,12 @@ class ScriptRefused(AttJmError):
 
 def resolve_script(scripts_dir: str | os.PathLike[str], name: str) -> pathlib.Path:
     """Return the absolute, symlink-free path of script `name`, or raise ScriptRefused."""
+    return pathlib.Path(resolve_in(os.path.realpath(scripts_dir), name))
+
+
+def resolve_in(base: str, name: str) -> str:
+    """`resolve_script` in `base`, the scripts directory's own symlink-free path (its
+    `os.path.realpath`): the script's symlink-free path, or ScriptRefused."""
     if not name:
         raise ScriptRefused("the script name is empty")
     if "\0" in name:
@@ -72,7 +81,18 @@ def resolve_script(scripts_dir: str | os.PathLike[str], name: str) -> pathlib.Pa
         raise ScriptRefused(f"{name!r} is an absolute path; name a file in the scripts directory")
     # os.path rather than pathlib: the same resolution at a quarter of the cost (it runs
     # before every start, on the queue's critical path).
-    base = os.path.realpath(scripts_dir)
+    if "/" not in name and name not in (".", ".."):
+        # A plain name in a symlink-free directory: the path is base/name unless that is a
+        # symlink, which one lstat tells (realpath's walk of every component, saved).
+        path = os.path.join(base, name)
+        try:
+            mode = os.lstat(path).st_mode
+        except FileNotFoundError:
+            raise ScriptRefused(f"no script named {name!r} in the scripts directory") from None
+        except OSError as exc:  # EACCES, ENAMETOOLONG
+            raise ScriptRefused(f"{name!r} cannot be resolved: {exc}") from None
+        if not stat.S_ISLNK(mode):
+            return _executable(path, name, mode)
     path = os.path.realpath(os.path.join(base, name))
     if path == base or not path.startswith(base.rstrip("/") + "/"):
         raise ScriptRefused(f"{name!r} resolves outside the scripts directory")
@@ -82,11 +102,16 @@ def resolve_script(scripts_dir: str | os.PathLike[str], name: str) -> pathlib.Pa
         raise ScriptRefused(f"no script named {name!r} in the scripts directory") from None
     except OSError as exc:  # ELOOP (a symlink loop realpath left unresolved), EACCES
         raise ScriptRefused(f"{name!r} cannot be resolved: {exc}") from None
+    return _executable(path, name, mode)
+
+
+def _executable(path: str, name: str, mode: int) -> str:
+    """`path` if `mode` is a regular file's and this process may execute it."""
     if not stat.S_ISREG(mode):
         raise ScriptRefused(f"{name!r} is not a regular file")
     if not os.access(path, os.X_OK):
         raise ScriptRefused(f"{name!r} is not executable")
-    return pathlib.Path(path)
+    return path
 
 
 @dataclass(frozen=True)
@@ -256,12 +281,12 @@ class ResultLineTracker:
             end = start
 
 
-def script_environment(scripts_dir: pathlib.Path, request: Run) -> dict[str, str]:
+def script_environment(scripts_dir: str | os.PathLike[str], request: Run) -> dict[str, str]:
     """The whole environment of a script: fixed PATH, LANG and HOME plus the ATT_JM_* variables."""
     return {
         "PATH": SCRIPT_PATH,
         "LANG": "C.UTF-8",
-        "HOME": str(scripts_dir),
+        "HOME": os.fspath(scripts_dir),
         "ATT_JM_COMMAND": request.command,
         "ATT_JM_EXECUTION_ID": request.execution_id,
         "ATT_JM_JOB": request.job,
@@ -482,16 +507,25 @@ def become_subreaper() -> bool:
     A process a script leaves behind (double fork, setsid) is then re-parented to this process
     instead of init, so the sweep at the script's end finds it among this process's descendants.
     """
+    global _SUBREAPER  # noqa: PLW0603 -- the process that became one
     try:
         _libc_prctl(_PR_SET_CHILD_SUBREAPER, 1)
     except (OSError, AttributeError) as error:  # AttributeError: no prctl (not Linux)
         log.warning("runner.subreaper_unavailable", error=repr(error))
         return False
+    _SUBREAPER = os.getpid()
     return True
+
+
+#: The pid of the process `become_subreaper` made a subreaper (only the process itself can
+#: undo it, and a fork is none), so that the sweep after each script need not ask the kernel.
+_SUBREAPER: int | None = None
 
 
 def is_subreaper() -> bool:
     """Whether this process is a child subreaper (see become_subreaper)."""
+    if os.getpid() == _SUBREAPER:
+        return True
     value = ctypes.c_int(0)
     try:
         _libc_prctl(_PR_GET_CHILD_SUBREAPER, ctypes.addressof(value))
@@ -565,11 +599,12 @@ def _children(pid: int, *, every_thread: bool = True) -> list[int]:
 
 
 def _descendants(root: int, spare: Collection[int], since: int,
-                 through: Collection[int] = ()) -> dict[int, _Proc]:
+                 through: Collection[int] = (), ended: Collection[int] = ()) -> dict[int, _Proc]:
     """Every descendant of `root` started at or after `since` (boot ticks), except those in
     `spare` and theirs: the processes a script started since and left behind. The processes
     of `through` are walked through, never found themselves (the spawner: its children are
-    scripts)."""
+    scripts); those of `ended` are found, not walked (a process whose every thread exited
+    has no children: they were re-parented as it exited)."""
     global _CHILDREN_FILES  # noqa: PLW0603 -- probed once
     if _CHILDREN_FILES is None:
         _CHILDREN_FILES = _has_children_files()
@@ -597,7 +632,8 @@ def _descendants(root: int, spare: Collection[int], since: int,
             info = known if known is not None else _read_stat(child)
             if info is not None and info.starttime >= since:
                 found[child] = info
-                stack.append(child)
+                if child not in ended:
+                    stack.append(child)
     return found
 
 
@@ -625,6 +661,7 @@ def kill_descendants(
     through: Iterable[int] = (),
     marker: str | None = None,
     leader: int | None = None,
+    leader_exited: bool = False,
     give_up_after: float = SWEEP_SECONDS,
 ) -> list[int]:
     """SIGKILL what a script left behind, until nothing is left; the pids killed.
@@ -638,17 +675,19 @@ def kill_descendants(
     dead, for at most `give_up_after` seconds. Dead targets that are this process's children
     are reaped by pid, never with waitpid(-1), which would take the exit status of another
     child (the relay) from its Popen; `leader`, the script itself, is left for whoever
-    started it to reap (its Popen, or the spawner).
+    started it to reap (its Popen, or the spawner); with `leader_exited` (its pidfd told that
+    every thread of it exited) its children are not looked for: it has none left.
     """
     root = os.getpid()
     spared = frozenset(spare)
     walked = frozenset(through)
+    ended = frozenset(() if leader is None or not leader_exited else (leader,))
     wanted = None if marker is None or is_subreaper() else marker.encode()
     deadline = time.monotonic() + give_up_after
     killed: dict[int, None] = {}
     pause = 0.0005
     while True:
-        targets = _targets(root, spared, since, killed, wanted, walked)
+        targets = _targets(root, spared, since, killed, wanted, walked, ended)
         alive = [pid for pid, info in targets.items() if info.state not in (b"Z", b"X")]
         for pid, info in targets.items():
             if info.state == b"Z" and info.ppid == root and pid != leader:
@@ -671,9 +710,10 @@ def kill_descendants(
 
 
 def _targets(root: int, spared: frozenset[int], since: int, killed: Collection[int],
-             wanted: bytes | None, through: frozenset[int] = frozenset()) -> dict[int, _Proc]:
+             wanted: bytes | None, through: frozenset[int] = frozenset(),
+             ended: frozenset[int] = frozenset()) -> dict[int, _Proc]:
     """One round of `kill_descendants`: what it must kill (alive) or reap (zombies)."""
-    targets = _descendants(root, spared, since, through)
+    targets = _descendants(root, spared, since, through, ended)
     for pid in killed:  # re-parented away (no subreaper) but maybe not dead yet
         if pid not in targets and (info := _read_stat(pid)) is not None \
                 and info.starttime >= since:
@@ -929,7 +969,7 @@ def setpriv_argv(setpriv: str, user: ScriptUser, argv: list[str]) -> list[str]:
 _EXECUTABLE_MAGIC = (b"#!", b"\x7fELF")
 
 
-def _check_executable_format(path: pathlib.Path) -> None:
+def _check_executable_format(path: str) -> None:
     """OSError ENOEXEC, as `execve` gives, for a file that is neither a `#!` script nor an
     ELF binary: setpriv execs with `execvp`, which would run such a file with /bin/sh. A file
     the service may execute but not read (a binary of mode 0711 owned by another user,
@@ -963,6 +1003,25 @@ def setpriv_exec_error(path: str, exit_code: int, stderr: bytes, stdout: bytes) 
     if code is None or (exit_code == 127) != (code == errno.ENOENT):
         return None
     return OSError(code, os.strerror(code), path)
+
+
+def spawner_dumps(message: dict[str, Any]) -> bytes:
+    """A request to the spawner in JSON (orjson: a twentieth of the standard library's time);
+    a string orjson refuses (a lone surrogate: a path's undecodable byte) is written as the
+    standard library writes it."""
+    try:
+        return orjson.dumps(message)
+    except orjson.JSONEncodeError:
+        return spawner_encode(message)
+
+
+def spawner_loads(body: bytes | bytearray) -> Any:
+    """An answer of the spawner (the standard library's JSON): orjson, or the standard
+    library for what orjson refuses (an escaped lone surrogate, in an error's file name)."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return json.loads(body)
 
 
 def _not_started(feedback: str, started: float) -> Outcome:
@@ -1030,7 +1089,8 @@ class ScriptRunner:
                         consequence="scripts start with fork, slower as the service grows")
         #: The spawner that starts scripts as the script user (started at the first start).
         self.spawner = None if self.user is None or not use_spawner else Spawner(
-            self.user.uid, self.user.gid, SCRIPT_UMASK)
+            self.user.uid, self.user.gid, SCRIPT_UMASK, dumps=spawner_dumps,
+            loads=spawner_loads)
 
     def prepare(self) -> None:
         """Start the spawner now, if there is one (else the first script's start would wait
@@ -1062,19 +1122,19 @@ class ScriptRunner:
         """Start the script; a Failed outcome if it cannot start. The caller follows it with
         `watch` from its own loop (the writer: right after the Started event is stored)."""
         started = time.monotonic()
+        base = os.path.realpath(self._scripts_dir)
         try:
-            path = resolve_script(self._scripts_dir, request.script)
+            path = resolve_in(base, request.script)
         except ScriptRefused as exc:
             return _not_started(f"script refused: {exc}", started)
         since = boot_ticks()
         try:
-            proc, through_setpriv = self._start(path, request)
+            proc, through_setpriv = self._start(path, request, base)
         except SpawnerLost as error:  # the script may run: never start it again
             return self._lost_start(request, since, started, error)
         except (OSError, ValueError) as exc:  # ValueError: NUL byte in the Command
             return _not_started(f"could not start script: {exc}", started)
-        return StartedScript(request, proc, started, since,
-                             str(path) if through_setpriv else None)
+        return StartedScript(request, proc, started, since, path if through_setpriv else None)
 
     def watch(self, script: StartedScript) -> RunningScript:
         """Follow a started script from the caller's own loop (see `RunningScript`)."""
@@ -1118,18 +1178,20 @@ class ScriptRunner:
         if self.spawner is not None:
             self.spawner.close()
 
-    def _start(self, path: pathlib.Path, request: Run) -> tuple[ScriptProcess, bool]:
+    def _start(self, path: str, request: Run, base: str) -> tuple[ScriptProcess, bool]:
         """Start the script: through the spawner, else through setpriv, else Popen switching
         the user itself (as root), else as this process's user; the process, and whether it
-        went through setpriv. SpawnerLost when the spawner was lost after it was asked."""
-        cwd = pathlib.Path(os.path.realpath(self._scripts_dir))
+        went through setpriv. SpawnerLost when the spawner was lost after it was asked.
+        `base`: the scripts directory's realpath (`begin` resolved the script in it), the
+        script's working directory. (Strings, not paths: this runs before every start.)"""
+        cwd = base
         user = self.user
-        argv = [str(path), request.command]
+        argv = [path, request.command]
         if self.spawner is not None:
             with self._lock:
                 try:
                     spawned = self.spawner.spawn(
-                        argv, script_environment(cwd, request), str(cwd),
+                        argv, script_environment(cwd, request), cwd,
                         meanwhile=None if self._meanwhile_work is None else self._meanwhile)
                 except SpawnerLost as error:
                     self._spawner_failed(error)
@@ -1149,15 +1211,15 @@ class ScriptRunner:
                 proc = self._popen(argv, cwd, request, user if switch else None,
                                    SCRIPT_UMASK if user is not None else -1)
             except OSError as error:  # setpriv's exec failed: name the script, as without it
-                if argv[0] == str(path) or error.errno is None:
+                if argv[0] == path or error.errno is None:
                     raise
-                raise OSError(error.errno, error.strerror, str(path)) from None
+                raise OSError(error.errno, error.strerror, path) from None
             self._running = proc
             self._interrupted = False
-        return proc, argv[0] != str(path)
+        return proc, argv[0] != path
 
     @staticmethod
-    def _popen(argv: list[str], cwd: pathlib.Path, request: Run, user: ScriptUser | None,
+    def _popen(argv: list[str], cwd: str, request: Run, user: ScriptUser | None,
                umask: int) -> subprocess.Popen[bytes]:
         """Start `argv` as the script's process (as `user` when given: Popen switches)."""
         return subprocess.Popen(
@@ -1193,6 +1255,7 @@ class ScriptRunner:
             script.since, spare=() if self._spare is None else self._spare(),
             through=self.spawners(),
             marker=f"ATT_JM_EXECUTION_ID={script.request.execution_id}", leader=proc.pid,
+            leader_exited=leader_exited,
         )
         for pipe in (proc.stdout, proc.stderr):
             if pipe is not None:

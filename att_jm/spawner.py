@@ -86,9 +86,16 @@ class SpawnerLost(SpawnerGone):
     may have started (its Popen may have returned), so the start must not be made again."""
 
 
-def send(sock: socket.socket, message: dict[str, Any], fds: Sequence[int] = ()) -> None:
+def encode(message: dict[str, Any]) -> bytes:
+    """A message's JSON (the standard library's: the spawner imports nothing else; the
+    service's side may give `Spawner` a faster encoder of the same JSON)."""
+    return json.dumps(message, separators=(",", ":")).encode()
+
+
+def send(sock: socket.socket, message: dict[str, Any], fds: Sequence[int] = (),
+         dumps: Callable[[dict[str, Any]], bytes] = encode) -> None:
     """One message, with `fds` on its first byte."""
-    body = json.dumps(message, separators=(",", ":")).encode()
+    body = dumps(message)
     data = _HEADER.pack(len(body)) + body
     sent = sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
                                   struct.pack(f"{len(fds)}i", *fds))] if fds else [])
@@ -96,7 +103,9 @@ def send(sock: socket.socket, message: dict[str, Any], fds: Sequence[int] = ()) 
         sock.sendall(data[sent:])
 
 
-def receive(sock: socket.socket) -> tuple[dict[str, Any] | None, list[int]]:
+def receive(
+    sock: socket.socket, loads: Callable[[bytes | bytearray], Any] = json.loads,
+) -> tuple[dict[str, Any] | None, list[int]]:
     """The next message and the descriptors that came with it; (None, []) at the end."""
     head, fds, _, _ = socket.recv_fds(sock, _HEADER.size, 4, socket.MSG_WAITALL)
     if len(head) < _HEADER.size:
@@ -112,7 +121,7 @@ def receive(sock: socket.socket) -> tuple[dict[str, Any] | None, list[int]]:
         if not chunk:
             return None, fds
         body += chunk
-    message = json.loads(body)
+    message = loads(body)
     if not isinstance(message, dict):
         raise ValueError("a message that is not an object")
     return message, fds
@@ -308,9 +317,16 @@ class Spawner:
     """The service's handle on its spawner process (started at the first spawn, again after
     it exited)."""
 
-    def __init__(self, uid: int, gid: int, umask: int, *, python: str = sys.executable) -> None:
+    def __init__(
+        self, uid: int, gid: int, umask: int, *, python: str = sys.executable,
+        dumps: Callable[[dict[str, Any]], bytes] = encode,
+        loads: Callable[[bytes | bytearray], Any] = json.loads,
+    ) -> None:
         self._args = [str(uid), str(gid), str(umask)]
         self._python = python
+        #: How this side encodes its requests and decodes the answers (the same JSON).
+        self._dumps = dumps
+        self._loads = loads
         self._process: subprocess.Popen[bytes] | None = None
         self._sock: socket.socket | None = None
         #: Scripts reported and swept, not reaped yet: with the next spawn, or `reap_now`.
@@ -364,7 +380,7 @@ class Spawner:
         try:
             try:
                 send(self._socket(), {"op": "spawn", "argv": argv, "env": env, "cwd": cwd,
-                                      "reap": self._unreaped}, (out_w, err_w))
+                                      "reap": self._unreaped}, (out_w, err_w), self._dumps)
             except OSError as error:  # it is gone: the request never reached it whole
                 self.close(timeout=0.0)
                 raise SpawnerGone(f"the script spawner could not be asked: {error!r}") from error
@@ -413,7 +429,7 @@ class Spawner:
         if self._unreaped and self._sock is not None:
             pids, self._unreaped = self._unreaped, []
             try:
-                send(self._sock, {"op": "reap", "pids": pids})
+                send(self._sock, {"op": "reap", "pids": pids}, (), self._dumps)
             except OSError:  # gone: its end reaped them
                 self.close(timeout=0.0)
 
@@ -430,7 +446,7 @@ class Spawner:
             self.close(timeout=0.0)
             raise SpawnerGone(f"the script spawner did not answer within {ANSWER_SECONDS} s")
         try:
-            message, fds = receive(sock)
+            message, fds = receive(sock, self._loads)
         except (OSError, ValueError) as error:
             raise SpawnerGone(f"the script spawner's answer: {error!r}") from error
         for fd in fds:

@@ -316,6 +316,29 @@ def test_a_symlink_loop_is_refused(scripts_dir: pathlib.Path) -> None:
         resolve_script(scripts_dir, "loop")
 
 
+def test_a_name_longer_than_a_file_name_may_be_is_refused(scripts_dir: pathlib.Path) -> None:
+    """The plain-name path (one lstat) refuses it as the full resolution would."""
+    name = "x" * 300
+    with pytest.raises(ScriptRefused, match=r"cannot be resolved: \[Errno 36\]"):
+        resolve_script(scripts_dir, name)
+    with pytest.raises(ScriptRefused, match=r"cannot be resolved: \[Errno 36\]"):
+        resolve_script(scripts_dir, f"subdir/{name}")
+
+
+def test_a_scripts_directory_reached_through_a_symlink_resolves_to_its_real_path(
+    scripts_dir: pathlib.Path,
+) -> None:
+    """The directory's own symlinks are resolved, whichever path the name takes."""
+    linked = scripts_dir.parent / "linked-scripts"
+    linked.symlink_to(scripts_dir)
+    real = scripts_dir.resolve()
+    assert resolve_script(linked, "good") == real / "good"
+    assert resolve_script(linked, "link-inside") == real / "good"
+    assert resolve_script(linked, "subdir/nested") == real / "subdir" / "nested"
+    with pytest.raises(ScriptRefused, match="resolves outside"):
+        resolve_script(linked, "link-outside")
+
+
 @pytest.mark.parametrize(
     ("name", "target"),
     [("good", "good"), ("subdir/nested", "subdir/nested"), ("link-inside", "good")],

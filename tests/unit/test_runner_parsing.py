@@ -1,9 +1,11 @@
 """Pure parts of the script runner: Result lines, Feedback, output tails, the environment."""
 
+import json
 import os
 import pathlib
 import stat
 import subprocess
+from typing import Any
 
 import pytest
 
@@ -21,8 +23,11 @@ from att_jm.runner import (
     parse_result_line,
     script_environment,
     signal_name,
+    spawner_dumps,
+    spawner_loads,
     timeout_feedback,
 )
+from att_jm.spawner import encode as spawner_encode
 from att_jm.vocabulary import Result
 
 
@@ -308,3 +313,32 @@ def test_boot_ticks_count_like_the_start_time_of_processes() -> None:
         process.kill()
         process.wait()
     assert before <= int(fields.split()[19]) <= after
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        {"op": "spawn", "argv": ["/srv/scripts/ok", "a b\n'c' \"d\" é ☃ 𝄞"],
+         "env": {"ATT_JM_COMMAND": "\u0001\u007f\u2028"}, "cwd": "/srv/scripts", "reap": [1, 2]},
+        {"op": "spawn", "argv": ["/srv/scr\udcffipts/ok", ""], "cwd": "/srv/scr\udcffipts"},
+    ],
+    ids=["unicode", "lone-surrogate"],
+)
+def test_the_spawner_reads_the_services_requests_as_its_own_json(message: dict[str, Any]) -> None:
+    """The service writes its requests with orjson (the standard library's JSON for a string
+    orjson refuses: a path's undecodable byte); the spawner reads them with the standard
+    library: the same message either way."""
+    assert json.loads(spawner_dumps(message)) == message
+    assert json.loads(spawner_encode(message)) == message
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [{"pid": 12345}, {"pid": 12345, "status": -9},
+     {"error": [2, "No such file or directory", "/srv/scr\udcffipts/ok"]}],
+    ids=["started", "exited", "error-with-undecodable-path"],
+)
+def test_the_service_reads_the_spawners_answers(answer: dict[str, Any]) -> None:
+    """The spawner answers with the standard library's JSON, which escapes a lone surrogate
+    that orjson refuses to read: the service reads every answer as it was meant."""
+    assert spawner_loads(spawner_encode(answer)) == answer
