@@ -579,19 +579,23 @@ def _has_children_files() -> bool:
 _CHILDREN_FILES: bool | None = None
 
 
-def _children(pid: int, *, every_thread: bool = True) -> list[int]:
+def _children(pid: int, *, every_thread: bool = True,
+              threads: Iterable[int] | None = None) -> list[int]:
     """The children of `pid`, from /proc/PID/task/*/children (Linux with CONFIG_PROC_CHILDREN);
     without `every_thread`, those of its main thread only (enough for a process that is no
-    subreaper and starts its children from that thread: the spawner)."""
+    subreaper and starts its children from that thread: the spawner); with `threads`, those
+    of these threads of it."""
     found: list[int] = []
-    if every_thread:
+    if threads is not None:
+        tids = [str(tid) for tid in threads]
+    elif every_thread:
         try:
             tids = os.listdir(f"/proc/{pid}/task")
         except OSError:
             return found
     else:
         tids = [str(pid)]
-    for tid in tids:  # an orphan is re-parented to one of the subreaper's threads
+    for tid in tids:
         data = _read_proc(f"/proc/{pid}/task/{tid}/children")
         if data is not None:
             found.extend(int(child) for child in data.split())
@@ -600,16 +604,26 @@ def _children(pid: int, *, every_thread: bool = True) -> list[int]:
 
 def _descendants(root: int, spare: Collection[int], since: int,
                  through: Collection[int] = (), ended: Collection[int] = ()) -> dict[int, _Proc]:
-    """Every descendant of `root` started at or after `since` (boot ticks), except those in
-    `spare` and theirs: the processes a script started since and left behind. The processes
-    of `through` are walked through, never found themselves (the spawner: its children are
-    scripts); those of `ended` are found, not walked (a process whose every thread exited
-    has no children: they were re-parented as it exited)."""
+    """Every descendant of `root` (this process) started at or after `since` (boot ticks),
+    except those in `spare` and theirs: the processes a script started since and left behind.
+    The processes of `through` are walked through, never found themselves (the spawner: its
+    children are scripts); those of `ended` are neither found nor walked (the script itself
+    once every thread of it exited: it has no children left, they were re-parented as it
+    exited, and it is nothing to kill or to reap here).
+
+    Of `root` only two threads' children are read: its main thread's, which every orphan is
+    re-parented to (a subreaper's first live thread: kernel/exit.c, `find_new_reaper`), and
+    the calling thread's, which started the script and its spawner (the writer's loop runs on
+    the main thread: one read). What the writer's other threads start is not a script's."""
     global _CHILDREN_FILES  # noqa: PLW0603 -- probed once
     if _CHILDREN_FILES is None:
         _CHILDREN_FILES = _has_children_files()
     if _CHILDREN_FILES:
+        mine = sorted({root, threading.get_native_id()})
+
         def children(pid: int) -> Iterator[tuple[int, _Proc | None]]:
+            if pid == root:
+                return ((child, None) for child in _children(pid, threads=mine))
             return ((child, None) for child in _children(pid, every_thread=pid not in through))
     else:
         table: dict[int, list[tuple[int, _Proc | None]]] = {}
@@ -624,7 +638,7 @@ def _descendants(root: int, spare: Collection[int], since: int,
     stack = [root]
     while stack:
         for child, known in children(stack.pop()):
-            if child in spare or child in found:
+            if child in spare or child in found or child in ended:
                 continue
             if child in through:
                 stack.append(child)
@@ -632,8 +646,7 @@ def _descendants(root: int, spare: Collection[int], since: int,
             info = known if known is not None else _read_stat(child)
             if info is not None and info.starttime >= since:
                 found[child] = info
-                if child not in ended:
-                    stack.append(child)
+                stack.append(child)
     return found
 
 

@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -1106,6 +1107,56 @@ def test_the_sweep_spares_what_started_before_the_script_and_what_it_is_told_to(
             with contextlib.suppress(ProcessLookupError):
                 os.kill(spared_grandchild, 9)
         for process in (before, spared, doomed):
+            process.kill()
+            process.wait()
+
+
+def test_the_sweep_walks_the_thread_that_started_the_script_not_the_writer_s_others() -> None:
+    """The sweep reads this process's main thread's children (where orphans go) and the
+    calling thread's (which started the script): a script's tree started and swept from a
+    worker thread is found; a process another thread started meanwhile (not a script's) is
+    left alone."""
+    if not os.path.exists(f"/proc/{os.getpid()}/task/{os.getpid()}/children"):
+        pytest.skip("no /proc/PID/task/TID/children here: the sweep scans all of /proc")
+    time.sleep(0.02)  # at least one clock tick (10 ms) after what ran before
+    since = runner_module.boot_ticks()
+    other: list[subprocess.Popen[bytes]] = []
+    started = threading.Event()
+    release = threading.Event()
+
+    def other_thread() -> None:  # e.g. a helper the writer starts from another thread
+        other.append(subprocess.Popen(["sleep", "60"]))
+        started.set()
+        release.wait(10)
+
+    result: dict[str, Any] = {}
+
+    def loop_thread() -> None:  # the writer's loop, here on a thread of its own
+        doomed = subprocess.Popen(["sh", "-c", "sleep 60 & wait"])
+        try:
+            time.sleep(0.1)  # its background sleep has started
+            (grandchild,) = children_of(doomed.pid)
+            result["grandchild"] = grandchild
+            result["killed"] = kill_descendants(since, leader=doomed.pid)
+        finally:
+            doomed.kill()
+            result["leader"] = doomed.wait(5)
+
+    helper = threading.Thread(target=other_thread)
+    helper.start()
+    assert started.wait(10)
+    try:
+        loop = threading.Thread(target=loop_thread)
+        loop.start()
+        loop.join(20)
+        assert result["killed"] == [result["grandchild"]]
+        assert not alive(result["grandchild"])
+        assert result["leader"] == -9
+        assert other[0].poll() is None  # started after `since`, by a thread that is not the
+    finally:                            # caller's: not a script's
+        release.set()
+        helper.join(10)
+        for process in other:
             process.kill()
             process.wait()
 
