@@ -1,5 +1,14 @@
 """What follows a commit, in order: the acknowledgements and replies, the script it
-started, the relay, the end of a store fault, the views."""
+started, the relay, the end of a store fault, the views.
+
+The relay after a hand-over (a script's end started the next queued one: a draining queue)
+is told of that commit's events once the new script shows a sign of life (one of its
+descriptors readable: usually its end), or RELAY_DEFER_SECONDS after the commit, or with the
+next commit, whichever comes first: not at once. The relay then publishes them (and the
+broker passes them on) while the writer records the script's end and starts the next one
+(its commit mostly waits for the disk), not while the spawner and the script need the two
+cores (bench/README.md, session 15). Any other commit wakes the relay at once, as before.
+"""
 
 from __future__ import annotations
 
@@ -31,6 +40,9 @@ Stored = list[tuple[int, Any]]
 #: changed view at most every 0.25 s; a `views.get` sees every committed batch.
 VIEWS_DEFER_SECONDS: Final = 0.05
 VIEWS_DEFER_EVENTS: Final = 2000
+#: At most this long after a hand-over's commit (seconds) the relay is told of its events
+#: when the script it started is still running (module docstring).
+RELAY_DEFER_SECONDS: Final = 0.02
 
 
 class AfterCommit:
@@ -56,6 +68,10 @@ class AfterCommit:
         #: Committed events the views have not taken yet, and since when (time.monotonic()).
         self._pending: Stored = []
         self._pending_since = 0.0
+        #: The last position the relay was not told of yet (a hand-over's), and when it must
+        #: be at the latest (time.monotonic()).
+        self._untold: int | None = None
+        self._tell_by = 0.0
 
     def committed(self, uow: WriterUnit, stored: Stored) -> None:
         """Everything that follows the commit of `uow`, which stored `stored`."""
@@ -66,16 +82,20 @@ class AfterCommit:
         # of its scripts); on an idle queue the events first: the script starts once the
         # broker has taken them (see att_jm.service.held).
         start = uow.start
+        handed_over = False
         if start is not None and uow.handover:
             start()
             start = None
+            handed_over = True
         if stored:
             position = stored[-1][0]
             timeline.mark("wake", position)
             if start is not None and self.held.hold(start, position):
                 start = None
+            elif handed_over:
+                self._tell_later(position)
             else:
-                self.relay.notify(position)
+                self._tell(position)
         for hook in uow.after_wake:  # the acks of a batch without replies
             hook()
         if start is not None:
@@ -94,13 +114,35 @@ class AfterCommit:
         script runs (`views_due`)."""
         if not stored:
             return
-        self.relay.notify(stored[-1][0])
+        if self._untold != stored[-1][0]:  # not a hand-over's, told later
+            self._tell(stored[-1][0])
         self.sealer.note(stored[-1][0])
         if not self._pending:
             self._pending_since = time.monotonic()
         self._pending.extend(stored)
         if self.views_due():
             self.flush_views()
+
+    def tell_relay(self) -> None:
+        """Tell the relay now of the events it was not told of yet (a hand-over's): the
+        script it started showed a sign of life, RELAY_DEFER_SECONDS passed, or a stop."""
+        if self._untold is not None:
+            self._tell(self._untold)
+
+    def relay_wait_seconds(self) -> float | None:
+        """How long the relay may still be left untold (None: nothing waits)."""
+        if self._untold is None:
+            return None
+        return max(0.0, self._tell_by - time.monotonic())
+
+    def _tell(self, position: int) -> None:
+        self._untold = None  # the relay reads up to the log's end: the earlier ones too
+        self.relay.notify(position)
+
+    def _tell_later(self, position: int) -> None:
+        if self._untold is None:  # the first one untold sets the limit
+            self._tell_by = time.monotonic() + RELAY_DEFER_SECONDS
+        self._untold = position
 
     def views_due(self) -> bool:
         """Whether events wait for the views and may not wait longer."""

@@ -146,11 +146,13 @@ class Writer:
             self._check_lease()
             # Once something waits, only take what else has arrived (a bigger batch).
             wait = self._wait_seconds() if self.inbox.empty() else 0.0
-            ready = self.connection.poll(wait, self.inbox.fileno(), *self.slot.fds(),
-                                         *self.held.fds())
+            script = self.slot.fds()
+            ready = self.connection.poll(wait, self.inbox.fileno(), *script, *self.held.fds())
             self.stats.turn(self.connection.connected)
             self._check_lease()
             self.held.release()
+            if script and not ready.isdisjoint(script):  # its end, most often: the relay now
+                self.parts.after.tell_relay()
             self.slot.step(ready)
             items = self.inbox.drain(self.parts.max_batch)
             if items:
@@ -181,9 +183,11 @@ class Writer:
         """The timers: the relay's health, a views catch-up, Auto Cleanup, the next start,
         the seals."""
         self.relay.check()
+        after = self.parts.after
+        if after.relay_wait_seconds() == 0.0 or self._stopping.seen:
+            after.tell_relay()
         if self._stopping.seen:
             return
-        after = self.parts.after
         if after.views_behind or after.views_due():  # the write side does not wait for them
             after.flush_views()
         now = self.clock()
@@ -268,7 +272,8 @@ class Writer:
         archival = None if self.parts.archival is None else self.parts.archival.wait_seconds()
         for other in (self.parts.seals.wait_seconds(), self.slot.wait_seconds(),
                       self.held.wait_seconds(), lease, archival,
-                      self.parts.after.views_wait_seconds()):
+                      self.parts.after.views_wait_seconds(),
+                      self.parts.after.relay_wait_seconds()):
             if other is not None:
                 wait = min(wait, other)
         return max(0.0, min(wait, 60.0))
