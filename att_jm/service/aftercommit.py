@@ -2,6 +2,7 @@
 started, the relay, the end of a store fault, the views.
 
 The relay after a hand-over (a script's end started the next queued one: a draining queue)
+in a batch without MQTT messages (no notification, no command: nobody waits for its events)
 is told of that commit's events once the new script shows a sign of life (one of its
 descriptors readable: usually its end), or RELAY_DEFER_SECONDS after the commit, or with the
 next commit, whichever comes first: not at once. The relay then publishes them (and the
@@ -92,7 +93,7 @@ class AfterCommit:
             timeline.mark("wake", position)
             if start is not None and self.held.hold(start, position):
                 start = None
-            elif handed_over:
+            elif handed_over and not uow.messages:  # a notification's events leave at once
                 self._tell_later(position)
             else:
                 self._tell(position)

@@ -87,6 +87,7 @@ class Batches:
                     reads.append((item, reply))
                 else:
                     replies.append((item, reply))
+            uow.messages = bool(inbound)
             if chain and not self.stopping.seen:
                 uow.handover = any(isinstance(item, RunFinished) for item in items)
                 self.dispatcher.start_next(uow, chained=True)

@@ -22,3 +22,5 @@ class WriterUnit(UnitOfWork):
     start: Callable[[], object] | None = None
     #: The batch ended a script: the next one starts before all else.
     handover: bool = False
+    #: The batch holds MQTT messages (notifications, commands): their events are awaited.
+    messages: bool = False

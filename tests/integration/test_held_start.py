@@ -26,6 +26,7 @@ from att_jm.config import Settings
 from att_jm.mqtt.adapter import Inbound
 from att_jm.relay.handle import EventsRelay
 from att_jm.service import Writer, bootstrap
+from att_jm.service.aftercommit import RELAY_DEFER_SECONDS
 from att_jm.service.held import HOLD_START_SECONDS
 
 
@@ -196,3 +197,42 @@ def test_a_relay_that_is_gone_counts_as_an_answer(writer: Writer) -> None:
         assert time.monotonic() < deadline
         time.sleep(0.01)
     assert writer.relay.answers_fd() is None
+
+
+def _until_the_script_ended(writer: Writer) -> None:
+    """Follow the running script, as the writer's loop does, until its end is in the inbox."""
+    deadline = time.monotonic() + 10
+    while writer.inbox.empty():
+        assert time.monotonic() < deadline, "the script never ended"
+        readable, _, _ = select.select(writer.slot.fds(), [], [], 0.5)
+        writer.slot.step(set(readable))
+
+
+def test_a_hand_over_tells_the_relay_later_unless_its_batch_holds_messages(
+    writer: Writer,
+) -> None:
+    """After a script's end started the next entry, the relay is told of that commit's
+    events at most RELAY_DEFER_SECONDS later (or once the new script ends): unless the batch
+    also held a notification (or a command), whose events someone waits for: then at once."""
+    ready(writer.relay, writer.parts.position())
+    after = writer.parts.after
+    writer.handle([notification("n-1"), notification("n-2"), notification("n-3")])
+    while writer.held.pending:  # n-1 waits for its events' confirmation, then starts
+        assert answered(writer.relay, writer.held.position or 0, 10)
+        writer.held.release()
+    assert after.relay_wait_seconds() is None  # not a hand-over: told at once
+    _until_the_script_ended(writer)
+    writer.handle(writer.inbox.drain(writer.parts.max_batch))  # n-1's end starts n-2
+    wait = after.relay_wait_seconds()
+    assert wait is not None and 0.0 < wait <= RELAY_DEFER_SECONDS
+    told = writer.parts.position()
+    time.sleep(RELAY_DEFER_SECONDS)
+    writer.tick()  # the writer's timer: the relay is told now, the script still running or not
+    assert after.relay_wait_seconds() is None
+    assert writer.relay.ask(told)
+    assert answered(writer.relay, told, 10)
+    _until_the_script_ended(writer)
+    writer.inbox.put_local(notification("n-4"))  # in the same batch as n-2's end
+    writer.handle(writer.inbox.drain(writer.parts.max_batch))  # n-2's end starts n-3
+    assert writer.slot.fds()  # a hand-over: n-3 runs
+    assert after.relay_wait_seconds() is None  # told at once: n-4's events are awaited
