@@ -9,6 +9,11 @@ next commit, whichever comes first: not at once. The relay then publishes them (
 broker passes them on) while the writer records the script's end and starts the next one
 (its commit mostly waits for the disk), not while the spawner and the script need the two
 cores (bench/README.md, session 15). Any other commit wakes the relay at once, as before.
+
+A start held for the relay's answer (att_jm.service.held: a notification met an idle queue)
+also holds its batch's acknowledgements, and the views take the batch once the script
+started (they wait while a script runs, VIEWS_DEFER_SECONDS at most): until the answer the
+relay's turn and the broker have the cores to themselves (bench/README.md, session 16).
 """
 
 from __future__ import annotations
@@ -88,16 +93,18 @@ class AfterCommit:
             start()
             start = None
             handed_over = True
+        acks = uow.after_wake  # the acks of a batch without replies
         if stored:
             position = stored[-1][0]
             timeline.mark("wake", position)
-            if start is not None and self.held.hold(start, position):
-                start = None
+            if start is not None and self.held.hold(start, position, first=acks):
+                start = None  # the acks go with it (att_jm.service.held)
+                acks = []
             elif handed_over and not uow.messages:  # a notification's events leave at once
                 self._tell_later(position)
             else:
                 self._tell(position)
-        for hook in uow.after_wake:  # the acks of a batch without replies
+        for hook in acks:
             hook()
         if start is not None:
             start()

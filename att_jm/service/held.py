@@ -5,12 +5,18 @@ its batch's events (their PUBACKs arrived), after HOLD_START_SECONDS at most, or
 when anything else is to be handled: subscribers hear that an execution started before its
 script can act, and the script's start does not take the cores from the events on their
 way (bench/README.md has the figures).
+
+The batch's acknowledgements (its messages are committed) wait with the start and go just
+before it, and the views take the batch once it started (`AfterCommit`): between the commit
+and the relay's answer the writer does nothing the events' way needs a core for (the
+broker would wake for the acknowledgements; the views are an SQLite transaction). A stop
+acknowledges them and drops the start.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import structlog
 
@@ -33,6 +39,8 @@ class HeldStart:
         self.seconds = seconds
         #: (start, position, deadline on time.monotonic)
         self._held: tuple[Callable[[], object], int, float] | None = None
+        #: What goes just before the start (the batch's acknowledgements).
+        self._first: Sequence[Callable[[], object]] = ()
 
     @property
     def pending(self) -> bool:
@@ -43,11 +51,19 @@ class HeldStart:
         """The log position whose confirmation the held start waits for."""
         return None if self._held is None else self._held[1]
 
-    def hold(self, start: Callable[[], object], position: int) -> bool:
-        """Hold `start` until `position` is confirmed; False (not held) without a relay."""
+    @property
+    def waiting(self) -> int:
+        """How many calls (acknowledgements) wait to go before the held start."""
+        return len(self._first)
+
+    def hold(self, start: Callable[[], object], position: int,
+             first: Sequence[Callable[[], object]] = ()) -> bool:
+        """Hold `start` until `position` is confirmed, and `first` (called in order just
+        before it); False (nothing held) without a relay."""
         if not self.relay.ask(position):
             return False
         self._held = (start, position, time.monotonic() + self.seconds)
+        self._first = tuple(first)
         return True
 
     def fds(self) -> tuple[int, ...]:
@@ -67,10 +83,18 @@ class HeldStart:
         if (self.relay.confirmed(position) or time.monotonic() >= deadline
                 or not self.inbox.empty()):
             self._held = None
+            self._call_first()
             start()
 
     def drop(self) -> None:
-        """At a stop: never started; the next start records its execution interrupted."""
+        """At a stop: the acknowledgements go (their messages are committed), the start
+        never does (the next start records its execution interrupted)."""
         if self._held is not None:
             log.warning("execution.start_dropped_at_stop", position=self._held[1])
             self._held = None
+            self._call_first()
+
+    def _call_first(self) -> None:
+        first, self._first = self._first, ()
+        for call in first:
+            call()

@@ -26,7 +26,7 @@ from att_jm.config import Settings
 from att_jm.mqtt.adapter import Inbound
 from att_jm.relay.handle import EventsRelay
 from att_jm.service import Writer, bootstrap
-from att_jm.service.aftercommit import RELAY_DEFER_SECONDS
+from att_jm.service.aftercommit import RELAY_DEFER_SECONDS, VIEWS_DEFER_SECONDS
 from att_jm.service.held import HOLD_START_SECONDS
 
 
@@ -122,6 +122,65 @@ def test_a_start_on_an_idle_queue_is_held_until_the_relay_confirms_its_events(
         assert time.monotonic() < deadline, "no execution.started event"
         time.sleep(0.01)
     assert orjson.loads(started.messages()[0].payload)["position"] <= position
+
+
+def spied_acks(writer: Writer, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many messages each acknowledgement of the writer took (the real method runs)."""
+    calls: list[int] = []
+    real = writer.connection.ack_all
+
+    def recorded(messages: list[Inbound]) -> None:
+        calls.append(len(messages))
+        real(messages)
+    monkeypatch.setattr(writer.connection, "ack_all", recorded)
+    return calls
+
+
+def test_a_held_start_holds_its_batch_s_acknowledgements_and_views_until_it_goes(
+    writer: Writer, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Between the commit and the relay's answer the writer neither acknowledges (the broker
+    would wake) nor updates the views (an SQLite transaction): the events' way has the cores."""
+    writer.held.seconds = 30.0  # only the answer releases it
+    ready(writer.relay, writer.parts.position())
+    acks = spied_acks(writer, monkeypatch)
+    views = writer.parts.views
+    writer.handle([notification("n-1"), notification("n-2")])
+    assert writer.held.pending
+    assert acks == []
+    assert writer.held.waiting == 1  # the batch's acknowledgement, both messages
+    assert views.position < writer.parts.position()
+    writer.tick()  # the writer's timers leave the views alone while the start is held
+    assert views.position < writer.parts.position()
+    assert answered(writer.relay, writer.held.position or 0, 10)
+    writer.held.release()
+    assert acks == [2]  # just before the start
+    assert writer.slot.fds()  # the script runs
+    time.sleep(VIEWS_DEFER_SECONDS)
+    writer.tick()  # while it runs the views wait VIEWS_DEFER_SECONDS at most
+    assert views.position == writer.parts.position()
+
+
+def test_a_stop_acknowledges_what_a_held_start_held_and_drops_the_start(
+    writer: Writer, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    writer.held.seconds = 30.0
+    ready(writer.relay, writer.parts.position())
+    pid = writer.relay.pid
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)  # no answer
+    try:
+        acks = spied_acks(writer, monkeypatch)
+        writer.handle([notification("n-1")])
+        assert writer.held.pending
+        assert acks == []
+        writer.held.drop()  # as a stop does first
+        assert acks == [1]  # committed: acknowledged
+        assert not writer.held.pending
+        assert writer.held.waiting == 0
+        assert not writer.slot.fds()  # never started
+    finally:
+        os.kill(pid, signal.SIGCONT)
 
 
 def test_a_held_start_goes_ahead_after_its_deadline_when_the_relay_does_not_answer(
