@@ -112,3 +112,26 @@ def test_the_start_cost_loops_each_print_a_rate() -> None:
     assert set(rows) == {"fork", "fork + commit", "vfork", "vfork + commit"}, output
     assert all(float(values[0].replace(",", "")) > 0 for values in rows.values()), output
     assert rows["fork"][-1] == "1.00x", output
+
+
+def test_the_floor_times_both_responders_and_the_durable_one_commits() -> None:
+    """`python -m bench.floor`: the round trip through a bare echo and through one that first
+    commits (WAL, synchronous=FULL); every request the durable responder answered stored its
+    rows."""
+    require_mosquitto()
+    count, rows = 20, 2
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.floor", "--count", str(count), "--rounds", "1",
+         "--rows", str(rows)],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=False,
+    )
+    output = f"--- stdout\n{done.stdout}\n--- stderr\n{done.stderr[-4000:]}"
+    assert done.returncode == 0, output
+    lines = done.stdout.splitlines()
+    assert any(line.strip().startswith("echo p99") and "durable p99" in line for line in lines)
+    stored = next(line for line in lines if "rows the durable responder stored" in line)
+    committed = int(stored.split(": ")[1].split()[0].replace(",", ""))
+    requests = int(stored.split("(")[1].split()[0].replace(",", ""))  # its warm-up and count
+    assert requests > count, output
+    assert committed >= rows * requests, output  # its first answer may take pings
+    assert committed % rows == 0, output
