@@ -40,10 +40,11 @@ log = structlog.get_logger("att_jm")
 
 Stored = list[tuple[int, Any]]
 
-#: While a script runs, the views take a batch's events at most this long after it was
-#: committed (seconds), and this many events at most: applied together, every few dozen
-#: executions of a draining queue, not after each (bench/README.md). The relay publishes a
-#: changed view at most every 0.25 s; a `views.get` sees every committed batch.
+#: While a script runs, a start is held or more messages wait in the inbox (a burst), the
+#: views take a batch's events at most this long after it was committed (seconds), and this
+#: many events at most: applied together, every few dozen executions of a draining queue or
+#: batches of a burst, not after each (bench/README.md). The relay publishes a changed view
+#: at most every 0.25 s; a `views.get` sees every committed batch.
 VIEWS_DEFER_SECONDS: Final = 0.05
 VIEWS_DEFER_EVENTS: Final = 2000
 #: At most this long after a hand-over's commit (seconds) the relay is told of its events
@@ -69,7 +70,7 @@ class AfterCommit:
         self.connection = connection
         #: The views lag the log (a views fault): caught up from the writer's timers.
         self.views_behind = views_behind
-        #: Whether the views may wait (a script runs: VIEWS_DEFER_SECONDS).
+        #: Whether the views may wait (a script runs, a start is held, a burst: VIEWS_DEFER_*).
         self._defer_views = defer_views
         #: Committed events the views have not taken yet, and since when (time.monotonic()).
         self._pending: Stored = []

@@ -109,7 +109,7 @@ def bootstrap(
     after = AfterCommit(app=app, manager=manager, views=views, relay=relay, held=held,
                         sealer=sealer, status=status, connection=connection,
                         views_behind=views_behind,
-                        defer_views=lambda: slot.busy or held.pending)
+                        defer_views=lambda: slot.busy or held.pending or not inbox.empty())
     units = Units(manager=manager, after=after, status=status, connection=connection,
                   inbox=inbox, slot=slot, held=held, stopping=stopping, stats=stats,
                   guard=None if lease is None else lease.check)

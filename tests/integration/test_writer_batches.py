@@ -110,3 +110,19 @@ def test_a_batch_with_a_reply_sends_it_and_acknowledges_before_the_relay_is_woke
     writer.handle([reply_to, notification("n-1")])
     # The requester waits for its reply.
     assert calls.index("reply") < calls.index("ack") < calls.index("wake")
+
+
+def test_while_more_messages_wait_the_views_take_a_batch_later(writer: Writer) -> None:
+    """In a burst (the inbox not empty after a commit) the views wait, as while a script runs
+    (VIEWS_DEFER_SECONDS or VIEWS_DEFER_EVENTS at most), and take every waiting batch in one
+    transaction once the inbox is empty: a read still sees every committed batch."""
+    views = writer.parts.views
+    quiet = message("att/channel-manager/notifications/none", {"id": "q-0"})  # no job: no start
+    writer.handle([quiet])
+    assert views.position == writer.parts.position()  # nothing waited: applied at once
+    writer.inbox.put_local(message("att/channel-manager/notifications/none", {"id": "q-2"}))
+    writer.handle([message("att/channel-manager/notifications/none", {"id": "q-1"})])
+    assert not writer.slot.fds()
+    assert views.position < writer.parts.position()  # q-2 waits: the views wait too
+    writer.handle(writer.inbox.drain(writer.parts.max_batch))  # the inbox is empty after it
+    assert views.position == writer.parts.position()
