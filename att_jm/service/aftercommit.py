@@ -14,6 +14,11 @@ A start held for the relay's answer (att_jm.service.held: a notification met an 
 also holds its batch's acknowledgements, and the views take the batch once the script
 started (they wait while a script runs, VIEWS_DEFER_SECONDS at most): until the answer the
 relay's turn and the broker have the cores to themselves (bench/README.md, session 16).
+
+After a batch of commands only (each answered: no notification, no script's end) the relay's
+wake-up and the views wait REPLY_QUIET_SECONDS after the replies, or for the next commit, a
+read or a stop: on two cores the relay's publishes, the broker's and the views' transaction
+otherwise run while the requester's client takes its reply (bench/README.md, session 17).
 """
 
 from __future__ import annotations
@@ -50,6 +55,9 @@ VIEWS_DEFER_EVENTS: Final = 2000
 #: At most this long after a hand-over's commit (seconds) the relay is told of its events
 #: when the script it started is still running (module docstring).
 RELAY_DEFER_SECONDS: Final = 0.02
+#: After a batch of commands only, how long the relay's wake-up and the views wait after the
+#: replies (seconds; module docstring).
+REPLY_QUIET_SECONDS: Final = 0.001
 
 
 class AfterCommit:
@@ -79,11 +87,17 @@ class AfterCommit:
         #: be at the latest (time.monotonic()).
         self._untold: int | None = None
         self._tell_by = 0.0
+        #: Until when (time.monotonic()) the views wait after a batch of commands' replies.
+        self._quiet_until = 0.0
 
     def committed(self, uow: WriterUnit, stored: Stored) -> None:
         """Everything that follows the commit of `uow`, which stored `stored`."""
         for hook in uow.after_store:  # replies (and their batch's acks): requesters wait
             hook()
+        # The requesters' clients take their replies first (module docstring); any other
+        # commit ends the views' wait.
+        quiet = uow.commands_only and uow.start is None
+        self._quiet_until = time.monotonic() + REPLY_QUIET_SECONDS if quiet else 0.0
         # Then the script it started and the relay (which reads the events on the other
         # core): after a script's end the next script first (the queue drains at the speed
         # of its scripts); on an idle queue the events first: the script starts once the
@@ -102,7 +116,9 @@ class AfterCommit:
                 start = None  # the acks go with it (att_jm.service.held)
                 acks = []
             elif handed_over and not uow.messages:  # a notification's events leave at once
-                self._tell_later(position)
+                self._tell_later(position, RELAY_DEFER_SECONDS)
+            elif quiet:
+                self._tell_later(position, REPLY_QUIET_SECONDS)
             else:
                 self._tell(position)
         for hook in acks:
@@ -148,22 +164,33 @@ class AfterCommit:
         self._untold = None  # the relay reads up to the log's end: the earlier ones too
         self.relay.notify(position)
 
-    def _tell_later(self, position: int) -> None:
-        if self._untold is None:  # the first one untold sets the limit
-            self._tell_by = time.monotonic() + RELAY_DEFER_SECONDS
+    def _tell_later(self, position: int, seconds: float) -> None:
+        by = time.monotonic() + seconds
+        # The earliest limit of those untold holds (the relay reads them all at once).
+        self._tell_by = by if self._untold is None else min(self._tell_by, by)
         self._untold = position
 
     def views_due(self) -> bool:
         """Whether events wait for the views and may not wait longer."""
-        return bool(self._pending) and (
-            not self._defer_views() or len(self._pending) >= VIEWS_DEFER_EVENTS
-            or time.monotonic() - self._pending_since >= VIEWS_DEFER_SECONDS)
+        if not self._pending:
+            return False
+        now = time.monotonic()
+        if (len(self._pending) >= VIEWS_DEFER_EVENTS
+                or now - self._pending_since >= VIEWS_DEFER_SECONDS):
+            return True  # however long a flood of commands or a script lasts
+        if now < self._quiet_until:  # after a batch of commands' replies
+            return False
+        return not self._defer_views()
 
     def views_wait_seconds(self) -> float | None:
         """How long the views may still wait (None: nothing waits)."""
         if not self._pending:
             return None
-        return max(0.0, self._pending_since + VIEWS_DEFER_SECONDS - time.monotonic())
+        now = time.monotonic()
+        wait = self._pending_since + VIEWS_DEFER_SECONDS - now
+        if self._quiet_until > now:
+            wait = min(wait, self._quiet_until - now)
+        return max(0.0, wait)
 
     def flush_views(self) -> None:
         """Bring the views up to every committed event now (before a read, at a stop), or

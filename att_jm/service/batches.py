@@ -88,6 +88,7 @@ class Batches:
                 else:
                     replies.append((item, reply))
             uow.messages = bool(inbound)
+            uow.commands_only = bool(replies) and len(inbound) == len(items) and not notifications
             if chain and not self.stopping.seen:
                 uow.handover = any(isinstance(item, RunFinished) for item in items)
                 self.dispatcher.start_next(uow, chained=True)

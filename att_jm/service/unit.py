@@ -24,3 +24,6 @@ class WriterUnit(UnitOfWork):
     handover: bool = False
     #: The batch holds MQTT messages (notifications, commands): their events are awaited.
     messages: bool = False
+    #: The batch holds commands only, each answered: the relay's wake-up and the views wait
+    #: a moment after the replies (att_jm.service.aftercommit).
+    commands_only: bool = False

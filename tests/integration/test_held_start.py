@@ -78,6 +78,7 @@ def writer(tmp_path: Path, broker: Broker) -> Iterator[Writer]:
         message("att/job-manager/commands/tester/job.add",
                 {"name": "j", "script": "ok", "trigger": "up"}, b"2"),
     ])
+    w.parts.after.flush_views()  # the commands' wait a moment after their replies (no tick here)
     w.relay.start(after=w.parts.position())
     yield w
     w.close()

@@ -3,6 +3,7 @@ SQLite and on a PostgreSQL store."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from helpers.service import populate_scripts_dir
 
 from att_jm.config import Settings
 from att_jm.mqtt.adapter import Inbound
-from att_jm.service import Writer, bootstrap
+from att_jm.service import Writer, aftercommit, bootstrap
 
 pytestmark = BOTH_BACKENDS
 
@@ -126,3 +127,44 @@ def test_while_more_messages_wait_the_views_take_a_batch_later(writer: Writer) -
     assert views.position < writer.parts.position()  # q-2 waits: the views wait too
     writer.handle(writer.inbox.drain(writer.parts.max_batch))  # the inbox is empty after it
     assert views.position == writer.parts.position()
+
+
+def test_after_a_batch_of_commands_the_relay_and_the_views_wait_a_moment(
+    writer: Writer, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The requester's client takes its reply while the relay and the views wait
+    (REPLY_QUIET_SECONDS, lengthened here so that the wait can be seen), then both catch up
+    from the writer's timers."""
+    monkeypatch.setattr(aftercommit, "REPLY_QUIET_SECONDS", 0.5)
+    writer.tick()  # the first turn's timers (Auto Cleanup's first run commits)
+    calls = spied_order(writer, monkeypatch)
+    views = writer.parts.views
+    begun = time.monotonic()
+    writer.handle([command("settings.set", {"interval_seconds": 7}, 5)])
+    writer.tick()
+    assert calls == ["ack"]  # the command was answered and acknowledged, the relay not woken
+    assert views.position < writer.parts.position()
+    while "wake" not in calls:
+        assert time.monotonic() - begun < 10, "the relay was never woken"
+        time.sleep(0.01)
+        writer.tick()
+    assert time.monotonic() - begun >= 0.5
+    assert views.position == writer.parts.position()
+
+
+def test_the_next_batch_ends_the_wait_after_a_batch_of_commands(
+    writer: Writer, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A notification (or a script's end) is not held back by the commands before it: its
+    commit wakes the relay for both batches' events and the views take both."""
+    monkeypatch.setattr(aftercommit, "REPLY_QUIET_SECONDS", 60.0)
+    calls = spied_order(writer, monkeypatch)
+    views = writer.parts.views
+    writer.handle([command("settings.set", {"interval_seconds": 7}, 6)])
+    assert "wake" not in calls
+    writer.handle([message("att/channel-manager/notifications/none", {"id": "q-1"})])
+    # The command acknowledged; then the notification's batch wakes the relay (for both
+    # batches' events) before its acknowledgement.
+    assert calls[:3] == ["ack", "wake", "ack"]
+    assert views.position == writer.parts.position()
+    assert writer.parts.after.relay_wait_seconds() is None  # nothing left untold
