@@ -168,3 +168,30 @@ def test_the_next_batch_ends_the_wait_after_a_batch_of_commands(
     assert calls[:3] == ["ack", "wake", "ack"]
     assert views.position == writer.parts.position()
     assert writer.parts.after.relay_wait_seconds() is None  # nothing left untold
+
+
+def test_a_flood_of_commands_still_has_its_views_applied_every_views_defer_seconds(
+    writer: Writer, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each batch of commands starts the wait again; the views still take the waiting events
+    once the oldest has waited VIEWS_DEFER_SECONDS, and the relay's limit stays the first
+    untold batch's."""
+    monkeypatch.setattr(aftercommit, "REPLY_QUIET_SECONDS", 60.0)
+    writer.tick()  # the first turn's timers
+    views = writer.parts.views
+    begun = time.monotonic()
+    writer.handle([command("settings.set", {"interval_seconds": 1}, 10)])
+    first = writer.parts.position()
+    assert views.position < first
+    waited = writer.parts.after.relay_wait_seconds()
+    assert waited is not None and waited > 50
+    n = 11
+    while views.position < first:  # a new batch of commands every few milliseconds
+        assert time.monotonic() - begun < 10, "the views never took the flood's events"
+        time.sleep(0.005)
+        writer.handle([command("settings.set", {"interval_seconds": n % 2}, n)])
+        n += 1
+    assert time.monotonic() - begun >= aftercommit.VIEWS_DEFER_SECONDS
+    assert n > 12  # several batches came and went meanwhile
+    left = writer.parts.after.relay_wait_seconds()
+    assert left is not None and left < waited - aftercommit.VIEWS_DEFER_SECONDS / 2
