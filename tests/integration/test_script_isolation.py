@@ -502,7 +502,8 @@ parent = os.getppid()
 def test_a_script_that_stops_its_spawner_fails_only_its_own_execution(
     scripts: pathlib.Path, script_user: ScriptUser, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """SIGSTOP to the spawner from the script: its exit status never comes, so after the
+    """SIGSTOP to the spawner from the script: its exit status never comes (or, when the
+    script stops it before it answered the start, not even that answer), so after the
     spawner's answer time that execution fails naming the spawner, which is killed; the
     next script runs with a new spawner."""
     monkeypatch.setattr(spawner_module, "ANSWER_SECONDS", 1.0)
@@ -513,9 +514,10 @@ def test_a_script_that_stops_its_spawner_fails_only_its_own_execution(
     slot = ScriptSlot(str(scripts), finished.append, run_as=script_user.name)
     runner = slot.scripts
     assert runner.spawner is not None
-    slot.start(Run("exec-s", "job", "t", 1, "stop-parent", "", 60))
+    slot.prepare()  # the spawner started: its pid before the script can stop it
     first = runner.spawner.pid
     assert first is not None
+    slot.start(Run("exec-s", "job", "t", 1, "stop-parent", "", 60))
     deadline = time.monotonic() + 20
     step_until(slot, finished, 1, deadline)
     [ended] = finished
