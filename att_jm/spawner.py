@@ -44,6 +44,7 @@ Usage (by `Spawner`): python -m att_jm.spawner FD UID GID UMASK [PARENT]
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import ctypes
 import functools
@@ -59,6 +60,13 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
+
+try:
+    from _posixsubprocess import fork_exec as _posix_fork_exec
+
+    _fork_exec: Callable[..., int] | None = _posix_fork_exec
+except ImportError:  # not CPython on a POSIX system
+    _fork_exec = None
 
 _HEADER = struct.Struct(">I")
 #: The largest message taken (a Command is bounded far below: argv and environment together
@@ -136,14 +144,101 @@ def _returncode(info: os.waitid_result) -> int:
     return -info.si_status
 
 
-def _start(message: dict[str, Any], fds: list[int], umask: int) -> subprocess.Popen[bytes]:
+def _start(message: dict[str, Any], fds: list[int],
+           umask: int) -> subprocess.Popen[bytes] | int:
     """The script, as the runner's Popen path starts it; this process already runs as the
-    script user, so Popen switches no user and uses `vfork`."""
+    script user, so Popen switches no user and uses `vfork`. Started directly (its pid) where
+    `DIRECT_START` holds and argv[0] is a path, else by Popen itself (the `Popen`)."""
+    if DIRECT_START and os.path.dirname(message["argv"][0]):
+        return _start_directly(message["argv"], message["env"], message["cwd"], fds, umask)
     return subprocess.Popen(
         message["argv"], stdin=subprocess.DEVNULL, stdout=fds[0], stderr=fds[1],
         cwd=message["cwd"], env=message["env"], start_new_session=True, close_fds=True,
         umask=umask,
     )
+
+
+#: Scripts start through `_posixsubprocess.fork_exec` itself, the call `Popen` makes, with
+#: the arguments `Popen` gives it for the same start, without `Popen`'s own work around it
+#: (half of a start's time in this process: bench/README.md, session 18). The call is
+#: CPython's private one and its arguments change between releases: only on the release it
+#: is written for and tested with (tests/integration/test_script_isolation.py compares the
+#: processes both ways start, and their errors), and not with ATT_JM_SPAWN_WITH_POPEN=1 in
+#: the service's environment (the switch back to `Popen`, should a release break it).
+POPEN_ENV = "ATT_JM_SPAWN_WITH_POPEN"
+DIRECT_START = (_fork_exec is not None and sys.version_info[:2] == (3, 11)
+                and os.environ.get(POPEN_ENV, "") != "1")
+
+
+def _start_directly(argv: list[str], env: dict[str, str], cwd: str, fds: list[int],
+                    umask: int) -> int:
+    """`Popen(argv, stdin=DEVNULL, stdout=fds[0], stderr=fds[1], cwd=cwd, env=env,
+    start_new_session=True, close_fds=True, umask=umask)` as Python 3.11's makes it (a
+    `vfork`, no user switch): the same call and arguments, the same exceptions (OSError with
+    the errno, message and file the child reported; ValueError for what no process can be
+    given); the pid, the script left for this process to reap."""
+    fork_exec = _fork_exec
+    if fork_exec is None:
+        raise RuntimeError("no _posixsubprocess.fork_exec: DIRECT_START is false here")
+    args = [os.fsencode(arg) for arg in argv]
+    env_list = []
+    for key, value in env.items():
+        name = os.fsencode(key)
+        if b"=" in name:
+            raise ValueError("illegal environment variable name")
+        env_list.append(name + b"=" + os.fsencode(value))
+    stdin = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        errpipe_read, errpipe_write = os.pipe()  # non-inheritable: closed by the exec
+        try:
+            pid = fork_exec(
+                args, (args[0],), True, (errpipe_write,), cwd, env_list,
+                stdin, -1, -1, fds[0], -1, fds[1], errpipe_read, errpipe_write,
+                True, True, -1, None, None, None, umask, None, True)
+        except BaseException:
+            os.close(errpipe_read)
+            raise
+        finally:
+            os.close(errpipe_write)
+    finally:
+        os.close(stdin)
+    try:
+        report = bytearray()
+        while True:  # empty at the exec; what the child failed at, before it
+            part = os.read(errpipe_read, 50000)
+            report += part
+            if not part or len(report) > 50000:
+                break
+    finally:
+        os.close(errpipe_read)
+    if report:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
+        raise _child_error(bytes(report), argv[0], cwd)
+    return pid
+
+
+def _child_error(report: bytes, executable: str, cwd: str) -> Exception:
+    """The exception Python 3.11's `Popen` raises for what its child reported before the
+    exec (`subprocess.Popen._execute_child`)."""
+    try:
+        name, hex_errno, text = report.split(b":", 2)
+        message = text.decode()
+    except ValueError:
+        name, hex_errno = b"SubprocessError", b"0"
+        message = f"Bad exception data from child: {report!r}"
+    kind = getattr(builtins, name.decode("ascii"), subprocess.SubprocessError)
+    if not (isinstance(kind, type) and issubclass(kind, Exception)):
+        kind = subprocess.SubprocessError
+    if issubclass(kind, OSError) and hex_errno:
+        number = int(hex_errno, 16)
+        filename = executable
+        if message == "noexec":  # the exec never called: the chdir failed (3.11's reading)
+            message, filename = "", cwd
+        if number != 0:
+            message = os.strerror(number)
+        return kind(number, message, filename)
+    return kind(message)
 
 
 def _become(uid: int, gid: int) -> None:
@@ -196,8 +291,25 @@ def _die_with_parent(parent: int) -> None:
         os._exit(0)
 
 
+#: A started script: its `Popen`, or its pid when started directly.
+Started = subprocess.Popen[bytes] | int
+
+
+def _pid(started: Started) -> int:
+    return started if isinstance(started, int) else started.pid
+
+
+def _wait(started: Started) -> None:
+    """Reap a started script (blocking)."""
+    if isinstance(started, int):
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(started, 0)
+    else:
+        started.wait()
+
+
 def _spawn(conn: socket.socket, message: dict[str, Any], fds: list[int],
-           umask: int) -> subprocess.Popen[bytes] | None:
+           umask: int) -> Started | None:
     """Start one script and answer its pid, or answer why it did not start (None)."""
     try:
         if len(fds) != 2:
@@ -212,7 +324,7 @@ def _spawn(conn: socket.socket, message: dict[str, Any], fds: list[int],
     finally:
         for fd in fds:
             os.close(fd)
-    send(conn, {"pid": process.pid})
+    send(conn, {"pid": _pid(process)})
     return process
 
 
@@ -220,7 +332,7 @@ def serve(conn: socket.socket, umask: int) -> None:
     """Answer the service's requests until its end of the socket closes, or until another
     process changed what a script would inherit from this one (then it answers `tampered`)."""
     before = inherited()
-    exited: dict[int, subprocess.Popen[bytes]] = {}  # reported, not reaped yet
+    exited: dict[int, Started] = {}  # reported, not reaped yet
     try:
         while True:
             message, fds = receive(conn)
@@ -239,21 +351,22 @@ def serve(conn: socket.socket, umask: int) -> None:
             _reap(exited, message.get("reap"))  # answered first: the service goes on
             if process is None:
                 continue
-            info = os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOWAIT)
-            exited[process.pid] = process
+            pid = _pid(process)
+            info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
+            exited[pid] = process
             status = -signal.SIGKILL if info is None else _returncode(info)
-            send(conn, {"pid": process.pid, "status": status})
+            send(conn, {"pid": pid, "status": status})
     finally:
         for process in exited.values():
-            process.wait()
+            _wait(process)
 
 
-def _reap(exited: dict[int, subprocess.Popen[bytes]], pids: object) -> None:
+def _reap(exited: dict[int, Started], pids: object) -> None:
     """Reap the reported scripts among `pids` (a list from the service)."""
     for pid in pids if isinstance(pids, list) else ():
         process = exited.pop(pid, None) if isinstance(pid, int) else None
         if process is not None:
-            process.wait()
+            _wait(process)
 
 
 def main(argv: list[str]) -> None:
@@ -320,9 +433,12 @@ class Spawner:
     def __init__(
         self, uid: int, gid: int, umask: int, *, python: str = sys.executable,
         dumps: Callable[[dict[str, Any]], bytes] = encode,
-        loads: Callable[[bytes | bytearray], Any] = json.loads,
+        loads: Callable[[bytes | bytearray], Any] = json.loads, with_popen: bool = False,
     ) -> None:
         self._args = [str(uid), str(gid), str(umask)]
+        #: The spawner starts its scripts by `Popen` rather than directly (`DIRECT_START`),
+        #: as it also does with ATT_JM_SPAWN_WITH_POPEN=1 in this process's environment.
+        self.with_popen = with_popen
         self._python = python
         #: How this side encodes its requests and decodes the answers (the same JSON).
         self._dumps = dumps
@@ -349,6 +465,7 @@ class Spawner:
                 [self._python, "-m", "att_jm.spawner", str(theirs.fileno()), *self._args,
                  str(os.getpid())],
                 stdin=subprocess.DEVNULL, pass_fds=(theirs.fileno(),), process_group=0,
+                env=os.environ | {POPEN_ENV: "1"} if self.with_popen else None,
             )
         except BaseException:
             mine.close()

@@ -93,8 +93,8 @@ spared: list[int] = []
 def main(spec: dict[str, Any]) -> dict[str, Any]:
     """spec: scripts, script, command, timeout, execution_id; run_as (a user or null);
     subreaper (bool); children_files (false: read all of /proc as without CONFIG_PROC_CHILDREN);
-    sibling (an argv, or empty for none); switch (spawner, setpriv or popen: how the script
-    user is switched to); stop_at (a path: stop the script once it exists); kill_spawner
+    sibling (an argv, or empty for none); switch (spawner, spawner-popen, setpriv or popen:
+    how the script user is switched to); stop_at (a path: stop the script once it exists); kill_spawner
     (SIGKILL the spawner once the outcome came back, then close the runner)."""
     if spec.get("subreaper", True):
         assert runner.become_subreaper()
@@ -102,8 +102,10 @@ def main(spec: dict[str, Any]) -> dict[str, Any]:
         runner._CHILDREN_FILES = False  # the fallback, as without CONFIG_PROC_CHILDREN
     switch = spec.get("switch", "spawner")
     scripts = ScriptRunner(spec["scripts"], kill_grace_seconds=0.2, run_as=spec.get("run_as"),
-                           spare=lambda: spared, use_spawner=switch == "spawner",
+                           spare=lambda: spared, use_spawner=switch.startswith("spawner"),
                            use_setpriv=switch != "popen")
+    if scripts.spawner is not None:
+        scripts.spawner.with_popen = switch == "spawner-popen"
     request = Run(spec["execution_id"], "job", "trigger", 1, spec["script"],
                          spec.get("command", ""), spec.get("timeout", 10.0))
     outcome, sibling = follow(scripts, request, spec.get("sibling", []), spec.get("stop_at"))

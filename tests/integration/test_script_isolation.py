@@ -193,13 +193,18 @@ def step_until(slot: ScriptSlot, finished: list[Item], count: int, deadline: flo
 
 #: The three ways a script switches to the script user: the spawner (the default), setpriv
 #: (where the spawner cannot start), Popen itself (without setpriv either).
-SWITCHES = ("spawner", "setpriv", "popen")
+#: The spawner (starting its scripts directly, and by Popen: its switch back), setpriv,
+#: Popen's own switch.
+SWITCHES = ("spawner", "spawner-popen", "setpriv", "popen")
 
 
 def switched_runner(scripts: pathlib.Path, user: ScriptUser, switch: str) -> ScriptRunner:
-    runner = ScriptRunner(scripts, run_as=user.name, use_spawner=switch == "spawner",
+    spawned = switch.startswith("spawner")
+    runner = ScriptRunner(scripts, run_as=user.name, use_spawner=spawned,
                           use_setpriv=switch != "popen")
-    assert (runner.spawner is not None) is (switch == "spawner")
+    assert (runner.spawner is not None) is spawned
+    if runner.spawner is not None:
+        runner.spawner.with_popen = switch == "spawner-popen"
     assert (runner.setpriv is not None) is (switch != "popen")  # Debian's util-linux has it
     return runner
 
@@ -220,7 +225,7 @@ def test_every_user_switch_gives_the_script_the_same_credentials(
     runner = switched_runner(scripts, script_user, switch)
     started = runner.begin(Run("exec-st", "job", "t", 1, "status", "", 10))
     assert not isinstance(started, Outcome)
-    assert isinstance(started.proc, SpawnedScript) is (switch == "spawner")
+    assert isinstance(started.proc, SpawnedScript) is switch.startswith("spawner")
     outcome = runner.watch(started)
     result = None
     while result is None:
@@ -265,7 +270,8 @@ def test_every_user_switch_starts_the_same_process(
     reports = {switch: process_report(switched_runner(scripts, script_user, switch),
                                       "a b\n$(id) -- 'c'")
                for switch in SWITCHES}
-    assert reports["spawner"] == reports["popen"] == reports["setpriv"]
+    assert (reports["spawner"] == reports["spawner-popen"] == reports["popen"]
+            == reports["setpriv"])
     spawned = reports["spawner"]
     assert spawned["argv"] == [str(scripts / "process"), "a b\n$(id) -- 'c'"]
     assert spawned["session_leader"] is True and spawned["group_leader"] is True
