@@ -65,9 +65,9 @@ given_url() {
 }
 
 ensure_venv
+ensure_build_tools
 ensure_package
 ensure_mosquitto
-ensure_build_tools
 console_on() { [ "${ATT_JM_CONSOLE:-on}" != "off" ]; }
 metrics_on() { [ "${ATT_JM_METRICS:-on}" != "off" ]; }
 if console_on; then ensure_console; fi

@@ -26,10 +26,10 @@ die() { printf 'test.sh: error: %s\n' "$*" >&2; exit 1; }
 . "$ROOT/tools/setup.sh"
 
 ensure_venv
+ensure_build_tools
 ensure_package test
 ensure_mosquitto
 ensure_postgres
-ensure_build_tools
 ensure_console
 ensure_chromium
 export PATH="$VENV/bin:$PATH"

@@ -23,6 +23,8 @@ from typing import Any
 import orjson
 import structlog
 
+from att_jm import direct_start
+from att_jm.direct_start import DirectScript
 from att_jm.domain.runs import Outcome, Run
 from att_jm.errors import AttJmError
 from att_jm.spawner import SpawnedScript, Spawner, SpawnerGone, SpawnerLost
@@ -54,7 +56,7 @@ SWEEP_SECONDS = 2.0
 SETPRIV_PATHS = ("/usr/bin/setpriv", "/bin/setpriv")
 _PR_SET_CHILD_SUBREAPER = 36
 #: A started script: a Popen, or a script the spawner started (att_jm/spawner.py).
-ScriptProcess = subprocess.Popen[bytes] | SpawnedScript
+ScriptProcess = subprocess.Popen[bytes] | SpawnedScript | DirectScript
 _PR_GET_CHILD_SUBREAPER = 37
 _TICK_NS = 1_000_000_000 // os.sysconf("SC_CLK_TCK")
 #: At most this many problems are listed by `check_scripts_dir` (then a count of the rest).
@@ -1057,11 +1059,14 @@ class ScriptRunner:
     `run_as`: when this process runs as root (euid 0), scripts run as that user (its uid and
     primary group, no supplementary groups, umask 077); it must exist (`ensure_script_user`).
     Ignored, with one log line, when this process is not root: scripts run as its own user.
-    The switch is made by the spawner (att_jm/spawner.py: a small process, the script user's
-    from its start, that starts the script with Popen's `vfork`); where the spawner cannot start (or
-    `use_spawner=False`), by util-linux's `setpriv` (`find_setpriv`), exec'd in the script's
-    process right before the script, so that Python can start it with `vfork`; without
-    setpriv (or `use_setpriv=False`) by `Popen` itself, which needs a `fork`.
+    The switch is made in this process's own `vfork` child by the C part `att_jm._start`
+    (att_jm/direct_start.py; this process stays the script's parent); where that is not built
+    (or `use_direct=False`, or ATT_JM_DIRECT_START=0), by the spawner (att_jm/spawner.py: a
+    small process, the script user's from its start, that starts the script with Popen's
+    `vfork`); where the spawner cannot start (or `use_spawner=False`), by util-linux's
+    `setpriv` (`find_setpriv`), exec'd in the script's process right before the script, so
+    that Python can start it with `vfork`; without setpriv (or `use_setpriv=False`) by
+    `Popen` itself, which needs a `fork`.
     """
 
     def __init__(
@@ -1075,6 +1080,7 @@ class ScriptRunner:
         spare: Callable[[], Iterable[int]] | None = None,
         use_setpriv: bool = True,
         use_spawner: bool = True,
+        use_direct: bool = True,
         meanwhile: Callable[[], None] | None = None,
     ) -> None:
         self._scripts_dir = scripts_dir
@@ -1100,8 +1106,10 @@ class ScriptRunner:
         if self.user is not None and use_setpriv and self.setpriv is None:
             log.warning("runner.setpriv_missing", paths=list(SETPRIV_PATHS),
                         consequence="scripts start with fork, slower as the service grows")
+        #: Scripts start as the script user from this process with a vfork (att_jm._start).
+        self.direct = self.user is not None and use_direct and direct_start.available()
         #: The spawner that starts scripts as the script user (started at the first start).
-        self.spawner = None if self.user is None or not use_spawner else Spawner(
+        self.spawner = None if self.user is None or not use_spawner or self.direct else Spawner(
             self.user.uid, self.user.gid, SCRIPT_UMASK, dumps=spawner_dumps,
             loads=spawner_loads)
 
@@ -1200,6 +1208,14 @@ class ScriptRunner:
         cwd = base
         user = self.user
         argv = [path, request.command]
+        if self.direct and user is not None:
+            with self._lock:
+                direct = direct_start.start(argv, script_environment(cwd, request), cwd,
+                                            user.uid, user.gid, SCRIPT_UMASK)
+                self._running = direct
+                self._interrupted = False
+            self._meanwhile()  # while the script runs
+            return direct, False
         if self.spawner is not None:
             with self._lock:
                 try:

@@ -30,7 +30,7 @@ __all__ = [
 
 #: Settings the service of a benchmark takes from the benchmark's environment: the writer's and
 #: the relay's marks (bench/timeline.py, att_jm/timeline.py), the relay's niceness (A/B runs).
-PASSED_ON = ("ATT_JM_TIMELINE", "ATT_JM_RELAY_NICE")
+PASSED_ON = ("ATT_JM_TIMELINE", "ATT_JM_RELAY_NICE", "ATT_JM_DIRECT_START")
 
 
 @contextmanager

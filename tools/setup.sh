@@ -1,7 +1,8 @@
 # Shared set-up steps of run.sh and test.sh (sourced, not run). The caller defines
 # say/die and ROOT, VENV before sourcing it.
 #   ensure_venv                 .venv with Python >= 3.11 (installs python3-venv with apt if needed)
-#   ensure_package EXTRAS       pip install -e ".EXTRAS" again whenever pyproject.toml changes
+#   ensure_package EXTRAS       pip install -e ".EXTRAS" again whenever pyproject.toml, setup.py
+#                               or att_jm/_start.c changes (it builds the C part)
 #   find_mosquitto / ensure_mosquitto
 #                               the broker binary, installed with mosquitto-clients from apt
 #   find_initdb / ensure_postgres
@@ -72,7 +73,8 @@ ensure_package() {
   local extras=${1:-} spec=. stamp want
   [ -z "$extras" ] || spec=".[$extras]"
   stamp=$VENV/.att-jm-installed${extras:+-$extras}
-  want=$(cat "$ROOT/pyproject.toml" "$ROOT/tools/setup.sh" | sha256sum | cut -d' ' -f1)
+  want=$(cat "$ROOT/pyproject.toml" "$ROOT/setup.py" "$ROOT/att_jm/_start.c" "$ROOT/tools/setup.sh" \
+    | sha256sum | cut -d' ' -f1)
   if [ -x "$VENV/bin/att-jm" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
     return 0
   fi
@@ -122,18 +124,22 @@ ensure_postgres() {
   find_initdb >/dev/null || die "initdb still not found after apt-get install postgresql"
 }
 
-# What `att-jm setup` needs to build the broker's client-id plugin and make the TLS
-# certificates: a C compiler, mosquitto's plugin headers, openssl (apt when missing).
+# What the package's C part (att_jm/_start.c: a C compiler and the Python headers of the venv's
+# Python) and `att-jm setup` (the broker's client-id plugin, the TLS certificates: mosquitto's
+# plugin headers, openssl) need, from apt when missing. Before ensure_package, which builds the
+# C part (the venv must exist).
 ensure_build_tools() {
-  local missing=()
+  local missing=() include
   command -v cc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
+  include=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
+  [ -f "$include/Python.h" ] || missing+=(python3-dev)
   [ -f /usr/include/mosquitto_broker.h ] || missing+=(mosquitto-dev)
   # the plugin includes <mosquitto.h> too, which Debian ships apart (mosquitto-dev does not
   # depend on it)
   [ -f /usr/include/mosquitto.h ] || missing+=(libmosquitto-dev)
   command -v openssl >/dev/null 2>&1 || missing+=(openssl)
   if [ ${#missing[@]} -gt 0 ]; then
-    say "installing ${missing[*]} (apt): the broker's client-id plugin and TLS certificates"
+    say "installing ${missing[*]} (apt): the package's C part, the broker's client-id plugin, TLS certificates"
     apt_install "${missing[@]}"
   fi
 }

@@ -93,9 +93,10 @@ spared: list[int] = []
 def main(spec: dict[str, Any]) -> dict[str, Any]:
     """spec: scripts, script, command, timeout, execution_id; run_as (a user or null);
     subreaper (bool); children_files (false: read all of /proc as without CONFIG_PROC_CHILDREN);
-    sibling (an argv, or empty for none); switch (spawner, spawner-popen, setpriv or popen:
-    how the script user is switched to); stop_at (a path: stop the script once it exists); kill_spawner
-    (SIGKILL the spawner once the outcome came back, then close the runner)."""
+    sibling (an argv, or empty for none); switch (direct, spawner, spawner-popen, setpriv or
+    popen: how the script user is switched to); stop_at (a path: stop the script once it
+    exists); kill_spawner (SIGKILL the spawner once the outcome came back, then close the
+    runner)."""
     if spec.get("subreaper", True):
         assert runner.become_subreaper()
     if spec.get("children_files") is False:
@@ -103,7 +104,7 @@ def main(spec: dict[str, Any]) -> dict[str, Any]:
     switch = spec.get("switch", "spawner")
     scripts = ScriptRunner(spec["scripts"], kill_grace_seconds=0.2, run_as=spec.get("run_as"),
                            spare=lambda: spared, use_spawner=switch.startswith("spawner"),
-                           use_setpriv=switch != "popen")
+                           use_setpriv=switch != "popen", use_direct=switch == "direct")
     if scripts.spawner is not None:
         scripts.spawner.with_popen = switch == "spawner-popen"
     request = Run(spec["execution_id"], "job", "trigger", 1, spec["script"],

@@ -29,6 +29,7 @@ import structlog
 from helpers.processes import pids_with_env
 from helpers.runs import run_script
 
+from att_jm import direct_start
 from att_jm import runner as runner_module
 from att_jm import spawner as spawner_module
 from att_jm.domain.runs import Outcome, Run
@@ -193,15 +194,22 @@ def step_until(slot: ScriptSlot, finished: list[Item], count: int, deadline: flo
 
 #: The three ways a script switches to the script user: the spawner (the default), setpriv
 #: (where the spawner cannot start), Popen itself (without setpriv either).
-#: The spawner (starting its scripts directly, and by Popen: its switch back), setpriv,
-#: Popen's own switch.
-SWITCHES = ("spawner", "spawner-popen", "setpriv", "popen")
+@pytest.fixture
+def spawner_not_direct(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The service's script slot starts its scripts through the spawner (its tests)."""
+    monkeypatch.setenv(direct_start.DIRECT_START_ENV, "0")
+
+
+#: The service's own vfork (att_jm._start), the spawner (starting its scripts directly, and
+#: by Popen: its switch back), setpriv, Popen's own switch.
+SWITCHES = ("direct", "spawner", "spawner-popen", "setpriv", "popen")
 
 
 def switched_runner(scripts: pathlib.Path, user: ScriptUser, switch: str) -> ScriptRunner:
     spawned = switch.startswith("spawner")
     runner = ScriptRunner(scripts, run_as=user.name, use_spawner=spawned,
-                          use_setpriv=switch != "popen")
+                          use_setpriv=switch != "popen", use_direct=switch == "direct")
+    assert runner.direct is (switch == "direct")
     assert (runner.spawner is not None) is spawned
     if runner.spawner is not None:
         runner.spawner.with_popen = switch == "spawner-popen"
@@ -270,8 +278,8 @@ def test_every_user_switch_starts_the_same_process(
     reports = {switch: process_report(switched_runner(scripts, script_user, switch),
                                       "a b\n$(id) -- 'c'")
                for switch in SWITCHES}
-    assert (reports["spawner"] == reports["spawner-popen"] == reports["popen"]
-            == reports["setpriv"])
+    assert (reports["direct"] == reports["spawner"] == reports["spawner-popen"]
+            == reports["popen"] == reports["setpriv"])
     spawned = reports["spawner"]
     assert spawned["argv"] == [str(scripts / "process"), "a b\n$(id) -- 'c'"]
     assert spawned["session_leader"] is True and spawned["group_leader"] is True
@@ -505,6 +513,7 @@ parent = os.getppid()
 
 
 @needs_root
+@pytest.mark.usefixtures("spawner_not_direct")
 def test_a_script_that_stops_its_spawner_fails_only_its_own_execution(
     scripts: pathlib.Path, script_user: ScriptUser, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -538,6 +547,7 @@ def test_a_script_that_stops_its_spawner_fails_only_its_own_execution(
 
 
 @needs_root
+@pytest.mark.usefixtures("spawner_not_direct")
 def test_a_script_that_kills_its_spawner_while_it_runs_leaves_nothing(
     scripts: pathlib.Path, script_user: ScriptUser, open_dir: pathlib.Path,
 ) -> None:
@@ -583,6 +593,7 @@ spawner.main(["spawner", *sys.argv[1:]])
 
 
 @needs_root
+@pytest.mark.usefixtures("spawner_not_direct")
 def test_a_script_that_kills_its_spawner_before_it_answers_runs_once(
     scripts: pathlib.Path, script_user: ScriptUser, open_dir: pathlib.Path,
 ) -> None:
@@ -756,6 +767,7 @@ def test_a_stop_kills_what_a_running_script_started_in_another_session(
 
 
 @needs_root
+@pytest.mark.usefixtures("spawner_not_direct")
 def test_a_spawner_that_dies_under_a_script_fails_that_execution_only(
     scripts: pathlib.Path, script_user: ScriptUser,
 ) -> None:
@@ -1180,3 +1192,122 @@ def test_a_script_dir_check_lists_at_most_twenty_problems(open_dir: pathlib.Path
     assert len(problems) == 21
     assert problems[-1].startswith("... and ")
 
+
+
+# The service's own vfork (att_jm._start, att_jm/direct_start.py) -------------------------
+
+
+def test_the_c_part_is_built_under_ci() -> None:
+    """The test command builds att_jm._start (tools/setup.sh: a compiler and the Python
+    headers before the package); without it the service falls back to the spawner."""
+    if os.environ.get("CI") != "true" and not direct_start.available():
+        pytest.skip("att_jm._start is not built here (no compiler or Python headers)")
+    assert direct_start.available()
+
+
+@needs_root
+def test_as_root_the_runner_starts_scripts_itself_with_the_c_part(
+    scripts: pathlib.Path, script_user: ScriptUser, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """By default (root, a script user, the C part built) scripts start from the runner's
+    own process, which is their parent: no spawner; ATT_JM_DIRECT_START=0 brings it back."""
+    runner = ScriptRunner(scripts, run_as=script_user.name)
+    assert runner.direct and runner.spawner is None
+    started = runner.begin(Run("exec-dp", "job", "t", 1, "ok", "", 10))
+    assert not isinstance(started, Outcome)
+    assert isinstance(started.proc, direct_start.DirectScript)
+    assert os.getpid() == int(pathlib.Path(f"/proc/{started.proc.pid}/stat").read_text()
+                              .rsplit(")", 1)[1].split()[1])
+    outcome = runner.watch(started)
+    result = None
+    while result is None:
+        result = outcome.step(outcome.fds())
+    assert (result.result, result.exit_code) == (3, 0)
+    monkeypatch.setenv(direct_start.DIRECT_START_ENV, "0")
+    assert not ScriptRunner(scripts, run_as=script_user.name).direct
+
+
+@needs_root
+@pytest.mark.parametrize(("body", "code"), [("exit 7", 7), ("kill -TERM $$", -15),
+                                            ("kill -KILL $$", -9), ("exit 0", 0)])
+def test_a_direct_script_s_exit_status_is_popen_s(
+    scripts: pathlib.Path, script_user: ScriptUser, body: str, code: int,
+) -> None:
+    (scripts / "ends").write_text(f"#!/bin/sh\n{body}\n")
+    (scripts / "ends").chmod(0o755)
+    script = direct_start.start([str(scripts / "ends")], {"PATH": "/usr/bin:/bin"},
+                                str(scripts), script_user.uid, script_user.gid, 0o077)
+    assert script.wait() == code and script.poll() == code
+    script.stdout.close()
+    script.stderr.close()
+
+
+@needs_root
+def test_what_no_direct_start_can_make_fails_as_popen_fails(
+    scripts: pathlib.Path, script_user: ScriptUser,
+) -> None:
+    """A working directory that is gone names it; a `=` in a variable's name and ids out of
+    range are refused before anything starts; the signal mask of the caller is left as it
+    was, and nothing is left open."""
+    ok = str(scripts / "ok")
+    env = {"PATH": "/usr/bin:/bin"}
+    user = (script_user.uid, script_user.gid, 0o077)
+    fds_before = sorted(os.listdir("/proc/self/fd"))
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    with pytest.raises(FileNotFoundError) as gone:
+        direct_start.start([ok], env, str(scripts / "gone"), *user)
+    with pytest.raises(FileNotFoundError) as popen_gone:
+        subprocess.Popen([ok], cwd=str(scripts / "gone"), env=env, user=script_user.uid,
+                         group=script_user.gid, extra_groups=[], umask=0o077)
+    assert (gone.value.errno, gone.value.strerror, gone.value.filename) == (
+        popen_gone.value.errno, popen_gone.value.strerror, popen_gone.value.filename)
+    with pytest.raises(ValueError, match="illegal environment variable name"):
+        direct_start.start([ok], {"A=B": "c"}, str(scripts), *user)
+    with pytest.raises(ValueError, match="no such user or group id"):
+        direct_start.start([ok], env, str(scripts), -1, script_user.gid, 0o077)
+    with pytest.raises(ValueError, match="embedded null byte"):
+        direct_start.start([ok], env, str(scripts) + "\0x", *user)
+    assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == mask
+    assert sorted(os.listdir("/proc/self/fd")) == fds_before
+    assert not children_of(os.getpid())  # each failed child reaped
+
+
+@needs_root
+def test_direct_starts_while_signals_arrive_leave_the_caller_whole(
+    scripts: pathlib.Path, script_user: ScriptUser,
+) -> None:
+    """Starts made while another thread keeps signalling this process (a handler installed):
+    every script runs and exits 0 as the script user, the handler ran (in this process: no
+    more often than signals were sent, fewer where two met while one was pending or blocked
+    for a start), and this process keeps its own credentials."""
+    seen = []
+    previous = signal.signal(signal.SIGUSR1, lambda *_: seen.append(1))
+    sent = 0
+    stop = threading.Event()
+
+    def pester() -> None:
+        nonlocal sent
+        while not stop.is_set():
+            os.kill(os.getpid(), signal.SIGUSR1)
+            sent += 1
+            time.sleep(0.0005)
+
+    thread = threading.Thread(target=pester)
+    thread.start()
+    try:
+        (scripts / "who").write_text("#!/bin/sh\n[ \"$(id -u)\" = \"$1\" ]\n")
+        (scripts / "who").chmod(0o755)
+        for _ in range(200):
+            script = direct_start.start([str(scripts / "who"), str(script_user.uid)],
+                                        {"PATH": "/usr/bin:/bin"}, str(scripts),
+                                        script_user.uid, script_user.gid, 0o077)
+            assert script.wait() == 0
+            script.stdout.close()
+            script.stderr.close()
+    finally:
+        stop.set()
+        thread.join()
+        time.sleep(0.05)
+        signal.signal(signal.SIGUSR1, previous)
+    assert os.getresuid() == (0, 0, 0) and os.getresgid() == (0, 0, 0)
+    assert 0 < len(seen) <= sent
