@@ -19,6 +19,8 @@ from __future__ import annotations
 import os
 from typing import Final
 
+from att_jm.spawner import exec_arguments
+
 try:
     from att_jm import _start  # type: ignore[attr-defined]
 except ImportError:  # not built
@@ -78,13 +80,7 @@ def start(argv: list[str], env: dict[str, str], cwd: str, uid: int, gid: int,
         raise OSError("att_jm._start is not built")
     if not (0 <= uid < 2**32 - 1 and 0 <= gid < 2**32 - 1):
         raise ValueError(f"no such user or group id: {uid}, {gid}")
-    args = [os.fsencode(arg) for arg in argv]
-    env_list = []
-    for key, value in env.items():
-        name = os.fsencode(key)
-        if b"=" in name:
-            raise ValueError("illegal environment variable name")
-        env_list.append(name + b"=" + os.fsencode(value))
+    args, env_list = exec_arguments(argv, env)
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     try:

@@ -147,10 +147,11 @@ def _returncode(info: os.waitid_result) -> int:
 def _start(message: dict[str, Any], fds: list[int],
            umask: int) -> subprocess.Popen[bytes] | int:
     """The script, as the runner's Popen path starts it; this process already runs as the
-    script user, so Popen switches no user and uses `vfork`. Started directly (its pid) where
-    `DIRECT_START` holds and argv[0] is a path, else by Popen itself (the `Popen`)."""
-    if DIRECT_START and os.path.dirname(message["argv"][0]):
-        return _start_directly(message["argv"], message["env"], message["cwd"], fds, umask)
+    script user, so Popen switches no user and uses `vfork`. Started through Popen's own
+    call (its pid) where `FORK_EXEC_START` holds and argv[0] is a path, else by Popen itself
+    (the `Popen`)."""
+    if FORK_EXEC_START and os.path.dirname(message["argv"][0]):
+        return _start_by_fork_exec(message["argv"], message["env"], message["cwd"], fds, umask)
     return subprocess.Popen(
         message["argv"], stdin=subprocess.DEVNULL, stdout=fds[0], stderr=fds[1],
         cwd=message["cwd"], env=message["env"], start_new_session=True, close_fds=True,
@@ -166,11 +167,11 @@ def _start(message: dict[str, Any], fds: list[int],
 #: processes both ways start, and their errors), and not with ATT_JM_SPAWN_WITH_POPEN=1 in
 #: the service's environment (the switch back to `Popen`, should a release break it).
 POPEN_ENV = "ATT_JM_SPAWN_WITH_POPEN"
-DIRECT_START = (_fork_exec is not None and sys.version_info[:2] == (3, 11)
+FORK_EXEC_START = (_fork_exec is not None and sys.version_info[:2] == (3, 11)
                 and os.environ.get(POPEN_ENV, "") != "1")
 
 
-def _start_directly(argv: list[str], env: dict[str, str], cwd: str, fds: list[int],
+def _start_by_fork_exec(argv: list[str], env: dict[str, str], cwd: str, fds: list[int],
                     umask: int) -> int:
     """`Popen(argv, stdin=DEVNULL, stdout=fds[0], stderr=fds[1], cwd=cwd, env=env,
     start_new_session=True, close_fds=True, umask=umask)` as Python 3.11's makes it (a
@@ -179,14 +180,8 @@ def _start_directly(argv: list[str], env: dict[str, str], cwd: str, fds: list[in
     given); the pid, the script left for this process to reap."""
     fork_exec = _fork_exec
     if fork_exec is None:
-        raise RuntimeError("no _posixsubprocess.fork_exec: DIRECT_START is false here")
-    args = [os.fsencode(arg) for arg in argv]
-    env_list = []
-    for key, value in env.items():
-        name = os.fsencode(key)
-        if b"=" in name:
-            raise ValueError("illegal environment variable name")
-        env_list.append(name + b"=" + os.fsencode(value))
+        raise RuntimeError("no _posixsubprocess.fork_exec: FORK_EXEC_START is false here")
+    args, env_list = exec_arguments(argv, env)
     stdin = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
     try:
         errpipe_read, errpipe_write = os.pipe()  # non-inheritable: closed by the exec
@@ -216,6 +211,18 @@ def _start_directly(argv: list[str], env: dict[str, str], cwd: str, fds: list[in
             os.waitpid(pid, 0)
         raise _child_error(bytes(report), argv[0], cwd)
     return pid
+
+
+def exec_arguments(argv: list[str], env: dict[str, str]) -> tuple[list[bytes], list[bytes]]:
+    """argv and the environment as `execve` takes them (as `Popen` encodes them); ValueError
+    for a `=` in a variable's name."""
+    env_list = []
+    for key, value in env.items():
+        name = os.fsencode(key)
+        if b"=" in name:
+            raise ValueError("illegal environment variable name")
+        env_list.append(name + b"=" + os.fsencode(value))
+    return [os.fsencode(arg) for arg in argv], env_list
 
 
 def _child_error(report: bytes, executable: str, cwd: str) -> Exception:
@@ -291,7 +298,7 @@ def _die_with_parent(parent: int) -> None:
         os._exit(0)
 
 
-#: A started script: its `Popen`, or its pid when started directly.
+#: A started script: its `Popen`, or its pid when started through `fork_exec`.
 Started = subprocess.Popen[bytes] | int
 
 
@@ -436,7 +443,7 @@ class Spawner:
         loads: Callable[[bytes | bytearray], Any] = json.loads, with_popen: bool = False,
     ) -> None:
         self._args = [str(uid), str(gid), str(umask)]
-        #: The spawner starts its scripts by `Popen` rather than directly (`DIRECT_START`),
+        #: The spawner starts its scripts by `Popen` rather than by its call (`FORK_EXEC_START`),
         #: as it also does with ATT_JM_SPAWN_WITH_POPEN=1 in this process's environment.
         self.with_popen = with_popen
         self._python = python

@@ -1,4 +1,4 @@
-"""The spawner's direct start (`_posixsubprocess.fork_exec`, as `Popen` calls it) against
+"""The spawner's start through `_posixsubprocess.fork_exec` (as `Popen` calls it) against
 `Popen` itself: the same process started, the same exceptions for what cannot start.
 
 No root needed: both run in this process, as whatever user runs the tests (the spawner runs
@@ -31,13 +31,13 @@ def by_popen(argv: list[str], env: dict[str, str], cwd: str, fds: list[int]) -> 
     return process.pid
 
 
-def directly(argv: list[str], env: dict[str, str], cwd: str, fds: list[int]) -> int:
-    pid = spawner._start_directly(argv, env, cwd, fds, 0o077)
+def by_fork_exec(argv: list[str], env: dict[str, str], cwd: str, fds: list[int]) -> int:
+    pid = spawner._start_by_fork_exec(argv, env, cwd, fds, 0o077)
     os.waitpid(pid, 0)
     return pid
 
 
-STARTS: dict[str, Start] = {"popen": by_popen, "direct": directly}
+STARTS: dict[str, Start] = {"popen": by_popen, "fork_exec": by_fork_exec}
 
 
 @pytest.fixture
@@ -50,8 +50,8 @@ def pipes() -> Iterator[tuple[list[int], list[int]]]:
             os.close(fd)
 
 
-def test_direct_start_is_on_for_the_python_it_is_written_for() -> None:
-    assert spawner.DIRECT_START is (sys.version_info[:2] == (3, 11)
+def test_the_fork_exec_start_is_on_for_the_python_it_is_written_for() -> None:
+    assert spawner.FORK_EXEC_START is (sys.version_info[:2] == (3, 11)
                                     and os.environ.get(spawner.POPEN_ENV) != "1")
 
 
@@ -78,25 +78,25 @@ def report(start: Start, tmp_path: pathlib.Path) -> dict[str, str]:
     return seen
 
 
-def test_the_direct_start_starts_the_process_popen_starts(tmp_path: pathlib.Path) -> None:
-    direct, popen = report(directly, tmp_path), report(by_popen, tmp_path)
-    assert direct == popen
-    assert direct["argv"] == f"{tmp_path / 'report'}|a b"  # $1 up to its newline
-    assert direct["umask"] == "0077" and direct["cwd"] == str(tmp_path)
-    assert direct["ODD"] == "a b" and direct["LANG"] == "C.UTF-8"
-    assert direct["fd0"] == "/dev/null" and direct["fd1"] == direct["fd2"] == "pipe"
-    assert "fd3" not in direct  # nothing else open (ls's own directory descriptor aside)
-    assert direct["SigBlk"] == "0000000000000000"
+def test_the_fork_exec_start_starts_the_process_popen_starts(tmp_path: pathlib.Path) -> None:
+    started, popen = report(by_fork_exec, tmp_path), report(by_popen, tmp_path)
+    assert started == popen
+    assert started["argv"] == f"{tmp_path / 'report'}|a b"  # $1 up to its newline
+    assert started["umask"] == "0077" and started["cwd"] == str(tmp_path)
+    assert started["ODD"] == "a b" and started["LANG"] == "C.UTF-8"
+    assert started["fd0"] == "/dev/null" and started["fd1"] == started["fd2"] == "pipe"
+    assert "fd3" not in started  # nothing else open (ls's own directory descriptor aside)
+    assert started["SigBlk"] == "0000000000000000"
 
 
-def test_the_direct_start_leads_a_session_of_its_own(
+def test_the_fork_exec_start_leads_a_session_of_its_own(
     tmp_path: pathlib.Path, pipes: tuple[list[int], list[int]],
 ) -> None:
     script = tmp_path / "sid"
     script.write_text("#!/bin/sh\nps -o pid=,sid=,pgid= $$\n")
     script.chmod(0o755)
     reads, writes = pipes
-    pid = spawner._start_directly([str(script)], ENV, str(tmp_path), writes, 0o077)
+    pid = spawner._start_by_fork_exec([str(script)], ENV, str(tmp_path), writes, 0o077)
     os.waitpid(pid, 0)
     for fd in writes:
         os.close(fd)
@@ -146,4 +146,4 @@ def test_what_cannot_start_fails_as_popen_fails(tmp_path: pathlib.Path, case: st
         argv[1] = "x" * 200 * 1024
     elif case == "directory":
         argv[0] = str(tmp_path)
-    assert failure(directly, argv, env, cwd) == failure(by_popen, argv, env, cwd)
+    assert failure(by_fork_exec, argv, env, cwd) == failure(by_popen, argv, env, cwd)
