@@ -1039,6 +1039,30 @@ def spawner_loads(body: bytes | bytearray) -> Any:
         return json.loads(body)
 
 
+def _popen(argv: list[str], cwd: str, request: Run, user: ScriptUser | None,
+           umask: int) -> subprocess.Popen[bytes]:
+    """Start `argv` as the script's process (as `user` when given: Popen switches)."""
+    return subprocess.Popen(
+        argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        cwd=cwd, env=script_environment(cwd, request), start_new_session=True,
+        close_fds=True, user=None if user is None else user.uid,
+        group=None if user is None else user.gid,
+        extra_groups=None if user is None else [], umask=umask,
+    )
+
+
+def _meanwhile(work: Callable[[], None] | None) -> None:
+    """The caller's `meanwhile` work (see `ScriptRunner`), done while a script starts or
+    runs: the writer's time that would otherwise go to waiting. A failure is logged; the
+    start goes on."""
+    if work is None:
+        return
+    try:
+        work()
+    except Exception as error:  # noqa: BLE001 -- the start is under way: log, go on
+        log.warning("runner.meanwhile_failed", error=repr(error))
+
+
 def _not_started(feedback: str, started: float) -> Outcome:
     return Outcome.failed(feedback, time.monotonic() - started)
 
@@ -1084,7 +1108,7 @@ class ScriptRunner:
         meanwhile: Callable[[], None] | None = None,
     ) -> None:
         self._scripts_dir = scripts_dir
-        #: The caller's own work done while the spawner starts a script (see `_meanwhile`).
+        #: The caller's own work done while a script starts or runs (see `_meanwhile`).
         self._meanwhile_work = meanwhile
         self.output_cap = output_cap
         self._feedback_stderr_cap = feedback_stderr_cap
@@ -1168,18 +1192,6 @@ class ScriptRunner:
                 self._interrupted = True
                 _signal_group(self._running.pid, signal.SIGKILL)
 
-    def _meanwhile(self) -> None:
-        """The caller's `meanwhile` work, while the spawner starts the script (its vfork and
-        exec, then its answer): the writer's time that would otherwise go to waiting for
-        the answer. A failure is logged; the start goes on."""
-        work = self._meanwhile_work
-        if work is None:
-            return
-        try:
-            work()
-        except Exception as error:  # noqa: BLE001 -- the start is under way: log, go on
-            log.warning("runner.meanwhile_failed", error=repr(error))
-
     def _lost_start(self, request: Run, since: int, started: float,
                     error: SpawnerLost) -> Outcome:
         """The spawner was lost before it said whether the script started (it was stopped
@@ -1214,14 +1226,15 @@ class ScriptRunner:
                                             user.uid, user.gid, SCRIPT_UMASK)
                 self._running = direct
                 self._interrupted = False
-            self._meanwhile()  # while the script runs
+            _meanwhile(self._meanwhile_work)  # while the script runs
             return direct, False
         if self.spawner is not None:
             with self._lock:
                 try:
                     spawned = self.spawner.spawn(
                         argv, script_environment(cwd, request), cwd,
-                        meanwhile=None if self._meanwhile_work is None else self._meanwhile)
+                        meanwhile=None if self._meanwhile_work is None
+                        else lambda: _meanwhile(self._meanwhile_work))
                 except SpawnerLost as error:
                     self._spawner_failed(error)
                     raise
@@ -1237,8 +1250,8 @@ class ScriptRunner:
             argv = setpriv_argv(self.setpriv, user, argv)
         with self._lock:
             try:
-                proc = self._popen(argv, cwd, request, user if switch else None,
-                                   SCRIPT_UMASK if user is not None else -1)
+                proc = _popen(argv, cwd, request, user if switch else None,
+                              SCRIPT_UMASK if user is not None else -1)
             except OSError as error:  # setpriv's exec failed: name the script, as without it
                 if argv[0] == path or error.errno is None:
                     raise
@@ -1246,25 +1259,6 @@ class ScriptRunner:
             self._running = proc
             self._interrupted = False
         return proc, argv[0] != path
-
-    @staticmethod
-    def _popen(argv: list[str], cwd: str, request: Run, user: ScriptUser | None,
-               umask: int) -> subprocess.Popen[bytes]:
-        """Start `argv` as the script's process (as `user` when given: Popen switches)."""
-        return subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            cwd=cwd,
-            env=script_environment(cwd, request),
-            start_new_session=True,
-            close_fds=True,
-            user=None if user is None else user.uid,
-            group=None if user is None else user.gid,
-            extra_groups=None if user is None else [],
-            umask=umask,
-        )
 
     def finish(self, script: StartedScript, *, leader_exited: bool = False) -> int:
         """Kill leftovers of the group (its leader is not reaped yet) and every other process

@@ -219,6 +219,26 @@ def connect(where: Mapping[str, Any], app: str, timeout: float) -> psycopg.Conne
     return psycopg.connect(conninfo, **params)
 
 
+def _open(where: Mapping[str, Any], app: str, timeout: float, schema: str | None,
+          instance: str) -> tuple[psycopg.Connection[Any], bool]:
+    """A connection for the lease, its table made (and `schema`, when given, one process at
+    a time); and whether it took the instance name's lock."""
+    db = connect(where, app, timeout)
+    try:
+        with db.transaction():
+            db.execute("SELECT pg_advisory_xact_lock(%s, %s)", _DDL_LOCK)
+            if schema is not None:
+                db.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
+                    sql.Identifier(schema)))
+            db.execute(_CREATE)
+        taken = db.execute("SELECT pg_try_advisory_lock(%s, hashtext(%s))",
+                           (_INSTANCE_LOCK_CLASS, instance)).fetchone()
+    except BaseException:
+        db.close()
+        raise
+    return db, bool(taken and taken[0])
+
+
 class Lease:
     """The lease of one instance: taken by `try_acquire`, kept by `keep`, checked by `valid`
     and `check` (and in PostgreSQL by the fence, `install_fence`), given back by `release`.
@@ -264,20 +284,9 @@ class Lease:
     def _connection(self) -> psycopg.Connection[Any]:
         if self._db is not None and not self._db.closed:
             return self._db
-        db = connect(self.where, self.app, self.times.statement_seconds)
-        try:
-            with db.transaction():
-                db.execute("SELECT pg_advisory_xact_lock(%s, %s)", _DDL_LOCK)
-                if self.schema is not None:
-                    db.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
-                        sql.Identifier(self.schema)))
-                db.execute(_CREATE)
-            taken = db.execute("SELECT pg_try_advisory_lock(%s, hashtext(%s))",
-                               (_INSTANCE_LOCK_CLASS, self.instance)).fetchone()
-        except BaseException:
-            db.close()
-            raise
-        if taken and taken[0]:
+        db, named = _open(self.where, self.app, self.times.statement_seconds, self.schema,
+                          self.instance)
+        if named:
             self._named = True
         elif not self._named:
             db.close()
