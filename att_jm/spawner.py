@@ -1,5 +1,8 @@
 """The script spawner: a small process that starts the scripts as the script user.
 
+Where the package's C part is built, the writer starts scripts itself (att_jm/direct_start.py,
+ADR 0003); the spawner is the way where it is not, or with ATT_JM_DIRECT_START=0.
+
 As root, a script must start as the script user. Python's `subprocess` can switch the user
 itself only with a `fork` (it rules `vfork` out whenever it changes the user), and a fork
 copies the caller's page tables, slower as the caller grows; util-linux's `setpriv` keeps
@@ -8,8 +11,9 @@ trivial script's start (bench/README.md). Here a process that imports only the s
 library (`python -m att_jm.spawner`, started by the service as root, stopped with it,
 killed if it dies) becomes the script user itself as it starts (real, effective and saved
 ids, no other group, no capability) and starts each script with the `Popen` call the
-service would make without the switch: a `vfork`, the script exec'd with the credentials
-it would have been given. The service still follows the script's pipes, sees its exit
+service would make without the switch (through that call itself, `fork_exec`, on Python
+3.11: `FORK_EXEC_START`): a `vfork`, the script exec'd with the credentials it would have
+been given. The service still follows the script's pipes, sees its exit
 through a pidfd and kills what it leaves; only the start and the exit status travel over
 the socket.
 
