@@ -153,8 +153,9 @@ def service_round(count: int, cpu: dict[str, float] | None = None) -> float:
 
 def processes(service: Service, broker: int | None) -> dict[str, int]:
     """The pids whose CPU time `--cores` reads: the writer, its relay and its script
-    spawner (as root with a script user; the scripts are then its children), the broker,
-    this process."""
+    spawner (as root with a script user where the writer does not start the scripts itself,
+    ADR 0003; the scripts are then its children: its row is 0 otherwise), the broker, this
+    process."""
     writer = service.pid
     if writer is None or broker is None:
         raise RuntimeError("the service or the broker is not running")
