@@ -51,12 +51,31 @@ def open_scripts() -> Iterator[Path]:
     shutil.rmtree(top, ignore_errors=True)
 
 
+def spawners_of(pid: int) -> list[int]:
+    """The script spawner processes among `pid`'s children."""
+    found = []
+    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+        try:
+            argv = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"att_jm.spawner" in argv:
+            found.append(int(child))
+    return found
+
+
+@pytest.mark.parametrize("way", ["direct", "spawner"])
 def test_scripts_run_as_the_script_user_and_leave_nothing_behind(
     service_factory: ServiceFactory, mqtt: TestClient, open_scripts: Path,
-    script_user: ScriptUser,
+    script_user: ScriptUser, way: str,
 ) -> None:
-    service = service_factory(scripts_dir=open_scripts,
-                              env={"ATT_JM_SCRIPT_USER": script_user.name})
+    """Either way a script starts as root: from the writer's own vfork (the C part, the
+    default) or through the spawner (ATT_JM_DIRECT_START=0, and where the C part is not
+    built)."""
+    env = {"ATT_JM_SCRIPT_USER": script_user.name}
+    if way == "spawner":
+        env["ATT_JM_DIRECT_START"] = "0"
+    service = service_factory(scripts_dir=open_scripts, env=env)
     operator = Operator(service, mqtt)
     operator.ok("settings.set", {"interval_seconds": 0})
     operator.add_job("who", "whoami", "t")
@@ -70,8 +89,10 @@ def test_scripts_run_as_the_script_user_and_leave_nothing_behind(
     )
     assert rows["daemon"]["feedback"] == "left a daemon"
     assert pids_with_env(f"ATT_JM_EXECUTION_ID={rows['daemon']['id']}") == []
-    # The first start loaded the second entry while the spawner started the script.
+    # The first start loaded the second entry while the script started.
     assert "runner.meanwhile_failed" not in service.log_text()
+    assert service.pid is not None
+    assert bool(spawners_of(service.pid)) is (way == "spawner")
     service.stop()  # the relay was spared: it stops cleanly (a non-zero exit would fail here)
 
 
