@@ -29,9 +29,14 @@ except ImportError:  # not built
 DIRECT_START_ENV: Final = "ATT_JM_DIRECT_START"
 
 
+def built() -> bool:
+    """Whether the C part was built with the package."""
+    return _start is not None
+
+
 def available() -> bool:
     """Whether scripts can start this way here (built, not switched off, Linux)."""
-    return _start is not None and os.environ.get(DIRECT_START_ENV, "1") != "0"
+    return built() and os.environ.get(DIRECT_START_ENV, "1") != "0"
 
 
 class DirectScript:

@@ -1063,6 +1063,21 @@ def _meanwhile(work: Callable[[], None] | None) -> None:
         log.warning("runner.meanwhile_failed", error=repr(error))
 
 
+def _log_start_way(user: ScriptUser | None, direct: bool, spawner: Spawner | None,
+                   setpriv: str | None) -> None:
+    """One line at start: how scripts become the script user (docs/operations.md), and a
+    warning when the C part that starts them fastest was not built."""
+    if user is None:
+        return
+    way = ("direct" if direct else "spawner" if spawner is not None
+           else "setpriv" if setpriv is not None else "popen")
+    log.info("runner.start_way", way=way, user=user.name, uid=user.uid)
+    if not direct_start.built():
+        log.warning("runner.direct_start_unbuilt", way=way,
+                    consequence="att_jm._start was not built (no C compiler or Python headers "
+                                "at install): scripts start the slower way")
+
+
 def _not_started(feedback: str, started: float) -> Outcome:
     return Outcome.failed(feedback, time.monotonic() - started)
 
@@ -1136,6 +1151,7 @@ class ScriptRunner:
         self.spawner = None if self.user is None or not use_spawner or self.direct else Spawner(
             self.user.uid, self.user.gid, SCRIPT_UMASK, dumps=spawner_dumps,
             loads=spawner_loads)
+        _log_start_way(self.user, self.direct, self.spawner, self.setpriv)
 
     def prepare(self) -> None:
         """Start the spawner now, if there is one (else the first script's start would wait

@@ -3,6 +3,7 @@ unsafe scripts directory stops the service from starting (ATT_JM_SCRIPT_USER).""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -93,6 +94,9 @@ def test_scripts_run_as_the_script_user_and_leave_nothing_behind(
     assert "runner.meanwhile_failed" not in service.log_text()
     assert service.pid is not None
     assert bool(spawners_of(service.pid)) is (way == "spawner")
+    lines = [json.loads(line) for line in service.log_text().splitlines() if line.startswith("{")]
+    assert [line["way"] for line in lines if line["event"] == "runner.start_way"] == [way]
+    assert not [line for line in lines if line["event"] == "runner.direct_start_unbuilt"]
     service.stop()  # the relay was spared: it stops cleanly (a non-zero exit would fail here)
 
 
