@@ -174,7 +174,7 @@ class Commands:
             args = orjson.loads(payload) if payload.strip() else {}
         except orjson.JSONDecodeError as error:
             raise InvalidInput(f"the arguments are not JSON: {error}") from None
-        check_depth(args)
+        check_depth(args, text=payload)
         return cmd.parse_command(name, args)
 
     # The handlers --------------------------------------------------------------------------

@@ -152,7 +152,7 @@ class Notifications:
             key = None
         if not isinstance(body, dict):
             raise InvalidInput("the payload must be a JSON object")
-        check_depth(body)
+        check_depth(body, text=payload)
         nid = body.get("id")
         if not isinstance(nid, str) or not 1 <= len(nid) <= lim.MAX_NOTIFICATION_ID_CHARS:
             raise InvalidInput('"id" must be a string of 1-200 characters')

@@ -110,7 +110,7 @@ class InstanceReads:
             args = orjson.loads(payload) if payload.strip() else {}
         except orjson.JSONDecodeError as error:
             raise InvalidInput(f"the arguments are not JSON: {error}") from None
-        check_depth(args)
+        check_depth(args, text=payload)
         command = parse_command(name, args)
         if not isinstance(command, ViewsGet | TraceGet):  # pragma: no cover -- READS only
             raise UnknownCommand(f"not a read command: {lim.shown(name)}")
