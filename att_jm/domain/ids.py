@@ -19,7 +19,7 @@ def uuid5(namespace: UUID, name: str) -> UUID:
     message's path: `uuid.uuid5` builds the UUID from bytes through every check of
     `UUID.__init__`)."""
     data = (_NAMESPACE_BYTES if namespace is NAMESPACE else namespace.bytes) + name.encode()
-    return UUID(int=int.from_bytes(sha1(data, usedforsecurity=False).digest()[:16]) & _KEEP
+    return UUID(int=int.from_bytes(sha1(data, usedforsecurity=False).digest()[:16], "big") & _KEEP
                 | _SET)
 
 
