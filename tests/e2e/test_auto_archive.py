@@ -196,13 +196,28 @@ def test_no_archive_appears_with_the_setting_off(
     service_factory: ServiceFactory, mqtt: TestClient, tmp_path: Path,
 ) -> None:
     service = service_factory(extra_args=FAST_SEALS)
+    online = time.monotonic()  # the archival's period counts from before this
     operator = Operator(service, mqtt)
     assert operator.view("settings")["settings"]["archive"] == {"max_age_days": None,
                                                                 "every_seconds": 3600.0}
-    operator.ok("settings.set", {"interval_seconds": 0})
+    # Still off, with a period of 1 s: were it on, a run would be due 1 s after the start
+    # (with the default period, only after an hour: nothing this test could see).
+    settings = operator.ok("settings.set", {"interval_seconds": 0,
+                                            "archive": {"every_seconds": 1}})
+    assert settings["archive"] == {"max_age_days": None, "every_seconds": 1.0}
     operator.add_job("ipx", "ipx-update", "channel-up", command="channel={channel}")
     run_jobs(operator, "n", 10)
-    time.sleep(3)
+    time.sleep(max(0.0, online + 1.0 - time.monotonic()))  # the period has passed
+    # Each turn of the writer's timers decides on the archival, then seals (Writer.tick): a
+    # seal of a position written from now on comes from a turn that took that decision after
+    # the period (a notification that runs nothing writes that position).
+    received = mqtt.subscribe(service.topic("job-manager/events/notification.received"))
+    seals = mqtt.subscribe(service.topic("job-manager/seals"))
+    operator.notify("nothing-listens", {"id": "after-the-period"})
+    position = received.wait_for(
+        lambda m: m.json()["data"]["notification_id"] == "after-the-period",
+        timeout=30).json()["position"]
+    seals.wait_for(lambda m: m.json()["position"] >= position, timeout=30)
     archives = Path(service.store).parent / "archives"
     assert not archives.exists() or not list(archives.iterdir())
     assert anchor_position(str(service.store)) is None

@@ -43,14 +43,22 @@ def test_a_notification_matching_no_job_is_recorded_and_runs_nothing(
     assert operator.view("queue")["total"] == 0
 
 
-def test_a_match_condition_on_a_nested_field_filters(operator: Operator) -> None:
+def test_a_match_condition_on_a_nested_field_filters(
+    operator: Operator, mqtt: TestClient
+) -> None:
+    received = mqtt.subscribe(operator.service.topic("job-manager/events/notification.received"))
     operator.ok("settings.set", {"interval_seconds": 0})
     operator.add_job("north", "ipx-update", "up", match={"site.region": "north"})
     operator.notify("up", {"id": "a", "channel": "c1", "site": {"region": "south"}})
     operator.notify("up", {"id": "b", "channel": "c2", "site": {"region": "north"}})
     executed = operator.wait_view("executed", lambda v: v["total"] == 1)
     assert executed["rows"][0]["notification_id"] == "b"
-    time.sleep(0.3)
+    # "a" was handled before "b" (same topic, in order): its event says what it enqueued
+    events = {m.json()["data"]["notification_id"]: m.json()["data"]
+              for m in received.wait_for_count(2, timeout=15)}
+    assert events["a"]["enqueued"] == []
+    assert events["b"]["enqueued"] != []
+    assert operator.view("queue")["total"] == 0
     assert operator.view("executed")["total"] == 1
 
 

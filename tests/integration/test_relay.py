@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -128,12 +129,24 @@ def positions(messages: list[Message]) -> list[int]:
     return [orjson.loads(m.payload)["position"] for m in messages]
 
 
-def settled(events: Subscription, quiet: float = 0.5) -> None:
-    """Wait until nothing new has arrived for `quiet` s."""
-    count = -1
-    while count != len(events.messages()):
-        count = len(events.messages())
-        time.sleep(quiet)
+def connection_ends(broker: Broker, settings: Settings) -> int:
+    """How many ends of the relay's connection (client id `<client_id>.events`) the broker
+    logged: a DISCONNECT, a closed or reset socket, a take-over."""
+    client_id = re.escape(f"{settings.client_id}.events")
+    return len(re.findall(rf"\b[Cc]lient {client_id}[ ,]", broker.log_text()))
+
+
+def taken_before_its_end(broker: Broker, settings: Settings, ends: int,
+                         subscription: Subscription, marker_topic: str) -> list[Message]:
+    """What `subscription` received of a relay whose connection is over, all of it: once the
+    broker logged the end (its `ends`+1-th) it takes nothing more from that connection, and
+    a marker published then on `marker_topic` comes after whatever it took
+    (`Subscription.barrier`)."""
+    deadline = time.monotonic() + 15
+    while connection_ends(broker, settings) <= ends:
+        assert time.monotonic() < deadline, broker.log_text()[-2000:]
+        time.sleep(0.02)
+    return subscription.barrier(marker_topic)
 
 
 def wait_for_position(events: Subscription, position: int, timeout: float = 15.0) -> None:
@@ -333,12 +346,14 @@ def test_a_relay_killed_with_sigkill_resumes_after_its_recorded_position(
     settings = settings_for(broker, store_log.store)
     first = children(settings)
     wait_for_count(events, 5000, timeout=15)
+    ends = connection_ends(broker, settings)
     first.kill()
     recorded = published_position(store_log.store)
     assert recorded is not None
     assert recorded < end  # killed mid-stream
-    settled(events)  # what the broker took before the kill has arrived
-    before = positions(events.messages())
+    # what the broker took before the kill, all arrived
+    before = positions(taken_before_its_end(broker, settings, ends, events,
+                                            "att/job-manager/events/marker"))
     assert before == list(range(1, len(before) + 1))  # in order, no gap
     assert recorded <= before[-1]  # only positions the broker acknowledged are recorded
     events.clear()
@@ -536,7 +551,8 @@ def test_every_view_is_published_retained_as_the_views_file_holds_it(
 def test_a_changed_view_is_published_again_coalesced_and_the_last_state_at_a_stop(
     broker: Broker, mqtt: TestClient, store_log: Log, children: Callable[..., Child],
 ) -> None:
-    child = children(settings_for(broker, store_log.store))
+    settings = settings_for(broker, store_log.store)
+    child = children(settings)
     jobs = mqtt.subscribe("att/job-manager/views/jobs")
     wait_for_count(jobs, 1)  # the first publication, after connecting
     began = time.monotonic()
@@ -548,9 +564,10 @@ def test_a_changed_view_is_published_again_coalesced_and_the_last_state_at_a_sto
         child.process.stdin.flush()
         time.sleep(0.01)
     changing = time.monotonic() - began
+    ends = connection_ends(broker, settings)
     assert child.close_stdin() == 0  # the stop publishes what changed since the last one
-    settled(jobs, quiet=0.3)
-    received = [m.json() for m in jobs.messages()]
+    received = [m.json() for m in taken_before_its_end(
+        broker, settings, ends, jobs, "att/job-manager/views/jobs")]
     assert received[-1] == store_log.views.payload("jobs", 1000)
     assert len(received[-1]["rows"]) == 40
     # the first, at most one per period while the changes came, and the last
