@@ -196,6 +196,12 @@ class Topics:
         """Whether the raw topic `topic` lies under the notifications (a cheap test)."""
         return topic.startswith(self.notifications_root.encode())
 
-    def is_reply(self, topic: str) -> bool:
-        """Whether `topic` lies under the reply tree (where the service may answer)."""
-        return topic.startswith(self.replies_root)
+    def is_reply(self, topic: str, actor: str) -> bool:
+        """Whether `topic` is in `actor`'s reply tree, what the filter
+        `P/job-manager/replies/{actor}/#` matches: the only place the service answers
+        `actor`'s commands (the shipped ACL lets each user read only its own tree; answering
+        elsewhere would let one operator have the service write into another's)."""
+        if not actor:
+            return False
+        base = self.replies(actor)
+        return topic == base or topic.startswith(base + "/")

@@ -71,7 +71,9 @@ class InstanceReads:
     def answer(self, topic: str, payload: bytes, response_topic: str | None,
                correlation: bytes | None) -> Reply | None:
         """The reply to a request on `topic` (None: no reply can be sent)."""
-        if response_topic is None or not self.topics.is_reply(response_topic):
+        parsed = self.topics.parse_instance_command(topic)
+        actor = "" if parsed is None else parsed[1].actor
+        if response_topic is None or not self.topics.is_reply(response_topic, actor):
             log.info("instance.read_without_reply_topic", topic=topic[:200],
                      response_topic=None if response_topic is None else response_topic[:200])
             return None

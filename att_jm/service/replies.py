@@ -12,7 +12,7 @@ from att_jm.metrics.shared import WriterStats
 from att_jm.mqtt.adapter import Inbound, ServiceConnection
 from att_jm.service.inbox import Inbox
 from att_jm.service.reads import Reads
-from att_jm.topics import Topics
+from att_jm.topics import CommandTopic, Topics
 from projections.views import Views
 
 log = structlog.get_logger("att_jm")
@@ -54,20 +54,31 @@ class Replies:
         self.connection.await_acks(mids, REPLY_WAIT_SECONDS, self.inbox.fileno())
 
     def send(self, message: Inbound, reply: Reply) -> int | None:
-        """Reply on the request's ResponseTopic, which must lie under `P/job-manager/replies/`.
+        """Reply on the request's ResponseTopic, which must lie under the requester's own
+        reply tree, `P/job-manager/replies/{actor}/` (`{actor}` of the command's topic).
 
-        The shipped ACL lets the service write only there, and mosquitto disconnects a
-        client whose publish it denies: a reply elsewhere is logged, never sent.
+        The shipped ACL lets the service write only under `replies/`, and mosquitto
+        disconnects a client whose publish it denies; and each user reads only its own tree:
+        a reply elsewhere is logged, never sent.
         """
         self.stats.replied(reply)
         topic = message.response_topic
         if not topic:
             log.info("command.done_without_reply_topic", ok=reply.get("ok"))
-        elif not self.topics.is_reply(topic):
+        elif not self.topics.is_reply(topic, self._actor(message)):
             log.warning("command.reply_topic_refused", response_topic=topic, ok=reply.get("ok"))
         else:
             return self.connection.reply(topic, message.correlation, reply)
         return None
+
+    def _actor(self, message: Inbound) -> str:
+        """The actor of the command `message` ("" when its topic names none: no reply topic
+        is then anyone's)."""
+        try:
+            parsed = self.topics.parse(message.topic.decode())
+        except UnicodeDecodeError:
+            return ""
+        return parsed.actor if isinstance(parsed, CommandTopic) else ""
 
     def read(self, read: ReadCommand) -> Reply:
         """The reply to a read command (`views.get`, `trace.get`)."""

@@ -166,6 +166,28 @@ def test_a_reused_notification_id_is_recorded_as_a_conflict_and_runs_once(
     assert operator.view("queue")["total"] == 0
 
 
+
+def test_a_reply_topic_in_another_users_tree_gets_no_reply(
+    operator: Operator, mqtt: TestClient,
+) -> None:
+    """An operator cannot have the service write into another user's reply tree: the
+    command runs, its reply is refused (logged), and the other user's tree stays empty."""
+    bobs = mqtt.subscribe(operator.service.topic("job-manager/replies/bob/#"))
+    props = new_properties(PacketTypes.PUBLISH)
+    props.ResponseTopic = operator.service.topic("job-manager/replies/bob/planted")
+    props.CorrelationData = b"c-planted"
+    mqtt.publish(operator.service.command_topic("settings.set", "alice"),
+                 orjson.dumps({"interval_seconds": 42}), properties=props)
+    # alice's next command is handled after the first one: it ran, and any reply of it was
+    # sent before this one's
+    alices = Operator(operator.service, mqtt, actor="alice")
+    assert alices.view("settings")["settings"]["interval_seconds"] == 42
+    assert bobs.barrier(operator.service.topic("job-manager/replies/bob/marker")) == []
+    refused = [line for line in _log_lines(operator.service.log_text())
+               if '"command.reply_topic_refused"' in line]
+    assert len(refused) == 1 and "replies/bob/planted" in refused[0]
+
+
 MESSAGES = st.one_of(
     commands().map(lambda c: ("command", c[0], c[1])),
     st.tuples(st.just("command"), st.sampled_from([LONG_LEVEL, "job.delete", "x"]),

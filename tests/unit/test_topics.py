@@ -119,13 +119,19 @@ def test_other_topics_of_the_contract_are_neither(topic: str) -> None:
     assert Topics("att").parse(topic) is None
 
 
-def test_reply_topics_are_those_under_the_reply_tree() -> None:
+def test_reply_topics_are_those_under_the_actors_own_reply_tree() -> None:
     t = Topics("site/a")
-    assert t.is_reply(t.reply("alice", "abc"))
-    assert t.is_reply("site/a/job-manager/replies/anything/at/all")
-    assert not t.is_reply("site/a/job-manager/replies")  # the root itself is no reply topic
-    assert not t.is_reply("site/b/job-manager/replies/alice/abc")
-    assert not t.is_reply(t.command("alice", "job.add"))
+    assert t.is_reply(t.reply("alice", "abc"), "alice")
+    assert t.is_reply("site/a/job-manager/replies/alice/at/all", "alice")
+    assert not t.is_reply(t.reply("bob", "abc"), "alice")  # another user's tree
+    assert not t.is_reply("site/a/job-manager/replies/alice2/x", "alice")  # a longer name
+    # what `replies/alice/#` matches: the tree's root and an empty last level too
+    assert t.is_reply("site/a/job-manager/replies/alice", "alice")
+    assert t.is_reply("site/a/job-manager/replies/alice/", "alice")
+    assert not t.is_reply("site/a/job-manager/replies", "alice")
+    assert not t.is_reply("site/b/job-manager/replies/alice/abc", "alice")
+    assert not t.is_reply(t.command("alice", "job.add"), "alice")
+    assert not t.is_reply("site/a/job-manager/replies//x", "")  # no actor: nobody's tree
 
 
 def test_an_empty_level_parses_as_it_is() -> None:
