@@ -13,6 +13,7 @@ from typing import Any
 from uuid import UUID, uuid5
 
 import orjson
+import structlog
 
 from att_jm.application.model import WriteModel
 from att_jm.application.rejections import Rejections, check_depth
@@ -25,6 +26,8 @@ from att_jm.domain.matching import fill_template, json_equal, matches
 from att_jm.domain.notifications import CHANNEL_MANAGER, Notification
 from att_jm.errors import AttJmError, Conflict, InvalidInput, TooLarge
 
+log = structlog.get_logger("att_jm")
+
 
 class Notifications:
     """The notification use cases."""
@@ -35,6 +38,7 @@ class Notifications:
         self.rejections = rejections
         self.clock = clock
         self.max_payload_bytes = max_payload_bytes
+        self._log_archived = False  # rows at the log's start seen gone (`_archived`)
 
     def prefetch(self, uow: UnitOfWork, payloads: Iterable[bytes]) -> None:
         """Parse these payloads once, and look up in one query which of their notification
@@ -99,6 +103,15 @@ class Notifications:
                     getattr(job, "retry", None),
                 )
             )
+        if executions and self._archived(uow) and any(
+                self.model.log.has_rows(event.originator_id) for event in executions):
+            # Rows of its executions are stored, its own record is not: it was handled before
+            # an archival took that record away (an execution's first rows archived, its later
+            # ones kept). Taken as new it would run its jobs again and enqueue under ids whose
+            # later versions exist (an execution no one could load): a duplicate.
+            log.warning("notification.seen_before_archive", notification_id=cut(nid, 200),
+                        trigger=cut(trigger, 200))
+            return "duplicate"
         # Neither aggregate is read again while the service runs: only their events are made.
         uow.add(Notification.received_event(key, nid, trigger, body, enqueued, skipped, now),
                 *executions)
@@ -107,6 +120,16 @@ class Notifications:
     def reject(self, uow: UnitOfWork, topic: str, error: AttJmError, payload: bytes) -> None:
         """Record a notification refused (invalid, too large, or one whose handling failed)."""
         self.rejections.reject(uow, "notification", topic, error, payload, CHANNEL_MANAGER)
+
+    def _archived(self, uow: UnitOfWork) -> bool:
+        """Whether rows at the log's start are gone (read once a batch until they are, then
+        known for good: an archival only ever removes rows). Only then can a notification
+        whose record is gone have executions whose later rows are stored."""
+        if self._log_archived:
+            return True
+        if uow.archived is None:
+            uow.archived = self._log_archived = self.model.log.missing_start()
+        return uow.archived
 
     def _stored(self, uow: UnitOfWork, key: UUID) -> bool:
         if uow.stored is not None:

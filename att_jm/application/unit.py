@@ -30,6 +30,7 @@ class UnitOfWork:
     conflicts: dict[UUID, None] = field(default_factory=dict)  # conflict records made (ordered)
     stored: set[UUID] | None = None  # notification aggregates known to be stored (prefetched)
     parsed: dict[bytes, tuple[Any, UUID | None]] = field(default_factory=dict)  # prefetched
+    archived: bool | None = None  # whether the log's first rows are gone (read once a batch)
     enqueued: dict[UUID, Any] = field(default_factory=dict)  # Execution.Enqueued events added
     now: datetime | None = None  # one clock reading for the notifications of the batch
     replies: dict[UUID, dict[str, Any]] = field(default_factory=dict)

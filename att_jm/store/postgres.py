@@ -229,6 +229,16 @@ class PgWriterLog(WriterLog):
             found.update(row[0] for row in rows)
         return found
 
+    def missing_start(self) -> bool:
+        row = self.connection.execute(
+            f"SELECT min(notification_id) FROM {PG_EVENTS}").fetchone()  # noqa: S608 -- fixed names
+        return row is not None and row[0] is not None and int(row[0]) > 1
+
+    def has_rows(self, aggregate_id: UUID) -> bool:
+        return self.connection.execute(
+            f"SELECT 1 FROM {PG_EVENTS} WHERE originator_id = %s LIMIT 1",  # noqa: S608 -- fixed names
+            (aggregate_id,)).fetchone() is not None
+
     def first_state(self, aggregate_id: UUID) -> bytes | None:
         row = self.connection.execute(
             f"SELECT state FROM {PG_EVENTS} WHERE originator_id = %s "  # noqa: S608 -- fixed names

@@ -68,6 +68,8 @@ class SqliteWriterLog(WriterLog):
             f"{table} WHERE originator_id = ? AND originator_version = 1 "
             "AND substr(topic, 1, ?) = ?) ORDER BY originator_version"
         )
+        self._rows_of = f"SELECT 1 FROM {table} WHERE originator_id = ? LIMIT 1"  # noqa: S608 -- idem
+        self._first_position = f"SELECT min(rowid) FROM {table}"  # noqa: S608 -- idem
         self._first = (
             f"SELECT state FROM {table} WHERE originator_id = ? "  # noqa: S608 -- idem
             "AND originator_version = 1"
@@ -118,6 +120,13 @@ class SqliteWriterLog(WriterLog):
             cursor = self._db.execute(f"{self._any}({','.join('?' * len(part))})", part)
             found.update(UUID(row[0]) for row in cursor)
         return found
+
+    def missing_start(self) -> bool:
+        first = self._db.execute(self._first_position).fetchone()[0]
+        return first is not None and int(first) > 1
+
+    def has_rows(self, aggregate_id: UUID) -> bool:
+        return self._db.execute(self._rows_of, (aggregate_id.hex,)).fetchone() is not None
 
     def first_state(self, aggregate_id: UUID) -> bytes | None:
         row = self._db.execute(self._first, (aggregate_id.hex,)).fetchone()

@@ -56,6 +56,16 @@ class WriterLog:
     def exists(self, aggregate_id: UUID) -> bool:
         return bool(self.existing((aggregate_id,)))
 
+    def missing_start(self) -> bool:
+        """Whether rows at the log's start are gone (an archival removed them): its first
+        position is over 1."""
+        raise NotImplementedError
+
+    def has_rows(self, aggregate_id: UUID) -> bool:
+        """Whether any event of aggregate `aggregate_id` is stored, whatever its version (in
+        an archived store an aggregate's first versions may be gone, its later ones kept)."""
+        raise NotImplementedError
+
     def first_state(self, aggregate_id: UUID) -> bytes | None:
         """The stored state of version 1 of aggregate `aggregate_id` (None: none)."""
         raise NotImplementedError

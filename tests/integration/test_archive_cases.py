@@ -348,6 +348,37 @@ def test_the_de_duplication_horizon_is_the_anchor(tmp_path: Path,
     run.close()
 
 
+@BOTH_BACKENDS
+def test_a_notification_resent_after_a_cut_through_its_execution_runs_nothing(
+        store_backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """Its record is archived, its execution's first rows too, the execution's later rows
+    (cleaned up after the cut) are kept: taken as new, it would run its job again under the
+    same execution id, version 1 again beside the kept later versions (an entry no one can
+    load, at the head of the queue). It is a duplicate."""
+    run = ScriptedRun(tmp_path, seal_every=20, store=store_for(request, store_backend, tmp_path),
+                      marks=True)
+    busy_history(run, 20)
+    resent = {"id": "spans", "channel": "C1", "site": "lyon"}
+    assert run.notify("channel-up", resent) == "enqueued 1"
+    assert run.run_next() is not None
+    run.seal()
+    cut = run.position
+    for n in range(4):  # three newer executed rows, then Auto Cleanup (max_rows 3) takes it
+        run.notify("channel-up", {"id": f"later-{n}", "channel": "C2", "site": "lyon"})
+        while run.run_next() is not None:
+            pass
+    assert run.cleanup("executed") >= 1
+    assert "spans" not in {row["notification_id"] for row in run.views.rows("executed", 100)}
+    run.seal()
+    result = archive(run.store, str(tmp_path / "a.arc"), upto=cut, views_path=run.views_path)
+    assert result.position <= cut
+    assert run.notify("channel-up", resent) == "duplicate"
+    assert run.views.rows("queue", 10) == []
+    run.notify("channel-up", {"id": "after", "channel": "C3", "site": "lyon"})
+    assert run.run_next() is not None  # the queue still runs
+    run.close()
+
+
 def test_a_witness_still_checks_an_archived_store(tmp_path: Path,
                                                   request: pytest.FixtureRequest) -> None:
     run = new_run(tmp_path, request)
