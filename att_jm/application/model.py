@@ -1,7 +1,7 @@
 """The write model: the aggregates the Job Manager decides with, their store, its index.
 
 The jobs and the scheduler are held in memory (they match the store after every commit;
-`reload()` drops them after a failed one), recent executions in a small cache; the write
+`reload()` replaces them after a failed one), recent executions in a small cache; the write
 index (`att_jm.application.index`) says what is queued, running and finished. `commit`
 stores a unit of work's events and the index's changes in one transaction.
 """
@@ -17,7 +17,7 @@ from uuid import UUID
 
 import structlog
 from eventsourcing.application import AggregateNotFoundError
-from eventsourcing.persistence import Mapper, StoredEvent
+from eventsourcing.persistence import Mapper, MapperDeserialisationError, StoredEvent
 
 from att_jm.application.index import TOPICS, WriteIndex, live_changes
 from att_jm.application.unit import UnitOfWork
@@ -55,6 +55,11 @@ class WriteModel:
         self.log = open_writer_log(app)
         self.index = WriteIndex(self.log)
         self.jobs: dict[str, Job] = {}
+        #: The jobs the last `reload()` could not load (name -> why): left out, not running.
+        self.unloadable: dict[str, str] = {}
+        #: The last `reload()` failed: the state in memory may be a failed unit of work's,
+        #: to be reloaded before the next one (`att_jm.service.units.Units.run`).
+        self.stale = False
         # Executions this writer loaded or changed lately (the running one, the next ones).
         self._executions: collections.OrderedDict[UUID, Execution] = collections.OrderedDict()
         self.scheduler = self._load_scheduler(clock)
@@ -98,14 +103,32 @@ class WriteModel:
         return scheduler
 
     def reload(self) -> None:
-        """Drop every cached aggregate and load the current ones from the store."""
-        self.scheduler = self.app.repository.get(SCHEDULER_ID)
-        self._executions.clear()
-        self.jobs = {}
-        for name in self.index.job_names():
-            job = self.get_job(name)
-            if job is not None and not job.removed:
-                self.jobs[name] = job
+        """Drop every cached aggregate and load the current ones from the store.
+
+        The new state replaces the old one only once it is complete: when the store refuses
+        a read, the state stays as it was (never a part of the jobs), marked `stale`, and
+        the error is raised. A job whose stored state does not decode (its snapshot or an
+        event this code cannot read) is left out, logged and named in `unloadable`, so that
+        it cannot stop the service from starting nor the other jobs from running."""
+        self._executions.clear()  # a cache: loaded again when needed
+        try:
+            scheduler: Scheduler = self.app.repository.get(SCHEDULER_ID)
+            jobs: dict[str, Job] = {}
+            unloadable: dict[str, str] = {}
+            for name in self.index.job_names():
+                try:
+                    job = self.get_job(name)
+                except MapperDeserialisationError as error:
+                    unloadable[name] = str(error)
+                    log.error("job.unloadable", job=name, error=str(error))
+                    continue
+                if job is not None and not job.removed:
+                    jobs[name] = job
+        except BaseException:
+            self.stale = True
+            raise
+        self.scheduler, self.jobs, self.unloadable = scheduler, jobs, unloadable
+        self.stale = False
 
     def get_job(self, name: str) -> Job | None:
         try:

@@ -131,7 +131,11 @@ class AfterCommit:
             log.info("store.recovered")
         self.stored(stored)
         if uow.spoiled:  # a handler failed after changing aggregates in memory
-            self.manager.reload()
+            try:
+                self.manager.reload()
+            except Exception as error:  # noqa: BLE001 -- the batch is stored: the model stays
+                # stale and the next unit of work reloads it first (Units.run)
+                log.error("store.reload_failed", error=repr(error))
 
     def stored(self, stored: Stored) -> None:
         """Wake the relay for the events (first: subscribers wait for them), then update the

@@ -115,6 +115,8 @@ class Units:
                 self.guard()
             uow = WriterUnit()
             try:
+                if self.manager.model.stale:  # a failed reload kept a failed unit's state
+                    self.manager.reload()
                 result = work(uow)
                 uow.collect()
             except Exception as error:  # noqa: BLE001 -- sorted right below
@@ -181,6 +183,8 @@ class Units:
         raise PoisonBatch(error) from error
 
     def _reload(self) -> None:
+        """Reload the aggregates; when the store refuses, the model stays `stale` and the
+        next unit of work reloads it first (`run`)."""
         try:
             self.manager.reload()
         except Exception as reload_error:  # noqa: BLE001 -- the store may refuse reads too
