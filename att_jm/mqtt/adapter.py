@@ -5,9 +5,10 @@ Nothing is acknowledged until the writer says its effect is committed. A reconne
 `generation`: acks of an earlier connection are dropped (the broker redelivers those
 messages, and idempotency absorbs them).
 
-With the fast paths (`fast_paths`, see `att_jm.mqtt.fast_paths`) most messages are decoded
-by `ServiceClient` and a batch's PUBACKs leave in one write; without them every message goes
-through paho's `on_message` and each is acknowledged with `Client.ack(mid, qos)`.
+With the fast paths (`fast_paths`, see `att_jm.mqtt.fast_paths`) every well-formed QoS 0 or
+1 message is decoded by `ServiceClient` (in time linear in its size, whatever properties it
+carries) and a batch's PUBACKs leave in one write; without them every message goes through
+paho's `on_message` and each is acknowledged with `Client.ack(mid, qos)`.
 """
 
 from __future__ import annotations
@@ -258,9 +259,10 @@ class ServiceConnection(DrivenConnection):
         self, mid: int, topic: bytes, payload: bytes, response: str | None,
         correlation: bytes | None,
     ) -> None:
-        """A QoS 1 message decoded by `ServiceClient`'s fast path."""
+        """A QoS 1 message (QoS 0: mid 0) decoded by `ServiceClient`'s fast path."""
         self._delivered = True
-        self._deliver(Inbound(mid, 1, self.generation, topic, payload, response, correlation))
+        self._deliver(Inbound(mid, 1 if mid else 0, self.generation, topic, payload, response,
+                              correlation))
 
     def _on_message(self, client: Client, userdata: Any, message: MQTTMessage) -> None:
         """Any other message (every message without the fast paths), decoded by paho."""

@@ -18,6 +18,7 @@ import socket
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
 
+import structlog
 from paho.mqtt.client import Client
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
@@ -28,6 +29,8 @@ from att_jm.config import MqttEndpoint
 
 if TYPE_CHECKING:
     from paho.mqtt.client import SocketLike  # defined for type checkers only
+
+log = structlog.get_logger("att_jm.mqtt")
 
 JSON_CONTENT_TYPE: Final = "application/json"
 _CONTENT_TYPE: Final = len(JSON_CONTENT_TYPE).to_bytes(2, "big") + JSON_CONTENT_TYPE.encode()
@@ -127,43 +130,61 @@ class PublishingClient(BufferedClient):
         return MQTTErrorCode.MQTT_ERR_SUCCESS
 
 
-#: What a fast-path receiver gets for one QoS 1 PUBLISH: mid, topic (raw bytes), payload,
+#: What a fast-path receiver gets for one QoS 1 or QoS 0 PUBLISH: mid (0 means QoS 0: a QoS 1
+#: PUBLISH with packet id 0 is malformed, never decoded here), topic (raw bytes), payload,
 #: ResponseTopic, CorrelationData.
 InboundHandler = Callable[[int, bytes, bytes, str | None, bytes | None], None]
 _PUBACK: Final = 0x40
 _MQTT_V5: Final = 5
-_PROPERTY_SKIP: Final = {0x01: 1, 0x02: 4}  # Payload Format Indicator, Message Expiry Interval
+#: A PUBLISH the fast path cannot decode (malformed, or QoS 2) still goes to paho's parser,
+#: which takes time quadratic in the number of its properties (it copies the rest of the
+#: packet after each one, and the whole list of User Properties after each of those: 16,000
+#: properties ~0.5 s, 64,000 ~11 s on paho 2.2.0); with more than this many it is refused
+#: as paho refuses a malformed packet (MQTT_ERR_PROTOCOL: the connection is closed), without
+#: paho's parse. A thousand take paho ~15 ms.
+PAHO_PROPERTY_LIMIT: Final = 1000
 
 
 class ServiceClient(PublishingClient):
-    """A `PublishingClient` that also receives QoS 1 messages and acknowledges them cheaply:
-    the writer's client.
+    """A `PublishingClient` that also receives QoS 0 and 1 messages and acknowledges them
+    cheaply: the writer's client.
 
     paho turns every received PUBLISH into an MQTTMessage with a Properties object (whose
     constructor alone builds a dozen dictionaries), matches it against the callbacks and
-    then calls on_message: the largest part of receiving. A v5 QoS 1 PUBLISH whose
-    properties are only ContentType, ResponseTopic, CorrelationData, PayloadFormatIndicator
-    or MessageExpiryInterval (what operators and the Channel Manager send) is decoded here
-    and handed to `on_inbound`; any other goes through paho as before (which then calls
-    `on_message`). `ack_many` writes the PUBACKs of a whole batch in one send. Overrides
-    paho's private `_handle_publish()` and uses `_in_packet`, `_protocol` and
-    `_packet_queue(command, packet, mid, qos)` (a fast path: see `att_jm.mqtt.fast_paths`;
-    tests/integration/test_mqtt_paho_internals.py compares it with paho's own decoding and
-    `Client.ack`).
+    then calls on_message: the largest part of receiving. A v5 QoS 0 or 1 PUBLISH is decoded
+    here (`_decode_publish`: every property MQTT 5 allows on a PUBLISH, in one linear pass)
+    and handed to `on_inbound`; only a malformed one (or QoS 2, which the service never
+    subscribes to) goes through paho as before (which then calls `on_message`), and not even
+    that when it holds more than PAHO_PROPERTY_LIMIT properties. `ack_many` writes the
+    PUBACKs of a whole batch in one send. Overrides paho's private `_handle_publish()` and
+    uses `_in_packet`, `_protocol` and `_packet_queue(command, packet, mid, qos)` (a fast
+    path: see `att_jm.mqtt.fast_paths`; tests/integration/test_mqtt_paho_internals.py
+    compares it with paho's own decoding and `Client.ack`).
     """
 
     on_inbound: InboundHandler | None = None
 
     def _handle_publish(self) -> MQTTErrorCode:
         handler = self.on_inbound
-        command = self._in_packet["command"]
-        if handler is None or (command & 0x06) != 0x02 or self._protocol != _MQTT_V5:
+        if handler is None or self._protocol != _MQTT_V5:
             return super()._handle_publish()
-        decoded = _decode_publish(self._in_packet["packet"])
-        if decoded is None:
-            return super()._handle_publish()
-        handler(*decoded)
-        return MQTTErrorCode.MQTT_ERR_SUCCESS
+        in_packet = self._in_packet
+        packet = in_packet["packet"]
+        qos = (in_packet["command"] >> 1) & 0x03
+        if qos == 1:
+            decoded = _decode_publish(packet)
+        else:  # QoS 0 (a publisher's choice); QoS 2 never comes (subscribed at 1 at most)
+            decoded = _decode_publish(packet, 0) if qos == 0 else None
+        if decoded is not None:
+            handler(*decoded)
+            return MQTTErrorCode.MQTT_ERR_SUCCESS
+        count = _count_properties(packet, qos, PAHO_PROPERTY_LIMIT)
+        if count > PAHO_PROPERTY_LIMIT:
+            log.error("mqtt.publish_refused", qos=qos, size=len(packet),
+                      reason=f"more than {PAHO_PROPERTY_LIMIT} properties in a PUBLISH the "
+                             "fast path cannot decode (malformed, or QoS 2)")
+            return MQTTErrorCode.MQTT_ERR_PROTOCOL  # what paho returns for a malformed packet
+        return super()._handle_publish()
 
     def ack_many(self, mids: Sequence[int]) -> None:
         """Send the PUBACK of each of `mids` (QoS 1), all in one write."""
@@ -172,48 +193,130 @@ class ServiceClient(PublishingClient):
             self._packet_queue(_PUBACK, packet, 0, 0)
 
 
-def _decode_publish(
-    packet: bytes | bytearray,
+# The property identifiers MQTT 5.0 allows on a PUBLISH (section 3.3.2.3), by their value's
+# encoding: a byte, a two or four byte integer, a variable byte integer, a UTF-8 string or
+# binary data (both: two bytes of length, then the bytes), a pair of UTF-8 strings.
+_PAYLOAD_FORMAT: Final = 0x01  # byte
+_MESSAGE_EXPIRY: Final = 0x02  # four bytes
+_CONTENT_TYPE_ID: Final = 0x03  # string
+_RESPONSE_TOPIC: Final = 0x08  # string
+_CORRELATION_DATA: Final = 0x09  # binary
+_SUBSCRIPTION_ID: Final = 0x0B  # variable byte integer, may repeat
+_TOPIC_ALIAS: Final = 0x23  # two bytes
+_USER_PROPERTY: Final = 0x26  # string pair, may repeat
+#: Identifier -> the length of its value (after the identifier), for fixed-size values.
+_FIXED: Final = {_PAYLOAD_FORMAT: 1, _MESSAGE_EXPIRY: 4, _TOPIC_ALIAS: 2}
+_VARINT_BYTES: Final = 4  # a variable byte integer's longest form
+
+
+def _decode_publish(  # noqa: PLR0912 -- one inlined pass: the hot path of every message
+    packet: bytes | bytearray, qos: int = 1,
 ) -> tuple[int, bytes, bytes, str | None, bytes | None] | None:
-    """(mid, topic, payload, ResponseTopic, CorrelationData) of a v5 QoS 1 PUBLISH's packet
-    (what follows the fixed header); None when it holds something paho should decode."""
+    """(mid, topic, payload, ResponseTopic, CorrelationData) of a v5 QoS 1 (or `qos` 0: mid
+    0) PUBLISH's packet (what follows the fixed header); None when it is malformed (paho then
+    decides, as it always did).
+
+    One pass over the property block, whatever it holds: each property MQTT 5 allows on a
+    PUBLISH is read in constant time, or skipped (by its length) when the service does not
+    use it: User Properties, Subscription Identifiers, Topic Alias, Payload Format Indicator,
+    Message Expiry Interval, Content Type. Nothing is copied but the topic, the payload,
+    ResponseTopic and CorrelationData. Malformed: the block or a property runs past its end,
+    a property ends elsewhere than where the block does, an identifier that is not one of
+    those (or is written in more than one byte), a variable byte integer longer than four
+    bytes, a ResponseTopic that is not UTF-8, packet id 0 at QoS 1. The values skipped are
+    not checked (as before: neither was Content Type's; mosquitto checks every property of
+    what it receives before it forwards it).
+    """
     try:
         size = (packet[0] << 8) | packet[1]
-        topic = bytes(packet[2 : 2 + size])
         pos = 2 + size
-        mid = (packet[pos] << 8) | packet[pos + 1]
-        pos += 2
-        length = shift = 0
-        while True:  # the properties' length, a variable byte integer
-            byte = packet[pos]
+        topic = bytes(packet[2:pos])
+        mid = 0
+        if qos:
+            mid = (packet[pos] << 8) | packet[pos + 1]
+            if mid == 0:
+                raise _Malformed
+            pos += 2
+        length = packet[pos]  # the properties' length, a variable byte integer
+        if length & 0x80:
+            length, pos = _varint(packet, pos)
+        else:
             pos += 1
-            length |= (byte & 0x7F) << shift
-            shift += 7
-            if not byte & 0x80:
-                break
         end = pos + length
+        if end > len(packet):
+            raise _Malformed
         response: str | None = None
         correlation: bytes | None = None
         while pos < end:
             identifier = packet[pos]
-            pos += 1
-            if identifier in (0x03, 0x08, 0x09):  # ContentType, ResponseTopic, CorrelationData
-                size = (packet[pos] << 8) | packet[pos + 1]
-                value = bytes(packet[pos + 2 : pos + 2 + size])
-                pos += 2 + size
-                if identifier == 0x08:
-                    response = value.decode()
-                elif identifier == 0x09:
-                    correlation = value
-            elif identifier in _PROPERTY_SKIP:
-                pos += _PROPERTY_SKIP[identifier]
-            else:
-                return None
-        if pos != end or mid == 0:
-            return None
+            if identifier == _CONTENT_TYPE_ID:
+                pos += 3 + ((packet[pos + 1] << 8) | packet[pos + 2])
+            elif identifier == _USER_PROPERTY:  # two strings
+                pos += 3 + ((packet[pos + 1] << 8) | packet[pos + 2])
+                pos += 2 + ((packet[pos] << 8) | packet[pos + 1])
+            elif identifier in (_RESPONSE_TOPIC, _CORRELATION_DATA):
+                start = pos + 3
+                pos = start + ((packet[pos + 1] << 8) | packet[pos + 2])
+                if pos > end:
+                    raise _Malformed
+                if identifier == _RESPONSE_TOPIC:
+                    response = packet[start:pos].decode()
+                else:
+                    correlation = bytes(packet[start:pos])
+            elif identifier in _FIXED:
+                pos += 1 + _FIXED[identifier]
+            elif identifier == _SUBSCRIPTION_ID:
+                pos = _varint(packet, pos + 1)[1]
+            else:  # not allowed on a PUBLISH, or not one byte
+                raise _Malformed
+        if pos != end:
+            raise _Malformed
         return mid, topic, bytes(packet[end:]), response, correlation
-    except (IndexError, UnicodeDecodeError):
+    except (IndexError, ValueError):  # ValueError: _Malformed, UnicodeDecodeError
         return None
+
+
+class _Malformed(ValueError):
+    """A PUBLISH the fast path leaves to paho."""
+
+
+def _varint(packet: bytes | bytearray, pos: int) -> tuple[int, int]:
+    """The variable byte integer at `pos` and where it ends; IndexError when it is cut,
+    _Malformed when it is longer than four bytes."""
+    value = 0
+    for offset in range(_VARINT_BYTES):
+        byte = packet[pos + offset]
+        value |= (byte & 0x7F) << (7 * offset)
+        if not byte & 0x80:
+            return value, pos + offset + 1
+    raise _Malformed
+
+
+def _count_properties(packet: bytes | bytearray, qos: int, limit: int) -> int:
+    """How many properties a PUBLISH's packet holds, as far as they can be told apart (to the
+    first that is malformed), counting no further than `limit` + 1: cheap, for a packet
+    about to go to paho's parser."""
+    count = 0
+    try:
+        length, pos = _varint(packet, 2 + ((packet[0] << 8) | packet[1]) + (2 if qos else 0))
+        end = min(pos + length, len(packet))
+        while pos < end and count <= limit:
+            identifier = packet[pos]
+            count += 1
+            if identifier == _USER_PROPERTY:
+                pos += 3 + ((packet[pos + 1] << 8) | packet[pos + 2])
+                pos += 2 + ((packet[pos] << 8) | packet[pos + 1])
+            elif identifier in (_CONTENT_TYPE_ID, _RESPONSE_TOPIC, _CORRELATION_DATA):
+                pos += 3 + ((packet[pos + 1] << 8) | packet[pos + 2])
+            elif identifier in _FIXED:
+                pos += 1 + _FIXED[identifier]
+            elif identifier == _SUBSCRIPTION_ID:
+                pos = _varint(packet, pos + 1)[1]
+            else:  # paho stops at it too
+                break
+    except (IndexError, _Malformed):
+        pass
+    return count
 
 
 def reply_properties(correlation: bytes | None, *, packed: bool = True) -> Properties:

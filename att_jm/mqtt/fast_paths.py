@@ -19,6 +19,14 @@ time, paho's own PUBACK handling, paho's reads (3-4 `recv` a packet), plain `Pro
 Slower, but correct. The drain before a close uses the documented `on_socket_close` in both
 modes.
 
+Not as safe, though: paho's parser takes time quadratic in the number of a PUBLISH's
+properties (paho 2.2.0: 64,000 empty User Properties ~11 s, the ~200,000 that fit in the
+service's Maximum Packet Size minutes, past the keepalive), and the documented paths never see
+a packet's bytes before paho parses it, so nothing can refuse such a packet first: anyone who
+may publish a notification or a command can stall the writer. The fast paths decode any
+property block in one linear pass (`ServiceClient`) and refuse a malformed one with more than
+`PAHO_PROPERTY_LIMIT` properties without paho's parse. docs/security.md says so too.
+
 One private use is not switched: `PublishConnection.oversized()/forget()` read and trim paho's
 outgoing queue (`QUEUE_ATTRIBUTES`), because paho has no documented way to drop a queued publish.
 
@@ -55,7 +63,9 @@ TESTED_PAHO_SPEC: Final = (f">={TESTED_PAHO[0][0]}.{TESTED_PAHO[0][1]},"
 #: in order, that they pass or receive:
 #: - `_sock_recv(bufsize)`: overridden by BufferedClient; paho asks for 1 byte, then the
 #:   length bytes, then the rest of a packet, and calls it for nothing else.
-#: - `_handle_publish()`: overridden by ServiceClient; reads `_in_packet`.
+#: - `_handle_publish()`: overridden by ServiceClient; reads `_in_packet`; paho's
+#:   `_packet_read` returns the code it returns (MQTT_ERR_PROTOCOL, as for a malformed packet,
+#:   closes the connection).
 #: - `_handle_pubackcomp(cmd)`: overridden by PublishingClient; reads `_in_packet`.
 #: - `_do_on_publish(mid, reason_code, properties)`: called by PublishingClient for a PUBACK;
 #:   calls `on_publish` and releases the message from `_out_messages`.

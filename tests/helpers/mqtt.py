@@ -494,3 +494,25 @@ def _set_nodelay(client: paho.Client, userdata: Any, sock: Any) -> None:
 def new_properties(packet_type: int) -> Properties:
     """An empty v5 Properties for a CONNECT or PUBLISH (`PacketTypes.PUBLISH`)."""
     return Properties(packet_type)  # type: ignore[no-untyped-call]  # paho leaves it unannotated
+
+
+def publish_properties(**values: object) -> Any:
+    """PUBLISH properties with these values (`ResponseTopic=...`, `UserProperty=[...]`)."""
+    properties = new_properties(PacketTypes.PUBLISH)
+    for name, value in values.items():
+        setattr(properties, name, value)
+    return properties
+
+
+def paho_parses(monkeypatch: Any) -> list[int]:
+    """The `id` of the paho client each time paho's own `_handle_publish` parses a PUBLISH
+    from now on (a fast path's override of it calls it only for what it leaves to paho)."""
+    parsed: list[int] = []
+    original = paho.Client._handle_publish
+
+    def counted(self: paho.Client) -> Any:
+        parsed.append(id(self))
+        return original(self)
+
+    monkeypatch.setattr(paho.Client, "_handle_publish", counted)
+    return parsed

@@ -6,33 +6,13 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
-from typing import Any
 
 from helpers.broker import Broker
 from helpers.mqtt import TestClient
+from helpers.requests import ok, wait_view
 from helpers.service import Service, ServiceFactory
 
 DOCUMENTED_PATHS = {"ATT_JM_MQTT_FAST_PATHS": "false"}
-
-
-def ok(mqtt: TestClient, service: Service, command: str, args: dict[str, Any]) -> Any:
-    reply = mqtt.request(service.command_topic(command), args)
-    assert reply["ok"] is True, reply
-    return reply["result"]
-
-
-def wait_view(
-    mqtt: TestClient, service: Service, view: str, done: Callable[[dict[str, Any]], bool],
-    timeout: float = 15.0,
-) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = dict(ok(mqtt, service, "views.get", {"view": view}))
-        if done(value):
-            return value
-        assert time.monotonic() < deadline, f"view {view} never satisfied the condition: {value}"
-        time.sleep(0.05)
 
 
 def paths_chosen(service: Service) -> dict[str, list[bool]]:

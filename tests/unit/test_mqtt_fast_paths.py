@@ -90,8 +90,8 @@ def test_a_payload_of_any_size_and_an_invalid_utf8_topic_are_kept_as_bytes() -> 
     props(TopicAlias=3),
     props(SubscriptionIdentifier=5),
 ])
-def test_other_properties_are_left_to_paho(properties: Properties) -> None:
-    assert _decode_publish(packet(b"t", 1, properties, b"{}")) is None
+def test_other_properties_are_decoded_too(properties: Properties) -> None:
+    assert _decode_publish(packet(b"t", 1, properties, b"{}")) == (1, b"t", b"{}", None, None)
 
 
 @pytest.mark.parametrize("data", [
