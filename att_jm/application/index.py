@@ -359,9 +359,29 @@ class WriteIndex:
         return [str(row[0]) for row in cursor]
 
     def finished(self, table: str) -> list[tuple[str, datetime]]:
-        """(id, finished_at) of the rows of executed or failed, newest first."""
+        """(id, finished_at) of the rows of executed or failed, newest first (the whole
+        table: Auto Cleanup reads bounded ranges instead, `finished_through`/`_after`)."""
         cursor = self._db.execute(self._sql["finished"], (table,))
         return [(str(row[0]), parse_iso(row[1])) for row in cursor]
+
+    def finished_past(self, table: str, keep: int) -> int | None:
+        """The `seq` of the newest row of `table` past its newest `keep` (the rows at or
+        before it are the ones Row Count removes), None when it holds `keep` rows or fewer."""
+        row = self._db.execute(self._sql["finished_past"], (table, keep)).fetchone()
+        return None if row is None else int(row[0])
+
+    def finished_through(self, table: str, seq: int, limit: int) -> list[str]:
+        """The ids of the oldest `limit` rows of `table` whose `seq` is at most `seq`,
+        oldest first."""
+        cursor = self._db.execute(self._sql["finished_through"], (table, seq, limit))
+        return [str(row[0]) for row in cursor]
+
+    def finished_after(self, table: str, seq: int,
+                       limit: int) -> list[tuple[str, int, str]]:
+        """(id, seq, finished_at) of the oldest `limit` rows of `table` after `seq`, oldest
+        first (a page: the next one starts after the last `seq`)."""
+        cursor = self._db.execute(self._sql["finished_after"], (table, seq, limit))
+        return [(str(row[0]), int(row[1]), str(row[2])) for row in cursor]
 
     def job_names(self) -> list[str]:
         """The names of the jobs that exist (added, not removed)."""
@@ -386,6 +406,12 @@ _READS: Final = {
                 "LIMIT 1"),
     "running": "SELECT id FROM jm_queue WHERE state = 'running' ORDER BY id",
     "finished": "SELECT id, finished_at FROM jm_finished WHERE tbl = ? ORDER BY seq DESC",
+    # Auto Cleanup's bounded reads (jm_finished_order: a range of (tbl, seq), never the table).
+    "finished_past": "SELECT seq FROM jm_finished WHERE tbl = ? ORDER BY seq DESC LIMIT 1 OFFSET ?",
+    "finished_through": ("SELECT id FROM jm_finished WHERE tbl = ? AND seq <= ? ORDER BY seq "
+                         "LIMIT ?"),
+    "finished_after": ("SELECT id, seq, finished_at FROM jm_finished WHERE tbl = ? AND seq > ? "
+                       "ORDER BY seq LIMIT ?"),
     "jobs": "SELECT name FROM jm_jobs WHERE live = 1 ORDER BY name",
     "queue": ("SELECT id, state, sort_key, not_before FROM jm_queue "
               "ORDER BY state != 'running', sort_key"),
