@@ -487,6 +487,23 @@ def _ended_failed(r: Rig, entry: str, attempt: int) -> bool:
 # --- 5. bad input ------------------------------------------------------------------------
 
 REPLY_TOPIC = f"att/job-manager/replies/{ACTOR}/bad-input"
+
+
+def reply_topic(actor: str) -> str:
+    """Where a command of `actor` asks for its reply: its own reply tree (the service answers
+    nowhere else, and the ACL lets each user read only its own)."""
+    return f"att/job-manager/replies/{actor}/bad-input"
+
+
+class _Replies:
+    """The replies of every actor the bad-input run sends commands as (each read by its own
+    user's client), as one list."""
+
+    def __init__(self, *subscriptions: Subscription) -> None:
+        self._subscriptions = subscriptions
+
+    def messages(self) -> list[Message]:
+        return [m for subscription in self._subscriptions for m in subscription.messages()]
 RAISED_PAYLOAD_BYTES = 1024 * 1024  # after the restart: a payload whose event grows past 2 MiB
 LOG_LINE_BYTES = 8192  # the longest log line the service writes (att_jm/logs.py)
 
@@ -531,7 +548,8 @@ class _Sent:
             return
         self.commands[correlation] = item
         client = r.client(item.actor)
-        infos.extend(publish_raw(client, topic, item.payload, response_topic=REPLY_TOPIC,
+        infos.extend(publish_raw(client, topic, item.payload,
+                                 response_topic=reply_topic(item.actor),
                                  correlation=correlation) for _ in range(item.copies))
 
     def logged(self) -> list[str]:
@@ -564,7 +582,8 @@ def bad_input(cfg: Config, rng: random.Random) -> Figures:
         for job in HOSTILE_JOBS:
             r.ok("job.add", job)
         pid = r.service.pid
-        replies = r.operator.subscribe(REPLY_TOPIC)
+        replies = _Replies(r.operator.subscribe(REPLY_TOPIC),
+                           r.client(LONGEST_USER).subscribe(reply_topic(LONGEST_USER)))
         storm = _storm(cfg, rng, r, key, sent, replies, figures)
         settings = _after_storm(r, figures, key, sent, replies)
         if r.service.pid != pid or not r.service.running:
@@ -608,7 +627,7 @@ def bad_input(cfg: Config, rng: random.Random) -> Figures:
 
 
 def _storm(
-    cfg: Config, rng: random.Random, r: Rig, key: Keys, sent: _Sent, replies: Subscription,
+    cfg: Config, rng: random.Random, r: Rig, key: Keys, sent: _Sent, replies: _Replies,
     figures: Figures,
 ) -> _Storm:
     """Malformed and hostile messages interleaved with valid notifications and commands;
@@ -688,7 +707,7 @@ def _send_malformed_command(
 
 
 def _after_storm(
-    r: Rig, figures: Figures, key: Keys, sent: _Sent, replies: Subscription
+    r: Rig, figures: Figures, key: Keys, sent: _Sent, replies: _Replies
 ) -> dict[str, Any]:
     """The reused ids again (now that the originals are stored), the default settings back,
     the job cap, and views.get paging over the 1000 jobs; the settings set."""
@@ -709,7 +728,7 @@ def _after_storm(
 
 
 def _job_limit(
-    r: Rig, figures: Figures, key: Keys, sent: _Sent, replies: Subscription
+    r: Rig, figures: Figures, key: Keys, sent: _Sent, replies: _Replies
 ) -> None:
     """Jobs up to the cap of 1000, then job.add past it (`conflict`), at it after a remove."""
     total = int(r.view("jobs")["total"])
