@@ -20,8 +20,8 @@ Slower, but correct. The drain before a close uses the documented `on_socket_clo
 modes.
 
 Not as safe, though: paho's parser takes time quadratic in the number of a PUBLISH's
-properties (paho 2.2.0: 64,000 empty User Properties ~11 s, the ~200,000 that fit in the
-service's Maximum Packet Size minutes, past the keepalive), and the documented paths never see
+properties (the ~200,000 empty User Properties that fit in the service's Maximum Packet Size
+take it past the keepalive: docs/security.md has the figures), and the documented paths never see
 a packet's bytes before paho parses it, so nothing can refuse such a packet first: anyone who
 may publish a notification or a command can stall the writer. The fast paths decode any
 property block in one linear pass (`ServiceClient`) and refuse a malformed one with more than
