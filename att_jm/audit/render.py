@@ -68,6 +68,28 @@ def _when(moment: Mapping[str, Any] | None) -> str:
     return f"{short_time(moment['at'])} (position {moment['position']})"
 
 
+def _attempt_text(attempt: dict[str, Any]) -> str:
+    """One attempt of a trace: its start, and its end (with the retry its end queued)."""
+    ended = attempt["ended"]
+    front = " (sent to the front)" if attempt.get("front") else ""
+    text = f"attempt {attempt['attempt']}: started {_when(attempt['started'])}{front}"
+    if ended is None:
+        return text + ", still running"
+    how = "succeeded" if ended["result"] == Result.SUCCEEDED else "failed"
+    if ended.get("timed_out"):
+        how += " (timed out)"
+    if ended.get("interrupted"):
+        how += " (interrupted)"
+    text += (f"\n  {how} {_when(ended)}: Result {ended['result']}, Feedback "
+             f"{cell(ended['feedback'])}, exit code {cell(ended['exit_code'])}, "
+             f"{duration(ended['duration_seconds'])}")
+    retry = ended.get("retry")
+    if isinstance(retry, dict):
+        text += (f"\n  retried by the job's policy: attempt {cell(retry.get('attempt'))} "
+                 f"not before {cell(retry.get('not_before'))}")
+    return text
+
+
 def render_trace(t: Trace) -> str:
     lines = [f"execution {t.execution_id}: {t.status}"]
     n = t.notification
@@ -96,21 +118,7 @@ def render_trace(t: Trace) -> str:
     lines.append(f"enqueued {_when(e)} by {e['actor']}: Command {cell(e['command'])}")
     steps: list[tuple[int, str]] = []
     for attempt in t.attempts:
-        ended = attempt["ended"]
-        front = " (sent to the front)" if attempt.get("front") else ""
-        text = f"attempt {attempt['attempt']}: started {_when(attempt['started'])}{front}"
-        if ended is None:
-            text += ", still running"
-        else:
-            how = "succeeded" if ended["result"] == Result.SUCCEEDED else "failed"
-            if ended.get("timed_out"):
-                how += " (timed out)"
-            if ended.get("interrupted"):
-                how += " (interrupted)"
-            text += (f"\n  {how} {_when(ended)}: Result {ended['result']}, Feedback "
-                     f"{cell(ended['feedback'])}, exit code {cell(ended['exit_code'])}, "
-                     f"{duration(ended['duration_seconds'])}")
-        steps.append((attempt["started"]["position"], text))
+        steps.append((attempt["started"]["position"], _attempt_text(attempt)))
     for action in t.actions:
         then = f" -> attempt {action['attempt']}" if "attempt" in action else ""
         steps.append((action["position"], f"operator {action['actor']}: {action['action']} "

@@ -168,6 +168,11 @@ def _about(record: Record, key: str) -> bool:
     return bool(s.get("execution_id") == key)
 
 
+_ATTEMPT_FAILED: Final = "att_jm:Execution.AttemptFailed"
+#: The events that end an attempt.
+_ENDS: Final = ("att_jm:Execution.Succeeded", "att_jm:Execution.Failed", _ATTEMPT_FAILED)
+
+
 def _walk(trace: Trace, own: list[Record], near: list[Record]) -> None:
     """Fill the attempts, actions and cleanup from the execution's events in order."""
     commands = [r for r in near if r.topic == "att_jm:CommandRecord.Handled"]
@@ -181,11 +186,14 @@ def _walk(trace: Trace, own: list[Record], near: list[Record]) -> None:
                 "attempt": s["attempt"], "started": _moment(record), "ended": None,
                 "front": None if dispatch is None else dispatch.state.get("front"),
             })
-        elif record.topic in ("att_jm:Execution.Succeeded", "att_jm:Execution.Failed"):
+        elif record.topic in _ENDS:  # AttemptFailed: failed, and the job's retry policy
+            # queued attempt `attempt` (the next) for `not_before`
             ended = {**_moment(record), "result": s["result"], "feedback": s["feedback"],
                      "exit_code": s["exit_code"], "duration_seconds": s["duration_seconds"],
                      "timed_out": s.get("timed_out", False),
                      "interrupted": s.get("interrupted", False)}
+            if record.topic == _ATTEMPT_FAILED:
+                ended["retry"] = {"attempt": s.get("attempt"), "not_before": s.get("not_before")}
             if trace.attempts and trace.attempts[-1]["ended"] is None:
                 trace.attempts[-1]["ended"] = ended
         elif record.topic in _ACTIONS:

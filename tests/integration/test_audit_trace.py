@@ -8,6 +8,7 @@ import pytest
 from helpers.audit_run import ScriptedRun
 from helpers.postgres import BOTH_BACKENDS
 
+from att_jm.audit.render import render_trace
 from att_jm.domain.ids import execution_id
 from att_jm.log.lineage import Trace, trace
 from att_jm.log.rows import AuditError, StoreReader
@@ -79,6 +80,30 @@ def test_a_twice_failed_then_succeeded_execution_shows_three_attempts_and_who_re
     assert types[-1] == "execution.cleaned_up"
     positions = [e["position"] for e in result.events]
     assert positions == sorted(positions)
+
+
+def test_an_attempt_the_retry_policy_queued_again_shows_its_end_and_the_retry(
+    run: ScriptedRun,
+) -> None:
+    run.ok("job.add", {"name": "flaky", "script": "ipx-update", "trigger": "flaky",
+                       "retry": {"max_attempts": 2}})
+    run.notify("flaky", {"id": "f-1"})
+    entry = str(execution_id("f-1", "flaky"))
+    assert run.run_next(2, "exit code 1: busy", exit_code=1) == entry  # retried by the policy
+    assert run.run_next(3, "done") == entry
+    run.close()
+
+    result = traced(run, entry)
+
+    assert [a["attempt"] for a in result.attempts] == [1, 2]
+    assert [a["ended"]["result"] for a in result.attempts] == [2, 3]
+    assert result.attempts[0]["ended"]["feedback"] == "exit code 1: busy"
+    assert result.attempts[0]["ended"]["retry"]["attempt"] == 2
+    assert isinstance(result.attempts[0]["ended"]["retry"]["not_before"], str)
+    assert "retry" not in result.attempts[1]["ended"]
+    assert all(a["started"]["position"] < a["ended"]["position"] for a in result.attempts)
+    assert result.actions == []  # no operator took part: the policy retried it
+    assert "retried by the job's policy: attempt 2 not before " in render_trace(result)
 
 
 def test_a_trace_shows_the_job_as_it_was_when_the_entry_was_enqueued(run: ScriptedRun) -> None:
