@@ -1,11 +1,18 @@
-"""The write side's own index: the queue's order, the finished tables, the live job names.
+"""The write side's own index: the queue's order, the finished tables, the live job names,
+the last retained notification of each trigger.
 
 The Job Manager decides what runs next, what Auto Cleanup removes, which executions were
 running at a stop and which jobs exist from this index, never from the views (the read
 side, which may lag the log after a views fault). It lives in the store's own file, in
-tables next to the events (`jm_index`, `jm_queue`, `jm_finished`, `jm_jobs`), and is
-updated in the transaction that stores the events it follows: it always holds what the
-committed log says.
+tables next to the events (`jm_index`, `jm_queue`, `jm_finished`, `jm_jobs`,
+`jm_retained`), and is updated in the transaction that stores the events it follows: it
+always holds what the committed log says.
+
+`jm_retained` holds, for each trigger, the id of the last notification stored that was
+published retained (its state says `"retained": true`): the copy the broker keeps and sends
+again at each of the service's subscribes. An archival keeps the index (its anchor), not
+the notifications' rows: past the de-duplication horizon that copy is still known as seen
+(`att_jm.application.notifications`). One row per trigger, whatever the log's length.
 
 Its recorded position (`jm_index`) is written only every RECORD_EVERY positions, at a
 catch-up and at a clean stop (a page of its own in every commit would cost a third of the
@@ -57,11 +64,13 @@ CREATE TABLE IF NOT EXISTS jm_finished (id TEXT PRIMARY KEY, tbl TEXT NOT NULL,
 CREATE INDEX IF NOT EXISTS jm_finished_order ON jm_finished (tbl, seq);
 CREATE TABLE IF NOT EXISTS jm_jobs (id TEXT PRIMARY KEY, name TEXT NOT NULL,
     live INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS jm_retained (id TEXT PRIMARY KEY, notification TEXT NOT NULL)
+    WITHOUT ROWID;
 """
-TABLES: Final = ("jm_index", "jm_queue", "jm_finished", "jm_jobs")
+TABLES: Final = ("jm_index", "jm_queue", "jm_finished", "jm_jobs", "jm_retained")
 #: What an archival anchor keeps of the index (`state`, `load`).
 STATE_TABLES: Final = {"jm_queue": _QUEUE_COLUMNS, "jm_finished": _FINISHED_COLUMNS,
-                       "jm_jobs": ("id", "name", "live")}
+                       "jm_jobs": ("id", "name", "live"), "jm_retained": ("id", "notification")}
 #: The recorded position is written with a commit once the log moved this far past it.
 RECORD_EVERY: Final = 1000
 
@@ -91,6 +100,8 @@ def make_rules(d: Dialect) -> dict[str, Rule]:
         "(SELECT 1 FROM jm_finished WHERE id = ? AND tbl = 'failed')"))
     add_job = d.upsert("jm_jobs", ("id", "name", "live"), "id", source="VALUES (?, ?, 1)")
     set_live = d.q("UPDATE jm_jobs SET live = ? WHERE id = ?")
+    keep_retained = d.upsert("jm_retained", ("id", "notification"), "id",
+                             source="VALUES (?, ?)")
 
     def finish(table: str) -> Rule:
         def rule(c: Any, position: int, entry: str, get: Callable[[str], Any]) -> None:
@@ -129,6 +140,14 @@ def make_rules(d: Dialect) -> dict[str, Rule]:
     def job_added(c: Any, position: int, job: str, get: Callable[[str], Any]) -> None:
         c.execute(add_job, (job, str(get("name"))))
 
+    def received(c: Any, position: int, entry: str, get: Callable[[str], Any]) -> None:
+        try:
+            retained = get("retained")
+        except LookupError:  # a stored notification that was not published retained
+            return
+        if retained is True:
+            c.execute(keep_retained, (str(get("trigger")), str(get("notification_id"))))
+
     def job_live(live: int) -> Rule:
         def rule(c: Any, position: int, job: str, get: Callable[[str], Any]) -> None:
             c.execute(set_live, (live, job))
@@ -149,6 +168,7 @@ def make_rules(d: Dialect) -> dict[str, Rule]:
         "att_jm:Job.Added": job_added,
         "att_jm:Job.Readded": job_live(1),
         "att_jm:Job.Removed": job_live(0),
+        "att_jm:Notification.Received": received,
     }
 
 
@@ -388,6 +408,12 @@ class WriteIndex:
         cursor = self._db.execute(self._sql["jobs"])
         return [str(row[0]) for row in cursor]
 
+    def retained(self, trigger: str) -> str | None:
+        """The id of the last notification published retained on `trigger` (the copy the
+        broker keeps and sends again at each subscribe), None when none was."""
+        row = self._db.execute(self._sql["retained"], (trigger,)).fetchone()
+        return None if row is None else str(row[0])
+
     def queue(self) -> list[tuple[str, str, int, str | None]]:
         """Every queue entry (id, state, sort key, not_before), in the order they run."""
         cursor = self._db.execute(self._sql["queue"])
@@ -413,6 +439,7 @@ _READS: Final = {
     "finished_after": ("SELECT id, seq, finished_at FROM jm_finished WHERE tbl = ? AND seq > ? "
                        "ORDER BY seq LIMIT ?"),
     "jobs": "SELECT name FROM jm_jobs WHERE live = 1 ORDER BY name",
+    "retained": "SELECT notification FROM jm_retained WHERE id = ?",
     "queue": ("SELECT id, state, sort_key, not_before FROM jm_queue "
               "ORDER BY state != 'running', sort_key"),
 }

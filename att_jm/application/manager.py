@@ -84,8 +84,8 @@ class JobManager:
         self.notifications.prefetch(uow, payloads)
 
     def receive_notification(self, uow: UnitOfWork, trigger: str, topic: str,
-                             payload: bytes) -> str:
-        return self.notifications.receive(uow, trigger, topic, payload)
+                             payload: bytes, *, retained: bool = False) -> str:
+        return self.notifications.receive(uow, trigger, topic, payload, retained=retained)
 
     def reject_notification(self, uow: UnitOfWork, topic: str, error: AttJmError,
                             payload: bytes) -> None:

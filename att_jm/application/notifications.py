@@ -58,8 +58,11 @@ class Notifications:
             uow.parsed[payload] = (body, key)
         uow.stored = self.model.existing(ids) if ids else set()
 
-    def receive(self, uow: UnitOfWork, trigger: str, topic: str, payload: bytes) -> str:
-        """Store a notification and enqueue the jobs it triggers; the outcome as a word."""
+    def receive(self, uow: UnitOfWork, trigger: str, topic: str, payload: bytes, *,
+                retained: bool = False) -> str:
+        """Store a notification and enqueue the jobs it triggers; the outcome as a word.
+        `retained`: it came with the RETAIN flag (published retained, or the broker's kept
+        copy sent at a subscribe)."""
         try:
             body, key = self._parse(uow, payload)
             if len(trigger) > lim.MAX_TRIGGER_CHARS:
@@ -103,23 +106,40 @@ class Notifications:
                     getattr(job, "retry", None),
                 )
             )
-        if executions and self._archived(uow) and any(
-                self.model.log.has_rows(event.originator_id) for event in executions):
-            # Rows of its executions are stored, its own record is not: it was handled before
-            # an archival took that record away (an execution's first rows archived, its later
-            # ones kept). Taken as new it would run its jobs again and enqueue under ids whose
-            # later versions exist (an execution no one could load): a duplicate.
-            log.warning("notification.seen_before_archive", notification_id=cut(nid, 200),
-                        trigger=cut(trigger, 200))
+        if executions and self._archived(uow) and self._seen_before_archive(
+                nid, trigger, executions, retained=retained):
             return "duplicate"
         # Neither aggregate is read again while the service runs: only their events are made.
-        uow.add(Notification.received_event(key, nid, trigger, body, enqueued, skipped, now),
+        uow.add(Notification.received_event(key, nid, trigger, body, enqueued, skipped, now,
+                                            retained=retained),
                 *executions)
         return f"enqueued {len(executions)}" if executions else "matched none"
 
     def reject(self, uow: UnitOfWork, topic: str, error: AttJmError, payload: bytes) -> None:
         """Record a notification refused (invalid, too large, or one whose handling failed)."""
         self.rejections.reject(uow, "notification", topic, error, payload, CHANNEL_MANAGER)
+
+    def _seen_before_archive(self, nid: str, trigger: str, executions: list[Execution.Enqueued],
+                             *, retained: bool) -> bool:
+        """Whether a notification whose record an archival took away was handled before it
+        (the log's first rows are gone, its id is not stored); such a copy is logged.
+
+        - A retained copy (the broker sends its trigger's kept copy again at each subscribe)
+          that is the last one stored retained on its trigger: the write index keeps that id
+          through archivals (`jm_retained`).
+        - Rows of its executions are stored, its own record is not (an execution's first rows
+          archived, its later ones kept): taken as new it would run its jobs again and
+          enqueue under ids whose later versions exist (an execution no one could load).
+        """
+        if retained and self.model.index.retained(trigger) == nid:
+            log.warning("notification.seen_before_archive", notification_id=cut(nid, 200),
+                        trigger=cut(trigger, 200), retained=True)
+            return True
+        if any(self.model.log.has_rows(event.originator_id) for event in executions):
+            log.warning("notification.seen_before_archive", notification_id=cut(nid, 200),
+                        trigger=cut(trigger, 200))
+            return True
+        return False
 
     def _archived(self, uow: UnitOfWork) -> bool:
         """Whether rows at the log's start are gone (read once a batch until they are, then

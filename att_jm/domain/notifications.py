@@ -31,6 +31,9 @@ class Notification(Aggregate):
         enqueued: list[dict[str, str]]
         skipped: list[dict[str, str]]
         actor: str
+        #: Published retained (the broker keeps it as its trigger's copy): stored only then,
+        #: as `"retained": true`; every other notification reads this default.
+        retained = False
 
     def __init__(
         self,
@@ -73,14 +76,20 @@ class Notification(Aggregate):
         enqueued: list[dict[str, str]],
         skipped: list[dict[str, str]],
         at: datetime,
+        *,
+        retained: bool = False,
     ) -> Notification.Received:
         """The event `receive()` records (`key` = `notification_id(nid)`), without building
-        the aggregate, which nothing reads again: the notification hot path."""
-        return cls.Received(  # type: ignore[call-arg]  # the library makes the fields a dataclass __init__ at runtime
+        the aggregate, which nothing reads again: the notification hot path. `retained`: it
+        was published retained (then, only then, its state holds `"retained": true`)."""
+        event = cls.Received(  # type: ignore[call-arg]  # the library makes the fields a dataclass __init__ at runtime
             originator_id=key, originator_version=cls.INITIAL_VERSION, timestamp=at,
             originator_topic=cls.TOPIC, notification_id=nid, trigger=trigger, payload=payload,
             enqueued=enqueued, skipped=skipped, actor=CHANNEL_MANAGER,
         )
+        if retained:  # a frozen event: set as the library's decoder sets what it stored
+            object.__setattr__(event, "retained", True)
+        return event
 
 
 class Rejection(Aggregate):

@@ -55,6 +55,9 @@ class Inbound:
     payload: bytes
     response_topic: str | None
     correlation: bytes | None
+    #: The PUBLISH's RETAIN flag: a copy the broker kept (at subscribe), or one published
+    #: retained (the notifications are subscribed with Retain As Published).
+    retain: bool = False
 
     @classmethod
     def of(cls, message: MQTTMessage, generation: int) -> Inbound:
@@ -71,6 +74,7 @@ class Inbound:
             payload=bytes(message.payload),
             response_topic=response if isinstance(response, str) else None,
             correlation=bytes(correlation) if correlation is not None else None,
+            retain=bool(message.retain),
         )
 
 
@@ -237,13 +241,15 @@ class ServiceConnection(DrivenConnection):
         return connack_warnings(self.connack_properties, self._session_expiry)
 
     def _connected(self, client: Client, flags: ConnectFlags) -> None:
-        # Retained notifications come again on every resubscribe and are deduplicated by id.
+        # Retained notifications come again on every resubscribe and are deduplicated by id;
+        # Retain As Published tells the service which ones were published retained (it keeps
+        # the last one of each trigger past an archival: `att_jm.application.index`).
         # A retained command would run again after every restart (one without
         # CorrelationData has no key to deduplicate it): commands never take retained copies
         # at subscribe time (Retain Handling 2); live ones are delivered as usual.
         notifications, commands = self.filters
         client.subscribe([
-            (notifications, SubscribeOptions(qos=1)),
+            (notifications, SubscribeOptions(qos=1, retainAsPublished=True)),
             (commands, SubscribeOptions(qos=1, retainHandling=SubscribeOptions.RETAIN_DO_NOT_SEND)),
         ])
         self.publish(self.status_topic, orjson.dumps(self._online()), retain=True)
@@ -257,12 +263,12 @@ class ServiceConnection(DrivenConnection):
 
     def _on_inbound(
         self, mid: int, topic: bytes, payload: bytes, response: str | None,
-        correlation: bytes | None,
+        correlation: bytes | None, retain: bool,
     ) -> None:
         """A QoS 1 message (QoS 0: mid 0) decoded by `ServiceClient`'s fast path."""
         self._delivered = True
         self._deliver(Inbound(mid, 1 if mid else 0, self.generation, topic, payload, response,
-                              correlation))
+                              correlation, retain))
 
     def _on_message(self, client: Client, userdata: Any, message: MQTTMessage) -> None:
         """Any other message (every message without the fast paths), decoded by paho."""

@@ -132,8 +132,8 @@ class PublishingClient(BufferedClient):
 
 #: What a fast-path receiver gets for one QoS 1 or QoS 0 PUBLISH: mid (0 means QoS 0: a QoS 1
 #: PUBLISH with packet id 0 is malformed, never decoded here), topic (raw bytes), payload,
-#: ResponseTopic, CorrelationData.
-InboundHandler = Callable[[int, bytes, bytes, str | None, bytes | None], None]
+#: ResponseTopic, CorrelationData, the RETAIN flag.
+InboundHandler = Callable[[int, bytes, bytes, str | None, bytes | None, bool], None]
 _PUBACK: Final = 0x40
 _MQTT_V5: Final = 5
 #: A PUBLISH the fast path cannot decode (malformed, or QoS 2) still goes to paho's parser,
@@ -170,13 +170,14 @@ class ServiceClient(PublishingClient):
             return super()._handle_publish()
         in_packet = self._in_packet
         packet = in_packet["packet"]
-        qos = (in_packet["command"] >> 1) & 0x03
+        command = in_packet["command"]
+        qos = (command >> 1) & 0x03
         if qos == 1:
             decoded = _decode_publish(packet)
         else:  # QoS 0 (a publisher's choice); QoS 2 never comes (subscribed at 1 at most)
             decoded = _decode_publish(packet, 0) if qos == 0 else None
         if decoded is not None:
-            handler(*decoded)
+            handler(*decoded, bool(command & 0x01))
             return MQTTErrorCode.MQTT_ERR_SUCCESS
         count = _count_properties(packet, qos, PAHO_PROPERTY_LIMIT)
         if count > PAHO_PROPERTY_LIMIT:

@@ -40,7 +40,7 @@ class Router:
         parsed = self.topics.parse(topic)
         if isinstance(parsed, NotificationTopic):
             outcome = self.manager.receive_notification(uow, parsed.trigger, topic,
-                                                        message.payload)
+                                                        message.payload, retained=message.retain)
             log.debug("notification.handled", topic=topic, outcome=outcome)
             return None
         if isinstance(parsed, CommandTopic):

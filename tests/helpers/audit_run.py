@@ -147,12 +147,15 @@ class ScriptedRun:
         assert reply["ok"] is True, reply
         return reply["result"]
 
-    def notify(self, trigger: str, payload: dict[str, Any] | bytes) -> str:
+    def notify(self, trigger: str, payload: dict[str, Any] | bytes, *,
+               retained: bool = False) -> str:
+        """`retained`: it comes with the RETAIN flag (published retained, or the broker's
+        kept copy at a subscribe)."""
         body = payload if isinstance(payload, bytes) else orjson.dumps(payload)
         self.clock.advance(1)
         topic = f"att/channel-manager/notifications/{trigger}"
         return self.unit(lambda uow: self.manager.receive_notification(
-            uow, trigger, topic, body))
+            uow, trigger, topic, body, retained=retained))
 
     def run_next(self, result: int = 3, feedback: str | None = "ok", *,
                  exit_code: int | None = 0) -> str | None:

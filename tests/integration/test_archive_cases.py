@@ -379,6 +379,62 @@ def test_a_notification_resent_after_a_cut_through_its_execution_runs_nothing(
     run.close()
 
 
+@BOTH_BACKENDS
+def test_a_triggers_retained_copy_sent_again_past_the_horizon_runs_nothing(
+        store_backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """The broker keeps the last notification published retained on a trigger and sends it
+    again, with the RETAIN flag, at each of the service's subscribes, however old it is.
+    Once an archival took its record (and its execution's rows) away, that copy is still
+    known as seen; another id past the horizon is taken as new, as before."""
+    run = ScriptedRun(tmp_path, seal_every=20, store=store_for(request, store_backend, tmp_path),
+                      marks=True)
+    busy_history(run, 20)
+    first = {"id": "kept-1", "channel": "K1", "site": "lyon"}
+    kept = {"id": "kept-2", "channel": "K2", "site": "lyon"}
+    plain = {"id": "plain", "channel": "P", "site": "lyon"}
+    assert run.notify("channel-up", first, retained=True) == "enqueued 1"
+    assert run.notify("channel-up", kept, retained=True) == "enqueued 1"  # the broker's copy
+    assert run.notify("channel-up", plain) == "enqueued 1"
+    assert run.notify("channel-down", {"id": "elsewhere"}, retained=True) == "matched none"
+    while run.run_next() is not None:
+        pass
+    reader = StoreReader(run.store)
+    try:
+        received = [loads_state(state) for page in reader.keyed_pages(
+            0, None, ("att_jm:Notification.Received",)) for _, _, _, state in page]
+    finally:
+        reader.close()
+    flags = {data["notification_id"]: data.get("retained") for data in received}
+    assert (flags["kept-1"], flags["kept-2"], flags["plain"], flags["n0"]) == (
+        True, True, None, None)  # stored only when published retained
+    # Later runs: Auto Cleanup (max_rows 3) takes the three's executed rows, then those of
+    # the next runs, so that the oldest execution still in a table starts after the three's
+    # last rows (a cut never passes a live execution's first row)
+    for n in range(8):
+        run.notify("channel-up", {"id": f"later-{n}", "channel": "L", "site": "lyon"})
+        while run.run_next() is not None:
+            pass
+        if n % 4 == 3:
+            run.cleanup("executed")
+    run.seal()
+    result = archive(run.store, str(tmp_path / "a.arc"), upto=run.position,
+                     views_path=run.views_path)
+    assert result.position > 0
+    rebuilt, live = index_from_anchor(run.store)
+    assert rebuilt == live and ["channel-up", "kept-2"] in live["jm_retained"]
+    # the broker's kept copy, at the service's next subscribe: nothing runs
+    assert run.notify("channel-up", kept, retained=True) == "duplicate"
+    assert run.views.rows("queue", 10) == []
+    # past the horizon, as before (plain's rows went with the three's): an older retained
+    # id, or one sent without the flag
+    assert run.notify("channel-up", plain) == "enqueued 1"
+    assert run.notify("channel-up", first, retained=True) == "enqueued 1"
+    assert run.notify("channel-up", kept) == "enqueued 1"  # not the broker's kept copy
+    assert [row["command"] for row in run.views.rows("queue", 10)] == [
+        "ch=P", "ch=K1", "ch=K2"]
+    run.close()
+
+
 def test_a_witness_still_checks_an_archived_store(tmp_path: Path,
                                                   request: pytest.FixtureRequest) -> None:
     run = new_run(tmp_path, request)

@@ -103,7 +103,7 @@ def endpoint(broker: Broker) -> MqttEndpoint:
 def shape(message: Inbound) -> tuple[Any, ...]:
     """What a receiver gets of a message, without its connection's own mid and generation."""
     return (message.topic, message.payload, message.response_topic, message.correlation,
-            message.qos)
+            message.qos, message.retain)
 
 
 # _handle_publish + _in_packet + _protocol (ServiceClient) -----------------------------------
@@ -144,6 +144,9 @@ def test_a_publish_decoded_by_the_fast_path_is_what_paho_decodes(
     ]
     for topic, payload, properties in sent:
         mqtt.publish(topic, payload, properties=properties)
+    # published retained: the flag comes with the live copy too (Retain As Published)
+    sent.append((f"{NOTIFICATIONS}/kept", b'{"id":"n-3"}', None))
+    mqtt.publish(f"{NOTIFICATIONS}/kept", b'{"id":"n-3"}', retain=True)
     got_fast = fast.receive(len(sent))
     got_documented = documented.receive(len(sent))
     assert [shape(m) for m in got_fast] == [shape(m) for m in got_documented]
@@ -151,6 +154,7 @@ def test_a_publish_decoded_by_the_fast_path_is_what_paho_decodes(
     assert [m.payload for m in got_fast] == [payload for _, payload, _ in sent]
     assert got_fast[4].response_topic == f"{PREFIX}/job-manager/replies/alice/1"
     assert (got_fast[4].correlation, got_fast[5].correlation) == (b"\x00\xffcorr", b"")
+    assert [m.retain for m in got_fast] == [False] * (len(sent) - 1) + [True]
     assert len(decoded_fast) == len(sent)
     # paho decoded every message of the documented connection, none of the fast one's
     assert paho_handled.count(id(documented.connection.client)) == len(sent)

@@ -128,7 +128,8 @@ def test_the_flood_with_values_and_a_large_payload_is_decoded_whole() -> None:
     assert time.perf_counter() - started < LINEAR_BOUND_SECONDS
 
 
-@pytest.mark.parametrize("command", [0x32, 0x30, 0x3A], ids=["qos1", "qos0", "qos1-dup"])
+@pytest.mark.parametrize("command", [0x32, 0x30, 0x3A, 0x33, 0x31],
+                         ids=["qos1", "qos0", "qos1-dup", "qos1-retain", "qos0-retain"])
 def test_the_service_client_hands_the_flood_to_its_receiver_never_to_paho(
     monkeypatch: pytest.MonkeyPatch, command: int,
 ) -> None:
@@ -146,7 +147,7 @@ def test_the_service_client_hands_the_flood_to_its_receiver_never_to_paho(
     assert client._handle_publish() == MQTTErrorCode.MQTT_ERR_SUCCESS
     assert time.perf_counter() - started < LINEAR_BOUND_SECONDS
     assert got == [(9 if qos else 0, COMMAND, b"{}", "att/job-manager/replies/auditor/r-1",
-                    b"\x00corr\xff")]  # mid 0: QoS 0
+                    b"\x00corr\xff", bool(command & 1))]  # mid 0: QoS 0; the RETAIN flag
 
 
 def test_a_malformed_flood_is_refused_as_paho_refuses_a_malformed_packet_without_its_parse(
