@@ -166,8 +166,24 @@ def exit_feedback(exit_code: int, stderr: bytes, stderr_cap: int = 1024) -> str:
 
 def _show(value: object) -> str:
     """A JSON value as the script wrote it, shortened for Feedback."""
-    text = orjson.dumps(value).decode()
+    try:
+        text = orjson.dumps(value).decode()
+    except orjson.JSONEncodeError:  # nested deeper than orjson writes (it reads deeper)
+        return f"a JSON {_kind(value)} nested too deep to show"
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _kind(value: object) -> str:
+    return "array" if isinstance(value, list) else "object"
+
+
+def _feedback_text(value: object) -> str:
+    """A Feedback that is not a string, as `str(value)`; one nested too deep for that (a
+    result line may nest 1,024 levels, Python's repr recurses for each) is described."""
+    try:
+        return str(value)
+    except RecursionError:
+        return f"(feedback: a JSON {_kind(value)} nested too deep to show)"
 
 
 def verdict_from_result(document: dict[str, object]) -> Verdict:
@@ -180,7 +196,7 @@ def verdict_from_result(document: dict[str, object]) -> Verdict:
         return Verdict(FAILED, f"invalid Result line: result must be 2 or 3, got {_show(result)}")
     feedback = document.get("feedback")
     if feedback is not None and not isinstance(feedback, str):
-        feedback = str(feedback)
+        feedback = _feedback_text(feedback)
     return Verdict(Result(result), feedback)
 
 

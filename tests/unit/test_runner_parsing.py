@@ -106,6 +106,18 @@ def test_an_invalid_result_value_is_shown_shortened() -> None:
     assert len(verdict.feedback) < len(INVALID) + 70
 
 
+def test_a_feedback_or_result_nested_as_deep_as_json_allows_is_described() -> None:
+    deep = b"[" * 1000 + b"]" * 1000  # orjson reads 1,024 levels, writes 254
+    verdict = parse_result_line(b'{"result": 3, "feedback": ' + deep + b"}")
+    assert verdict == Verdict(Result(3), "(feedback: a JSON array nested too deep to show)")
+    objects = b'{"a":' * 300 + b"1" + b"}" * 300
+    verdict = parse_result_line(b'{"result": ' + objects + b"}")
+    assert verdict is not None and verdict.result == 2
+    assert verdict.feedback == INVALID + "a JSON object nested too deep to show"
+    shallow = parse_result_line(b'{"result": 3, "feedback": {"a": [1, 2]}}')
+    assert shallow == Verdict(Result(3), "{'a': [1, 2]}")  # str(value), as before
+
+
 @pytest.mark.parametrize(
     ("exit_code", "stderr", "feedback"),
     [
