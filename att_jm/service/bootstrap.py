@@ -104,7 +104,8 @@ def bootstrap(
                       meanwhile=manager.preload_next if lease is None else None)
     status = Status(connection, client_id=settings.client_id, clock=clock, tail=tail,
                     stats=stats, instance=None if lease is None else lease.instance,
-                    epoch=None if lease is None else lease.epoch)
+                    epoch=None if lease is None else lease.epoch,
+                    unloadable=lambda: manager.model.unloadable)
     held = HeldStart(relay, inbox)
     after = AfterCommit(app=app, manager=manager, views=views, relay=relay, held=held,
                         sealer=sealer, status=status, connection=connection,

@@ -3,27 +3,34 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
 from att_jm import __version__
+from att_jm.domain.limits import cut
 from att_jm.domain.times import iso
 from att_jm.log.tail import Tail
 from att_jm.metrics.shared import WriterStats
 from att_jm.mqtt.adapter import ServiceConnection
 
+#: At most this many unloadable jobs are named in the status (all are counted and logged).
+UNLOADABLE_SHOWN: Final = 20
+#: How much of each one's error the status shows.
+UNLOADABLE_ERROR_CHARS: Final = 300
+
 
 class Status:
     """What the retained status says: online or offline, since when, and any fault
-    (`store`: commits refused; `views`: the views lag the log) until it ends."""
+    (`store`: commits refused; `views`: the views lag the log) until it ends; jobs the
+    service could not load from the store (`unloadable_jobs`: left out, not run)."""
 
     def __init__(
         self, connection: ServiceConnection, *, client_id: str, clock: Callable[[], datetime],
         tail: Tail | None, stats: WriterStats, instance: str | None = None,
-        epoch: int | None = None,
+        epoch: int | None = None, unloadable: Callable[[], Mapping[str, str]] = dict,
     ) -> None:
         self.connection = connection
         self.client_id = client_id
@@ -33,6 +40,7 @@ class Status:
         self.clock = clock
         self.tail = tail
         self.stats = stats
+        self.unloadable = unloadable
         self.started_at = clock()
         self.fault: dict[str, Any] | None = None
 
@@ -55,6 +63,13 @@ class Status:
         warnings = self.connection.broker_warnings()
         if warnings:
             body["broker_warnings"] = warnings
+        unloadable = self.unloadable()
+        if unloadable:
+            body["unloadable_jobs"] = {
+                "count": len(unloadable),
+                "jobs": [{"job": name, "error": cut(error, UNLOADABLE_ERROR_CHARS)}
+                         for name, error in sorted(unloadable.items())[:UNLOADABLE_SHOWN]],
+            }
         return body
 
     def last_will(self) -> dict[str, Any]:

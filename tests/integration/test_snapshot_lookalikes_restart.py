@@ -234,6 +234,26 @@ def test_a_job_that_cannot_be_loaded_is_left_out_and_named_and_the_service_still
     assert list(model.unloadable) == ["odd"]
 
 
+def test_the_services_status_names_the_jobs_it_could_not_load(starts: Starts) -> None:
+    odd = [f"odd-{n:02d}" for n in range(25)]
+    writer = starts.start()
+    writer.handle([inbound("att/job-manager/commands/tester/job.add",
+                           {"name": name, "script": "ok", "trigger": "up"}, b"c-%d" % n)
+                   for n, name in enumerate(["alpha", *odd])])
+    assert "unloadable_jobs" not in writer.status.body("online")
+    for name in odd:
+        spoil_snapshot(writer.manager.model.app, name)
+    starts.stop(writer)
+
+    writer = starts.start()
+    assert sorted(writer.manager.jobs) == ["alpha"]
+    shown = writer.status.body("online")["unloadable_jobs"]
+    assert shown["count"] == 25  # all counted, the first 20 named (the status stays small)
+    assert [job["job"] for job in shown["jobs"]] == odd[:20]
+    assert all("badly formed hexadecimal UUID string" in job["error"]
+               and len(job["error"]) <= 300 for job in shown["jobs"])
+
+
 def test_a_reload_that_fails_leaves_the_state_as_it_was_and_marks_it_stale(
         jm: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
     add_jobs(jm, {"site": "lyon"})
