@@ -179,11 +179,7 @@ class ServiceClient(PublishingClient):
         if decoded is not None:
             handler(*decoded, bool(command & 0x01))
             return MQTTErrorCode.MQTT_ERR_SUCCESS
-        count = _count_properties(packet, qos, PAHO_PROPERTY_LIMIT)
-        if count > PAHO_PROPERTY_LIMIT:
-            log.error("mqtt.publish_refused", qos=qos, size=len(packet),
-                      reason=f"more than {PAHO_PROPERTY_LIMIT} properties in a PUBLISH the "
-                             "fast path cannot decode (malformed, or QoS 2)")
+        if _flood(packet, qos, "the fast path cannot decode (malformed, or QoS 2)"):
             return MQTTErrorCode.MQTT_ERR_PROTOCOL  # what paho returns for a malformed packet
         return super()._handle_publish()
 
@@ -192,6 +188,34 @@ class ServiceClient(PublishingClient):
         if mids:
             packet = b"".join(bytes((_PUBACK, 2, mid >> 8, mid & 0xFF)) for mid in mids)
             self._packet_queue(_PUBACK, packet, 0, 0)
+
+
+class FloodGuardClient(Client):
+    """A paho client that lets paho parse what it receives (and acknowledge it, call
+    `on_message`), except a v5 PUBLISH holding more than PAHO_PROPERTY_LIMIT properties: it
+    is refused as paho refuses a malformed packet (the connection is closed), without paho's
+    parse, quadratic in their number. For a connection on paho's own thread that receives
+    little (an instance's read requests, `att_jm.mqtt.instances`); overrides paho's private
+    `_handle_publish()` and reads `_in_packet` and `_protocol` (a fast path: see
+    `att_jm.mqtt.fast_paths`)."""
+
+    def _handle_publish(self) -> MQTTErrorCode:
+        if self._protocol == _MQTT_V5:
+            in_packet = self._in_packet
+            qos = (in_packet["command"] >> 1) & 0x03
+            if _flood(in_packet["packet"], qos, "received"):
+                return MQTTErrorCode.MQTT_ERR_PROTOCOL
+        return super()._handle_publish()
+
+
+def _flood(packet: bytes | bytearray, qos: int, which: str) -> bool:
+    """Whether a PUBLISH's packet holds more than PAHO_PROPERTY_LIMIT properties (then
+    logged as refused); `which`: what the log says of it."""
+    if _count_properties(packet, qos, PAHO_PROPERTY_LIMIT) <= PAHO_PROPERTY_LIMIT:
+        return False
+    log.error("mqtt.publish_refused", qos=qos, size=len(packet),
+              reason=f"more than {PAHO_PROPERTY_LIMIT} properties in a PUBLISH {which}")
+    return True
 
 
 # The property identifiers MQTT 5.0 allows on a PUBLISH (section 3.3.2.3), by their value's
@@ -385,13 +409,15 @@ def add_socket_open_hook(client: Client, hook: SocketHook) -> None:
     client.on_socket_open = both
 
 
-def new_client(endpoint: MqttEndpoint, client_id: str, *, manual_ack: bool = False) -> Client:
-    """A v5 client for `endpoint` (credentials, TLS for mqtts://), not yet connected.
+def new_client(endpoint: MqttEndpoint, client_id: str, *, manual_ack: bool = False,
+               kind: type[Client] = Client) -> Client:
+    """A v5 client for `endpoint` (credentials, TLS for mqtts://), not yet connected
+    (`kind`: paho's Client, or `FloodGuardClient`).
 
     TLS verifies the broker's certificate against `endpoint.tls_ca` (the system's trust
     store when None) and presents `tls_cert`/`tls_key` when given.
     """
-    return _configured(Client, endpoint, client_id, manual_ack)
+    return _configured(kind, endpoint, client_id, manual_ack)
 
 
 def new_buffered_client(

@@ -33,12 +33,14 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from att_jm.config import MqttEndpoint
 from att_jm.mqtt.adapter import WILL_DELAY_SECONDS, ServiceConnection
 from att_jm.mqtt.common import (
+    FloodGuardClient,
     connect_properties,
     json_publish_properties,
     new_client,
     reply_properties,
 )
 from att_jm.mqtt.driven import KEEPALIVE_SECONDS
+from att_jm.mqtt.fast_paths import use_fast_paths
 
 log = structlog.get_logger("att_jm.mqtt")
 
@@ -53,14 +55,19 @@ class InstanceConnection:
     def __init__(
         self, endpoint: MqttEndpoint, *, client_id: str, topic: str,
         body: Callable[[], dict[str, Any]], requests: str | None = None,
-        answer: Answer | None = None,
+        answer: Answer | None = None, fast_paths: bool | None = None,
     ) -> None:
+        """`fast_paths` (as `ServiceConnection`'s; None: as ATT_JM_MQTT_FAST_PATHS says): a
+        request holding more than 1,000 MQTT properties is refused before paho parses it
+        (`FloodGuardClient`); without them paho parses everything (docs/security.md)."""
         self.topic = topic
         self._body = body
         self._json = json_publish_properties()
         self._requests = requests
         self._answer = answer
-        self.client = new_client(endpoint, client_id)
+        guarded = requests is not None and use_fast_paths(fast_paths, client_id=client_id)
+        self.client = new_client(endpoint, client_id,
+                                 kind=FloodGuardClient if guarded else Client)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message

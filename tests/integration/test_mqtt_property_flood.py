@@ -8,7 +8,8 @@ properties): past the keepalive, so the broker dropped the connection before the
 sent the message again, for ever.
 
 Without a broker: tests/unit/test_mqtt_property_flood.py. paho's documented paths
-(ATT_JM_MQTT_FAST_PATHS=false) have no such defence: docs/security.md."""
+(ATT_JM_MQTT_FAST_PATHS=false) have no such defence: docs/security.md. An instance's own
+connection (a standby's read requests) refuses such a flood (the last test)."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from paho.mqtt.properties import Properties, VariableByteIntegers
 
 from att_jm.config import parse_mqtt_url
 from att_jm.mqtt.adapter import Inbound, ServiceConnection
+from att_jm.mqtt.instances import InstanceConnection
 
 FLOOD = 200_000
 EMPTY_USER_PROPERTY = b"\x26\x00\x00\x00\x00"
@@ -216,3 +218,49 @@ def test_user_properties_at_qos_0_and_1_are_decoded_by_the_fast_path_as_paho_dec
     assert paho_parsed.count(id(fast.connection.client)) == 0
     fast.connection.stop({"state": "offline"})
     documented.connection.stop({"state": "offline"})
+
+
+# An instance's own connection (paho's path, on paho's thread) ---------------------------------
+
+
+def test_an_instances_connection_refuses_a_flooded_request_and_answers_the_next_at_once(
+    broker: Broker, mqtt: TestClient, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A standby's read requests come through paho's parser on the instance's connection: a
+    flood there is refused before that parser (the connection closes, reconnects within a
+    second or two), and the next request is answered; with paho's parser it would have
+    stalled that connection for minutes."""
+    answered: list[bytes | None] = []
+
+    def answer(topic: str, payload: bytes, response: str | None,
+               correlation: bytes | None) -> dict[str, Any]:
+        answered.append(correlation)
+        return {"ok": True, "result": len(answered)}
+
+    paho_parsed = paho_parses(monkeypatch)
+    connection = InstanceConnection(
+        parse_mqtt_url(broker.url), client_id="att-job-manager.jm-a",
+        topic="att/job-manager/instances/jm-a/status", body=lambda: {"state": "standby"},
+        requests="att/job-manager/instances/jm-a/commands/#", answer=answer, fast_paths=True)
+    connection.start({"state": "offline", "reason": "lost"})
+    try:
+        assert connection.connected.wait(10)
+        replies = mqtt.subscribe("att/job-manager/replies/alice/#")
+        request = "att/job-manager/instances/jm-a/commands/alice/views.get"
+        mqtt.publish(request, {"view": "jobs"}, properties=flood(
+            "att/job-manager/replies/alice/flood", b"flooded"), timeout=10)
+        started = time.monotonic()
+        sent = 0
+        while not answered:  # requests sent while it reconnects are lost (a clean session)
+            assert time.monotonic() - started < ANSWERED_WITHIN, "no request answered"
+            sent += 1
+            mqtt.publish(request, {"view": "jobs"}, properties=publish_properties(
+                ResponseTopic="att/job-manager/replies/alice/1",
+                CorrelationData=b"normal-%d" % sent))
+            time.sleep(0.2)
+        reply = replies.wait_for(timeout=ANSWERED_WITHIN)
+        assert reply.prop("CorrelationData") == answered[0] != b"flooded"
+        assert b"flooded" not in answered
+        assert paho_parsed.count(id(connection.client)) == len(answered)  # never the flood
+    finally:
+        connection.stop({"state": "offline"})

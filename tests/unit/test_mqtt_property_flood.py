@@ -25,6 +25,7 @@ from paho.mqtt.properties import Properties, VariableByteIntegers
 
 from att_jm.mqtt.common import (
     PAHO_PROPERTY_LIMIT,
+    FloodGuardClient,
     ServiceClient,
     _count_properties,
     _decode_publish,
@@ -102,6 +103,29 @@ def new_service_client() -> ServiceClient:
     return ServiceClient(CallbackAPIVersion.VERSION2, protocol=MQTTProtocolVersion.MQTTv5)
 
 
+def counted_paho_parser(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """paho's own parser replaced by one that only counts its calls (the list it appends to)."""
+    calls: list[int] = []
+
+    def paho_parser(self: Client) -> MQTTErrorCode:
+        calls.append(1)
+        return MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    monkeypatch.setattr(Client, "_handle_publish", paho_parser)
+    return calls
+
+
+def assert_refused_at_once(client: Client, calls: list[int]) -> None:
+    """The packet in `client._in_packet` is refused as malformed, in linear time, logged,
+    never parsed by paho (`calls`: `counted_paho_parser`'s)."""
+    started = time.perf_counter()
+    with structlog.testing.capture_logs() as logs:
+        assert client._handle_publish() == MQTTErrorCode.MQTT_ERR_PROTOCOL
+    assert time.perf_counter() - started < LINEAR_BOUND_SECONDS
+    assert calls == []
+    assert [line["event"] for line in logs] == ["mqtt.publish_refused"]
+
+
 # The flood -------------------------------------------------------------------------------------
 
 
@@ -153,29 +177,37 @@ def test_the_service_client_hands_the_flood_to_its_receiver_never_to_paho(
 def test_a_malformed_flood_is_refused_as_paho_refuses_a_malformed_packet_without_its_parse(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    calls: list[int] = []
-
-    def paho_parser(self: Client) -> MQTTErrorCode:
-        calls.append(1)
-        return MQTTErrorCode.MQTT_ERR_SUCCESS
-
-    monkeypatch.setattr(Client, "_handle_publish", paho_parser)
+    calls = counted_paho_parser(monkeypatch)
     client = new_service_client()
     client.on_inbound = lambda *args: pytest.fail("a malformed packet was delivered")
     client._in_packet["command"] = 0x32
     # the flood, then an identifier not allowed on a PUBLISH (Session Expiry Interval)
     client._in_packet["packet"] = raw_packet(
         TOPIC, 3, flood_block() + b"\x11\x00\x00\x00\x01", b"{}")
-    started = time.perf_counter()
-    with structlog.testing.capture_logs() as logs:
-        assert client._handle_publish() == MQTTErrorCode.MQTT_ERR_PROTOCOL
-    assert time.perf_counter() - started < LINEAR_BOUND_SECONDS
-    assert calls == []
-    assert [line["event"] for line in logs] == ["mqtt.publish_refused"]
+    assert_refused_at_once(client, calls)
     # a malformed packet with few properties still goes to paho, as before
     client._in_packet["packet"] = raw_packet(TOPIC, 3, EMPTY_USER_PROPERTY * 10 + b"\x11", b"")
     assert client._handle_publish() == MQTTErrorCode.MQTT_ERR_SUCCESS
     assert calls == [1]
+
+
+@pytest.mark.parametrize("command", [0x32, 0x30], ids=["qos1", "qos0"])
+def test_the_guard_client_lets_paho_parse_all_but_a_flood(
+    monkeypatch: pytest.MonkeyPatch, command: int,
+) -> None:
+    """An instance's connection (paho's own path, on its own thread): well-formed floods are
+    refused too, before paho's parser; anything with fewer properties goes to paho."""
+    calls = counted_paho_parser(monkeypatch)
+    client = FloodGuardClient(CallbackAPIVersion.VERSION2, protocol=MQTTProtocolVersion.MQTTv5)
+    mid = 3 if command & 0x06 else None
+    client._in_packet["command"] = command
+    client._in_packet["packet"] = raw_packet(COMMAND, mid, flood_block(), b"{}")
+    assert_refused_at_once(client, calls)
+    for count in (0, PAHO_PROPERTY_LIMIT):
+        client._in_packet["packet"] = raw_packet(COMMAND, mid, EMPTY_USER_PROPERTY * count,
+                                                 b"{}")
+        assert client._handle_publish() == MQTTErrorCode.MQTT_ERR_SUCCESS
+    assert calls == [1, 1]
 
 
 def test_paho_closes_the_connection_on_that_refusal_as_on_a_malformed_packet() -> None:
