@@ -255,7 +255,10 @@ class WriteModel:
             raise
         if any(event.originator_id == SCHEDULER_ID
                and event.originator_version % SCHEDULER_SNAPSHOT_EVERY == 0 for event in events):
-            self._snapshot()
+            if uow.later is None:
+                self._snapshot()
+            elif not uow.spoiled:  # (a spoiled scheduler is reloaded: the next multiple's)
+                uow.later.append(self._snapshot)  # a commit of its own: after the replies
         return list(zip(positions, events, strict=True))
 
     def _snapshot(self) -> None:

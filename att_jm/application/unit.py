@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -36,6 +37,9 @@ class UnitOfWork:
     replies: dict[UUID, dict[str, Any]] = field(default_factory=dict)
     #: A handler failed after changing aggregates in memory: reload them after the commit.
     spoiled: bool = False
+    #: What the commit may leave until its replies are sent (the scheduler's snapshot); None:
+    #: done within the commit. The writer's unit of work runs them after its replies.
+    later: list[Callable[[], None]] | None = None
     _touched: list[Aggregate] = field(default_factory=list)
 
     def add(self, *events: Any) -> None:

@@ -130,6 +130,14 @@ class AfterCommit:
             self.status.set_fault(None)
             log.info("store.recovered")
         self.stored(stored)
+        self._settle(uow)
+
+    def _settle(self, uow: WriterUnit) -> None:
+        """Last, once its replies, acks, script and events are under way: what the commit
+        of `uow` left for later (the scheduler's snapshot), and the reload of a spoiled
+        batch's aggregates."""
+        for work in uow.later or ():
+            work()
         if uow.spoiled:  # a handler failed after changing aggregates in memory
             try:
                 self.manager.reload()

@@ -27,3 +27,6 @@ class WriterUnit(UnitOfWork):
     #: The batch holds commands only, each answered: the relay's wake-up and the views wait
     #: a moment after the replies (att_jm.service.aftercommit).
     commands_only: bool = False
+    #: What the commit left until all of the above is done (the scheduler's snapshot, every
+    #: 500 of its versions: a second commit, which its batch's replies no longer wait for).
+    later: list[Callable[[], None]] | None = field(default_factory=list)

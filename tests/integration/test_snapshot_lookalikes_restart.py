@@ -20,12 +20,14 @@ from helpers.postgres import BOTH_BACKENDS
 from helpers.service import populate_scripts_dir
 from helpers.store import store_for
 
+from att_jm.application.model import WriteModel
 from att_jm.audit.archiving import archive
 from att_jm.config import Settings
-from att_jm.domain.ids import job_id
+from att_jm.domain.ids import SCHEDULER_ID, job_id
 from att_jm.domain.notifications import Notification
 from att_jm.mqtt.adapter import Inbound
 from att_jm.service import Writer, bootstrap
+from att_jm.service.replies import Replies
 from att_jm.service.unit import WriterUnit
 from att_jm.store import JobManagerApp
 
@@ -195,6 +197,40 @@ def test_the_service_starts_with_such_a_job_snapshotted_and_runs_every_job(
     assert queued_jobs(writer) == list(NAMES)
     writer.handle([inbound("att/channel-manager/notifications/up", {"id": "n-2"})])
     assert queued_jobs(writer) == sorted([*NAMES, "alpha", "zeta"])  # "odd" wants its fields
+
+
+def test_the_writer_snapshots_the_scheduler_once_the_replies_are_sent(
+        starts: Starts, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every SCHEDULER_SNAPSHOT_EVERY versions the scheduler is snapshotted (a commit of its
+    own): the batch whose commit made that version has its reply sent first."""
+    monkeypatch.setattr("att_jm.application.model.SCHEDULER_SNAPSHOT_EVERY", 5)
+    replies: list[int] = []  # one per batch answered
+    snapshots: dict[int, int] = {}  # scheduler version -> replies sent before its snapshot
+    reply, snapshot = Replies.ack_and_reply, WriteModel._snapshot
+
+    def replying(self: Replies, *args: Any) -> None:
+        reply(self, *args)
+        replies.append(1)
+
+    def snapshotting(self: WriteModel) -> None:
+        snapshots[self.scheduler.version] = len(replies)
+        snapshot(self)
+
+    monkeypatch.setattr(Replies, "ack_and_reply", replying)
+    monkeypatch.setattr(WriteModel, "_snapshot", snapshotting)
+    writer = starts.start()
+    made_by: dict[int, int] = {}  # scheduler version -> the batch (1, 2, ...) that made it
+    for n in range(1, 13):
+        writer.handle([inbound("att/job-manager/commands/tester/settings.set",
+                               {"interval_seconds": n % 2}, b"s-%d" % n)])
+        made_by[writer.manager.model.scheduler.version] = n
+    assert len(snapshots) >= 2 and all(version % 5 == 0 for version in snapshots)
+    for version, replied in snapshots.items():
+        assert replied == made_by[version]  # its own batch's reply went first
+    app = writer.manager.model.app
+    assert app.snapshots is not None
+    stored = list(app.snapshots.get(SCHEDULER_ID, desc=True, limit=1))
+    assert stored and stored[0].originator_version == max(snapshots)
 
 
 # A job that cannot be loaded; a reload that fails ----------------------------------------
