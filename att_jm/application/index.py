@@ -180,8 +180,9 @@ TOPICS: Final = tuple(sorted(RULES))
 
 def live_changes(items: Iterable[tuple[int, Any]]) -> list[Change]:
     """The index's changes from live domain events (position, event); a notification not
-    published retained changes nothing (its rule would do nothing: skipped here, on the
-    ingest's path, for ~1 µs a notification)."""
+    published retained changes nothing (its rule would do nothing): skipped here, before
+    its change is built, since every notification passes here (its cost: bench/README.md,
+    session 21)."""
     changes: list[Change] = []
     for position, event in items:
         topic = getattr(type(event), "TOPIC", "")
